@@ -1,0 +1,201 @@
+//! The serde shape of `sluice.toml` (SPEC section 3).
+
+use super::{parse_duration, parse_size, Config, ConfigError, DnsSource};
+use serde::Deserialize;
+use std::path::Path;
+
+/// `sluice.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    #[serde(default)]
+    node: NodeSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    smtp: SmtpSection,
+    #[serde(default)]
+    delivery: DeliverySection,
+    #[serde(default)]
+    admin: AdminSection,
+    #[serde(default)]
+    trace: TraceSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    hostname: Option<String>,
+    data_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpSection {
+    listen: Option<Vec<String>>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    client_ca: Option<String>,
+    max_message_size: Option<String>,
+    max_recipients: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverySection {
+    retry: Option<Vec<String>>,
+    expire_after: Option<String>,
+    dns: Option<String>,
+    extra_ca: Option<String>,
+    max_concurrency: Option<usize>,
+    max_per_destination: Option<usize>,
+    bind_address: Option<String>,
+    mx_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceSection {
+    retention: Option<String>,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl NodeFile {
+    /// Checks every value and resolves relative paths against `base`.
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let path = |p: &str| base.join(p);
+        let socket = |key: &str, v: &str| {
+            v.parse()
+                .map_err(|_| invalid(key, format!("{v:?} is not an address:port")))
+        };
+        let smtp_listen = self
+            .smtp
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:2525".to_string()])
+            .iter()
+            .map(|v| socket("smtp.listen", v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls_cert = match (self.smtp.tls_cert, self.smtp.tls_key) {
+            (Some(cert), Some(key)) => Some((path(&cert), path(&key))),
+            (None, None) => None,
+            _ => return Err(invalid("smtp.tls_cert", "tls_cert and tls_key go together")),
+        };
+        let retry = self
+            .delivery
+            .retry
+            .unwrap_or_else(|| {
+                ["1m", "5m", "15m", "30m", "1h", "2h", "4h"]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .iter()
+            .map(|v| parse_duration(v).map_err(|m| invalid("delivery.retry", m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if retry.is_empty() {
+            return Err(invalid("delivery.retry", "at least one interval is needed"));
+        }
+        let dns = match self.delivery.dns.as_deref() {
+            None | Some("system") => DnsSource::System,
+            Some(server) => {
+                let addr = server
+                    .parse()
+                    .or_else(|_| server.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| {
+                        invalid(
+                            "delivery.dns",
+                            format!("{server:?} is neither \"system\" nor address[:port]"),
+                        )
+                    })?;
+                DnsSource::Server(addr)
+            }
+        };
+        let bind_address = self
+            .delivery
+            .bind_address
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    invalid(
+                        "delivery.bind_address",
+                        format!("{v:?} is not an IP address"),
+                    )
+                })
+            })
+            .transpose()?;
+        let max_message_size = match self.smtp.max_message_size {
+            Some(v) => parse_size(&v).map_err(|m| invalid("smtp.max_message_size", m))?,
+            None => 35_000_000,
+        };
+        let positive = |key: &str, v: usize| {
+            if v == 0 {
+                Err(invalid(key, "must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Config {
+            hostname: self.node.hostname.unwrap_or_else(system_hostname),
+            data_dir: path(self.node.data_dir.as_deref().unwrap_or("./sluice-data")),
+            store_url: self.store.url.unwrap_or_else(|| "embedded".to_string()),
+            smtp_listen,
+            tls_cert,
+            client_ca: self.smtp.client_ca.map(|p| path(&p)),
+            max_message_size,
+            max_recipients: positive(
+                "smtp.max_recipients",
+                self.smtp.max_recipients.unwrap_or(500),
+            )?,
+            max_connections: positive(
+                "smtp.max_connections",
+                self.smtp.max_connections.unwrap_or(10_000),
+            )?,
+            retry,
+            expire_after: parse_duration(self.delivery.expire_after.as_deref().unwrap_or("2d"))
+                .map_err(|m| invalid("delivery.expire_after", m))?,
+            dns,
+            extra_ca: self.delivery.extra_ca.map(|p| path(&p)),
+            max_concurrency: positive(
+                "delivery.max_concurrency",
+                self.delivery.max_concurrency.unwrap_or(200),
+            )?,
+            max_per_destination: positive(
+                "delivery.max_per_destination",
+                self.delivery.max_per_destination.unwrap_or(20),
+            )?,
+            bind_address,
+            mx_port: self.delivery.mx_port.unwrap_or(25),
+            admin_listen: socket(
+                "admin.listen",
+                self.admin.listen.as_deref().unwrap_or("127.0.0.1:8025"),
+            )?,
+            trace_retention: parse_duration(self.trace.retention.as_deref().unwrap_or("30d"))
+                .map_err(|m| invalid("trace.retention", m))?,
+        })
+    }
+}

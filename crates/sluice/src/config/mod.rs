@@ -1,0 +1,178 @@
+//! Node configuration: `sluice.toml` (serde, unknown keys refused) turned into
+//! a validated [`Config`] that the stages read and never re-check.
+//!
+//! Objects (accepted domains, connectors, rules) are not node settings: they
+//! live in the store; their schema and validation are in [`objects`].
+
+mod file;
+pub mod objects;
+
+pub use file::NodeFile;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown key.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("invalid value for {key}: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where the resolver of MX/A lookups points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsSource {
+    /// The system's resolv.conf.
+    System,
+    /// A given server (tests run a local one).
+    Server(SocketAddr),
+}
+
+/// Validated node settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// EHLO name and Received headers.
+    pub hostname: String,
+    /// Spool, store, certificates, token.
+    pub data_dir: PathBuf,
+    /// Store location: embedded, or a URL for a shared backend.
+    pub store_url: String,
+    /// SMTP listeners.
+    pub smtp_listen: Vec<SocketAddr>,
+    /// Server certificate and key (PEM); `None` generates a self-signed pair.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// Trust roots for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Largest message accepted, bytes.
+    pub max_message_size: usize,
+    /// RCPT TO accepted per transaction.
+    pub max_recipients: usize,
+    /// Concurrent SMTP sessions.
+    pub max_connections: usize,
+    /// Retry intervals after each failed attempt; the last repeats.
+    pub retry: Vec<Duration>,
+    /// Age after which undelivered recipients bounce.
+    pub expire_after: Duration,
+    /// Resolver.
+    pub dns: DnsSource,
+    /// Extra trust roots for outbound TLS.
+    pub extra_ca: Option<PathBuf>,
+    /// Concurrent outbound deliveries, all destinations.
+    pub max_concurrency: usize,
+    /// Concurrent connections to one destination host.
+    pub max_per_destination: usize,
+    /// Source address of outbound connections.
+    pub bind_address: Option<std::net::IpAddr>,
+    /// Port of MX deliveries.
+    pub mx_port: u16,
+    /// Admin API listener.
+    pub admin_listen: SocketAddr,
+    /// Trace retention.
+    pub trace_retention: Duration,
+}
+
+impl Config {
+    /// Reads and validates a file; `None` gives the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => NodeFile::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: error.to_string(),
+                })?
+            }
+        };
+        let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
+        file.validate(base)
+    }
+
+    /// Where the admin bearer token is kept.
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+}
+
+/// Parses `35MB`, `10KB`, `512` (bytes); K/M/G are powers of 1000 as mail
+/// administrators write them (`message_size_limit` style), KiB/MiB powers of 1024.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    let factor = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KB" => 1e3,
+        "M" | "MB" => 1e6,
+        "G" | "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    Ok((value * factor) as usize)
+}
+
+/// Parses `1m`, `2h`, `2d`, `30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("not a duration: {text:?} ({error})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("35MB").unwrap(), 35_000_000);
+        assert_eq!(parse_size("10KiB").unwrap(), 10240);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("ten").is_err());
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.smtp_listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(config.admin_listen, "127.0.0.1:8025".parse().unwrap());
+        assert_eq!(config.retry.len(), 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = toml::from_str::<NodeFile>("[smtp]\nlisten = []\nbogus = 1\n").unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
+    }
+}

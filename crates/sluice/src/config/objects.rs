@@ -1,0 +1,524 @@
+//! Objects of SPEC section 4 (accepted domains, inbound and outbound
+//! connectors): their serde shape, shared by `apply -f`, `export`, the
+//! store and the admin API, and their validation into a [`Policy`] that the
+//! stages read. Every write goes through [`ObjectSet::validate`] first.
+
+use crate::classify::InboundConnector;
+use crate::message::{Domain, DomainPattern};
+use crate::route::{HostPort, NextHop, OutboundConnector, Scope, TlsPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+/// `type` of an accepted domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptedDomainType {
+    /// Mailboxes live here (Maildir under data_dir).
+    #[default]
+    Authoritative,
+    /// Some mailboxes live elsewhere: relay by MX.
+    #[serde(alias = "internal-relay")]
+    InternalRelay,
+}
+
+/// `type` of a connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorType {
+    /// A partner organisation or service.
+    #[default]
+    Partner,
+    /// The organisation's own server (grants relay for accepted domains).
+    #[serde(alias = "on-premises", alias = "onpremises")]
+    OnPremises,
+}
+
+/// Outbound `tls` word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsLevel {
+    /// STARTTLS when offered.
+    #[default]
+    Opportunistic,
+    /// TLS required, any certificate.
+    EncryptionOnly,
+    /// TLS required, trusted chain.
+    CertificateValidation,
+    /// TLS required, trusted chain naming the domain.
+    DomainValidation,
+}
+
+/// `[[accepted_domain]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedDomain {
+    /// The domain.
+    pub name: String,
+    /// Authoritative or internal relay.
+    #[serde(default, rename = "type")]
+    pub kind: AcceptedDomainType,
+}
+
+/// `[[inbound_connector]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConnectorObject {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// Partner or on-premises.
+    #[serde(default, rename = "type")]
+    pub kind: ConnectorType,
+    /// CIDR ranges.
+    #[serde(default)]
+    pub sender_ip_addresses: Vec<String>,
+    /// Certificate subject/SAN.
+    #[serde(default)]
+    pub tls_sender_certificate_name: String,
+    /// Sender domains covered.
+    #[serde(default = "any_domain")]
+    pub sender_domains: Vec<String>,
+    /// Refuse mail without TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Reject covered sender domains from other IPs.
+    #[serde(default)]
+    pub restrict_domains_to_ip_addresses: bool,
+    /// Reject covered sender domains without the certificate.
+    #[serde(default)]
+    pub restrict_domains_to_certificate: bool,
+    /// Trust internal headers.
+    #[serde(default)]
+    pub retain_internal_headers: bool,
+    /// On or off.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+fn any_domain() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// `[[outbound_connector]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConnectorObject {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// Partner or on-premises.
+    #[serde(default, rename = "type")]
+    pub kind: ConnectorType,
+    /// Patterns served.
+    #[serde(default)]
+    pub recipient_domains: Vec<String>,
+    /// Smart hosts in order.
+    #[serde(default)]
+    pub smart_hosts: Vec<String>,
+    /// MX delivery.
+    #[serde(default)]
+    pub use_mx_record: bool,
+    /// TLS level.
+    #[serde(default)]
+    pub tls: TlsLevel,
+    /// Name the certificate must carry (domain_validation).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_domain: String,
+    /// Only used when a rule routes to it.
+    #[serde(default)]
+    pub transport_rule_scoped: bool,
+    /// Keep internal headers when sending.
+    #[serde(default)]
+    pub retain_internal_headers: bool,
+    /// EHLO name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub helo_name: String,
+    /// Recipients for connector validation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_recipients: Vec<String>,
+    /// On or off.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+/// A set of objects: a TOML file for `apply`, `export`'s output, the store's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectSet {
+    /// `[[accepted_domain]]`.
+    #[serde(
+        default,
+        rename = "accepted_domain",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub accepted_domains: Vec<AcceptedDomain>,
+    /// `[[inbound_connector]]`.
+    #[serde(
+        default,
+        rename = "inbound_connector",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub inbound_connectors: Vec<InboundConnectorObject>,
+    /// `[[outbound_connector]]`.
+    #[serde(
+        default,
+        rename = "outbound_connector",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub outbound_connectors: Vec<OutboundConnectorObject>,
+}
+
+/// A kind of object (API path segment, CLI noun, store key prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// accepted_domain.
+    AcceptedDomain,
+    /// inbound_connector.
+    InboundConnector,
+    /// outbound_connector.
+    OutboundConnector,
+}
+
+impl ObjectKind {
+    /// The TOML table name.
+    pub fn table(self) -> &'static str {
+        match self {
+            ObjectKind::AcceptedDomain => "accepted_domain",
+            ObjectKind::InboundConnector => "inbound_connector",
+            ObjectKind::OutboundConnector => "outbound_connector",
+        }
+    }
+}
+
+/// Why an object set cannot be applied. Names the object and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name:?}: {key}: {message}")]
+pub struct ObjectError {
+    /// Table name.
+    pub kind: &'static str,
+    /// Object name.
+    pub name: String,
+    /// Offending key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The validated objects the stages read. Rebuilt on every change and
+/// swapped atomically; a session keeps the one it started with.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Accepted domains.
+    pub accepted: BTreeMap<Domain, AcceptedDomainType>,
+    /// Inbound connectors.
+    pub inbound: Vec<InboundConnector>,
+    /// Outbound connectors.
+    pub outbound: Vec<OutboundConnector>,
+}
+
+impl Policy {
+    /// The type of `domain` when it is accepted.
+    pub fn accepted_domain(&self, domain: &Domain) -> Option<AcceptedDomainType> {
+        self.accepted.get(domain).copied()
+    }
+
+    /// An outbound connector by name.
+    pub fn outbound_connector(&self, name: &str) -> Option<&OutboundConnector> {
+        self.outbound.iter().find(|c| c.name == name)
+    }
+}
+
+impl ObjectSet {
+    /// Upserts every object of `other` (whole-object replacement by kind and
+    /// name); with `prune`, objects absent from `other` are dropped.
+    pub fn merge(&mut self, other: ObjectSet, prune: bool) {
+        fn upsert<T: Clone>(into: &mut Vec<T>, from: Vec<T>, name: fn(&T) -> &str, prune: bool) {
+            if prune {
+                into.retain(|o| from.iter().any(|n| name(n) == name(o)));
+            }
+            for object in from {
+                match into.iter_mut().find(|o| name(o) == name(&object)) {
+                    Some(slot) => *slot = object,
+                    None => into.push(object),
+                }
+            }
+        }
+        upsert(
+            &mut self.accepted_domains,
+            other.accepted_domains,
+            |o| &o.name,
+            prune,
+        );
+        upsert(
+            &mut self.inbound_connectors,
+            other.inbound_connectors,
+            |o| &o.name,
+            prune,
+        );
+        upsert(
+            &mut self.outbound_connectors,
+            other.outbound_connectors,
+            |o| &o.name,
+            prune,
+        );
+    }
+
+    /// Removes an object; `false` when there was none.
+    pub fn remove(&mut self, kind: ObjectKind, name: &str) -> bool {
+        fn drop_named<T>(v: &mut Vec<T>, name: &str, get: fn(&T) -> &str) -> bool {
+            let before = v.len();
+            v.retain(|o| !get(o).eq_ignore_ascii_case(name));
+            v.len() != before
+        }
+        match kind {
+            ObjectKind::AcceptedDomain => drop_named(&mut self.accepted_domains, name, |o| &o.name),
+            ObjectKind::InboundConnector => {
+                drop_named(&mut self.inbound_connectors, name, |o| &o.name)
+            }
+            ObjectKind::OutboundConnector => {
+                drop_named(&mut self.outbound_connectors, name, |o| &o.name)
+            }
+        }
+    }
+
+    /// Checks every object and resolves it for the stages.
+    pub fn validate(&self) -> Result<Policy, ObjectError> {
+        let mut policy = Policy::default();
+        for d in &self.accepted_domains {
+            let err = |message: String| ObjectError {
+                kind: "accepted_domain",
+                name: d.name.clone(),
+                key: "name",
+                message,
+            };
+            let domain = Domain::parse(&d.name).map_err(|e| err(e.to_string()))?;
+            if policy.accepted.insert(domain, d.kind).is_some() {
+                return Err(err("defined twice".into()));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.inbound_connectors {
+            let err = |key: &'static str, message: String| ObjectError {
+                kind: "inbound_connector",
+                name: c.name.clone(),
+                key,
+                message,
+            };
+            if c.name.trim().is_empty() {
+                return Err(err("name", "must not be empty".into()));
+            }
+            if !names.insert(c.name.to_ascii_lowercase()) {
+                return Err(err("name", "defined twice".into()));
+            }
+            let sender_ips = c
+                .sender_ip_addresses
+                .iter()
+                .map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            err(
+                                "sender_ip_addresses",
+                                format!("{s:?} is not an IP address or CIDR range"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let certificate_name = match c.tls_sender_certificate_name.trim() {
+                "" => None,
+                n => Some(
+                    DomainPattern::parse(n)
+                        .map_err(|e| err("tls_sender_certificate_name", e.to_string()))?,
+                ),
+            };
+            if sender_ips.is_empty() && certificate_name.is_none() {
+                return Err(err(
+                    "sender_ip_addresses",
+                    "a connector needs sender_ip_addresses or tls_sender_certificate_name".into(),
+                ));
+            }
+            let sender_domains = c
+                .sender_domains
+                .iter()
+                .map(|s| DomainPattern::parse(s).map_err(|e| err("sender_domains", e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            policy.inbound.push(InboundConnector {
+                name: c.name.clone(),
+                kind: c.kind,
+                sender_ips,
+                certificate_name,
+                sender_domains,
+                require_tls: c.require_tls,
+                retain_internal_headers: c.retain_internal_headers,
+                enabled: c.enabled,
+            });
+        }
+        names.clear();
+        for c in &self.outbound_connectors {
+            let err = |key: &'static str, message: String| ObjectError {
+                kind: "outbound_connector",
+                name: c.name.clone(),
+                key,
+                message,
+            };
+            if c.name.trim().is_empty() {
+                return Err(err("name", "must not be empty".into()));
+            }
+            if !names.insert(c.name.to_ascii_lowercase()) {
+                return Err(err("name", "defined twice".into()));
+            }
+            let patterns = c
+                .recipient_domains
+                .iter()
+                .map(|s| {
+                    DomainPattern::parse(s).map_err(|e| err("recipient_domains", e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let hosts = c
+                .smart_hosts
+                .iter()
+                .map(|s| HostPort::parse(s).map_err(|m| err("smart_hosts", m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_hop = match (hosts.is_empty(), c.use_mx_record) {
+                (false, false) => NextHop::SmartHosts(hosts),
+                (true, true) => NextHop::Mx,
+                (false, true) => {
+                    return Err(err(
+                        "use_mx_record",
+                        "smart_hosts and use_mx_record exclude each other".into(),
+                    ))
+                }
+                (true, false) => {
+                    return Err(err(
+                        "smart_hosts",
+                        "give smart_hosts, or set use_mx_record = true".into(),
+                    ))
+                }
+            };
+            let scope = if c.transport_rule_scoped {
+                Scope::RuleScoped
+            } else {
+                if patterns.is_empty() {
+                    return Err(err(
+                        "recipient_domains",
+                        "a connector that is not transport_rule_scoped needs recipient_domains"
+                            .into(),
+                    ));
+                }
+                Scope::Domains(patterns)
+            };
+            let tls_domain =
+                Some(c.tls_domain.trim().to_ascii_lowercase()).filter(|d| !d.is_empty());
+            let tls = match c.tls {
+                TlsLevel::Opportunistic => TlsPolicy::Opportunistic,
+                TlsLevel::EncryptionOnly => TlsPolicy::EncryptionOnly,
+                TlsLevel::CertificateValidation => TlsPolicy::CertificateValidation,
+                TlsLevel::DomainValidation => TlsPolicy::DomainValidation {
+                    domain: tls_domain.clone(),
+                },
+            };
+            if tls_domain.is_some() && c.tls != TlsLevel::DomainValidation {
+                return Err(err(
+                    "tls_domain",
+                    "only used with tls = \"domain_validation\"".into(),
+                ));
+            }
+            policy.outbound.push(OutboundConnector {
+                name: c.name.clone(),
+                kind: c.kind,
+                scope,
+                next_hop,
+                tls,
+                helo_name: Some(c.helo_name.trim().to_string()).filter(|h| !h.is_empty()),
+                retain_internal_headers: c.retain_internal_headers,
+                enabled: c.enabled,
+            });
+        }
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_example_validates_and_round_trips() {
+        let text = r#"
+            [[accepted_domain]]
+            name = "contoso.test"
+            type = "authoritative"
+
+            [[inbound_connector]]
+            name = "From scanner"
+            type = "on_premises"
+            sender_ip_addresses = ["127.0.0.30/32", "::1"]
+            retain_internal_headers = true
+
+            [[outbound_connector]]
+            name = "To scanner"
+            smart_hosts = ["127.0.0.30:2525"]
+            transport_rule_scoped = true
+            retain_internal_headers = true
+            tls = "domain_validation"
+            tls_domain = "scanner.test"
+        "#;
+        let set: ObjectSet = toml::from_str(text).unwrap();
+        let policy = set.validate().unwrap();
+        assert_eq!(policy.outbound[0].scope, Scope::RuleScoped);
+        assert_eq!(
+            policy.outbound[0].tls,
+            TlsPolicy::DomainValidation {
+                domain: Some("scanner.test".into())
+            }
+        );
+        let exported = toml::to_string(&set).unwrap();
+        assert_eq!(toml::from_str::<ObjectSet>(&exported).unwrap(), set);
+    }
+
+    #[test]
+    fn bad_objects_name_the_key() {
+        let set: ObjectSet = toml::from_str(
+            "[[outbound_connector]]\nname = \"x\"\nrecipient_domains = [\"*\"]\nsmart_hosts = [\"h:99999\"]\n",
+        )
+        .unwrap();
+        let e = set.validate().unwrap_err();
+        assert_eq!((e.name.as_str(), e.key), ("x", "smart_hosts"));
+        let unknown =
+            toml::from_str::<ObjectSet>("[[outbound_connector]]\nname = \"x\"\nbogus = 1\n")
+                .unwrap_err();
+        assert!(unknown.to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn merge_upserts_and_prunes() {
+        let mut a: ObjectSet = toml::from_str(
+            "[[accepted_domain]]\nname = \"a.test\"\n[[accepted_domain]]\nname = \"b.test\"\n",
+        )
+        .unwrap();
+        let b: ObjectSet =
+            toml::from_str("[[accepted_domain]]\nname = \"b.test\"\ntype = \"internal_relay\"\n")
+                .unwrap();
+        a.merge(b.clone(), false);
+        assert_eq!(a.accepted_domains.len(), 2);
+        assert_eq!(
+            a.accepted_domains[1].kind,
+            AcceptedDomainType::InternalRelay
+        );
+        a.merge(b, true);
+        assert_eq!(a.accepted_domains.len(), 1);
+    }
+}

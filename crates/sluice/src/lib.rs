@@ -1,0 +1,25 @@
+//! sluice: a mail-flow gateway.
+//!
+//! # Layout
+//!
+//! The modules are the pipeline, in the order a message travels:
+//!
+//! 1. [`receive`]: SMTP sessions, STARTTLS, relay control, DATA/BDAT framing.
+//! 2. [`classify`]: which inbound connector a session belongs to.
+//! 3. rules and scan (later): mail flow rules and the DLP scanner.
+//! 4. [`route`]: which outbound connector, next hop and TLS level per recipient.
+//! 5. `queue`: the durable spool, retry schedule, expiry and DSNs.
+//! 6. [`deliver`]: the SMTP client (smart hosts, MX, TLS policy) and Maildir.
+//! 7. `trace`: the stored message trace.
+//!
+//! Around them: [`message`] (shared data), [`config`] (node settings and
+//! objects), `store` (persistence), `admin` and `cli` (management),
+//! [`dns`], `tls`, and `server`, the only module that wires every stage.
+
+pub mod classify;
+pub mod config;
+pub mod deliver;
+pub mod dns;
+pub mod message;
+pub mod receive;
+pub mod route;

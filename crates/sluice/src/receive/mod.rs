@@ -1,0 +1,71 @@
+//! Stage 1: SMTP receive. Listens, runs one session per connection (EHLO,
+//! STARTTLS, MAIL, RCPT, DATA/BDAT), and hands each complete message to the
+//! [`Intake`] for the final reply.
+//!
+//! Contract: a recipient is accepted at RCPT only when relay control allows
+//! it (550 5.7.1 otherwise, never accept-then-bounce). End of DATA is
+//! CRLF.CRLF only; a bare CR or LF anywhere in the data rejects the message,
+//! so no smuggled second message can be injected. Nothing is acknowledged
+//! with 250 before the intake says the message is durable. Peer input never
+//! panics the node; every limit (line length, size, recipients, bad
+//! commands, timeouts, connections) is enforced with a reply and, where
+//! RFC 5321 says so, a close.
+
+pub mod relay_control;
+
+use crate::classify::Classification;
+use crate::message::{Envelope, Reply};
+use crate::route::Route;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+/// Facts about a session, as known when a message completes.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// EHLO/HELO argument.
+    pub helo: String,
+    /// Whether EHLO (ESMTP) was used.
+    pub esmtp: bool,
+    /// TLS facts, when STARTTLS succeeded.
+    pub tls: Option<TlsInfo>,
+}
+
+/// TLS facts of a session or a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsInfo {
+    /// e.g. `TLSv1_3`.
+    pub version: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// Names (DNS SANs, else subject CN) of a client certificate that verified.
+    pub client_cert_names: Vec<String>,
+}
+
+/// A complete message handed over at end of DATA / BDAT LAST.
+#[derive(Debug)]
+pub struct Submission {
+    /// Session facts.
+    pub session: SessionInfo,
+    /// The inbound connector decision for the session.
+    pub classification: Classification,
+    /// Envelope; recipients in the order accepted.
+    pub envelope: Envelope,
+    /// One route per envelope recipient, same order (decided at RCPT).
+    pub routes: Vec<Route>,
+    /// The message as received, with our Received header prepended,
+    /// CRLF line endings, dot-unstuffed.
+    pub content: Vec<u8>,
+}
+
+/// The rest of the pipeline as seen from a session: rules, routing and the
+/// durable queue. Returns the final reply to DATA/BDAT: 250 only once the
+/// message is on stable storage.
+pub trait Intake: Send + Sync + 'static {
+    /// Takes a complete message.
+    fn accept(&self, submission: Submission) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+}

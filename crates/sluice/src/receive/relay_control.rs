@@ -1,0 +1,117 @@
+//! Relay control: which recipients a session may reach (SPEC section 4,
+//! "Acceptance comes before routing"). Never an open relay: a connector
+//! matching the recipient domain does not by itself make it reachable.
+
+use crate::classify::Classification;
+use crate::config::objects::Policy;
+use crate::message::{Address, Reply, ReversePath};
+use crate::route::{self, Route};
+
+/// Decides one RCPT TO: the route it will take, or the 550 that refuses it.
+///
+/// Accepted domains are open to everyone. Any other domain needs relay
+/// permission: the session came through an on-premises connector and the
+/// envelope sender's domain is an accepted domain (tenant attribution).
+pub fn check_recipient(
+    policy: &Policy,
+    classification: &Classification,
+    mail_from: &ReversePath,
+    recipient: &Address,
+) -> Result<Route, Reply> {
+    let domain = recipient.domain();
+    let accepted = policy.accepted_domain(domain).is_some();
+    if !accepted && !may_relay(policy, classification, mail_from) {
+        return Err(Reply::new(
+            550,
+            [5, 7, 1],
+            format!("Relaying to <{recipient}> denied"),
+        ));
+    }
+    Ok(route::route(policy, domain).unwrap_or(Route::Mx))
+}
+
+/// Relay permission of a session for a given sender.
+pub fn may_relay(
+    policy: &Policy,
+    classification: &Classification,
+    mail_from: &ReversePath,
+) -> bool {
+    match classification {
+        Classification::Internal { .. } => match mail_from.domain() {
+            Some(domain) => policy.accepted.keys().any(|d| domain.is_within(d)),
+            // Bounces from the organisation's own server may go out.
+            None => true,
+        },
+        Classification::Partner { .. } | Classification::Anonymous => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use crate::config::objects::ObjectSet;
+
+    const OBJECTS: &str = r#"
+        [[accepted_domain]]
+        name = "contoso.test"
+        [[inbound_connector]]
+        name = "On-prem"
+        type = "on_premises"
+        sender_ip_addresses = ["127.0.0.40/32"]
+        [[inbound_connector]]
+        name = "Partner"
+        type = "partner"
+        sender_ip_addresses = ["127.0.0.50/32"]
+        [[outbound_connector]]
+        name = "Everything"
+        recipient_domains = ["*"]
+        smart_hosts = ["127.0.0.9:25"]
+    "#;
+
+    fn check(ip: &str, from: &str, to: &str) -> Result<Route, Reply> {
+        let policy = toml::from_str::<ObjectSet>(OBJECTS)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let classification = classify(&policy, ip.parse().unwrap());
+        let from = ReversePath::try_from(from.to_string()).unwrap();
+        check_recipient(
+            &policy,
+            &classification,
+            &from,
+            &Address::parse(to).unwrap(),
+        )
+    }
+
+    #[test]
+    fn never_an_open_relay() {
+        // A `*` connector exists, yet anonymous and partner senders cannot relay.
+        assert_eq!(
+            check("10.1.1.1", "a@evil.test", "b@example.org")
+                .unwrap_err()
+                .code,
+            550
+        );
+        assert_eq!(
+            check("127.0.0.50", "a@contoso.test", "b@example.org")
+                .unwrap_err()
+                .code,
+            550
+        );
+        // On-premises needs an accepted sender domain.
+        assert!(check("127.0.0.40", "a@evil.test", "b@example.org").is_err());
+        assert!(check("127.0.0.40", "a@contoso.test", "b@example.org").is_ok());
+        assert!(check("127.0.0.40", "a@eu.contoso.test", "b@example.org").is_ok());
+    }
+
+    #[test]
+    fn accepted_domains_are_open_to_all() {
+        // The `*` connector wins over local delivery for accepted domains too
+        // (SPEC routing order: connectors before accepted domains).
+        assert!(matches!(
+            check("10.1.1.1", "a@evil.test", "b@contoso.test"),
+            Ok(Route::Connector { .. })
+        ));
+    }
+}

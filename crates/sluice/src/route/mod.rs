@@ -1,0 +1,199 @@
+//! Stage 4: routing policy. For each accepted recipient, decide which
+//! outbound connector carries it, to which next hop, at which TLS level.
+//!
+//! Input: the recipient's domain and the node's [`Policy`]. Output: a
+//! [`Route`], stored with the queued recipient. Routing never touches the
+//! message and never resolves addresses: MX lookup and smart-host failover
+//! happen at each delivery attempt (stage 6), because DNS and host health
+//! change while mail waits. Order (SPEC section 4): a rule's connector; the
+//! most specific enabled, non-rule-scoped connector; an accepted domain; MX.
+
+mod host;
+
+pub use host::HostPort;
+
+use crate::config::objects::{AcceptedDomainType, ConnectorType, Policy};
+use crate::message::{Domain, DomainPattern};
+use serde::{Deserialize, Serialize};
+
+/// Outbound TLS level (Exchange's names). A required level that cannot be
+/// met defers the recipient: never clear text, never another route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "level")]
+pub enum TlsPolicy {
+    /// STARTTLS when offered, any certificate; clear text otherwise.
+    Opportunistic,
+    /// TLS required, any certificate.
+    EncryptionOnly,
+    /// TLS required, chain to the trust roots.
+    CertificateValidation,
+    /// TLS required, chain to the trust roots, and the certificate names
+    /// `domain` (or, when `None`, the host connected to).
+    DomainValidation {
+        /// Name the certificate must carry.
+        domain: Option<String>,
+    },
+}
+
+impl TlsPolicy {
+    /// Whether clear text is forbidden.
+    pub fn requires_tls(&self) -> bool {
+        !matches!(self, TlsPolicy::Opportunistic)
+    }
+
+    /// The config word for this level.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::EncryptionOnly => "encryption_only",
+            TlsPolicy::CertificateValidation => "certificate_validation",
+            TlsPolicy::DomainValidation { .. } => "domain_validation",
+        }
+    }
+}
+
+/// Where a connector sends mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "hosts")]
+pub enum NextHop {
+    /// Smart hosts, tried in order.
+    SmartHosts(Vec<HostPort>),
+    /// The recipient domain's MX records.
+    Mx,
+}
+
+/// Which recipients a connector serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Chosen by recipient domain, most specific pattern wins.
+    Domains(Vec<DomainPattern>),
+    /// Used only when a mail flow rule routes a message to it
+    /// (Exchange's IsTransportRuleScoped).
+    RuleScoped,
+}
+
+/// An outbound connector, validated.
+#[derive(Debug, Clone)]
+pub struct OutboundConnector {
+    /// Unique name.
+    pub name: String,
+    /// Partner or on-premises.
+    pub kind: ConnectorType,
+    /// Which recipients it serves.
+    pub scope: Scope,
+    /// Smart hosts or MX.
+    pub next_hop: NextHop,
+    /// TLS level.
+    pub tls: TlsPolicy,
+    /// EHLO name towards this destination; `None` uses the node's hostname.
+    pub helo_name: Option<String>,
+    /// Keep `X-Sluice-Org-*` headers when sending through it.
+    pub retain_internal_headers: bool,
+    /// Disabled connectors are never chosen.
+    pub enabled: bool,
+}
+
+/// How one recipient leaves this node: decided at acceptance, stored with
+/// the recipient in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum Route {
+    /// Through an outbound connector.
+    Connector {
+        /// Connector name (as of routing time).
+        connector: String,
+        /// Smart hosts or MX of the recipient domain.
+        next_hop: NextHop,
+        /// TLS level.
+        tls: TlsPolicy,
+        /// EHLO name, when the connector sets one.
+        helo_name: Option<String>,
+        /// Keep internal headers.
+        retain_internal_headers: bool,
+    },
+    /// Into this node's Maildir (authoritative accepted domain).
+    Mailbox,
+    /// Direct MX delivery, opportunistic TLS (internal-relay domains and
+    /// relayed mail with no connector).
+    Mx,
+}
+
+impl Route {
+    /// Connector name, or `None` for local and default MX delivery.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            Route::Connector { connector, .. } => Some(connector),
+            _ => None,
+        }
+    }
+
+    /// A key that groups recipients sharing one delivery transaction.
+    pub fn destination_key(&self, domain: &Domain) -> String {
+        match self {
+            Route::Connector {
+                connector,
+                next_hop: NextHop::SmartHosts(_),
+                ..
+            } => format!("connector:{connector}"),
+            Route::Connector {
+                connector,
+                next_hop: NextHop::Mx,
+                ..
+            } => format!("connector:{connector}:mx:{domain}"),
+            Route::Mailbox => "mailbox".to_string(),
+            Route::Mx => format!("mx:{domain}"),
+        }
+    }
+}
+
+impl From<&OutboundConnector> for Route {
+    fn from(connector: &OutboundConnector) -> Self {
+        Route::Connector {
+            connector: connector.name.clone(),
+            next_hop: connector.next_hop.clone(),
+            tls: connector.tls.clone(),
+            helo_name: connector.helo_name.clone(),
+            retain_internal_headers: connector.retain_internal_headers,
+        }
+    }
+}
+
+/// Routes one recipient domain (steps 2 to 4 of SPEC section 4; step 1, a
+/// rule's connector, is applied by the caller before this). Returns `None`
+/// when the domain is neither served by a connector nor accepted, meaning
+/// MX delivery that only relay-permitted senders may use.
+pub fn route(policy: &Policy, domain: &Domain) -> Option<Route> {
+    if let Some(connector) = select_connector(policy, domain) {
+        return Some(Route::from(connector));
+    }
+    match policy.accepted_domain(domain) {
+        Some(AcceptedDomainType::Authoritative) => Some(Route::Mailbox),
+        Some(AcceptedDomainType::InternalRelay) => Some(Route::Mx),
+        None => None,
+    }
+}
+
+/// The enabled, domain-scoped connector whose pattern matches `domain` most
+/// specifically; ties keep the earlier connector (stable by name).
+pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a OutboundConnector> {
+    policy
+        .outbound
+        .iter()
+        .filter(|c| c.enabled)
+        .filter_map(|c| match &c.scope {
+            Scope::Domains(patterns) => patterns
+                .iter()
+                .filter_map(|p| p.matches(domain))
+                .max()
+                .map(|s| (s, c)),
+            Scope::RuleScoped => None,
+        })
+        .fold(
+            None,
+            |best: Option<(_, &OutboundConnector)>, (s, c)| match best {
+                Some((bs, _)) if bs >= s => best,
+                _ => Some((s, c)),
+            },
+        )
+        .map(|(_, c)| c)
+}
