@@ -6,6 +6,8 @@
 //! [`Classification`]. Never rejects by itself; relay control and the
 //! connector restrictions use its answer.
 
+pub mod header_firewall;
+
 use crate::config::objects::{ConnectorType, Policy};
 use crate::message::DomainPattern;
 use ipnet::IpNet;
