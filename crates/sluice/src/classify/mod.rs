@@ -71,8 +71,9 @@ impl Classification {
     /// The connector name, unless anonymous.
     pub fn connector(&self) -> Option<&str> {
         match self {
-            Classification::Internal { connector, .. }
-            | Classification::Partner { connector, .. } => Some(connector),
+            Classification::Internal { connector, .. } | Classification::Partner { connector, .. } => {
+                Some(connector)
+            }
             Classification::Anonymous => None,
         }
     }
@@ -123,10 +124,7 @@ mod tests {
     use crate::config::objects::ObjectSet;
 
     fn policy(toml: &str) -> Policy {
-        toml::from_str::<ObjectSet>(toml)
-            .unwrap()
-            .validate()
-            .unwrap()
+        toml::from_str::<ObjectSet>(toml).unwrap().validate().unwrap()
     }
 
     #[test]

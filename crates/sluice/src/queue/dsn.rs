@@ -90,8 +90,7 @@ pub fn render(
     let returned = if headers_only {
         MimePart::new(
             "text/rfc822-headers",
-            String::from_utf8_lossy(&content[..crate::message::header_section_len(content)])
-                .into_owned(),
+            String::from_utf8_lossy(&content[..crate::message::header_section_len(content)]).into_owned(),
         )
         .transfer_encoding("8bit")
     } else {

@@ -111,9 +111,7 @@ impl RecipientStatus {
     /// When an attempt is due, for recipients still waiting.
     pub fn due_ms(&self) -> Option<u64> {
         match self {
-            RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => {
-                Some(*due_ms)
-            }
+            RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => Some(*due_ms),
             RecipientStatus::Delivered { .. } | RecipientStatus::Failed { .. } => None,
         }
     }
@@ -133,10 +131,7 @@ impl RecipientStatus {
 impl QueueEntry {
     /// The earliest due time of a waiting recipient; `None` when all are final.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.recipients
-            .iter()
-            .filter_map(|r| r.status.due_ms())
-            .min()
+        self.recipients.iter().filter_map(|r| r.status.due_ms()).min()
     }
 
     /// Whether every recipient reached a final state.

@@ -32,10 +32,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 /// What carries a job to its next hop: the delivery stage, wired by the server.
 pub trait Transport: Send + Sync + 'static {
     /// One attempt for a group of recipients sharing a route.
-    fn attempt(
-        &self,
-        job: DeliveryJob,
-    ) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>>;
+    fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>>;
 }
 
 /// Queue settings from the node config.
@@ -152,10 +149,10 @@ impl Queue {
         content: Vec<u8>,
         events: Vec<TraceEvent>,
     ) -> Result<(), QueueError> {
-        let commit = self.inner.store.commit(vec![
-            Write::Enqueue(entry.clone(), content),
-            Write::Trace(events),
-        ]);
+        let commit = self
+            .inner
+            .store
+            .commit(vec![Write::Enqueue(entry.clone(), content), Write::Trace(events)]);
         commit.await?;
         let mut state = self.state();
         state.schedule(&entry);
@@ -190,8 +187,9 @@ impl Queue {
                 QueueAction::Retry => {
                     for r in &mut entry.recipients {
                         match &mut r.status {
-                            RecipientStatus::Queued { due_ms }
-                            | RecipientStatus::Deferred { due_ms, .. } => *due_ms = now,
+                            RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => {
+                                *due_ms = now
+                            }
                             _ => {}
                         }
                     }
@@ -280,10 +278,7 @@ impl Queue {
             let Some(entry) = state.entries.get(&id) else {
                 continue;
             };
-            if entry.hold == Hold::Held
-                || state.in_flight.contains(&id)
-                || entry.next_due_ms() != Some(due)
-            {
+            if entry.hold == Hold::Held || state.in_flight.contains(&id) || entry.next_due_ms() != Some(due) {
                 continue;
             }
             state.in_flight.insert(id.clone());
@@ -483,8 +478,7 @@ impl Queue {
                         }
                         let r = &mut entry.recipients[i];
                         r.status = RecipientStatus::Deferred {
-                            due_ms: (now + wait.as_millis() as u64)
-                                .min(entry.expires_at_ms.max(now + 1000)),
+                            due_ms: (now + wait.as_millis() as u64).min(entry.expires_at_ms.max(now + 1000)),
                             last_error: reply.to_string(),
                             delay_notified: delay_notified || r.notify.on_delay(),
                         };
@@ -563,10 +557,7 @@ impl Queue {
     fn retry_wait(&self, attempts: u32) -> Duration {
         let retry = &self.inner.settings.retry;
         let index = (attempts.max(1) as usize - 1).min(retry.len().saturating_sub(1));
-        retry
-            .get(index)
-            .copied()
-            .unwrap_or(Duration::from_secs(300))
+        retry.get(index).copied().unwrap_or(Duration::from_secs(300))
     }
 
     fn build_dsn(
@@ -579,14 +570,7 @@ impl Queue {
         let sender = entry.from.address()?.clone();
         let hostname = &self.inner.settings.hostname;
         let now = now_ms();
-        let report = dsn::render(
-            hostname,
-            entry,
-            content,
-            action,
-            recipients,
-            (now / 1000) as i64,
-        );
+        let report = dsn::render(hostname, entry, content, action, recipients, (now / 1000) as i64);
         let policy = self.inner.policy.borrow().clone();
         let route = crate::route::route(&policy, sender.domain()).unwrap_or(Route::Mx);
         let id = QueueId::generate();

@@ -14,10 +14,7 @@ struct Scripted {
 }
 
 impl Transport for Scripted {
-    fn attempt(
-        &self,
-        job: DeliveryJob,
-    ) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+    fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
         Box::pin(async move {
             let mut outcomes = Vec::new();
             for r in &job.recipients {
@@ -80,21 +77,13 @@ async fn wait_for(queue: &Queue, what: impl Fn(&[QueueEntry]) -> bool) -> Vec<Qu
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!(
-        "queue never reached the expected state: {:#?}",
-        queue.list()
-    );
+    panic!("queue never reached the expected state: {:#?}", queue.list());
 }
 
 fn start(dir: &std::path::Path, answers: Vec<(&str, Outcome)>) -> (Queue, Arc<Scripted>) {
     let store = EmbeddedStore::open(dir).unwrap();
     let transport = Arc::new(Scripted {
-        answers: StdMutex::new(
-            answers
-                .into_iter()
-                .map(|(a, o)| (a.to_string(), o))
-                .collect(),
-        ),
+        answers: StdMutex::new(answers.into_iter().map(|(a, o)| (a.to_string(), o)).collect()),
         seen: StdMutex::new(Vec::new()),
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
@@ -131,10 +120,7 @@ async fn deferred_then_delivered_and_bounce_dsn_for_the_failed_one() {
             ),
         ],
     );
-    let e = entry(
-        "sender@y.test",
-        &["ok@x.test", "later@x.test", "gone@x.test"],
-    );
+    let e = entry("sender@y.test", &["ok@x.test", "later@x.test", "gone@x.test"]);
     queue
         .enqueue(e.clone(), b"Subject: t\r\n\r\nbody\r\n".to_vec(), vec![])
         .await
@@ -167,10 +153,7 @@ async fn null_sender_never_gets_a_bounce_and_hold_stops_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, transport) = start(
         dir.path(),
-        vec![(
-            "gone@x.test",
-            Outcome::PermFail(Reply::new(550, [5, 1, 1], "no")),
-        )],
+        vec![("gone@x.test", Outcome::PermFail(Reply::new(550, [5, 1, 1], "no")))],
     );
     queue
         .enqueue(entry("", &["gone@x.test"]), b"\r\nx\r\n".to_vec(), vec![])
@@ -205,10 +188,7 @@ async fn expired_recipients_bounce() {
                 "slow@x.test",
                 Outcome::TempFail(Reply::new(451, [4, 4, 1], "no answer")),
             ),
-            (
-                "s@y.test",
-                Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy")),
-            ),
+            ("s@y.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"))),
         ],
     );
     let mut e = entry("s@y.test", &["slow@x.test"]);

@@ -31,11 +31,7 @@ pub fn check_recipient(
 }
 
 /// Relay permission of a session for a given sender.
-pub fn may_relay(
-    policy: &Policy,
-    classification: &Classification,
-    mail_from: &ReversePath,
-) -> bool {
+pub fn may_relay(policy: &Policy, classification: &Classification, mail_from: &ReversePath) -> bool {
     match classification {
         Classification::Internal { .. } => match mail_from.domain() {
             Some(domain) => policy.accepted.keys().any(|d| domain.is_within(d)),
@@ -70,18 +66,10 @@ mod tests {
     "#;
 
     fn check(ip: &str, from: &str, to: &str) -> Result<Route, Reply> {
-        let policy = toml::from_str::<ObjectSet>(OBJECTS)
-            .unwrap()
-            .validate()
-            .unwrap();
+        let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
         let classification = classify(&policy, ip.parse().unwrap());
         let from = ReversePath::try_from(from.to_string()).unwrap();
-        check_recipient(
-            &policy,
-            &classification,
-            &from,
-            &Address::parse(to).unwrap(),
-        )
+        check_recipient(&policy, &classification, &from, &Address::parse(to).unwrap())
     }
 
     #[test]

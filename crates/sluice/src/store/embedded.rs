@@ -104,15 +104,13 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                         content
                             .insert(entry.id.0.as_str(), body.as_slice())
                             .map_err(err)?;
-                        meta.insert(entry.id.0.as_str(), json.as_slice())
-                            .map_err(err)?;
+                        meta.insert(entry.id.0.as_str(), json.as_slice()).map_err(err)?;
                     }
                     Write::Update(entry) => {
                         // An update racing a delete must not resurrect the message.
                         if meta.get(entry.id.0.as_str()).map_err(err)?.is_some() {
                             let json = serde_json::to_vec(&entry).map_err(err)?;
-                            meta.insert(entry.id.0.as_str(), json.as_slice())
-                                .map_err(err)?;
+                            meta.insert(entry.id.0.as_str(), json.as_slice()).map_err(err)?;
                         }
                     }
                     Write::Remove(id) => {
@@ -184,10 +182,7 @@ impl Store for EmbeddedStore {
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(QUEUE_CONTENT).map_err(err)?;
-        Ok(table
-            .get(id.0.as_str())
-            .map_err(err)?
-            .map(|v| v.value().to_vec()))
+        Ok(table.get(id.0.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
@@ -238,12 +233,7 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             let commits: Vec<_> = (0..50)
-                .map(|i| {
-                    store.commit(vec![Write::Enqueue(
-                        entry(&format!("m{i:02}")),
-                        b"abc".to_vec(),
-                    )])
-                })
+                .map(|i| store.commit(vec![Write::Enqueue(entry(&format!("m{i:02}")), b"abc".to_vec())]))
                 .collect();
             for c in commits {
                 c.await.unwrap();
@@ -252,10 +242,7 @@ mod tests {
                 .commit(vec![Write::Remove(QueueId("m00".into()))])
                 .await
                 .unwrap();
-            store
-                .commit(vec![Write::Update(entry("m00"))])
-                .await
-                .unwrap();
+            store.commit(vec![Write::Update(entry("m00"))]).await.unwrap();
         }
         // The writer thread owns a handle; wait for the first store to close.
         let mut reopened = None;

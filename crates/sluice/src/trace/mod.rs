@@ -123,20 +123,14 @@ impl TraceFilter {
         let matching: std::collections::HashSet<QueueId> = events
             .iter()
             .filter(|e| self.since_ms.is_none_or(|since| e.at_ms >= since))
-            .filter(|e| {
-                wanted_id.is_none_or(|id| e.message_id.as_deref() == Some(id) || e.queue_id.0 == id)
-            })
+            .filter(|e| wanted_id.is_none_or(|id| e.message_id.as_deref() == Some(id) || e.queue_id.0 == id))
             .filter(|e| self.from.as_deref().is_none_or(|f| eq(&e.from, f)))
             .filter(|e| {
                 self.to
                     .as_deref()
                     .is_none_or(|t| e.to.as_deref().is_some_and(|to| eq(to, t)))
             })
-            .filter(|e| {
-                self.status
-                    .as_deref()
-                    .is_none_or(|s| eq(e.kind.as_str(), s))
-            })
+            .filter(|e| self.status.as_deref().is_none_or(|s| eq(e.kind.as_str(), s)))
             .map(|e| e.queue_id.clone())
             .collect();
         let mut selected: Vec<TraceEvent> = events
