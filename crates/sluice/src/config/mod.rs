@@ -6,6 +6,7 @@
 
 mod file;
 pub mod objects;
+pub mod powershell;
 
 pub use file::NodeFile;
 
