@@ -345,6 +345,8 @@ impl ObjectSet {
                 certificate_name,
                 sender_domains,
                 require_tls: c.require_tls,
+                restrict_domains_to_ip_addresses: c.restrict_domains_to_ip_addresses,
+                restrict_domains_to_certificate: c.restrict_domains_to_certificate,
                 retain_internal_headers: c.retain_internal_headers,
                 enabled: c.enabled,
             });
