@@ -16,10 +16,13 @@
 //! objects), `store` (persistence), `admin` and `cli` (management),
 //! [`dns`], `tls`, and `server`, the only module that wires every stage.
 
+pub mod admin;
 pub mod classify;
+pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod dns;
 pub mod message;
 pub mod receive;
 pub mod route;
+pub mod server;
