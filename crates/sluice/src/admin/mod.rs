@@ -209,4 +209,4 @@ async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminE
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,10 +9,11 @@ use http_body_util::BodyExt;
 use std::sync::Mutex;
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef0123456789";
 
+/// Stands in for the node: objects, queue and trace in memory.
 #[derive(Default)]
-struct MemoryBackend {
+pub(crate) struct MemoryBackend {
     objects: Mutex<ObjectSet>,
     queue: Mutex<Vec<QueueEntryView>>,
     events: Vec<TraceEventView>,

@@ -207,3 +207,89 @@ fn path_segments_and_queries_are_encoded() {
     );
     assert_eq!(client::query(&[("status", None)]), "");
 }
+
+/// The client against a real HTTP listener on loopback, serving the admin
+/// router over the in-memory backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_talks_to_a_live_admin_api() {
+    use crate::admin::tests::{MemoryBackend, TOKEN};
+    use crate::config::objects::{AcceptedDomain, AcceptedDomainType, OutboundConnectorObject};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = crate::admin::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    // A port that was just free and is closed again: nothing listens there.
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", probe.local_addr().unwrap())
+    };
+
+    tokio::task::spawn_blocking(move || {
+        let global = |api: &str, token: &str| GlobalArgs {
+            config: None,
+            api: Some(api.to_string()),
+            token: Some(token.to_string()),
+            verbose: false,
+        };
+        let client = client::ApiClient::connect(&global(&url, TOKEN)).unwrap();
+
+        let domain = AcceptedDomain {
+            name: "contoso.test".into(),
+            kind: AcceptedDomainType::InternalRelay,
+        };
+        client.post("accepted-domains", &domain).unwrap();
+        let listed: Vec<AcceptedDomain> = client.get("accepted-domains").unwrap();
+        assert_eq!(listed, vec![domain.clone()]);
+
+        let duplicate = Failure::from(client.post("accepted-domains", &domain).err().unwrap());
+        assert_eq!(duplicate.exit_code, 1);
+        assert!(duplicate.message.contains("already exists"), "{}", duplicate.message);
+
+        let missing = Failure::from(client.delete("accepted-domains/nope.test").err().unwrap());
+        assert_eq!(
+            (missing.exit_code, missing.message.as_str()),
+            (1, "no such accepted domain \"nope.test\"")
+        );
+
+        // A name with a space and a slash survives the trip through the path.
+        let connector: OutboundConnectorObject = serde_json::from_str(
+            r#"{"name": "To scanner/1", "smart_hosts": ["127.0.0.30:2525"], "transport_rule_scoped": true}"#,
+        )
+        .unwrap();
+        client.post("outbound-connectors", &connector).unwrap();
+        let path = format!("outbound-connectors/{}", client::segment("To scanner/1"));
+        let mut fetched: OutboundConnectorObject = client.get(&path).unwrap();
+        assert_eq!(fetched, connector);
+        fetched.enabled = false;
+        client.put(&path, &fetched).unwrap();
+        let fetched: OutboundConnectorObject = client.get(&path).unwrap();
+        assert!(!fetched.enabled);
+
+        let refused = client::ApiClient::connect(&global(&url, "wrong"))
+            .unwrap()
+            .get::<Vec<AcceptedDomain>>("accepted-domains")
+            .err()
+            .map(Failure::from)
+            .unwrap();
+        assert!(refused.message.contains("refused the admin token"), "{}", refused.message);
+
+        let unreachable = client::ApiClient::connect(&global(&closed, TOKEN))
+            .unwrap()
+            .get::<Vec<AcceptedDomain>>("accepted-domains")
+            .err()
+            .map(Failure::from)
+            .unwrap();
+        assert_eq!(unreachable.exit_code, 1);
+        assert!(
+            unreachable
+                .message
+                .starts_with(&format!("cannot reach the sluice node at {closed}: ")),
+            "{}",
+            unreachable.message
+        );
+    })
+    .await
+    .unwrap();
+    server.abort();
+}
