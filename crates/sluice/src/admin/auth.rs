@@ -72,10 +72,7 @@ impl BearerToken {
         if given.len() != self.0.len() || self.0.is_empty() {
             return false;
         }
-        let difference = given
-            .iter()
-            .zip(&self.0)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let difference = given.iter().zip(&self.0).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         std::hint::black_box(difference) == 0
     }
 }

@@ -63,11 +63,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>>;
 
     /// Retries, holds, releases or deletes an entry; `false` when the id is unknown.
-    fn queue_action(
-        &self,
-        id: String,
-        action: QueueAction,
-    ) -> BoxFuture<'_, Result<bool, AdminError>>;
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>>;
 
     /// Makes every deferred entry due now; returns how many.
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>>;

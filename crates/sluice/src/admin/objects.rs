@@ -14,9 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// An object kind served as a REST collection.
-pub(crate) trait Resource:
-    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
+pub(crate) trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Which kind.
     const KIND: ObjectKind;
     /// Words used in messages ("outbound connector").
@@ -95,25 +93,19 @@ pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .merge(collection::<AcceptedDomain>("/accepted-domains"))
         .merge(collection::<InboundConnectorObject>("/inbound-connectors"))
-        .merge(collection::<OutboundConnectorObject>(
-            "/outbound-connectors",
-        ))
+        .merge(collection::<OutboundConnectorObject>("/outbound-connectors"))
 }
 
 fn collection<T: Resource>(path: &str) -> Router<ApiState> {
-    Router::new()
-        .route(path, get(list::<T>).post(create::<T>))
-        .route(
-            &format!("{path}/{{name}}"),
-            get(show::<T>).put(replace::<T>).delete(remove::<T>),
-        )
+    Router::new().route(path, get(list::<T>).post(create::<T>)).route(
+        &format!("{path}/{{name}}"),
+        get(show::<T>).put(replace::<T>).delete(remove::<T>),
+    )
 }
 
 /// Names compare case-insensitively, as [`ObjectSet::remove`] and validation do.
 fn find<'a, T: Resource>(set: &'a ObjectSet, name: &str) -> Option<&'a T> {
-    T::all(set)
-        .iter()
-        .find(|o| o.name().eq_ignore_ascii_case(name))
+    T::all(set).iter().find(|o| o.name().eq_ignore_ascii_case(name))
 }
 
 fn not_found<T: Resource>(name: &str) -> AdminError {
@@ -154,16 +146,9 @@ async fn create<T: Resource>(
     let _writing = state.object_writes.lock().await;
     let set = state.backend.objects().await?;
     if let Some(existing) = find::<T>(&set, object.name()) {
-        return Err(AdminError::Conflict(format!(
-            "{} {:?}",
-            T::NOUN,
-            existing.name()
-        )));
+        return Err(AdminError::Conflict(format!("{} {:?}", T::NOUN, existing.name())));
     }
-    state
-        .backend
-        .apply(object.clone().into_set(), false)
-        .await?;
+    state.backend.apply(object.clone().into_set(), false).await?;
     Ok((StatusCode::CREATED, Json(object)))
 }
 
@@ -181,10 +166,7 @@ async fn replace<T: Resource>(
         .ok_or_else(|| not_found::<T>(&name))?;
     object.set_name(stored_name);
     validate(&object)?;
-    state
-        .backend
-        .apply(object.clone().into_set(), false)
-        .await?;
+    state.backend.apply(object.clone().into_set(), false).await?;
     Ok(Json(object))
 }
 

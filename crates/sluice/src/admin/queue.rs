@@ -189,10 +189,7 @@ async fn act(
     run(&state, id, action).await
 }
 
-async fn delete(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, AdminError> {
+async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
     run(&state, id, QueueAction::Delete).await
 }
 

@@ -56,11 +56,7 @@ impl AdminBackend for MemoryBackend {
         ready(Ok(queue.iter().find(|e| e.id == id).cloned()))
     }
 
-    fn queue_action(
-        &self,
-        id: String,
-        action: QueueAction,
-    ) -> BoxFuture<'_, Result<bool, AdminError>> {
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>> {
         let mut queue = self.queue.lock().unwrap();
         let Some(index) = queue.iter().position(|e| e.id == id) else {
             return ready(Ok(false));
@@ -202,9 +198,7 @@ async fn requests_without_the_right_token_are_refused() {
         send_raw(&harness.router, request).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (status, _) = harness
-        .send(Method::GET, "/api/v1/accepted-domains", None)
-        .await;
+    let (status, _) = harness.send(Method::GET, "/api/v1/accepted-domains", None).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -248,11 +242,7 @@ async fn outbound_connector_create_list_get_put_delete_round_trip() {
     let replacement = r#"{"name": "ignored", "smart_hosts": ["127.0.0.31:25"],
         "transport_rule_scoped": true, "enabled": false}"#;
     let (status, body) = harness
-        .send(
-            Method::PUT,
-            &format!("{base}/To%20scanner"),
-            Some(replacement),
-        )
+        .send(Method::PUT, &format!("{base}/To%20scanner"), Some(replacement))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let stored = harness.backend.objects.lock().unwrap().clone();
@@ -260,10 +250,7 @@ async fn outbound_connector_create_list_get_put_delete_round_trip() {
     let connector = &stored.outbound_connectors[0];
     assert_eq!(connector.name, "To scanner");
     assert_eq!(connector.smart_hosts, vec!["127.0.0.31:25".to_string()]);
-    assert_eq!(
-        connector.tls,
-        crate::config::objects::TlsLevel::Opportunistic
-    );
+    assert_eq!(connector.tls, crate::config::objects::TlsLevel::Opportunistic);
     assert!(!connector.enabled);
 
     let (status, _) = harness
@@ -335,10 +322,7 @@ async fn invalid_objects_are_refused_naming_object_and_key() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_text(&body).starts_with("invalid JSON body"));
-    assert_eq!(
-        *harness.backend.objects.lock().unwrap(),
-        ObjectSet::default()
-    );
+    assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
 }
 
 #[tokio::test]
@@ -369,16 +353,12 @@ async fn apply_is_all_or_nothing_and_export_returns_the_set() {
     let good = r#"{"objects": {"accepted_domain": [{"name": "contoso.test"}],
         "outbound_connector": [{"name": "To scanner", "smart_hosts": ["127.0.0.30:2525"],
         "transport_rule_scoped": true}]}}"#;
-    let (status, body) = harness
-        .send(Method::POST, "/api/v1/apply", Some(good))
-        .await;
+    let (status, body) = harness.send(Method::POST, "/api/v1/apply", Some(good)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     let one_bad = r#"{"objects": {"accepted_domain": [{"name": "fabrikam.test"}],
         "outbound_connector": [{"name": "Broken", "recipient_domains": ["*"]}]}}"#;
-    let (status, body) = harness
-        .send(Method::POST, "/api/v1/apply", Some(one_bad))
-        .await;
+    let (status, body) = harness.send(Method::POST, "/api/v1/apply", Some(one_bad)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_text(&body).contains("Broken"));
 
@@ -390,9 +370,7 @@ async fn apply_is_all_or_nothing_and_export_returns_the_set() {
     assert_eq!(exported.outbound_connectors[0].name, "To scanner");
 
     let prune = r#"{"objects": {"accepted_domain": [{"name": "fabrikam.test"}]}, "prune": true}"#;
-    let (status, _) = harness
-        .send(Method::POST, "/api/v1/apply", Some(prune))
-        .await;
+    let (status, _) = harness.send(Method::POST, "/api/v1/apply", Some(prune)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let stored = harness.backend.objects.lock().unwrap().clone();
     assert_eq!(stored.accepted_domains.len(), 1);
@@ -420,27 +398,19 @@ async fn queue_list_filters_and_actions_reach_the_backend() {
         listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         ["Q2", "Q3"]
     );
-    let (status, _) = harness
-        .send(Method::GET, "/api/v1/queue?status=lost", None)
-        .await;
+    let (status, _) = harness.send(Method::GET, "/api/v1/queue?status=lost", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, _) = harness
-        .send(Method::POST, "/api/v1/queue/Q1/hold", None)
-        .await;
+    let (status, _) = harness.send(Method::POST, "/api/v1/queue/Q1/hold", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = harness.send(Method::GET, "/api/v1/queue/Q1", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        serde_json::from_str::<QueueEntryView>(&body)
-            .unwrap()
-            .status,
+        serde_json::from_str::<QueueEntryView>(&body).unwrap().status,
         QueueStatus::Held
     );
 
-    let (status, body) = harness
-        .send(Method::POST, "/api/v1/queue/retry", None)
-        .await;
+    let (status, body) = harness.send(Method::POST, "/api/v1/queue/retry", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         serde_json::from_str::<RetryAllResult>(&body).unwrap(),
@@ -451,9 +421,7 @@ async fn queue_list_filters_and_actions_reach_the_backend() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = harness.send(Method::DELETE, "/api/v1/queue/Q2", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = harness
-        .send(Method::POST, "/api/v1/queue/Q1/explode", None)
-        .await;
+    let (status, _) = harness.send(Method::POST, "/api/v1/queue/Q1/explode", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(harness.backend.queue.lock().unwrap().len(), 2);
 }

@@ -40,10 +40,7 @@ impl From<ApiError> for Failure {
             ApiError::Unreachable { url, error } => {
                 Failure::runtime(format!("cannot reach the sluice node at {url}: {error}"))
             }
-            ApiError::Status {
-                status: 401,
-                message,
-            } => Failure::runtime(
+            ApiError::Status { status: 401, message } => Failure::runtime(
                 "the node refused the admin token: pass --token, set SLUICE_TOKEN, \
                  or point --config at the node's configuration",
             )
@@ -68,8 +65,8 @@ pub(crate) struct ApiClient {
 impl ApiClient {
     /// Resolves address and token from the global options.
     pub(crate) fn connect(global: &GlobalArgs) -> Result<ApiClient, Failure> {
-        let config = Config::load(global.config.as_deref())
-            .map_err(|error| Failure::usage(error.to_string()))?;
+        let config =
+            Config::load(global.config.as_deref()).map_err(|error| Failure::usage(error.to_string()))?;
         let base = match (&global.api, &global.config) {
             (Some(api), _) => api.trim_end_matches('/').to_string(),
             (None, Some(_)) => api_url(config.admin_listen),
@@ -123,12 +120,7 @@ impl ApiClient {
         self.call("DELETE", path, None)
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<Answer, ApiError> {
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<Answer, ApiError> {
         let url = format!("{}/api/v1/{path}", self.base);
         let authorization = format!("Bearer {}", self.token);
         let sent = match (method, body) {

@@ -71,10 +71,7 @@ pub(crate) fn effective_settings(config: &Config) -> String {
             lines.push("# tls_cert/tls_key unset: a self-signed pair in data_dir".to_string());
         }
     }
-    lines.push(format!(
-        "client_ca = {:?}",
-        optional(config.client_ca.as_deref())
-    ));
+    lines.push(format!("client_ca = {:?}", optional(config.client_ca.as_deref())));
     lines.push(format!("max_message_size = {}", config.max_message_size));
     lines.push(format!("max_recipients = {}", config.max_recipients));
     lines.push(format!("max_connections = {}", config.max_connections));
@@ -83,37 +80,22 @@ pub(crate) fn effective_settings(config: &Config) -> String {
         "retry = {}",
         list(config.retry.iter().map(|d| duration(*d)).collect())
     ));
-    lines.push(format!(
-        "expire_after = {:?}",
-        duration(config.expire_after)
-    ));
+    lines.push(format!("expire_after = {:?}", duration(config.expire_after)));
     let dns = match config.dns {
         DnsSource::System => "system".to_string(),
         DnsSource::Server(addr) => addr.to_string(),
     };
     lines.push(format!("dns = {dns:?}"));
-    lines.push(format!(
-        "extra_ca = {:?}",
-        optional(config.extra_ca.as_deref())
-    ));
+    lines.push(format!("extra_ca = {:?}", optional(config.extra_ca.as_deref())));
     lines.push(format!("max_concurrency = {}", config.max_concurrency));
-    lines.push(format!(
-        "max_per_destination = {}",
-        config.max_per_destination
-    ));
-    let bind = config
-        .bind_address
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    lines.push(format!("max_per_destination = {}", config.max_per_destination));
+    let bind = config.bind_address.map(|a| a.to_string()).unwrap_or_default();
     lines.push(format!("bind_address = {bind:?}"));
     lines.push(format!("mx_port = {}", config.mx_port));
     lines.push("\n[admin]".to_string());
     lines.push(format!("listen = {:?}", config.admin_listen.to_string()));
     lines.push("\n[trace]".to_string());
-    lines.push(format!(
-        "retention = {:?}",
-        duration(config.trace_retention)
-    ));
+    lines.push(format!("retention = {:?}", duration(config.trace_retention)));
     lines.push(String::new());
     lines.join("\n")
 }

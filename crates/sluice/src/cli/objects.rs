@@ -3,8 +3,8 @@
 use super::client::{segment, ApiClient};
 use super::output::{json, or_dash, Table};
 use super::{
-    ApplyArgs, ConnectorCommand, ConnectorKindArg, ConnectorName, DomainCommand, DomainTypeArg,
-    Failure, GlobalArgs,
+    ApplyArgs, ConnectorCommand, ConnectorKindArg, ConnectorName, DomainCommand, DomainTypeArg, Failure,
+    GlobalArgs,
 };
 use crate::admin::ApplyRequest;
 use crate::config::objects::{
@@ -107,10 +107,7 @@ pub(crate) fn domain(global: &GlobalArgs, command: &DomainCommand) -> Result<(),
                 },
             };
             client.post("accepted-domains", &domain)?;
-            println!(
-                "added accepted domain {name} ({})",
-                domain_type_word(domain.kind)
-            );
+            println!("added accepted domain {name} ({})", domain_type_word(domain.kind));
         }
         DomainCommand::Remove { name } => {
             client.delete(&format!("accepted-domains/{}", segment(name)))?;
@@ -130,10 +127,7 @@ fn domain_type_word(kind: AcceptedDomainType) -> &'static str {
 pub(crate) fn domain_table(domains: &[AcceptedDomain]) -> String {
     let mut table = Table::new(&["NAME", "TYPE"]);
     for domain in domains {
-        table.row(vec![
-            domain.name.clone(),
-            domain_type_word(domain.kind).into(),
-        ]);
+        table.row(vec![domain.name.clone(), domain_type_word(domain.kind).into()]);
     }
     table.render()
 }
@@ -435,11 +429,7 @@ mod tests {
         .unwrap();
         let syntax = read_object_file(&file).unwrap_err();
         assert_eq!(syntax.exit_code, 2);
-        assert!(
-            syntax.message.contains("objects.toml:6:"),
-            "{}",
-            syntax.message
-        );
+        assert!(syntax.message.contains("objects.toml:6:"), "{}", syntax.message);
         assert!(syntax.message.contains("colour"), "{}", syntax.message);
 
         std::fs::write(

@@ -112,11 +112,7 @@ mod tests {
     #[test]
     fn columns_align_on_the_widest_cell() {
         let mut table = Table::new(&["NAME", "TYPE", "NOTE"]);
-        table.row(vec![
-            "contoso.test".into(),
-            "authoritative".into(),
-            "".into(),
-        ]);
+        table.row(vec!["contoso.test".into(), "authoritative".into(), "".into()]);
         table.row(vec!["a.test".into(), "internal_relay".into(), "x y".into()]);
         assert_eq!(
             table.render(),

@@ -176,10 +176,7 @@ mod tests {
         let text = queue_table(&[deferred_entry()]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(
-            lines[0].starts_with("ID       STATUS    RECEIVED"),
-            "{text}"
-        );
+        assert!(lines[0].starts_with("ID       STATUS    RECEIVED"), "{text}");
         assert!(
             lines[1].starts_with("01J0ABC  deferred  2025-01-01T10:00:00Z"),
             "{text}"
@@ -194,10 +191,7 @@ mod tests {
     fn entry_details_show_every_recipient() {
         let text = entry_details(&deferred_entry());
         assert!(text.contains("message id:    <m1@contoso.test>"), "{text}");
-        assert!(
-            text.contains("size:          2.0 kB (2048 bytes)"),
-            "{text}"
-        );
+        assert!(text.contains("size:          2.0 kB (2048 bytes)"), "{text}");
         let carol = text
             .lines()
             .find(|l| l.starts_with("carol@"))

@@ -71,10 +71,7 @@ fn queue_retry_takes_an_id_or_all_but_not_both() {
     let cli = parse(&["queue", "retry", "--all"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Queue(QueueCommand::Retry {
-            id: None,
-            all: true
-        })
+        Command::Queue(QueueCommand::Retry { id: None, all: true })
     ));
     assert_eq!(
         parse(&["queue", "retry"]).unwrap_err().kind(),
@@ -183,10 +180,7 @@ fn the_command_definition_is_consistent() {
 #[test]
 fn wildcard_admin_listeners_are_reached_on_loopback() {
     use client::api_url;
-    assert_eq!(
-        api_url("0.0.0.0:8025".parse().unwrap()),
-        "http://127.0.0.1:8025"
-    );
+    assert_eq!(api_url("0.0.0.0:8025".parse().unwrap()), "http://127.0.0.1:8025");
     assert_eq!(
         api_url("127.0.0.5:9000".parse().unwrap()),
         "http://127.0.0.5:9000"
@@ -244,7 +238,11 @@ async fn client_talks_to_a_live_admin_api() {
 
         let duplicate = Failure::from(client.post("accepted-domains", &domain).err().unwrap());
         assert_eq!(duplicate.exit_code, 1);
-        assert!(duplicate.message.contains("already exists"), "{}", duplicate.message);
+        assert!(
+            duplicate.message.contains("already exists"),
+            "{}",
+            duplicate.message
+        );
 
         let missing = Failure::from(client.delete("accepted-domains/nope.test").err().unwrap());
         assert_eq!(
@@ -272,7 +270,11 @@ async fn client_talks_to_a_live_admin_api() {
             .err()
             .map(Failure::from)
             .unwrap();
-        assert!(refused.message.contains("refused the admin token"), "{}", refused.message);
+        assert!(
+            refused.message.contains("refused the admin token"),
+            "{}",
+            refused.message
+        );
 
         let unreachable = client::ApiClient::connect(&global(&closed, TOKEN))
             .unwrap()

@@ -59,11 +59,7 @@ pub(crate) fn timeline(events: &[TraceEventView]) -> String {
 
 fn message_block(key: &str, events: &[&TraceEventView]) -> String {
     let first = events[0];
-    let sender = if first.from.is_empty() {
-        "<>"
-    } else {
-        &first.from
-    };
+    let sender = if first.from.is_empty() { "<>" } else { &first.from };
     let mut heading = format!("{key}  from {sender}");
     if !first.queue_id.is_empty() && first.queue_id != key {
         heading.push_str(&format!("  queue {}", first.queue_id));
