@@ -14,7 +14,7 @@
 //!
 //! Around them: [`message`] (shared data), [`config`] (node settings and
 //! objects), `store` (persistence), `admin` and `cli` (management),
-//! [`dns`], `tls`, and `server`, the only module that wires every stage.
+//! [`dns`], [`tls`], and `server`, the only module that wires every stage.
 
 pub mod classify;
 pub mod config;
@@ -23,3 +23,4 @@ pub mod dns;
 pub mod message;
 pub mod receive;
 pub mod route;
+pub mod tls;
