@@ -11,14 +11,71 @@
 //! commands, timeouts, connections) is enforced with a reply and, where
 //! RFC 5321 says so, a close.
 
+mod connection;
+pub mod framing;
+mod listener;
+pub mod received;
 pub mod relay_control;
+pub mod session;
+
+pub use listener::serve;
 
 use crate::classify::Classification;
+use crate::config::objects::Policy;
 use crate::message::{Envelope, Reply};
 use crate::route::Route;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of every session of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest message accepted, in octets (advertised as SIZE).
+    pub max_message_size: usize,
+    /// RCPTs per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Concurrent sessions; more get 421 4.3.2 at connect.
+    pub max_connections: usize,
+    /// Longest command line, CRLF included; longer gets 500 5.5.6.
+    pub max_line_length: usize,
+    /// Client errors tolerated before 421 4.7.0 and close.
+    pub max_bad_commands: usize,
+    /// Wait for a command (RFC 5321 4.5.3.2: 5 minutes).
+    pub command_timeout: Duration,
+    /// Wait for each block of message data (RFC 5321 4.5.3.2: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 500,
+            max_connections: 10_000,
+            max_line_length: 4096,
+            max_bad_commands: 10,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+/// Everything a listener's sessions share.
+pub struct ReceiveContext {
+    /// Our name: greeting, EHLO reply, Received headers.
+    pub hostname: String,
+    /// Session limits.
+    pub limits: SessionLimits,
+    /// STARTTLS configuration; `None` means STARTTLS is not offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The current objects; each session takes a snapshot at connect.
+    pub policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+    /// Where complete messages go.
+    pub intake: Arc<dyn Intake>,
+}
 
 /// Facts about a session, as known when a message completes.
 #[derive(Debug, Clone)]
