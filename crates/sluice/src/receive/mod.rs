@@ -17,6 +17,10 @@ mod listener;
 pub mod received;
 pub mod relay_control;
 pub mod session;
+#[cfg(test)]
+mod socket_tests;
+#[cfg(test)]
+mod tests;
 
 pub use listener::serve;
 

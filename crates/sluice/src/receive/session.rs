@@ -154,6 +154,12 @@ impl Session {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Octets received but not yet consumed (bounded by the line limit
+    /// plus one read while waiting for a command).
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
     /// Adds bytes read from the client.
     pub fn push(&mut self, bytes: &[u8]) {
         self.input.extend_from_slice(bytes);
