@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn bdat_chunks_are_checked_across_boundaries() {
-        let cases: &[(&[&[u8]], Result<&[u8], BodyDefect>)] = &[
+        type Case = (&'static [&'static [u8]], Result<&'static [u8], BodyDefect>);
+        let cases: &[Case] = &[
             (&[b"a\r", b"\nb\r\n"], Ok(b"a\r\nb\r\n")),
             (&[b"a\r", b"b"], Err(BodyDefect::BareLineEnding)),
             (&[b"a\r"], Err(BodyDefect::BareLineEnding)),

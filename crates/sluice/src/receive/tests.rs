@@ -415,7 +415,9 @@ fn bdat_table() {
     let message = b"Subject: chunked\r\n\r\nhello\r\n";
     let first = &message[..10];
     let rest = &message[10..];
-    let cases: Vec<(&str, Vec<u8>, Vec<&str>, Option<&[u8]>)> = vec![
+    /// Name, input, reply codes, content the submission ends with (if any).
+    type Case<'a> = (&'a str, Vec<u8>, Vec<&'a str>, Option<&'a [u8]>);
+    let cases: Vec<Case> = vec![
         (
             "two chunks, last one marked",
             concat(&[
