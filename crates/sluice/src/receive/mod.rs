@@ -10,6 +10,17 @@
 //! panics the node; every limit (line length, size, recipients, bad
 //! commands, timeouts, connections) is enforced with a reply and, where
 //! RFC 5321 says so, a close.
+//!
+//! BDAT chunks are length-framed, but get the same bare CR/LF check, so
+//! every [`Submission`] has CRLF line endings only. Bytes pipelined after
+//! STARTTLS are discarded and the session starts afresh after the handshake
+//! (RFC 3207). A message whose header already holds more than 30 `Received`
+//! headers is refused as a loop (554 5.4.6).
+//!
+//! Layout: [`serve`] (the accept loop) runs one connection driver per
+//! client, which does the I/O for a sans-IO [`session::Session`]; message
+//! bodies are framed by [`framing`], the trace header comes from
+//! [`received`], and RCPT decisions from [`relay_control`].
 
 mod connection;
 pub mod framing;
