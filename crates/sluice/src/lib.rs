@@ -14,7 +14,7 @@
 //!
 //! Around them: [`message`] (shared data), [`config`] (node settings and
 //! objects), `store` (persistence), `admin` and `cli` (management),
-//! [`dns`], `tls`, and `server`, the only module that wires every stage.
+//! [`dns`], [`tls`], and `server`, the only module that wires every stage.
 
 pub mod admin;
 pub mod classify;
@@ -28,4 +28,5 @@ pub mod receive;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod trace;

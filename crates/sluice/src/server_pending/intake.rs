@@ -4,7 +4,7 @@
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
 use crate::config::objects::Policy;
-use crate::message::{header_message_id, QueueId, Reply};
+use crate::message::{header_message_id, Reply};
 use crate::queue::{self, Hold, Queue, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 use crate::receive::{Intake, Submission};
 use crate::trace::{now_ms, TraceKind};
@@ -31,14 +31,13 @@ impl Pipeline {
     }
 
     async fn take(&self, submission: Submission) -> Reply {
-        let Submission { session, classification, envelope, routes, content } = submission;
+        let Submission { id, session, classification, envelope, routes, content } = submission;
         let content = if self.retains_internal_headers(&classification) {
             content
         } else {
             strip_internal_headers(&content).0
         };
         let now = now_ms();
-        let id = QueueId::generate();
         let entry = QueueEntry {
             id: id.clone(),
             message_id: header_message_id(&content),
