@@ -54,12 +54,7 @@ impl MxAnswer {
         let mut hosts: Vec<(u16, String)> = records
             .into_iter()
             .filter(|(_, host)| !is_root(host))
-            .map(|(preference, host)| {
-                (
-                    preference,
-                    host.trim_end_matches('.').to_ascii_lowercase(),
-                )
-            })
+            .map(|(preference, host)| (preference, host.trim_end_matches('.').to_ascii_lowercase()))
             .collect();
         hosts.sort_by_key(|(preference, _)| *preference);
         MxAnswer::Hosts(hosts)
@@ -110,8 +105,9 @@ pub trait Resolver: Send + Sync {
 pub fn resolver(source: &DnsSource) -> Result<Arc<dyn Resolver>, DnsError> {
     let provider = TokioRuntimeProvider::default();
     let builder = match source {
-        DnsSource::System => TokioResolver::builder(provider)
-            .map_err(|error| DnsError::Setup(error.to_string()))?,
+        DnsSource::System => {
+            TokioResolver::builder(provider).map_err(|error| DnsError::Setup(error.to_string()))?
+        }
         DnsSource::Server(addr) => {
             let mut server = NameServerConfig::udp_and_tcp(addr.ip());
             for connection in &mut server.connections {
@@ -239,6 +235,7 @@ impl Resolver for StaticResolver {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -265,7 +262,10 @@ mod tests {
             MxAnswer::from_records(vec![(0, ".".into())]),
             MxAnswer::NullMx
         );
-        assert_eq!(MxAnswer::from_records(vec![(0, "".into())]), MxAnswer::NullMx);
+        assert_eq!(
+            MxAnswer::from_records(vec![(0, "".into())]),
+            MxAnswer::NullMx
+        );
         assert_eq!(MxAnswer::from_records(vec![]), MxAnswer::NoRecords);
         // A root exchange beside real hosts is ignored, not a null MX.
         assert_eq!(
