@@ -529,3 +529,29 @@ fn unwelcome(peer: &str, stage: &str, reply: Reply) -> Reply {
         format!("{peer} refused the session at {stage}: {reply}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ehlo_capabilities_are_read_from_postfix_style_replies() {
+        // smtp-sink ends its EHLO reply with an empty "250 " line.
+        let raw = b"250-smtp-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-DSN\r\n250-SIZE 1000\r\n250 \r\n";
+        let caps = EhloResponse::parse(&mut raw.iter()).expect("parses");
+        assert!(caps.has_capability(smtp_proto::EXT_PIPELINING));
+        assert!(caps.has_capability(smtp_proto::EXT_DSN));
+        assert!(!caps.has_capability(smtp_proto::EXT_START_TLS));
+        assert_eq!(caps.size, 1000);
+    }
+
+    #[test]
+    fn replies_keep_enhanced_codes_and_lines() {
+        let mut receiver = ResponseReceiver::default();
+        let raw = b"550-5.1.1 no such\r\n550 5.1.1 user here\r\n";
+        let reply = reply_from(receiver.parse(&mut raw.iter()).expect("complete"));
+        assert_eq!(reply.code, 550);
+        assert_eq!(reply.status, Some([5, 1, 1]));
+        assert_eq!(reply.text, "no such\nuser here");
+    }
+}

@@ -14,6 +14,8 @@ mod connection;
 mod maildir;
 mod next_hop;
 mod pool;
+#[cfg(test)]
+mod tests;
 mod tls_policy;
 mod transaction;
 
