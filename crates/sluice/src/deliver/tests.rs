@@ -203,6 +203,42 @@ async fn delivers_without_pipelining() {
 }
 
 #[tokio::test]
+async fn binds_the_source_address_and_uses_the_route_helo_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sink = smtp_sink(port, dir.path(), &[]).await;
+    let mut settings = settings(dir.path());
+    settings.bind_address = Some("127.0.0.2".parse().unwrap());
+    let mut route = smart_hosts(&[port], TlsPolicy::Opportunistic);
+    if let Route::Connector { helo_name, .. } = &mut route {
+        *helo_name = Some("relay.sender.test".into());
+    }
+    let attempt = deliverer(settings)
+        .attempt(&job(route, &["b@example.test"]))
+        .await;
+    assert_eq!(codes(&attempt), vec![("delivered", 250)]);
+    let dump = &dumps(dir.path())[0];
+    assert!(dump.contains("X-Client-Addr: 127.0.0.2\n"), "{dump}");
+    assert!(dump.contains("X-Helo-Args: relay.sender.test\n"), "{dump}");
+}
+
+#[tokio::test]
+async fn falls_back_to_helo_when_ehlo_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sink = smtp_sink(port, dir.path(), &["-f", "EHLO"]).await;
+    let attempt = deliverer(settings(dir.path()))
+        .attempt(&job(
+            smart_hosts(&[port], TlsPolicy::Opportunistic),
+            &["b@example.test"],
+        ))
+        .await;
+    assert_eq!(codes(&attempt), vec![("delivered", 250)]);
+    let dump = &dumps(dir.path())[0];
+    assert!(dump.contains("X-Client-Proto: SMTP\n"), "{dump}");
+}
+
+#[tokio::test]
 async fn fails_over_from_a_closed_port_to_the_next_smart_host() {
     let dir = tempfile::tempdir().unwrap();
     let closed = free_port();
@@ -990,5 +1026,50 @@ async fn mixed_recipient_answers_are_kept_per_recipient() {
         server.messages(),
         1,
         "no message without an accepted recipient"
+    );
+}
+
+/// Throughput figure for one smart host (run with `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn throughput_to_one_smart_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sink = Process(
+        Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "root", "-m", "500"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("500")
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let mut settings = settings(dir.path());
+    settings.max_per_destination = 50;
+    let deliverer = Arc::new(deliverer(settings));
+    let total = 5000;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..50 {
+        let (deliverer, next) = (deliverer.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let job = job(
+                smart_hosts(&[port], TlsPolicy::Opportunistic),
+                &["b@example.test"],
+            );
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let attempt = deliverer.attempt(&job).await;
+                assert_eq!(codes(&attempt), vec![("delivered", 250)]);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{total} messages in {elapsed:?}: {:.0} msg/s",
+        total as f64 / elapsed.as_secs_f64()
     );
 }
