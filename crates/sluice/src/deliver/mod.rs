@@ -233,6 +233,9 @@ impl Deliverer {
         tls: &TlsPolicy,
         helo: Option<&str>,
     ) -> DeliveryAttempt {
+        if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
+            return self.deliver_via(job, &[host], tls, helo).await;
+        }
         let answer = self.resolver.mx(&job.domain).await;
         match next_hop::mx_hosts(&job.domain, answer, self.settings.mx_port) {
             Ok(hosts) => self.deliver_via(job, &hosts, tls, helo).await,

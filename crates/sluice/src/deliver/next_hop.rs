@@ -37,6 +37,18 @@ pub(super) fn smart_hosts(hosts: &[HostPort]) -> Vec<HopHost> {
         .collect()
 }
 
+/// The host of an address-literal domain (`[192.0.2.1]`, `[IPv6:::1]`),
+/// which is delivered to directly, without DNS (RFC 5321 5.1).
+pub(super) fn address_literal(domain: &Domain, port: u16) -> Option<HopHost> {
+    let inner = domain.as_str().strip_prefix('[')?.strip_suffix(']')?;
+    let ip: IpAddr = inner.strip_prefix("ipv6:").unwrap_or(inner).parse().ok()?;
+    Some(HopHost {
+        name: ip.to_string(),
+        port,
+        implicit_mx: false,
+    })
+}
+
 /// Turns the MX answer for `domain` into hosts to try, or the outcome
 /// that ends the attempt.
 pub(super) fn mx_hosts(
@@ -127,6 +139,15 @@ mod tests {
             vec![("mx1.example.test", 2600), ("mx2.example.test", 2600)]
         );
         assert!(!hosts[0].implicit_mx);
+    }
+
+    #[test]
+    fn address_literals_skip_dns() {
+        let v4 = Domain::parse("[127.0.0.2]").unwrap();
+        assert_eq!(address_literal(&v4, 2525).unwrap().name, "127.0.0.2");
+        let v6 = Domain::parse("[IPv6:::1]").unwrap();
+        assert_eq!(address_literal(&v6, 25).unwrap().name, "::1");
+        assert!(address_literal(&domain(), 25).is_none());
     }
 
     #[test]
