@@ -177,9 +177,7 @@ impl Resolver for HickoryResolver {
                         .collect();
                     Ok(MxAnswer::from_records(records))
                 }
-                Err(error) => {
-                    classify_failure(domain.as_str(), error).map(|()| MxAnswer::NoRecords)
-                }
+                Err(error) => classify_failure(domain.as_str(), error).map(|()| MxAnswer::NoRecords),
             }
         })
     }
@@ -258,14 +256,8 @@ mod tests {
 
     #[test]
     fn null_mx_and_empty_answers() {
-        assert_eq!(
-            MxAnswer::from_records(vec![(0, ".".into())]),
-            MxAnswer::NullMx
-        );
-        assert_eq!(
-            MxAnswer::from_records(vec![(0, "".into())]),
-            MxAnswer::NullMx
-        );
+        assert_eq!(MxAnswer::from_records(vec![(0, ".".into())]), MxAnswer::NullMx);
+        assert_eq!(MxAnswer::from_records(vec![(0, "".into())]), MxAnswer::NullMx);
         assert_eq!(MxAnswer::from_records(vec![]), MxAnswer::NoRecords);
         // A root exchange beside real hosts is ignored, not a null MX.
         assert_eq!(

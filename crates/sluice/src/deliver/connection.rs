@@ -125,11 +125,7 @@ enum Transport {
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
@@ -138,11 +134,7 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
@@ -180,10 +172,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    async fn connect(
-        addr: SocketAddr,
-        settings: &DeliverySettings,
-    ) -> Result<Connection, SessionError> {
+    async fn connect(addr: SocketAddr, settings: &DeliverySettings) -> Result<Connection, SessionError> {
         let io_error = |source| SessionError::Io {
             phase: Phase::Connect,
             source,
@@ -249,11 +238,7 @@ impl Connection {
     }
 
     /// Reads one reply within `limit`; a 421 becomes [`SessionError::Closing`].
-    pub(super) async fn read_reply(
-        &mut self,
-        phase: Phase,
-        limit: Duration,
-    ) -> Result<Reply, SessionError> {
+    pub(super) async fn read_reply(&mut self, phase: Phase, limit: Duration) -> Result<Reply, SessionError> {
         let (reply, _) = self.read_raw_reply(phase, limit).await?;
         if reply.code == 421 {
             return Err(SessionError::Closing { phase, reply });
@@ -272,10 +257,7 @@ impl Connection {
             .map_err(|_| SessionError::Timeout { phase })?
     }
 
-    async fn read_raw_reply_unbounded(
-        &mut self,
-        phase: Phase,
-    ) -> Result<(Reply, Vec<u8>), SessionError> {
+    async fn read_raw_reply_unbounded(&mut self, phase: Phase) -> Result<(Reply, Vec<u8>), SessionError> {
         let mut receiver = ResponseReceiver::default();
         let mut raw = Vec::new();
         loop {
@@ -311,24 +293,19 @@ impl Connection {
 
     /// EHLO, falling back to HELO when EHLO gets a 5xx. Returns the
     /// server's reply when neither is accepted.
-    async fn greet(
-        &mut self,
-        helo: &str,
-        limit: Duration,
-    ) -> Result<Result<(), Reply>, SessionError> {
+    async fn greet(&mut self, helo: &str, limit: Duration) -> Result<Result<(), Reply>, SessionError> {
         self.send(format!("EHLO {helo}\r\n").as_bytes(), Phase::Ehlo, limit)
             .await?;
         let (reply, raw) = self.read_raw_reply(Phase::Ehlo, limit).await?;
         if reply.code == 250 {
             // An EHLO answer smtp-proto cannot read still opened the
             // session; it just offers no extensions.
-            self.capabilities =
-                Some(
-                    EhloResponse::parse(&mut raw.iter()).unwrap_or_else(|_| EhloResponse {
-                        hostname: String::new(),
-                        ..EhloResponse::default()
-                    }),
-                );
+            self.capabilities = Some(
+                EhloResponse::parse(&mut raw.iter()).unwrap_or_else(|_| EhloResponse {
+                    hostname: String::new(),
+                    ..EhloResponse::default()
+                }),
+            );
             return Ok(Ok(()));
         }
         if !reply.is_permanent() {
@@ -338,11 +315,7 @@ impl Connection {
             .await?;
         let reply = self.read_reply(Phase::Ehlo, limit).await?;
         self.capabilities = None;
-        Ok(if reply.is_positive() {
-            Ok(())
-        } else {
-            Err(reply)
-        })
+        Ok(if reply.is_positive() { Ok(()) } else { Err(reply) })
     }
 
     /// Replaces the TCP transport by TLS over it.
@@ -504,9 +477,7 @@ pub(super) async fn establish(
                 }
             }
             Err(error) if policy.requires_tls() => {
-                return Err(tls_policy::handshake_failure_reply(
-                    policy, host, &peer, &error,
-                ));
+                return Err(tls_policy::handshake_failure_reply(policy, host, &peer, &error));
             }
             Err(error) => {
                 // Opportunistic: as Postfix does, reconnect and stay in clear.

@@ -19,8 +19,7 @@ static DELIVERY_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// lower-cased, path separators replaced and leading dots removed so a
 /// recipient can never name a directory outside its domain.
 pub(super) fn mailbox_path(root: &Path, domain: &str, local: &str) -> PathBuf {
-    root.join(path_component(domain))
-        .join(path_component(local))
+    root.join(path_component(domain)).join(path_component(local))
 }
 
 fn path_component(raw: &str) -> String {
@@ -66,9 +65,7 @@ pub(super) fn deliver(mailbox: &Path, hostname: &str, content: &[u8]) -> io::Res
 
 /// `seconds.M<micros>P<pid>Q<counter>.<host>`, the Maildir naming scheme.
 fn unique_name(hostname: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let host: String = hostname
         .chars()
         .map(|c| if c == '/' || c == ':' { '_' } else { c })
@@ -103,10 +100,7 @@ mod tests {
             mailbox_path(root, "contoso.test", ".hidden"),
             root.join("contoso.test").join("hidden")
         );
-        assert_eq!(
-            mailbox_path(root, "x.test", "..."),
-            root.join("x.test").join("_")
-        );
+        assert_eq!(mailbox_path(root, "x.test", "..."), root.join("x.test").join("_"));
     }
 
     #[test]

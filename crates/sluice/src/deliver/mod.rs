@@ -164,14 +164,8 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// Builds the stage: loads trust roots and the client certificate.
-    pub fn new(
-        settings: DeliverySettings,
-        resolver: Arc<dyn Resolver>,
-    ) -> Result<Self, DeliverError> {
-        let tls = TlsConfigs::new(
-            settings.extra_ca.as_deref(),
-            settings.client_certificate.as_ref(),
-        )?;
+    pub fn new(settings: DeliverySettings, resolver: Arc<dyn Resolver>) -> Result<Self, DeliverError> {
+        let tls = TlsConfigs::new(settings.extra_ca.as_deref(), settings.client_certificate.as_ref())?;
         let pool = Arc::new(ConnectionPool::new(
             settings.idle_timeout,
             settings.max_per_destination,
@@ -194,15 +188,11 @@ impl Deliverer {
                 outcomes: Vec::new(),
             };
         }
-        self.reaper.call_once(|| {
-            pool::spawn_reaper(Arc::downgrade(&self.pool), self.settings.idle_timeout)
-        });
+        self.reaper
+            .call_once(|| pool::spawn_reaper(Arc::downgrade(&self.pool), self.settings.idle_timeout));
         match &job.route {
             Route::Mailbox => self.deliver_to_mailboxes(job).await,
-            Route::Mx => {
-                self.deliver_by_mx(job, &TlsPolicy::Opportunistic, None)
-                    .await
-            }
+            Route::Mx => self.deliver_by_mx(job, &TlsPolicy::Opportunistic, None).await,
             Route::Connector {
                 next_hop: NextHop::Mx,
                 tls,
@@ -216,8 +206,7 @@ impl Deliverer {
                 ..
             } => {
                 let hosts = next_hop::smart_hosts(hosts);
-                self.deliver_via(job, &hosts, tls, helo_name.as_deref())
-                    .await
+                self.deliver_via(job, &hosts, tls, helo_name.as_deref()).await
             }
         }
     }
@@ -227,12 +216,7 @@ impl Deliverer {
         self.pool.idle_count()
     }
 
-    async fn deliver_by_mx(
-        &self,
-        job: &DeliveryJob,
-        tls: &TlsPolicy,
-        helo: Option<&str>,
-    ) -> DeliveryAttempt {
+    async fn deliver_by_mx(&self, job: &DeliveryJob, tls: &TlsPolicy, helo: Option<&str>) -> DeliveryAttempt {
         if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
             return self.deliver_via(job, &[host], tls, helo).await;
         }
@@ -372,12 +356,9 @@ impl Deliverer {
             addresses
                 .into_iter()
                 .map(|address| {
-                    let mailbox =
-                        maildir::mailbox_path(&root, address.domain().as_str(), address.local());
+                    let mailbox = maildir::mailbox_path(&root, address.domain().as_str(), address.local());
                     let outcome = match maildir::deliver(&mailbox, &hostname, &content) {
-                        Ok(_) => {
-                            Outcome::Delivered(Reply::new(250, [2, 0, 0], "delivered to mailbox"))
-                        }
+                        Ok(_) => Outcome::Delivered(Reply::new(250, [2, 0, 0], "delivered to mailbox")),
                         Err(error) => Outcome::TempFail(Reply::new(
                             451,
                             [4, 3, 0],

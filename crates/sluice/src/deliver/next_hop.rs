@@ -97,13 +97,11 @@ pub(super) fn host_addresses(
 ) -> Result<Vec<IpAddr>, Outcome> {
     match answer {
         Ok(addresses) if !addresses.is_empty() => Ok(addresses),
-        Ok(_) | Err(DnsError::NotFound { .. }) if host.implicit_mx => {
-            Err(Outcome::PermFail(Reply::new(
-                550,
-                [5, 4, 4],
-                format!("{} has no MX and no address records", host.name),
-            )))
-        }
+        Ok(_) | Err(DnsError::NotFound { .. }) if host.implicit_mx => Err(Outcome::PermFail(Reply::new(
+            550,
+            [5, 4, 4],
+            format!("{} has no MX and no address records", host.name),
+        ))),
         Ok(_) => Err(Outcome::TempFail(Reply::new(
             451,
             [4, 4, 3],

@@ -18,9 +18,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,9 +75,7 @@ impl TlsConfigs {
 /// to); otherwise the host, used only for SNI.
 pub(super) fn server_name(policy: &TlsPolicy, host: &str) -> Result<ServerName<'static>, Reply> {
     let name = match policy {
-        TlsPolicy::DomainValidation {
-            domain: Some(domain),
-        } => domain.as_str(),
+        TlsPolicy::DomainValidation { domain: Some(domain) } => domain.as_str(),
         _ => host,
     };
     ServerName::try_from(name.to_string()).map_err(|_| {
@@ -94,9 +90,7 @@ pub(super) fn server_name(policy: &TlsPolicy, host: &str) -> Result<ServerName<'
 /// The name a `DomainValidation` certificate must carry, for messages.
 pub(super) fn required_name<'a>(policy: &'a TlsPolicy, host: &'a str) -> &'a str {
     match policy {
-        TlsPolicy::DomainValidation {
-            domain: Some(domain),
-        } => domain,
+        TlsPolicy::DomainValidation { domain: Some(domain) } => domain,
         _ => host,
     }
 }

@@ -217,11 +217,7 @@ async fn exchange(
         if use_bdat {
             None
         } else {
-            Some(
-                connection
-                    .read_reply(Phase::Data, settings.data_timeout)
-                    .await?,
-            )
+            Some(connection.read_reply(Phase::Data, settings.data_timeout).await?)
         }
     } else {
         connection
@@ -253,11 +249,7 @@ async fn exchange(
             connection
                 .send(b"DATA\r\n", Phase::Data, settings.data_timeout)
                 .await?;
-            Some(
-                connection
-                    .read_reply(Phase::Data, settings.data_timeout)
-                    .await?,
-            )
+            Some(connection.read_reply(Phase::Data, settings.data_timeout).await?)
         }
     };
 
@@ -320,9 +312,7 @@ fn mail_command(job: &DeliveryJob, connection: &Connection) -> Vec<u8> {
         command.push_str(&format!(" SIZE={}", job.content.len()));
     }
     match job.body {
-        BodyType::EightBitMime if connection.offers(EXT_8BIT_MIME) => {
-            command.push_str(" BODY=8BITMIME")
-        }
+        BodyType::EightBitMime if connection.offers(EXT_8BIT_MIME) => command.push_str(" BODY=8BITMIME"),
         BodyType::BinaryMime => command.push_str(" BODY=BINARYMIME"),
         _ => {}
     }
@@ -354,11 +344,10 @@ fn rcpt_command(address: &str, notify: Notify, orcpt: Option<&str>, dsn: bool) -
                 failure,
                 delay,
             } => {
-                let words: Vec<&str> =
-                    [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
-                        .into_iter()
-                        .filter_map(|(on, word)| on.then_some(word))
-                        .collect();
+                let words: Vec<&str> = [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+                    .into_iter()
+                    .filter_map(|(on, word)| on.then_some(word))
+                    .collect();
                 if !words.is_empty() {
                     command.push_str(&format!(" NOTIFY={}", words.join(",")));
                 }

@@ -159,19 +159,12 @@ async fn delivers_to_smtp_sink_with_pipelining() {
 
     let attempt = deliverer.attempt(&job).await;
 
-    assert_eq!(
-        codes(&attempt),
-        vec![("delivered", 250), ("delivered", 250)]
-    );
+    assert_eq!(codes(&attempt), vec![("delivered", 250), ("delivered", 250)]);
     assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{port}")));
     assert!(attempt.tls.is_none(), "smtp-sink offers no STARTTLS");
     let dumps = dumps(dir.path());
     assert_eq!(dumps.len(), 1);
-    assert!(
-        dumps[0].contains("X-Helo-Args: sender.test"),
-        "{}",
-        dumps[0]
-    );
+    assert!(dumps[0].contains("X-Helo-Args: sender.test"), "{}", dumps[0]);
     // smtp-sink advertises DSN (so RET/ENVID/NOTIFY/ORCPT go out) but not SIZE.
     assert!(
         dumps[0].contains("X-Mail-Args: <a@sender.test> RET=HDRS ENVID=id+2B1\n"),
@@ -179,8 +172,7 @@ async fn delivers_to_smtp_sink_with_pipelining() {
         dumps[0]
     );
     assert!(dumps[0].contains("X-Rcpt-Args: <b@example.test>\n"));
-    assert!(dumps[0]
-        .contains("X-Rcpt-Args: <c@example.test> NOTIFY=NEVER ORCPT=rfc822;c@example.test\n"));
+    assert!(dumps[0].contains("X-Rcpt-Args: <c@example.test> NOTIFY=NEVER ORCPT=rfc822;c@example.test\n"));
     // Dot-stuffed on the wire, unstuffed by the server: the line survives intact.
     assert!(dumps[0].contains("\n.hidden line\n"), "{}", dumps[0]);
 }
@@ -265,10 +257,7 @@ async fn all_hosts_down_reports_the_last_failure() {
     assert_eq!(codes(&attempt), vec![("temp", 451)]);
     let reply = reply_of(&attempt, 0);
     assert_eq!(reply.status, Some([4, 4, 1]));
-    assert!(
-        reply.text.contains(&format!("127.0.0.1:{second}")),
-        "{reply}"
-    );
+    assert!(reply.text.contains(&format!("127.0.0.1:{second}")), "{reply}");
 }
 
 #[tokio::test]
@@ -444,15 +433,9 @@ async fn smtputf8_needed_but_not_offered_is_permanent() {
 async fn mailbox_route_writes_maildir() {
     let dir = tempfile::tempdir().unwrap();
     let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            Route::Mailbox,
-            &["Bob@example.test", "carol@example.test"],
-        ))
+        .attempt(&job(Route::Mailbox, &["Bob@example.test", "carol@example.test"]))
         .await;
-    assert_eq!(
-        codes(&attempt),
-        vec![("delivered", 250), ("delivered", 250)]
-    );
+    assert_eq!(codes(&attempt), vec![("delivered", 250), ("delivered", 250)]);
     assert_eq!(reply_of(&attempt, 0).text, "delivered to mailbox");
     assert_eq!(attempt.host.as_deref(), Some("mailbox"));
     let new = dir.path().join("mailboxes/example.test/bob/new");
@@ -511,11 +494,7 @@ async fn mx_delivery_through_dnsmasq() {
     )
     .await;
     let _sink = smtp_sink(mx_port, dir.path(), &[]).await;
-    let resolver = dns::resolver(&DnsSource::Server(SocketAddr::from((
-        [127, 0, 0, 1],
-        dns_port,
-    ))))
-    .unwrap();
+    let resolver = dns::resolver(&DnsSource::Server(SocketAddr::from(([127, 0, 0, 1], dns_port)))).unwrap();
     let mut settings = settings(dir.path());
     settings.mx_port = mx_port;
     let deliverer = Deliverer::new(settings, resolver.clone()).unwrap();
@@ -534,10 +513,7 @@ async fn mx_delivery_through_dnsmasq() {
 
     let attempt = deliverer.attempt(&mx_job("example.test")).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
-    assert_eq!(
-        attempt.host.as_deref(),
-        Some(&*format!("127.0.0.1:{mx_port}"))
-    );
+    assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{mx_port}")));
 
     let attempt = deliverer.attempt(&mx_job("implicit.test")).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)], "implicit MX");

@@ -109,11 +109,7 @@ async fn session<S: AsyncBufRead + AsyncWrite + Unpin>(
             return None;
         }
         let command = line.trim_end().to_string();
-        recording
-            .lock()
-            .unwrap()
-            .commands
-            .push(format!("{tag}{command}"));
+        recording.lock().unwrap().commands.push(format!("{tag}{command}"));
         let verb = command
             .split([' ', ':'])
             .next()
@@ -121,12 +117,10 @@ async fn session<S: AsyncBufRead + AsyncWrite + Unpin>(
             .to_ascii_uppercase();
         let reply: String = match verb.as_str() {
             "EHLO" => {
-                let tls = if offer_starttls {
-                    "250-STARTTLS\r\n"
-                } else {
-                    ""
-                };
-                format!("250-scripted\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n{tls}250 SIZE 1000000\r\n")
+                let tls = if offer_starttls { "250-STARTTLS\r\n" } else { "" };
+                format!(
+                    "250-scripted\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n{tls}250 SIZE 1000000\r\n"
+                )
             }
             "HELO" | "NOOP" => "250 2.0.0 ok\r\n".into(),
             "RSET" => {
@@ -216,14 +210,12 @@ impl TestPki {
 fn server_config(cert: CertificateDer<'static>, key: &KeyPair) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap(),
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
     )
 }
 
@@ -236,10 +228,7 @@ async fn tls_attempt(
     let mut settings = settings(dir);
     settings.extra_ca = extra_ca;
     deliverer(settings)
-        .attempt(&job(
-            smart_hosts(&[server.port], policy),
-            &["b@example.test"],
-        ))
+        .attempt(&job(smart_hosts(&[server.port], policy), &["b@example.test"]))
         .await
 }
 
@@ -317,9 +306,7 @@ async fn domain_validation_refuses_another_name_and_sends_nothing() {
     let reply = reply_of(&attempt, 0);
     assert_eq!(reply.status, Some([4, 7, 5]));
     assert!(
-        reply
-            .text
-            .contains("TLS certificate not valid for scanner.test"),
+        reply.text.contains("TLS certificate not valid for scanner.test"),
         "{reply}"
     );
     assert!(!sent_mail_in_clear(&server));
@@ -336,13 +323,7 @@ async fn certificate_validation_checks_the_chain_not_the_name() {
         break_handshake: false,
     })
     .await;
-    let attempt = tls_attempt(
-        &trusted,
-        TlsPolicy::CertificateValidation,
-        ca.clone(),
-        dir.path(),
-    )
-    .await;
+    let attempt = tls_attempt(&trusted, TlsPolicy::CertificateValidation, ca.clone(), dir.path()).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
 
     let untrusted = ScriptedServer::start(Script {
@@ -397,11 +378,7 @@ async fn opportunistic_falls_back_to_clear_after_a_failed_handshake() {
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert!(attempt.tls.is_none());
     assert_eq!(broken.messages(), 1);
-    let starttls = broken
-        .commands()
-        .iter()
-        .filter(|c| *c == "STARTTLS")
-        .count();
+    let starttls = broken.commands().iter().filter(|c| *c == "STARTTLS").count();
     assert_eq!(starttls, 1, "the clear retry must not try STARTTLS again");
 
     // A required level never falls back.
@@ -461,9 +438,5 @@ async fn mixed_recipient_answers_are_kept_per_recipient() {
         ))
         .await;
     assert_eq!(codes(&all_refused), vec![("perm", 550)]);
-    assert_eq!(
-        server.messages(),
-        1,
-        "no message without an accepted recipient"
-    );
+    assert_eq!(server.messages(), 1, "no message without an accepted recipient");
 }

@@ -31,7 +31,14 @@ impl Pipeline {
     }
 
     async fn take(&self, submission: Submission) -> Reply {
-        let Submission { id, session, classification, envelope, routes, content } = submission;
+        let Submission {
+            id,
+            session,
+            classification,
+            envelope,
+            routes,
+            content,
+        } = submission;
         let content = if self.retains_internal_headers(&classification) {
             content
         } else {
@@ -82,7 +89,13 @@ impl Pipeline {
             Some(format!("helo={} {tls} size={}", session.helo, entry.size)),
         )];
         for r in &entry.recipients {
-            let mut routed = queue::event(&entry, TraceKind::Routed, Some(r.address.to_string()), None, Some(describe_route(&r.route)));
+            let mut routed = queue::event(
+                &entry,
+                TraceKind::Routed,
+                Some(r.address.to_string()),
+                None,
+                Some(describe_route(&r.route)),
+            );
             routed.connector = r.route.connector().map(str::to_string);
             events.push(routed);
         }
@@ -100,11 +113,25 @@ impl Pipeline {
 fn describe_route(route: &crate::route::Route) -> String {
     use crate::route::{NextHop, Route};
     match route {
-        Route::Connector { connector, next_hop: NextHop::SmartHosts(hosts), tls, .. } => {
+        Route::Connector {
+            connector,
+            next_hop: NextHop::SmartHosts(hosts),
+            tls,
+            ..
+        } => {
             let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-            format!("connector {connector:?} via {} tls={}", hosts.join(", "), tls.name())
+            format!(
+                "connector {connector:?} via {} tls={}",
+                hosts.join(", "),
+                tls.name()
+            )
         }
-        Route::Connector { connector, next_hop: NextHop::Mx, tls, .. } => {
+        Route::Connector {
+            connector,
+            next_hop: NextHop::Mx,
+            tls,
+            ..
+        } => {
             format!("connector {connector:?} via MX tls={}", tls.name())
         }
         Route::Mailbox => "local mailbox".to_string(),
