@@ -26,6 +26,7 @@ pub mod message;
 pub mod queue;
 pub mod receive;
 pub mod route;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod tls;
