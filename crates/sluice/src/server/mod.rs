@@ -12,7 +12,8 @@ pub use admin_backend::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
 
 use crate::config::Config;
-use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings};
+use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings, Outcome};
+use crate::message::Reply;
 use crate::queue::{Queue, QueueSettings, Transport};
 use crate::receive::{ReceiveContext, SessionLimits};
 use crate::route::Route;
@@ -46,6 +47,32 @@ impl Transport for Outbound {
             let (stripped, removed) = crate::classify::header_firewall::strip_internal_headers(&job.content);
             if !removed.is_empty() {
                 job.content = Arc::new(stripped);
+            }
+        }
+        if let Route::Connector {
+            connector,
+            max_message_size: Some(max),
+            ..
+        } = &job.route
+        {
+            if job.content.len() as u64 > *max {
+                let reply = Reply::new(
+                    552,
+                    [5, 3, 4],
+                    format!("Message size exceeds the limit of connector {connector:?} ({max} bytes)"),
+                );
+                let outcomes = job
+                    .recipients
+                    .iter()
+                    .map(|r| (r.address.clone(), Outcome::PermFail(reply.clone())))
+                    .collect();
+                return Box::pin(async move {
+                    DeliveryAttempt {
+                        host: None,
+                        tls: None,
+                        outcomes,
+                    }
+                });
             }
         }
         Box::pin(async move { self.deliverer.attempt(&job).await })
