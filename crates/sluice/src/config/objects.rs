@@ -156,9 +156,26 @@ pub struct OutboundConnectorObject {
     /// Larger messages are refused for this connector (`25MB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<String>,
+    /// The last `connector validate` result, recorded by the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validation: Option<LastValidation>,
     /// On or off.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+}
+
+/// When a connector was last validated and how it went (Exchange's
+/// IsValidated / LastValidationTimestamp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastValidation {
+    /// RFC 3339 time.
+    pub at: String,
+    /// Every step passed.
+    pub passed: bool,
+    /// The first failing step, `host: step: detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
 }
 
 /// A set of objects: a TOML file for `apply`, `export`'s output, the store's content.
@@ -242,6 +259,11 @@ impl Policy {
     /// An outbound connector by name.
     pub fn outbound_connector(&self, name: &str) -> Option<&OutboundConnector> {
         self.outbound.iter().find(|c| c.name == name)
+    }
+
+    /// An outbound connector by name, ignoring case (as the admin API names objects).
+    pub fn outbound_connector_named(&self, name: &str) -> Option<&OutboundConnector> {
+        self.outbound.iter().find(|c| c.name.eq_ignore_ascii_case(name))
     }
 }
 

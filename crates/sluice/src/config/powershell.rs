@@ -451,6 +451,7 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     validation_recipients: p.list("ValidationRecipients"),
                     port: None,
                     max_message_size: None,
+                    last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }
@@ -511,6 +512,7 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     validation_recipients: Vec::new(),
                     port,
                     max_message_size: exchange_size(&p, p.string("MaxMessageSize")?)?,
+                    last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }

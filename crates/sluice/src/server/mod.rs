@@ -30,7 +30,7 @@ use tokio::sync::watch;
 /// Delivery as the queue sees it: the header firewall on the way out, then
 /// the SMTP client or the Maildir.
 struct Outbound {
-    deliverer: Deliverer,
+    deliverer: Arc<Deliverer>,
 }
 
 impl Transport for Outbound {
@@ -110,10 +110,12 @@ impl Node {
         settings.bind_address = config.bind_address;
         settings.mx_port = config.mx_port;
         settings.max_per_destination = config.max_per_destination;
-        let deliverer = Deliverer::new(settings, resolver).context("cannot set up delivery")?;
+        let deliverer = Arc::new(Deliverer::new(settings, resolver).context("cannot set up delivery")?);
         let queue = Queue::start(
             store.clone(),
-            Arc::new(Outbound { deliverer }),
+            Arc::new(Outbound {
+                deliverer: deliverer.clone(),
+            }),
             QueueSettings {
                 hostname: config.hostname.clone(),
                 retry: config.retry.clone(),
@@ -168,6 +170,7 @@ impl Node {
             queue: queue.clone(),
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
+            deliverer,
         });
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
