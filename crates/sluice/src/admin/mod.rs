@@ -15,6 +15,7 @@
 //! `{"error": "..."}`; internal details are logged, never sent.
 
 mod auth;
+pub mod explain;
 mod objects;
 mod queue;
 mod trace;
@@ -82,6 +83,9 @@ pub trait AdminBackend: Send + Sync + 'static {
         name: String,
         recipients: Vec<String>,
     ) -> BoxFuture<'_, Result<ValidationReport, AdminError>>;
+
+    /// The node's current objects, validated (for `route explain`).
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>>;
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -183,6 +187,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/apply", post(apply))
         .route("/export", get(export))
         .route("/outbound-connectors/{name}/validate", post(validation::validate))
+        .route("/route/explain", post(explain::handle))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

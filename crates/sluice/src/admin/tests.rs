@@ -116,6 +116,16 @@ impl AdminBackend for MemoryBackend {
             Err(AdminError::NotFound(format!("outbound connector {name:?}")))
         })
     }
+
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>> {
+        let objects = self.objects.lock().unwrap().clone();
+        ready(
+            objects
+                .validate()
+                .map(Arc::new)
+                .map_err(|e| AdminError::Invalid(e.to_string())),
+        )
+    }
 }
 
 fn entry(id: &str, status: QueueStatus) -> QueueEntryView {

@@ -226,6 +226,53 @@ impl Condition {
         }
     }
 
+    /// The condition as its config key and value, for explanations.
+    pub fn describe(&self) -> String {
+        let scope = |s: &OrganizationScope| match s {
+            OrganizationScope::InOrganization => "in_organization",
+            OrganizationScope::NotInOrganization => "not_in_organization",
+        };
+        let list = |items: Vec<String>| items.join(", ");
+        match self {
+            Condition::SentToScope(s) => format!("sent_to_scope = {}", scope(s)),
+            Condition::FromScope(s) => format!("from_scope = {}", scope(s)),
+            Condition::SenderDomainIs(d) => format!(
+                "sender_domain_is [{}]",
+                list(d.iter().map(ToString::to_string).collect())
+            ),
+            Condition::RecipientDomainIs(d) => format!(
+                "recipient_domain_is [{}]",
+                list(d.iter().map(ToString::to_string).collect())
+            ),
+            Condition::From(a) => format!("from [{}]", list(a.iter().map(ToString::to_string).collect())),
+            Condition::SentTo(a) => {
+                format!("sent_to [{}]", list(a.iter().map(ToString::to_string).collect()))
+            }
+            Condition::HeaderContains { header, words } => {
+                format!("header_contains {header}: [{}]", words.join(", "))
+            }
+            Condition::HeaderMatches { header, patterns } => {
+                format!(
+                    "header_matches {header}: [{}]",
+                    list(patterns.iter().map(|p| p.as_str().to_string()).collect())
+                )
+            }
+            Condition::SubjectOrBodyContains(w) => format!("subject_or_body_contains [{}]", w.join(", ")),
+            Condition::AttachmentExtensionIs(e) => format!("attachment_extension_is [{}]", e.join(", ")),
+            Condition::AttachmentNameMatches(p) => {
+                format!(
+                    "attachment_name_matches [{}]",
+                    list(p.iter().map(|p| p.as_str().to_string()).collect())
+                )
+            }
+            Condition::MessageSizeOver(n) => format!("message_size_over {n} bytes"),
+            Condition::SenderIpRanges(r) => format!(
+                "sender_ip_ranges [{}]",
+                list(r.iter().map(ToString::to_string).collect())
+            ),
+        }
+    }
+
     /// Whether the condition depends on the recipient (bifurcation).
     pub fn is_per_recipient(&self) -> bool {
         matches!(

@@ -15,6 +15,7 @@
 mod condition;
 mod edit;
 mod effects;
+pub mod plan;
 
 pub use condition::{Condition, MessageFacts};
 pub use edit::apply_edits;
@@ -213,6 +214,18 @@ pub fn evaluate(rules: &[Rule], facts: &MessageFacts<'_>) -> Evaluation {
         });
     }
     Evaluation { matches, effects }
+}
+
+/// Why `rule` did not act on recipient `index`, for `route explain`:
+/// the first condition that fails or the exception that holds.
+pub fn why_not(rule: &Rule, facts: &MessageFacts<'_>, index: usize) -> String {
+    if let Some(c) = rule.conditions.iter().find(|c| !c.holds(facts, index)) {
+        return format!("condition not met: {}", c.describe());
+    }
+    if let Some(e) = rule.exceptions.iter().find(|e| e.holds(facts, index)) {
+        return format!("exception holds: {}", e.describe());
+    }
+    "an earlier rule stopped processing (or refused the recipient)".to_string()
 }
 
 #[cfg(test)]

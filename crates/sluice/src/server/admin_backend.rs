@@ -237,4 +237,8 @@ impl AdminBackend for NodeAdmin {
             Ok(report)
         })
     }
+
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<Policy>, AdminError>> {
+        Box::pin(async move { Ok(self.policy.borrow().clone()) })
+    }
 }

@@ -6,7 +6,7 @@
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
 use crate::config::objects::Policy;
-use crate::message::{header_message_id, Address, QueueId, Reply};
+use crate::message::{header_message_id, QueueId, Reply};
 use crate::queue::{
     self, Acceptance, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
     RecipientStatus, Source,
@@ -14,16 +14,12 @@ use crate::queue::{
 use crate::receive::relay_control::may_relay;
 use crate::receive::{Intake, Submission};
 use crate::route::{NextHop, Route};
-use crate::rules::{self, Disposition, Effects, HeaderEdit, MessageFacts};
-use crate::trace::{now_ms, TraceEvent, TraceKind};
+use crate::rules::plan::{self, PlanInput};
+use crate::trace::{now_ms, TraceKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
-
-/// Counts rule-driven reroutes (SPEC section 5); past this, a loop.
-const RULE_LOOP_HEADER: &str = "X-Sluice-Org-Rule-Loop";
-const MAX_RULE_REROUTES: u32 = 3;
 
 /// Accepts complete messages from sessions into the queue.
 pub struct Pipeline {
@@ -31,12 +27,6 @@ pub struct Pipeline {
     pub queue: Queue,
     /// Current objects.
     pub policy: watch::Receiver<Arc<Policy>>,
-}
-
-/// Recipients of one copy: they share content, route choice and fate.
-struct Copy {
-    effects: Effects,
-    indexes: Vec<usize>,
 }
 
 impl Pipeline {
@@ -99,23 +89,23 @@ impl Pipeline {
             Some(format!("helo={} {tls} size={}", session.helo, base.size)),
         )];
 
-        let recipients: Vec<Address> = base.recipients.iter().map(|r| r.address.clone()).collect();
-        let sender_in_organization = matches!(classification, Classification::Internal { .. })
-            && may_relay(&policy, &classification, &envelope.mail_from);
-        let evaluation = {
-            let facts = MessageFacts::new(
-                &policy,
-                &classification,
-                sender_in_organization,
-                session.peer.ip(),
-                &envelope.mail_from,
-                &recipients,
-                &content,
-            );
-            rules::evaluate(&policy.rules, &facts)
-        };
-        for m in &evaluation.matches {
-            let who: Vec<&str> = m.recipients.iter().map(|&i| recipients[i].local()).collect();
+        let plan = plan::plan(
+            &policy,
+            &PlanInput {
+                classification: &classification,
+                sender_in_organization: matches!(classification, Classification::Internal { .. })
+                    && may_relay(&policy, &classification, &base.from),
+                peer: session.peer.ip(),
+                base: &base,
+                content: &content,
+            },
+        );
+        for m in &plan.evaluation.matches {
+            let who: Vec<&str> = m
+                .recipients
+                .iter()
+                .map(|&i| base.recipients[i].address.local())
+                .collect();
             let mode = if m.audit { " (audit: no action taken)" } else { "" };
             let detail = format!(
                 "rule {:?} matched{mode} for {} recipient(s): {}",
@@ -131,8 +121,7 @@ impl Pipeline {
                 Some(detail),
             ));
         }
-
-        if let Some(reply) = refused_entirely(&evaluation.effects) {
+        if let Some(reply) = plan.refused {
             events.push(queue::event(
                 &base,
                 TraceKind::Rejected,
@@ -143,94 +132,77 @@ impl Pipeline {
             self.queue.record(events);
             return reply;
         }
-
+        for note in &plan.notes {
+            events.push(queue::event(
+                &base,
+                TraceKind::Routed,
+                None,
+                None,
+                Some(note.clone()),
+            ));
+        }
         let mut acceptance = Acceptance::default();
-        let mut failed: Vec<DsnRecipient> = Vec::new();
-        let mut notices: Vec<String> = Vec::new();
-        let reroutes = rule_loop_count(&content);
-        for (n, copy) in group(evaluation.effects).into_iter().enumerate() {
-            for text in &copy.effects.notify_sender {
-                if !notices.contains(text) {
-                    notices.push(text.clone());
-                }
+        for (n, copy) in plan.copies.into_iter().enumerate() {
+            let mut entry = base.clone();
+            entry.id = if n == 0 { id.clone() } else { QueueId::generate() };
+            entry.recipients = copy.recipients;
+            entry.size = copy.content.len() as u64;
+            for r in &entry.recipients {
+                let mut routed = queue::event(
+                    &entry,
+                    TraceKind::Routed,
+                    Some(r.address.to_string()),
+                    None,
+                    Some(describe_route(&r.route)),
+                );
+                routed.connector = r.route.connector().map(str::to_string);
+                events.push(routed);
             }
-            match &copy.effects.disposition {
-                Disposition::Reject { rule, reply } => {
-                    for &i in &copy.indexes {
-                        failed.push(dsn_recipient(&base.recipients[i], reply));
-                        let detail = format!("rejected by rule {rule:?}: {reply}");
-                        events.push(queue::event(
-                            &base,
-                            TraceKind::Bounced,
-                            Some(recipients[i].to_string()),
-                            None,
-                            Some(detail),
-                        ));
-                    }
-                    continue;
-                }
-                Disposition::Delete { rule } => {
-                    for &i in &copy.indexes {
-                        let detail = format!("deleted by rule {rule:?}");
-                        events.push(queue::event(
-                            &base,
-                            TraceKind::Deleted,
-                            Some(recipients[i].to_string()),
-                            None,
-                            Some(detail),
-                        ));
-                    }
-                    continue;
-                }
-                Disposition::Deliver | Disposition::Quarantine { .. } => {}
-            }
-            let reroutes_here = copy.effects.route_via.is_some() || copy.effects.redirect_to.is_some();
-            if reroutes_here && reroutes >= MAX_RULE_REROUTES {
-                let reply = Reply::new(550, [5, 7, 128], "Message rejected: mail flow rule loop detected");
-                for &i in &copy.indexes {
-                    failed.push(dsn_recipient(&base.recipients[i], &reply));
-                    events.push(queue::event(
-                        &base,
-                        TraceKind::Bounced,
-                        Some(recipients[i].to_string()),
-                        None,
-                        Some(reply.to_string()),
-                    ));
-                }
-                continue;
-            }
-            let mut edits = copy.effects.edits.clone();
-            if reroutes_here {
-                edits.push(HeaderEdit::Set {
-                    name: RULE_LOOP_HEADER.into(),
-                    value: (reroutes + 1).to_string(),
-                });
-            }
-            let copy_content = rules::apply_edits(&content, &edits);
-            let copy_id = if n == 0 { id.clone() } else { QueueId::generate() };
-            let entry = self.copy_entry(&policy, &base, copy_id, &copy, &copy_content, &mut events);
-            match &copy.effects.disposition {
-                Disposition::Quarantine { rule } => {
-                    let detail = format!("quarantined by rule {rule:?}");
+            match copy.quarantined_by {
+                Some(rule) => {
                     events.push(queue::event(
                         &entry,
                         TraceKind::Quarantined,
                         None,
                         None,
-                        Some(detail),
+                        Some(format!("quarantined by rule {rule:?}")),
                     ));
                     let held = QuarantineEntry {
                         entry,
-                        rule: rule.clone(),
-                        quarantined_at_ms: now,
                         reason: format!("rule {rule:?}"),
+                        rule,
+                        quarantined_at_ms: now,
                     };
-                    acceptance.quarantined.push((held, copy_content));
+                    acceptance.quarantined.push((held, copy.content));
                 }
-                _ => acceptance.queued.push((entry, copy_content)),
+                None => acceptance.queued.push((entry, copy.content)),
             }
         }
-        if !failed.is_empty() {
+        for (i, rule) in &plan.deleted {
+            let detail = format!("deleted by rule {rule:?}");
+            events.push(queue::event(
+                &base,
+                TraceKind::Deleted,
+                Some(base.recipients[*i].address.to_string()),
+                None,
+                Some(detail),
+            ));
+        }
+        if !plan.failed.is_empty() {
+            let failed: Vec<DsnRecipient> = plan
+                .failed
+                .iter()
+                .map(|(i, reply)| dsn_recipient(&base.recipients[*i], reply))
+                .collect();
+            for (i, reply) in &plan.failed {
+                events.push(queue::event(
+                    &base,
+                    TraceKind::Bounced,
+                    Some(base.recipients[*i].address.to_string()),
+                    None,
+                    Some(reply.to_string()),
+                ));
+            }
             if let Some(report) = self.queue.failure_report(&base, &content, &failed) {
                 events.push(queue::event(
                     &report.0,
@@ -242,14 +214,15 @@ impl Pipeline {
                 acceptance.queued.push(report);
             }
         }
-        for text in notices {
-            if let Some(notice) = self.queue.sender_notice(&base, &content, &text) {
+        for text in &plan.notices {
+            if let Some(notice) = self.queue.sender_notice(&base, &content, text) {
+                let detail = format!("notice queued as {}", notice.0.id);
                 events.push(queue::event(
                     &base,
                     TraceKind::SenderNotified,
                     Some(base.from.to_string()),
                     None,
-                    Some(format!("notice queued as {}", notice.0.id)),
+                    Some(detail),
                 ));
                 acceptance.queued.push(notice);
             }
@@ -263,67 +236,6 @@ impl Pipeline {
             }
         }
     }
-
-    /// The queue entry of one copy: its recipients (redirected and bcc'd)
-    /// and their routes (a rule's connector, else the route chosen at RCPT).
-    fn copy_entry(
-        &self,
-        policy: &Policy,
-        base: &QueueEntry,
-        id: QueueId,
-        copy: &Copy,
-        content: &[u8],
-        events: &mut Vec<TraceEvent>,
-    ) -> QueueEntry {
-        let rule_route = copy.effects.route_via.as_deref().and_then(|name| {
-            let connector = policy.outbound_connector(name).filter(|c| c.enabled);
-            if connector.is_none() {
-                let detail = format!("rule connector {name:?} is missing or disabled; normal routing used");
-                events.push(queue::event(base, TraceKind::Routed, None, None, Some(detail)));
-            }
-            connector.map(Route::from)
-        });
-        let fresh = |address: &Address| QueuedRecipient {
-            address: address.clone(),
-            notify: crate::message::Notify::Default,
-            orcpt: None,
-            route: crate::route::route(policy, address.domain()).unwrap_or(Route::Mx),
-            status: RecipientStatus::Queued {
-                due_ms: base.received_at_ms,
-            },
-            attempts: 0,
-        };
-        let mut recipients: Vec<QueuedRecipient> = match &copy.effects.redirect_to {
-            Some(targets) => targets.iter().map(fresh).collect(),
-            None => copy.indexes.iter().map(|&i| base.recipients[i].clone()).collect(),
-        };
-        for extra in &copy.effects.bcc {
-            if !recipients.iter().any(|r| &r.address == extra) {
-                recipients.push(fresh(extra));
-            }
-        }
-        if let Some(route) = &rule_route {
-            for r in &mut recipients {
-                r.route = route.clone();
-            }
-        }
-        let mut entry = base.clone();
-        entry.id = id;
-        entry.recipients = recipients;
-        entry.size = content.len() as u64;
-        for r in &entry.recipients {
-            let mut routed = queue::event(
-                &entry,
-                TraceKind::Routed,
-                Some(r.address.to_string()),
-                None,
-                Some(describe_route(&r.route)),
-            );
-            routed.connector = r.route.connector().map(str::to_string);
-            events.push(routed);
-        }
-        entry
-    }
 }
 
 fn retains_internal_headers(policy: &Policy, classification: &Classification) -> bool {
@@ -331,59 +243,6 @@ fn retains_internal_headers(policy: &Policy, classification: &Classification) ->
         .connector()
         .and_then(|name| policy.inbound.iter().find(|c| c.name == name))
         .is_some_and(|c| c.retain_internal_headers)
-}
-
-/// The reply when rules refuse every recipient: the message is rejected in
-/// session and nothing is queued.
-fn refused_entirely(effects: &[Effects]) -> Option<Reply> {
-    let mut first = None;
-    for e in effects {
-        match &e.disposition {
-            Disposition::Reject { reply, .. } => {
-                first.get_or_insert_with(|| reply.clone());
-            }
-            _ => return None,
-        }
-    }
-    first
-}
-
-/// Groups recipients whose effects allow one shared copy.
-fn group(effects: Vec<Effects>) -> Vec<Copy> {
-    let mut copies: Vec<Copy> = Vec::new();
-    for (i, e) in effects.into_iter().enumerate() {
-        match copies.iter_mut().find(|c| c.effects.same_copy(&e)) {
-            Some(copy) => {
-                copy.indexes.push(i);
-                for extra in e.bcc {
-                    if !copy.effects.bcc.contains(&extra) {
-                        copy.effects.bcc.push(extra);
-                    }
-                }
-                for text in e.notify_sender {
-                    if !copy.effects.notify_sender.contains(&text) {
-                        copy.effects.notify_sender.push(text);
-                    }
-                }
-            }
-            None => copies.push(Copy {
-                effects: e,
-                indexes: vec![i],
-            }),
-        }
-    }
-    copies
-}
-
-fn rule_loop_count(content: &[u8]) -> u32 {
-    let headers = &content[..crate::message::header_section_len(content)];
-    let text = String::from_utf8_lossy(headers);
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case(RULE_LOOP_HEADER))
-        .filter_map(|(_, value)| value.trim().parse::<u32>().ok())
-        .max()
-        .unwrap_or(0)
 }
 
 fn dsn_recipient(r: &QueuedRecipient, reply: &Reply) -> DsnRecipient {

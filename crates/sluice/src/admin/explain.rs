@@ -1,0 +1,492 @@
+//! `sluice route explain` / `POST /api/v1/route/explain`: a dry run of one
+//! message through classification, sender checks, relay control, the
+//! header firewall, the rules and routing, with the same functions live
+//! mail uses ([`crate::rules::plan`] included). Nothing is queued.
+
+use crate::classify::header_firewall::strip_internal_headers;
+use crate::classify::restrictions::{check_sender, SessionFacts};
+use crate::classify::{classify, Classification, MatchedBy};
+use crate::config::objects::{ConnectorType, Policy};
+use crate::message::{Address, ReversePath};
+use crate::queue::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
+use crate::receive::relay_control::{check_recipient, may_relay};
+use crate::route::{NextHop, Route};
+use crate::rules::plan::{self, PlanInput};
+use crate::rules::{self, MessageFacts};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// What to explain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// Envelope sender (empty for `<>`).
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// Client address (an internet address when absent).
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    /// Name of a verified client certificate (implies TLS).
+    #[serde(default)]
+    pub tls_cert_name: Option<String>,
+    /// The session used STARTTLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Extra headers, `Name: value`.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// A whole message (RFC 5322 text) instead of a synthesized one.
+    #[serde(default)]
+    pub eml: Option<String>,
+}
+
+/// Which inbound connector, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundExplanation {
+    /// Connector name, `None` for anonymous.
+    pub connector: Option<String>,
+    /// `on_premises`, `partner` or `anonymous`.
+    pub kind: String,
+    /// Why it was chosen.
+    pub reason: String,
+}
+
+/// One rule's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleExplanation {
+    /// Rule name.
+    pub rule: String,
+    /// Priority.
+    pub priority: u32,
+    /// Audit rules match without acting.
+    pub audit: bool,
+    /// Recipients it matched.
+    pub matched: Vec<String>,
+    /// Recipients it did not match, with the reason.
+    pub not_matched: Vec<(String, String)>,
+}
+
+/// One recipient's fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientExplanation {
+    /// The recipient (or one added by redirect/bcc).
+    pub address: String,
+    /// Accepted at RCPT.
+    pub accepted: bool,
+    /// `deliver`, `quarantine`, `reject`, `delete`, or the RCPT refusal.
+    pub outcome: String,
+    /// The refusal or rejection reply.
+    pub reply: Option<String>,
+    /// Outbound connector.
+    pub connector: Option<String>,
+    /// Smart hosts, `MX of DOMAIN`, or `local mailbox`.
+    pub next_hop: Option<String>,
+    /// TLS level.
+    pub tls: Option<String>,
+}
+
+/// The whole explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Inbound connector decision.
+    pub inbound: InboundExplanation,
+    /// The sender check at MAIL FROM (`None` = accepted).
+    pub sender_refused: Option<String>,
+    /// Whether this session may relay to non-accepted domains.
+    pub relay_allowed: bool,
+    /// Whether the inbound connector retains internal headers.
+    pub internal_headers_retained: bool,
+    /// Internal headers the firewall removed.
+    pub headers_removed: Vec<String>,
+    /// Every enabled rule, in evaluation order.
+    pub rules: Vec<RuleExplanation>,
+    /// Whole-message refusal by rules (the in-session reply).
+    pub refused: Option<String>,
+    /// Per recipient.
+    pub recipients: Vec<RecipientExplanation>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// Explains `request` against `policy`.
+pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation, String> {
+    let from = ReversePath::try_from(request.from.clone()).map_err(|e| format!("from: {e}"))?;
+    let to = request
+        .to
+        .iter()
+        .map(|a| Address::parse(a).map_err(|e| format!("to: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if to.is_empty() {
+        return Err("give at least one recipient (--to)".into());
+    }
+    let peer = request.ip.unwrap_or_else(|| IpAddr::from([203, 0, 113, 25]));
+    let names: Vec<String> = request.tls_cert_name.iter().cloned().collect();
+    let classification = classify(policy, peer, &names);
+    let inbound = describe_classification(policy, &classification);
+    let facts = SessionFacts {
+        peer,
+        tls: request.tls || !names.is_empty(),
+        certificate_names: &names,
+    };
+    let sender_refused = check_sender(policy, &classification, facts, &from)
+        .err()
+        .map(|r| r.to_string());
+    let relay_allowed = may_relay(policy, &classification, &from);
+
+    let content = match &request.eml {
+        Some(text) => text.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes(),
+        None => synthesize(&from, &to, &request.headers),
+    };
+    let internal_headers_retained = classification
+        .connector()
+        .and_then(|name| policy.inbound.iter().find(|c| c.name == name))
+        .is_some_and(|c| c.retain_internal_headers);
+    let (filtered, removed) = strip_internal_headers(&content);
+    let (content, headers_removed) = if internal_headers_retained {
+        (content, Vec::new())
+    } else {
+        (filtered, removed)
+    };
+
+    let mut recipients = Vec::new();
+    let mut accepted = Vec::new();
+    for address in &to {
+        match check_recipient(policy, &classification, &from, address) {
+            Ok(route) => accepted.push(QueuedRecipient {
+                address: address.clone(),
+                notify: crate::message::Notify::Default,
+                orcpt: None,
+                route,
+                status: RecipientStatus::Queued { due_ms: 0 },
+                attempts: 0,
+            }),
+            Err(reply) => recipients.push(RecipientExplanation {
+                address: address.to_string(),
+                accepted: false,
+                outcome: "refused at RCPT".into(),
+                reply: Some(reply.to_string()),
+                connector: None,
+                next_hop: None,
+                tls: None,
+            }),
+        }
+    }
+    let base = QueueEntry {
+        id: crate::message::QueueId("explain".into()),
+        message_id: crate::message::header_message_id(&content),
+        from: from.clone(),
+        body: crate::message::BodyType::EightBitMime,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        recipients: accepted,
+        size: content.len() as u64,
+        received_at_ms: 0,
+        expires_at_ms: 0,
+        hold: Hold::Active,
+        source: Source {
+            peer: peer.to_string(),
+            helo: "explain".into(),
+            connector: classification.connector().map(str::to_string),
+        },
+    };
+    let sender_in_organization = matches!(classification, Classification::Internal { .. }) && relay_allowed;
+    let plan = plan::plan(
+        policy,
+        &PlanInput {
+            classification: &classification,
+            sender_in_organization,
+            peer,
+            base: &base,
+            content: &content,
+        },
+    );
+
+    let addresses: Vec<Address> = base.recipients.iter().map(|r| r.address.clone()).collect();
+    let facts = MessageFacts::new(
+        policy,
+        &classification,
+        sender_in_organization,
+        peer,
+        &from,
+        &addresses,
+        &content,
+    );
+    let rules = policy
+        .rules
+        .iter()
+        .map(|rule| {
+            let matched = plan.evaluation.matches.iter().find(|m| m.rule == rule.name);
+            let matched_indexes: Vec<usize> = matched.map(|m| m.recipients.clone()).unwrap_or_default();
+            RuleExplanation {
+                rule: rule.name.clone(),
+                priority: rule.priority,
+                audit: rule.mode == crate::config::rule_object::RuleMode::Audit,
+                matched: matched_indexes
+                    .iter()
+                    .map(|&i| addresses[i].to_string())
+                    .collect(),
+                not_matched: (0..addresses.len())
+                    .filter(|i| !matched_indexes.contains(i))
+                    .map(|i| (addresses[i].to_string(), rules::why_not(rule, &facts, i)))
+                    .collect(),
+            }
+        })
+        .collect();
+
+    for (i, reply) in &plan.failed {
+        recipients.push(outcome(&addresses[*i], "reject", Some(reply.to_string()), None));
+    }
+    for (i, rule) in &plan.deleted {
+        recipients.push(outcome(
+            &addresses[*i],
+            "delete",
+            Some(format!("deleted by rule {rule:?}")),
+            None,
+        ));
+    }
+    for copy in &plan.copies {
+        let word = if copy.quarantined_by.is_some() {
+            "quarantine"
+        } else {
+            "deliver"
+        };
+        for r in &copy.recipients {
+            recipients.push(outcome(
+                &r.address,
+                word,
+                copy.quarantined_by
+                    .as_ref()
+                    .map(|rule| format!("quarantined by rule {rule:?}")),
+                Some(&r.route),
+            ));
+        }
+    }
+    if let Some(reply) = &plan.refused {
+        for r in &base.recipients {
+            recipients.push(outcome(&r.address, "reject", Some(reply.to_string()), None));
+        }
+    }
+    Ok(Explanation {
+        inbound,
+        sender_refused,
+        relay_allowed,
+        internal_headers_retained,
+        headers_removed,
+        rules,
+        refused: plan.refused.map(|r| r.to_string()),
+        recipients,
+        notes: plan.notes,
+    })
+}
+
+/// `POST /api/v1/route/explain`.
+pub(super) async fn handle(
+    axum::extract::State(state): axum::extract::State<super::ApiState>,
+    super::JsonBody(request): super::JsonBody<ExplainRequest>,
+) -> Result<axum::Json<Explanation>, super::AdminError> {
+    let policy = state.backend.policy().await?;
+    explain(&policy, &request)
+        .map(axum::Json)
+        .map_err(super::AdminError::Invalid)
+}
+
+fn outcome(
+    address: &Address,
+    word: &str,
+    reply: Option<String>,
+    route: Option<&Route>,
+) -> RecipientExplanation {
+    let (connector, next_hop, tls) = match route {
+        None => (None, None, None),
+        Some(Route::Mailbox) => (None, Some("local mailbox".to_string()), None),
+        Some(Route::Mx) => (
+            None,
+            Some(format!("MX of {}", address.domain())),
+            Some("opportunistic".to_string()),
+        ),
+        Some(Route::Connector {
+            connector,
+            next_hop,
+            tls,
+            ..
+        }) => {
+            let hop = match next_hop {
+                NextHop::SmartHosts(hosts) => hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                NextHop::Mx => format!("MX of {}", address.domain()),
+            };
+            let level = match tls {
+                crate::route::TlsPolicy::DomainValidation { domain: Some(d) } => {
+                    format!("domain_validation ({d})")
+                }
+                other => other.name().to_string(),
+            };
+            (Some(connector.clone()), Some(hop), Some(level))
+        }
+    };
+    RecipientExplanation {
+        address: address.to_string(),
+        accepted: true,
+        outcome: word.to_string(),
+        reply,
+        connector,
+        next_hop,
+        tls,
+    }
+}
+
+fn describe_classification(policy: &Policy, classification: &Classification) -> InboundExplanation {
+    match classification {
+        Classification::Anonymous => InboundExplanation {
+            connector: None,
+            kind: "anonymous".into(),
+            reason: "no inbound connector matches the client address or certificate".into(),
+        },
+        Classification::Internal {
+            connector,
+            matched_by,
+        }
+        | Classification::Partner {
+            connector,
+            matched_by,
+        } => {
+            let kind = policy
+                .inbound
+                .iter()
+                .find(|c| &c.name == connector)
+                .map_or("partner", |c| {
+                    if c.kind == ConnectorType::OnPremises {
+                        "on_premises"
+                    } else {
+                        "partner"
+                    }
+                });
+            let reason = match matched_by {
+                MatchedBy::Certificate(name) => {
+                    format!("client certificate name {name} matches tls_sender_certificate_name")
+                }
+                MatchedBy::SourceIp(net) => format!("client address within {net} (longest prefix)"),
+            };
+            InboundExplanation {
+                connector: Some(connector.clone()),
+                kind: kind.into(),
+                reason,
+            }
+        }
+    }
+}
+
+fn synthesize(from: &ReversePath, to: &[Address], headers: &[String]) -> Vec<u8> {
+    let mut text = String::new();
+    for h in headers {
+        text.push_str(h.trim_end());
+        text.push_str("\r\n");
+    }
+    let to_list: Vec<String> = to.iter().map(|a| format!("<{a}>")).collect();
+    text.push_str(&format!(
+        "From: <{from}>\r\nTo: {}\r\nSubject: route explain\r\n\r\n(route explain)\r\n",
+        to_list.join(", ")
+    ));
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::objects::ObjectSet;
+
+    const SEED_000_GATEWAY: &str = r#"
+[[accepted_domain]]
+name = "contoso.test"
+[[inbound_connector]]
+name = "From scanner"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.30/32"]
+retain_internal_headers = true
+[[outbound_connector]]
+name = "To scanner"
+smart_hosts = ["127.0.0.30:2525"]
+transport_rule_scoped = true
+retain_internal_headers = true
+[[rule]]
+name = "External mail through the scanner"
+[rule.conditions]
+sent_to_scope = "not_in_organization"
+[rule.exceptions]
+header_contains = { header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }
+[rule.actions]
+route_via_connector = "To scanner"
+"#;
+
+    fn policy() -> Policy {
+        toml::from_str::<ObjectSet>(SEED_000_GATEWAY)
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn unstamped_external_mail_goes_to_the_scanner_and_forged_stamps_are_removed() {
+        let request = ExplainRequest {
+            from: "a@contoso.test".into(),
+            to: vec!["x@fabrikam.test".into(), "y@contoso.test".into()],
+            ip: Some("127.0.0.30".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = explain(&policy(), &request).unwrap();
+        assert_eq!(e.inbound.connector.as_deref(), Some("From scanner"));
+        assert!(e.relay_allowed);
+        let external = e
+            .recipients
+            .iter()
+            .find(|r| r.address == "x@fabrikam.test")
+            .unwrap();
+        assert_eq!(external.connector.as_deref(), Some("To scanner"));
+        assert_eq!(external.next_hop.as_deref(), Some("127.0.0.30:2525"));
+        let internal = e
+            .recipients
+            .iter()
+            .find(|r| r.address == "y@contoso.test")
+            .unwrap();
+        assert_eq!(internal.next_hop.as_deref(), Some("local mailbox"));
+        assert_eq!(
+            e.rules[0].not_matched[0].1,
+            "condition not met: sent_to_scope = not_in_organization"
+        );
+
+        // From the internet, a forged stamp is stripped and the relay refused.
+        let forged = ExplainRequest {
+            from: "evil@internet.test".into(),
+            to: vec!["y@contoso.test".into(), "x@fabrikam.test".into()],
+            headers: vec!["X-Sluice-Org-Scan: verdict=pass".into()],
+            ..Default::default()
+        };
+        let e = explain(&policy(), &forged).unwrap();
+        assert_eq!(e.inbound.kind, "anonymous");
+        assert_eq!(e.headers_removed, vec!["X-Sluice-Org-Scan"]);
+        assert!(e
+            .recipients
+            .iter()
+            .any(|r| r.address == "x@fabrikam.test" && !r.accepted));
+    }
+
+    #[test]
+    fn stamped_mail_from_the_scanner_is_not_rerouted() {
+        let request = ExplainRequest {
+            from: "a@contoso.test".into(),
+            to: vec!["x@fabrikam.test".into()],
+            ip: Some("127.0.0.30".parse().unwrap()),
+            headers: vec!["X-Sluice-Org-Scan: verdict=pass; scanner=s".into()],
+            ..Default::default()
+        };
+        let e = explain(&policy(), &request).unwrap();
+        assert!(e.internal_headers_retained);
+        assert_eq!(e.recipients[0].next_hop.as_deref(), Some("MX of fabrikam.test"));
+        assert!(e.rules[0].not_matched[0].1.starts_with("exception holds"));
+    }
+}
