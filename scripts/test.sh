@@ -9,6 +9,8 @@ missing=()
 for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source swaks dnsmasq openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# swaks --tls needs Net::SSLeay, which --no-install-recommends leaves out.
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || missing+=(Net::SSLeay)
 if ((${#missing[@]})); then
     echo "test.sh: installing test peers (missing: ${missing[*]})" >&2
     sudo=()
@@ -18,7 +20,7 @@ if ((${#missing[@]})); then
     echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        postfix swaks dnsmasq-base openssl
+        postfix swaks libnet-ssleay-perl dnsmasq-base openssl
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
