@@ -227,6 +227,49 @@ impl Node {
             .collect()
     }
 
+    /// Polls the queue (every 200 ms, each poll one `queue list` run) until
+    /// a recipient containing `address` has `status`; returns that
+    /// recipient's (address, status, last_error), or panics with the last
+    /// queue seen.
+    pub fn wait_for_recipient(
+        &self,
+        address: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, String, String) {
+        let mut last_seen = Vec::new();
+        let found = wait_until(timeout, || {
+            last_seen = self.queued_recipients();
+            let hit = last_seen
+                .iter()
+                .any(|(a, s, _)| a.contains(address) && s == status);
+            if !hit {
+                super::pause(Duration::from_millis(200));
+            }
+            hit
+        });
+        assert!(
+            found,
+            "no recipient {address} with status {status} within {timeout:?}; queue: {last_seen:?}"
+        );
+        last_seen
+            .into_iter()
+            .find(|(a, s, _)| a.contains(address) && s == status)
+            .expect("just found")
+    }
+
+    /// Polls until the queue holds no entry (everything delivered or
+    /// bounced); false on timeout.
+    pub fn wait_for_empty_queue(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let empty = self.queue_json().is_empty();
+            if !empty {
+                super::pause(Duration::from_millis(200));
+            }
+            empty
+        })
+    }
+
     /// SIGKILL: no shutdown path runs, as in a crash.
     pub fn kill9(&mut self) {
         if let Some(mut process) = self.process.take() {

@@ -76,6 +76,7 @@ local_recipient_maps =
 alias_maps =
 alias_database =
 mynetworks = 127.0.0.0/8
+smtpd_tls_loglevel = 1
 relayhost = [{sink_ip}]:{sink_port}
 smtp_tls_security_level = none
 smtpd_peername_lookup = no
