@@ -21,5 +21,8 @@ pub mod config;
 pub mod deliver;
 pub mod dns;
 pub mod message;
+pub mod queue;
 pub mod receive;
 pub mod route;
+pub mod store;
+pub mod trace;

@@ -6,6 +6,9 @@
 //! [`Classification`]. Never rejects by itself; relay control and the
 //! connector restrictions use its answer.
 
+pub mod header_firewall;
+pub mod restrictions;
+
 use crate::config::objects::{ConnectorType, Policy};
 use crate::message::DomainPattern;
 use ipnet::IpNet;
@@ -27,6 +30,10 @@ pub struct InboundConnector {
     pub sender_domains: Vec<DomainPattern>,
     /// Refuse mail without TLS.
     pub require_tls: bool,
+    /// Mail from `sender_domains` must come from `sender_ips`.
+    pub restrict_domains_to_ip_addresses: bool,
+    /// Mail from `sender_domains` must present the certificate.
+    pub restrict_domains_to_certificate: bool,
     /// Trust `X-Sluice-Org-*` headers from this source.
     pub retain_internal_headers: bool,
     /// Disabled connectors never match.
@@ -69,37 +76,49 @@ impl Classification {
     /// The connector name, unless anonymous.
     pub fn connector(&self) -> Option<&str> {
         match self {
-            Classification::Internal { connector, .. }
-            | Classification::Partner { connector, .. } => Some(connector),
+            Classification::Internal { connector, .. } | Classification::Partner { connector, .. } => {
+                Some(connector)
+            }
             Classification::Anonymous => None,
         }
     }
 }
 
-/// Chooses the inbound connector for a session from `peer`.
-pub fn classify(policy: &Policy, peer: IpAddr) -> Classification {
-    let best = policy
-        .inbound
-        .iter()
-        .filter(|c| c.enabled)
-        .filter_map(|c| {
-            c.sender_ips
-                .iter()
-                .filter(|net| net.contains(&peer))
-                .max_by_key(|net| net.prefix_len())
-                .map(|net| (*net, c))
-        })
-        .fold(
-            None,
-            |best: Option<(IpNet, &InboundConnector)>, (net, c)| match best {
-                Some((b, _)) if b.prefix_len() >= net.prefix_len() => best,
-                _ => Some((net, c)),
-            },
-        );
-    match best {
+/// Chooses the inbound connector for a session: a connector whose
+/// `tls_sender_certificate_name` matches a name of the verified client
+/// certificate wins; else the longest source-prefix match; else anonymous.
+pub fn classify(policy: &Policy, peer: IpAddr, certificate_names: &[String]) -> Classification {
+    let by_certificate = policy.inbound.iter().filter(|c| c.enabled).find_map(|c| {
+        let pattern = c.certificate_name.as_ref()?;
+        certificate_names
+            .iter()
+            .find(|name| certificate_name_matches(pattern, name))
+            .map(|name| (MatchedBy::Certificate(name.to_ascii_lowercase()), c))
+    });
+    let by_ip = || {
+        policy
+            .inbound
+            .iter()
+            .filter(|c| c.enabled)
+            .filter_map(|c| {
+                c.sender_ips
+                    .iter()
+                    .filter(|net| net.contains(&peer))
+                    .max_by_key(|net| net.prefix_len())
+                    .map(|net| (*net, c))
+            })
+            .fold(
+                None,
+                |best: Option<(IpNet, &InboundConnector)>, (net, c)| match best {
+                    Some((b, _)) if b.prefix_len() >= net.prefix_len() => best,
+                    _ => Some((net, c)),
+                },
+            )
+            .map(|(net, c)| (MatchedBy::SourceIp(net), c))
+    };
+    match by_certificate.or_else(by_ip) {
         None => Classification::Anonymous,
-        Some((net, c)) => {
-            let matched_by = MatchedBy::SourceIp(net);
+        Some((matched_by, c)) => {
             let connector = c.name.clone();
             match c.kind {
                 ConnectorType::OnPremises => Classification::Internal {
@@ -115,16 +134,38 @@ pub fn classify(policy: &Policy, peer: IpAddr) -> Classification {
     }
 }
 
+/// SPEC section 4: equal names (case-insensitive); a `*.d` connector name
+/// and a certificate name one label under `d`; or a `*.d` certificate name
+/// and a connector name one label under `d`.
+pub fn certificate_name_matches(pattern: &DomainPattern, certificate_name: &str) -> bool {
+    let name = certificate_name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let one_label_under = |candidate: &str, parent: &str| {
+        candidate
+            .strip_suffix(parent)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+    };
+    match pattern {
+        DomainPattern::Any => false,
+        DomainPattern::Exact(d) => {
+            name == d.as_str()
+                || name
+                    .strip_prefix("*.")
+                    .is_some_and(|parent| one_label_under(d.as_str(), parent))
+        }
+        DomainPattern::Subdomains(parent) => {
+            name == format!("*.{parent}") || one_label_under(&name, parent.as_str())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::objects::ObjectSet;
 
     fn policy(toml: &str) -> Policy {
-        toml::from_str::<ObjectSet>(toml)
-            .unwrap()
-            .validate()
-            .unwrap()
+        toml::from_str::<ObjectSet>(toml).unwrap().validate().unwrap()
     }
 
     #[test]
@@ -147,20 +188,61 @@ mod tests {
             "#,
         );
         assert_eq!(
-            classify(&p, "127.0.0.40".parse().unwrap()).connector(),
+            classify(&p, "127.0.0.40".parse().unwrap(), &[]).connector(),
             Some("narrow")
         );
         assert!(matches!(
-            classify(&p, "127.0.0.40".parse().unwrap()),
+            classify(&p, "127.0.0.40".parse().unwrap(), &[]),
             Classification::Internal { .. }
         ));
         assert_eq!(
-            classify(&p, "127.0.0.41".parse().unwrap()).connector(),
+            classify(&p, "127.0.0.41".parse().unwrap(), &[]).connector(),
             Some("wide")
         );
         assert_eq!(
-            classify(&p, "10.0.0.1".parse().unwrap()),
+            classify(&p, "10.0.0.1".parse().unwrap(), &[]),
             Classification::Anonymous
         );
+    }
+
+    #[test]
+    fn certificate_match_wins_over_ip() {
+        let p = policy(
+            r#"
+            [[inbound_connector]]
+            name = "by ip"
+            type = "partner"
+            sender_ip_addresses = ["127.0.0.40/32"]
+            [[inbound_connector]]
+            name = "by cert"
+            type = "on_premises"
+            tls_sender_certificate_name = "*.contoso.test"
+            "#,
+        );
+        let names = vec!["mail.contoso.test".to_string()];
+        let c = classify(&p, "127.0.0.40".parse().unwrap(), &names);
+        assert_eq!(c.connector(), Some("by cert"));
+        assert!(
+            matches!(c, Classification::Internal { matched_by: MatchedBy::Certificate(ref n), .. } if n == "mail.contoso.test")
+        );
+        let deep = vec!["a.mail.contoso.test".to_string()];
+        assert_eq!(
+            classify(&p, "127.0.0.40".parse().unwrap(), &deep).connector(),
+            Some("by ip")
+        );
+    }
+
+    #[test]
+    fn certificate_name_rules() {
+        let exact = DomainPattern::parse("mail.contoso.test").unwrap();
+        let wild = DomainPattern::parse("*.contoso.test").unwrap();
+        assert!(certificate_name_matches(&exact, "MAIL.contoso.test"));
+        assert!(certificate_name_matches(&exact, "*.contoso.test"));
+        assert!(!certificate_name_matches(&exact, "*.test"));
+        assert!(certificate_name_matches(&wild, "relay.contoso.test"));
+        assert!(certificate_name_matches(&wild, "*.contoso.test"));
+        assert!(!certificate_name_matches(&wild, "contoso.test"));
+        assert!(!certificate_name_matches(&wild, "a.b.contoso.test"));
+        assert!(!certificate_name_matches(&wild, "evilcontoso.test"));
     }
 }

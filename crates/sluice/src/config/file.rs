@@ -140,12 +140,8 @@ impl NodeFile {
             .delivery
             .bind_address
             .map(|v| {
-                v.parse().map_err(|_| {
-                    invalid(
-                        "delivery.bind_address",
-                        format!("{v:?} is not an IP address"),
-                    )
-                })
+                v.parse()
+                    .map_err(|_| invalid("delivery.bind_address", format!("{v:?} is not an IP address")))
             })
             .transpose()?;
         let max_message_size = match self.smtp.max_message_size {
@@ -167,10 +163,7 @@ impl NodeFile {
             tls_cert,
             client_ca: self.smtp.client_ca.map(|p| path(&p)),
             max_message_size,
-            max_recipients: positive(
-                "smtp.max_recipients",
-                self.smtp.max_recipients.unwrap_or(500),
-            )?,
+            max_recipients: positive("smtp.max_recipients", self.smtp.max_recipients.unwrap_or(500))?,
             max_connections: positive(
                 "smtp.max_connections",
                 self.smtp.max_connections.unwrap_or(10_000),

@@ -6,6 +6,7 @@
 
 mod file;
 pub mod objects;
+pub mod powershell;
 
 pub use file::NodeFile;
 
@@ -144,8 +145,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Parses `1m`, `2h`, `2d`, `30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|error| format!("not a duration: {text:?} ({error})"))
+    humantime::parse_duration(text.trim()).map_err(|error| format!("not a duration: {text:?} ({error})"))
 }
 
 #[cfg(test)]

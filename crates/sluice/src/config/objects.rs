@@ -158,25 +158,13 @@ pub struct OutboundConnectorObject {
 #[serde(deny_unknown_fields)]
 pub struct ObjectSet {
     /// `[[accepted_domain]]`.
-    #[serde(
-        default,
-        rename = "accepted_domain",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "accepted_domain", skip_serializing_if = "Vec::is_empty")]
     pub accepted_domains: Vec<AcceptedDomain>,
     /// `[[inbound_connector]]`.
-    #[serde(
-        default,
-        rename = "inbound_connector",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "inbound_connector", skip_serializing_if = "Vec::is_empty")]
     pub inbound_connectors: Vec<InboundConnectorObject>,
     /// `[[outbound_connector]]`.
-    #[serde(
-        default,
-        rename = "outbound_connector",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "outbound_connector", skip_serializing_if = "Vec::is_empty")]
     pub outbound_connectors: Vec<OutboundConnectorObject>,
 }
 
@@ -285,12 +273,8 @@ impl ObjectSet {
         }
         match kind {
             ObjectKind::AcceptedDomain => drop_named(&mut self.accepted_domains, name, |o| &o.name),
-            ObjectKind::InboundConnector => {
-                drop_named(&mut self.inbound_connectors, name, |o| &o.name)
-            }
-            ObjectKind::OutboundConnector => {
-                drop_named(&mut self.outbound_connectors, name, |o| &o.name)
-            }
+            ObjectKind::InboundConnector => drop_named(&mut self.inbound_connectors, name, |o| &o.name),
+            ObjectKind::OutboundConnector => drop_named(&mut self.outbound_connectors, name, |o| &o.name),
         }
     }
 
@@ -340,8 +324,7 @@ impl ObjectSet {
             let certificate_name = match c.tls_sender_certificate_name.trim() {
                 "" => None,
                 n => Some(
-                    DomainPattern::parse(n)
-                        .map_err(|e| err("tls_sender_certificate_name", e.to_string()))?,
+                    DomainPattern::parse(n).map_err(|e| err("tls_sender_certificate_name", e.to_string()))?,
                 ),
             };
             if sender_ips.is_empty() && certificate_name.is_none() {
@@ -362,6 +345,8 @@ impl ObjectSet {
                 certificate_name,
                 sender_domains,
                 require_tls: c.require_tls,
+                restrict_domains_to_ip_addresses: c.restrict_domains_to_ip_addresses,
+                restrict_domains_to_certificate: c.restrict_domains_to_certificate,
                 retain_internal_headers: c.retain_internal_headers,
                 enabled: c.enabled,
             });
@@ -383,9 +368,7 @@ impl ObjectSet {
             let patterns = c
                 .recipient_domains
                 .iter()
-                .map(|s| {
-                    DomainPattern::parse(s).map_err(|e| err("recipient_domains", e.to_string()))
-                })
+                .map(|s| DomainPattern::parse(s).map_err(|e| err("recipient_domains", e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;
             let hosts = c
                 .smart_hosts
@@ -414,14 +397,12 @@ impl ObjectSet {
                 if patterns.is_empty() {
                     return Err(err(
                         "recipient_domains",
-                        "a connector that is not transport_rule_scoped needs recipient_domains"
-                            .into(),
+                        "a connector that is not transport_rule_scoped needs recipient_domains".into(),
                     ));
                 }
                 Scope::Domains(patterns)
             };
-            let tls_domain =
-                Some(c.tls_domain.trim().to_ascii_lowercase()).filter(|d| !d.is_empty());
+            let tls_domain = Some(c.tls_domain.trim().to_ascii_lowercase()).filter(|d| !d.is_empty());
             let tls = match c.tls {
                 TlsLevel::Opportunistic => TlsPolicy::Opportunistic,
                 TlsLevel::EncryptionOnly => TlsPolicy::EncryptionOnly,
@@ -498,8 +479,7 @@ mod tests {
         let e = set.validate().unwrap_err();
         assert_eq!((e.name.as_str(), e.key), ("x", "smart_hosts"));
         let unknown =
-            toml::from_str::<ObjectSet>("[[outbound_connector]]\nname = \"x\"\nbogus = 1\n")
-                .unwrap_err();
+            toml::from_str::<ObjectSet>("[[outbound_connector]]\nname = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(unknown.to_string().contains("bogus"));
     }
 
@@ -510,14 +490,10 @@ mod tests {
         )
         .unwrap();
         let b: ObjectSet =
-            toml::from_str("[[accepted_domain]]\nname = \"b.test\"\ntype = \"internal_relay\"\n")
-                .unwrap();
+            toml::from_str("[[accepted_domain]]\nname = \"b.test\"\ntype = \"internal_relay\"\n").unwrap();
         a.merge(b.clone(), false);
         assert_eq!(a.accepted_domains.len(), 2);
-        assert_eq!(
-            a.accepted_domains[1].kind,
-            AcceptedDomainType::InternalRelay
-        );
+        assert_eq!(a.accepted_domains[1].kind, AcceptedDomainType::InternalRelay);
         a.merge(b, true);
         assert_eq!(a.accepted_domains.len(), 1);
     }

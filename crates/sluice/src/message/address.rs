@@ -25,9 +25,9 @@ impl Domain {
         let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
         let literal = lower.starts_with('[') && lower.ends_with(']');
         let labels_ok = literal
-            || lower.split('.').all(|label| {
-                !label.is_empty() && label.len() <= 63 && !label.contains(char::is_whitespace)
-            });
+            || lower
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63 && !label.contains(char::is_whitespace));
         if lower.is_empty() || lower.len() > 255 || !labels_ok {
             return Err(AddressError::InvalidDomain(raw.to_string()));
         }

@@ -78,12 +78,7 @@ impl fmt::Display for Reply {
     /// One line: `550 5.7.1 text` (for logs, traces and DSN diagnostic codes).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.status {
-            Some([a, b, c]) => write!(
-                f,
-                "{} {a}.{b}.{c} {}",
-                self.code,
-                self.text.replace('\n', " ")
-            ),
+            Some([a, b, c]) => write!(f, "{} {a}.{b}.{c} {}", self.code, self.text.replace('\n', " ")),
             None => write!(f, "{} {}", self.code, self.text.replace('\n', " ")),
         }
     }

@@ -2,9 +2,9 @@
 //! "Acceptance comes before routing"). Never an open relay: a connector
 //! matching the recipient domain does not by itself make it reachable.
 
-use crate::classify::Classification;
+use crate::classify::{Classification, MatchedBy};
 use crate::config::objects::Policy;
-use crate::message::{Address, Reply, ReversePath};
+use crate::message::{Address, Domain, Reply, ReversePath};
 use crate::route::{self, Route};
 
 /// Decides one RCPT TO: the route it will take, or the 550 that refuses it.
@@ -31,17 +31,21 @@ pub fn check_recipient(
 }
 
 /// Relay permission of a session for a given sender.
-pub fn may_relay(
-    policy: &Policy,
-    classification: &Classification,
-    mail_from: &ReversePath,
-) -> bool {
+pub fn may_relay(policy: &Policy, classification: &Classification, mail_from: &ReversePath) -> bool {
     match classification {
-        Classification::Internal { .. } => match mail_from.domain() {
-            Some(domain) => policy.accepted.keys().any(|d| domain.is_within(d)),
-            // Bounces from the organisation's own server may go out.
-            None => true,
-        },
+        Classification::Internal { matched_by, .. } => {
+            let accepted = |domain: &Domain| policy.accepted.keys().any(|d| domain.is_within(d));
+            let certificate_domain = match matched_by {
+                MatchedBy::Certificate(name) => Domain::parse(name.trim_start_matches("*.")).ok(),
+                MatchedBy::SourceIp(_) => None,
+            };
+            match (mail_from.domain(), certificate_domain) {
+                (_, Some(cert)) if accepted(&cert) => true,
+                (Some(sender), _) => accepted(sender),
+                // Bounces from the organisation's own server may go out.
+                (None, _) => true,
+            }
+        }
         Classification::Partner { .. } | Classification::Anonymous => false,
     }
 }
@@ -70,18 +74,10 @@ mod tests {
     "#;
 
     fn check(ip: &str, from: &str, to: &str) -> Result<Route, Reply> {
-        let policy = toml::from_str::<ObjectSet>(OBJECTS)
-            .unwrap()
-            .validate()
-            .unwrap();
-        let classification = classify(&policy, ip.parse().unwrap());
+        let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+        let classification = classify(&policy, ip.parse().unwrap(), &[]);
         let from = ReversePath::try_from(from.to_string()).unwrap();
-        check_recipient(
-            &policy,
-            &classification,
-            &from,
-            &Address::parse(to).unwrap(),
-        )
+        check_recipient(&policy, &classification, &from, &Address::parse(to).unwrap())
     }
 
     #[test]

@@ -26,10 +26,7 @@ impl HostPort {
             host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
             let port = match after {
                 "" => 25,
-                p => p
-                    .strip_prefix(':')
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(bad)?,
+                p => p.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(bad)?,
             };
             return Ok(HostPort {
                 host: host.to_string(),
@@ -106,10 +103,7 @@ mod tests {
             }
         );
         assert_eq!(HostPort::parse("::1").unwrap().port, 25);
-        assert_eq!(
-            HostPort::parse("[::1]:2526").unwrap().to_string(),
-            "[::1]:2526"
-        );
+        assert_eq!(HostPort::parse("[::1]:2526").unwrap().to_string(), "[::1]:2526");
         assert!(HostPort::parse("host:notaport").is_err());
         assert!(HostPort::parse("[::1").is_err());
     }

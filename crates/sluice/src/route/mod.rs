@@ -188,12 +188,9 @@ pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a O
                 .map(|s| (s, c)),
             Scope::RuleScoped => None,
         })
-        .fold(
-            None,
-            |best: Option<(_, &OutboundConnector)>, (s, c)| match best {
-                Some((bs, _)) if bs >= s => best,
-                _ => Some((s, c)),
-            },
-        )
+        .fold(None, |best: Option<(_, &OutboundConnector)>, (s, c)| match best {
+            Some((bs, _)) if bs >= s => best,
+            _ => Some((s, c)),
+        })
         .map(|(_, c)| c)
 }

@@ -1,0 +1,125 @@
+//! Delivery status notifications (RFC 3464 multipart/report), built with
+//! mail-builder. Sent to the envelope sender for permanent failures, expiry,
+//! and delays when NOTIFY=DELAY asked for them; never to the null sender.
+
+use super::entry::QueueEntry;
+use crate::message::{Address, DsnReturn};
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::mime::MimePart;
+use mail_builder::MessageBuilder;
+
+/// Whether the report says the recipients failed or are only delayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsnAction {
+    /// Permanent failure or expiry.
+    Failed,
+    /// Still trying.
+    Delayed,
+}
+
+/// One recipient line of a report.
+#[derive(Debug, Clone)]
+pub struct DsnRecipient {
+    /// Final-Recipient.
+    pub address: Address,
+    /// ORCPT, when given.
+    pub orcpt: Option<String>,
+    /// Status (`5.1.1`).
+    pub status: String,
+    /// The remote reply or our explanation (`smtp; 550 5.1.1 ...`).
+    pub diagnostic: String,
+    /// Remote-MTA, when one answered.
+    pub remote_mta: Option<String>,
+}
+
+/// Renders the report. `content` is the original message (headers only when RET=HDRS).
+pub fn render(
+    hostname: &str,
+    entry: &QueueEntry,
+    content: &[u8],
+    action: DsnAction,
+    recipients: &[DsnRecipient],
+    now_secs: i64,
+) -> Vec<u8> {
+    let (subject, intro) = match action {
+        DsnAction::Failed => (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered to one or more recipients.\r\nThis is a permanent error; the delivery attempts have stopped.",
+        ),
+        DsnAction::Delayed => (
+            "Delayed Mail (still being retried)",
+            "Your message has not been delivered yet to one or more recipients.\r\nDelivery will be retried; no action is needed.",
+        ),
+    };
+    let mut human = format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n");
+    for r in recipients {
+        human.push_str(&format!("<{}>: {}\r\n", r.address, r.diagnostic));
+    }
+
+    let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
+    if let Some(envid) = &entry.envid {
+        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+    }
+    status.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        Date::new((entry.received_at_ms / 1000) as i64).to_rfc822()
+    ));
+    for r in recipients {
+        status.push_str("\r\n");
+        if let Some(orcpt) = &r.orcpt {
+            status.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+        }
+        status.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
+        let word = match action {
+            DsnAction::Failed => "failed",
+            DsnAction::Delayed => "delayed",
+        };
+        status.push_str(&format!("Action: {word}\r\nStatus: {}\r\n", r.status));
+        if let Some(mta) = &r.remote_mta {
+            status.push_str(&format!("Remote-MTA: dns; {mta}\r\n"));
+        }
+        status.push_str(&format!("Diagnostic-Code: {}\r\n", r.diagnostic));
+        status.push_str(&format!(
+            "Last-Attempt-Date: {}\r\n",
+            Date::new(now_secs).to_rfc822()
+        ));
+    }
+
+    let headers_only = entry.ret == Some(DsnReturn::Headers);
+    let returned = if headers_only {
+        MimePart::new(
+            "text/rfc822-headers",
+            String::from_utf8_lossy(&content[..crate::message::header_section_len(content)]).into_owned(),
+        )
+        .transfer_encoding("8bit")
+    } else {
+        MimePart::new("message/rfc822", content.to_vec()).transfer_encoding("8bit")
+    };
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        vec![
+            MimePart::new("text/plain", human),
+            MimePart::new("message/delivery-status", status).transfer_encoding("7bit"),
+            returned,
+        ],
+    );
+    let to = entry.from.to_string();
+    let message_id = format!("{}.dsn@{hostname}", entry.id);
+    MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_string(),
+            format!("MAILER-DAEMON@{hostname}"),
+        ))
+        .to(to)
+        .subject(subject)
+        .date(Date::new(now_secs))
+        .message_id(message_id)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .body(report)
+        .write_to_vec()
+        .unwrap_or_default()
+}

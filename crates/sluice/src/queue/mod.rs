@@ -1,0 +1,666 @@
+//! Stage 5: the durable spool and its schedule.
+//!
+//! Contract: [`Queue::enqueue`] returns only when the message and its
+//! envelope are committed to stable storage (the caller then says 250).
+//! Each recipient has its own state; an attempt delivers the due recipients
+//! grouped by route, applies each outcome (delivered, deferred with the
+//! next retry time, bounced), expires recipients past `expire_after`, and
+//! sends DSNs to the sender (never to `<>`). A restart, kill -9 included,
+//! reloads the spool and resumes: nothing acknowledged is lost (a message
+//! may be delivered twice if the node dies between the remote 250 and the
+//! state commit, as with every MTA).
+
+mod dsn;
+mod entry;
+
+pub use dsn::{DsnAction, DsnRecipient};
+pub use entry::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
+
+use crate::config::objects::Policy;
+use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
+use crate::message::{QueueId, Reply, ReversePath};
+use crate::route::Route;
+use crate::store::{Store, StoreError, Write};
+use crate::trace::{now_ms, TraceEvent, TraceKind};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// What carries a job to its next hop: the delivery stage, wired by the server.
+pub trait Transport: Send + Sync + 'static {
+    /// One attempt for a group of recipients sharing a route.
+    fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>>;
+}
+
+/// Queue settings from the node config.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Node hostname (DSN Reporting-MTA, From).
+    pub hostname: String,
+    /// Waits after the 1st, 2nd... failure; the last repeats.
+    pub retry: Vec<Duration>,
+    /// Age at which undelivered recipients bounce.
+    pub expire_after: Duration,
+    /// Concurrent message deliveries.
+    pub max_concurrency: usize,
+}
+
+/// Administrative actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Attempt now.
+    Retry,
+    /// Stop attempts until released.
+    Hold,
+    /// Resume a held message.
+    Release,
+    /// Drop the message without a bounce.
+    Delete,
+}
+
+/// Why the queue refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The store failed: the message is not accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The spool handle; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+    settings: QueueSettings,
+    policy: watch::Receiver<Arc<Policy>>,
+    state: Mutex<State>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<QueueId, QueueEntry>,
+    /// (due ms, id): may hold stale pairs, checked against the entry when popped.
+    due: BTreeSet<(u64, QueueId)>,
+    in_flight: HashSet<QueueId>,
+    /// Deleted or retried while an attempt ran: applied when it ends.
+    pending_action: HashMap<QueueId, QueueAction>,
+}
+
+impl State {
+    fn schedule(&mut self, entry: &QueueEntry) {
+        if let Some(due) = entry.next_due_ms() {
+            self.due.insert((due, entry.id.clone()));
+        }
+    }
+}
+
+impl Queue {
+    /// Loads the spool from the store and starts the scheduler.
+    pub fn start(
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+        settings: QueueSettings,
+        policy: watch::Receiver<Arc<Policy>>,
+    ) -> Result<Queue, QueueError> {
+        let mut state = State::default();
+        for entry in store.queue_entries()? {
+            state.schedule(&entry);
+            state.entries.insert(entry.id.clone(), entry);
+        }
+        tracing::info!(messages = state.entries.len(), "spool loaded");
+        let slots = Arc::new(Semaphore::new(settings.max_concurrency));
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                store,
+                transport,
+                settings,
+                policy,
+                state: Mutex::new(state),
+                wake: Notify::new(),
+                slots,
+            }),
+        };
+        tokio::spawn(queue.clone().run_scheduler());
+        Ok(queue)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug elsewhere; the data is
+        // still consistent enough to keep delivering, so recover the guard.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores a new message durably, then schedules it. Returns after fsync.
+    pub async fn enqueue(
+        &self,
+        entry: QueueEntry,
+        content: Vec<u8>,
+        events: Vec<TraceEvent>,
+    ) -> Result<(), QueueError> {
+        let commit = self
+            .inner
+            .store
+            .commit(vec![Write::Enqueue(entry.clone(), content), Write::Trace(events)]);
+        commit.await?;
+        let mut state = self.state();
+        state.schedule(&entry);
+        state.entries.insert(entry.id.clone(), entry);
+        drop(state);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// All queued messages, oldest first.
+    pub fn list(&self) -> Vec<QueueEntry> {
+        let mut entries: Vec<QueueEntry> = self.state().entries.values().cloned().collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries
+    }
+
+    /// One queued message.
+    pub fn get(&self, id: &QueueId) -> Option<QueueEntry> {
+        self.state().entries.get(id).cloned()
+    }
+
+    /// Applies an administrative action; `false` when there is no such message.
+    pub async fn act(&self, id: &QueueId, action: QueueAction) -> Result<bool, QueueError> {
+        let (writes, entry) = {
+            let mut state = self.state();
+            let in_flight = state.in_flight.contains(id);
+            let Some(entry) = state.entries.get_mut(id) else {
+                return Ok(false);
+            };
+            let now = now_ms();
+            let kind = match action {
+                QueueAction::Retry => {
+                    for r in &mut entry.recipients {
+                        match &mut r.status {
+                            RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => {
+                                *due_ms = now
+                            }
+                            _ => {}
+                        }
+                    }
+                    entry.hold = Hold::Active;
+                    None
+                }
+                QueueAction::Hold => {
+                    entry.hold = Hold::Held;
+                    Some(TraceKind::Held)
+                }
+                QueueAction::Release => {
+                    entry.hold = Hold::Active;
+                    Some(TraceKind::Released)
+                }
+                QueueAction::Delete => Some(TraceKind::Deleted),
+            };
+            let entry = entry.clone();
+            if in_flight {
+                state.pending_action.insert(id.clone(), action);
+            }
+            let mut writes = Vec::new();
+            if action == QueueAction::Delete {
+                state.entries.remove(id);
+                writes.push(Write::Remove(id.clone()));
+            } else {
+                state.schedule(&entry);
+                writes.push(Write::Update(entry.clone()));
+            }
+            if let Some(kind) = kind {
+                writes.push(Write::Trace(vec![event(&entry, kind, None, None, None)]));
+            }
+            (writes, entry)
+        };
+        self.inner.store.commit(writes).await?;
+        tracing::info!(id = %entry.id, action = ?action, "queue action");
+        self.inner.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Makes every waiting message due now; returns how many.
+    pub async fn retry_all(&self) -> Result<usize, QueueError> {
+        let ids: Vec<QueueId> = self.state().entries.keys().cloned().collect();
+        let mut count = 0;
+        for id in ids {
+            if self.act(&id, QueueAction::Retry).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn run_scheduler(self) {
+        loop {
+            let (ready, next) = self.take_due(now_ms());
+            for id in ready {
+                let permit = match self.inner.slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                };
+                let queue = self.clone();
+                tokio::spawn(async move {
+                    queue.attempt(id).await;
+                    drop(permit);
+                });
+            }
+            let sleep = next
+                .map(|due| due.saturating_sub(now_ms()))
+                .unwrap_or(60_000)
+                .min(60_000);
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(sleep.max(1))) => {}
+            }
+        }
+    }
+
+    /// Pops the due, active, idle messages; returns them and the next due time.
+    fn take_due(&self, now: u64) -> (Vec<QueueId>, Option<u64>) {
+        let mut state = self.state();
+        let mut ready = Vec::new();
+        while let Some((due, id)) = state.due.first().cloned() {
+            if due > now {
+                return (ready, Some(due));
+            }
+            state.due.pop_first();
+            let Some(entry) = state.entries.get(&id) else {
+                continue;
+            };
+            if entry.hold == Hold::Held || state.in_flight.contains(&id) || entry.next_due_ms() != Some(due) {
+                continue;
+            }
+            state.in_flight.insert(id.clone());
+            ready.push(id);
+        }
+        (ready, None)
+    }
+
+    async fn attempt(&self, id: QueueId) {
+        let Some(mut entry) = self.get(&id) else {
+            self.state().in_flight.remove(&id);
+            return;
+        };
+        let store = self.inner.store.clone();
+        let load_id = id.clone();
+        let content = match tokio::task::spawn_blocking(move || store.content(&load_id)).await {
+            Ok(Ok(Some(content))) => Arc::new(content),
+            outcome => {
+                tracing::error!(id = %id, outcome = ?outcome.map(|r| r.map(|c| c.map(|c| c.len()))), "queued content missing; retrying later");
+                let mut state = self.state();
+                state.in_flight.remove(&id);
+                let retry_at = now_ms() + 60_000;
+                state.due.insert((retry_at, id));
+                return;
+            }
+        };
+        let now = now_ms();
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, r) in entry.recipients.iter().enumerate() {
+            if r.status.due_ms().is_some_and(|due| due <= now) {
+                groups
+                    .entry(r.route.destination_key(r.address.domain()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for indexes in groups.into_values() {
+            let first = &entry.recipients[indexes[0]];
+            let job = DeliveryJob {
+                route: first.route.clone(),
+                domain: first.address.domain().clone(),
+                mail_from: entry.from.clone(),
+                recipients: indexes
+                    .iter()
+                    .map(|&i| {
+                        let r = &entry.recipients[i];
+                        JobRecipient {
+                            address: r.address.clone(),
+                            notify: r.notify,
+                            orcpt: r.orcpt.clone(),
+                        }
+                    })
+                    .collect(),
+                content: content.clone(),
+                body: entry.body,
+                smtputf8: entry.smtputf8,
+                ret: entry.ret,
+                envid: entry.envid.clone(),
+            };
+            let transport = self.inner.transport.clone();
+            tasks.spawn(async move { (indexes, transport.attempt(job).await) });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(result) => results.push(result),
+                Err(error) => tracing::error!(id = %id, error = %error, "delivery task failed"),
+            }
+        }
+        let writes = self.apply_results(&mut entry, results, &content);
+        let pending = {
+            let mut state = self.state();
+            state.in_flight.remove(&id);
+            state.pending_action.remove(&id)
+        };
+        if pending == Some(QueueAction::Delete) {
+            return;
+        }
+        let mut writes = writes;
+        if pending == Some(QueueAction::Hold) {
+            entry.hold = Hold::Held;
+        }
+        let finished = entry.is_finished();
+        writes.push(if finished {
+            Write::Remove(id.clone())
+        } else {
+            Write::Update(entry.clone())
+        });
+        let new_entries: Vec<QueueEntry> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Enqueue(e, _) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Err(error) = self.inner.store.commit(writes).await {
+            // The outcome is lost from disk: the attempt repeats after a restart. Keep memory as is.
+            tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
+        }
+        let mut state = self.state();
+        if finished {
+            state.entries.remove(&id);
+        } else {
+            state.schedule(&entry);
+            state.entries.insert(id.clone(), entry);
+        }
+        for e in new_entries {
+            state.schedule(&e);
+            state.entries.insert(e.id.clone(), e);
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+    }
+
+    /// Applies outcomes to the entry; returns the writes for trace events and DSNs.
+    fn apply_results(
+        &self,
+        entry: &mut QueueEntry,
+        results: Vec<(Vec<usize>, DeliveryAttempt)>,
+        content: &[u8],
+    ) -> Vec<Write> {
+        let now = now_ms();
+        let mut events = Vec::new();
+        let mut failed = Vec::new();
+        let mut delayed = Vec::new();
+        let connector_of = |r: &QueuedRecipient| r.route.connector().map(str::to_string);
+        for (indexes, attempt) in results {
+            for (&i, (_, outcome)) in indexes.iter().zip(attempt.outcomes.iter()) {
+                let expired = now >= entry.expires_at_ms;
+                let r = &mut entry.recipients[i];
+                r.attempts += 1;
+                let connector = connector_of(r);
+                let to = Some(r.address.to_string());
+                match outcome {
+                    Outcome::Delivered(reply) => {
+                        r.status = RecipientStatus::Delivered {
+                            reply: reply.to_string(),
+                            host: attempt.host.clone(),
+                        };
+                        events.push(event_for(
+                            entry_meta(entry),
+                            TraceKind::Delivered,
+                            to,
+                            connector,
+                            attempt.host.clone(),
+                            Some(reply.to_string()),
+                        ));
+                    }
+                    Outcome::PermFail(reply) => {
+                        let r = &mut entry.recipients[i];
+                        r.status = RecipientStatus::Failed {
+                            reason: reply.to_string(),
+                            expired: false,
+                        };
+                        failed.push((i, reply.clone(), attempt.host.clone()));
+                        events.push(event_for(
+                            entry_meta(entry),
+                            TraceKind::Bounced,
+                            to,
+                            connector,
+                            attempt.host.clone(),
+                            Some(reply.to_string()),
+                        ));
+                    }
+                    Outcome::TempFail(reply) if expired => {
+                        r.status = RecipientStatus::Failed {
+                            reason: format!("expired: {reply}"),
+                            expired: true,
+                        };
+                        let expiry = Reply::new(
+                            550,
+                            [4, 4, 7],
+                            format!("delivery time expired; last error: {reply}"),
+                        );
+                        failed.push((i, expiry, attempt.host.clone()));
+                        events.push(event_for(
+                            entry_meta(entry),
+                            TraceKind::Expired,
+                            to,
+                            connector,
+                            attempt.host.clone(),
+                            Some(reply.to_string()),
+                        ));
+                    }
+                    Outcome::TempFail(reply) => {
+                        let wait = self.retry_wait(r.attempts);
+                        let delay_notified = matches!(
+                            r.status,
+                            RecipientStatus::Deferred {
+                                delay_notified: true,
+                                ..
+                            }
+                        );
+                        if !delay_notified && r.notify.on_delay() {
+                            delayed.push((i, reply.clone(), attempt.host.clone()));
+                        }
+                        let r = &mut entry.recipients[i];
+                        r.status = RecipientStatus::Deferred {
+                            due_ms: (now + wait.as_millis() as u64).min(entry.expires_at_ms.max(now + 1000)),
+                            last_error: reply.to_string(),
+                            delay_notified: delay_notified || r.notify.on_delay(),
+                        };
+                        events.push(event_for(
+                            entry_meta(entry),
+                            TraceKind::Deferred,
+                            to,
+                            connector,
+                            attempt.host.clone(),
+                            Some(reply.to_string()),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut writes = Vec::new();
+        for (action, list) in [(DsnAction::Failed, failed), (DsnAction::Delayed, delayed)] {
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|(i, ..)| {
+                    let r = &entry.recipients[*i];
+                    match action {
+                        DsnAction::Failed => r.notify.on_failure(),
+                        DsnAction::Delayed => r.notify.on_delay(),
+                    }
+                })
+                .collect();
+            if list.is_empty() || entry.from == ReversePath::Null {
+                continue;
+            }
+            let recipients: Vec<DsnRecipient> = list
+                .iter()
+                .map(|(i, reply, host)| DsnRecipient {
+                    address: entry.recipients[*i].address.clone(),
+                    orcpt: entry.recipients[*i].orcpt.clone(),
+                    status: if action == DsnAction::Delayed {
+                        reply.status_text().replacen('5', "4", 1)
+                    } else {
+                        reply.status_text().replacen('4', "5", 1)
+                    },
+                    diagnostic: format!("smtp; {reply}"),
+                    remote_mta: host.clone(),
+                })
+                .collect();
+            if let Some((dsn, content)) = self.build_dsn(entry, content, action, &recipients) {
+                events.push(event_for(
+                    entry_meta(entry),
+                    TraceKind::DsnSent,
+                    Some(entry.from.to_string()),
+                    None,
+                    None,
+                    Some(format!(
+                        "{} as {}",
+                        if action == DsnAction::Failed {
+                            "failure report"
+                        } else {
+                            "delay report"
+                        },
+                        dsn.id
+                    )),
+                ));
+                events.push(event(
+                    &dsn,
+                    TraceKind::Received,
+                    None,
+                    None,
+                    Some("generated delivery status notification".into()),
+                ));
+                writes.push(Write::Enqueue(dsn, content));
+            }
+        }
+        writes.insert(0, Write::Trace(events));
+        writes
+    }
+
+    fn retry_wait(&self, attempts: u32) -> Duration {
+        let retry = &self.inner.settings.retry;
+        let index = (attempts.max(1) as usize - 1).min(retry.len().saturating_sub(1));
+        retry.get(index).copied().unwrap_or(Duration::from_secs(300))
+    }
+
+    fn build_dsn(
+        &self,
+        entry: &QueueEntry,
+        content: &[u8],
+        action: DsnAction,
+        recipients: &[DsnRecipient],
+    ) -> Option<(QueueEntry, Vec<u8>)> {
+        let sender = entry.from.address()?.clone();
+        let hostname = &self.inner.settings.hostname;
+        let now = now_ms();
+        let report = dsn::render(hostname, entry, content, action, recipients, (now / 1000) as i64);
+        let policy = self.inner.policy.borrow().clone();
+        let route = crate::route::route(&policy, sender.domain()).unwrap_or(Route::Mx);
+        let id = QueueId::generate();
+        let dsn = QueueEntry {
+            id,
+            message_id: crate::message::header_message_id(&report),
+            from: ReversePath::Null,
+            body: crate::message::BodyType::EightBitMime,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: vec![QueuedRecipient {
+                address: sender,
+                notify: crate::message::Notify::Never,
+                orcpt: None,
+                route,
+                status: RecipientStatus::Queued { due_ms: now },
+                attempts: 0,
+            }],
+            size: report.len() as u64,
+            received_at_ms: now,
+            expires_at_ms: now + self.inner.settings.expire_after.as_millis() as u64,
+            hold: Hold::Active,
+            source: Source {
+                peer: "local".into(),
+                helo: hostname.clone(),
+                connector: None,
+            },
+        };
+        Some((dsn, report))
+    }
+
+    /// Expiry time for a message accepted now.
+    pub fn expiry_from(&self, received_ms: u64) -> u64 {
+        received_ms + self.inner.settings.expire_after.as_millis() as u64
+    }
+}
+
+struct EntryMeta {
+    queue_id: QueueId,
+    message_id: Option<String>,
+    from: String,
+}
+
+fn entry_meta(entry: &QueueEntry) -> EntryMeta {
+    EntryMeta {
+        queue_id: entry.id.clone(),
+        message_id: entry.message_id.clone(),
+        from: entry.from.to_string(),
+    }
+}
+
+fn event_for(
+    meta: EntryMeta,
+    kind: TraceKind,
+    to: Option<String>,
+    connector: Option<String>,
+    remote_host: Option<String>,
+    detail: Option<String>,
+) -> TraceEvent {
+    TraceEvent {
+        at_ms: now_ms(),
+        kind,
+        queue_id: meta.queue_id,
+        message_id: meta.message_id,
+        from: meta.from,
+        to,
+        connector,
+        remote_host,
+        detail,
+    }
+}
+
+/// A trace event about a whole message.
+pub fn event(
+    entry: &QueueEntry,
+    kind: TraceKind,
+    to: Option<String>,
+    remote_host: Option<String>,
+    detail: Option<String>,
+) -> TraceEvent {
+    event_for(
+        entry_meta(entry),
+        kind,
+        to,
+        entry.source.connector.clone(),
+        remote_host,
+        detail,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The only module that knows every stage: builds them from the validated
+//! [`Config`], connects them, runs the listeners, and stops them.
+//!
+//! Start reading here. Objects are loaded from the store into a [`Policy`]
+//! published on a watch channel: sessions snapshot it at connect, the admin
+//! API replaces it after each validated change.
+
+mod admin_backend;
+mod intake;
+
+pub use admin_backend::{queue_view, NodeAdmin};
+pub use intake::Pipeline;
+
+use crate::config::objects::Policy;
+use crate::config::Config;
+use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings};
+use crate::queue::{Queue, QueueSettings, Transport};
+use crate::receive::{ReceiveContext, SessionLimits};
+use crate::route::Route;
+use crate::store::{EmbeddedStore, Store, Write};
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Delivery as the queue sees it: the header firewall on the way out, then
+/// the SMTP client or the Maildir.
+struct Outbound {
+    deliverer: Deliverer,
+}
+
+impl Transport for Outbound {
+    fn attempt(&self, mut job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+        let retain = match &job.route {
+            Route::Connector { retain_internal_headers, .. } => *retain_internal_headers,
+            Route::Mailbox => true,
+            Route::Mx => false,
+        };
+        if !retain {
+            let (stripped, removed) = crate::classify::header_firewall::strip_internal_headers(&job.content);
+            if !removed.is_empty() {
+                job.content = Arc::new(stripped);
+            }
+        }
+        Box::pin(async move { self.deliverer.attempt(&job).await })
+    }
+}
+
+/// A running node.
+pub struct Node {
+    /// SMTP listener addresses (after binding; port 0 resolved).
+    pub smtp: Vec<SocketAddr>,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// The spool.
+    pub queue: Queue,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Builds every stage and starts listening.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let store: Arc<dyn Store> = match config.store_url.as_str() {
+            "embedded" => EmbeddedStore::open(&config.data_dir)?,
+            other => anyhow::bail!("store.url {other:?} is not supported by this build (use \"embedded\")"),
+        };
+        let objects = store.objects()?;
+        let policy = objects.validate().context("stored objects are invalid")?;
+        let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+
+        let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
+        let deliverer = Deliverer::new(
+            DeliverySettings {
+                hostname: config.hostname.clone(),
+                data_dir: config.data_dir.clone(),
+                extra_ca: config.extra_ca.clone(),
+                bind_address: config.bind_address,
+                mx_port: config.mx_port,
+                max_per_destination: config.max_per_destination,
+                ..DeliverySettings::default()
+            },
+            resolver,
+        )
+        .context("cannot set up delivery")?;
+        let queue = Queue::start(
+            store.clone(),
+            Arc::new(Outbound { deliverer }),
+            QueueSettings {
+                hostname: config.hostname.clone(),
+                retry: config.retry.clone(),
+                expire_after: config.expire_after,
+                max_concurrency: config.max_concurrency,
+            },
+            policy_rx.clone(),
+        )?;
+
+        let tls = crate::tls::server_config(
+            config.tls_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            config.client_ca.as_deref(),
+            &config.data_dir,
+            &config.hostname,
+        )
+        .context("cannot set up TLS")?;
+        let context = Arc::new(ReceiveContext {
+            hostname: config.hostname.clone(),
+            limits: SessionLimits {
+                max_message_size: config.max_message_size,
+                max_recipients: config.max_recipients,
+                max_connections: config.max_connections,
+                ..SessionLimits::default()
+            },
+            tls: Some(tls),
+            policy: policy_rx.clone(),
+            intake: Arc::new(Pipeline { queue: queue.clone(), policy: policy_rx.clone() }),
+        });
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut smtp = Vec::new();
+        for address in &config.smtp_listen {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for SMTP on {address}"))?;
+            smtp.push(listener.local_addr()?);
+            tasks.push(tokio::spawn(crate::receive::serve(listener, context.clone(), shutdown_rx.clone())));
+        }
+
+        let token = crate::admin::load_or_create_token(&config.data_dir).context("cannot create the admin token")?;
+        let backend = Arc::new(NodeAdmin {
+            store: store.clone(),
+            queue: queue.clone(),
+            policy: policy_tx,
+            writes: tokio::sync::Mutex::new(()),
+        });
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {}", config.admin_listen))?;
+        let admin = admin_listener.local_addr()?;
+        let router = crate::admin::router(backend, token);
+        let mut admin_stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = axum::serve(admin_listener, router).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %error, "admin API stopped");
+            }
+        }));
+
+        tasks.push(tokio::spawn(prune_trace(store, config.trace_retention, shutdown_rx)));
+        tracing::info!(smtp = ?smtp, admin = %admin, hostname = %config.hostname, "sluice node started");
+        Ok(Node { smtp, admin, queue, shutdown, tasks })
+    }
+
+    /// Stops accepting, lets sessions end, and returns.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+async fn prune_trace(store: Arc<dyn Store>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let cutoff = crate::trace::now_ms().saturating_sub(retention.as_millis() as u64);
+        store.submit(vec![Write::PruneTrace(cutoff)]);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    node.stop().await;
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The embedded backend: one redb file under data_dir, one writer thread.
+//!
+//! The writer thread takes every write waiting in its channel, applies them
+//! in a single transaction and commits once with `Durability::Immediate`
+//! (an fsync), then answers each waiter. While one commit is on disk the
+//! next batch gathers: group commit.
+
+use super::{Commit, Store, StoreError, Write};
+use crate::config::objects::ObjectSet;
+use crate::message::QueueId;
+use crate::queue::QueueEntry;
+use crate::trace::TraceEvent;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const QUEUE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_meta");
+const QUEUE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_content");
+/// Key: (time ms << 24) | sequence, so events sort by time and never collide.
+const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
+
+/// Writes gathered per transaction at most: bounds the latency of one commit.
+const MAX_BATCH: usize = 2048;
+
+struct Job {
+    writes: Vec<Write>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The default store.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Job>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `data_dir/sluice.redb` and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(err)?;
+        let db = Arc::new(Database::create(data_dir.join("sluice.redb")).map_err(err)?);
+        {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(OBJECTS).map_err(err)?;
+            txn.open_table(QUEUE_META).map_err(err)?;
+            txn.open_table(QUEUE_CONTENT).map_err(err)?;
+            txn.open_table(TRACE).map_err(err)?;
+            txn.commit().map_err(err)?;
+        }
+        let (writer, jobs) = mpsc::channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(&writer_db, jobs))
+            .map_err(err)?;
+        Ok(Arc::new(EmbeddedStore { db, writer }))
+    }
+}
+
+fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
+    let sequence = AtomicU64::new(0);
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply(db, &mut batch, &sequence);
+        if let Err(error) = &result {
+            tracing::error!(error = %error, writes = batch.len(), "store commit failed");
+        }
+        for job in batch {
+            if let Some(done) = job.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut objects = txn.open_table(OBJECTS).map_err(err)?;
+        let mut meta = txn.open_table(QUEUE_META).map_err(err)?;
+        let mut content = txn.open_table(QUEUE_CONTENT).map_err(err)?;
+        let mut trace = txn.open_table(TRACE).map_err(err)?;
+        for job in batch.iter_mut() {
+            for write in job.writes.drain(..) {
+                match write {
+                    Write::Objects(set) => {
+                        let json = serde_json::to_vec(&set).map_err(err)?;
+                        objects.insert("objects", json.as_slice()).map_err(err)?;
+                    }
+                    Write::Enqueue(entry, body) => {
+                        let json = serde_json::to_vec(&entry).map_err(err)?;
+                        content
+                            .insert(entry.id.0.as_str(), body.as_slice())
+                            .map_err(err)?;
+                        meta.insert(entry.id.0.as_str(), json.as_slice()).map_err(err)?;
+                    }
+                    Write::Update(entry) => {
+                        // An update racing a delete must not resurrect the message.
+                        if meta.get(entry.id.0.as_str()).map_err(err)?.is_some() {
+                            let json = serde_json::to_vec(&entry).map_err(err)?;
+                            meta.insert(entry.id.0.as_str(), json.as_slice()).map_err(err)?;
+                        }
+                    }
+                    Write::Remove(id) => {
+                        meta.remove(id.0.as_str()).map_err(err)?;
+                        content.remove(id.0.as_str()).map_err(err)?;
+                    }
+                    Write::Trace(events) => {
+                        for event in events {
+                            let seq = sequence.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+                            let key = ((event.at_ms as u128) << 24) | seq as u128;
+                            let json = serde_json::to_vec(&event).map_err(err)?;
+                            trace.insert(key, json.as_slice()).map_err(err)?;
+                        }
+                    }
+                    Write::PruneTrace(before_ms) => {
+                        let end = (before_ms as u128) << 24;
+                        trace.retain_in(..end, |_, _| false).map_err(err)?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit().map_err(err)
+}
+
+impl Store for EmbeddedStore {
+    fn commit(&self, writes: Vec<Write>) -> Commit {
+        let (done, wait) = oneshot::channel();
+        let sent = self.writer.send(Job {
+            writes,
+            done: Some(done),
+        });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError("store writer stopped".into()))?;
+            wait.await
+                .map_err(|_| StoreError("store writer stopped".into()))?
+        })
+    }
+
+    fn submit(&self, writes: Vec<Write>) {
+        let _ = self.writer.send(Job { writes, done: None });
+    }
+
+    fn objects(&self) -> Result<ObjectSet, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(OBJECTS).map_err(err)?;
+        match table.get("objects").map_err(err)? {
+            Some(json) => serde_json::from_slice(json.value()).map_err(err),
+            None => Ok(ObjectSet::default()),
+        }
+    }
+
+    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUEUE_META).map_err(err)?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            match serde_json::from_slice(value.value()) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => {
+                    tracing::error!(id = key.value(), error = %error, "unreadable queue entry kept in store")
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUEUE_CONTENT).map_err(err)?;
+        Ok(table.get(id.0.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TRACE).map_err(err)?;
+        let mut events = Vec::new();
+        for row in table.range((since_ms as u128) << 24..).map_err(err)? {
+            let (_, value) = row.map_err(err)?;
+            if let Ok(event) = serde_json::from_slice(value.value()) {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ReversePath;
+    use crate::queue::{Hold, Source};
+
+    fn entry(id: &str) -> QueueEntry {
+        QueueEntry {
+            id: QueueId(id.into()),
+            message_id: None,
+            from: ReversePath::Null,
+            body: Default::default(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: vec![],
+            size: 3,
+            received_at_ms: 0,
+            expires_at_ms: 0,
+            hold: Hold::Active,
+            source: Source {
+                peer: "local".into(),
+                helo: String::new(),
+                connector: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_survive_reopen_and_updates_never_resurrect() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let commits: Vec<_> = (0..50)
+                .map(|i| store.commit(vec![Write::Enqueue(entry(&format!("m{i:02}")), b"abc".to_vec())]))
+                .collect();
+            for c in commits {
+                c.await.unwrap();
+            }
+            store
+                .commit(vec![Write::Remove(QueueId("m00".into()))])
+                .await
+                .unwrap();
+            store.commit(vec![Write::Update(entry("m00"))]).await.unwrap();
+        }
+        // The writer thread owns a handle; wait for the first store to close.
+        let mut reopened = None;
+        for _ in 0..100 {
+            match EmbeddedStore::open(dir.path()) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        let store = reopened.expect("store reopens");
+        let entries = store.queue_entries().unwrap();
+        assert_eq!(entries.len(), 49);
+        assert_eq!(
+            store.content(&QueueId("m01".into())).unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(store.content(&QueueId("m00".into())).unwrap(), None);
+    }
+}

@@ -1,0 +1,60 @@
+//! Persistence behind one interface: objects, the spool (envelope and
+//! content of queued messages) and the message trace.
+//!
+//! Contract: a write returns only after it is on stable storage. Writes
+//! from many sessions are gathered into one transaction and one fsync
+//! (group commit), so throughput grows with concurrency. The embedded
+//! backend (redb, one file under data_dir) is the default; a shared backend
+//! (PostgreSQL) implements the same [`Store`] trait.
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+use crate::config::objects::ObjectSet;
+use crate::message::QueueId;
+use crate::queue::QueueEntry;
+use crate::trace::TraceEvent;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A storage failure. Detail is for logs; clients see generic text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// A pending durable write: resolves once committed (fsync'd).
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// One change to the store. A batch of them commits atomically.
+#[derive(Debug)]
+pub enum Write {
+    /// Replace all objects.
+    Objects(ObjectSet),
+    /// A new message: envelope and content together, so no orphan survives a crash.
+    Enqueue(QueueEntry, Vec<u8>),
+    /// New state of a queued message.
+    Update(QueueEntry),
+    /// A message left the queue (all recipients final, or deleted).
+    Remove(QueueId),
+    /// Trace events.
+    Trace(Vec<TraceEvent>),
+    /// Drop trace events older than this (ms).
+    PruneTrace(u64),
+}
+
+/// The storage interface every backend implements.
+pub trait Store: Send + Sync + 'static {
+    /// Commits the writes atomically and durably, with others' writes.
+    fn commit(&self, writes: Vec<Write>) -> Commit;
+    /// Queues writes for the next commit without waiting (trace events).
+    fn submit(&self, writes: Vec<Write>);
+    /// All objects.
+    fn objects(&self) -> Result<ObjectSet, StoreError>;
+    /// Every message in the spool (at start-up).
+    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError>;
+    /// The content of a queued message.
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Trace events at or after `since_ms`, oldest first.
+    fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
+}
