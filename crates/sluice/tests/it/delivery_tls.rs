@@ -41,8 +41,7 @@ tls_domain = "{tls_domain}"
 /// A directory Postfix's unprivileged daemons can read certificates from.
 fn cert_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("cert dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod cert dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod cert dir");
     dir
 }
 
@@ -59,11 +58,7 @@ fn send_from_on_prem(net: Net, node: &Node, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(extra);
     let run = swaks(node.smtp, &args);
-    assert!(
-        run.delivered(),
-        "sluice refused the message:\n{}",
-        run.transcript
-    );
+    assert!(run.delivered(), "sluice refused the message:\n{}", run.transcript);
     run.transcript
 }
 
@@ -133,11 +128,7 @@ fn relays_through_postfix_over_starttls_unchanged() {
     let relay_cert = ca.leaf(certs.path(), "relay", &["relay.partner.test"]);
     let node_ip = net.ip(NODE).to_string();
     let node_cert = ca.leaf(certs.path(), "gw", &["gw.contoso.test", node_ip.as_str()]);
-    let postfix = Postfix::start(
-        net.ip(SMART_HOST),
-        net.ip(BEHIND_SMART_HOST),
-        Some(&relay_cert),
-    );
+    let postfix = Postfix::start(net.ip(SMART_HOST), net.ip(BEHIND_SMART_HOST), Some(&relay_cert));
 
     let mut options = NodeOptions::new(
         net.ip(NODE),
@@ -197,26 +188,16 @@ fn relays_through_postfix_over_starttls_unchanged() {
 /// Sends through a node whose only smart host fails `tls`'s check and
 /// asserts the message waits in the queue with a TLS error while nothing
 /// reaches the smart host's side.
-fn assert_deferred_not_sent(
-    net: Net,
-    postfix: &Postfix,
-    ca_file: Option<&std::path::Path>,
-    tls: &str,
-) {
+fn assert_deferred_not_sent(net: Net, postfix: &Postfix, ca_file: Option<&std::path::Path>, tls: &str) {
     let mut options = NodeOptions::new(
         net.ip(NODE),
         &objects(net, postfix.addr, tls, "relay.partner.test"),
     );
     options.extra_ca = ca_file.map(|p| p.to_path_buf());
     let node = Node::start(options);
-    send_from_on_prem(
-        net,
-        &node,
-        &["--header", "Subject: must not leave in clear"],
-    );
+    send_from_on_prem(net, &node, &["--header", "Subject: must not leave in clear"]);
 
-    let (_, _, error) =
-        node.wait_for_recipient("bob@fabrikam.test", "deferred", Duration::from_secs(30));
+    let (_, _, error) = node.wait_for_recipient("bob@fabrikam.test", "deferred", Duration::from_secs(30));
     let error = error.to_ascii_lowercase();
     assert!(
         ["tls", "certificate", "cert", "x509", "name"]
@@ -245,11 +226,7 @@ fn domain_validation_defers_when_certificate_names_another_host() {
     let ca = TestCa::new("Sluice Test CA");
     let ca_file = ca.write_ca(certs.path(), "ca.pem");
     let wrong_name = ca.leaf(certs.path(), "other", &["other.partner.test"]);
-    let postfix = Postfix::start(
-        net.ip(SMART_HOST),
-        net.ip(BEHIND_SMART_HOST),
-        Some(&wrong_name),
-    );
+    let postfix = Postfix::start(net.ip(SMART_HOST), net.ip(BEHIND_SMART_HOST), Some(&wrong_name));
     assert_deferred_not_sent(net, &postfix, Some(&ca_file), "domain_validation");
 }
 
@@ -260,11 +237,7 @@ fn certificate_validation_defers_on_self_signed_certificate() {
     let ca = TestCa::new("Sluice Test CA");
     let ca_file = ca.write_ca(certs.path(), "ca.pem");
     let self_signed: CertFiles = TestCa::self_signed(certs.path(), "self", &["relay.partner.test"]);
-    let postfix = Postfix::start(
-        net.ip(SMART_HOST),
-        net.ip(BEHIND_SMART_HOST),
-        Some(&self_signed),
-    );
+    let postfix = Postfix::start(net.ip(SMART_HOST), net.ip(BEHIND_SMART_HOST), Some(&self_signed));
     assert_deferred_not_sent(net, &postfix, Some(&ca_file), "certificate_validation");
 }
 
@@ -280,8 +253,5 @@ fn opportunistic_delivers_to_host_without_starttls() {
     send_from_on_prem(net, &node, &["--header", "Subject: plain is fine"]);
     let arrived = sink.wait_for(1, Duration::from_secs(20));
     assert_eq!(arrived.len(), 1, "opportunistic delivery did not happen");
-    assert_eq!(
-        arrived[0].header("subject").as_deref(),
-        Some("plain is fine")
-    );
+    assert_eq!(arrived[0].header("subject").as_deref(), Some("plain is fine"));
 }

@@ -110,11 +110,7 @@ smart_hosts = ["{destination}"]
                 .then(|| value.trim().to_string())
         })
     };
-    assert_eq!(
-        field("Status").as_deref(),
-        Some("5.1.1"),
-        "fields:\n{fields}"
-    );
+    assert_eq!(field("Status").as_deref(), Some("5.1.1"), "fields:\n{fields}");
     assert_eq!(
         field("Action").map(|a| a.to_ascii_lowercase()).as_deref(),
         Some("failed")

@@ -58,11 +58,7 @@ smart_hosts = ["{}"]
                     let Ok((mut session, _)) = RawSmtp::connect(smtp) else {
                         return;
                     };
-                    match session.send_message(
-                        "load@fabrikam.test",
-                        &["bob@contoso.test"],
-                        &content,
-                    ) {
+                    match session.send_message("load@fabrikam.test", &["bob@contoso.test"], &content) {
                         Ok(reply) if reply.code == 250 => {
                             acknowledged.lock().expect("lock").push(subject);
                             let _ = session.command("QUIT");
@@ -89,8 +85,7 @@ smart_hosts = ["{}"]
     for client in clients {
         client.join().expect("client thread");
     }
-    let acknowledged: BTreeSet<String> =
-        acknowledged.lock().expect("lock").iter().cloned().collect();
+    let acknowledged: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
     let before_restart = sink.count();
 
     node.restart();

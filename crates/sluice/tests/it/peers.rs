@@ -63,10 +63,7 @@ fn postfix_offers_starttls_and_relays_to_its_sink() {
     );
     let messages = postfix.sink.wait_for(1, Duration::from_secs(20));
     assert_eq!(messages.len(), 1, "postfix did not relay to its sink");
-    assert_eq!(
-        messages[0].header("subject").as_deref(),
-        Some("through postfix")
-    );
+    assert_eq!(messages[0].header("subject").as_deref(), Some("through postfix"));
     assert_eq!(
         messages[0].rcpt_to[0].split(' ').next(),
         Some("<b@fabrikam.test>")
@@ -93,11 +90,7 @@ fn dnsmasq_serves_declared_mx_records() {
     let dig = |name: &str, kind: &str| lookup(dns.addr, name, kind);
     assert_eq!(dig("fabrikam.test", "MX"), 0);
     assert_eq!(dig("mx1.fabrikam.test", "A"), 0);
-    assert_eq!(
-        dig("nowhere.test", "MX"),
-        3,
-        "unknown .test names are NXDOMAIN"
-    );
+    assert_eq!(dig("nowhere.test", "MX"), 3, "unknown .test names are NXDOMAIN");
 }
 
 /// The rcode of a query for `name`/`kind` (A or MX) at `server`.

@@ -74,18 +74,10 @@ smart_hosts = ["{sink}"]
     assert!(run.transcript.contains("550 5.7.1"), "{}", run.transcript);
 
     let run = send(ON_PREM, "alice@contoso.test");
-    assert!(
-        run.delivered(),
-        "on-prem relay refused:\n{}",
-        run.transcript
-    );
+    assert!(run.delivered(), "on-prem relay refused:\n{}", run.transcript);
 
     let arrived = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(
-        arrived.len(),
-        1,
-        "on-prem relay never reached the smart host"
-    );
+    assert_eq!(arrived.len(), 1, "on-prem relay never reached the smart host");
     assert_eq!(
         arrived[0].mail_from.split(' ').next(),
         Some("<alice@contoso.test>")

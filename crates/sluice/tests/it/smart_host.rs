@@ -60,20 +60,12 @@ fn deferred_while_smart_host_is_down_then_delivered_on_retry() {
     let node = Node::start(NodeOptions::new(net.ip(NODE), &objects(net, &[smart_host])));
     send(net, &node, "waits for the smart host");
 
-    let (_, _, error) =
-        node.wait_for_recipient("bob@fabrikam.test", "deferred", Duration::from_secs(30));
-    assert!(
-        !error.is_empty(),
-        "a deferred recipient must carry last_error"
-    );
+    let (_, _, error) = node.wait_for_recipient("bob@fabrikam.test", "deferred", Duration::from_secs(30));
+    assert!(!error.is_empty(), "a deferred recipient must carry last_error");
 
     let sink = Sink::start_on(smart_host);
     let arrived = sink.wait_for(1, Duration::from_secs(30));
-    assert_eq!(
-        arrived.len(),
-        1,
-        "not delivered once the smart host came up"
-    );
+    assert_eq!(arrived.len(), 1, "not delivered once the smart host came up");
     assert_eq!(
         arrived[0].header("subject").as_deref(),
         Some("waits for the smart host")
@@ -90,10 +82,7 @@ fn second_smart_host_takes_mail_when_first_refuses_connections() {
     let net = Net(41);
     let down = net.addr(FIRST);
     let sink = Sink::start(net.ip(SECOND));
-    let node = Node::start(NodeOptions::new(
-        net.ip(NODE),
-        &objects(net, &[down, sink.addr]),
-    ));
+    let node = Node::start(NodeOptions::new(net.ip(NODE), &objects(net, &[down, sink.addr])));
     send(net, &node, "fail over");
     // The first attempt already tries both hosts, so this is well within
     // the first retry interval plus slack.

@@ -30,10 +30,7 @@ smart_hosts = ["{}"]
 
     let (mut client, greeting) = RawSmtp::connect(node.smtp).expect("connect");
     assert_eq!(greeting.code, 220);
-    assert_eq!(
-        client.command("EHLO attacker.test").expect("ehlo").code,
-        250
-    );
+    assert_eq!(client.command("EHLO attacker.test").expect("ehlo").code, 250);
     assert_eq!(
         client
             .command("MAIL FROM:<alice@fabrikam.test>")
@@ -42,10 +39,7 @@ smart_hosts = ["{}"]
         250
     );
     assert_eq!(
-        client
-            .command("RCPT TO:<bob@contoso.test>")
-            .expect("rcpt")
-            .code,
+        client.command("RCPT TO:<bob@contoso.test>").expect("rcpt").code,
         250
     );
     assert_eq!(client.command("DATA").expect("data").code, 354);

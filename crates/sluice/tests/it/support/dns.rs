@@ -44,10 +44,7 @@ impl Dns {
             .arg("--no-hosts")
             .arg("--no-poll")
             .arg("--local=/test/")
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("dnsmasq.pid").display()
-            ))
+            .arg(format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()))
             .arg("--log-queries")
             .arg("--log-facility=-");
         for record in records {

@@ -128,8 +128,7 @@ impl Node {
         let ready = wait_until(BOOT_TIMEOUT, || {
             process.exited().is_some()
                 || (token.exists()
-                    && std::net::TcpStream::connect_timeout(&smtp, Duration::from_millis(200))
-                        .is_ok())
+                    && std::net::TcpStream::connect_timeout(&smtp, Duration::from_millis(200)).is_ok())
         });
         if let Some(status) = process.exited() {
             panic!(
@@ -287,8 +286,7 @@ impl Node {
     pub fn log(&self) -> String {
         (1..=self.runs)
             .map(|run| {
-                std::fs::read_to_string(self.dir.path().join(format!("serve-{run}.log")))
-                    .unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join(format!("serve-{run}.log"))).unwrap_or_default()
             })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")

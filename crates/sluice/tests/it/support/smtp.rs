@@ -101,15 +101,12 @@ impl RawSmtp {
             text.push_str(&line);
             let bytes = line.as_bytes();
             if bytes.len() < 4 || bytes[3] != b'-' {
-                let code = line
-                    .get(..3)
-                    .and_then(|code| code.parse().ok())
-                    .ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("not an SMTP reply: {line:?}"),
-                        )
-                    })?;
+                let code = line.get(..3).and_then(|code| code.parse().ok()).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not an SMTP reply: {line:?}"),
+                    )
+                })?;
                 return Ok(RawReply { code, text });
             }
         }
@@ -128,12 +125,7 @@ impl RawSmtp {
     /// by the caller) and the
     /// terminating dot. Returns the reply to the final dot, or the first
     /// reply that refused the transaction.
-    pub fn send_message(
-        &mut self,
-        from: &str,
-        to: &[&str],
-        content: &str,
-    ) -> std::io::Result<RawReply> {
+    pub fn send_message(&mut self, from: &str, to: &[&str], content: &str) -> std::io::Result<RawReply> {
         let ehlo = self.command("EHLO client.test")?;
         if ehlo.code != 250 {
             return Ok(ehlo);
