@@ -16,7 +16,9 @@
 //! objects), `store` (persistence), `admin` and `cli` (management),
 //! [`dns`], `tls`, and `server`, the only module that wires every stage.
 
+pub mod admin;
 pub mod classify;
+pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod dns;
@@ -24,5 +26,6 @@ pub mod message;
 pub mod queue;
 pub mod receive;
 pub mod route;
+pub mod server;
 pub mod store;
 pub mod trace;

@@ -48,8 +48,9 @@ pub struct QueueSettings {
     pub max_concurrency: usize,
 }
 
-/// Administrative actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an administrator does to a queued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QueueAction {
     /// Attempt now.
     Retry,

@@ -2,7 +2,7 @@
 //! swapped into the live policy), the queue and the trace.
 
 use crate::admin::{
-    AdminBackend, AdminError, BoxFuture, QueueAction as AdminQueueAction, QueueEntryView, QueueStatus,
+    AdminBackend, AdminError, BoxFuture, QueueEntryView, QueueStatus,
     RecipientQueueStatus, RecipientView, TraceEventView, TraceQuery,
 };
 use crate::config::objects::{ObjectKind, ObjectSet, Policy};
@@ -116,16 +116,8 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { Ok(self.queue.get(&QueueId(id)).as_ref().map(queue_view)) })
     }
 
-    fn queue_action(&self, id: String, action: AdminQueueAction) -> BoxFuture<'_, Result<bool, AdminError>> {
-        Box::pin(async move {
-            let action = match action {
-                AdminQueueAction::Retry => QueueAction::Retry,
-                AdminQueueAction::Hold => QueueAction::Hold,
-                AdminQueueAction::Release => QueueAction::Release,
-                AdminQueueAction::Delete => QueueAction::Delete,
-            };
-            self.queue.act(&QueueId(id), action).await.map_err(internal)
-        })
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>> {
+        Box::pin(async move { self.queue.act(&QueueId(id), action).await.map_err(internal) })
     }
 
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>> {

@@ -1,0 +1,208 @@
+//! The admin REST API (SPEC section 6, prefix `/api/v1`): objects, queue,
+//! trace, apply and export, behind a bearer token.
+//!
+//! Input: HTTP requests. Output: JSON views ([`QueueEntryView`],
+//! [`TraceEventView`], the object types of [`crate::config::objects`]) that
+//! the CLI deserialises too, so API and CLI cannot drift.
+//!
+//! The API never touches the store, queue or trace itself: it calls an
+//! [`AdminBackend`], which `server.rs` implements over the real stages and the
+//! tests implement in memory. Every object write is validated here first (the
+//! submitted objects alone) and again by the backend (the merged result), so a
+//! bad object never reaches the store and an `apply` is all-or-nothing.
+//!
+//! Failures: [`AdminError`] maps to a status and a JSON body
+//! `{"error": "..."}`; internal details are logged, never sent.
+
+mod auth;
+mod objects;
+mod queue;
+mod trace;
+
+pub use auth::load_or_create_token;
+pub use queue::{
+    QueueAction, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult,
+};
+pub use trace::{TraceEventView, TraceQuery};
+
+use crate::config::objects::{ObjectKind, ObjectSet};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed, sendable future: lets [`AdminBackend`] stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the admin API needs from a running node. `server.rs` implements it
+/// over the store, queue and trace; arguments are owned so an implementation
+/// can move them into spawned work.
+pub trait AdminBackend: Send + Sync + 'static {
+    /// Every stored object.
+    fn objects(&self) -> BoxFuture<'_, Result<ObjectSet, AdminError>>;
+
+    /// Upserts `set` into the stored objects ([`ObjectSet::merge`], with
+    /// `prune` dropping objects absent from `set`), validates the whole
+    /// result and stores it atomically: on error nothing changes
+    /// ([`AdminError::Invalid`] carries the [`crate::config::objects::ObjectError`] text).
+    fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>>;
+
+    /// Removes one object; `false` when it did not exist.
+    fn remove(&self, kind: ObjectKind, name: String) -> BoxFuture<'_, Result<bool, AdminError>>;
+
+    /// Every queue entry.
+    fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>>;
+
+    /// One queue entry, `None` when the id is unknown.
+    fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>>;
+
+    /// Retries, holds, releases or deletes an entry; `false` when the id is unknown.
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>>;
+
+    /// Makes every deferred entry due now; returns how many.
+    fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>>;
+
+    /// Trace events matching `query`, oldest first.
+    fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>>;
+}
+
+/// Why an admin request failed; each variant is one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 400: the request or an object is invalid; the text names the object and key.
+    #[error("{0}")]
+    Invalid(String),
+    /// 404: the named thing does not exist; the text says what was looked for.
+    #[error("no such {0}")]
+    NotFound(String),
+    /// 409: creating something that already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// 500: the node failed; the text is logged, the client sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One line for a human.
+    pub error: String,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Internal(detail) => {
+                tracing::error!(error = %detail, "admin request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let error = match self {
+            AdminError::Internal(_) => "internal error; see the node's log".to_string(),
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody { error })).into_response()
+    }
+}
+
+/// Body of `POST /api/v1/apply`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Objects to upsert.
+    pub objects: ObjectSet,
+    /// Drop stored objects absent from `objects`.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// A JSON request body whose rejection is a 400 with a JSON error body
+/// (axum's own [`Json`] answers 415/422 in plain text).
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(AdminError::Invalid(json_rejection_text(&rejection))),
+        }
+    }
+}
+
+fn json_rejection_text(rejection: &JsonRejection) -> String {
+    format!("invalid JSON body: {}", rejection.body_text())
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) backend: Arc<dyn AdminBackend>,
+    /// Serialises object writes through this API, so "create fails when the
+    /// name exists" is a check-and-write no other API write can interleave with.
+    pub(crate) object_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The admin API. `token` is the bearer token every `/api/v1` request must carry.
+pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
+    let state = ApiState {
+        backend,
+        object_writes: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let api = Router::new()
+        .merge(objects::routes())
+        .merge(queue::routes())
+        .merge(trace::routes())
+        .route("/apply", post(apply))
+        .route("/export", get(export))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth::BearerToken::new(token)),
+            auth::require_token,
+        ))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .nest("/api/v1", api)
+}
+
+async fn not_found() -> AdminError {
+    AdminError::NotFound("API path".into())
+}
+
+async fn apply(
+    State(state): State<ApiState>,
+    JsonBody(request): JsonBody<ApplyRequest>,
+) -> Result<StatusCode, AdminError> {
+    // Errors inside the submitted set are reported before the backend merges
+    // it, so their text does not depend on what is already stored.
+    request
+        .objects
+        .validate()
+        .map_err(|error| AdminError::Invalid(error.to_string()))?;
+    let _writing = state.object_writes.lock().await;
+    state.backend.apply(request.objects, request.prune).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {
+    Ok(Json(state.backend.objects().await?))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,229 @@
+//! The admin API client of the management verbs: finds the node (`--api`,
+//! `--config`'s admin.listen, the default), finds the token (`--token`,
+//! `SLUICE_TOKEN`, `data_dir/admin.token`) and turns HTTP outcomes into
+//! [`Failure`]s.
+
+use super::{Failure, GlobalArgs};
+use crate::admin::ErrorBody;
+use crate::config::Config;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The API address when neither `--api` nor `--config` says otherwise.
+pub(crate) const DEFAULT_API: &str = "http://127.0.0.1:8025";
+
+/// How long one request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an API call failed.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// No HTTP exchange happened.
+    Unreachable { url: String, error: String },
+    /// The node answered with an error status.
+    Status { status: u16, message: String },
+    /// The node answered 2xx with a body we cannot read.
+    BadResponse { url: String, error: String },
+}
+
+impl ApiError {
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Status { status: 404, .. })
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Failure {
+        match error {
+            ApiError::Unreachable { url, error } => {
+                Failure::runtime(format!("cannot reach the sluice node at {url}: {error}"))
+            }
+            ApiError::Status { status: 401, message } => Failure::runtime(
+                "the node refused the admin token: pass --token, set SLUICE_TOKEN, \
+                 or point --config at the node's configuration",
+            )
+            .with_detail(message),
+            ApiError::Status { status, message } => {
+                Failure::runtime(message).with_detail(format!("HTTP status {status}"))
+            }
+            ApiError::BadResponse { url, error } => {
+                Failure::runtime(format!("unexpected answer from {url}: {error}"))
+            }
+        }
+    }
+}
+
+/// A connection to one node's admin API.
+pub(crate) struct ApiClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// Resolves address and token from the global options.
+    pub(crate) fn connect(global: &GlobalArgs) -> Result<ApiClient, Failure> {
+        let config =
+            Config::load(global.config.as_deref()).map_err(|error| Failure::usage(error.to_string()))?;
+        let base = match (&global.api, &global.config) {
+            (Some(api), _) => api.trim_end_matches('/').to_string(),
+            (None, Some(_)) => api_url(config.admin_listen),
+            (None, None) => DEFAULT_API.to_string(),
+        };
+        let token = match &global.token {
+            Some(token) => token.trim().to_string(),
+            None => {
+                let path = config.token_path();
+                std::fs::read_to_string(&path)
+                    .map(|text| text.trim().to_string())
+                    .map_err(|error| {
+                        Failure::usage(format!(
+                            "no admin token: pass --token, set SLUICE_TOKEN, or give the node's \
+                             --config (cannot read {}: {error})",
+                            path.display()
+                        ))
+                    })?
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .into();
+        Ok(ApiClient { base, token, agent })
+    }
+
+    /// `GET path`, decoded.
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call("GET", path, None)?.decode()
+    }
+
+    /// `POST path` with a JSON body.
+    pub(crate) fn post(&self, path: &str, body: &impl Serialize) -> Result<Answer, ApiError> {
+        self.call("POST", path, Some(to_json(body)?))
+    }
+
+    /// `POST path` without a body (queue actions).
+    pub(crate) fn post_empty(&self, path: &str) -> Result<Answer, ApiError> {
+        self.call("POST", path, None)
+    }
+
+    /// `PUT path` with a JSON body.
+    pub(crate) fn put(&self, path: &str, body: &impl Serialize) -> Result<Answer, ApiError> {
+        self.call("PUT", path, Some(to_json(body)?))
+    }
+
+    /// `DELETE path`.
+    pub(crate) fn delete(&self, path: &str) -> Result<Answer, ApiError> {
+        self.call("DELETE", path, None)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<Answer, ApiError> {
+        let url = format!("{}/api/v1/{path}", self.base);
+        let authorization = format!("Bearer {}", self.token);
+        let sent = match (method, body) {
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &authorization)
+                .call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &authorization)
+                .call(),
+            (method, body) => {
+                let request = match method {
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.post(&url),
+                }
+                .header("Authorization", &authorization);
+                match body {
+                    Some(body) => request.send_json(body),
+                    None => request.send_empty(),
+                }
+            }
+        };
+        let mut response = sent.map_err(|error| ApiError::Unreachable {
+            url: self.base.clone(),
+            error: error.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|error| ApiError::Unreachable {
+                url: self.base.clone(),
+                error: error.to_string(),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(Answer { url, text });
+        }
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|body| body.error)
+            .unwrap_or_else(|_| format!("{method} {url} answered {status}: {}", text.trim()));
+        Err(ApiError::Status { status, message })
+    }
+}
+
+/// A successful answer's body.
+pub(crate) struct Answer {
+    url: String,
+    text: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        serde_json::from_str(&self.text).map_err(|error| ApiError::BadResponse {
+            url: self.url,
+            error: error.to_string(),
+        })
+    }
+}
+
+fn to_json(body: &impl Serialize) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(body).map_err(|error| ApiError::BadResponse {
+        url: String::new(),
+        error: error.to_string(),
+    })
+}
+
+/// The URL of an admin listener; a wildcard listen address is reached on loopback.
+pub(crate) fn api_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// One path segment, percent-encoded (connector names have spaces).
+pub(crate) fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// A query string of the given pairs (values percent-encoded), or "".
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={}", segment(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

@@ -1,0 +1,321 @@
+//! The command line (SPEC section 2): `serve` and `check-config` run
+//! locally; every management verb is a thin client of the admin API
+//! ([`crate::admin`]), sharing its request and view types so the two never
+//! drift.
+//!
+//! Output: human text in aligned columns, or with `--json` the API's views,
+//! pretty-printed. Exit codes: 0 success, 1 runtime failure (node
+//! unreachable, refused, "no such ..."), 2 usage or configuration error.
+//! Errors are one line on stderr; `-v` adds the detail below it.
+
+mod client;
+mod node;
+mod objects;
+mod output;
+mod queue;
+mod trace;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `sluice`: one binary for the node and its management.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A mail-flow gateway")]
+pub struct Cli {
+    /// Options every verb understands.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every verb understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Node configuration file (also tells management verbs the admin
+    /// address and where the token lives).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin API of the node [default: the config's admin.listen, else http://127.0.0.1:8025].
+    #[arg(long, global = true, value_name = "URL")]
+    pub api: Option<String>,
+    /// Admin token [default: data_dir/admin.token].
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the detail behind an error.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve,
+    /// Validate the node configuration and print the effective settings.
+    CheckConfig,
+    /// Upsert objects from a TOML file, all or nothing.
+    Apply(ApplyArgs),
+    /// Print every object as TOML (round-trips through apply).
+    Export,
+    /// Accepted domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Inbound and outbound connectors.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// The delivery queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// The message trace: one line per event, grouped by message.
+    Trace(TraceArgs),
+}
+
+/// `sluice apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// TOML file of objects.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Remove stored objects that the file does not name.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// `sluice domain ...`.
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// List accepted domains.
+    List(JsonFlag),
+    /// Add an accepted domain.
+    Add {
+        /// The domain.
+        name: String,
+        /// Whether every mailbox lives here.
+        #[arg(long = "type", value_enum, default_value_t = DomainTypeArg::Authoritative)]
+        kind: DomainTypeArg,
+    },
+    /// Remove an accepted domain.
+    Remove {
+        /// The domain.
+        name: String,
+    },
+}
+
+/// `--type` of `domain add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DomainTypeArg {
+    /// Every mailbox lives on this node.
+    Authoritative,
+    /// Unknown mailboxes are relayed by MX.
+    #[value(alias = "internal_relay")]
+    InternalRelay,
+}
+
+/// `sluice connector ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// List inbound and outbound connectors.
+    List(JsonFlag),
+    /// Show one connector as TOML.
+    Show {
+        /// Connector name.
+        name: String,
+        /// Needed when the name exists as both kinds.
+        #[arg(long, value_enum)]
+        kind: Option<ConnectorKindArg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a connector.
+    Remove(ConnectorName),
+    /// Enable a connector.
+    Enable(ConnectorName),
+    /// Disable a connector.
+    Disable(ConnectorName),
+}
+
+/// A connector named on the command line.
+#[derive(Debug, Args)]
+pub struct ConnectorName {
+    /// Connector name.
+    pub name: String,
+    /// Needed when the name exists as both kinds.
+    #[arg(long, value_enum)]
+    pub kind: Option<ConnectorKindArg>,
+}
+
+/// `--kind` of connector verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnectorKindArg {
+    /// An inbound connector.
+    Inbound,
+    /// An outbound connector.
+    Outbound,
+}
+
+/// `sluice queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queue entries.
+    List {
+        /// Only entries with this status.
+        #[arg(long, value_enum)]
+        status: Option<QueueStatusArg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry with its recipients.
+    Show {
+        /// Queue id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempt an entry (or, with --all, every deferred entry) now.
+    Retry {
+        /// Queue id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every deferred entry.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Stop attempting an entry until released.
+    Hold {
+        /// Queue id.
+        id: String,
+    },
+    /// Release a held entry.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete an entry without notifying the sender.
+    Delete {
+        /// Queue id.
+        id: String,
+    },
+}
+
+/// `--status` of `queue list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueStatusArg {
+    /// Waiting for the first attempt.
+    Queued,
+    /// Temporarily failed, waiting for a retry.
+    Deferred,
+    /// Held by an administrator.
+    Held,
+}
+
+/// `sluice trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Message-ID.
+    #[arg(long, value_name = "ID")]
+    pub message_id: Option<String>,
+    /// Envelope sender.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Envelope recipient.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+    /// Only events newer than this: 30m, 1h, 2d.
+    #[arg(long, value_name = "DUR", value_parser = parse_since)]
+    pub since: Option<String>,
+    /// Only messages with this outcome: delivered, deferred, bounced, ...
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json` of list verbs.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_since(text: &str) -> Result<String, String> {
+    crate::config::parse_duration(text).map(|_| text.to_string())
+}
+
+/// A failed command: the line to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 runtime, 2 usage or configuration.
+    pub exit_code: u8,
+    /// One line for stderr.
+    pub message: String,
+    /// More, shown with `-v`.
+    pub detail: Option<String>,
+}
+
+impl Failure {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            exit_code: 2,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// A runtime failure (exit 1).
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            exit_code: 1,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Adds what `-v` shows.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Failure {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Runs a parsed command line; errors are printed here.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            if let (true, Some(detail)) = (cli.global.verbose, &failure.detail) {
+                eprintln!("{detail}");
+            }
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<(), Failure> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Serve => node::serve(global),
+        Command::CheckConfig => node::check_config(global),
+        Command::Apply(args) => objects::apply(global, args),
+        Command::Export => objects::export(global),
+        Command::Domain(command) => objects::domain(global, command),
+        Command::Connector(command) => objects::connector(global, command),
+        Command::Queue(command) => queue::run(global, command),
+        Command::Trace(args) => trace::run(global, args),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! Verbs that need no running node: `serve` starts one, `check-config`
+//! validates its configuration.
+
+use super::{Failure, GlobalArgs};
+use crate::config::{Config, DnsSource};
+use std::path::Path;
+use std::time::Duration;
+
+/// `sluice serve`: loads the config, then runs the node on a multi-thread
+/// runtime until it stops. Only this verb builds a runtime: the management
+/// verbs are blocking HTTP calls.
+pub(crate) fn serve(global: &GlobalArgs) -> Result<(), Failure> {
+    let config = load(global)?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failure::runtime(format!("cannot start the runtime: {error}")))?;
+    runtime
+        .block_on(crate::server::run(config))
+        .map_err(|error| Failure::runtime(error.to_string()).with_detail(format!("{error:?}")))
+}
+
+/// `sluice check-config`: prints the effective settings.
+pub(crate) fn check_config(global: &GlobalArgs) -> Result<(), Failure> {
+    let config = load(global)?;
+    print!("{}", effective_settings(&config));
+    Ok(())
+}
+
+fn load(global: &GlobalArgs) -> Result<Config, Failure> {
+    Config::load(global.config.as_deref()).map_err(|error| Failure::usage(error.to_string()))
+}
+
+/// Operator logs to stderr; `RUST_LOG` overrides the default level (info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The settings in the shape of `sluice.toml`, defaults filled in.
+pub(crate) fn effective_settings(config: &Config) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let path = |p: &Path| p.display().to_string();
+    let optional = |p: Option<&Path>| p.map(path).unwrap_or_default();
+    let list = |items: Vec<String>| {
+        let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    lines.push("[node]".to_string());
+    lines.push(format!("hostname = {:?}", config.hostname));
+    lines.push(format!("data_dir = {:?}", path(&config.data_dir)));
+    lines.push("\n[store]".to_string());
+    lines.push(format!("url = {:?}", redact_password(&config.store_url)));
+    lines.push("\n[smtp]".to_string());
+    lines.push(format!(
+        "listen = {}",
+        list(config.smtp_listen.iter().map(|a| a.to_string()).collect())
+    ));
+    match &config.tls_cert {
+        Some((cert, key)) => {
+            lines.push(format!("tls_cert = {:?}", path(cert)));
+            lines.push(format!("tls_key = {:?}", path(key)));
+        }
+        None => {
+            lines.push("# tls_cert/tls_key unset: a self-signed pair in data_dir".to_string());
+        }
+    }
+    lines.push(format!("client_ca = {:?}", optional(config.client_ca.as_deref())));
+    lines.push(format!("max_message_size = {}", config.max_message_size));
+    lines.push(format!("max_recipients = {}", config.max_recipients));
+    lines.push(format!("max_connections = {}", config.max_connections));
+    lines.push("\n[delivery]".to_string());
+    lines.push(format!(
+        "retry = {}",
+        list(config.retry.iter().map(|d| duration(*d)).collect())
+    ));
+    lines.push(format!("expire_after = {:?}", duration(config.expire_after)));
+    let dns = match config.dns {
+        DnsSource::System => "system".to_string(),
+        DnsSource::Server(addr) => addr.to_string(),
+    };
+    lines.push(format!("dns = {dns:?}"));
+    lines.push(format!("extra_ca = {:?}", optional(config.extra_ca.as_deref())));
+    lines.push(format!("max_concurrency = {}", config.max_concurrency));
+    lines.push(format!("max_per_destination = {}", config.max_per_destination));
+    let bind = config.bind_address.map(|a| a.to_string()).unwrap_or_default();
+    lines.push(format!("bind_address = {bind:?}"));
+    lines.push(format!("mx_port = {}", config.mx_port));
+    lines.push("\n[admin]".to_string());
+    lines.push(format!("listen = {:?}", config.admin_listen.to_string()));
+    lines.push("\n[trace]".to_string());
+    lines.push(format!("retention = {:?}", duration(config.trace_retention)));
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`: the
+/// output of check-config is pasted into tickets.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_settings_show_defaults_and_given_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "[node]\nhostname = \"gw.contoso.test\"\n[store]\nurl = \"postgres://u:hunter2@db/s\"\n\
+             [admin]\nlisten = \"127.0.0.1:9025\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        let text = effective_settings(&config);
+        assert!(text.contains("hostname = \"gw.contoso.test\""), "{text}");
+        assert!(text.contains("listen = \"127.0.0.1:9025\""), "{text}");
+        assert!(text.contains("retry = [\"1m\", \"5m\""), "{text}");
+        assert!(text.contains("expire_after = \"2days\""), "{text}");
+        assert!(text.contains("postgres://u:***@db/s"), "{text}");
+        assert!(!text.contains("hunter2"));
+    }
+}

@@ -1,0 +1,139 @@
+//! How results are shown: aligned columns for people, pretty JSON for
+//! scripts (`--json`).
+
+use super::Failure;
+use serde::Serialize;
+
+/// Rows of text printed in aligned columns; the last column is not padded
+/// so long error texts do not drag trailing spaces.
+pub(crate) struct Table {
+    indent: &'static str,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table whose first row is `headers`.
+    pub(crate) fn new(headers: &[&str]) -> Table {
+        Table {
+            indent: "",
+            rows: vec![headers.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    /// A table without a header row (key/value blocks, timelines).
+    pub(crate) fn bare() -> Table {
+        Table {
+            indent: "",
+            rows: Vec::new(),
+        }
+    }
+
+    /// Prefixes every line.
+    pub(crate) fn indented(mut self, indent: &'static str) -> Table {
+        self.indent = indent;
+        self
+    }
+
+    /// Adds a row.
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The lines, each ending in a newline.
+    pub(crate) fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|column| {
+                self.rows
+                    .iter()
+                    .filter_map(|row| row.get(column))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut text = String::new();
+        for row in &self.rows {
+            let mut line = String::from(self.indent);
+            for (column, cell) in row.iter().enumerate() {
+                if column + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let padding = widths[column] - cell.chars().count();
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(padding + 2));
+                }
+            }
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Pretty JSON of an API view.
+pub(crate) fn json(value: &impl Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value)
+        .map(|mut text| {
+            text.push('\n');
+            text
+        })
+        .map_err(|error| Failure::runtime(format!("cannot render JSON: {error}")))
+}
+
+/// `-` for an absent value, so columns stay aligned.
+pub(crate) fn or_dash(value: Option<&str>) -> String {
+    match value {
+        Some(text) if !text.is_empty() => text.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+/// A size for people: 950 B, 12.3 kB, 4.0 MB (powers of 1000, as sizes are
+/// written in the config).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_on_the_widest_cell() {
+        let mut table = Table::new(&["NAME", "TYPE", "NOTE"]);
+        table.row(vec!["contoso.test".into(), "authoritative".into(), "".into()]);
+        table.row(vec!["a.test".into(), "internal_relay".into(), "x y".into()]);
+        assert_eq!(
+            table.render(),
+            "NAME          TYPE            NOTE\n\
+             contoso.test  authoritative\n\
+             a.test        internal_relay  x y\n"
+        );
+    }
+
+    #[test]
+    fn bare_indented_table_has_no_header() {
+        let mut table = Table::bare().indented("  ");
+        table.row(vec!["id:".into(), "Q1".into()]);
+        table.row(vec!["message id:".into(), "<m@x>".into()]);
+        assert_eq!(table.render(), "  id:          Q1\n  message id:  <m@x>\n");
+    }
+
+    #[test]
+    fn sizes_read_like_the_config() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1234), "1.2 kB");
+        assert_eq!(human_size(35_000_000), "35.0 MB");
+    }
+}

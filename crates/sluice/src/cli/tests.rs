@@ -1,0 +1,297 @@
+//! Argument parsing: the verbs and options of SPEC section 2.
+
+use super::*;
+use clap::error::ErrorKind;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+}
+
+#[test]
+fn serve_and_check_config_take_a_config_file() {
+    let cli = parse(&["serve", "--config", "node.toml"]).unwrap();
+    assert!(matches!(cli.command, Command::Serve));
+    assert_eq!(cli.global.config, Some(PathBuf::from("node.toml")));
+    let cli = parse(&["--config", "a.toml", "check-config"]).unwrap();
+    assert!(matches!(cli.command, Command::CheckConfig));
+    assert_eq!(cli.global.config, Some(PathBuf::from("a.toml")));
+}
+
+#[test]
+fn apply_needs_a_file() {
+    let cli = parse(&["apply", "-f", "objects.toml", "--prune"]).unwrap();
+    match cli.command {
+        Command::Apply(args) => {
+            assert_eq!(args.file, PathBuf::from("objects.toml"));
+            assert!(args.prune);
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = parse(&["apply"]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+    assert_eq!(error.exit_code(), 2);
+}
+
+#[test]
+fn global_options_go_anywhere() {
+    let cli = parse(&[
+        "queue",
+        "list",
+        "--status",
+        "deferred",
+        "--json",
+        "--api",
+        "http://127.0.0.2:9000",
+        "--token",
+        "t0k",
+        "-v",
+    ])
+    .unwrap();
+    assert_eq!(cli.global.api.as_deref(), Some("http://127.0.0.2:9000"));
+    assert_eq!(cli.global.token.as_deref(), Some("t0k"));
+    assert!(cli.global.verbose);
+    match cli.command {
+        Command::Queue(QueueCommand::List { status, json }) => {
+            assert_eq!(status, Some(QueueStatusArg::Deferred));
+            assert!(json);
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = parse(&["queue", "list", "--status", "lost"]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidValue);
+}
+
+#[test]
+fn queue_retry_takes_an_id_or_all_but_not_both() {
+    let cli = parse(&["queue", "retry", "01J0ABC"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Queue(QueueCommand::Retry { id: Some(ref id), all: false }) if id == "01J0ABC"
+    ));
+    let cli = parse(&["queue", "retry", "--all"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Queue(QueueCommand::Retry { id: None, all: true })
+    ));
+    assert_eq!(
+        parse(&["queue", "retry"]).unwrap_err().kind(),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        parse(&["queue", "retry", "X", "--all"]).unwrap_err().kind(),
+        ErrorKind::ArgumentConflict
+    );
+}
+
+#[test]
+fn domain_add_types_accept_both_spellings() {
+    for (word, expected) in [
+        ("authoritative", DomainTypeArg::Authoritative),
+        ("internal-relay", DomainTypeArg::InternalRelay),
+        ("internal_relay", DomainTypeArg::InternalRelay),
+    ] {
+        let cli = parse(&["domain", "add", "contoso.test", "--type", word]).unwrap();
+        match cli.command {
+            Command::Domain(DomainCommand::Add { name, kind }) => {
+                assert_eq!(name, "contoso.test");
+                assert_eq!(kind, expected);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let cli = parse(&["domain", "add", "contoso.test"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Domain(DomainCommand::Add {
+            kind: DomainTypeArg::Authoritative,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn connector_verbs_take_a_name_and_an_optional_kind() {
+    let cli = parse(&["connector", "disable", "To scanner", "--kind", "outbound"]).unwrap();
+    match cli.command {
+        Command::Connector(ConnectorCommand::Disable(target)) => {
+            assert_eq!(target.name, "To scanner");
+            assert_eq!(target.kind, Some(ConnectorKindArg::Outbound));
+        }
+        other => panic!("{other:?}"),
+    }
+    let cli = parse(&["connector", "show", "From scanner", "--json"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Connector(ConnectorCommand::Show {
+            kind: None,
+            json: true,
+            ..
+        })
+    ));
+    assert_eq!(
+        parse(&["connector", "show", "x", "--kind", "sideways"])
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidValue
+    );
+}
+
+#[test]
+fn trace_filters_parse_and_since_must_be_a_duration() {
+    let cli = parse(&[
+        "trace",
+        "--message-id",
+        "<m@x>",
+        "--from",
+        "a@contoso.test",
+        "--since",
+        "1h",
+        "--status",
+        "bounced",
+    ])
+    .unwrap();
+    match cli.command {
+        Command::Trace(args) => {
+            assert_eq!(args.message_id.as_deref(), Some("<m@x>"));
+            assert_eq!(args.from.as_deref(), Some("a@contoso.test"));
+            assert_eq!(args.since.as_deref(), Some("1h"));
+            assert_eq!(args.status.as_deref(), Some("bounced"));
+            assert!(!args.json);
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = parse(&["trace", "--since", "yesterday"]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ValueValidation);
+    assert_eq!(error.exit_code(), 2);
+}
+
+#[test]
+fn unknown_verbs_are_usage_errors() {
+    let error = parse(&["frobnicate"]).unwrap_err();
+    assert_eq!(error.exit_code(), 2);
+}
+
+#[test]
+fn the_command_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn wildcard_admin_listeners_are_reached_on_loopback() {
+    use client::api_url;
+    assert_eq!(api_url("0.0.0.0:8025".parse().unwrap()), "http://127.0.0.1:8025");
+    assert_eq!(
+        api_url("127.0.0.5:9000".parse().unwrap()),
+        "http://127.0.0.5:9000"
+    );
+    assert_eq!(api_url("[::]:8025".parse().unwrap()), "http://[::1]:8025");
+}
+
+#[test]
+fn path_segments_and_queries_are_encoded() {
+    assert_eq!(client::segment("To scanner/1"), "To%20scanner%2F1");
+    assert_eq!(
+        client::query(&[
+            ("message_id", Some("<a@x>".into())),
+            ("from", None),
+            ("since", Some("1h".into()))
+        ]),
+        "?message_id=%3Ca%40x%3E&since=1h"
+    );
+    assert_eq!(client::query(&[("status", None)]), "");
+}
+
+/// The client against a real HTTP listener on loopback, serving the admin
+/// router over the in-memory backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_talks_to_a_live_admin_api() {
+    use crate::admin::tests::{MemoryBackend, TOKEN};
+    use crate::config::objects::{AcceptedDomain, AcceptedDomainType, OutboundConnectorObject};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = crate::admin::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    // A port that was just free and is closed again: nothing listens there.
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", probe.local_addr().unwrap())
+    };
+
+    tokio::task::spawn_blocking(move || {
+        let global = |api: &str, token: &str| GlobalArgs {
+            config: None,
+            api: Some(api.to_string()),
+            token: Some(token.to_string()),
+            verbose: false,
+        };
+        let client = client::ApiClient::connect(&global(&url, TOKEN)).unwrap();
+
+        let domain = AcceptedDomain {
+            name: "contoso.test".into(),
+            kind: AcceptedDomainType::InternalRelay,
+        };
+        client.post("accepted-domains", &domain).unwrap();
+        let listed: Vec<AcceptedDomain> = client.get("accepted-domains").unwrap();
+        assert_eq!(listed, vec![domain.clone()]);
+
+        let duplicate = Failure::from(client.post("accepted-domains", &domain).err().unwrap());
+        assert_eq!(duplicate.exit_code, 1);
+        assert!(
+            duplicate.message.contains("already exists"),
+            "{}",
+            duplicate.message
+        );
+
+        let missing = Failure::from(client.delete("accepted-domains/nope.test").err().unwrap());
+        assert_eq!(
+            (missing.exit_code, missing.message.as_str()),
+            (1, "no such accepted domain \"nope.test\"")
+        );
+
+        // A name with a space and a slash survives the trip through the path.
+        let connector: OutboundConnectorObject = serde_json::from_str(
+            r#"{"name": "To scanner/1", "smart_hosts": ["127.0.0.30:2525"], "transport_rule_scoped": true}"#,
+        )
+        .unwrap();
+        client.post("outbound-connectors", &connector).unwrap();
+        let path = format!("outbound-connectors/{}", client::segment("To scanner/1"));
+        let mut fetched: OutboundConnectorObject = client.get(&path).unwrap();
+        assert_eq!(fetched, connector);
+        fetched.enabled = false;
+        client.put(&path, &fetched).unwrap();
+        let fetched: OutboundConnectorObject = client.get(&path).unwrap();
+        assert!(!fetched.enabled);
+
+        let refused = client::ApiClient::connect(&global(&url, "wrong"))
+            .unwrap()
+            .get::<Vec<AcceptedDomain>>("accepted-domains")
+            .err()
+            .map(Failure::from)
+            .unwrap();
+        assert!(
+            refused.message.contains("refused the admin token"),
+            "{}",
+            refused.message
+        );
+
+        let unreachable = client::ApiClient::connect(&global(&closed, TOKEN))
+            .unwrap()
+            .get::<Vec<AcceptedDomain>>("accepted-domains")
+            .err()
+            .map(Failure::from)
+            .unwrap();
+        assert_eq!(unreachable.exit_code, 1);
+        assert!(
+            unreachable
+                .message
+                .starts_with(&format!("cannot reach the sluice node at {closed}: ")),
+            "{}",
+            unreachable.message
+        );
+    })
+    .await
+    .unwrap();
+    server.abort();
+}
