@@ -41,12 +41,20 @@ fn postfix_offers_starttls_and_relays_to_its_sink() {
     let net = Net(3);
     let certs = tempfile::tempdir().expect("cert dir");
     let ca = TestCa::new("Sluice Test CA");
-    let leaf = ca.leaf(certs.path(), "relay", &["relay.partner.test"]);
+    let ca_file = ca.write_ca(certs.path(), "ca.pem");
+    let smtpd_ip = net.ip(21).to_string();
+    let leaf = ca.leaf(certs.path(), "relay", &["relay.partner.test", smtpd_ip.as_str()]);
     let postfix = Postfix::start(net.ip(21), net.ip(22), Some(&leaf));
+    // OpenSSL (in swaks) verifies the chain and the IP name: the test CA's
+    // certificates are well-formed for peers other than rustls too.
+    let ca_arg = ca_file.display().to_string();
     let run = swaks(
         postfix.addr,
         &[
             "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            &ca_arg,
             "--from",
             "a@contoso.test",
             "--to",
