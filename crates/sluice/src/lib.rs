@@ -14,7 +14,7 @@
 //!
 //! Around them: [`message`] (shared data), [`config`] (node settings and
 //! objects), `store` (persistence), `admin` and `cli` (management),
-//! [`dns`], `tls`, and `server`, the only module that wires every stage.
+//! [`dns`], [`tls`], and `server`, the only module that wires every stage.
 
 pub mod admin;
 pub mod classify;
@@ -26,6 +26,8 @@ pub mod message;
 pub mod queue;
 pub mod receive;
 pub mod route;
+pub mod rules;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod trace;

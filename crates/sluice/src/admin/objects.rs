@@ -6,6 +6,7 @@ use super::{AdminError, ApiState, JsonBody};
 use crate::config::objects::{
     AcceptedDomain, InboundConnectorObject, ObjectKind, ObjectSet, OutboundConnectorObject,
 };
+use crate::config::rule_object::RuleObject;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -89,11 +90,32 @@ impl Resource for OutboundConnectorObject {
     }
 }
 
+impl Resource for RuleObject {
+    const KIND: ObjectKind = ObjectKind::Rule;
+    const NOUN: &'static str = "rule";
+    fn all(set: &ObjectSet) -> &[Self] {
+        &set.rules
+    }
+    fn into_set(self) -> ObjectSet {
+        ObjectSet {
+            rules: vec![self],
+            ..ObjectSet::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .merge(collection::<AcceptedDomain>("/accepted-domains"))
         .merge(collection::<InboundConnectorObject>("/inbound-connectors"))
         .merge(collection::<OutboundConnectorObject>("/outbound-connectors"))
+        .merge(collection::<RuleObject>("/rules"))
 }
 
 fn collection<T: Resource>(path: &str) -> Router<ApiState> {

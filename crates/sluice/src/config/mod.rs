@@ -7,6 +7,7 @@
 mod file;
 pub mod objects;
 pub mod powershell;
+pub mod rule_object;
 
 pub use file::NodeFile;
 

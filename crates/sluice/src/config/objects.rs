@@ -3,9 +3,11 @@
 //! store and the admin API, and their validation into a [`Policy`] that the
 //! stages read. Every write goes through [`ObjectSet::validate`] first.
 
+use super::rule_object::RuleObject;
 use crate::classify::InboundConnector;
 use crate::message::{Domain, DomainPattern};
 use crate::route::{HostPort, NextHop, OutboundConnector, Scope, TlsPolicy};
+use crate::rules::Rule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -166,6 +168,9 @@ pub struct ObjectSet {
     /// `[[outbound_connector]]`.
     #[serde(default, rename = "outbound_connector", skip_serializing_if = "Vec::is_empty")]
     pub outbound_connectors: Vec<OutboundConnectorObject>,
+    /// `[[rule]]`.
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleObject>,
 }
 
 /// A kind of object (API path segment, CLI noun, store key prefix).
@@ -178,6 +183,8 @@ pub enum ObjectKind {
     InboundConnector,
     /// outbound_connector.
     OutboundConnector,
+    /// rule.
+    Rule,
 }
 
 impl ObjectKind {
@@ -187,6 +194,7 @@ impl ObjectKind {
             ObjectKind::AcceptedDomain => "accepted_domain",
             ObjectKind::InboundConnector => "inbound_connector",
             ObjectKind::OutboundConnector => "outbound_connector",
+            ObjectKind::Rule => "rule",
         }
     }
 }
@@ -215,6 +223,8 @@ pub struct Policy {
     pub inbound: Vec<InboundConnector>,
     /// Outbound connectors.
     pub outbound: Vec<OutboundConnector>,
+    /// Enabled mail flow rules in evaluation order (priority, then name).
+    pub rules: Vec<Rule>,
 }
 
 impl Policy {
@@ -262,6 +272,7 @@ impl ObjectSet {
             |o| &o.name,
             prune,
         );
+        upsert(&mut self.rules, other.rules, |o| &o.name, prune);
     }
 
     /// Removes an object; `false` when there was none.
@@ -275,6 +286,7 @@ impl ObjectSet {
             ObjectKind::AcceptedDomain => drop_named(&mut self.accepted_domains, name, |o| &o.name),
             ObjectKind::InboundConnector => drop_named(&mut self.inbound_connectors, name, |o| &o.name),
             ObjectKind::OutboundConnector => drop_named(&mut self.outbound_connectors, name, |o| &o.name),
+            ObjectKind::Rule => drop_named(&mut self.rules, name, |o| &o.name),
         }
     }
 
@@ -428,6 +440,24 @@ impl ObjectSet {
                 enabled: c.enabled,
             });
         }
+        names.clear();
+        let mut rules = Vec::new();
+        for r in &self.rules {
+            if !names.insert(r.name.to_ascii_lowercase()) {
+                return Err(ObjectError {
+                    kind: "rule",
+                    name: r.name.clone(),
+                    key: "name",
+                    message: "defined twice".into(),
+                });
+            }
+            let rule = Rule::from_object(r, &policy)?;
+            if r.enabled {
+                rules.push(rule);
+            }
+        }
+        rules.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        policy.rules = rules;
         Ok(policy)
     }
 }

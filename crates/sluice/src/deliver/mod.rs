@@ -10,11 +10,29 @@
 //! once, here: `Delivered`, `TempFail` or `PermFail` per recipient; unknown
 //! errors are temporary.
 
+mod connection;
+mod maildir;
+mod next_hop;
+mod pool;
+#[cfg(test)]
+mod tests;
+mod tls_policy;
+mod transaction;
+
+use crate::dns::Resolver;
 use crate::message::{Address, BodyType, Domain, DsnReturn, Notify, Reply, ReversePath};
 use crate::receive::TlsInfo;
-use crate::route::Route;
+use crate::route::{NextHop, Route, TlsPolicy};
+use connection::establish;
+use next_hop::HopHost;
+use pool::ConnectionPool;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+use tls_policy::TlsConfigs;
+use transaction::Transaction;
 
 /// One recipient of a job.
 #[derive(Debug, Clone)]
@@ -71,4 +89,321 @@ pub struct DeliveryAttempt {
     pub tls: Option<TlsInfo>,
     /// One outcome per job recipient, same order.
     pub outcomes: Vec<(Address, Outcome)>,
+}
+
+/// Node settings delivery needs. [`DeliverySettings::new`] gives the
+/// RFC 5321 4.5.3.2 time limits; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// EHLO name when the route sets none.
+    pub hostname: String,
+    /// Node data directory; Maildirs live under `data_dir/mailboxes`.
+    pub data_dir: PathBuf,
+    /// Extra trust roots (PEM) for certificate validation.
+    pub extra_ca: Option<PathBuf>,
+    /// Client certificate chain and key (PEM) presented when a server asks,
+    /// so peers can identify this node by certificate.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// Source address of outbound connections.
+    pub bind_address: Option<IpAddr>,
+    /// Port of MX deliveries (25; tests use a high port).
+    pub mx_port: u16,
+    /// Concurrent transactions per destination host.
+    pub max_per_destination: usize,
+    /// TCP connect (RFC 5321 leaves it open; 30 s).
+    pub connect_timeout: Duration,
+    /// Greeting, EHLO, STARTTLS, MAIL, RCPT, RSET replies (5 min).
+    pub command_timeout: Duration,
+    /// Reply to DATA (2 min).
+    pub data_timeout: Duration,
+    /// Each block of message data written (3 min).
+    pub data_block_timeout: Duration,
+    /// Reply to the final dot (10 min).
+    pub final_dot_timeout: Duration,
+    /// How long an idle connection is kept for reuse.
+    pub idle_timeout: Duration,
+}
+
+impl DeliverySettings {
+    /// Settings with the RFC time limits and no TLS extras.
+    pub fn new(hostname: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        DeliverySettings {
+            hostname: hostname.into(),
+            data_dir: data_dir.into(),
+            extra_ca: None,
+            client_certificate: None,
+            bind_address: None,
+            mx_port: 25,
+            max_per_destination: 20,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(120),
+            data_block_timeout: Duration::from_secs(180),
+            final_dot_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a [`Deliverer`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// Trust roots or the client certificate could not be loaded.
+    #[error("outbound TLS setup: {0}")]
+    Tls(String),
+}
+
+/// The delivery stage: shared (behind `Arc`) by every queue worker.
+pub struct Deliverer {
+    settings: DeliverySettings,
+    resolver: Arc<dyn Resolver>,
+    tls: TlsConfigs,
+    pool: Arc<ConnectionPool>,
+    reaper: Once,
+}
+
+impl Deliverer {
+    /// Builds the stage: loads trust roots and the client certificate.
+    pub fn new(settings: DeliverySettings, resolver: Arc<dyn Resolver>) -> Result<Self, DeliverError> {
+        let tls = TlsConfigs::new(settings.extra_ca.as_deref(), settings.client_certificate.as_ref())?;
+        let pool = Arc::new(ConnectionPool::new(
+            settings.idle_timeout,
+            settings.max_per_destination,
+        ));
+        Ok(Deliverer {
+            settings,
+            resolver,
+            tls,
+            pool,
+            reaper: Once::new(),
+        })
+    }
+
+    /// One attempt for `job`: one outcome per job recipient, same order.
+    pub async fn attempt(&self, job: &DeliveryJob) -> DeliveryAttempt {
+        if job.recipients.is_empty() {
+            return DeliveryAttempt {
+                host: None,
+                tls: None,
+                outcomes: Vec::new(),
+            };
+        }
+        self.reaper
+            .call_once(|| pool::spawn_reaper(Arc::downgrade(&self.pool), self.settings.idle_timeout));
+        match &job.route {
+            Route::Mailbox => self.deliver_to_mailboxes(job).await,
+            Route::Mx => self.deliver_by_mx(job, &TlsPolicy::Opportunistic, None).await,
+            Route::Connector {
+                next_hop: NextHop::Mx,
+                tls,
+                helo_name,
+                ..
+            } => self.deliver_by_mx(job, tls, helo_name.as_deref()).await,
+            Route::Connector {
+                next_hop: NextHop::SmartHosts(hosts),
+                tls,
+                helo_name,
+                ..
+            } => {
+                let hosts = next_hop::smart_hosts(hosts);
+                self.deliver_via(job, &hosts, tls, helo_name.as_deref()).await
+            }
+        }
+    }
+
+    /// Idle connections currently cached.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    async fn deliver_by_mx(&self, job: &DeliveryJob, tls: &TlsPolicy, helo: Option<&str>) -> DeliveryAttempt {
+        if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
+            return self.deliver_via(job, &[host], tls, helo).await;
+        }
+        let answer = self.resolver.mx(&job.domain).await;
+        match next_hop::mx_hosts(&job.domain, answer, self.settings.mx_port) {
+            Ok(hosts) => self.deliver_via(job, &hosts, tls, helo).await,
+            Err(outcome) => uniform(job, None, None, outcome),
+        }
+    }
+
+    /// Tries `hosts` in order (each host's addresses in turn) until one
+    /// runs the transaction. Failures before MAIL FROM move on to the next
+    /// address; the last one is reported when none is left.
+    async fn deliver_via(
+        &self,
+        job: &DeliveryJob,
+        hosts: &[HopHost],
+        policy: &TlsPolicy,
+        helo: Option<&str>,
+    ) -> DeliveryAttempt {
+        let helo = helo
+            .filter(|name| !name.is_empty())
+            .unwrap_or(&self.settings.hostname);
+        let mut last_failure = Outcome::TempFail(Reply::new(451, [4, 4, 0], "no next hop to try"));
+        let mut last_peer = None;
+        for host in hosts {
+            let _permit = self
+                .pool
+                .permit(&pool::destination_key(&host.name, host.port))
+                .await;
+            let key = pool::pool_key(&host.name, host.port, policy, helo);
+            if let Some(attempt) = self.reuse(&key, job).await {
+                return attempt;
+            }
+            let answer = self.resolver.ips(&host.name).await;
+            let addresses = match next_hop::host_addresses(host, answer) {
+                Ok(addresses) => addresses,
+                Err(outcome @ Outcome::PermFail(_)) => return uniform(job, None, None, outcome),
+                Err(outcome) => {
+                    last_failure = outcome;
+                    continue;
+                }
+            };
+            for ip in addresses {
+                let addr = SocketAddr::new(ip, host.port);
+                match establish(addr, &host.name, policy, helo, &self.settings, &self.tls).await {
+                    Ok(connection) => {
+                        return self.transact(connection, key, job).await;
+                    }
+                    Err(reply) => {
+                        tracing::info!(peer = %addr, reply = %reply, "next hop failed; trying the next");
+                        last_failure = Outcome::TempFail(reply);
+                        last_peer = Some(addr.to_string());
+                    }
+                }
+            }
+        }
+        uniform(job, last_peer, None, last_failure)
+    }
+
+    /// Runs the job on a cached connection for `key`, if one is alive.
+    /// `None` when there is none, or when it died before MAIL was answered.
+    async fn reuse(&self, key: &str, job: &DeliveryJob) -> Option<DeliveryAttempt> {
+        loop {
+            let (cached, expired) = self.pool.take(key);
+            pool::close_all(expired);
+            let mut connection = cached?;
+            match transaction::run(&mut connection, job, &self.settings).await {
+                Transaction::NotStarted(error) => {
+                    tracing::debug!(peer = connection.peer, %error, "cached connection went stale");
+                }
+                Transaction::Finished { outcomes, reusable } => {
+                    return Some(self.finish(connection, key.to_string(), job, outcomes, reusable));
+                }
+            }
+        }
+    }
+
+    /// Runs the job on a fresh connection.
+    async fn transact(
+        &self,
+        mut connection: connection::Connection,
+        key: String,
+        job: &DeliveryJob,
+    ) -> DeliveryAttempt {
+        match transaction::run(&mut connection, job, &self.settings).await {
+            Transaction::NotStarted(error) => {
+                let reply = error.to_reply(&connection.peer);
+                uniform(
+                    job,
+                    Some(connection.peer.clone()),
+                    connection.tls.clone(),
+                    Outcome::TempFail(reply),
+                )
+            }
+            Transaction::Finished { outcomes, reusable } => {
+                self.finish(connection, key, job, outcomes, reusable)
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        connection: connection::Connection,
+        key: String,
+        job: &DeliveryJob,
+        outcomes: Vec<Outcome>,
+        reusable: bool,
+    ) -> DeliveryAttempt {
+        let host = Some(connection.peer.clone());
+        let tls = connection.tls.clone();
+        if reusable {
+            if let Some(unwanted) = self.pool.put(key, connection) {
+                pool::close_all(vec![unwanted]);
+            }
+        }
+        // A connection that is not reusable is dropped: its session state
+        // is unknown, so QUIT could be read as part of a transaction.
+        DeliveryAttempt {
+            host,
+            tls,
+            outcomes: job
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .zip(outcomes)
+                .collect(),
+        }
+    }
+
+    async fn deliver_to_mailboxes(&self, job: &DeliveryJob) -> DeliveryAttempt {
+        let root = self.settings.data_dir.join("mailboxes");
+        let hostname = self.settings.hostname.clone();
+        let addresses: Vec<Address> = job.recipients.iter().map(|r| r.address.clone()).collect();
+        let content = job.content.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            addresses
+                .into_iter()
+                .map(|address| {
+                    let mailbox = maildir::mailbox_path(&root, address.domain().as_str(), address.local());
+                    let outcome = match maildir::deliver(&mailbox, &hostname, &content) {
+                        Ok(_) => Outcome::Delivered(Reply::new(250, [2, 0, 0], "delivered to mailbox")),
+                        Err(error) => Outcome::TempFail(Reply::new(
+                            451,
+                            [4, 3, 0],
+                            format!("mailbox write failed: {error}"),
+                        )),
+                    };
+                    (address, outcome)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match written {
+            Ok(outcomes) => DeliveryAttempt {
+                host: Some("mailbox".to_string()),
+                tls: None,
+                outcomes,
+            },
+            Err(error) => uniform(
+                job,
+                Some("mailbox".to_string()),
+                None,
+                Outcome::TempFail(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    format!("mailbox delivery task failed: {error}"),
+                )),
+            ),
+        }
+    }
+}
+
+/// The same outcome for every recipient of `job`.
+fn uniform(
+    job: &DeliveryJob,
+    host: Option<String>,
+    tls: Option<TlsInfo>,
+    outcome: Outcome,
+) -> DeliveryAttempt {
+    DeliveryAttempt {
+        host,
+        tls,
+        outcomes: job
+            .recipients
+            .iter()
+            .map(|r| (r.address.clone(), outcome.clone()))
+            .collect(),
+    }
 }

@@ -10,15 +10,87 @@
 //! panics the node; every limit (line length, size, recipients, bad
 //! commands, timeouts, connections) is enforced with a reply and, where
 //! RFC 5321 says so, a close.
+//!
+//! BDAT chunks are length-framed, but get the same bare CR/LF check, so
+//! every [`Submission`] has CRLF line endings only. Bytes pipelined after
+//! STARTTLS are discarded and the session starts afresh after the handshake
+//! (RFC 3207). A message whose header already holds more than 30 `Received`
+//! headers is refused as a loop (554 5.4.6).
+//!
+//! Layout: [`serve`] (the accept loop) runs one connection driver per
+//! client, which does the I/O for a sans-IO [`session::Session`]; message
+//! bodies are framed by [`framing`], the trace header comes from
+//! [`received`], and RCPT decisions from [`relay_control`].
 
+mod connection;
+pub mod framing;
+mod listener;
+pub mod received;
 pub mod relay_control;
+pub mod session;
+#[cfg(test)]
+mod socket_tests;
+#[cfg(test)]
+mod tests;
+
+pub use listener::serve;
 
 use crate::classify::Classification;
-use crate::message::{Envelope, Reply};
+use crate::config::objects::Policy;
+use crate::message::{Envelope, QueueId, Reply};
 use crate::route::Route;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of every session of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest message accepted, in octets (advertised as SIZE).
+    pub max_message_size: usize,
+    /// RCPTs per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Concurrent sessions; more get 421 4.3.2 at connect.
+    pub max_connections: usize,
+    /// Longest command line, CRLF included; longer gets 500 5.5.6.
+    pub max_line_length: usize,
+    /// Client errors tolerated before 421 4.7.0 and close.
+    pub max_bad_commands: usize,
+    /// Wait for a command (RFC 5321 4.5.3.2: 5 minutes).
+    pub command_timeout: Duration,
+    /// Wait for each block of message data (RFC 5321 4.5.3.2: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 500,
+            max_connections: 10_000,
+            max_line_length: 4096,
+            max_bad_commands: 10,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+/// Everything a listener's sessions share.
+pub struct ReceiveContext {
+    /// Our name: greeting, EHLO reply, Received headers.
+    pub hostname: String,
+    /// Session limits.
+    pub limits: SessionLimits,
+    /// STARTTLS configuration; `None` means STARTTLS is not offered.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// The current objects; each session takes a snapshot at connect.
+    pub policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+    /// Where complete messages go.
+    pub intake: Arc<dyn Intake>,
+}
 
 /// Facts about a session, as known when a message completes.
 #[derive(Debug, Clone)]
@@ -49,6 +121,8 @@ pub struct TlsInfo {
 /// A complete message handed over at end of DATA / BDAT LAST.
 #[derive(Debug)]
 pub struct Submission {
+    /// The spool id, also written in our Received header.
+    pub id: QueueId,
     /// Session facts.
     pub session: SessionInfo,
     /// The inbound connector decision for the session.

@@ -4,7 +4,7 @@
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
 use crate::config::objects::Policy;
-use crate::message::{header_message_id, QueueId, Reply};
+use crate::message::{header_message_id, Reply};
 use crate::queue::{self, Hold, Queue, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 use crate::receive::{Intake, Submission};
 use crate::trace::{now_ms, TraceKind};
@@ -31,14 +31,20 @@ impl Pipeline {
     }
 
     async fn take(&self, submission: Submission) -> Reply {
-        let Submission { session, classification, envelope, routes, content } = submission;
+        let Submission {
+            id,
+            session,
+            classification,
+            envelope,
+            routes,
+            content,
+        } = submission;
         let content = if self.retains_internal_headers(&classification) {
             content
         } else {
             strip_internal_headers(&content).0
         };
         let now = now_ms();
-        let id = QueueId::generate();
         let entry = QueueEntry {
             id: id.clone(),
             message_id: header_message_id(&content),
@@ -83,7 +89,13 @@ impl Pipeline {
             Some(format!("helo={} {tls} size={}", session.helo, entry.size)),
         )];
         for r in &entry.recipients {
-            let mut routed = queue::event(&entry, TraceKind::Routed, Some(r.address.to_string()), None, Some(describe_route(&r.route)));
+            let mut routed = queue::event(
+                &entry,
+                TraceKind::Routed,
+                Some(r.address.to_string()),
+                None,
+                Some(describe_route(&r.route)),
+            );
             routed.connector = r.route.connector().map(str::to_string);
             events.push(routed);
         }
@@ -101,11 +113,25 @@ impl Pipeline {
 fn describe_route(route: &crate::route::Route) -> String {
     use crate::route::{NextHop, Route};
     match route {
-        Route::Connector { connector, next_hop: NextHop::SmartHosts(hosts), tls, .. } => {
+        Route::Connector {
+            connector,
+            next_hop: NextHop::SmartHosts(hosts),
+            tls,
+            ..
+        } => {
             let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-            format!("connector {connector:?} via {} tls={}", hosts.join(", "), tls.name())
+            format!(
+                "connector {connector:?} via {} tls={}",
+                hosts.join(", "),
+                tls.name()
+            )
         }
-        Route::Connector { connector, next_hop: NextHop::Mx, tls, .. } => {
+        Route::Connector {
+            connector,
+            next_hop: NextHop::Mx,
+            tls,
+            ..
+        } => {
             format!("connector {connector:?} via MX tls={}", tls.name())
         }
         Route::Mailbox => "local mailbox".to_string(),

@@ -2,8 +2,8 @@
 //! swapped into the live policy), the queue and the trace.
 
 use crate::admin::{
-    AdminBackend, AdminError, BoxFuture, QueueEntryView, QueueStatus,
-    RecipientQueueStatus, RecipientView, TraceEventView, TraceQuery,
+    AdminBackend, AdminError, BoxFuture, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView,
+    TraceEventView, TraceQuery,
 };
 use crate::config::objects::{ObjectKind, ObjectSet, Policy};
 use crate::message::QueueId;
@@ -30,14 +30,22 @@ fn internal(error: impl std::fmt::Display) -> AdminError {
 }
 
 impl NodeAdmin {
-    async fn replace_objects(&self, change: impl FnOnce(&mut ObjectSet) -> Result<bool, AdminError>) -> Result<bool, AdminError> {
+    async fn replace_objects(
+        &self,
+        change: impl FnOnce(&mut ObjectSet) -> Result<bool, AdminError>,
+    ) -> Result<bool, AdminError> {
         let _guard = self.writes.lock().await;
         let mut objects = self.store.objects().map_err(internal)?;
         if !change(&mut objects)? {
             return Ok(false);
         }
-        let policy = objects.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
-        self.store.commit(vec![Write::Objects(objects)]).await.map_err(internal)?;
+        let policy = objects
+            .validate()
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        self.store
+            .commit(vec![Write::Objects(objects)])
+            .await
+            .map_err(internal)?;
         self.policy.send_replace(Arc::new(policy));
         Ok(true)
     }
@@ -52,13 +60,23 @@ pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
         .map(|r| {
             let (status, last_error, next) = match &r.status {
                 RecipientStatus::Queued { due_ms } => (RecipientQueueStatus::Queued, None, Some(*due_ms)),
-                RecipientStatus::Deferred { due_ms, last_error, .. } => {
-                    (RecipientQueueStatus::Deferred, Some(last_error.clone()), Some(*due_ms))
-                }
+                RecipientStatus::Deferred {
+                    due_ms, last_error, ..
+                } => (
+                    RecipientQueueStatus::Deferred,
+                    Some(last_error.clone()),
+                    Some(*due_ms),
+                ),
                 RecipientStatus::Delivered { .. } => (RecipientQueueStatus::Delivered, None, None),
-                RecipientStatus::Failed { reason, .. } => (RecipientQueueStatus::Bounced, Some(reason.clone()), None),
+                RecipientStatus::Failed { reason, .. } => {
+                    (RecipientQueueStatus::Bounced, Some(reason.clone()), None)
+                }
             };
-            let status = if held && next.is_some() { RecipientQueueStatus::Held } else { status };
+            let status = if held && next.is_some() {
+                RecipientQueueStatus::Held
+            } else {
+                status
+            };
             RecipientView {
                 address: r.address.to_string(),
                 status,
@@ -105,7 +123,10 @@ impl AdminBackend for NodeAdmin {
     }
 
     fn remove(&self, kind: ObjectKind, name: String) -> BoxFuture<'_, Result<bool, AdminError>> {
-        Box::pin(async move { self.replace_objects(|objects| Ok(objects.remove(kind, &name))).await })
+        Box::pin(async move {
+            self.replace_objects(|objects| Ok(objects.remove(kind, &name)))
+                .await
+        })
     }
 
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>> {

@@ -11,7 +11,6 @@ mod intake;
 pub use admin_backend::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
 
-use crate::config::objects::Policy;
 use crate::config::Config;
 use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings};
 use crate::queue::{Queue, QueueSettings, Transport};
@@ -36,7 +35,10 @@ struct Outbound {
 impl Transport for Outbound {
     fn attempt(&self, mut job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
         let retain = match &job.route {
-            Route::Connector { retain_internal_headers, .. } => *retain_internal_headers,
+            Route::Connector {
+                retain_internal_headers,
+                ..
+            } => *retain_internal_headers,
             Route::Mailbox => true,
             Route::Mx => false,
         };
@@ -76,19 +78,12 @@ impl Node {
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
 
         let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
-        let deliverer = Deliverer::new(
-            DeliverySettings {
-                hostname: config.hostname.clone(),
-                data_dir: config.data_dir.clone(),
-                extra_ca: config.extra_ca.clone(),
-                bind_address: config.bind_address,
-                mx_port: config.mx_port,
-                max_per_destination: config.max_per_destination,
-                ..DeliverySettings::default()
-            },
-            resolver,
-        )
-        .context("cannot set up delivery")?;
+        let mut settings = DeliverySettings::new(config.hostname.clone(), config.data_dir.clone());
+        settings.extra_ca = config.extra_ca.clone();
+        settings.bind_address = config.bind_address;
+        settings.mx_port = config.mx_port;
+        settings.max_per_destination = config.max_per_destination;
+        let deliverer = Deliverer::new(settings, resolver).context("cannot set up delivery")?;
         let queue = Queue::start(
             store.clone(),
             Arc::new(Outbound { deliverer }),
@@ -118,7 +113,10 @@ impl Node {
             },
             tls: Some(tls),
             policy: policy_rx.clone(),
-            intake: Arc::new(Pipeline { queue: queue.clone(), policy: policy_rx.clone() }),
+            intake: Arc::new(Pipeline {
+                queue: queue.clone(),
+                policy: policy_rx.clone(),
+            }),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -129,10 +127,15 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen for SMTP on {address}"))?;
             smtp.push(listener.local_addr()?);
-            tasks.push(tokio::spawn(crate::receive::serve(listener, context.clone(), shutdown_rx.clone())));
+            tasks.push(tokio::spawn(crate::receive::serve(
+                listener,
+                context.clone(),
+                shutdown_rx.clone(),
+            )));
         }
 
-        let token = crate::admin::load_or_create_token(&config.data_dir).context("cannot create the admin token")?;
+        let token =
+            crate::admin::load_or_create_token(&config.data_dir).context("cannot create the admin token")?;
         let backend = Arc::new(NodeAdmin {
             store: store.clone(),
             queue: queue.clone(),
@@ -149,14 +152,27 @@ impl Node {
             let stop = async move {
                 let _ = admin_stop.wait_for(|stop| *stop).await;
             };
-            if let Err(error) = axum::serve(admin_listener, router).with_graceful_shutdown(stop).await {
+            if let Err(error) = axum::serve(admin_listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %error, "admin API stopped");
             }
         }));
 
-        tasks.push(tokio::spawn(prune_trace(store, config.trace_retention, shutdown_rx)));
+        tasks.push(tokio::spawn(prune_trace(
+            store,
+            config.trace_retention,
+            shutdown_rx,
+        )));
         tracing::info!(smtp = ?smtp, admin = %admin, hostname = %config.hostname, "sluice node started");
-        Ok(Node { smtp, admin, queue, shutdown, tasks })
+        Ok(Node {
+            smtp,
+            admin,
+            queue,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops accepting, lets sessions end, and returns.

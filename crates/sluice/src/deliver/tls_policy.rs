@@ -1,0 +1,292 @@
+//! Outbound TLS levels as rustls client configurations, and the replies
+//! that explain a level that could not be met.
+//!
+//! One config per way of judging a certificate, built once:
+//! - any certificate (`Opportunistic`, `EncryptionOnly`): the handshake's
+//!   signatures are still checked, the certificate is not judged;
+//! - chain only (`CertificateValidation`): the chain must end in a trust
+//!   root (webpki-roots plus `delivery.extra_ca`), the names are not read;
+//! - chain and name (`DomainValidation`): rustls' webpki verifier with the
+//!   required name as the server name (RFC 6125 wildcards).
+
+use super::DeliverError;
+use crate::message::Reply;
+use crate::route::TlsPolicy;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The three client configurations, by how a certificate is judged.
+#[derive(Debug, Clone)]
+pub(super) struct TlsConfigs {
+    any_certificate: Arc<ClientConfig>,
+    chain_only: Arc<ClientConfig>,
+    chain_and_name: Arc<ClientConfig>,
+}
+
+impl TlsConfigs {
+    /// Builds the configs; `client_certificate` (cert chain PEM, key PEM)
+    /// is presented to servers that ask, so peers can identify this node.
+    pub(super) fn new(
+        extra_ca: Option<&Path>,
+        client_certificate: Option<&(PathBuf, PathBuf)>,
+    ) -> Result<Self, DeliverError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(trust_roots(extra_ca)?);
+        let algorithms = provider.signature_verification_algorithms;
+        let identity = client_certificate
+            .map(|(cert, key)| load_identity(cert, key))
+            .transpose()?;
+
+        let any: Arc<dyn ServerCertVerifier> = Arc::new(AnyCertificate { algorithms });
+        let chain: Arc<dyn ServerCertVerifier> = Arc::new(ChainOnly {
+            roots: roots.clone(),
+            algorithms,
+        });
+        let named: Arc<dyn ServerCertVerifier> =
+            WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|error| DeliverError::Tls(error.to_string()))?;
+        Ok(TlsConfigs {
+            any_certificate: client_config(&provider, any, identity.clone())?,
+            chain_only: client_config(&provider, chain, identity.clone())?,
+            chain_and_name: client_config(&provider, named, identity)?,
+        })
+    }
+
+    /// The config that enforces `policy`.
+    pub(super) fn for_policy(&self, policy: &TlsPolicy) -> Arc<ClientConfig> {
+        match policy {
+            TlsPolicy::Opportunistic | TlsPolicy::EncryptionOnly => self.any_certificate.clone(),
+            TlsPolicy::CertificateValidation => self.chain_only.clone(),
+            TlsPolicy::DomainValidation { .. } => self.chain_and_name.clone(),
+        }
+    }
+}
+
+/// The name given to the handshake: for `DomainValidation` the name the
+/// certificate must carry (the policy's domain, else the host connected
+/// to); otherwise the host, used only for SNI.
+pub(super) fn server_name(policy: &TlsPolicy, host: &str) -> Result<ServerName<'static>, Reply> {
+    let name = match policy {
+        TlsPolicy::DomainValidation { domain: Some(domain) } => domain.as_str(),
+        _ => host,
+    };
+    ServerName::try_from(name.to_string()).map_err(|_| {
+        Reply::new(
+            454,
+            [4, 7, 5],
+            format!("TLS: {name:?} is not a valid server name"),
+        )
+    })
+}
+
+/// The name a `DomainValidation` certificate must carry, for messages.
+pub(super) fn required_name<'a>(policy: &'a TlsPolicy, host: &'a str) -> &'a str {
+    match policy {
+        TlsPolicy::DomainValidation { domain: Some(domain) } => domain,
+        _ => host,
+    }
+}
+
+/// The reply for a failed handshake: names the reason (certificate not
+/// valid for the required name, untrusted chain, or the protocol error).
+pub(super) fn handshake_failure_reply(
+    policy: &TlsPolicy,
+    host: &str,
+    peer: &str,
+    error: &std::io::Error,
+) -> Reply {
+    let tls_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let text = match tls_error {
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => format!(
+            "TLS certificate not valid for {} (peer {peer}, level {})",
+            required_name(policy, host),
+            policy.name()
+        ),
+        Some(rustls::Error::InvalidCertificate(reason)) => format!(
+            "TLS certificate of {peer} not accepted ({}): {reason:?}",
+            policy.name()
+        ),
+        Some(other) => format!("TLS handshake with {peer} failed: {other}"),
+        None => format!("TLS handshake with {peer} failed: {error}"),
+    };
+    Reply::new(454, [4, 7, 5], text)
+}
+
+/// The reply when a required level meets a host without STARTTLS.
+pub(super) fn starttls_missing_reply(policy: &TlsPolicy, peer: &str) -> Reply {
+    Reply::new(
+        454,
+        [4, 7, 10],
+        format!(
+            "TLS required ({}) but {peer} does not offer STARTTLS",
+            policy.name()
+        ),
+    )
+}
+
+/// The reply when a required level meets a refused STARTTLS.
+pub(super) fn starttls_refused_reply(policy: &TlsPolicy, peer: &str, reply: &Reply) -> Reply {
+    Reply::new(
+        454,
+        [4, 7, 10],
+        format!(
+            "TLS required ({}) but {peer} refused STARTTLS: {reply}",
+            policy.name()
+        ),
+    )
+}
+
+fn trust_roots(extra_ca: Option<&Path>) -> Result<RootCertStore, DeliverError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let certs = read_certificates(path)?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(DeliverError::Tls(format!(
+                "{}: no usable CA certificate",
+                path.display()
+            )));
+        }
+    }
+    Ok(roots)
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, DeliverError> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| DeliverError::Tls(format!("{}: {error}", path.display())))
+}
+
+type Identity = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
+
+fn load_identity(cert: &Path, key: &Path) -> Result<Identity, DeliverError> {
+    let chain = read_certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| DeliverError::Tls(format!("{}: {error}", key.display())))?;
+    Ok((chain, Arc::new(key)))
+}
+
+fn client_config(
+    provider: &Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<Identity>,
+) -> Result<Arc<ClientConfig>, DeliverError> {
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| DeliverError::Tls(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key.clone_key())
+            .map_err(|error| DeliverError::Tls(error.to_string()))?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate but still checks the handshake signatures, so
+/// the session is at least encrypted to whoever holds the presented key.
+#[derive(Debug)]
+struct AnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Requires a chain to the trust roots; ignores the names
+/// (Exchange's `CertificateValidation`).
+#[derive(Debug)]
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

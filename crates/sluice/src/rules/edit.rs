@@ -1,0 +1,134 @@
+//! Header changes made by rule actions, applied to a copy's header section.
+//! The body is never touched, so signatures over the body survive.
+
+use super::HeaderEdit;
+use crate::message::header_section_len;
+
+/// Checks a header name (RFC 5322 field-name: printable ASCII except colon).
+pub fn header_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    Ok(name.to_string())
+}
+
+/// The header lines of `content` as (name, raw field including folds).
+fn fields(headers: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut pos = 0;
+    while pos < headers.len() {
+        let end = headers[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(headers.len(), |p| pos + p + 2);
+        let line = &headers[pos..end];
+        if line == b"\r\n" {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if let Some(last) = out.last_mut() {
+                let start = last.1.as_ptr() as usize - headers.as_ptr() as usize;
+                last.1 = &headers[start..end];
+            }
+        } else {
+            let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
+            out.push((&line[..colon], line));
+        }
+        pos = end;
+    }
+    out
+}
+
+/// Applies edits in order; returns the new content.
+pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
+    if edits.is_empty() {
+        return content.to_vec();
+    }
+    let split = header_section_len(content);
+    let (headers, body) = content.split_at(split);
+    let mut lines: Vec<Vec<u8>> = fields(headers).into_iter().map(|(_, raw)| raw.to_vec()).collect();
+    let name_of = |raw: &[u8]| -> String {
+        let colon = raw.iter().position(|&b| b == b':').unwrap_or(0);
+        String::from_utf8_lossy(&raw[..colon]).trim().to_ascii_lowercase()
+    };
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => {
+                let name = name.to_ascii_lowercase();
+                lines.retain(|raw| name_of(raw) != name);
+            }
+            HeaderEdit::Set { name, value } => {
+                let lower = name.to_ascii_lowercase();
+                lines.retain(|raw| name_of(raw) != lower);
+                lines.push(format!("{name}: {value}\r\n").into_bytes());
+            }
+            HeaderEdit::PrependSubject(prefix) => {
+                match lines.iter_mut().find(|raw| name_of(raw) == "subject") {
+                    Some(raw) => {
+                        let colon = raw.iter().position(|&b| b == b':').unwrap_or(0);
+                        let value_start = colon
+                            + 1
+                            + raw[colon + 1..]
+                                .iter()
+                                .take_while(|&&b| b == b' ' || b == b'\t')
+                                .count();
+                        let mut updated = raw[..value_start].to_vec();
+                        if value_start == colon + 1 {
+                            updated.push(b' ');
+                        }
+                        updated.extend_from_slice(prefix.as_bytes());
+                        updated.extend_from_slice(&raw[value_start..]);
+                        *raw = updated;
+                    }
+                    None => lines.push(format!("Subject: {}\r\n", prefix.trim_end()).into_bytes()),
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(content.len() + 64);
+    for line in lines {
+        out.extend_from_slice(&line);
+    }
+    out.extend_from_slice(b"\r\n");
+    // `body` starts after the blank line (empty for a header-only message).
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_remove_and_prepend() {
+        let msg =
+            b"Received: x\r\nSubject: Hello\r\n there\r\nX-Tag: a\r\nx-tag: b\r\n\r\nbody\r\nX-Tag: c\r\n";
+        let out = apply_edits(
+            msg,
+            &[
+                HeaderEdit::Remove("X-TAG".into()),
+                HeaderEdit::Set {
+                    name: "X-Route".into(),
+                    value: "scanner".into(),
+                },
+                HeaderEdit::PrependSubject("[EXT] ".into()),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: x\r\nSubject: [EXT] Hello\r\n there\r\nX-Route: scanner\r\n\r\nbody\r\nX-Tag: c\r\n"
+        );
+    }
+
+    #[test]
+    fn prepend_adds_a_subject_when_missing() {
+        let out = apply_edits(
+            b"From: a@b\r\n\r\nx",
+            &[HeaderEdit::PrependSubject("[EXT]".into())],
+        );
+        assert_eq!(out, b"From: a@b\r\nSubject: [EXT]\r\n\r\nx".to_vec());
+        let blank_first_line = apply_edits(b"A: b\r\n\r\n\r\nsecond\r\n", &[HeaderEdit::Remove("X".into())]);
+        assert_eq!(blank_first_line, b"A: b\r\n\r\n\r\nsecond\r\n".to_vec());
+    }
+}

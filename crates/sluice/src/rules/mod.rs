@@ -1,0 +1,219 @@
+//! Stage 3: mail flow rules (Exchange transport rules). Every message, after
+//! classification and before the final reply to DATA, runs the enabled
+//! rules in priority order (lower first).
+//!
+//! Semantics: all conditions must hold; any exception holding cancels the
+//! rule; `stop_processing` ends evaluation; `audit` records the match and
+//! changes nothing. Recipient conditions (`sent_to`, `recipient_domain_is`,
+//! `sent_to_scope`) are evaluated per recipient, so one message can take
+//! different actions for different recipients (bifurcation): the result is
+//! one [`Effects`] per recipient, which the caller groups into copies.
+//!
+//! Pure: no I/O. The message content is parsed once, and only when a rule
+//! looks at headers, subject, body or attachments.
+
+mod condition;
+mod edit;
+mod effects;
+
+pub use condition::{Condition, MessageFacts};
+pub use edit::apply_edits;
+pub use effects::{Disposition, Effects, HeaderEdit};
+
+use crate::config::objects::{ObjectError, Policy};
+use crate::config::rule_object::{RuleMode, RuleObject};
+use crate::message::{Address, Reply};
+use serde::Serialize;
+
+/// One action, in the order [`Rule::actions`] applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Refuse (in session when every recipient is refused).
+    Reject(Reply),
+    /// Drop silently.
+    Delete,
+    /// Hold in quarantine.
+    Quarantine,
+    /// Replace the matching recipients.
+    RedirectTo(Vec<Address>),
+    /// Add hidden recipients.
+    Bcc(Vec<Address>),
+    /// Route through this outbound connector.
+    RouteVia(String),
+    /// Header changes.
+    Edit(HeaderEdit),
+    /// Notice to the envelope sender.
+    NotifySender(String),
+}
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// Lower runs first.
+    pub priority: u32,
+    /// Enforce or audit.
+    pub mode: RuleMode,
+    /// Stop after this rule when it matches.
+    pub stop_processing: bool,
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// Any one cancels.
+    pub exceptions: Vec<Condition>,
+    /// In application order.
+    pub actions: Vec<Action>,
+}
+
+/// A rule that matched, for the trace (`audit` matches included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleMatch {
+    /// Rule name.
+    pub rule: String,
+    /// Whether its actions applied.
+    pub audit: bool,
+    /// Indexes of the recipients it matched.
+    pub recipients: Vec<usize>,
+}
+
+/// The outcome of evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// Matches in evaluation order.
+    pub matches: Vec<RuleMatch>,
+    /// Effects per envelope recipient, same order.
+    pub effects: Vec<Effects>,
+}
+
+impl Rule {
+    /// Validates a `[[rule]]` against the rest of the objects.
+    pub fn from_object(object: &RuleObject, policy: &Policy) -> Result<Rule, ObjectError> {
+        let err = |key: &'static str, message: String| ObjectError {
+            kind: "rule",
+            name: object.name.clone(),
+            key,
+            message,
+        };
+        if object.name.trim().is_empty() {
+            return Err(err("name", "must not be empty".into()));
+        }
+        let conditions = condition::compile(&object.conditions).map_err(|(key, m)| err(key, m))?;
+        let exceptions = condition::compile(&object.exceptions).map_err(|(key, m)| err(key, m))?;
+        let a = &object.actions;
+        let mut actions = Vec::new();
+        if let Some(reject) = &a.reject {
+            actions.push(Action::Reject(
+                effects::reject_reply(&reject.code, &reject.text).map_err(|m| err("actions.reject", m))?,
+            ));
+        }
+        if a.delete {
+            actions.push(Action::Delete);
+        }
+        if a.quarantine {
+            actions.push(Action::Quarantine);
+        }
+        let addresses = |key: &'static str, list: &[String]| {
+            list.iter()
+                .map(|s| Address::parse(s).map_err(|e| err(key, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if !a.redirect_to.is_empty() {
+            actions.push(Action::RedirectTo(addresses(
+                "actions.redirect_to",
+                &a.redirect_to,
+            )?));
+        }
+        if !a.bcc.is_empty() {
+            actions.push(Action::Bcc(addresses("actions.bcc", &a.bcc)?));
+        }
+        if let Some(name) = &a.route_via_connector {
+            let connector = policy.outbound_connector(name).ok_or_else(|| {
+                err(
+                    "actions.route_via_connector",
+                    format!("no outbound connector named {name:?}"),
+                )
+            })?;
+            actions.push(Action::RouteVia(connector.name.clone()));
+        }
+        if let Some(name) = &a.remove_header {
+            actions.push(Action::Edit(HeaderEdit::Remove(
+                edit::header_name(name).map_err(|m| err("actions.remove_header", m))?,
+            )));
+        }
+        if let Some(set) = &a.set_header {
+            let name = edit::header_name(&set.header).map_err(|m| err("actions.set_header", m))?;
+            if set.value.contains(['\r', '\n']) {
+                return Err(err("actions.set_header", "the value must be one line".into()));
+            }
+            actions.push(Action::Edit(HeaderEdit::Set {
+                name,
+                value: set.value.clone(),
+            }));
+        }
+        if let Some(prefix) = &a.prepend_subject {
+            if prefix.contains(['\r', '\n']) {
+                return Err(err("actions.prepend_subject", "must be one line".into()));
+            }
+            actions.push(Action::Edit(HeaderEdit::PrependSubject(prefix.clone())));
+        }
+        if a.stamp_scan {
+            return Err(err(
+                "actions.stamp_scan",
+                "stamp_scan needs the DLP scanner, which this build does not have yet".into(),
+            ));
+        }
+        if let Some(text) = &a.notify_sender {
+            actions.push(Action::NotifySender(text.clone()));
+        }
+        if actions.is_empty() && object.mode == RuleMode::Enforce {
+            return Err(err("actions", "a rule needs at least one action".into()));
+        }
+        Ok(Rule {
+            name: object.name.clone(),
+            priority: object.priority,
+            mode: object.mode,
+            stop_processing: object.stop_processing,
+            conditions,
+            exceptions,
+            actions,
+        })
+    }
+}
+
+/// Runs the rules (already in priority order) over a message.
+pub fn evaluate(rules: &[Rule], facts: &MessageFacts<'_>) -> Evaluation {
+    let count = facts.recipients.len();
+    let mut effects = vec![Effects::default(); count];
+    let mut stopped = vec![false; count];
+    let mut matches = Vec::new();
+    for rule in rules {
+        let matched: Vec<usize> = (0..count)
+            .filter(|&i| !stopped[i])
+            .filter(|&i| rule.conditions.iter().all(|c| c.holds(facts, i)))
+            .filter(|&i| !rule.exceptions.iter().any(|c| c.holds(facts, i)))
+            .collect();
+        if matched.is_empty() {
+            continue;
+        }
+        let audit = rule.mode == RuleMode::Audit;
+        for &i in &matched {
+            // Audit changes nothing, not even which rules run next.
+            if audit {
+                continue;
+            }
+            effects[i].apply(&rule.name, &rule.actions);
+            if rule.stop_processing || effects[i].is_final() {
+                stopped[i] = true;
+            }
+        }
+        matches.push(RuleMatch {
+            rule: rule.name.clone(),
+            audit,
+            recipients: matched,
+        });
+    }
+    Evaluation { matches, effects }
+}
+
+#[cfg(test)]
+mod tests;
