@@ -120,6 +120,7 @@ impl Node {
             .arg(self.config_path())
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info,sluice=debug")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log));
         let mut process = Guarded::spawn(command);
