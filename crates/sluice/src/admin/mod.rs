@@ -18,6 +18,7 @@ mod auth;
 mod objects;
 mod queue;
 mod trace;
+mod validation;
 
 pub use auth::load_or_create_token;
 pub use queue::{
@@ -26,6 +27,7 @@ pub use queue::{
 pub use trace::{TraceEventView, TraceQuery};
 
 use crate::config::objects::{ObjectKind, ObjectSet};
+pub use crate::deliver::{ValidationReport, ValidationStep};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+pub use validation::ValidateRequest;
 
 /// A boxed, sendable future: lets [`AdminBackend`] stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -70,6 +73,15 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Trace events matching `query`, oldest first.
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>>;
+
+    /// Validates an outbound connector (connect, TLS, test message to
+    /// `recipients`, or its stored validation recipients when empty) and
+    /// records the result on the connector.
+    fn validate_connector(
+        &self,
+        name: String,
+        recipients: Vec<String>,
+    ) -> BoxFuture<'_, Result<ValidationReport, AdminError>>;
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -170,6 +182,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .merge(trace::routes())
         .route("/apply", post(apply))
         .route("/export", get(export))
+        .route("/outbound-connectors/{name}/validate", post(validation::validate))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

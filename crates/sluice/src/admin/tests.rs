@@ -93,6 +93,29 @@ impl AdminBackend for MemoryBackend {
         self.trace_queries.lock().unwrap().push(query);
         ready(Ok(matching))
     }
+
+    fn validate_connector(
+        &self,
+        name: String,
+        _recipients: Vec<String>,
+    ) -> BoxFuture<'_, Result<crate::deliver::ValidationReport, AdminError>> {
+        let known = self
+            .objects
+            .lock()
+            .unwrap()
+            .outbound_connectors
+            .iter()
+            .any(|c| c.name == name);
+        ready(if known {
+            Ok(crate::deliver::ValidationReport {
+                connector: name,
+                passed: true,
+                steps: Vec::new(),
+            })
+        } else {
+            Err(AdminError::NotFound(format!("outbound connector {name:?}")))
+        })
+    }
 }
 
 fn entry(id: &str, status: QueueStatus) -> QueueEntryView {

@@ -6,7 +6,7 @@
 use super::rule_object::RuleObject;
 use crate::classify::InboundConnector;
 use crate::message::{Domain, DomainPattern};
-use crate::route::{HostPort, NextHop, OutboundConnector, Scope, TlsPolicy};
+use crate::route::{AddressSpace, HostPort, NextHop, OutboundConnector, Scope, TlsPolicy};
 use crate::rules::Rule;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -150,9 +150,32 @@ pub struct OutboundConnectorObject {
     /// Recipients for connector validation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_recipients: Vec<String>,
+    /// Port for smart hosts given without one (New-SendConnector -Port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Larger messages are refused for this connector (`25MB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<String>,
+    /// The last `connector validate` result, recorded by the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validation: Option<LastValidation>,
     /// On or off.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+}
+
+/// When a connector was last validated and how it went (Exchange's
+/// IsValidated / LastValidationTimestamp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastValidation {
+    /// RFC 3339 time.
+    pub at: String,
+    /// Every step passed.
+    pub passed: bool,
+    /// The first failing step, `host: step: detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
 }
 
 /// A set of objects: a TOML file for `apply`, `export`'s output, the store's content.
@@ -236,6 +259,11 @@ impl Policy {
     /// An outbound connector by name.
     pub fn outbound_connector(&self, name: &str) -> Option<&OutboundConnector> {
         self.outbound.iter().find(|c| c.name == name)
+    }
+
+    /// An outbound connector by name, ignoring case (as the admin API names objects).
+    pub fn outbound_connector_named(&self, name: &str) -> Option<&OutboundConnector> {
+        self.outbound.iter().find(|c| c.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -380,13 +408,24 @@ impl ObjectSet {
             let patterns = c
                 .recipient_domains
                 .iter()
-                .map(|s| DomainPattern::parse(s).map_err(|e| err("recipient_domains", e.to_string())))
+                .map(|s| AddressSpace::parse(s).map_err(|m| err("recipient_domains", m)))
                 .collect::<Result<Vec<_>, _>>()?;
             let hosts = c
                 .smart_hosts
                 .iter()
-                .map(|s| HostPort::parse(s).map_err(|m| err("smart_hosts", m)))
+                .map(|s| {
+                    HostPort::parse_with_port(s, c.port.unwrap_or(25)).map_err(|m| err("smart_hosts", m))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
+            let max_message_size = c
+                .max_message_size
+                .as_deref()
+                .map(|s| {
+                    crate::config::parse_size(s)
+                        .map(|n| n as u64)
+                        .map_err(|m| err("max_message_size", m))
+                })
+                .transpose()?;
             let next_hop = match (hosts.is_empty(), c.use_mx_record) {
                 (false, false) => NextHop::SmartHosts(hosts),
                 (true, true) => NextHop::Mx,
@@ -437,6 +476,7 @@ impl ObjectSet {
                 tls,
                 helo_name: Some(c.helo_name.trim().to_string()).filter(|h| !h.is_empty()),
                 retain_internal_headers: c.retain_internal_headers,
+                max_message_size,
                 enabled: c.enabled,
             });
         }

@@ -449,6 +449,9 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     retain_internal_headers: p.flag("CloudServicesMailEnabled")?.unwrap_or(false),
                     helo_name: String::new(),
                     validation_recipients: p.list("ValidationRecipients"),
+                    port: None,
+                    max_message_size: None,
+                    last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }
@@ -481,17 +484,14 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     (true, None) => TlsLevel::EncryptionOnly,
                     (true, Some(level)) => level,
                 };
-                let port = p.string("Port")?;
-                let smart_hosts: Vec<String> = p
-                    .list("SmartHosts")
-                    .into_iter()
-                    .map(|h| match &port {
-                        Some(port) if !h.contains(':') || h.starts_with('[') && h.ends_with(']') => {
-                            format!("{h}:{port}")
-                        }
-                        _ => h,
-                    })
-                    .collect();
+                let port = match p.string("Port")? {
+                    None => None,
+                    Some(text) => Some(
+                        text.parse::<u16>()
+                            .map_err(|_| p.err(format!("-Port {text:?} is not a port number")))?,
+                    ),
+                };
+                let smart_hosts = p.list("SmartHosts");
                 let dns_routing = p.flag("DNSRoutingEnabled")?.unwrap_or(smart_hosts.is_empty());
                 set.outbound_connectors.push(OutboundConnectorObject {
                     name: p.required("Name")?,
@@ -510,6 +510,9 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     retain_internal_headers: p.flag("CloudServicesMailEnabled")?.unwrap_or(false),
                     helo_name: p.string("Fqdn")?.unwrap_or_default(),
                     validation_recipients: Vec::new(),
+                    port,
+                    max_message_size: exchange_size(&p, p.string("MaxMessageSize")?)?,
+                    last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }
@@ -522,6 +525,17 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
         }
     }
     Ok(set)
+}
+
+/// Exchange writes sizes as `25MB`, `25 MB (26,214,400 bytes)` or `Unlimited`.
+fn exchange_size(p: &Params<'_>, text: Option<String>) -> Result<Option<String>, ImportError> {
+    let Some(text) = text else { return Ok(None) };
+    let head = text.split('(').next().unwrap_or_default().trim().replace(' ', "");
+    if head.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    crate::config::parse_size(&head).map_err(|m| p.err(format!("-MaxMessageSize: {m}")))?;
+    Ok(Some(head))
 }
 
 /// `SMTP:contoso.com;1` → `contoso.com;1` (the address-space type prefix).
@@ -549,6 +563,37 @@ mod tests {
         assert_eq!(c.helo_name, "mail.contoso.test");
         assert!(c.retain_internal_headers);
         set.validate().unwrap();
+    }
+
+    #[test]
+    fn send_connector_port_size_and_cost() {
+        let script = "New-SendConnector -Name Cheap -AddressSpaces \"SMTP:*.contoso.test;5\" -SmartHosts relay.test,[::1] -Port 2525 -MaxMessageSize \"25 MB (26,214,400 bytes)\"\nNew-SendConnector -Name Dear -AddressSpaces SMTP:*.contoso.test;10 -DNSRoutingEnabled $true -MaxMessageSize Unlimited\n";
+        let set = import(script).unwrap();
+        let cheap = &set.outbound_connectors[0];
+        assert_eq!(cheap.recipient_domains, vec!["*.contoso.test;5"]);
+        assert_eq!(
+            (cheap.port, cheap.max_message_size.as_deref()),
+            (Some(2525), Some("25MB"))
+        );
+        assert!(
+            set.outbound_connectors[1].use_mx_record && set.outbound_connectors[1].max_message_size.is_none()
+        );
+        let policy = set.validate().unwrap();
+        match &policy.outbound[0].next_hop {
+            crate::route::NextHop::SmartHosts(hosts) => {
+                assert_eq!(
+                    hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    ["relay.test:2525", "[::1]:2525"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let domain = crate::message::Domain::parse("eu.contoso.test").unwrap();
+        assert_eq!(
+            crate::route::select_connector(&policy, &domain).unwrap().name,
+            "Cheap"
+        );
+        assert_eq!(policy.outbound[0].max_message_size, Some(25_000_000));
     }
 
     #[test]

@@ -172,7 +172,10 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    async fn connect(addr: SocketAddr, settings: &DeliverySettings) -> Result<Connection, SessionError> {
+    pub(super) async fn connect(
+        addr: SocketAddr,
+        settings: &DeliverySettings,
+    ) -> Result<Connection, SessionError> {
         let io_error = |source| SessionError::Io {
             phase: Phase::Connect,
             source,
@@ -293,7 +296,11 @@ impl Connection {
 
     /// EHLO, falling back to HELO when EHLO gets a 5xx. Returns the
     /// server's reply when neither is accepted.
-    async fn greet(&mut self, helo: &str, limit: Duration) -> Result<Result<(), Reply>, SessionError> {
+    pub(super) async fn greet(
+        &mut self,
+        helo: &str,
+        limit: Duration,
+    ) -> Result<Result<(), Reply>, SessionError> {
         self.send(format!("EHLO {helo}\r\n").as_bytes(), Phase::Ehlo, limit)
             .await?;
         let (reply, raw) = self.read_raw_reply(Phase::Ehlo, limit).await?;
@@ -319,7 +326,7 @@ impl Connection {
     }
 
     /// Replaces the TCP transport by TLS over it.
-    async fn start_tls(
+    pub(super) async fn start_tls(
         self,
         connector: TlsConnector,
         name: rustls::pki_types::ServerName<'static>,

@@ -18,6 +18,9 @@ mod pool;
 mod tests;
 mod tls_policy;
 mod transaction;
+mod validate;
+
+pub use validate::{ValidationReport, ValidationStep};
 
 use crate::dns::Resolver;
 use crate::message::{Address, BodyType, Domain, DsnReturn, Notify, Reply, ReversePath};

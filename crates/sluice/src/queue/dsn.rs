@@ -123,3 +123,32 @@ pub fn render(
         .write_to_vec()
         .unwrap_or_default()
 }
+
+/// A plain notice to the sender about their message (a rule's
+/// notify_sender). Quotes the original subject, never the content.
+pub fn notice(hostname: &str, to: &Address, content: &[u8], text: &str, now_secs: i64) -> Vec<u8> {
+    let subject = mail_parser::MessageParser::new()
+        .parse_headers(&content[..crate::message::header_section_len(content)])
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default();
+    let body = format!("{text}\r\n\r\nYour message: {subject}\r\n");
+    MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_string(),
+            format!("MAILER-DAEMON@{hostname}"),
+        ))
+        .to(to.to_string())
+        .subject(format!("Notice about your message: {subject}"))
+        .date(Date::new(now_secs))
+        .message_id(format!(
+            "{}.notice@{hostname}",
+            crate::message::QueueId::generate()
+        ))
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .text_body(body)
+        .write_to_vec()
+        .unwrap_or_default()
+}

@@ -12,9 +12,11 @@
 
 mod dsn;
 mod entry;
+mod quarantine;
 
 pub use dsn::{DsnAction, DsnRecipient};
 pub use entry::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
+pub use quarantine::QuarantineEntry;
 
 use crate::config::objects::Policy;
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
@@ -28,6 +30,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
+
+/// Everything one accepted message turns into, committed together.
+#[derive(Debug, Default)]
+pub struct Acceptance {
+    /// Copies to deliver (and reports to send), with their content.
+    pub queued: Vec<(QueueEntry, Vec<u8>)>,
+    /// Copies held by a rule.
+    pub quarantined: Vec<(QuarantineEntry, Vec<u8>)>,
+    /// Trace events of the acceptance.
+    pub events: Vec<TraceEvent>,
+}
 
 /// What carries a job to its next hop: the delivery stage, wired by the server.
 pub trait Transport: Send + Sync + 'static {
@@ -150,17 +163,112 @@ impl Queue {
         content: Vec<u8>,
         events: Vec<TraceEvent>,
     ) -> Result<(), QueueError> {
-        let commit = self
+        self.accept(Acceptance {
+            queued: vec![(entry, content)],
+            quarantined: Vec::new(),
+            events,
+        })
+        .await
+    }
+
+    /// Stores everything one accepted message became (copies per rule
+    /// outcome, quarantined copies, reports) in one durable commit, then
+    /// schedules the queued ones. All or nothing.
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<(), QueueError> {
+        let Acceptance {
+            queued,
+            quarantined,
+            events,
+        } = acceptance;
+        let entries: Vec<QueueEntry> = queued.iter().map(|(e, _)| e.clone()).collect();
+        let mut writes: Vec<Write> = queued.into_iter().map(|(e, c)| Write::Enqueue(e, c)).collect();
+        writes.extend(quarantined.into_iter().map(|(q, c)| Write::Quarantine(q, c)));
+        writes.push(Write::Trace(events));
+        self.inner.store.commit(writes).await?;
+        let mut state = self.state();
+        for entry in entries {
+            state.schedule(&entry);
+            state.entries.insert(entry.id.clone(), entry);
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Records trace events with the next commit, without waiting.
+    pub fn record(&self, events: Vec<TraceEvent>) {
+        self.inner.store.submit(vec![Write::Trace(events)]);
+    }
+
+    /// Quarantined messages, oldest first.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>, QueueError> {
+        let mut list = self.inner.store.quarantine()?;
+        list.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
+        Ok(list)
+    }
+
+    /// One quarantined message and its content.
+    pub fn quarantined(&self, id: &QueueId) -> Result<Option<(QuarantineEntry, Vec<u8>)>, QueueError> {
+        let Some(entry) = self
             .inner
             .store
-            .commit(vec![Write::Enqueue(entry.clone(), content), Write::Trace(events)]);
-        commit.await?;
+            .quarantine()?
+            .into_iter()
+            .find(|q| &q.entry.id == id)
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .store
+            .quarantined_content(id)?
+            .map(|content| (entry, content)))
+    }
+
+    /// Releases a quarantined message into the queue; `false` when there is none.
+    pub async fn release_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let Some((held, content)) = self.quarantined(id)? else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        let mut entry = held.entry;
+        for r in &mut entry.recipients {
+            r.status = RecipientStatus::Queued { due_ms: now };
+        }
+        entry.expires_at_ms = self.expiry_from(now);
+        let detail = format!("released from quarantine (rule {:?})", held.rule);
+        let events = vec![event(&entry, TraceKind::Released, None, None, Some(detail))];
+        let writes = vec![
+            Write::Unquarantine(id.clone()),
+            Write::Enqueue(entry.clone(), content),
+            Write::Trace(events),
+        ];
+        self.inner.store.commit(writes).await?;
         let mut state = self.state();
         state.schedule(&entry);
         state.entries.insert(entry.id.clone(), entry);
         drop(state);
         self.inner.wake.notify_one();
-        Ok(())
+        Ok(true)
+    }
+
+    /// Deletes a quarantined message; `false` when there is none.
+    pub async fn delete_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let Some((held, _)) = self.quarantined(id)? else {
+            return Ok(false);
+        };
+        let events = vec![event(
+            &held.entry,
+            TraceKind::Deleted,
+            None,
+            None,
+            Some("deleted from quarantine".into()),
+        )];
+        self.inner
+            .store
+            .commit(vec![Write::Unquarantine(id.clone()), Write::Trace(events)])
+            .await?;
+        Ok(true)
     }
 
     /// All queued messages, oldest first.
@@ -569,39 +677,73 @@ impl Queue {
         recipients: &[DsnRecipient],
     ) -> Option<(QueueEntry, Vec<u8>)> {
         let sender = entry.from.address()?.clone();
-        let hostname = &self.inner.settings.hostname;
+        let now_secs = (now_ms() / 1000) as i64;
+        let report = dsn::render(
+            &self.inner.settings.hostname,
+            entry,
+            content,
+            action,
+            recipients,
+            now_secs,
+        );
+        Some((self.generated(sender, &report), report))
+    }
+
+    /// A failure report for recipients refused before queueing (a rule's
+    /// reject of some recipients only); `None` for the null sender.
+    pub fn failure_report(
+        &self,
+        entry: &QueueEntry,
+        content: &[u8],
+        recipients: &[DsnRecipient],
+    ) -> Option<(QueueEntry, Vec<u8>)> {
+        self.build_dsn(entry, content, DsnAction::Failed, recipients)
+    }
+
+    /// A notice to the sender of `entry` (a rule's notify_sender); `None` for the null sender.
+    pub fn sender_notice(
+        &self,
+        entry: &QueueEntry,
+        content: &[u8],
+        text: &str,
+    ) -> Option<(QueueEntry, Vec<u8>)> {
+        let sender = entry.from.address()?.clone();
+        let now_secs = (now_ms() / 1000) as i64;
+        let notice = dsn::notice(&self.inner.settings.hostname, &sender, content, text, now_secs);
+        Some((self.generated(sender, &notice), notice))
+    }
+
+    /// A message this node writes itself, from `<>` to `to`, routed now.
+    fn generated(&self, to: crate::message::Address, content: &[u8]) -> QueueEntry {
         let now = now_ms();
-        let report = dsn::render(hostname, entry, content, action, recipients, (now / 1000) as i64);
         let policy = self.inner.policy.borrow().clone();
-        let route = crate::route::route(&policy, sender.domain()).unwrap_or(Route::Mx);
-        let id = QueueId::generate();
-        let dsn = QueueEntry {
-            id,
-            message_id: crate::message::header_message_id(&report),
+        let route = crate::route::route(&policy, to.domain()).unwrap_or(Route::Mx);
+        QueueEntry {
+            id: QueueId::generate(),
+            message_id: crate::message::header_message_id(content),
             from: ReversePath::Null,
             body: crate::message::BodyType::EightBitMime,
             smtputf8: false,
             ret: None,
             envid: None,
             recipients: vec![QueuedRecipient {
-                address: sender,
+                address: to,
                 notify: crate::message::Notify::Never,
                 orcpt: None,
                 route,
                 status: RecipientStatus::Queued { due_ms: now },
                 attempts: 0,
             }],
-            size: report.len() as u64,
+            size: content.len() as u64,
             received_at_ms: now,
-            expires_at_ms: now + self.inner.settings.expire_after.as_millis() as u64,
+            expires_at_ms: self.expiry_from(now),
             hold: Hold::Active,
             source: Source {
                 peer: "local".into(),
-                helo: hostname.clone(),
+                helo: self.inner.settings.hostname.clone(),
                 connector: None,
             },
-        };
-        Some((dsn, report))
+        }
     }
 
     /// Expiry time for a message accepted now.

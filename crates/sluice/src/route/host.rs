@@ -16,6 +16,11 @@ pub struct HostPort {
 impl HostPort {
     /// Parses `host`, `host:port`, `1.2.3.4:25`, `[::1]`, `[::1]:2525`, `::1`.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::parse_with_port(raw, 25)
+    }
+
+    /// As [`HostPort::parse`], with `default_port` when none is written.
+    pub fn parse_with_port(raw: &str, default_port: u16) -> Result<Self, String> {
         let raw = raw.trim();
         let bad = || format!("not a host[:port]: {raw:?}");
         if raw.is_empty() {
@@ -25,7 +30,7 @@ impl HostPort {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
             host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
             let port = match after {
-                "" => 25,
+                "" => default_port,
                 p => p.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(bad)?,
             };
             return Ok(HostPort {
@@ -36,12 +41,12 @@ impl HostPort {
         if raw.parse::<std::net::Ipv6Addr>().is_ok() {
             return Ok(HostPort {
                 host: raw.to_string(),
-                port: 25,
+                port: default_port,
             });
         }
         let (host, port) = match raw.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
-            None => (raw, 25),
+            None => (raw, default_port),
         };
         if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(bad());

@@ -62,11 +62,39 @@ pub enum NextHop {
     Mx,
 }
 
+/// One `recipient_domains` entry: a pattern and its cost (Exchange's
+/// address space `contoso.com;10`). Among equally specific matches, the
+/// lowest cost wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressSpace {
+    /// The domain pattern.
+    pub pattern: DomainPattern,
+    /// Cost, 1 when not given.
+    pub cost: u32,
+}
+
+impl AddressSpace {
+    /// Parses `contoso.com`, `*.contoso.com;5`, `*`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (pattern, cost) = match raw.split_once(';') {
+            Some((p, c)) => (
+                p,
+                c.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{raw:?}: the cost after ';' must be a number"))?,
+            ),
+            None => (raw, 1),
+        };
+        let pattern = DomainPattern::parse(pattern).map_err(|e| e.to_string())?;
+        Ok(AddressSpace { pattern, cost })
+    }
+}
+
 /// Which recipients a connector serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// Chosen by recipient domain, most specific pattern wins.
-    Domains(Vec<DomainPattern>),
+    /// Chosen by recipient domain: most specific pattern, then lowest cost.
+    Domains(Vec<AddressSpace>),
     /// Used only when a mail flow rule routes a message to it
     /// (Exchange's IsTransportRuleScoped).
     RuleScoped,
@@ -89,6 +117,8 @@ pub struct OutboundConnector {
     pub helo_name: Option<String>,
     /// Keep `X-Sluice-Org-*` headers when sending through it.
     pub retain_internal_headers: bool,
+    /// Larger messages are refused for this connector.
+    pub max_message_size: Option<u64>,
     /// Disabled connectors are never chosen.
     pub enabled: bool,
 }
@@ -110,6 +140,9 @@ pub enum Route {
         helo_name: Option<String>,
         /// Keep internal headers.
         retain_internal_headers: bool,
+        /// Larger messages are refused for this route (Exchange's MaxMessageSize).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_message_size: Option<u64>,
     },
     /// Into this node's Maildir (authoritative accepted domain).
     Mailbox,
@@ -154,6 +187,7 @@ impl From<&OutboundConnector> for Route {
             tls: connector.tls.clone(),
             helo_name: connector.helo_name.clone(),
             retain_internal_headers: connector.retain_internal_headers,
+            max_message_size: connector.max_message_size,
         }
     }
 }
@@ -174,16 +208,21 @@ pub fn route(policy: &Policy, domain: &Domain) -> Option<Route> {
 }
 
 /// The enabled, domain-scoped connector whose pattern matches `domain` most
-/// specifically; ties keep the earlier connector (stable by name).
+/// specifically, then at the lowest cost; ties keep the earlier connector.
 pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a OutboundConnector> {
     policy
         .outbound
         .iter()
         .filter(|c| c.enabled)
         .filter_map(|c| match &c.scope {
-            Scope::Domains(patterns) => patterns
+            Scope::Domains(spaces) => spaces
                 .iter()
-                .filter_map(|p| p.matches(domain))
+                .filter_map(|space| {
+                    space
+                        .pattern
+                        .matches(domain)
+                        .map(|s| (s, std::cmp::Reverse(space.cost)))
+                })
                 .max()
                 .map(|s| (s, c)),
             Scope::RuleScoped => None,

@@ -5,7 +5,9 @@ use crate::admin::{
     AdminBackend, AdminError, BoxFuture, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView,
     TraceEventView, TraceQuery,
 };
-use crate::config::objects::{ObjectKind, ObjectSet, Policy};
+use crate::config::objects::{LastValidation, ObjectKind, ObjectSet, Policy};
+use crate::deliver::{Deliverer, ValidationReport};
+use crate::message::Address;
 use crate::message::QueueId;
 use crate::queue::{Hold, Queue, QueueAction, QueueEntry, RecipientStatus};
 use crate::store::{Store, Write};
@@ -23,6 +25,8 @@ pub struct NodeAdmin {
     pub policy: watch::Sender<Arc<Policy>>,
     /// Serialises object changes (read, merge, validate, write).
     pub writes: Mutex<()>,
+    /// For connector validation.
+    pub deliverer: Arc<Deliverer>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -182,6 +186,55 @@ impl AdminBackend for NodeAdmin {
                     detail: e.detail,
                 })
                 .collect())
+        })
+    }
+
+    fn validate_connector(
+        &self,
+        name: String,
+        recipients: Vec<String>,
+    ) -> BoxFuture<'_, Result<ValidationReport, AdminError>> {
+        Box::pin(async move {
+            let policy = self.policy.borrow().clone();
+            let connector = policy
+                .outbound_connector_named(&name)
+                .cloned()
+                .ok_or_else(|| AdminError::NotFound(format!("outbound connector {name:?}")))?;
+            let objects = self.store.objects().map_err(internal)?;
+            let stored = objects
+                .outbound_connectors
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(&name))
+                .map(|c| c.validation_recipients.clone())
+                .unwrap_or_default();
+            let wanted = if recipients.is_empty() { stored } else { recipients };
+            let recipients = wanted
+                .iter()
+                .map(|r| Address::parse(r).map_err(|e| AdminError::Invalid(format!("recipients: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = self.deliverer.validate(&connector, &recipients).await;
+            let summary = LastValidation {
+                at: rfc3339(now_ms()),
+                passed: report.passed,
+                failed_step: report
+                    .steps
+                    .iter()
+                    .find(|s| !s.passed)
+                    .map(|s| format!("{}: {}: {}", s.host, s.step, s.detail)),
+            };
+            self.replace_objects(|objects| {
+                match objects
+                    .outbound_connectors
+                    .iter_mut()
+                    .find(|c| c.name.eq_ignore_ascii_case(&name))
+                {
+                    Some(c) => c.last_validation = Some(summary),
+                    None => return Ok(false),
+                }
+                Ok(true)
+            })
+            .await?;
+            Ok(report)
         })
     }
 }

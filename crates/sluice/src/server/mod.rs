@@ -12,7 +12,8 @@ pub use admin_backend::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
 
 use crate::config::Config;
-use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings};
+use crate::deliver::{Deliverer, DeliveryAttempt, DeliveryJob, DeliverySettings, Outcome};
+use crate::message::Reply;
 use crate::queue::{Queue, QueueSettings, Transport};
 use crate::receive::{ReceiveContext, SessionLimits};
 use crate::route::Route;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 /// Delivery as the queue sees it: the header firewall on the way out, then
 /// the SMTP client or the Maildir.
 struct Outbound {
-    deliverer: Deliverer,
+    deliverer: Arc<Deliverer>,
 }
 
 impl Transport for Outbound {
@@ -46,6 +47,32 @@ impl Transport for Outbound {
             let (stripped, removed) = crate::classify::header_firewall::strip_internal_headers(&job.content);
             if !removed.is_empty() {
                 job.content = Arc::new(stripped);
+            }
+        }
+        if let Route::Connector {
+            connector,
+            max_message_size: Some(max),
+            ..
+        } = &job.route
+        {
+            if job.content.len() as u64 > *max {
+                let reply = Reply::new(
+                    552,
+                    [5, 3, 4],
+                    format!("Message size exceeds the limit of connector {connector:?} ({max} bytes)"),
+                );
+                let outcomes = job
+                    .recipients
+                    .iter()
+                    .map(|r| (r.address.clone(), Outcome::PermFail(reply.clone())))
+                    .collect();
+                return Box::pin(async move {
+                    DeliveryAttempt {
+                        host: None,
+                        tls: None,
+                        outcomes,
+                    }
+                });
             }
         }
         Box::pin(async move { self.deliverer.attempt(&job).await })
@@ -83,10 +110,12 @@ impl Node {
         settings.bind_address = config.bind_address;
         settings.mx_port = config.mx_port;
         settings.max_per_destination = config.max_per_destination;
-        let deliverer = Deliverer::new(settings, resolver).context("cannot set up delivery")?;
+        let deliverer = Arc::new(Deliverer::new(settings, resolver).context("cannot set up delivery")?);
         let queue = Queue::start(
             store.clone(),
-            Arc::new(Outbound { deliverer }),
+            Arc::new(Outbound {
+                deliverer: deliverer.clone(),
+            }),
             QueueSettings {
                 hostname: config.hostname.clone(),
                 retry: config.retry.clone(),
@@ -141,6 +170,7 @@ impl Node {
             queue: queue.clone(),
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
+            deliverer,
         });
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await

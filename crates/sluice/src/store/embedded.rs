@@ -8,7 +8,7 @@
 use super::{Commit, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
-use crate::queue::QueueEntry;
+use crate::queue::{QuarantineEntry, QueueEntry};
 use crate::trace::TraceEvent;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const QUEUE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_meta");
 const QUEUE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_content");
+const QUARANTINE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_meta");
+const QUARANTINE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_content");
 /// Key: (time ms << 24) | sequence, so events sort by time and never collide.
 const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
 
@@ -51,6 +53,8 @@ impl EmbeddedStore {
             txn.open_table(QUEUE_META).map_err(err)?;
             txn.open_table(QUEUE_CONTENT).map_err(err)?;
             txn.open_table(TRACE).map_err(err)?;
+            txn.open_table(QUARANTINE_META).map_err(err)?;
+            txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
             txn.commit().map_err(err)?;
         }
         let (writer, jobs) = mpsc::channel();
@@ -92,6 +96,8 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
         let mut meta = txn.open_table(QUEUE_META).map_err(err)?;
         let mut content = txn.open_table(QUEUE_CONTENT).map_err(err)?;
         let mut trace = txn.open_table(TRACE).map_err(err)?;
+        let mut held = txn.open_table(QUARANTINE_META).map_err(err)?;
+        let mut held_content = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
         for job in batch.iter_mut() {
             for write in job.writes.drain(..) {
                 match write {
@@ -124,6 +130,16 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                             let json = serde_json::to_vec(&event).map_err(err)?;
                             trace.insert(key, json.as_slice()).map_err(err)?;
                         }
+                    }
+                    Write::Quarantine(entry, body) => {
+                        let id = entry.entry.id.0.clone();
+                        let json = serde_json::to_vec(&entry).map_err(err)?;
+                        held_content.insert(id.as_str(), body.as_slice()).map_err(err)?;
+                        held.insert(id.as_str(), json.as_slice()).map_err(err)?;
+                    }
+                    Write::Unquarantine(id) => {
+                        held.remove(id.0.as_str()).map_err(err)?;
+                        held_content.remove(id.0.as_str()).map_err(err)?;
                     }
                     Write::PruneTrace(before_ms) => {
                         let end = (before_ms as u128) << 24;
@@ -182,6 +198,23 @@ impl Store for EmbeddedStore {
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(QUEUE_CONTENT).map_err(err)?;
+        Ok(table.get(id.0.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUARANTINE_META).map_err(err)?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (_, value) = row.map_err(err)?;
+            entries.push(serde_json::from_slice(value.value()).map_err(err)?);
+        }
+        Ok(entries)
+    }
+
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
         Ok(table.get(id.0.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
     }
 

@@ -13,7 +13,7 @@ pub use embedded::EmbeddedStore;
 
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
-use crate::queue::QueueEntry;
+use crate::queue::{QuarantineEntry, QueueEntry};
 use crate::trace::TraceEvent;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +39,10 @@ pub enum Write {
     Remove(QueueId),
     /// Trace events.
     Trace(Vec<TraceEvent>),
+    /// A message held by a rule, with its content.
+    Quarantine(QuarantineEntry, Vec<u8>),
+    /// A quarantined message released (into the queue, in the same batch) or deleted.
+    Unquarantine(QueueId),
     /// Drop trace events older than this (ms).
     PruneTrace(u64),
 }
@@ -55,6 +59,10 @@ pub trait Store: Send + Sync + 'static {
     fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError>;
     /// The content of a queued message.
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Quarantined messages, oldest first.
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+    /// The content of a quarantined message.
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Trace events at or after `since_ms`, oldest first.
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
 }

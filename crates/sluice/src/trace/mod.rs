@@ -35,8 +35,14 @@ pub enum TraceKind {
     Held,
     /// An administrator released a held message.
     Released,
-    /// An administrator deleted the message.
+    /// An administrator (or a rule's delete action) deleted the message.
     Deleted,
+    /// A mail flow rule matched (audit matches included).
+    RuleMatched,
+    /// A rule held the message in quarantine.
+    Quarantined,
+    /// A notice went to the sender (a rule's notify_sender).
+    SenderNotified,
 }
 
 impl TraceKind {
@@ -54,6 +60,9 @@ impl TraceKind {
             TraceKind::Held => "held",
             TraceKind::Released => "released",
             TraceKind::Deleted => "deleted",
+            TraceKind::RuleMatched => "rule_matched",
+            TraceKind::Quarantined => "quarantined",
+            TraceKind::SenderNotified => "sender_notified",
         }
     }
 }

@@ -84,6 +84,7 @@ fn deliverer(settings: DeliverySettings) -> Deliverer {
 
 fn smart_hosts(ports: &[u16], tls: TlsPolicy) -> Route {
     Route::Connector {
+        max_message_size: None,
         connector: "test".into(),
         next_hop: NextHop::SmartHosts(
             ports
