@@ -1,1 +1,15 @@
+//! The one integration test binary. Every test here runs real programs on
+//! loopback (sluice itself, Postfix, smtp-sink, dnsmasq, swaks) through the
+//! harness in `support`, each test in its own 127.0.N.0/24 (N is listed at
+//! the top of each file) so nextest can run them in parallel.
 
+mod support;
+
+mod delivery_tls;
+mod dsn;
+mod durability;
+mod mx_delivery;
+mod peers;
+mod relay_control;
+mod smart_host;
+mod smuggling;

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# End-to-end relay throughput on loopback, sluice against Postfix:
+#
+#   smtp-source --> X --> smtp-sink      X = sluice | Postfix
+#
+# sluice runs its release build with its default durability (fsync before
+# 250) and the sink as smart host; Postfix is its own instance with
+# relayhost = the sink and default settings. "End to end" is from the first
+# connection until the sink has counted every message.
+#
+#   bench/relay.sh                      # 20,000 messages of 10 KB, 10 and 50 sessions
+#   BENCH_MESSAGES=2000 bench/relay.sh  # shorter
+#   BENCH_CONCURRENCY="10" BENCH_SIZE=1024 BENCH_MTAS=postfix bench/relay.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+messages=${BENCH_MESSAGES:-20000}
+size=${BENCH_SIZE:-10240}
+concurrency=${BENCH_CONCURRENCY:-"10 50"}
+mtas=${BENCH_MTAS:-"sluice postfix"}
+# Generous, but every wait ends: at worst 50 msgs/s plus a minute.
+timeout_s=$((messages / 50 + 60))
+
+# 127.0.201.0/24 is not used by the integration tests.
+sink_ip=127.0.201.2
+sluice_ip=127.0.201.1
+postfix_ip=127.0.201.3
+
+as_root=()
+[[ $(id -u) -eq 0 ]] || as_root=(sudo -n)
+
+if ! [[ -x /usr/sbin/postfix && -x /usr/sbin/smtp-source && -x /usr/sbin/smtp-sink ]]; then
+    echo "relay.sh: installing postfix" >&2
+    echo "postfix postfix/main_mailer_type select No configuration" | "${as_root[@]}" debconf-set-selections
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix
+fi
+
+if [[ " $mtas " == *" sluice "* ]]; then
+    echo "relay.sh: building sluice (release)" >&2
+    cargo build --release -q -p sluice --bin sluice
+fi
+sluice_bin=${CARGO_TARGET_DIR:-target}/release/sluice
+
+work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$work"
+sink_pid=
+sluice_pid=
+postfix_dir=
+
+stop_sink() {
+    if [[ -n $sink_pid ]]; then
+        kill "$sink_pid" 2>/dev/null || true
+        wait "$sink_pid" 2>/dev/null || true
+        sink_pid=
+    fi
+}
+stop_sluice() {
+    if [[ -n $sluice_pid ]]; then
+        kill -9 "$sluice_pid" 2>/dev/null || true
+        wait "$sluice_pid" 2>/dev/null || true
+        sluice_pid=
+    fi
+}
+stop_postfix() {
+    if [[ -n $postfix_dir ]]; then
+        local pid
+        pid=$(cat "$postfix_dir/queue/pid/master.pid" 2>/dev/null | tr -d ' ' || true)
+        "${as_root[@]}" postfix -c "$postfix_dir/etc" stop >/dev/null 2>&1 || true
+        for _ in $(seq 50); do
+            [[ -n $pid && -d /proc/$pid ]] || break
+            sleep 0.1
+        done
+        [[ -z $pid || ! -d /proc/$pid ]] || "${as_root[@]}" kill -9 "$pid" 2>/dev/null || true
+        postfix_dir=
+    fi
+}
+cleanup() {
+    stop_sink
+    stop_sluice
+    stop_postfix
+    "${as_root[@]}" rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
+}
+
+wait_port() { # ip port seconds
+    local deadline=$((SECONDS + $3))
+    until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+        ((SECONDS < deadline)) || { echo "relay.sh: nothing listens on $1:$2" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+# A fresh sink per run, so its counter starts at zero.
+start_sink() {
+    sink_port=$(free_port $sink_ip)
+    sink_log=$work/sink-$RANDOM.log
+    local user=()
+    [[ $(id -u) -ne 0 ]] || user=(-u root)
+    /usr/sbin/smtp-sink -c "${user[@]}" $sink_ip:"$sink_port" 1024 >"$sink_log" 2>&1 &
+    sink_pid=$!
+    wait_port $sink_ip "$sink_port" 10
+}
+
+sink_count() {
+    tr '\r' '\n' <"$sink_log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
+}
+
+start_sluice() {
+    local dir=$work/sluice-$1 smtp_port admin_port
+    mkdir -p "$dir"
+    smtp_port=$(free_port $sluice_ip)
+    admin_port=$(free_port $sluice_ip)
+    cat >"$dir/node.toml" <<TOML
+[node]
+hostname = "bench.contoso.test"
+data_dir = "$dir/data"
+
+[smtp]
+listen = ["$sluice_ip:$smtp_port"]
+
+[admin]
+listen = "$sluice_ip:$admin_port"
+TOML
+    cat >"$dir/objects.toml" <<TOML
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+
+[[outbound_connector]]
+name = "Sink"
+recipient_domains = ["contoso.test"]
+smart_hosts = ["$sink_ip:$sink_port"]
+TOML
+    RUST_LOG=warn "$sluice_bin" serve --config "$dir/node.toml" >"$dir/serve.log" 2>&1 &
+    sluice_pid=$!
+    wait_port $sluice_ip "$smtp_port" 30
+    local deadline=$((SECONDS + 30))
+    until [[ -s $dir/data/admin.token ]]; do
+        ((SECONDS < deadline)) || { echo "relay.sh: no admin.token" >&2; return 1; }
+        sleep 0.1
+    done
+    "$sluice_bin" apply -f "$dir/objects.toml" --config "$dir/node.toml" >/dev/null
+    target=$sluice_ip:$smtp_port
+}
+
+start_postfix() {
+    postfix_dir=$work/postfix-$1
+    mkdir -p "$postfix_dir"/{etc,data,queue}
+    "${as_root[@]}" chown postfix "$postfix_dir/data"
+    local port
+    port=$(free_port $postfix_ip)
+    cat >"$postfix_dir/etc/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $postfix_dir/queue
+data_directory = $postfix_dir/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench-postfix.test
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+relayhost = [$sink_ip]:$sink_port
+smtpd_peername_lookup = no
+maillog_file_prefixes = /
+maillog_file = $postfix_dir/maillog
+syslog_name = postfix-bench
+CF
+    # Postfix's stock master.cf services, chroot off, smtpd on our address.
+    cat >"$postfix_dir/etc/master.cf" <<CF
+$postfix_ip:$port inet n - n - - smtpd
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+smtp      unix  - - n -     - smtp
+relay     unix  - - n -     - smtp
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+CF
+    "${as_root[@]}" postfix -c "$postfix_dir/etc" start >/dev/null 2>&1 || {
+        echo "relay.sh: postfix did not start:" >&2
+        tail -20 "$postfix_dir/maillog" >&2 || true
+        return 1
+    }
+    wait_port $postfix_ip "$port" 30
+    target=$postfix_ip:$port
+}
+
+now() { date +%s.%N; }
+
+# run_one NAME SESSIONS: prints "accept_rate end_to_end_rate"
+run_one() {
+    local name=$1 sessions=$2 start accepted done_at count deadline
+    start=$(now)
+    timeout "$timeout_s" /usr/sbin/smtp-source -s "$sessions" -m "$messages" -l "$size" \
+        -f load@fabrikam.test -t bob@contoso.test -M bench-client.test "$target" ||
+        echo "relay.sh: smtp-source against $name ended early" >&2
+    accepted=$(now)
+    deadline=$((SECONDS + timeout_s))
+    count=$(sink_count)
+    while ((count < messages)); do
+        if ((SECONDS >= deadline)); then
+            echo "relay.sh: $name: only $count/$messages reached the sink" >&2
+            break
+        fi
+        sleep 0.05
+        count=$(sink_count)
+    done
+    done_at=$(now)
+    awk -v n="$messages" -v c="$count" -v s="$start" -v a="$accepted" -v d="$done_at" \
+        'BEGIN { printf "%.0f %.0f\n", n / (a - s), c / (d - s) }'
+}
+
+printf 'relay benchmark: %d messages of %d bytes, loopback, %s cores\n' "$messages" "$size" "$(nproc)"
+printf '%-8s %-9s %12s %14s %14s\n' sessions mta "accept msg/s" "end-end msg/s" "peak RSS"
+for sessions in $concurrency; do
+    sluice_e2e=0 postfix_e2e=0
+    if [[ " $mtas " == *" sluice "* ]]; then
+        start_sink
+        start_sluice "$sessions"
+        read -r sluice_accept sluice_e2e < <(run_one sluice "$sessions")
+        sluice_rss=$(awk '/VmHWM/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status")
+        stop_sluice
+        stop_sink
+        printf '%-8s %-9s %12s %14s %14s\n' "$sessions" sluice "$sluice_accept" "$sluice_e2e" "$sluice_rss"
+    fi
+    if [[ " $mtas " == *" postfix "* ]]; then
+        start_sink
+        start_postfix "$sessions"
+        read -r postfix_accept postfix_e2e < <(run_one postfix "$sessions")
+        stop_postfix
+        stop_sink
+        printf '%-8s %-9s %12s %14s %14s\n' "$sessions" postfix "$postfix_accept" "$postfix_e2e" "-"
+    fi
+    awk -v s="$sluice_e2e" -v p="$postfix_e2e" -v c="$sessions" \
+        'BEGIN { if (s > 0 && p > 0) printf "%-8s ratio sluice/postfix end to end: %.2f\n", c, s / p }'
+done

@@ -1,0 +1,92 @@
+//! Relay control at RCPT (SPEC section 4, "Acceptance comes before
+//! routing"): a `*` outbound connector never makes an open relay; an
+//! on_premises connector's IP may relay for accepted sender domains.
+//! Net 30.
+
+use crate::support::{swaks, Net, Node, NodeOptions, Sink};
+use std::time::Duration;
+
+const NODE: u8 = 1;
+const SMART_HOST: u8 = 21;
+const ON_PREM: u8 = 40;
+const STRANGER: u8 = 50;
+
+#[test]
+fn anonymous_relay_is_refused_and_on_prem_relay_is_delivered() {
+    let net = Net(30);
+    let sink = Sink::start(net.ip(SMART_HOST));
+    let node = Node::start(NodeOptions::new(
+        net.ip(NODE),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{on_prem}/32"]
+
+[[outbound_connector]]
+name = "Everything"
+recipient_domains = ["*"]
+smart_hosts = ["{sink}"]
+"#,
+            on_prem = net.ip(ON_PREM),
+            sink = sink.addr
+        ),
+    ));
+    let send = |source: u8, from: &str| {
+        let source = net.ip(source).to_string();
+        swaks(
+            node.smtp,
+            &[
+                "--local-interface",
+                &source,
+                "--from",
+                from,
+                "--to",
+                "victim@fabrikam.test",
+                "--header",
+                &format!("Subject: relay attempt from {source} as {from}"),
+            ],
+        )
+    };
+
+    for from in ["alice@contoso.test", "spammer@evil.test"] {
+        let run = send(STRANGER, from);
+        assert_eq!(
+            run.code,
+            Some(24),
+            "anonymous relay as {from} was not refused at RCPT:\n{}",
+            run.transcript
+        );
+        assert!(
+            run.transcript.contains("550 5.7.1"),
+            "refusal is not 550 5.7.1:\n{}",
+            run.transcript
+        );
+    }
+
+    // On-prem may relay only for senders in an accepted domain.
+    let run = send(ON_PREM, "spammer@evil.test");
+    assert_eq!(run.code, Some(24), "{}", run.transcript);
+    assert!(run.transcript.contains("550 5.7.1"), "{}", run.transcript);
+
+    let run = send(ON_PREM, "alice@contoso.test");
+    assert!(run.delivered(), "on-prem relay refused:\n{}", run.transcript);
+
+    let arrived = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(arrived.len(), 1, "on-prem relay never reached the smart host");
+    assert_eq!(
+        arrived[0].mail_from.split(' ').next(),
+        Some("<alice@contoso.test>")
+    );
+    assert_eq!(
+        arrived[0].rcpt_to[0].split(' ').next(),
+        Some("<victim@fabrikam.test>")
+    );
+    // Give any wrongly accepted relay attempt time to show up too.
+    crate::support::pause(Duration::from_secs(2));
+    assert_eq!(sink.count(), 1, "a refused relay attempt was delivered");
+}

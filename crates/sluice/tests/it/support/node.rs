@@ -1,0 +1,361 @@
+//! A sluice node run as users run it: `sluice serve --config FILE` with a
+//! config written from SPEC section 3, objects loaded with `sluice apply`,
+//! inspected with `sluice queue list --json`.
+
+use super::{log_tail, wait_until, Guarded};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// What differs between the nodes tests start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub hostname: String,
+    /// The address its SMTP listener (and admin API) binds.
+    pub ip: Ipv4Addr,
+    /// `delivery.dns`: a test dnsmasq, never the system resolver.
+    pub dns: Option<SocketAddr>,
+    /// `delivery.mx_port`.
+    pub mx_port: Option<u16>,
+    /// `delivery.extra_ca`: a PEM file trusted for outbound TLS.
+    pub extra_ca: Option<PathBuf>,
+    /// `delivery.bind_address`.
+    pub bind_address: Option<Ipv4Addr>,
+    /// `smtp.tls_cert` / `smtp.tls_key`.
+    pub tls: Option<super::CertFiles>,
+    /// `delivery.retry`: short, so retries happen within a test.
+    pub retry: Vec<String>,
+    /// Objects (SPEC section 4 TOML) applied once the node is up.
+    pub objects: String,
+}
+
+impl NodeOptions {
+    pub fn new(ip: Ipv4Addr, objects: &str) -> NodeOptions {
+        NodeOptions {
+            hostname: "gw.contoso.test".to_string(),
+            ip,
+            dns: None,
+            mx_port: None,
+            extra_ca: None,
+            bind_address: None,
+            tls: None,
+            retry: vec!["1s".to_string(), "2s".to_string()],
+            objects: objects.to_string(),
+        }
+    }
+}
+
+/// A running node. Drop kills it (and prints its log if the test failed).
+pub struct Node {
+    pub smtp: SocketAddr,
+    pub admin: SocketAddr,
+    pub options: NodeOptions,
+    dir: tempfile::TempDir,
+    process: Option<Guarded>,
+    /// Bumped on each start so a restart's log does not overwrite the last.
+    runs: u32,
+}
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Node {
+    pub fn start(options: NodeOptions) -> Node {
+        let dir = tempfile::tempdir().expect("node temp dir");
+        let smtp = SocketAddr::new(options.ip.into(), super::free_port(options.ip));
+        let admin = SocketAddr::new(options.ip.into(), super::free_port(options.ip));
+        std::fs::write(
+            dir.path().join("node.toml"),
+            node_toml(&options, smtp, admin, &dir.path().join("data")),
+        )
+        .expect("write node.toml");
+        let mut node = Node {
+            smtp,
+            admin,
+            options,
+            dir,
+            process: None,
+            runs: 0,
+        };
+        node.spawn();
+        if !node.options.objects.trim().is_empty() {
+            let objects = node.dir.path().join("objects.toml");
+            std::fs::write(&objects, &node.options.objects).expect("write objects.toml");
+            let objects = objects.display().to_string();
+            let applied = node.cli(&["apply", "-f", &objects]);
+            assert!(
+                applied.status.success(),
+                "sluice apply failed ({}): {}{}",
+                applied.status,
+                String::from_utf8_lossy(&applied.stdout),
+                String::from_utf8_lossy(&applied.stderr)
+            );
+        }
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("serve-{}.log", self.runs))
+    }
+
+    fn spawn(&mut self) {
+        self.runs += 1;
+        let log = std::fs::File::create(self.log_path()).expect("node log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info,sluice=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log));
+        let mut process = Guarded::spawn(command);
+        let token = self.data_dir().join("admin.token");
+        let smtp = self.smtp;
+        let ready = wait_until(BOOT_TIMEOUT, || {
+            process.exited().is_some()
+                || (token.exists()
+                    && std::net::TcpStream::connect_timeout(&smtp, Duration::from_millis(200)).is_ok())
+        });
+        if let Some(status) = process.exited() {
+            panic!(
+                "sluice serve exited ({status}) during start:\n{}",
+                log_tail(&self.log_path(), 40)
+            );
+        }
+        assert!(
+            ready,
+            "sluice serve did not listen on {smtp} with {token:?} within {BOOT_TIMEOUT:?}:\n{}",
+            log_tail(&self.log_path(), 40)
+        );
+        self.process = Some(process);
+    }
+
+    /// Runs `sluice ARGS --config node.toml` (a management verb) to the end.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run sluice")
+    }
+
+    /// `sluice queue list --json`: the entries as JSON values.
+    pub fn queue_json(&self) -> Vec<serde_json::Value> {
+        let output = self.cli(&["queue", "list", "--json"]);
+        assert!(
+            output.status.success(),
+            "sluice queue list failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "queue list --json is not JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        match value {
+            serde_json::Value::Array(entries) => entries,
+            // Also accept one wrapping object such as {"entries": [...]}.
+            serde_json::Value::Object(map) => map
+                .into_iter()
+                .find_map(|(_, v)| match v {
+                    serde_json::Value::Array(entries) => Some(entries),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            other => panic!("queue list --json gave {other}"),
+        }
+    }
+
+    /// Every queued recipient as (address, status, last_error).
+    pub fn queued_recipients(&self) -> Vec<(String, String, String)> {
+        let text = |v: &serde_json::Value, key: &str| {
+            v.get(key)
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default()
+        };
+        self.queue_json()
+            .iter()
+            .flat_map(|entry| {
+                let entry_status = text(entry, "status");
+                entry
+                    .get("recipients")
+                    .and_then(|r| r.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |rcpt| {
+                        let address = match &rcpt {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => ["address", "recipient", "rcpt", "to"]
+                                .iter()
+                                .map(|key| text(other, key))
+                                .find(|s| !s.is_empty())
+                                .unwrap_or_default(),
+                        };
+                        let status = Some(text(&rcpt, "status"))
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or_else(|| entry_status.clone());
+                        (address, status, text(&rcpt, "last_error"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Polls the queue (every 200 ms, each poll one `queue list` run) until
+    /// a recipient containing `address` has `status`; returns that
+    /// recipient's (address, status, last_error), or panics with the last
+    /// queue seen.
+    pub fn wait_for_recipient(
+        &self,
+        address: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, String, String) {
+        let mut last_seen = Vec::new();
+        let found = wait_until(timeout, || {
+            last_seen = self.queued_recipients();
+            let hit = last_seen
+                .iter()
+                .any(|(a, s, _)| a.contains(address) && s == status);
+            if !hit {
+                super::pause(Duration::from_millis(200));
+            }
+            hit
+        });
+        assert!(
+            found,
+            "no recipient {address} with status {status} within {timeout:?}; queue: {last_seen:?}"
+        );
+        last_seen
+            .into_iter()
+            .find(|(a, s, _)| a.contains(address) && s == status)
+            .expect("just found")
+    }
+
+    /// Polls until the queue holds no entry (everything delivered or
+    /// bounced); false on timeout.
+    pub fn wait_for_empty_queue(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let empty = self.queue_json().is_empty();
+            if !empty {
+                super::pause(Duration::from_millis(200));
+            }
+            empty
+        })
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts again on the same config and data_dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The node's log so far (all runs).
+    pub fn log(&self) -> String {
+        (1..=self.runs)
+            .map(|run| {
+                std::fs::read_to_string(self.dir.path().join(format!("serve-{run}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Messages in `data_dir/mailboxes/DOMAIN/LOCAL/new/`.
+    pub fn mailbox(&self, domain: &str, local: &str) -> Vec<Vec<u8>> {
+        let new = self
+            .data_dir()
+            .join("mailboxes")
+            .join(domain)
+            .join(local)
+            .join("new");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(new)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+            .into_iter()
+            .filter_map(|path| std::fs::read(path).ok())
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- sluice node {} log (tail) ---\n{}",
+                self.smtp,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        self.kill9();
+    }
+}
+
+fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &Path) -> String {
+    let quote = |s: &str| format!("{s:?}");
+    let mut toml = format!(
+        "[node]\nhostname = {}\ndata_dir = {}\n\n[smtp]\nlisten = [{}]\n",
+        quote(&options.hostname),
+        quote(&data.display().to_string()),
+        quote(&smtp.to_string()),
+    );
+    if let Some(files) = &options.tls {
+        toml += &format!(
+            "tls_cert = {}\ntls_key = {}\n",
+            quote(&files.cert.display().to_string()),
+            quote(&files.key.display().to_string())
+        );
+    }
+    let retry: Vec<String> = options.retry.iter().map(|r| quote(r)).collect();
+    toml += &format!("\n[delivery]\nretry = [{}]\n", retry.join(", "));
+    if let Some(dns) = options.dns {
+        toml += &format!("dns = {}\n", quote(&dns.to_string()));
+    }
+    if let Some(port) = options.mx_port {
+        toml += &format!("mx_port = {port}\n");
+    }
+    if let Some(ca) = &options.extra_ca {
+        toml += &format!("extra_ca = {}\n", quote(&ca.display().to_string()));
+    }
+    if let Some(ip) = options.bind_address {
+        toml += &format!("bind_address = {}\n", quote(&ip.to_string()));
+    }
+    toml += &format!("\n[admin]\nlisten = {}\n", quote(&admin.to_string()));
+    toml
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing the real peers the integration
+# tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl)
+# when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source swaks dnsmasq openssl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+# swaks --tls needs Net::SSLeay, which --no-install-recommends leaves out.
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || missing+=(Net::SSLeay)
+if ((${#missing[@]})); then
+    echo "test.sh: installing test peers (missing: ${missing[*]})" >&2
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    # Without the preseed the postfix package asks which setup to write;
+    # "No configuration" also leaves no system instance on port 25.
+    echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        postfix swaks libnet-ssleay-perl dnsmasq-base openssl
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+    # nextest does not run doctests.
+    cargo test --workspace --doc
+else
+    cargo test --workspace "$@"
+fi
