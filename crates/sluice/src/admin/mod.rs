@@ -1,5 +1,5 @@
 //! The admin REST API (SPEC section 6, prefix `/api/v1`): objects, queue,
-//! trace, apply and export, behind a bearer token.
+//! quarantine, trace, apply and export, behind a bearer token.
 //!
 //! Input: HTTP requests. Output: JSON views ([`QueueEntryView`],
 //! [`TraceEventView`], the object types of [`crate::config::objects`]) that
@@ -16,10 +16,12 @@
 
 mod auth;
 mod objects;
+mod quarantine;
 mod queue;
 mod trace;
 
 pub use auth::load_or_create_token;
+pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
     QueueAction, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult,
 };
@@ -67,6 +69,19 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Makes every deferred entry due now; returns how many.
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>>;
+
+    /// Every quarantined message, oldest first, without headers.
+    fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>>;
+
+    /// One quarantined message with its header fields, `None` when the id is unknown.
+    fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>>;
+
+    /// Releases or deletes a quarantined message; `false` when the id is unknown.
+    fn quarantine_action(
+        &self,
+        id: String,
+        action: QuarantineAction,
+    ) -> BoxFuture<'_, Result<bool, AdminError>>;
 
     /// Trace events matching `query`, oldest first.
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>>;
@@ -167,6 +182,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
     let api = Router::new()
         .merge(objects::routes())
         .merge(queue::routes())
+        .merge(quarantine::routes())
         .merge(trace::routes())
         .route("/apply", post(apply))
         .route("/export", get(export))
