@@ -7,9 +7,11 @@
 //!
 //! The API never touches the store, queue or trace itself: it calls an
 //! [`AdminBackend`], which `server.rs` implements over the real stages and the
-//! tests implement in memory. Every object write is validated here first (the
-//! submitted objects alone) and again by the backend (the merged result), so a
-//! bad object never reaches the store and an `apply` is all-or-nothing.
+//! tests implement in memory. Every object write is validated here first and
+//! again by the backend, both times as the merged result the store would hold
+//! (the submitted objects alone cannot be judged: a rule may name a connector
+//! stored earlier), so a bad object never reaches the store and an `apply` is
+//! all-or-nothing.
 //!
 //! Failures: [`AdminError`] maps to a status and a JSON body
 //! `{"error": "..."}`; internal details are logged, never sent.
@@ -205,15 +207,21 @@ async fn apply(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<ApplyRequest>,
 ) -> Result<StatusCode, AdminError> {
-    // Errors inside the submitted set are reported before the backend merges
-    // it, so their text does not depend on what is already stored.
-    request
-        .objects
-        .validate()
-        .map_err(|error| AdminError::Invalid(error.to_string()))?;
     let _writing = state.object_writes.lock().await;
+    let stored = state.backend.objects().await?;
+    check_merged(stored, request.objects.clone(), request.prune)?;
     state.backend.apply(request.objects, request.prune).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validates `set` upserted into `stored` (dropping the rest with `prune`),
+/// i.e. the objects as the store would hold them after the write.
+pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -> Result<(), AdminError> {
+    stored.merge(set, prune);
+    stored
+        .validate()
+        .map(drop)
+        .map_err(|error| AdminError::Invalid(error.to_string()))
 }
 
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {

@@ -202,7 +202,8 @@ impl AdminBackend for NodeAdmin {
 
     fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>> {
         Box::pin(async move {
-            set.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+            // Only the merged result is validated (in replace_objects): `set`
+            // alone may name objects that are already stored.
             self.replace_objects(|objects| {
                 objects.merge(set, prune);
                 Ok(true)
@@ -317,6 +318,175 @@ impl AdminBackend for NodeAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::objects::OutboundConnectorObject;
+    use crate::config::rule_object::RuleObject;
+    use crate::deliver::{DeliveryAttempt, DeliveryJob, Outcome};
+    use crate::message::{Address, BodyType, Notify, Reply, ReversePath};
+    use crate::queue::{Acceptance, QueueSettings, QueuedRecipient, Source, Transport};
+    use crate::route::Route;
+    use crate::store::EmbeddedStore;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    /// Every attempt fails temporarily, so a released message stays visible.
+    struct Unreachable;
+
+    impl Transport for Unreachable {
+        fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+            let outcomes = job
+                .recipients
+                .iter()
+                .map(|r| {
+                    (
+                        r.address.clone(),
+                        Outcome::TempFail(Reply::new(451, [4, 4, 1], "down")),
+                    )
+                })
+                .collect();
+            Box::pin(std::future::ready(DeliveryAttempt {
+                host: None,
+                tls: None,
+                outcomes,
+            }))
+        }
+    }
+
+    fn node(dir: &std::path::Path) -> NodeAdmin {
+        let store: Arc<dyn Store> = EmbeddedStore::open(dir).unwrap();
+        let (policy, watching) = watch::channel(Arc::new(Policy::default()));
+        let settings = QueueSettings {
+            hostname: "gw.test".into(),
+            retry: vec![Duration::from_secs(60)],
+            expire_after: Duration::from_secs(3600),
+            max_concurrency: 1,
+        };
+        let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching).unwrap();
+        NodeAdmin {
+            store,
+            queue,
+            policy,
+            writes: Mutex::new(()),
+        }
+    }
+
+    fn held_entry(id: &str) -> QuarantineEntry {
+        let now = now_ms();
+        QuarantineEntry {
+            entry: QueueEntry {
+                id: QueueId(id.into()),
+                message_id: Some("m1@contoso.test".into()),
+                from: ReversePath::try_from("alice@contoso.test".to_string()).unwrap(),
+                body: BodyType::SevenBit,
+                smtputf8: false,
+                ret: None,
+                envid: None,
+                recipients: vec![QueuedRecipient {
+                    address: Address::parse("bob@fabrikam.test").unwrap(),
+                    notify: Notify::Default,
+                    orcpt: None,
+                    route: Route::Mx,
+                    status: RecipientStatus::Queued { due_ms: now },
+                    attempts: 0,
+                }],
+                size: 64,
+                received_at_ms: now,
+                expires_at_ms: now + 60_000,
+                hold: Hold::Active,
+                source: Source {
+                    peer: "127.0.0.1".into(),
+                    helo: "client".into(),
+                    connector: None,
+                },
+            },
+            rule: "Block cards".into(),
+            quarantined_at_ms: 1_735_689_600_000,
+            reason: "credit_card:1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn quarantine_is_listed_shown_released_and_deleted_on_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = node(dir.path());
+        let content = b"Subject: card\r\nFrom: alice@contoso.test\r\n\r\n4111 1111 1111 1111\r\n".to_vec();
+        let acceptance = Acceptance {
+            quarantined: vec![
+                (held_entry("Q1"), content.clone()),
+                (held_entry("Q2"), content.clone()),
+            ],
+            ..Acceptance::default()
+        };
+        admin.queue.accept(acceptance).await.unwrap();
+
+        let listed = admin.quarantine().await.unwrap();
+        assert_eq!(
+            listed.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(),
+            ["Q1", "Q2"]
+        );
+        assert_eq!(listed[0].rule, "Block cards");
+        assert_eq!(listed[0].recipients, vec!["bob@fabrikam.test".to_string()]);
+        assert_eq!(listed[0].quarantined_at, "2025-01-01T00:00:00.000Z");
+        assert_eq!(listed[0].headers, None);
+
+        let shown = admin.quarantined("Q1".into()).await.unwrap().unwrap();
+        let headers = shown.headers.unwrap();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(
+            (headers[0].name.as_str(), headers[0].value.as_str()),
+            ("Subject", "card")
+        );
+        assert!(admin.quarantined("Q9".into()).await.unwrap().is_none());
+
+        assert!(admin
+            .quarantine_action("Q1".into(), QuarantineAction::Release)
+            .await
+            .unwrap());
+        assert!(
+            admin.queue.get(&QueueId("Q1".into())).is_some(),
+            "released into the queue"
+        );
+        assert!(admin
+            .quarantine_action("Q2".into(), QuarantineAction::Delete)
+            .await
+            .unwrap());
+        assert!(
+            admin.queue.get(&QueueId("Q2".into())).is_none(),
+            "deleted, not queued"
+        );
+        assert!(admin.quarantine().await.unwrap().is_empty());
+        assert!(!admin
+            .quarantine_action("Q2".into(), QuarantineAction::Release)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_rule_may_name_a_connector_stored_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = node(dir.path());
+        let connector: OutboundConnectorObject = serde_json::from_value(serde_json::json!({
+            "name": "To scanner", "smart_hosts": ["127.0.0.30:2525"], "transport_rule_scoped": true
+        }))
+        .unwrap();
+        let rule: RuleObject = serde_json::from_value(serde_json::json!({
+            "name": "Scan", "actions": {"route_via_connector": "To scanner"}
+        }))
+        .unwrap();
+        let rules_only = ObjectSet {
+            rules: vec![rule],
+            ..ObjectSet::default()
+        };
+        let refused = admin.apply(rules_only.clone(), false).await.unwrap_err();
+        assert!(refused.to_string().contains("route_via_connector"), "{refused}");
+        let connectors = ObjectSet {
+            outbound_connectors: vec![connector],
+            ..ObjectSet::default()
+        };
+        admin.apply(connectors, false).await.unwrap();
+        admin.apply(rules_only, false).await.unwrap();
+        assert_eq!(admin.objects().await.unwrap().rules.len(), 1);
+    }
 
     fn field(name: &str, value: &str) -> HeaderField {
         HeaderField {
