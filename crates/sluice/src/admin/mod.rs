@@ -1,5 +1,5 @@
 //! The admin REST API (SPEC section 6, prefix `/api/v1`): objects, queue,
-//! trace, apply and export, behind a bearer token.
+//! quarantine, trace, apply and export, behind a bearer token.
 //!
 //! Input: HTTP requests. Output: JSON views ([`QueueEntryView`],
 //! [`TraceEventView`], the object types of [`crate::config::objects`]) that
@@ -7,9 +7,11 @@
 //!
 //! The API never touches the store, queue or trace itself: it calls an
 //! [`AdminBackend`], which `server.rs` implements over the real stages and the
-//! tests implement in memory. Every object write is validated here first (the
-//! submitted objects alone) and again by the backend (the merged result), so a
-//! bad object never reaches the store and an `apply` is all-or-nothing.
+//! tests implement in memory. Every object write is validated here first and
+//! again by the backend, both times as the merged result the store would hold
+//! (the submitted objects alone cannot be judged: a rule may name a connector
+//! stored earlier), so a bad object never reaches the store and an `apply` is
+//! all-or-nothing.
 //!
 //! Failures: [`AdminError`] maps to a status and a JSON body
 //! `{"error": "..."}`; internal details are logged, never sent.
@@ -17,11 +19,13 @@
 mod auth;
 pub mod explain;
 mod objects;
+mod quarantine;
 mod queue;
 mod trace;
 mod validation;
 
 pub use auth::load_or_create_token;
+pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
     QueueAction, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult,
 };
@@ -71,6 +75,19 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Makes every deferred entry due now; returns how many.
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>>;
+
+    /// Every quarantined message, oldest first, without headers.
+    fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>>;
+
+    /// One quarantined message with its header fields, `None` when the id is unknown.
+    fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>>;
+
+    /// Releases or deletes a quarantined message; `false` when the id is unknown.
+    fn quarantine_action(
+        &self,
+        id: String,
+        action: QuarantineAction,
+    ) -> BoxFuture<'_, Result<bool, AdminError>>;
 
     /// Trace events matching `query`, oldest first.
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>>;
@@ -183,6 +200,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
     let api = Router::new()
         .merge(objects::routes())
         .merge(queue::routes())
+        .merge(quarantine::routes())
         .merge(trace::routes())
         .route("/apply", post(apply))
         .route("/export", get(export))
@@ -207,15 +225,21 @@ async fn apply(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<ApplyRequest>,
 ) -> Result<StatusCode, AdminError> {
-    // Errors inside the submitted set are reported before the backend merges
-    // it, so their text does not depend on what is already stored.
-    request
-        .objects
-        .validate()
-        .map_err(|error| AdminError::Invalid(error.to_string()))?;
     let _writing = state.object_writes.lock().await;
+    let stored = state.backend.objects().await?;
+    check_merged(stored, request.objects.clone(), request.prune)?;
     state.backend.apply(request.objects, request.prune).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validates `set` upserted into `stored` (dropping the rest with `prune`),
+/// i.e. the objects as the store would hold them after the write.
+pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -> Result<(), AdminError> {
+    stored.merge(set, prune);
+    stored
+        .validate()
+        .map(drop)
+        .map_err(|error| AdminError::Invalid(error.to_string()))
 }
 
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {

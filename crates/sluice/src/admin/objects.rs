@@ -134,14 +134,10 @@ fn not_found<T: Resource>(name: &str) -> AdminError {
     AdminError::NotFound(format!("{} {name:?}", T::NOUN))
 }
 
-/// Checks one object on its own, before the backend checks the merged set.
-fn validate<T: Resource>(object: &T) -> Result<(), AdminError> {
-    object
-        .clone()
-        .into_set()
-        .validate()
-        .map(drop)
-        .map_err(|error| AdminError::Invalid(error.to_string()))
+/// Checks one object as it would be stored, among the others (a rule may
+/// name a stored connector), before the backend checks it again.
+fn validate<T: Resource>(stored: &ObjectSet, object: &T) -> Result<(), AdminError> {
+    super::check_merged(stored.clone(), object.clone().into_set(), false)
 }
 
 async fn list<T: Resource>(State(state): State<ApiState>) -> Result<Json<Vec<T>>, AdminError> {
@@ -164,12 +160,12 @@ async fn create<T: Resource>(
     State(state): State<ApiState>,
     JsonBody(object): JsonBody<T>,
 ) -> Result<(StatusCode, Json<T>), AdminError> {
-    validate(&object)?;
     let _writing = state.object_writes.lock().await;
     let set = state.backend.objects().await?;
     if let Some(existing) = find::<T>(&set, object.name()) {
         return Err(AdminError::Conflict(format!("{} {:?}", T::NOUN, existing.name())));
     }
+    validate(&set, &object)?;
     state.backend.apply(object.clone().into_set(), false).await?;
     Ok((StatusCode::CREATED, Json(object)))
 }
@@ -187,7 +183,7 @@ async fn replace<T: Resource>(
         .map(|o| o.name().to_string())
         .ok_or_else(|| not_found::<T>(&name))?;
     object.set_name(stored_name);
-    validate(&object)?;
+    validate(&set, &object)?;
     state.backend.apply(object.clone().into_set(), false).await?;
     Ok(Json(object))
 }

@@ -18,6 +18,10 @@ pub(crate) struct MemoryBackend {
     queue: Mutex<Vec<QueueEntryView>>,
     events: Vec<TraceEventView>,
     trace_queries: Mutex<Vec<TraceQuery>>,
+    /// Quarantined messages, headers included; the list leaves them out.
+    quarantine: Mutex<Vec<QuarantineView>>,
+    /// Ids released from quarantine, in order.
+    released: Mutex<Vec<String>>,
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
@@ -81,6 +85,39 @@ impl AdminBackend for MemoryBackend {
             }
         }
         ready(Ok(retried))
+    }
+
+    fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>> {
+        let held = self.quarantine.lock().unwrap();
+        let listed = held
+            .iter()
+            .map(|q| QuarantineView {
+                headers: None,
+                ..q.clone()
+            })
+            .collect();
+        ready(Ok(listed))
+    }
+
+    fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>> {
+        let held = self.quarantine.lock().unwrap();
+        ready(Ok(held.iter().find(|q| q.id == id).cloned()))
+    }
+
+    fn quarantine_action(
+        &self,
+        id: String,
+        action: QuarantineAction,
+    ) -> BoxFuture<'_, Result<bool, AdminError>> {
+        let mut held = self.quarantine.lock().unwrap();
+        let Some(index) = held.iter().position(|q| q.id == id) else {
+            return ready(Ok(false));
+        };
+        held.remove(index);
+        if action == QuarantineAction::Release {
+            self.released.lock().unwrap().push(id);
+        }
+        ready(Ok(true))
     }
 
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>> {
@@ -150,6 +187,39 @@ fn entry(id: &str, status: QueueStatus) -> QueueEntryView {
         status,
         last_error: None,
         next_attempt: None,
+    }
+}
+
+pub(crate) fn held(id: &str) -> QuarantineView {
+    QuarantineView {
+        id: id.into(),
+        message_id: format!("<{id}@contoso.test>"),
+        from: "alice@contoso.test".into(),
+        recipients: vec!["bob@fabrikam.test".into(), "carol@fabrikam.test".into()],
+        size: 2048,
+        rule: "Block card numbers".into(),
+        reason: "credit_card:2".into(),
+        quarantined_at: "2025-01-01T00:00:00Z".into(),
+        headers: Some(vec![
+            HeaderField {
+                name: "From".into(),
+                value: "Alice <alice@contoso.test>".into(),
+            },
+            HeaderField {
+                name: "Subject".into(),
+                value: "Card details".into(),
+            },
+        ]),
+    }
+}
+
+impl MemoryBackend {
+    /// A backend holding these quarantined messages.
+    pub(crate) fn with_quarantine(held: Vec<QuarantineView>) -> MemoryBackend {
+        MemoryBackend {
+            quarantine: Mutex::new(held),
+            ..MemoryBackend::default()
+        }
     }
 }
 
@@ -493,6 +563,89 @@ async fn trace_passes_the_query_and_checks_since() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_text(&body).starts_with("since:"));
+}
+
+#[tokio::test]
+async fn quarantine_list_show_release_delete() {
+    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1"), held("Q2")]));
+
+    let (status, body) = harness.send(Method::GET, "/api/v1/quarantine", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: Vec<QuarantineView> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(),
+        ["Q1", "Q2"]
+    );
+    assert_eq!(listed[0].rule, "Block card numbers");
+    // The list does not carry headers, not even as an empty list.
+    let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(raw[0].get("headers").is_none(), "{body}");
+
+    let (status, body) = harness.send(Method::GET, "/api/v1/quarantine/Q2", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let shown: QuarantineView = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown, held("Q2"));
+    let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(raw["quarantined_at"], "2025-01-01T00:00:00Z");
+    assert_eq!(raw["headers"][1]["name"], "Subject");
+    assert_eq!(raw["headers"][1]["value"], "Card details");
+    assert!(
+        raw.get("body").is_none() && raw.get("content").is_none(),
+        "{body}"
+    );
+
+    let (status, body) = harness
+        .send(Method::POST, "/api/v1/quarantine/Q1/release", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(body.is_empty());
+    assert_eq!(*harness.backend.released.lock().unwrap(), vec!["Q1".to_string()]);
+    let (status, _) = harness.send(Method::DELETE, "/api/v1/quarantine/Q2", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(harness.backend.quarantine.lock().unwrap().is_empty());
+    // Deleting is not releasing.
+    assert_eq!(harness.backend.released.lock().unwrap().len(), 1);
+    let (status, body) = harness.send(Method::GET, "/api/v1/quarantine", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+}
+
+#[tokio::test]
+async fn unknown_quarantined_messages_are_not_found() {
+    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1")]));
+    for (method, uri) in [
+        (Method::GET, "/api/v1/quarantine/Q9"),
+        (Method::POST, "/api/v1/quarantine/Q9/release"),
+        (Method::DELETE, "/api/v1/quarantine/Q9"),
+        (Method::POST, "/api/v1/quarantine/Q1/explode"),
+    ] {
+        let (status, body) = harness.send(method.clone(), uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
+        if uri.contains("Q9") {
+            assert_eq!(error_text(&body), "no such quarantined message \"Q9\"");
+        }
+    }
+    assert_eq!(harness.backend.quarantine.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn quarantine_needs_the_token() {
+    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1")]));
+    for (method, uri) in [
+        (Method::GET, "/api/v1/quarantine"),
+        (Method::GET, "/api/v1/quarantine/Q1"),
+        (Method::POST, "/api/v1/quarantine/Q1/release"),
+        (Method::DELETE, "/api/v1/quarantine/Q1"),
+    ] {
+        let request = HttpRequest::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _) = send_raw(&harness.router, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    assert_eq!(harness.backend.quarantine.lock().unwrap().len(), 1);
+    assert!(harness.backend.released.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -32,6 +32,15 @@ impl ApiError {
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Status { status: 404, .. })
     }
+
+    /// For writes of an object: a 400 means the node's validation refused it,
+    /// a configuration error (exit 2) like a bad `apply` file; the rest as usual.
+    pub(crate) fn refused_as_invalid(self, noun: &str) -> Failure {
+        match self {
+            ApiError::Status { status: 400, message } => Failure::usage(format!("invalid {noun}: {message}")),
+            other => Failure::from(other),
+        }
+    }
 }
 
 impl From<ApiError> for Failure {

@@ -9,11 +9,21 @@
 //! Errors are one line on stderr; `-v` adds the detail below it.
 
 mod client;
+mod connector_flags;
 mod node;
 mod objects;
 mod output;
+mod quarantine;
 mod queue;
+mod rule;
 mod trace;
+
+pub use connector_flags::{
+    CommonConnectorFlags, ConnectorSetArgs, ConnectorTypeArg, InboundFlags, NewInboundArgs, NewOutboundArgs,
+    OutboundFlags, TlsArg,
+};
+pub use quarantine::QuarantineCommand;
+pub use rule::{NewRuleArgs, RuleCommand, RuleFlags, RuleModeArg, ScopeArg};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -66,9 +76,15 @@ pub enum Command {
     /// Inbound and outbound connectors.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Mail flow rules.
+    #[command(subcommand)]
+    Rule(RuleCommand),
     /// The delivery queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Messages a rule held back.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// The message trace: one line per event, grouped by message.
     Trace(TraceArgs),
 }
@@ -136,6 +152,12 @@ pub enum ConnectorCommand {
     Enable(ConnectorName),
     /// Disable a connector.
     Disable(ConnectorName),
+    /// Create an inbound connector.
+    NewInbound(Box<NewInboundArgs>),
+    /// Create an outbound connector.
+    NewOutbound(Box<NewOutboundArgs>),
+    /// Change the keys named by the flags given; the rest stay.
+    Set(Box<ConnectorSetArgs>),
 }
 
 /// A connector named on the command line.
@@ -312,7 +334,9 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Export => objects::export(global),
         Command::Domain(command) => objects::domain(global, command),
         Command::Connector(command) => objects::connector(global, command),
+        Command::Rule(command) => rule::run(global, command),
         Command::Queue(command) => queue::run(global, command),
+        Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
     }
 }

@@ -1,6 +1,7 @@
 //! Object verbs: `apply`, `export`, `domain ...`, `connector ...`.
 
 use super::client::{segment, ApiClient};
+use super::connector_flags::{apply_inbound, apply_outbound, check_kind, new_inbound, new_outbound};
 use super::output::{json, or_dash, Table};
 use super::{
     ApplyArgs, ConnectorCommand, ConnectorKindArg, ConnectorName, DomainCommand, DomainTypeArg, Failure,
@@ -69,10 +70,11 @@ pub(crate) fn apply(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure
 fn summary(set: &ObjectSet) -> String {
     let count = |n: usize, noun: &str| format!("{n} {noun}{}", if n == 1 { "" } else { "s" });
     format!(
-        "{}, {}, {}",
+        "{}, {}, {}, {}",
         count(set.accepted_domains.len(), "accepted domain"),
         count(set.inbound_connectors.len(), "inbound connector"),
         count(set.outbound_connectors.len(), "outbound connector"),
+        count(set.rules.len(), "rule"),
     )
 }
 
@@ -233,6 +235,35 @@ pub(crate) fn connector(global: &GlobalArgs, command: &ConnectorCommand) -> Resu
         }
         ConnectorCommand::Enable(target) => switch(&client, target, true)?,
         ConnectorCommand::Disable(target) => switch(&client, target, false)?,
+        ConnectorCommand::NewInbound(args) => {
+            let created = new_inbound(args)?;
+            client
+                .post(collection(ConnectorKindArg::Inbound), &created)
+                .map_err(|error| error.refused_as_invalid("inbound connector"))?;
+            println!("created inbound connector {:?}", created.name);
+        }
+        ConnectorCommand::NewOutbound(args) => {
+            let created = new_outbound(args)?;
+            client
+                .post(collection(ConnectorKindArg::Outbound), &created)
+                .map_err(|error| error.refused_as_invalid("outbound connector"))?;
+            println!("created outbound connector {:?}", created.name);
+        }
+        ConnectorCommand::Set(args) => {
+            let mut found = find_connector(&client, &args.name, args.kind)?;
+            check_kind(args, found.kind(), found.name())?;
+            let noun = found.noun();
+            match &mut found {
+                Connector::Inbound(c) => apply_inbound(c, &args.common, &args.inbound),
+                Connector::Outbound(c) => apply_outbound(c, &args.common, &args.outbound),
+            }
+            match &found {
+                Connector::Inbound(c) => client.put(&found.path(), c),
+                Connector::Outbound(c) => client.put(&found.path(), c),
+            }
+            .map_err(|error| error.refused_as_invalid(noun))?;
+            println!("changed {noun} {:?}", found.name());
+        }
     }
     Ok(())
 }
@@ -466,7 +497,7 @@ mod tests {
         let set = read_object_file(&file).unwrap();
         assert_eq!(
             summary(&set),
-            "1 accepted domain, 0 inbound connectors, 0 outbound connectors"
+            "1 accepted domain, 0 inbound connectors, 0 outbound connectors, 0 rules"
         );
     }
 }

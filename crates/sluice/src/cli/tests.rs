@@ -295,3 +295,230 @@ async fn client_talks_to_a_live_admin_api() {
     .unwrap();
     server.abort();
 }
+
+#[test]
+fn rule_and_quarantine_verbs_parse() {
+    let cli = parse(&["rule", "show", "Block cards", "--json"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Rule(RuleCommand::Show { ref name, json: true }) if name == "Block cards"
+    ));
+    let cli = parse(&["rule", "disable", "Block cards"]).unwrap();
+    assert!(matches!(cli.command, Command::Rule(RuleCommand::Disable { .. })));
+    let cli = parse(&["quarantine", "list", "--json"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Quarantine(QuarantineCommand::List(JsonFlag { json: true }))
+    ));
+    let cli = parse(&["quarantine", "release", "01J0ABC"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Quarantine(QuarantineCommand::Release { ref id }) if id == "01J0ABC"
+    ));
+    assert_eq!(
+        parse(&["quarantine", "show"]).unwrap_err().kind(),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        parse(&["quarantine", "release", "Q1", "--json"])
+            .unwrap_err()
+            .kind(),
+        ErrorKind::UnknownArgument
+    );
+}
+
+/// `rule new`, `rule list`, `connector new-outbound`, `connector set` and
+/// `quarantine ...` against the admin router over the in-memory backend, on
+/// a real loopback listener, as a user runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_and_quarantine_verbs_against_a_live_admin_api() {
+    use crate::admin::tests::{held, MemoryBackend, TOKEN};
+    use crate::config::objects::{OutboundConnectorObject, TlsLevel};
+    use crate::config::rule_object::RuleObject;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let backend = MemoryBackend::with_quarantine(vec![held("Q1")]);
+    let router = crate::admin::router(std::sync::Arc::new(backend), TOKEN.into());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| -> Result<(), Failure> {
+            let mut all = vec!["--api", url.as_str(), "--token", TOKEN];
+            all.extend_from_slice(args);
+            let cli = parse(&all).unwrap();
+            dispatch(&cli)
+        };
+        let client = client::ApiClient::connect(&GlobalArgs {
+            config: None,
+            api: Some(url.clone()),
+            token: Some(TOKEN.into()),
+            verbose: false,
+        })
+        .unwrap();
+
+        // A rule routing to a connector that does not exist yet: the node's
+        // validation refuses it, exit 2, naming the key.
+        let new_rule = [
+            "rule",
+            "new",
+            "--name",
+            "External mail through the scanner",
+            "--priority",
+            "5",
+            "--sent-to-scope",
+            "not_in_organization",
+            "--except-header-contains",
+            "X-Sluice-Org-Scan:verdict=pass",
+            "--route-via-connector",
+            "To scanner",
+        ];
+        let refused = run(&new_rule).unwrap_err();
+        assert_eq!(refused.exit_code, 2, "{}", refused.message);
+        assert!(
+            refused.message.starts_with("invalid rule: "),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("route_via_connector"),
+            "{}",
+            refused.message
+        );
+        assert!(client.get::<Vec<RuleObject>>("rules").unwrap().is_empty());
+
+        // The same node validation refuses a bad connector, naming the key.
+        let refused = run(&[
+            "connector",
+            "new-outbound",
+            "--name",
+            "To scanner",
+            "--recipient-domain",
+            "*",
+        ])
+        .unwrap_err();
+        assert_eq!(refused.exit_code, 2, "{}", refused.message);
+        assert!(
+            refused.message.starts_with("invalid outbound connector: "),
+            "{}",
+            refused.message
+        );
+        assert!(refused.message.contains("smart_hosts"), "{}", refused.message);
+
+        run(&[
+            "connector",
+            "new-outbound",
+            "--name",
+            "To scanner",
+            "--smart-host",
+            "127.0.0.30:2525",
+            "--transport-rule-scoped",
+        ])
+        .unwrap();
+        run(&new_rule).unwrap();
+        run(&[
+            "rule",
+            "new",
+            "--name",
+            "Tag everything",
+            "--prepend-subject",
+            "[x] ",
+        ])
+        .unwrap();
+        let duplicate = run(&["rule", "new", "--name", "Tag everything"]).unwrap_err();
+        assert_eq!(duplicate.exit_code, 1);
+        assert!(
+            duplicate.message.contains("already exists"),
+            "{}",
+            duplicate.message
+        );
+
+        let listed: Vec<RuleObject> = client.get("rules").unwrap();
+        let mut by_priority = listed.clone();
+        by_priority.sort_by_key(|r| r.priority);
+        let names: Vec<&str> = by_priority.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["Tag everything", "External mail through the scanner"]);
+        let table = rule::rule_table(&by_priority);
+        assert!(table.lines().nth(2).unwrap().starts_with("5 "), "{table}");
+        run(&["rule", "list"]).unwrap();
+
+        run(&[
+            "rule",
+            "set",
+            "tag everything",
+            "--priority",
+            "9",
+            "--stop-processing",
+        ])
+        .unwrap();
+        run(&["rule", "disable", "External mail through the scanner"]).unwrap();
+        let tag: RuleObject = client.get("rules/Tag%20everything").unwrap();
+        assert_eq!((tag.priority, tag.stop_processing), (9, true));
+        assert_eq!(tag.actions.prepend_subject.as_deref(), Some("[x] "));
+        let scanner: RuleObject = client
+            .get(&format!(
+                "rules/{}",
+                client::segment("External mail through the scanner")
+            ))
+            .unwrap();
+        assert!(!scanner.enabled);
+        assert_eq!(scanner.priority, 5);
+        let unknown = run(&["rule", "enable", "Nobody"]).unwrap_err();
+        assert_eq!(
+            (unknown.exit_code, unknown.message.as_str()),
+            (1, "no such rule \"Nobody\"")
+        );
+
+        run(&[
+            "connector",
+            "set",
+            "To scanner",
+            "--tls",
+            "encryption-only",
+            "--helo-name",
+            "gw.test",
+        ])
+        .unwrap();
+        let connector: OutboundConnectorObject = client.get("outbound-connectors/To%20scanner").unwrap();
+        assert_eq!(connector.tls, TlsLevel::EncryptionOnly);
+        assert_eq!(connector.helo_name, "gw.test");
+        assert_eq!(connector.smart_hosts, vec!["127.0.0.30:2525".to_string()]);
+        let wrong_kind = run(&["connector", "set", "To scanner", "--require-tls"]).unwrap_err();
+        assert_eq!(wrong_kind.exit_code, 2);
+        // A set that breaks the connector is refused by the node, and nothing changes.
+        let broken = run(&[
+            "connector",
+            "set",
+            "To scanner",
+            "--transport-rule-scoped=false",
+            "--recipient-domain",
+            "bad domain!",
+        ])
+        .unwrap_err();
+        assert_eq!(broken.exit_code, 2, "{}", broken.message);
+        assert!(broken.message.contains("recipient_domains"), "{}", broken.message);
+        let unchanged: OutboundConnectorObject = client.get("outbound-connectors/To%20scanner").unwrap();
+        assert_eq!(unchanged, connector);
+
+        run(&["quarantine", "list"]).unwrap();
+        run(&["quarantine", "show", "Q1", "--json"]).unwrap();
+        let missing = run(&["quarantine", "show", "Q9"]).unwrap_err();
+        assert_eq!(
+            (missing.exit_code, missing.message.as_str()),
+            (1, "no such quarantined message \"Q9\"")
+        );
+        run(&["quarantine", "release", "Q1"]).unwrap();
+        let again = run(&["quarantine", "delete", "Q1"]).unwrap_err();
+        assert_eq!(
+            (again.exit_code, again.message.as_str()),
+            (1, "no such quarantined message \"Q1\"")
+        );
+        assert!(client
+            .get::<Vec<crate::admin::QuarantineView>>("quarantine")
+            .unwrap()
+            .is_empty());
+    })
+    .await
+    .unwrap();
+    server.abort();
+}

@@ -1,17 +1,17 @@
 //! The admin API's view of the node: objects in the store (validated, then
-//! swapped into the live policy), the queue and the trace.
+//! swapped into the live policy), the queue, the quarantine and the trace.
 
 use crate::admin::{
-    AdminBackend, AdminError, BoxFuture, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView,
-    TraceEventView, TraceQuery,
+    AdminBackend, AdminError, BoxFuture, HeaderField, QuarantineAction, QuarantineView, QueueEntryView,
+    QueueStatus, RecipientQueueStatus, RecipientView, TraceEventView, TraceQuery,
 };
 use crate::config::objects::{LastValidation, ObjectKind, ObjectSet, Policy};
 use crate::deliver::{Deliverer, ValidationReport};
-use crate::message::Address;
-use crate::message::QueueId;
-use crate::queue::{Hold, Queue, QueueAction, QueueEntry, RecipientStatus};
+use crate::message::{header_section_len, QueueId};
+use crate::queue::{Hold, QuarantineEntry, Queue, QueueAction, QueueEntry, RecipientStatus};
 use crate::store::{Store, Write};
 use crate::trace::{now_ms, rfc3339, TraceFilter};
+use mail_parser::{Address, HeaderValue};
 use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
 
@@ -109,6 +109,95 @@ pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
     }
 }
 
+/// The API view of a quarantined message; `content` adds its header fields.
+pub(crate) fn quarantine_view(held: &QuarantineEntry, content: Option<&[u8]>) -> QuarantineView {
+    let entry = &held.entry;
+    QuarantineView {
+        id: entry.id.to_string(),
+        message_id: entry.message_id.clone().unwrap_or_default(),
+        from: entry.from.to_string(),
+        recipients: entry.recipients.iter().map(|r| r.address.to_string()).collect(),
+        size: entry.size,
+        rule: held.rule.clone(),
+        reason: held.reason.clone(),
+        quarantined_at: rfc3339(held.quarantined_at_ms),
+        headers: content.map(header_fields),
+    }
+}
+
+/// The header section of `content` as name/value pairs, in order. Values are
+/// unfolded and otherwise as written, so an administrator sees what the
+/// sender sent; only fields carrying RFC 2047 encoded words are shown
+/// decoded, as the raw form of those is unreadable.
+pub(crate) fn header_fields(content: &[u8]) -> Vec<HeaderField> {
+    let headers = &content[..header_section_len(content)];
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(headers) else {
+        return Vec::new();
+    };
+    let raw_text = |start: u32, end: u32| {
+        let bytes = headers.get(start as usize..end as usize).unwrap_or_default();
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    parsed
+        .headers()
+        .iter()
+        .map(|header| {
+            // The bytes from the field name to the colon: the name as written.
+            let written = raw_text(header.offset_field, header.offset_start);
+            let name = written.split(':').next().unwrap_or_default().trim().to_string();
+            let raw = unfold(&raw_text(header.offset_start, header.offset_end));
+            let value = if raw.contains("=?") {
+                decoded(&header.value).unwrap_or(raw)
+            } else {
+                raw
+            };
+            HeaderField { name, value }
+        })
+        .collect()
+}
+
+/// A folded header value on one line: each line break and the white space
+/// around it become one space.
+fn unfold(raw: &str) -> String {
+    raw.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The parser's decoded text of a field, for the forms that read as text.
+fn decoded(value: &HeaderValue<'_>) -> Option<String> {
+    let addr = |a: &mail_parser::Addr<'_>| match (&a.name, &a.address) {
+        (Some(name), Some(address)) => format!("{name} <{address}>"),
+        (None, Some(address)) => address.to_string(),
+        (Some(name), None) => name.to_string(),
+        (None, None) => String::new(),
+    };
+    match value {
+        HeaderValue::Text(text) => Some(text.to_string()),
+        HeaderValue::TextList(list) => Some(list.join(", ")),
+        HeaderValue::Address(Address::List(list)) => {
+            Some(list.iter().map(addr).collect::<Vec<_>>().join(", "))
+        }
+        HeaderValue::Address(Address::Group(groups)) => Some(
+            groups
+                .iter()
+                .map(|g| {
+                    let members: Vec<String> = g.addresses.iter().map(addr).collect();
+                    format!(
+                        "{}: {};",
+                        g.name.as_deref().unwrap_or_default(),
+                        members.join(", ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
+}
+
 impl AdminBackend for NodeAdmin {
     fn objects(&self) -> BoxFuture<'_, Result<ObjectSet, AdminError>> {
         Box::pin(async move { self.store.objects().map_err(internal) })
@@ -116,7 +205,8 @@ impl AdminBackend for NodeAdmin {
 
     fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>> {
         Box::pin(async move {
-            set.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+            // Only the merged result is validated (in replace_objects): `set`
+            // alone may name objects that are already stored.
             self.replace_objects(|objects| {
                 objects.merge(set, prune);
                 Ok(true)
@@ -147,6 +237,44 @@ impl AdminBackend for NodeAdmin {
 
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>> {
         Box::pin(async move { self.queue.retry_all().await.map_err(internal) })
+    }
+
+    fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>> {
+        Box::pin(async move {
+            // The store reads from disk: off the async workers.
+            let queue = self.queue.clone();
+            let held = tokio::task::spawn_blocking(move || queue.quarantine())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(held.iter().map(|q| quarantine_view(q, None)).collect())
+        })
+    }
+
+    fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>> {
+        Box::pin(async move {
+            let queue = self.queue.clone();
+            let found = tokio::task::spawn_blocking(move || queue.quarantined(&QueueId(id)))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(found.map(|(held, content)| quarantine_view(&held, Some(&content))))
+        })
+    }
+
+    fn quarantine_action(
+        &self,
+        id: String,
+        action: QuarantineAction,
+    ) -> BoxFuture<'_, Result<bool, AdminError>> {
+        Box::pin(async move {
+            let id = QueueId(id);
+            match action {
+                QuarantineAction::Release => self.queue.release_quarantined(&id).await,
+                QuarantineAction::Delete => self.queue.delete_quarantined(&id).await,
+            }
+            .map_err(internal)
+        })
     }
 
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>> {
@@ -210,7 +338,7 @@ impl AdminBackend for NodeAdmin {
             let wanted = if recipients.is_empty() { stored } else { recipients };
             let recipients = wanted
                 .iter()
-                .map(|r| Address::parse(r).map_err(|e| AdminError::Invalid(format!("recipients: {e}"))))
+                .map(|r| crate::message::Address::parse(r).map_err(|e| AdminError::Invalid(format!("recipients: {e}"))))
                 .collect::<Result<Vec<_>, _>>()?;
             let report = self.deliverer.validate(&connector, &recipients).await;
             let summary = LastValidation {
@@ -240,5 +368,224 @@ impl AdminBackend for NodeAdmin {
 
     fn policy(&self) -> BoxFuture<'_, Result<Arc<Policy>, AdminError>> {
         Box::pin(async move { Ok(self.policy.borrow().clone()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::objects::OutboundConnectorObject;
+    use crate::config::rule_object::RuleObject;
+    use crate::deliver::{DeliveryAttempt, DeliveryJob, Outcome};
+    use crate::message::{Address, BodyType, Notify, Reply, ReversePath};
+    use crate::queue::{Acceptance, QueueSettings, QueuedRecipient, Source, Transport};
+    use crate::route::Route;
+    use crate::store::EmbeddedStore;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    /// Every attempt fails temporarily, so a released message stays visible.
+    struct Unreachable;
+
+    impl Transport for Unreachable {
+        fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+            let outcomes = job
+                .recipients
+                .iter()
+                .map(|r| {
+                    (
+                        r.address.clone(),
+                        Outcome::TempFail(Reply::new(451, [4, 4, 1], "down")),
+                    )
+                })
+                .collect();
+            Box::pin(std::future::ready(DeliveryAttempt {
+                host: None,
+                tls: None,
+                outcomes,
+            }))
+        }
+    }
+
+    fn node(dir: &std::path::Path) -> NodeAdmin {
+        let store: Arc<dyn Store> = EmbeddedStore::open(dir).unwrap();
+        let (policy, watching) = watch::channel(Arc::new(Policy::default()));
+        let settings = QueueSettings {
+            hostname: "gw.test".into(),
+            retry: vec![Duration::from_secs(60)],
+            expire_after: Duration::from_secs(3600),
+            max_concurrency: 1,
+        };
+        let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching).unwrap();
+        let resolver = Arc::new(crate::dns::StaticResolver::default());
+        let deliverer = Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
+        NodeAdmin {
+            store,
+            queue,
+            policy,
+            writes: Mutex::new(()),
+            deliverer: Arc::new(deliverer),
+        }
+    }
+
+    fn held_entry(id: &str) -> QuarantineEntry {
+        let now = now_ms();
+        QuarantineEntry {
+            entry: QueueEntry {
+                id: QueueId(id.into()),
+                message_id: Some("m1@contoso.test".into()),
+                from: ReversePath::try_from("alice@contoso.test".to_string()).unwrap(),
+                body: BodyType::SevenBit,
+                smtputf8: false,
+                ret: None,
+                envid: None,
+                recipients: vec![QueuedRecipient {
+                    address: Address::parse("bob@fabrikam.test").unwrap(),
+                    notify: Notify::Default,
+                    orcpt: None,
+                    route: Route::Mx,
+                    status: RecipientStatus::Queued { due_ms: now },
+                    attempts: 0,
+                }],
+                size: 64,
+                received_at_ms: now,
+                expires_at_ms: now + 60_000,
+                hold: Hold::Active,
+                source: Source {
+                    peer: "127.0.0.1".into(),
+                    helo: "client".into(),
+                    connector: None,
+                },
+            },
+            rule: "Block cards".into(),
+            quarantined_at_ms: 1_735_689_600_000,
+            reason: "credit_card:1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn quarantine_is_listed_shown_released_and_deleted_on_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = node(dir.path());
+        let content = b"Subject: card\r\nFrom: alice@contoso.test\r\n\r\n4111 1111 1111 1111\r\n".to_vec();
+        let acceptance = Acceptance {
+            quarantined: vec![
+                (held_entry("Q1"), content.clone()),
+                (held_entry("Q2"), content.clone()),
+            ],
+            ..Acceptance::default()
+        };
+        admin.queue.accept(acceptance).await.unwrap();
+
+        let listed = admin.quarantine().await.unwrap();
+        assert_eq!(
+            listed.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(),
+            ["Q1", "Q2"]
+        );
+        assert_eq!(listed[0].rule, "Block cards");
+        assert_eq!(listed[0].recipients, vec!["bob@fabrikam.test".to_string()]);
+        assert_eq!(listed[0].quarantined_at, "2025-01-01T00:00:00.000Z");
+        assert_eq!(listed[0].headers, None);
+
+        let shown = admin.quarantined("Q1".into()).await.unwrap().unwrap();
+        let headers = shown.headers.unwrap();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(
+            (headers[0].name.as_str(), headers[0].value.as_str()),
+            ("Subject", "card")
+        );
+        assert!(admin.quarantined("Q9".into()).await.unwrap().is_none());
+
+        assert!(admin
+            .quarantine_action("Q1".into(), QuarantineAction::Release)
+            .await
+            .unwrap());
+        assert!(
+            admin.queue.get(&QueueId("Q1".into())).is_some(),
+            "released into the queue"
+        );
+        assert!(admin
+            .quarantine_action("Q2".into(), QuarantineAction::Delete)
+            .await
+            .unwrap());
+        assert!(
+            admin.queue.get(&QueueId("Q2".into())).is_none(),
+            "deleted, not queued"
+        );
+        assert!(admin.quarantine().await.unwrap().is_empty());
+        assert!(!admin
+            .quarantine_action("Q2".into(), QuarantineAction::Release)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_rule_may_name_a_connector_stored_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = node(dir.path());
+        let connector: OutboundConnectorObject = serde_json::from_value(serde_json::json!({
+            "name": "To scanner", "smart_hosts": ["127.0.0.30:2525"], "transport_rule_scoped": true
+        }))
+        .unwrap();
+        let rule: RuleObject = serde_json::from_value(serde_json::json!({
+            "name": "Scan", "actions": {"route_via_connector": "To scanner"}
+        }))
+        .unwrap();
+        let rules_only = ObjectSet {
+            rules: vec![rule],
+            ..ObjectSet::default()
+        };
+        let refused = admin.apply(rules_only.clone(), false).await.unwrap_err();
+        assert!(refused.to_string().contains("route_via_connector"), "{refused}");
+        let connectors = ObjectSet {
+            outbound_connectors: vec![connector],
+            ..ObjectSet::default()
+        };
+        admin.apply(connectors, false).await.unwrap();
+        admin.apply(rules_only, false).await.unwrap();
+        assert_eq!(admin.objects().await.unwrap().rules.len(), 1);
+    }
+
+    fn field(name: &str, value: &str) -> HeaderField {
+        HeaderField {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn header_fields_are_unfolded_in_order_and_stop_at_the_body() {
+        let content = b"Received: from a.test\r\n\tby b.test; Mon, 1 Jan 2025 00:00:00 +0000\r\n\
+            From: Alice <alice@contoso.test>\r\n\
+            Message-ID: <m1@contoso.test>\r\n\
+            x-custom-Header:  spaced  \r\n\
+            Subject: =?UTF-8?Q?Caf=C3=A9_report?=\r\n\
+            \r\n\
+            Secret: 4111 1111 1111 1111\r\n";
+        assert_eq!(
+            header_fields(content),
+            vec![
+                field(
+                    "Received",
+                    "from a.test by b.test; Mon, 1 Jan 2025 00:00:00 +0000"
+                ),
+                field("From", "Alice <alice@contoso.test>"),
+                // As written: the parser's own form would drop the brackets.
+                field("Message-ID", "<m1@contoso.test>"),
+                field("x-custom-Header", "spaced"),
+                field("Subject", "Café report"),
+            ]
+        );
+    }
+
+    #[test]
+    fn encoded_address_names_are_decoded() {
+        let content = b"To: =?ISO-8859-1?Q?Andr=E9?= <andre@fabrikam.test>, bob@fabrikam.test\r\n\r\n";
+        assert_eq!(
+            header_fields(content),
+            vec![field("To", "André <andre@fabrikam.test>, bob@fabrikam.test")]
+        );
+        assert!(header_fields(b"").is_empty());
     }
 }
