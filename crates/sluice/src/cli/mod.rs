@@ -15,6 +15,7 @@ mod objects;
 mod output;
 mod quarantine;
 mod queue;
+mod route;
 mod rule;
 mod trace;
 
@@ -87,6 +88,9 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// The message trace: one line per event, grouped by message.
     Trace(TraceArgs),
+    /// Routing dry runs.
+    #[command(subcommand)]
+    Route(route::RouteCommand),
 }
 
 /// `sluice apply`.
@@ -158,6 +162,18 @@ pub enum ConnectorCommand {
     NewOutbound(Box<NewOutboundArgs>),
     /// Change the keys named by the flags given; the rest stay.
     Set(Box<ConnectorSetArgs>),
+    /// Validate an outbound connector: connect, TLS as configured, a test
+    /// message; exit 1 when a step fails.
+    Validate {
+        /// Outbound connector name.
+        name: String,
+        /// Test message recipient [default: the connector's validation_recipients].
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A connector named on the command line.
@@ -338,6 +354,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Queue(command) => queue::run(global, command),
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
+        Command::Route(command) => route::run(global, command),
     }
 }
 

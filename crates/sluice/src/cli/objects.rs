@@ -18,17 +18,24 @@ use std::path::Path;
 /// Reads an objects file and validates it on its own, so mistakes are
 /// reported (exit 2) before the node is contacted.
 pub(crate) fn read_object_file(file: &Path) -> Result<ObjectSet, Failure> {
+    let set = parse_object_file(file)?;
+    set.validate()
+        .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
+    Ok(set)
+}
+
+/// Reads an objects file (TOML or Exchange PowerShell): syntax, unknown
+/// keys and cmdlets are errors (exit 2); references are checked later,
+/// against what the node already holds.
+fn parse_object_file(file: &Path) -> Result<ObjectSet, Failure> {
     let is_powershell = file
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("ps1"));
     let text = std::fs::read_to_string(file)
         .map_err(|error| Failure::usage(format!("cannot read {}: {error}", file.display())))?;
     if is_powershell {
-        let set = crate::config::powershell::import(&text)
-            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
-        set.validate()
-            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
-        return Ok(set);
+        return crate::config::powershell::import(&text)
+            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())));
     }
     let set: ObjectSet = toml::from_str(&text).map_err(|error| {
         // toml's message spans several lines (the offending line, a caret);
@@ -44,15 +51,20 @@ pub(crate) fn read_object_file(file: &Path) -> Result<ObjectSet, Failure> {
         };
         Failure::usage(message).with_detail(full)
     })?;
-    set.validate()
-        .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
     Ok(set)
 }
 
 pub(crate) fn apply(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
-    let objects = read_object_file(&args.file)?;
+    let objects = parse_object_file(&args.file)?;
     let summary = summary(&objects);
     let client = ApiClient::connect(global)?;
+    // Check the result as the node will hold it (a rule may name a
+    // connector the node already has), so errors still exit 2 up front.
+    let mut merged: ObjectSet = client.get("export")?;
+    merged.merge(objects.clone(), args.prune);
+    merged
+        .validate()
+        .map_err(|error| Failure::usage(format!("{}: {error}", args.file.display())))?;
     let request = ApplyRequest {
         objects,
         prune: args.prune,
@@ -264,8 +276,55 @@ pub(crate) fn connector(global: &GlobalArgs, command: &ConnectorCommand) -> Resu
             .map_err(|error| error.refused_as_invalid(noun))?;
             println!("changed {noun} {:?}", found.name());
         }
+        ConnectorCommand::Validate {
+            name,
+            recipients,
+            json: as_json,
+        } => {
+            let path = format!("outbound-connectors/{}/validate", segment(name));
+            let request = crate::admin::ValidateRequest {
+                recipients: recipients.clone(),
+            };
+            let report: crate::admin::ValidationReport = client
+                .post(&path, &request)
+                .and_then(|answer| answer.decode())
+                .map_err(|error| match error {
+                    error if error.is_not_found() => {
+                        Failure::runtime(format!("no such outbound connector {name:?}"))
+                    }
+                    error => error.refused_as_invalid("validation request"),
+                })?;
+            if *as_json {
+                print!("{}", json(&report)?);
+            } else {
+                print!("{}", validation_table(&report));
+            }
+            if !report.passed {
+                return Err(Failure::runtime(format!("validation of {name:?} failed")));
+            }
+        }
     }
     Ok(())
+}
+
+/// A validation report as a table, one step a line.
+pub(crate) fn validation_table(report: &crate::admin::ValidationReport) -> String {
+    let mut table = Table::new(&["STEP", "HOST", "RESULT", "TIME", "DETAIL"]);
+    for step in &report.steps {
+        table.row(vec![
+            step.step.clone(),
+            step.host.clone(),
+            if step.passed { "pass" } else { "FAIL" }.into(),
+            format!("{} ms", step.millis),
+            step.detail.clone(),
+        ]);
+    }
+    let verdict = if report.passed { "passed" } else { "FAILED" };
+    format!(
+        "{}connector {:?}: validation {verdict}\n",
+        table.render(),
+        report.connector
+    )
 }
 
 fn switch(client: &ApiClient, target: &ConnectorName, enabled: bool) -> Result<(), Failure> {
@@ -365,11 +424,16 @@ pub(crate) fn connector_table(connectors: &[Connector]) -> String {
                 } else {
                     c.smart_hosts.join(", ")
                 };
+                let validated = match &c.last_validation {
+                    Some(v) if v.passed => format!("; validated {}", v.at),
+                    Some(v) => format!("; validation FAILED {}", v.at),
+                    None => "; not validated".to_string(),
+                };
                 (
                     "outbound",
                     c.kind,
                     c.enabled,
-                    format!("{scope} -> {hop} (tls {})", tls_word(c.tls)),
+                    format!("{scope} -> {hop} (tls {}){validated}", tls_word(c.tls)),
                 )
             }
         };
@@ -413,7 +477,7 @@ mod tests {
             text,
             "KIND      NAME          TYPE         ENABLED  DETAIL\n\
              inbound   From scanner  on_premises  yes      from 127.0.0.30/32\n\
-             outbound  To scanner    partner      no       rule-scoped -> 127.0.0.30:2525 (tls opportunistic)\n"
+             outbound  To scanner    partner      no       rule-scoped -> 127.0.0.30:2525 (tls opportunistic); not validated\n"
         );
     }
 

@@ -338,7 +338,10 @@ impl AdminBackend for NodeAdmin {
             let wanted = if recipients.is_empty() { stored } else { recipients };
             let recipients = wanted
                 .iter()
-                .map(|r| crate::message::Address::parse(r).map_err(|e| AdminError::Invalid(format!("recipients: {e}"))))
+                .map(|r| {
+                    crate::message::Address::parse(r)
+                        .map_err(|e| AdminError::Invalid(format!("recipients: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let report = self.deliverer.validate(&connector, &recipients).await;
             let summary = LastValidation {
@@ -419,7 +422,8 @@ mod tests {
         };
         let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching).unwrap();
         let resolver = Arc::new(crate::dns::StaticResolver::default());
-        let deliverer = Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
+        let deliverer =
+            Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
         NodeAdmin {
             store,
             queue,
