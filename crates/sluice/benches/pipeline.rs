@@ -24,11 +24,26 @@ fn objects() -> Policy {
     // every condition is evaluated against the whole message.
     for i in 0..50 {
         let (condition, action) = match i % 5 {
-            0 => (format!("subject_or_body_contains = [\"project-{i}\", \"codeword {i}\"]"), format!("prepend_subject = \"[{i}] \"")),
-            1 => (format!("header_matches = {{ header = \"X-Mailer\", patterns = [\"^bulk-{i}-\\\\d+$\"] }}"), "delete = true".to_string()),
-            2 => (format!("attachment_extension_is = [\"exe{i}\", \"js{i}\"]"), "quarantine = true".to_string()),
-            3 => (format!("header_contains = {{ header = \"Subject\", words = [\"invoice {i}\"] }}"), format!("set_header = {{ header = \"X-Tag-{i}\", value = \"yes\" }}")),
-            _ => ("sent_to_scope = \"not_in_organization\"".to_string(), "route_via_connector = \"To scanner\"".to_string()),
+            0 => (
+                format!("subject_or_body_contains = [\"project-{i}\", \"codeword {i}\"]"),
+                format!("prepend_subject = \"[{i}] \""),
+            ),
+            1 => (
+                format!("header_matches = {{ header = \"X-Mailer\", patterns = [\"^bulk-{i}-\\\\d+$\"] }}"),
+                "delete = true".to_string(),
+            ),
+            2 => (
+                format!("attachment_extension_is = [\"exe{i}\", \"js{i}\"]"),
+                "quarantine = true".to_string(),
+            ),
+            3 => (
+                format!("header_contains = {{ header = \"Subject\", words = [\"invoice {i}\"] }}"),
+                format!("set_header = {{ header = \"X-Tag-{i}\", value = \"yes\" }}"),
+            ),
+            _ => (
+                "sent_to_scope = \"not_in_organization\"".to_string(),
+                "route_via_connector = \"To scanner\"".to_string(),
+            ),
         };
         let _ = write!(
             text,
@@ -37,7 +52,10 @@ fn objects() -> Policy {
              [rule.actions]\n{action}\n"
         );
     }
-    toml::from_str::<ObjectSet>(&text).expect("bench objects parse").validate().expect("bench objects are valid")
+    toml::from_str::<ObjectSet>(&text)
+        .expect("bench objects parse")
+        .validate()
+        .expect("bench objects are valid")
 }
 
 fn message(size: usize) -> Vec<u8> {
@@ -91,9 +109,19 @@ fn main() {
         received_at_ms: 0,
         expires_at_ms: 0,
         hold: Hold::Active,
-        source: Source { peer: peer.to_string(), helo: "bench".into(), connector: None },
+        source: Source {
+            peer: peer.to_string(),
+            helo: "bench".into(),
+            connector: None,
+        },
     };
-    let input = PlanInput { classification: &classification, sender_in_organization: true, peer, base: &base, content: &content };
+    let input = PlanInput {
+        classification: &classification,
+        sender_in_organization: true,
+        peer,
+        base: &base,
+        content: &content,
+    };
 
     for _ in 0..50 {
         std::hint::black_box(plan(&policy, &input));
@@ -121,9 +149,18 @@ fn main() {
     let n = 20_000;
     for _ in 0..n {
         let classification = classify(&policy, peer, &[]);
-        let input = PlanInput { classification: &classification, sender_in_organization: true, peer, base: &base, content: &small };
+        let input = PlanInput {
+            classification: &classification,
+            sender_in_organization: true,
+            peer,
+            base: &base,
+            content: &small,
+        };
         std::hint::black_box(plan(&policy, &input));
     }
     let elapsed = started.elapsed();
-    println!("pipeline (classify → rules → route), 4 KB messages, 50 rules: {:.0} msgs/s on one core", n as f64 / elapsed.as_secs_f64());
+    println!(
+        "pipeline (classify → rules → route), 4 KB messages, 50 rules: {:.0} msgs/s on one core",
+        n as f64 / elapsed.as_secs_f64()
+    );
 }

@@ -97,6 +97,11 @@ pub trait Resolver: Send + Sync {
     /// The A and AAAA addresses of `host` (empty when the name exists
     /// without addresses).
     fn ips<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+    /// The TXT strings of `name` (each record's strings joined); empty by
+    /// default, for resolvers that only serve delivery.
+    fn txt<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The resolver `delivery.dns` asks for: the system's configuration, or
@@ -190,6 +195,27 @@ impl Resolver for HickoryResolver {
             match self.inner.lookup_ip(fqdn(host)).await {
                 Ok(lookup) => Ok(lookup.iter().collect()),
                 Err(error) => classify_failure(host, error).map(|()| Vec::new()),
+            }
+        })
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+        Box::pin(async move {
+            match self.inner.txt_lookup(fqdn(name)).await {
+                Ok(lookup) => Ok(lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| match &record.data {
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|part| String::from_utf8_lossy(part).into_owned())
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()),
+                Err(error) => classify_failure(name, error).map(|()| Vec::new()),
             }
         })
     }

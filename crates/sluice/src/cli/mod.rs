@@ -10,6 +10,7 @@
 
 mod client;
 mod connector_flags;
+mod domain_check;
 mod node;
 mod objects;
 mod output;
@@ -121,6 +122,15 @@ pub enum DomainCommand {
     Remove {
         /// The domain.
         name: String,
+    },
+    /// Compare the domain's MX and SPF records in DNS with what this node
+    /// needs (DNS from the config's delivery.dns); exit 1 on a mismatch.
+    Check {
+        /// The domain.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

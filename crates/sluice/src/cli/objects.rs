@@ -102,6 +102,9 @@ fn to_toml(value: &impl Serialize) -> Result<String, Failure> {
 }
 
 pub(crate) fn domain(global: &GlobalArgs, command: &DomainCommand) -> Result<(), Failure> {
+    if let DomainCommand::Check { name, json } = command {
+        return super::domain_check::run(global, name, *json);
+    }
     let client = ApiClient::connect(global)?;
     match command {
         DomainCommand::List(flag) => {
@@ -127,6 +130,7 @@ pub(crate) fn domain(global: &GlobalArgs, command: &DomainCommand) -> Result<(),
             client.delete(&format!("accepted-domains/{}", segment(name)))?;
             println!("removed accepted domain {name}");
         }
+        DomainCommand::Check { .. } => unreachable!("handled above without a node"),
     }
     Ok(())
 }
