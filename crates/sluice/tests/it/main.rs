@@ -5,6 +5,7 @@
 
 mod support;
 
+mod connectors;
 mod delivery_tls;
 mod dsn;
 mod durability;
