@@ -12,5 +12,6 @@ mod durability;
 mod mx_delivery;
 mod peers;
 mod relay_control;
+mod rules;
 mod smart_host;
 mod smuggling;
