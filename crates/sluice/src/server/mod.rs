@@ -102,7 +102,10 @@ impl Node {
 
     /// As [`Node::start`], resolving names with `resolver` (the demo's
     /// built-in DNS; tests with a table).
-    pub async fn start_with_resolver(config: Config, resolver: Arc<dyn crate::dns::Resolver>) -> anyhow::Result<Node> {
+    pub async fn start_with_resolver(
+        config: Config,
+        resolver: Arc<dyn crate::dns::Resolver>,
+    ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
