@@ -46,7 +46,7 @@ pub fn build(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
         central.extend_from_slice(b"PK\x01\x02");
         central.extend_from_slice(&20u16.to_le_bytes());
         central.extend_from_slice(&common);
-        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&[0; 10]);
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
     }

@@ -396,9 +396,6 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
             bracket_first |= ng == 0;
             lens[ng] = q - q0;
             pos = q + 1;
-            if b.get(pos) == Some(&b' ') && is_digit_at(b, pos + 1) {
-                pos += 1;
-            }
         } else if is_digit_at(b, pos) {
             let q0 = pos;
             while is_digit_at(b, pos) {

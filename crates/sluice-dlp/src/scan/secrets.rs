@@ -67,7 +67,7 @@ fn find_secret40(b: &[u8], lo: usize, hi: usize) -> Option<(usize, usize)> {
             continue;
         }
         let n = run_len(b, i, in_alphabet);
-        let glued = prev_is(b, i, |c| in_alphabet(c) || c == b'=') || b.get(i + n) == Some(&b'=');
+        let glued = prev_is(b, i, in_alphabet) || b.get(i + n) == Some(&b'=');
         if n == 40 && !glued {
             let t = &b[i..i + 40];
             let lower = t.iter().any(u8::is_ascii_lowercase);
