@@ -104,6 +104,9 @@ fn strip(
 ) -> String {
     let mut out = String::with_capacity(src.len());
     let mut rest = src;
+    // Once an end tag is known to be missing, stop looking for it (else many
+    // unclosed `<style>` tags would rescan the rest of the text each).
+    let mut unclosed = false;
     let push_space = |out: &mut String, c: char| {
         if collapse && out.ends_with([' ', '\n', '\t']) {
             if c != ' ' && out.ends_with(' ') {
@@ -153,12 +156,15 @@ fn strip(
                     .unwrap_or(name_part.len());
                 let full = &name_part[..name_end];
                 let local = full.rsplit(':').next().unwrap_or(full).to_ascii_lowercase();
-                if !closing && hidden.contains(&local.as_str()) {
+                if !closing && !unclosed && hidden.contains(&local.as_str()) {
                     // Unclosed, the element hides nothing: malformed markup must
                     // not become a way to hide text from the scanner.
-                    if let Some(e) = find_end_tag(rest, &local) {
-                        rest = &rest[e..];
-                        continue;
+                    match find_end_tag(rest, &local) {
+                        Some(e) => {
+                            rest = &rest[e..];
+                            continue;
+                        }
+                        None => unclosed = true,
                     }
                 }
                 let ends = closing || tag.ends_with('/');

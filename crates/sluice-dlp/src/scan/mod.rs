@@ -120,6 +120,8 @@ struct Ctx<'t> {
     hits: Vec<Hit>,
     /// AWS access key ids found so far: a 40-character secret near one counts.
     aws_key_ids: Vec<(usize, usize)>,
+    /// Where the last search for `-----END ` started and what it found.
+    pem_end: Option<(usize, Option<usize>)>,
 }
 
 impl<'t> Ctx<'t> {
@@ -130,6 +132,7 @@ impl<'t> Ctx<'t> {
             keywords: OnceCell::new(),
             hits: Vec::new(),
             aws_key_ids: Vec::new(),
+            pem_end: None,
         }
     }
 

@@ -156,8 +156,10 @@ pub(super) fn github_pat(ctx: &mut Ctx<'_>, p: usize) {
 pub(super) fn slack(ctx: &mut Ctx<'_>, p: usize) {
     let b = ctx.b;
     let Some(prefix) = b.get(p..p + 5) else { return };
+    // `-` before counts as glued too, so `xoxb-xoxb-xoxb-...` is read once, not
+    // once per prefix.
     if !(prefix.starts_with(b"xox") && matches!(prefix[3], b'a' | b'b' | b'p' | b'o' | b'r' | b's'))
-        || prev_is(b, p, is_word)
+        || prev_is(b, p, |c| is_word(c) || c == b'-')
     {
         return;
     }
@@ -245,14 +247,24 @@ pub(super) fn private_key(ctx: &mut Ctx<'_>, p: usize) {
     if b.get(label_start + label_len..header_end) != Some(b"-----") {
         return;
     }
+    // The next END line, whatever its label: a key block cannot contain one.
+    // Found through a cursor that only moves forward, so a text of many BEGIN
+    // lines without END costs one pass, not one search per header.
+    let next_end = match ctx.pem_end {
+        Some((from, found)) if from <= header_end && found.is_none_or(|f| f >= header_end) => found,
+        _ => {
+            let found = ctx.text[header_end..].find("-----END ").map(|o| header_end + o);
+            ctx.pem_end = Some((header_end, found));
+            found
+        }
+    };
     let mut end_marker = Vec::with_capacity(label_len + 14);
     end_marker.extend_from_slice(b"-----END ");
     end_marker.extend_from_slice(label);
     end_marker.extend_from_slice(b"-----");
-    let limit = (header_end + MAX_PEM).min(b.len());
-    let found = b[header_end..limit]
-        .windows(end_marker.len())
-        .position(|w| w == end_marker.as_slice());
+    let found = next_end
+        .filter(|&e| e - header_end <= MAX_PEM && b[e..].starts_with(&end_marker))
+        .map(|e| e - header_end);
     match found {
         Some(off) => {
             let body = &b[header_end..header_end + off];

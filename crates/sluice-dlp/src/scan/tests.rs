@@ -464,3 +464,30 @@ fn adversarial_inputs_do_not_panic() {
         }
     }
 }
+
+/// Inputs that would be quadratic with a naive search per trigger; each is
+/// 1 MB, so a quadratic path would not finish in any reasonable test time.
+#[test]
+fn pathological_inputs_stay_linear() {
+    let mb = 1 << 20;
+    let inputs = [
+        "-----BEGIN RSA PRIVATE KEY-----\n".repeat(mb / 32),
+        "xoxb-".repeat(mb / 5),
+        "AIza".repeat(mb / 4),
+        "eyJ".repeat(mb / 3),
+        "eyJhbGciOiJub25lIn0.".repeat(mb / 20),
+        "a@".repeat(mb / 2),
+        "a.b@c.".repeat(mb / 6),
+        "password=".repeat(mb / 9),
+        "aws_secret_access_key ".repeat(mb / 22),
+        "+1 ".repeat(mb / 3),
+        "(1".repeat(mb / 2),
+        "DE89".repeat(mb / 4),
+        "4".repeat(mb),
+    ];
+    for input in &inputs {
+        let _ = scan(input);
+    }
+    let html = "<style>".repeat(mb / 7);
+    let _ = crate::extract::html_to_text(&html);
+}
