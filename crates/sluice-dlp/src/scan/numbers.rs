@@ -16,6 +16,9 @@ use crate::validate;
 /// before the number, and a wide window turns invoice numbers into phones.
 const PHONE_PROXIMITY: usize = 80;
 
+/// Plain numbers (no `+`, no bracket) need the keyword within a few words.
+const PLAIN_PHONE_PROXIMITY: usize = 30;
+
 /// Longest run considered as one unit; longer tables of numbers are split.
 const MAX_GROUPS: usize = 32;
 
@@ -377,6 +380,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
     let plus = b[s] == b'+';
     let mut pos = if plus { s + 1 } else { s };
     let mut lens = [0usize; 8];
+    let mut ends = [0usize; 8];
     let mut ng = 0;
     let mut digits = 0;
     let mut end = pos;
@@ -408,6 +412,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
         digits += lens[ng];
         ng += 1;
         end = pos;
+        ends[ng - 1] = pos;
         match b.get(pos) {
             Some(&c @ (b' ' | b'-' | b'.')) if is_digit_at(b, pos + 1) || b.get(pos + 1) == Some(&b'(') => {
                 if seps.is_some_and(|x| x != c) {
@@ -420,6 +425,16 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
         }
     }
     if ng == 0 || !tail_ok(b, end) {
+        return None;
+    }
+    // A number written right after the phone (`+44 20 7946 0958 2024-01-15`)
+    // is read into the run: give back trailing groups past E.164's 15 digits.
+    while digits > 15 && ng > 1 {
+        ng -= 1;
+        digits -= lens[ng];
+        end = ends[ng - 1];
+    }
+    if ng == 0 {
         return None;
     }
     let lens = &lens[..ng];
@@ -450,7 +465,14 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
     } else {
         return None;
     };
-    let near = ctx.near(Keyword::Phone, s, end, PHONE_PROXIMITY);
+    // A plain number needs its label right beside it; a `+` or bracket form is
+    // itself evidence, so its keyword may sit a little further away.
+    let reach = if plain {
+        PLAIN_PHONE_PROXIMITY
+    } else {
+        PHONE_PROXIMITY
+    };
+    let near = ctx.near(Keyword::Phone, s, end, reach);
     let confidence = match confidence {
         Some(_) if near => Confidence::High,
         Some(c) => c,

@@ -216,6 +216,16 @@ fn phones_need_evidence() {
         "0151 2345 6789"
     );
     none("invoice 212-555-0123", Detector::PhoneNumber);
+    let far = "Tel: +44 20 7946 0958. The order reference for this invoice is 2125550123";
+    assert_eq!(
+        one(far, Detector::PhoneNumber).0,
+        "+44 20 7946 0958",
+        "a plain number needs its own label"
+    );
+    assert_eq!(
+        one("Tel: +44 20 7946 0958 2024-01-15", Detector::PhoneNumber).0,
+        "+44 20 7946 0958"
+    );
     none("server 192.168.100.200 is down", Detector::PhoneNumber);
     none("phone 192.168.100.200", Detector::PhoneNumber);
     none("2 + 2 = 4", Detector::PhoneNumber);
