@@ -121,6 +121,7 @@ fn main() {
         peer,
         base: &base,
         content: &content,
+        scanner: "bench",
     };
 
     for _ in 0..50 {
@@ -155,6 +156,7 @@ fn main() {
             peer,
             base: &base,
             content: &small,
+            scanner: "bench",
         };
         std::hint::black_box(plan(&policy, &input));
     }

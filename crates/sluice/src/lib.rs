@@ -27,6 +27,7 @@ pub mod queue;
 pub mod receive;
 pub mod route;
 pub mod rules;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -200,6 +200,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             peer,
             base: &base,
             content: &content,
+            scanner: "route-explain",
         },
     );
 

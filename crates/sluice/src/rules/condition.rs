@@ -50,6 +50,15 @@ pub enum Condition {
     MessageSizeOver(usize),
     /// Client address in one of these ranges.
     SenderIpRanges(Vec<IpNet>),
+    /// The DLP scan found enough of these detectors (any when empty).
+    ContainsSensitiveInfo {
+        /// Detectors counted.
+        detectors: Vec<crate::scan::Detector>,
+        /// Lowest confidence counted.
+        min_confidence: crate::scan::Confidence,
+        /// Findings needed.
+        min_count: usize,
+    },
 }
 
 /// What conditions look at. Content is parsed on first use only.
@@ -69,6 +78,7 @@ pub struct MessageFacts<'a> {
     /// The message.
     pub content: &'a [u8],
     parsed: OnceLock<ParsedContent>,
+    scanned: OnceLock<crate::scan::ScanReport>,
 }
 
 /// What the content-looking conditions need, extracted once.
@@ -104,7 +114,19 @@ impl<'a> MessageFacts<'a> {
             recipients,
             content,
             parsed: OnceLock::new(),
+            scanned: OnceLock::new(),
         }
+    }
+
+    /// The DLP scan of the content, run on first use only: however many
+    /// rules ask, a message is scanned once.
+    pub fn scan(&self) -> &crate::scan::ScanReport {
+        self.scanned.get_or_init(|| crate::scan::scan(self.content))
+    }
+
+    /// The scan, if a rule made it run.
+    pub fn scan_if_run(&self) -> Option<&crate::scan::ScanReport> {
+        self.scanned.get()
     }
 
     fn parsed(&self) -> &ParsedContent {
@@ -223,6 +245,11 @@ impl Condition {
                 .any(|name| patterns.iter().any(|p| p.is_match(name))),
             Condition::MessageSizeOver(limit) => facts.content.len() > *limit,
             Condition::SenderIpRanges(ranges) => ranges.iter().any(|r| r.contains(&facts.peer)),
+            Condition::ContainsSensitiveInfo {
+                detectors,
+                min_confidence,
+                min_count,
+            } => crate::scan::meets(facts.scan(), detectors, *min_confidence, *min_count),
         }
     }
 
@@ -270,6 +297,21 @@ impl Condition {
                 "sender_ip_ranges [{}]",
                 list(r.iter().map(ToString::to_string).collect())
             ),
+            Condition::ContainsSensitiveInfo {
+                detectors,
+                min_confidence,
+                min_count,
+            } => {
+                let which = if detectors.is_empty() {
+                    "any".to_string()
+                } else {
+                    list(detectors.iter().map(|d| d.as_str().to_string()).collect())
+                };
+                format!(
+                    "contains_sensitive_info [{which}] at {} x{min_count}",
+                    min_confidence.as_str()
+                )
+            }
         }
     }
 
@@ -405,11 +447,27 @@ pub fn compile(p: &RulePredicates) -> Result<Vec<Condition>, (&'static str, Stri
             .collect::<Result<Vec<_>, _>>()?;
         out.push(Condition::SenderIpRanges(ranges));
     }
-    if p.contains_sensitive_info.is_some() {
-        return Err((
-            "contains_sensitive_info",
-            "needs the DLP scanner, which this build does not have yet".into(),
-        ));
+    if let Some(info) = &p.contains_sensitive_info {
+        let detectors = info
+            .detectors
+            .iter()
+            .map(|d| {
+                d.parse::<crate::scan::Detector>()
+                    .map_err(|e| ("contains_sensitive_info", format!("detectors: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let min_confidence = info
+            .min_confidence
+            .parse::<crate::scan::Confidence>()
+            .map_err(|e| ("contains_sensitive_info", format!("min_confidence: {e}")))?;
+        if info.min_count == 0 {
+            return Err(("contains_sensitive_info", "min_count must be at least 1".into()));
+        }
+        out.push(Condition::ContainsSensitiveInfo {
+            detectors,
+            min_confidence,
+            min_count: info.min_count as usize,
+        });
     }
     Ok(out)
 }

@@ -84,6 +84,8 @@ pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
                     None => lines.push(format!("Subject: {}\r\n", prefix.trim_end()).into_bytes()),
                 }
             }
+            // Resolved into `Set` by the plan; nothing to write without a scan.
+            HeaderEdit::StampScan => {}
         }
     }
     let mut out = Vec::with_capacity(content.len() + 64);

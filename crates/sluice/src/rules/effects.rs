@@ -17,6 +17,9 @@ pub enum HeaderEdit {
     },
     /// Put text before the subject.
     PrependSubject(String),
+    /// Write `X-Sluice-Org-Scan` from the DLP result (resolved into a
+    /// `Set` by the plan, which has the scan).
+    StampScan,
 }
 
 /// What becomes of a recipient. Stronger dispositions win:

@@ -68,6 +68,7 @@ impl Action {
             Action::Edit(HeaderEdit::Remove(name)) => format!("remove_header {name}"),
             Action::Edit(HeaderEdit::Set { name, value }) => format!("set_header {name}: {value}"),
             Action::Edit(HeaderEdit::PrependSubject(prefix)) => format!("prepend_subject {prefix:?}"),
+            Action::Edit(HeaderEdit::StampScan) => "stamp_scan".into(),
             Action::NotifySender(_) => "notify_sender".into(),
         }
     }
@@ -184,10 +185,7 @@ impl Rule {
             actions.push(Action::Edit(HeaderEdit::PrependSubject(prefix.clone())));
         }
         if a.stamp_scan {
-            return Err(err(
-                "actions.stamp_scan",
-                "stamp_scan needs the DLP scanner, which this build does not have yet".into(),
-            ));
+            actions.push(Action::Edit(HeaderEdit::StampScan));
         }
         if let Some(text) = &a.notify_sender {
             actions.push(Action::NotifySender(text.clone()));

@@ -46,6 +46,8 @@ pub struct Plan {
     pub notices: Vec<String>,
     /// Remarks (a rule's connector missing...).
     pub notes: Vec<String>,
+    /// What the DLP scan found, when a rule made it run (names and counts only).
+    pub scan_summary: Option<String>,
 }
 
 /// Inputs of a plan besides the policy.
@@ -61,6 +63,8 @@ pub struct PlanInput<'a> {
     pub base: &'a QueueEntry,
     /// Content after the inbound header firewall.
     pub content: &'a [u8],
+    /// This node's name in `X-Sluice-Org-Scan` (`scanner=`).
+    pub scanner: &'a str,
 }
 
 /// Decides what the message becomes.
@@ -83,6 +87,7 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
     };
     if plan.refused.is_some() {
         plan.evaluation = evaluation;
+        plan.scan_summary = facts.scan_if_run().map(crate::scan::summary);
         return plan;
     }
     let reroutes = rule_loop_count(input.content);
@@ -112,7 +117,18 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
                 .extend(copy.indexes.iter().map(|&i| (i, reply.clone())));
             continue;
         }
-        let mut edits = copy.effects.edits.clone();
+        let mut edits: Vec<HeaderEdit> = copy
+            .effects
+            .edits
+            .iter()
+            .map(|edit| match edit {
+                HeaderEdit::StampScan => HeaderEdit::Set {
+                    name: crate::scan::SCAN_HEADER.into(),
+                    value: crate::scan::stamp(facts.scan(), input.scanner),
+                },
+                other => other.clone(),
+            })
+            .collect();
         if reroutes_here {
             edits.push(HeaderEdit::Set {
                 name: RULE_LOOP_HEADER.into(),
@@ -133,6 +149,7 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         });
     }
     plan.evaluation = evaluation;
+    plan.scan_summary = facts.scan_if_run().map(crate::scan::summary);
     plan
 }
 

@@ -154,7 +154,7 @@ fn invalid_rules_name_the_rule_and_key() {
     for (text, key) in [
         ("[[rule]]\nname = \"r\"\n[rule.conditions]\nheader_matches = { header = \"Subject\", patterns = [\"(\"] }\n[rule.actions]\ndelete = true\n", "header_matches"),
         ("[[rule]]\nname = \"r\"\n[rule.actions]\nroute_via_connector = \"Nowhere\"\n", "actions.route_via_connector"),
-        ("[[rule]]\nname = \"r\"\n[rule.conditions]\ncontains_sensitive_info = { detectors = [\"credit_card\"] }\n[rule.actions]\ndelete = true\n", "contains_sensitive_info"),
+        ("[[rule]]\nname = \"r\"\n[rule.conditions]\ncontains_sensitive_info = { detectors = [\"credit_cards\"] }\n[rule.actions]\ndelete = true\n", "contains_sensitive_info"),
     ] {
         let set: ObjectSet = toml::from_str(&format!("{BASE}{text}")).unwrap();
         let error = set.validate().unwrap_err();
@@ -163,4 +163,104 @@ fn invalid_rules_name_the_rule_and_key() {
     let unknown =
         toml::from_str::<ObjectSet>("[[rule]]\nname = \"r\"\n[rule.actions]\nexplode = true\n").unwrap_err();
     assert!(unknown.to_string().contains("explode"), "{unknown}");
+}
+
+const SCANNER: &str = r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+[[outbound_connector]]
+name = "Back to gateway"
+smart_hosts = ["127.0.0.10:2525"]
+transport_rule_scoped = true
+retain_internal_headers = true
+[[rule]]
+name = "Block cards"
+priority = 1
+stop_processing = true
+[rule.conditions]
+contains_sensitive_info = { detectors = ["credit_card"], min_confidence = "medium", min_count = 1 }
+[rule.actions]
+quarantine = true
+stamp_scan = true
+notify_sender = "Your message contained a payment card number and was held."
+[[rule]]
+name = "Stamp and return"
+priority = 2
+[rule.actions]
+stamp_scan = true
+route_via_connector = "Back to gateway"
+"#;
+
+fn scanner_plan(body: &str) -> plan::Plan {
+    let policy = toml::from_str::<ObjectSet>(SCANNER).unwrap().validate().unwrap();
+    let classification = Classification::Anonymous;
+    let from = ReversePath::try_from("a@contoso.test".to_string()).unwrap();
+    let base = crate::queue::QueueEntry {
+        id: crate::message::QueueId("t".into()),
+        message_id: None,
+        from,
+        body: crate::message::BodyType::SevenBit,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        recipients: vec![crate::queue::QueuedRecipient {
+            address: Address::parse("x@fabrikam.test").unwrap(),
+            notify: crate::message::Notify::Default,
+            orcpt: None,
+            route: crate::route::Route::Mx,
+            status: crate::queue::RecipientStatus::Queued { due_ms: 0 },
+            attempts: 0,
+        }],
+        size: 0,
+        received_at_ms: 0,
+        expires_at_ms: 0,
+        hold: crate::queue::Hold::Active,
+        source: crate::queue::Source {
+            peer: "127.0.0.10".into(),
+            helo: "gw".into(),
+            connector: None,
+        },
+    };
+    let content = format!("Subject: order\r\n\r\n{body}\r\n");
+    plan::plan(
+        &policy,
+        &plan::PlanInput {
+            classification: &classification,
+            sender_in_organization: false,
+            peer: "127.0.0.10".parse().unwrap(),
+            base: &base,
+            content: content.as_bytes(),
+            scanner: "scanner.test",
+        },
+    )
+}
+
+#[test]
+fn scanner_policy_quarantines_cards_and_stamps_clean_mail() {
+    let found = scanner_plan("my visa card is 4111 1111 1111 1111, exp 12/29");
+    assert_eq!(found.copies.len(), 1);
+    assert_eq!(found.copies[0].quarantined_by.as_deref(), Some("Block cards"));
+    let text = String::from_utf8_lossy(&found.copies[0].content).to_string();
+    assert!(
+        text.contains("X-Sluice-Org-Scan: verdict=found; findings=credit_card:1; scanner=scanner.test"),
+        "{text}"
+    );
+    assert_eq!(found.notices.len(), 1);
+    let summary = found.scan_summary.unwrap();
+    assert!(summary.starts_with("credit_card:1"), "{summary}");
+    assert!(!summary.contains("1111"));
+
+    let clean = scanner_plan("lunch at noon?");
+    assert_eq!(clean.copies[0].quarantined_by, None);
+    let text = String::from_utf8_lossy(&clean.copies[0].content).to_string();
+    assert!(
+        text.contains("X-Sluice-Org-Scan: verdict=pass; scanner=scanner.test"),
+        "{text}"
+    );
+    assert_eq!(
+        clean.copies[0].recipients[0].route.connector(),
+        Some("Back to gateway")
+    );
+    assert!(clean.notices.is_empty());
 }

@@ -27,6 +27,8 @@ pub struct Pipeline {
     pub queue: Queue,
     /// Current objects.
     pub policy: watch::Receiver<Arc<Policy>>,
+    /// This node's name (`scanner=` in scan stamps).
+    pub hostname: String,
 }
 
 impl Pipeline {
@@ -98,6 +100,7 @@ impl Pipeline {
                 peer: session.peer.ip(),
                 base: &base,
                 content: &content,
+                scanner: &self.hostname,
             },
         );
         for m in &plan.evaluation.matches {
@@ -127,6 +130,15 @@ impl Pipeline {
                 None,
                 None,
                 Some(detail),
+            ));
+        }
+        if let Some(summary) = &plan.scan_summary {
+            events.push(queue::event(
+                &base,
+                TraceKind::Scanned,
+                None,
+                None,
+                Some(summary.clone()),
             ));
         }
         if let Some(reply) = plan.refused {

@@ -156,6 +156,7 @@ impl Node {
             intake: Arc::new(Pipeline {
                 queue: queue.clone(),
                 policy: policy_rx.clone(),
+                hostname: config.hostname.clone(),
             }),
         });
 

@@ -43,6 +43,8 @@ pub enum TraceKind {
     Quarantined,
     /// A notice went to the sender (a rule's notify_sender).
     SenderNotified,
+    /// The DLP scan ran (detector names and counts, never matches).
+    Scanned,
 }
 
 impl TraceKind {
@@ -63,6 +65,7 @@ impl TraceKind {
             TraceKind::RuleMatched => "rule_matched",
             TraceKind::Quarantined => "quarantined",
             TraceKind::SenderNotified => "sender_notified",
+            TraceKind::Scanned => "scanned",
         }
     }
 }
