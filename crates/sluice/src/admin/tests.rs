@@ -163,6 +163,26 @@ impl AdminBackend for MemoryBackend {
                 .map_err(|e| AdminError::Invalid(e.to_string())),
         )
     }
+
+    fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>> {
+        let queue = self.queue.lock().unwrap();
+        let mut stats = NodeStats::from_queue(queue.iter().map(|e| (e.id.as_str(), e.status)));
+        stats.quarantined = self.quarantine.lock().unwrap().len() as u64;
+        stats.events = self
+            .events
+            .iter()
+            .filter_map(|e| {
+                let at = humantime::parse_rfc3339(&e.at).ok()?;
+                let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+                (at_ms >= since_ms).then(|| EventStamp {
+                    at_ms,
+                    event: e.event.clone(),
+                    queue_id: e.queue_id.clone(),
+                })
+            })
+            .collect();
+        ready(Ok(stats))
+    }
 }
 
 fn entry(id: &str, status: QueueStatus) -> QueueEntryView {
