@@ -297,4 +297,48 @@ mod tests {
             );
         }
     }
+
+    /// Every `/api/v1` operation of the document answers 401 without the token.
+    #[tokio::test]
+    async fn every_api_operation_needs_the_token() {
+        let router = super::super::router(Arc::new(MemoryBackend::default()), TOKEN.into());
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if !path.starts_with("/api/v1/") {
+                    continue;
+                }
+                assert_eq!(
+                    operation["security"],
+                    serde_json::Value::Null,
+                    "{path} overrides security"
+                );
+                let uri = path
+                    .replace("{name}", "x")
+                    .replace("{id}", "x")
+                    .replace("{action}", "hold");
+                for authorization in [None, Some("Bearer wrong".to_string())] {
+                    let mut request = Request::builder()
+                        .method(method.to_uppercase().as_str())
+                        .uri(&uri);
+                    if let Some(value) = &authorization {
+                        request = request.header(header::AUTHORIZATION, value);
+                    }
+                    let request = request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from("{}"))
+                        .unwrap();
+                    let response = router.clone().oneshot(request).await.unwrap();
+                    assert_eq!(
+                        response.status(),
+                        StatusCode::UNAUTHORIZED,
+                        "{method} {path} with {authorization:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 35);
+    }
 }

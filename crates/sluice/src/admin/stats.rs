@@ -365,6 +365,54 @@ mod tests {
         assert_eq!(view.queue.deferred, 1);
     }
 
+    #[tokio::test]
+    async fn metrics_need_no_token_and_stats_do() {
+        use super::super::tests::{MemoryBackend, TOKEN};
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let router = super::super::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+        let send = |uri: &str, token: bool| {
+            let mut request = Request::builder().uri(uri);
+            if token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+            }
+            let request = request.body(Body::empty()).unwrap();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let content_type = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let (status, content_type, body) = send("/metrics", false).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.unwrap().starts_with("text/plain; version=0.0.4"));
+        assert!(body.contains("sluice_queue_messages 0\n"), "{body}");
+
+        assert_eq!(send("/api/v1/stats", false).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = send("/api/v1/stats?since=2h&bucket=10m", true).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let view: StatsView = serde_json::from_str(&body).unwrap();
+        assert_eq!((view.bucket_seconds, view.series.len()), (600, 12));
+        for (uri, key) in [
+            ("/api/v1/stats?since=30d", "since"),
+            ("/api/v1/stats?bucket=10s", "bucket"),
+            ("/api/v1/stats?since=7d&bucket=1m", "bucket"),
+            ("/api/v1/stats?since=soon", "since"),
+        ] {
+            let (status, _, body) = send(uri, true).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(&format!("\"{key}: ")), "{uri}: {body}");
+        }
+    }
+
     #[test]
     fn prometheus_text_has_the_queue_gauge() {
         let mut stats = NodeStats::from_queue([("A", QueueStatus::Queued), ("B", QueueStatus::Held)]);

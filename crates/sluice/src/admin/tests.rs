@@ -676,3 +676,45 @@ async fn internal_errors_hide_their_detail() {
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(!text.contains("secret"), "{text}");
 }
+
+/// The admin center shows a 400 beside the field its key names: every
+/// refusal of an object write names the object and the key.
+#[tokio::test]
+async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
+    let harness = Harness::new(MemoryBackend::default());
+    let cases = [
+        (
+            "/api/v1/outbound-connectors",
+            r#"{"name": "x", "smart_hosts": ["127.0.0.1:99999"]}"#,
+            "outbound_connector \"x\": smart_hosts: ",
+        ),
+        (
+            "/api/v1/rules",
+            r#"{"name": "r", "actions": {"redirect_to": ["not an address"]}}"#,
+            "rule \"r\": actions.redirect_to: ",
+        ),
+        (
+            "/api/v1/rules",
+            r#"{"name": "r", "actions": {"route_via_connector": "Nowhere"}}"#,
+            "rule \"r\": actions.route_via_connector: ",
+        ),
+        (
+            "/api/v1/accepted-domains",
+            r#"{"name": "not a domain"}"#,
+            "accepted_domain \"not a domain\": name: ",
+        ),
+        // A body serde refuses names the key after "target type: ".
+        (
+            "/api/v1/outbound-connectors",
+            r#"{"name": "x", "tls": "sometimes"}"#,
+            "target type: tls: ",
+        ),
+    ];
+    for (uri, body, expected) in cases {
+        let (status, answer) = harness.send(Method::POST, uri, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}");
+        let error = error_text(&answer);
+        assert!(error.contains(expected), "{uri} {body}: {error}");
+    }
+    assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
+}

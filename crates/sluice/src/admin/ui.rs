@@ -106,6 +106,30 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn pages_are_served_without_a_token_under_a_strict_policy() {
+        use super::super::tests::{MemoryBackend, TOKEN};
+        use axum::body::Body;
+        use axum::http::{Request, StatusCode};
+        use tower::ServiceExt;
+        let router = super::super::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+        for (uri, kind) in [
+            ("/", "text/html"),
+            ("/js/main.js", "text/javascript"),
+            ("/app.css", "text/css"),
+        ] {
+            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let headers = response.headers();
+            assert!(
+                headers[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind),
+                "{uri}"
+            );
+            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP);
+        }
+    }
+
     #[test]
     fn every_file_under_ui_is_served() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui");

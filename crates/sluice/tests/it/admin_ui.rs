@@ -166,5 +166,9 @@ fn admin_center_creates_connectors_and_rules_and_follows_mail() {
     send(net, &node, "waits for the scanner");
     node.wait_for_recipient("bob@fabrikam.test", "deferred", Duration::from_secs(30));
     browser.run("queue");
-    assert!(node.queue_json().is_empty(), "deleted in the UI: {:?}", node.queue_json());
+    assert!(
+        node.queue_json().is_empty(),
+        "deleted in the UI: {:?}",
+        node.queue_json()
+    );
 }
