@@ -47,6 +47,32 @@ pub enum Action {
     NotifySender(String),
 }
 
+impl Action {
+    /// The action as its config key (and value), for the trace.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Reject(reply) => format!("reject ({reply})"),
+            Action::Delete => "delete".into(),
+            Action::Quarantine => "quarantine".into(),
+            Action::RedirectTo(to) => {
+                format!(
+                    "redirect_to {}",
+                    to.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )
+            }
+            Action::Bcc(to) => format!(
+                "bcc {}",
+                to.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Action::RouteVia(connector) => format!("route_via_connector {connector:?}"),
+            Action::Edit(HeaderEdit::Remove(name)) => format!("remove_header {name}"),
+            Action::Edit(HeaderEdit::Set { name, value }) => format!("set_header {name}: {value}"),
+            Action::Edit(HeaderEdit::PrependSubject(prefix)) => format!("prepend_subject {prefix:?}"),
+            Action::NotifySender(_) => "notify_sender".into(),
+        }
+    }
+}
+
 /// A validated rule.
 #[derive(Debug, Clone)]
 pub struct Rule {

@@ -106,9 +106,17 @@ impl Pipeline {
                 .iter()
                 .map(|&i| base.recipients[i].address.local())
                 .collect();
-            let mode = if m.audit { " (audit: no action taken)" } else { "" };
+            let actions = if m.audit {
+                " (audit: no action taken)".to_string()
+            } else {
+                let rule = policy.rules.iter().find(|r| r.name == m.rule);
+                let list: Vec<String> = rule
+                    .map(|r| r.actions.iter().map(|a| a.describe()).collect())
+                    .unwrap_or_default();
+                format!("; actions: {}", list.join(", "))
+            };
             let detail = format!(
-                "rule {:?} matched{mode} for {} recipient(s): {}",
+                "rule {:?} matched for {} recipient(s): {}{actions}",
                 m.rule,
                 who.len(),
                 who.join(", ")

@@ -87,6 +87,8 @@ pub struct Node {
     pub admin: SocketAddr,
     /// The spool.
     pub queue: Queue,
+    /// The node's management operations (what the admin API serves).
+    pub management: Arc<NodeAdmin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -94,6 +96,16 @@ pub struct Node {
 impl Node {
     /// Builds every stage and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
+        Node::start_with_resolver(config, resolver).await
+    }
+
+    /// As [`Node::start`], resolving names with `resolver` (the demo's
+    /// built-in DNS; tests with a table).
+    pub async fn start_with_resolver(
+        config: Config,
+        resolver: Arc<dyn crate::dns::Resolver>,
+    ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
@@ -104,7 +116,6 @@ impl Node {
         let policy = objects.validate().context("stored objects are invalid")?;
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
 
-        let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
         let mut settings = DeliverySettings::new(config.hostname.clone(), config.data_dir.clone());
         settings.extra_ca = config.extra_ca.clone();
         settings.bind_address = config.bind_address;
@@ -176,7 +187,7 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen for the admin API on {}", config.admin_listen))?;
         let admin = admin_listener.local_addr()?;
-        let router = crate::admin::router(backend, token);
+        let router = crate::admin::router(backend.clone(), token);
         let mut admin_stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -200,6 +211,7 @@ impl Node {
             smtp,
             admin,
             queue,
+            management: backend,
             shutdown,
             tasks,
         })

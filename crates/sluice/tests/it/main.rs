@@ -6,11 +6,13 @@
 mod support;
 
 mod admin_ui;
+mod connectors;
 mod delivery_tls;
 mod dsn;
 mod durability;
 mod mx_delivery;
 mod peers;
 mod relay_control;
+mod rules;
 mod smart_host;
 mod smuggling;

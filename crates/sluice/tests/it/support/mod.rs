@@ -22,7 +22,7 @@ pub use node::{Node, NodeOptions};
 pub use postfix::Postfix;
 pub use process::Guarded;
 pub use sink::{Sink, SinkMessage};
-pub use smtp::{swaks, RawSmtp};
+pub use smtp::{swaks, RawSmtp, SwaksRun};
 pub use tls::{CertFiles, TestCa};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

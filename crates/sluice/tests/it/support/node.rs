@@ -24,6 +24,8 @@ pub struct NodeOptions {
     pub bind_address: Option<Ipv4Addr>,
     /// `smtp.tls_cert` / `smtp.tls_key`.
     pub tls: Option<super::CertFiles>,
+    /// `smtp.client_ca`: trust roots for client certificates.
+    pub client_ca: Option<PathBuf>,
     /// `delivery.retry`: short, so retries happen within a test.
     pub retry: Vec<String>,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
@@ -40,6 +42,7 @@ impl NodeOptions {
             extra_ca: None,
             bind_address: None,
             tls: None,
+            client_ca: None,
             retry: vec!["1s".to_string(), "2s".to_string()],
             objects: objects.to_string(),
         }
@@ -156,6 +159,37 @@ impl Node {
             .current_dir(self.dir.path())
             .output()
             .expect("run sluice")
+    }
+
+    /// Runs a management verb that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "sluice {} failed ({}): {}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs a management verb that must succeed and print JSON.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let stdout = self.cli_ok(args);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("sluice {} printed no JSON ({e}): {stdout}", args.join(" ")))
+    }
+
+    /// `sluice trace --json ARGS`: the events in the order the node gives.
+    pub fn trace(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["trace", "--json"];
+        all.extend_from_slice(args);
+        match self.cli_json(&all) {
+            serde_json::Value::Array(events) => events,
+            other => panic!("trace --json is not a list: {other}"),
+        }
     }
 
     /// `sluice queue list --json`: the entries as JSON values.
@@ -341,6 +375,9 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
             quote(&files.cert.display().to_string()),
             quote(&files.key.display().to_string())
         );
+    }
+    if let Some(ca) = &options.client_ca {
+        toml += &format!("client_ca = {}\n", quote(&ca.display().to_string()));
     }
     let retry: Vec<String> = options.retry.iter().map(|r| quote(r)).collect();
     toml += &format!("\n[delivery]\nretry = [{}]\n", retry.join(", "));

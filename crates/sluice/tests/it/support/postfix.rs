@@ -24,6 +24,16 @@ impl Postfix {
     /// Starts Postfix on a free port of `ip`, offering STARTTLS with `tls`
     /// when given, relaying to a fresh sink on `sink_ip`.
     pub fn start(ip: Ipv4Addr, sink_ip: Ipv4Addr, tls: Option<&CertFiles>) -> Postfix {
+        Postfix::start_with(ip, sink_ip, tls, false)
+    }
+
+    /// Like `start`, but its smtpd refuses mail until the client has
+    /// started TLS (`smtpd_tls_security_level = encrypt`).
+    pub fn start_requiring_tls(ip: Ipv4Addr, sink_ip: Ipv4Addr, tls: &CertFiles) -> Postfix {
+        Postfix::start_with(ip, sink_ip, Some(tls), true)
+    }
+
+    fn start_with(ip: Ipv4Addr, sink_ip: Ipv4Addr, tls: Option<&CertFiles>, require_tls: bool) -> Postfix {
         let sink = Sink::start(sink_ip);
         let addr = SocketAddr::new(ip.into(), super::free_port(ip));
         let dir = tempfile::tempdir().expect("postfix temp dir");
@@ -50,9 +60,10 @@ impl Postfix {
                     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
                 }
                 format!(
-                    "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_tls_security_level = may\n",
+                    "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_tls_security_level = {}\n",
                     files.cert.display(),
-                    files.key.display()
+                    files.key.display(),
+                    if require_tls { "encrypt" } else { "may" }
                 )
             }
             None => "smtpd_tls_security_level = none\n".to_string(),

@@ -28,6 +28,36 @@ pub struct SinkMessage {
 }
 
 impl SinkMessage {
+    /// A message read elsewhere (e.g. a node's Maildir), envelope unknown.
+    pub fn from_bytes(bytes: &[u8]) -> SinkMessage {
+        SinkMessage {
+            mail_from: String::new(),
+            rcpt_to: Vec::new(),
+            content: String::from_utf8_lossy(bytes).replace("\r\n", "\n"),
+        }
+    }
+
+    /// Every field `name` (case-insensitive), unfolded, top to bottom.
+    pub fn headers_named(&self, name: &str) -> Vec<String> {
+        let headers = self.content.split("\n\n").next().unwrap_or("");
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in headers.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, value)) = fields.last_mut() {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+            } else if let Some((field, value)) = line.split_once(':') {
+                fields.push((field.to_string(), value.trim().to_string()));
+            }
+        }
+        fields
+            .into_iter()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+            .collect()
+    }
+
     /// The value of the first header `name` (case-insensitive), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
         let headers = self.content.split("\n\n").next().unwrap_or("");

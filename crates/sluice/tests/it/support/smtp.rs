@@ -11,7 +11,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct SwaksRun {
     /// swaks' exit code: 0 delivered, 23 refused at MAIL, 24 at RCPT,
-    /// 25 at DATA, 2x/others on connection or TLS trouble.
+    /// 25 at DATA, 26 after the message (end of DATA), others on
+    /// connection or TLS trouble.
     pub code: Option<i32>,
     /// The transcript (stdout and stderr).
     pub transcript: String,

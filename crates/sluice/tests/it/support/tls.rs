@@ -1,7 +1,10 @@
 //! A private CA made at test time, and the certificates tests hand to
 //! sluice and Postfix (good, wrong-name, self-signed).
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use std::path::{Path, PathBuf};
 
 /// A certificate and its key written as PEM files (readable by Postfix's
@@ -48,6 +51,18 @@ impl TestCa {
     pub fn leaf(&self, dir: &Path, file_stem: &str, names: &[&str]) -> CertFiles {
         let (params, key) = leaf_params(names);
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
+        write_pair(dir, file_stem, &cert.pem(), &key.serialize_pem())
+    }
+
+    /// A client certificate (clientAuth extended key usage) for `names`,
+    /// signed by this CA: what an on-prem server presents to be identified.
+    pub fn client_leaf(&self, dir: &Path, file_stem: &str, names: &[&str]) -> CertFiles {
+        let (mut params, key) = leaf_params(names);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).expect("sign client leaf");
         write_pair(dir, file_stem, &cert.pem(), &key.serialize_pem())
     }
 

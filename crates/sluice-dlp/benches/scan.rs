@@ -1,0 +1,229 @@
+//! Throughput of the scanner, single-threaded (so MB/s is per core).
+//!
+//! Run: `cargo bench -p sluice-dlp --bench scan`. Two generated corpora:
+//! - plain text: business prose with numbers (dates, amounts, invoice and
+//!   order numbers, times, IPs) and a sensitive value every ~2 KB, through
+//!   `scan_text`;
+//! - mixed mail: MIME messages with text and HTML alternatives and base64
+//!   attachments (CSV, .docx, .xlsx, .zip made in memory), through
+//!   `scan_message`; MB/s counts raw message bytes.
+
+#[path = "../src/extract/zip_writer.rs"]
+#[allow(dead_code)]
+mod zip_writer;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use sluice_dlp::{scan_message, scan_text, Location, ScanLimits};
+
+/// Deterministic generator (xorshift) so figures are comparable between runs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on",
+    "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they",
+    "you", "were", "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when",
+    "will", "would", "who", "so", "no", "meeting", "quarter", "invoice", "customer", "shipment", "please",
+    "attached", "report", "regards", "team", "schedule", "budget", "review", "account", "update", "project",
+    "Monday", "Tuesday", "contract", "delivery", "payment", "order", "support", "ticket", "release",
+    "server",
+];
+
+const SENSITIVE: &[&str] = &[
+    "card 4556 7375 8689 9855 exp 12/27",
+    "SSN 536-22-1234",
+    "IBAN DE89 3704 0044 0532 0130 00",
+    "routing number 021000021",
+    "mail jane.doe@example.com",
+    "Tel: +44 20 7946 0958",
+    "AKIAQYLPMN5HFIQR7BXZ",
+    "password: Tr0ub4dor&3",
+    "token ghp_Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0AeAAAAAA",
+    "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+];
+
+fn number_noise(rng: &mut Rng) -> String {
+    match rng.below(8) {
+        0 => format!("2024-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
+        1 => format!("${}.{:02}", rng.below(100_000), rng.below(100)),
+        2 => format!("INV-{}", 100_000 + rng.below(900_000)),
+        3 => format!("{:02}:{:02}", rng.below(24), rng.below(60)),
+        4 => format!("10.{}.{}.{}", rng.below(256), rng.below(256), rng.below(256)),
+        5 => format!("order {}", rng.next() % 10_000_000_000),
+        6 => format!("{}%", rng.below(100)),
+        _ => format!("#{}", rng.below(1000)),
+    }
+}
+
+fn plain_corpus(bytes: usize, rng: &mut Rng) -> String {
+    let mut s = String::with_capacity(bytes + 256);
+    let mut since = 0;
+    while s.len() < bytes {
+        let before = s.len();
+        match rng.below(20) {
+            0 => s.push_str(&number_noise(rng)),
+            1 => s.push_str(".\n"),
+            _ => s.push_str(rng.pick(WORDS)),
+        }
+        s.push(' ');
+        since += s.len() - before;
+        if since > 2048 {
+            s.push_str(rng.pick(SENSITIVE));
+            s.push(' ');
+            since = 0;
+        }
+    }
+    s
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 38);
+    for (i, chunk) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push_str("\r\n");
+        }
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (k, &b)| acc | (u32::from(b) << (16 - 8 * k)));
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn docx(text: &str) -> Vec<u8> {
+    let paras: String = text
+        .split('\n')
+        .map(|p| format!("<w:p><w:r><w:t>{p}</w:t></w:r></w:p>"))
+        .collect();
+    let xml = format!("<w:document><w:body>{paras}</w:body></w:document>");
+    zip_writer::build(&[
+        ("[Content_Types].xml", b"<Types/>", true),
+        ("word/document.xml", xml.as_bytes(), true),
+    ])
+}
+
+fn xlsx(text: &str) -> Vec<u8> {
+    let strings: String = text.split(' ').map(|w| format!("<si><t>{w}</t></si>")).collect();
+    let xml = format!("<sst>{strings}</sst>");
+    zip_writer::build(&[
+        ("[Content_Types].xml", b"<Types/>", true),
+        ("xl/sharedStrings.xml", xml.as_bytes(), true),
+    ])
+}
+
+fn message(rng: &mut Rng, i: usize) -> Vec<u8> {
+    let body = plain_corpus(4_000 + rng.below(8_000), rng);
+    let html = format!(
+        "<html><body><p>{}</p></body></html>",
+        body.replace('\n', "</p><p>")
+    );
+    let attachment = plain_corpus(20_000 + rng.below(40_000), rng);
+    let (name, ctype, data) = match i % 4 {
+        0 => ("data.csv", "text/csv", attachment.replace(' ', ",").into_bytes()),
+        1 => (
+            "report.docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            docx(&attachment),
+        ),
+        2 => (
+            "sheet.xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            xlsx(&attachment),
+        ),
+        _ => (
+            "bundle.zip",
+            "application/zip",
+            zip_writer::build(&[("notes.txt", attachment.as_bytes(), true)]),
+        ),
+    };
+    format!(
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: report {i}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"M\"\r\n\r\n--M\r\n\
+         Content-Type: multipart/alternative; boundary=\"A\"\r\n\r\n\
+         --A\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
+         --A\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--A--\r\n\
+         --M\r\nContent-Type: {ctype}; name=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n{}\r\n--M--\r\n",
+        base64(&data)
+    )
+    .into_bytes()
+}
+
+/// Run `f` over `bytes` total for at least `min` time; return MB/s and findings.
+fn measure(bytes: usize, min: Duration, mut f: impl FnMut() -> usize) -> (f64, usize) {
+    let mut findings = f(); // warm-up (builds the automatons)
+    let start = Instant::now();
+    let mut rounds = 0u32;
+    while start.elapsed() < min || rounds == 0 {
+        findings = black_box(f());
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (bytes as f64 * f64::from(rounds) / secs / 1e6, findings)
+}
+
+fn main() {
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let min = Duration::from_secs(3);
+
+    let text = plain_corpus(16 << 20, &mut rng);
+    let (mbps, n) = measure(text.len(), min, || scan_text(&text, Location::Body).len());
+    println!(
+        "plain text : {:>6.1} MB/s per core ({} MB, {n} findings)",
+        mbps,
+        text.len() >> 20
+    );
+
+    let prose: String = (0..(16 << 20) / 6)
+        .map(|i| WORDS[i % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (mbps, n) = measure(prose.len(), min, || scan_text(&prose, Location::Body).len());
+    println!(
+        "clean prose: {:>6.1} MB/s per core ({} MB, {n} findings)",
+        mbps,
+        prose.len() >> 20
+    );
+
+    let messages: Vec<Vec<u8>> = (0..200).map(|i| message(&mut rng, i)).collect();
+    let total: usize = messages.iter().map(Vec::len).sum();
+    let limits = ScanLimits::default();
+    let (mbps, n) = measure(total, min, || {
+        messages
+            .iter()
+            .map(|m| scan_message(m, &limits).findings.len())
+            .sum()
+    });
+    println!(
+        "mixed mail : {:>6.1} MB/s per core ({} messages, {:.1} MB raw, {n} findings)",
+        mbps,
+        messages.len(),
+        total as f64 / 1e6
+    );
+}

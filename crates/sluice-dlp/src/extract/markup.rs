@@ -1,0 +1,270 @@
+//! HTML and XML to text, simply: tags removed, entities decoded.
+//!
+//! The point is that what a reader sees is what the detectors scan: inline
+//! tags (`<b>`, `<span>`, `<w:r>`) vanish without a trace, so a number split by
+//! them is whole again (`4111 <b>1111</b>` reads `4111 1111`); block tags
+//! (paragraphs, rows, line breaks) become a newline and table cells a tab, so
+//! neighbouring values do not fuse into one number. HTML whitespace collapses
+//! as a browser renders it. Not a parser: malformed markup degrades to text.
+
+/// HTML elements whose contents are dropped. Only CSS: script text and
+/// comments are kept, because data hidden there still leaves the organisation.
+const HIDDEN: &[&str] = &["style"];
+
+/// HTML elements that start a new line when rendered.
+const HTML_BLOCKS: &[&str] = &[
+    "p",
+    "div",
+    "br",
+    "tr",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "pre",
+    "hr",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "dt",
+    "dd",
+    "address",
+];
+
+/// XML (Office Open XML, OpenDocument) elements that end a paragraph, a cell
+/// or a row, by local name.
+const XML_BREAKS: &[&str] = &[
+    "p",
+    "br",
+    "cr",
+    "tr",
+    "tc",
+    "si",
+    "c",
+    "row",
+    "h",
+    "line-break",
+    "table-cell",
+    "table-row",
+    "t",
+];
+
+fn entity(s: &str) -> Option<(char, usize)> {
+    let end = s.bytes().take(12).position(|c| c == b';')?;
+    let name = &s[1..end];
+    let c = if let Some(num) = name.strip_prefix('#') {
+        let code = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => num.parse().ok()?,
+        };
+        char::from_u32(code)?
+    } else {
+        match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            "nbsp" => '\u{a0}',
+            "ndash" => '\u{2013}',
+            "mdash" => '\u{2014}',
+            "thinsp" => '\u{2009}',
+            "euro" => '\u{20ac}',
+            "copy" => '\u{a9}',
+            _ => return None,
+        }
+    };
+    Some((c, end + 1))
+}
+
+/// Offset of `</name` in `s`, ignoring ASCII case.
+fn find_end_tag(s: &str, name: &str) -> Option<usize> {
+    s.match_indices("</").map(|(i, _)| i).find(|&i| {
+        s.as_bytes()
+            .get(i + 2..i + 2 + name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
+/// Shared tag walker. `classify(name, closing_or_selfclosing)` says what a tag
+/// inserts; `collapse` applies HTML whitespace rules.
+fn strip(
+    src: &str,
+    collapse: bool,
+    hidden: &[&str],
+    mut breaks: impl FnMut(&str, bool) -> Option<char>,
+) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    // Once an end tag is known to be missing, stop looking for it (else many
+    // unclosed `<style>` tags would rescan the rest of the text each).
+    let mut unclosed = false;
+    let push_space = |out: &mut String, c: char| {
+        if collapse && out.ends_with([' ', '\n', '\t']) {
+            if c != ' ' && out.ends_with(' ') {
+                out.pop();
+                out.push(c);
+            }
+            return;
+        }
+        out.push(c);
+    };
+    while let Some(i) = rest.find(['<', '&', ' ', '\n', '\r', '\t', '-']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        match tail.as_bytes()[0] {
+            b'&' => match entity(tail) {
+                Some((c, n)) => {
+                    out.push(c);
+                    rest = &tail[n..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &tail[1..];
+                }
+            },
+            b'<' => {
+                if let Some(after) = tail.strip_prefix("<!--") {
+                    push_space(&mut out, '\n');
+                    rest = after;
+                    continue;
+                }
+                if let Some(after) = tail.strip_prefix("-->") {
+                    push_space(&mut out, '\n');
+                    rest = after;
+                    continue;
+                }
+                let Some(close) = tail.find('>') else {
+                    out.push_str(tail);
+                    rest = "";
+                    continue;
+                };
+                let tag = &tail[1..close];
+                rest = &tail[close + 1..];
+                let closing = tag.starts_with('/');
+                let name_part = tag.trim_start_matches('/');
+                let name_end = name_part
+                    .find(|c: char| c.is_whitespace() || c == '/')
+                    .unwrap_or(name_part.len());
+                let full = &name_part[..name_end];
+                let local = full.rsplit(':').next().unwrap_or(full).to_ascii_lowercase();
+                if !closing && !unclosed && hidden.contains(&local.as_str()) {
+                    // Unclosed, the element hides nothing: malformed markup must
+                    // not become a way to hide text from the scanner.
+                    match find_end_tag(rest, &local) {
+                        Some(e) => {
+                            rest = &rest[e..];
+                            continue;
+                        }
+                        None => unclosed = true,
+                    }
+                }
+                let ends = closing || tag.ends_with('/');
+                if let Some(c) = breaks(&local, ends) {
+                    push_space(&mut out, c);
+                }
+            }
+            b'-' => {
+                if let Some(after) = tail.strip_prefix("-->") {
+                    push_space(&mut out, '\n');
+                    rest = after;
+                } else {
+                    out.push('-');
+                    rest = &tail[1..];
+                }
+            }
+            _ => {
+                if collapse {
+                    push_space(&mut out, ' ');
+                } else {
+                    out.push(char::from(tail.as_bytes()[0]));
+                }
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Render HTML to the text a reader sees (simply: no CSS, no layout).
+pub(crate) fn html_to_text(html: &str) -> String {
+    strip(html, true, HIDDEN, |name, _| {
+        if name == "td" || name == "th" {
+            Some('\t')
+        } else if HTML_BLOCKS.contains(&name) {
+            Some('\n')
+        } else {
+            None
+        }
+    })
+}
+
+/// The text content of an Office/OpenDocument XML part: runs joined, one line
+/// per paragraph, cell or shared string.
+pub(crate) fn xml_to_text(xml: &str) -> String {
+    strip(xml, false, &[], |name, ends| {
+        if name == "tab" {
+            Some('\t')
+        } else if ends && name != "t" && XML_BREAKS.contains(&name) {
+            Some('\n')
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_tags_vanish_blocks_break() {
+        assert_eq!(
+            html_to_text("4111 <b>1111</b> 1111 <span class=x>1111</span>"),
+            "4111 1111 1111 1111"
+        );
+        assert_eq!(html_to_text("<p>a</p><p>b</p>"), "\na\nb\n");
+        assert_eq!(
+            html_to_text("<td>123-45-6789</td><td>555</td>"),
+            "\t123-45-6789\t555\t"
+        );
+        assert_eq!(html_to_text("a\n   b\r\n\tc"), "a b c");
+        assert_eq!(html_to_text("x<br/>y"), "x\ny");
+    }
+
+    #[test]
+    fn entities_and_hidden_content() {
+        assert_eq!(
+            html_to_text("4111&nbsp;1111 &amp; &#65;&#x42; &bogus; &"),
+            "4111\u{a0}1111 & AB &bogus; &"
+        );
+        assert_eq!(
+            html_to_text("<style>p{}</STYLE>a<!-- 4111 -->b<SCRIPT>x</SCRIPT>c"),
+            "a\n4111\nbxc"
+        );
+        assert_eq!(html_to_text("<style>4111 never closed"), "4111 never closed");
+        assert_eq!(html_to_text("a-b -- c"), "a-b -- c");
+        assert_eq!(html_to_text("unterminated <b"), "unterminated <b");
+    }
+
+    #[test]
+    fn office_xml_runs_join() {
+        let docx = r#"<w:body><w:p><w:r><w:t>Card 4111 </w:t></w:r><w:r><w:rPr/><w:t>1111 1111 1111</w:t></w:r></w:p><w:p><w:r><w:t>next</w:t></w:r></w:p></w:body>"#;
+        assert_eq!(xml_to_text(docx), "Card 4111 1111 1111 1111\nnext\n");
+        let sheet = r#"<sst><si><t>a</t></si><si><r><t>41</t></r><r><t>11</t></r></si></sst>"#;
+        assert_eq!(xml_to_text(sheet), "a\n4111\n");
+        assert_eq!(
+            xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
+            "1\nx & y\n"
+        );
+    }
+}

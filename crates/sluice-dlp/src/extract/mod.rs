@@ -1,0 +1,344 @@
+//! Message extraction: raw RFC 5322 bytes to decoded texts, each scanned once.
+//!
+//! Input: the raw message and [`ScanLimits`]. Output: a [`ScanReport`] with the
+//! findings of every decoded text: the subject, every MIME part (transfer
+//! encodings and charsets decoded by mail-parser, HTML turned into text), and
+//! the attachments: text and CSV, Office Open XML and OpenDocument (text of the
+//! XML parts), PDF (text operators of plain and FlateDecode content streams),
+//! nested `message/rfc822`, and zip archives.
+//!
+//! Never: expands a container past the limits. Depth (nested messages and
+//! archives), total decompressed bytes and per-entry compression ratio are
+//! checked from the declared sizes *before* inflating, and actual output is
+//! capped while inflating; what is not expanded is listed in `refused`. Text
+//! beyond the per-message budget is not scanned and the report says
+//! `truncated`. Malformed input never panics and never fails the scan: what
+//! cannot be read is refused, the rest is still scanned.
+
+mod markup;
+mod pdf;
+mod zip;
+#[cfg(test)]
+mod zip_writer;
+
+use std::collections::{BTreeMap, HashSet};
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use crate::finding::{Confidence, Detector, Finding, Location};
+use crate::scan::scan_text;
+
+pub(crate) use markup::{html_to_text, xml_to_text};
+
+/// Bounds on the work one message may cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// How deep nested messages and archives are followed (an attachment of the
+    /// message is depth 0; a file inside a zip attachment is depth 1).
+    pub max_depth: usize,
+    /// Total bytes that decompression (zip entries, PDF streams) may produce for
+    /// one message.
+    pub max_expanded_bytes: u64,
+    /// Total decoded text scanned for one message; the rest is skipped and the
+    /// report marked `truncated`.
+    pub max_scanned_bytes: u64,
+    /// Largest uncompressed:compressed ratio accepted for an entry over 1 MiB;
+    /// above it the archive is refused as a zip bomb.
+    pub max_ratio: u64,
+}
+
+impl Default for ScanLimits {
+    /// Depth 4, 64 MiB expanded, 32 MiB scanned, ratio 100:1. Office XML
+    /// compresses 10-30:1 and logs rarely beyond 60:1; a deflate bomb is ~1000:1.
+    fn default() -> Self {
+        ScanLimits {
+            max_depth: 4,
+            max_expanded_bytes: 64 << 20,
+            max_scanned_bytes: 32 << 20,
+            max_ratio: 100,
+        }
+    }
+}
+
+/// The result of scanning one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Every finding, deduplicated per (detector, text, location): the same card
+    /// in the text and HTML alternatives of a body counts once.
+    pub findings: Vec<Finding>,
+    /// A budget was hit and some content was not scanned (`scan_truncated`).
+    pub truncated: bool,
+    /// Content that was not expanded, with the reason, e.g.
+    /// `attachment:bomb.zip: zip bomb (ratio 1000:1)`. Never contains matched text.
+    pub refused: Vec<String>,
+}
+
+impl ScanReport {
+    /// Findings per detector at or above `min` confidence (test values
+    /// included: filter `findings` on `test_value` to exclude them).
+    pub fn counts(&self, min: Confidence) -> BTreeMap<Detector, usize> {
+        let mut counts = BTreeMap::new();
+        for f in self.findings.iter().filter(|f| f.confidence >= min) {
+            *counts.entry(f.detector).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// Decode every part of `raw` (subject, bodies, attachments, nested messages,
+/// archives) and scan each decoded text once.
+///
+/// Never fails: unparseable content is refused or scanned as plain text.
+pub fn scan_message(raw: &[u8], limits: &ScanLimits) -> ScanReport {
+    let mut walker = Walker {
+        limits,
+        scanned: 0,
+        expanded: 0,
+        report: ScanReport::default(),
+        seen: HashSet::new(),
+    };
+    walker.message(raw, None, 0);
+    walker.report
+}
+
+/// Office packages are zips whose XML parts hold the text; these are the parts
+/// with user content (not styles, themes, relationships or media).
+const OFFICE_PARTS: &[&str] = &[
+    "word/document.xml",
+    "word/header",
+    "word/footer",
+    "word/footnotes.xml",
+    "word/endnotes.xml",
+    "word/comments.xml",
+    "xl/sharedStrings.xml",
+    "xl/worksheets/sheet",
+    "xl/comments",
+    "ppt/slides/slide",
+    "ppt/notesSlides/notesSlide",
+    "ppt/comments/",
+    "content.xml",
+    "docProps/core.xml",
+];
+
+const OFFICE_EXTENSIONS: &[&str] = &[
+    ".docx", ".docm", ".xlsx", ".xlsm", ".pptx", ".pptm", ".odt", ".ods", ".odp",
+];
+
+struct Walker<'l> {
+    limits: &'l ScanLimits,
+    scanned: u64,
+    expanded: u64,
+    report: ScanReport,
+    seen: HashSet<(Detector, String, Location)>,
+}
+
+fn join(parent: Option<&str>, name: &str) -> String {
+    match parent {
+        Some(p) => format!("{p}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+impl Walker<'_> {
+    fn refuse(&mut self, name: &str, reason: impl std::fmt::Display) {
+        self.report.refused.push(format!("attachment:{name}: {reason}"));
+    }
+
+    /// Scan `text` within the per-message budget.
+    fn scan(&mut self, text: &str, location: Location) {
+        let remaining = self.limits.max_scanned_bytes.saturating_sub(self.scanned);
+        let mut text = text;
+        if text.len() as u64 > remaining {
+            self.report.truncated = true;
+            let mut cut = usize::try_from(remaining).unwrap_or(usize::MAX).min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text = &text[..cut];
+        }
+        if text.is_empty() {
+            return;
+        }
+        self.scanned += text.len() as u64;
+        for f in scan_text(text, location) {
+            if self
+                .seen
+                .insert((f.detector, f.matched.clone(), f.location.clone()))
+            {
+                self.report.findings.push(f);
+            }
+        }
+    }
+
+    /// A message: the top-level one (`name` None) or a nested one.
+    fn message(&mut self, raw: &[u8], name: Option<&str>, depth: usize) {
+        match MessageParser::default().parse(raw) {
+            Some(message) => self.parsed(&message, name, depth),
+            None => {
+                let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
+                self.scan(&String::from_utf8_lossy(raw), loc);
+            }
+        }
+    }
+
+    fn parsed(&mut self, message: &mail_parser::Message<'_>, name: Option<&str>, depth: usize) {
+        let here = |n: Option<&str>| n.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
+        if let Some(subject) = message.subject() {
+            let loc = name.map_or(Location::Subject, |n| Location::Attachment(n.to_owned()));
+            self.scan(subject, loc);
+        }
+        for (i, part) in message.parts.iter().enumerate() {
+            let file_name = part.attachment_name();
+            let mut full = file_name.map(|f| join(name, f));
+            match &part.body {
+                PartType::Text(text) => {
+                    let loc = here(full.as_deref().or(name));
+                    if file_name.is_some_and(|f| f.to_ascii_lowercase().ends_with(".html")) {
+                        self.scan(&html_to_text(text), loc);
+                    } else {
+                        self.scan(text, loc);
+                    }
+                }
+                PartType::Html(html) => self.scan(&html_to_text(html), here(full.as_deref().or(name))),
+                PartType::Binary(data) | PartType::InlineBinary(data) => {
+                    let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
+                    let is_message = part
+                        .content_type()
+                        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("message"));
+                    if is_message {
+                        self.nested(data, &full, depth);
+                    } else {
+                        self.file(data, &full, depth);
+                    }
+                }
+                PartType::Message(nested) => {
+                    let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}.eml")));
+                    if depth + 1 > self.limits.max_depth {
+                        self.refuse(
+                            &full,
+                            format_args!("nested deeper than {}", self.limits.max_depth),
+                        );
+                    } else {
+                        self.parsed(nested, Some(&full), depth + 1);
+                    }
+                }
+                PartType::Multipart(_) => {}
+            }
+        }
+    }
+
+    fn nested(&mut self, raw: &[u8], name: &str, depth: usize) {
+        if depth + 1 > self.limits.max_depth {
+            self.refuse(name, format_args!("nested deeper than {}", self.limits.max_depth));
+        } else {
+            self.message(raw, Some(name), depth + 1);
+        }
+    }
+
+    /// An attachment or archive member, dispatched on its content (magic bytes)
+    /// first and its name second.
+    fn file(&mut self, data: &[u8], name: &str, depth: usize) {
+        let lower = name.to_ascii_lowercase();
+        if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
+            if depth + 1 > self.limits.max_depth {
+                self.refuse(name, format_args!("nested deeper than {}", self.limits.max_depth));
+            } else {
+                self.archive(
+                    data,
+                    name,
+                    depth + 1,
+                    OFFICE_EXTENSIONS.iter().any(|e| lower.ends_with(e)),
+                );
+            }
+        } else if data.starts_with(b"%PDF-") {
+            self.pdf(data, name);
+        } else if lower.ends_with(".eml") {
+            self.nested(data, name, depth);
+        } else if data.iter().take(4096).any(|&c| c == 0) {
+            // Images, executables and other binaries carry no scannable text.
+        } else {
+            let text = String::from_utf8_lossy(data);
+            let head = text.get(..512).unwrap_or(&text).trim_start().to_ascii_lowercase();
+            let loc = Location::Attachment(name.to_owned());
+            if lower.ends_with(".html")
+                || lower.ends_with(".htm")
+                || head.starts_with("<!doctype html")
+                || head.starts_with("<html")
+            {
+                self.scan(&html_to_text(&text), loc);
+            } else {
+                self.scan(&text, loc);
+            }
+        }
+    }
+
+    /// A zip archive or an Office package (`office`): bombs are refused from
+    /// the declared sizes before anything is inflated.
+    fn archive(&mut self, data: &[u8], name: &str, depth: usize, office: bool) {
+        let entries = match zip::entries(data) {
+            Ok(entries) => entries,
+            Err(e) => return self.refuse(name, e),
+        };
+        let office = office
+            || entries
+                .iter()
+                .any(|e| e.name == "[Content_Types].xml" || e.name == "mimetype");
+        let wanted: Vec<&zip::Entry<'_>> = entries
+            .iter()
+            .filter(|e| !e.name.ends_with('/'))
+            .filter(|e| !office || OFFICE_PARTS.iter().any(|p| e.name.starts_with(p)))
+            .collect();
+        let declared: u64 = wanted.iter().map(|e| e.size).sum();
+        for e in &wanted {
+            if e.size > 1 << 20 && e.size / e.compressed_size().max(1) > self.limits.max_ratio {
+                let ratio = e.size / e.compressed_size().max(1);
+                return self.refuse(name, format_args!("zip bomb (ratio {ratio}:1)"));
+            }
+        }
+        if self.expanded + declared > self.limits.max_expanded_bytes {
+            self.report.truncated = true;
+            return self.refuse(
+                name,
+                format_args!(
+                    "expands to {declared} bytes, over the {} byte limit",
+                    self.limits.max_expanded_bytes
+                ),
+            );
+        }
+        let mut office_text = String::new();
+        for e in wanted {
+            let member = join(Some(name), &e.name);
+            let out = match e.inflate() {
+                Ok(out) => out,
+                Err(err) => {
+                    self.refuse(&member, err);
+                    continue;
+                }
+            };
+            self.expanded += out.len() as u64;
+            if office {
+                office_text.push_str(&xml_to_text(&String::from_utf8_lossy(&out)));
+                office_text.push('\n');
+            } else {
+                self.file(&out, &member, depth);
+            }
+        }
+        if office {
+            self.scan(&office_text, Location::Attachment(name.to_owned()));
+        }
+    }
+
+    fn pdf(&mut self, data: &[u8], name: &str) {
+        let budget = self.limits.max_expanded_bytes.saturating_sub(self.expanded);
+        let extracted = pdf::text(data, budget, self.limits.max_ratio);
+        self.expanded += extracted.expanded;
+        if let Some(reason) = extracted.refused {
+            self.report.truncated |= reason.is_budget();
+            self.refuse(name, reason);
+        }
+        self.scan(&extracted.text, Location::Attachment(name.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! Builds zip archives in memory for tests and the benchmark (stored or
+//! deflated members, correct CRCs so `unzip -t` accepts them). Shared by
+//! `#[path]` with `benches/scan.rs`, so it depends only on miniz_oxide.
+
+/// CRC-32 (IEEE); a copy of the validator's, since this file is also compiled
+/// into the benchmark outside the crate.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+/// Build an archive from `(name, data, deflate)` members.
+pub fn build(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data, deflate) in members {
+        let body = if *deflate {
+            miniz_oxide::deflate::compress_to_vec(data, 9)
+        } else {
+            data.to_vec()
+        };
+        let method: u16 = if *deflate { 8 } else { 0 };
+        let offset = out.len() as u32;
+        let crc = crc32(data);
+        let mut common = Vec::new();
+        common.extend_from_slice(&20u16.to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes());
+        common.extend_from_slice(&method.to_le_bytes());
+        common.extend_from_slice(&[0, 0, 0x21, 0]);
+        common.extend_from_slice(&crc.to_le_bytes());
+        common.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&common);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&body);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&20u16.to_le_bytes());
+        central.extend_from_slice(&common);
+        central.extend_from_slice(&[0; 10]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}

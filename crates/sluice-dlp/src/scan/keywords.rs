@@ -1,0 +1,171 @@
+//! Supporting keywords: the words that raise a validated match's confidence.
+//!
+//! Built once per text, lazily, by one aho-corasick pass over the whole text;
+//! queries are binary searches. A keyword counts only as a whole word (no ASCII
+//! letter or digit either side), so `exp` does not fire inside `expect`.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// The evidence families, one per detector that uses proximity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keyword {
+    Card,
+    Ssn,
+    Aba,
+    Phone,
+    Email,
+}
+
+const KINDS: usize = 5;
+
+fn slot(kind: Keyword) -> usize {
+    match kind {
+        Keyword::Card => 0,
+        Keyword::Ssn => 1,
+        Keyword::Aba => 2,
+        Keyword::Phone => 3,
+        Keyword::Email => 4,
+    }
+}
+
+/// Purview's Keyword_cc_verification / Keyword_cc_name / expiration terms and
+/// the AWS Macie card words; Keyword_ssn; Keyword_ABA_Routing; phone and email
+/// labels as they appear in signatures.
+const KEYWORDS: &[(&str, Keyword)] = &[
+    ("card", Keyword::Card),
+    ("cards", Keyword::Card),
+    ("cardholder", Keyword::Card),
+    ("card number", Keyword::Card),
+    ("cardnumber", Keyword::Card),
+    ("credit", Keyword::Card),
+    ("debit", Keyword::Card),
+    ("visa", Keyword::Card),
+    ("mastercard", Keyword::Card),
+    ("master card", Keyword::Card),
+    ("mc", Keyword::Card),
+    ("amex", Keyword::Card),
+    ("american express", Keyword::Card),
+    ("discover", Keyword::Card),
+    ("jcb", Keyword::Card),
+    ("diners", Keyword::Card),
+    ("diners club", Keyword::Card),
+    ("maestro", Keyword::Card),
+    ("unionpay", Keyword::Card),
+    ("rupay", Keyword::Card),
+    ("carte bancaire", Keyword::Card),
+    ("cvv", Keyword::Card),
+    ("cvv2", Keyword::Card),
+    ("cvc", Keyword::Card),
+    ("cvc2", Keyword::Card),
+    ("cvn", Keyword::Card),
+    ("cid", Keyword::Card),
+    ("security code", Keyword::Card),
+    ("card verification", Keyword::Card),
+    ("pin block", Keyword::Card),
+    ("exp", Keyword::Card),
+    ("expiry", Keyword::Card),
+    ("expiration", Keyword::Card),
+    ("expires", Keyword::Card),
+    ("valid thru", Keyword::Card),
+    ("pan", Keyword::Card),
+    ("ccn", Keyword::Card),
+    ("cc", Keyword::Card),
+    ("cc#", Keyword::Card),
+    ("kreditkarte", Keyword::Card),
+    ("karte", Keyword::Card),
+    ("carte", Keyword::Card),
+    ("tarjeta", Keyword::Card),
+    ("cartão", Keyword::Card),
+    ("クレジット", Keyword::Card),
+    ("カード", Keyword::Card),
+    ("信用卡", Keyword::Card),
+    ("卡号", Keyword::Card),
+    ("ssn", Keyword::Ssn),
+    ("ssns", Keyword::Ssn),
+    ("ssn#", Keyword::Ssn),
+    ("ss#", Keyword::Ssn),
+    ("sss#", Keyword::Ssn),
+    ("social security", Keyword::Ssn),
+    ("social security number", Keyword::Ssn),
+    ("social security no", Keyword::Ssn),
+    ("social security #", Keyword::Ssn),
+    ("soc sec", Keyword::Ssn),
+    ("ssa number", Keyword::Ssn),
+    ("aba", Keyword::Aba),
+    ("aba#", Keyword::Aba),
+    ("aba number", Keyword::Aba),
+    ("abarouting", Keyword::Aba),
+    ("abarouting#", Keyword::Aba),
+    ("abaroutingnumber", Keyword::Aba),
+    ("bankrouting#", Keyword::Aba),
+    ("bankroutingnumber", Keyword::Aba),
+    ("routing", Keyword::Aba),
+    ("routing number", Keyword::Aba),
+    ("routing transit number", Keyword::Aba),
+    ("rtn", Keyword::Aba),
+    ("phone", Keyword::Phone),
+    ("phones", Keyword::Phone),
+    ("telephone", Keyword::Phone),
+    ("tel", Keyword::Phone),
+    ("mobile", Keyword::Phone),
+    ("mob", Keyword::Phone),
+    ("cell", Keyword::Phone),
+    ("cellphone", Keyword::Phone),
+    ("call", Keyword::Phone),
+    ("fax", Keyword::Phone),
+    ("ph", Keyword::Phone),
+    ("whatsapp", Keyword::Phone),
+    ("telefon", Keyword::Phone),
+    ("telefono", Keyword::Phone),
+    ("téléphone", Keyword::Phone),
+    ("email", Keyword::Email),
+    ("e-mail", Keyword::Email),
+    ("emails", Keyword::Email),
+    ("mailto", Keyword::Email),
+];
+
+static KEYWORD_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(KEYWORDS.iter().map(|(k, _)| k))
+        // A panic here is a broken invariant: the keywords are constants.
+        .expect("keyword patterns are valid")
+});
+
+/// Word-bounded keyword positions of one text, by family, in text order.
+pub(super) struct KeywordIndex {
+    starts: [Vec<usize>; KINDS],
+}
+
+impl KeywordIndex {
+    pub(super) fn build(text: &str) -> Self {
+        let b = text.as_bytes();
+        let mut starts: [Vec<usize>; KINDS] = Default::default();
+        for m in KEYWORD_AC.find_iter(text) {
+            let before = m.start().checked_sub(1).map(|i| b[i]);
+            // `cc#4111...` still counts: a keyword ending in punctuation needs no
+            // boundary after it.
+            let after = b
+                .get(m.end())
+                .copied()
+                .filter(|_| b[m.end() - 1].is_ascii_alphanumeric());
+            if before.is_some_and(|c| c.is_ascii_alphanumeric())
+                || after.is_some_and(|c| c.is_ascii_alphanumeric())
+            {
+                continue;
+            }
+            starts[slot(KEYWORDS[m.pattern().as_usize()].1)].push(m.start());
+        }
+        KeywordIndex { starts }
+    }
+
+    /// A keyword of `kind` starts within `lo..hi`.
+    pub(super) fn any_in(&self, kind: Keyword, lo: usize, hi: usize) -> bool {
+        let v = &self.starts[slot(kind)];
+        let i = v.partition_point(|&s| s < lo);
+        v.get(i).is_some_and(|&s| s < hi)
+    }
+}

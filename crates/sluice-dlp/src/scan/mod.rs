@@ -1,0 +1,255 @@
+//! One pass over one decoded text: every detector at once.
+//!
+//! Input: a `&str` that is already decoded (transfer encoding, charset,
+//! HTML-to-text) and the [`Location`] it came from. Output: findings whose
+//! `matched` is a slice of that text, in text order.
+//!
+//! How: a single case-insensitive aho-corasick automaton finds the literal
+//! triggers (vendor prefixes, `-----BEGIN`, `eyJ`, `@`, password and AWS secret
+//! keywords) and a digit-run scanner walks the digits (cards, SSNs, IBANs, ABA,
+//! phones). Only candidates are validated. Keywords that raise confidence are
+//! indexed lazily, once per text, the first time a candidate needs them, so text
+//! without candidates costs two linear scans and nothing more.
+//!
+//! Never: logs, allocates per byte, or rescans the text per detector.
+
+mod email;
+mod keywords;
+mod numbers;
+mod password;
+mod secrets;
+
+use std::cell::OnceCell;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::finding::{Confidence, Detector, Finding, Location};
+use keywords::{Keyword, KeywordIndex};
+
+/// Characters either side of a match in which a keyword counts (Purview's
+/// `patternsProximity="300"`).
+const PROXIMITY: usize = 300;
+
+/// What a literal trigger asks the scanner to check.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    AwsKeyId,
+    GithubToken,
+    GithubPat,
+    Slack,
+    Stripe,
+    Google,
+    PemBegin,
+    Jwt,
+    At,
+    PasswordKeyword,
+    AwsSecretKeyword,
+}
+
+const TRIGGERS: &[(&str, Trigger)] = &[
+    ("AKIA", Trigger::AwsKeyId),
+    ("ASIA", Trigger::AwsKeyId),
+    ("ABIA", Trigger::AwsKeyId),
+    ("ACCA", Trigger::AwsKeyId),
+    ("A3T", Trigger::AwsKeyId),
+    ("ghp_", Trigger::GithubToken),
+    ("gho_", Trigger::GithubToken),
+    ("ghu_", Trigger::GithubToken),
+    ("ghs_", Trigger::GithubToken),
+    ("ghr_", Trigger::GithubToken),
+    ("github_pat_", Trigger::GithubPat),
+    ("xoxa-", Trigger::Slack),
+    ("xoxb-", Trigger::Slack),
+    ("xoxp-", Trigger::Slack),
+    ("xoxo-", Trigger::Slack),
+    ("xoxr-", Trigger::Slack),
+    ("xoxs-", Trigger::Slack),
+    ("sk_live_", Trigger::Stripe),
+    ("rk_live_", Trigger::Stripe),
+    ("AIza", Trigger::Google),
+    ("-----BEGIN", Trigger::PemBegin),
+    ("eyJ", Trigger::Jwt),
+    ("@", Trigger::At),
+    ("password", Trigger::PasswordKeyword),
+    ("passwd", Trigger::PasswordKeyword),
+    ("pwd", Trigger::PasswordKeyword),
+    ("passphrase", Trigger::PasswordKeyword),
+    ("secret", Trigger::PasswordKeyword),
+    ("passwort", Trigger::PasswordKeyword),
+    ("kennwort", Trigger::PasswordKeyword),
+    ("contraseña", Trigger::PasswordKeyword),
+    ("mot de passe", Trigger::PasswordKeyword),
+    ("senha", Trigger::PasswordKeyword),
+    ("aws_secret_access_key", Trigger::AwsSecretKeyword),
+    ("secret_access_key", Trigger::AwsSecretKeyword),
+    ("secretaccesskey", Trigger::AwsSecretKeyword),
+    ("secret access key", Trigger::AwsSecretKeyword),
+    ("aws_secret_key", Trigger::AwsSecretKeyword),
+    ("aws_secret", Trigger::AwsSecretKeyword),
+    ("aws secret", Trigger::AwsSecretKeyword),
+];
+
+/// The trigger automaton. Case-insensitive so one pass also finds `PASSWORD=`;
+/// the vendor prefixes are re-checked case-sensitively by their validators.
+/// Leftmost-longest so `aws_secret_access_key` wins over the `secret` inside it.
+static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(TRIGGERS.iter().map(|(p, _)| p))
+        // A panic here is a broken invariant: the patterns are constants.
+        .expect("trigger patterns are valid")
+});
+
+/// A validated candidate, as byte offsets into the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hit {
+    start: usize,
+    end: usize,
+    detector: Detector,
+    confidence: Confidence,
+    test_value: bool,
+}
+
+/// Per-text scanning state shared by the detectors.
+struct Ctx<'t> {
+    text: &'t str,
+    b: &'t [u8],
+    keywords: OnceCell<KeywordIndex>,
+    hits: Vec<Hit>,
+    /// AWS access key ids found so far: a 40-character secret near one counts.
+    aws_key_ids: Vec<(usize, usize)>,
+    /// Where the last search for `-----END ` started and what it found.
+    pem_end: Option<(usize, Option<usize>)>,
+}
+
+impl<'t> Ctx<'t> {
+    fn new(text: &'t str) -> Self {
+        Ctx {
+            text,
+            b: text.as_bytes(),
+            keywords: OnceCell::new(),
+            hits: Vec::new(),
+            aws_key_ids: Vec::new(),
+            pem_end: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        detector: Detector,
+        start: usize,
+        end: usize,
+        confidence: Confidence,
+        test_value: bool,
+    ) {
+        self.hits.push(Hit {
+            start,
+            end,
+            detector,
+            confidence,
+            test_value,
+        });
+    }
+
+    /// Byte range reaching `chars` characters before `start` and after `end`.
+    fn window(&self, start: usize, end: usize, chars: usize) -> (usize, usize) {
+        let mut lo = start;
+        for _ in 0..chars {
+            if lo == 0 {
+                break;
+            }
+            lo -= 1;
+            while !self.text.is_char_boundary(lo) {
+                lo -= 1;
+            }
+        }
+        let mut hi = end;
+        for _ in 0..chars {
+            if hi >= self.b.len() {
+                break;
+            }
+            hi += 1;
+            while !self.text.is_char_boundary(hi) {
+                hi += 1;
+            }
+        }
+        (lo, hi)
+    }
+
+    /// A keyword of `kind` lies within `chars` characters of `start..end`.
+    fn near(&self, kind: Keyword, start: usize, end: usize, chars: usize) -> bool {
+        let (lo, hi) = self.window(start, end, chars);
+        self.keywords
+            .get_or_init(|| KeywordIndex::build(self.text))
+            .any_in(kind, lo, hi)
+    }
+
+    fn into_findings(mut self, location: &Location) -> Vec<Finding> {
+        self.hits.sort_by_key(|h| (h.start, h.end, h.detector));
+        self.hits.dedup_by_key(|h| (h.start, h.end, h.detector));
+        // Weak detectors yield to a specific one over the same text: `password=ghp_...`
+        // is a GitHub token, and a `+` number that is a card is a card.
+        let hits = &self.hits;
+        let keep: Vec<bool> = hits
+            .iter()
+            .map(|h| {
+                !matches!(h.detector, Detector::Password | Detector::PhoneNumber)
+                    || !hits.iter().any(|o| {
+                        o.detector != h.detector
+                            && !matches!(o.detector, Detector::Password | Detector::PhoneNumber)
+                            && o.start < h.end
+                            && h.start < o.end
+                    })
+            })
+            .collect();
+        hits.iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(h, _)| Finding {
+                detector: h.detector,
+                matched: self.text[h.start..h.end].to_owned(),
+                confidence: h.confidence,
+                location: location.clone(),
+                test_value: h.test_value,
+            })
+            .collect()
+    }
+}
+
+/// Scan one decoded text for every detector in a single pass.
+///
+/// `matched` in each finding is the exact text as it stands in `text`. Findings
+/// come in text order. The function is pure and never logs.
+pub fn scan_text(text: &str, location: Location) -> Vec<Finding> {
+    let mut ctx = Ctx::new(text);
+    for m in TRIGGER_AC.find_iter(text) {
+        let (p, e) = (m.start(), m.end());
+        match TRIGGERS[m.pattern().as_usize()].1 {
+            Trigger::AwsKeyId => secrets::aws_key_id(&mut ctx, p),
+            Trigger::GithubToken => secrets::github_token(&mut ctx, p),
+            Trigger::GithubPat => secrets::github_pat(&mut ctx, p),
+            Trigger::Slack => secrets::slack(&mut ctx, p),
+            Trigger::Stripe => secrets::stripe(&mut ctx, p),
+            Trigger::Google => secrets::google(&mut ctx, p),
+            Trigger::PemBegin => secrets::private_key(&mut ctx, p),
+            Trigger::Jwt => secrets::jwt(&mut ctx, p),
+            Trigger::At => email::email(&mut ctx, p),
+            Trigger::PasswordKeyword => password::password(&mut ctx, p, e),
+            Trigger::AwsSecretKeyword => secrets::aws_secret_after_keyword(&mut ctx, e),
+        }
+    }
+    secrets::aws_secret_near_key_ids(&mut ctx);
+    numbers::scan(&mut ctx);
+    ctx.into_findings(&location)
+}
+
+/// ASCII letter, digit or underscore: the characters that glue a token to its
+/// neighbours. Anything else (punctuation, space, CJK) is a boundary.
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,484 @@
+//! The digit-run scanner: credit cards, SSNs, ABA routing numbers, IBANs, phones.
+//!
+//! A run is a maximal sequence of digit groups joined by exactly one separator
+//! (space, dash, or a no-break / thin / figure space). Runs are found by walking
+//! bytes, not by `\b`, so a number written against CJK text is still a run; a
+//! run glued to an ASCII letter, digit or `_` (an identifier, a hash) is not a
+//! candidate. Each candidate window starts and ends on group boundaries, so the
+//! matched text is exactly the digits and separators as written.
+
+use super::keywords::Keyword;
+use super::{is_word, Ctx, PROXIMITY};
+use crate::finding::{Confidence, Detector};
+use crate::validate;
+
+/// Keywords for a phone number must sit close: signatures put `Tel:` right
+/// before the number, and a wide window turns invoice numbers into phones.
+const PHONE_PROXIMITY: usize = 80;
+
+/// Plain numbers (no `+`, no bracket) need the keyword within a few words.
+const PLAIN_PHONE_PROXIMITY: usize = 30;
+
+/// Longest run considered as one unit; longer tables of numbers are split.
+const MAX_GROUPS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sep {
+    Space,
+    Dash,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    end: usize,
+    /// The separator between this group and the previous one.
+    sep: Option<Sep>,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Separator at `pos`: its byte length and kind.
+fn sep_at(b: &[u8], pos: usize) -> Option<(usize, Sep)> {
+    match *b.get(pos)? {
+        b' ' => Some((1, Sep::Space)),
+        b'-' => Some((1, Sep::Dash)),
+        // U+00A0 no-break space (what `&nbsp;` decodes to).
+        0xC2 if b.get(pos + 1) == Some(&0xA0) => Some((2, Sep::Space)),
+        // U+2007 figure space, U+2009 thin space, U+202F narrow no-break space.
+        0xE2 if b.get(pos + 1) == Some(&0x80) && matches!(b.get(pos + 2), Some(0x87 | 0x89 | 0xAF)) => {
+            Some((3, Sep::Space))
+        }
+        _ => None,
+    }
+}
+
+fn is_digit_at(b: &[u8], pos: usize) -> bool {
+    b.get(pos).is_some_and(u8::is_ascii_digit)
+}
+
+/// Nothing glued after a candidate ending at `end`: no letter, digit or `_`,
+/// and no decimal tail (`4111111111111111.50`).
+fn tail_ok(b: &[u8], end: usize) -> bool {
+    match b.get(end) {
+        None => true,
+        Some(&c) if is_word(c) => false,
+        Some(b'.' | b',') => !is_digit_at(b, end + 1),
+        Some(_) => true,
+    }
+}
+
+/// Something glued before a run starting at `start`.
+fn attached(b: &[u8], start: usize) -> bool {
+    match start.checked_sub(1).map(|i| b[i]) {
+        None => false,
+        Some(c) if is_word(c) => true,
+        Some(b'.' | b',') => start >= 2 && b[start - 2].is_ascii_digit(),
+        Some(_) => false,
+    }
+}
+
+pub(super) fn scan(ctx: &mut Ctx<'_>) {
+    let b = ctx.b;
+    let mut groups: Vec<Group> = Vec::with_capacity(MAX_GROUPS);
+    let mut phone_until = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i..].iter().position(u8::is_ascii_digit) {
+            Some(k) => i += k,
+            None => break,
+        }
+        groups.clear();
+        let end = read_run(b, i, &mut groups);
+        on_run(ctx, &groups, &mut phone_until);
+        i = end;
+    }
+}
+
+fn read_run(b: &[u8], start: usize, groups: &mut Vec<Group>) -> usize {
+    let mut pos = start;
+    let mut sep = None;
+    loop {
+        let gs = pos;
+        while is_digit_at(b, pos) {
+            pos += 1;
+        }
+        groups.push(Group {
+            start: gs,
+            end: pos,
+            sep,
+        });
+        if groups.len() >= MAX_GROUPS {
+            return pos;
+        }
+        match sep_at(b, pos) {
+            Some((len, kind)) if is_digit_at(b, pos + len) => {
+                sep = Some(kind);
+                pos += len;
+            }
+            _ => return pos,
+        }
+    }
+}
+
+fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
+    let b = ctx.b;
+    let first = groups[0].start;
+    if first >= 2
+        && b[first - 2].is_ascii_uppercase()
+        && b[first - 1].is_ascii_uppercase()
+        && (first == 2 || !b[first - 3].is_ascii_alphanumeric())
+    {
+        iban(ctx, first - 2);
+    }
+    let prev = first.checked_sub(1).map(|i| b[i]);
+    let marked = matches!(prev, Some(b'+' | b'('));
+    if first >= *phone_until {
+        if marked {
+            let s = first - 1;
+            if s == 0 || !is_word(b[s - 1]) {
+                if let Some(end) = phone(ctx, s, false) {
+                    *phone_until = end;
+                }
+            }
+        } else if !attached(b, first) && plain_phone_shape(b, groups) {
+            if let Some(end) = phone(ctx, first, true) {
+                *phone_until = end;
+            }
+        }
+    }
+    if attached(b, first) {
+        return;
+    }
+    cards(ctx, groups);
+    ssn(ctx, groups);
+    aba(ctx, groups);
+}
+
+/// Cheap test before the phone parser runs on an unmarked run.
+fn plain_phone_shape(b: &[u8], groups: &[Group]) -> bool {
+    let g0 = groups[0];
+    match groups.len() {
+        1 => g0.len() == 10 || (b[g0.start] == b'0' && (9..=12).contains(&g0.len())),
+        _ => g0.len() == 3 || g0.len() == 1 || b[g0.start] == b'0',
+    }
+}
+
+fn cards(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let mut gi = 0;
+    while gi < groups.len() {
+        let mut digits = [0u8; 19];
+        let mut lens = [0usize; 19];
+        let mut nd = 0;
+        let mut kind = None;
+        let mut best = None;
+        for (k, g) in groups[gi..].iter().enumerate() {
+            if k > 0 {
+                if kind.is_none() {
+                    kind = g.sep;
+                } else if kind != g.sep {
+                    break;
+                }
+            }
+            if nd + g.len() > 19 {
+                break;
+            }
+            digits[nd..nd + g.len()].copy_from_slice(&b[g.start..g.end]);
+            nd += g.len();
+            lens[k] = g.len();
+            if nd < 12 || !tail_ok(b, g.end) {
+                continue;
+            }
+            let d = &digits[..nd];
+            let Some(brand) = validate::card_brand(d) else {
+                continue;
+            };
+            if grouping_ok(&lens[..=k], brand) && validate::luhn(d) {
+                best = Some((gi + k, k > 0, validate::is_test_card(d)));
+            }
+        }
+        match best {
+            Some((gj, formatted, test)) => {
+                let (s, e) = (groups[gi].start, groups[gj].end);
+                let confidence = if ctx.near(Keyword::Card, s, e, PROXIMITY) || expiry_near(ctx, s, e) {
+                    Confidence::High
+                } else if formatted {
+                    Confidence::Medium
+                } else {
+                    Confidence::Low
+                };
+                ctx.push(Detector::CreditCard, s, e, confidence, test);
+                gi = gj + 1;
+            }
+            None => gi += 1,
+        }
+    }
+}
+
+/// How card numbers are written: unbroken, in fours (the last group shorter
+/// for 13-19 digit numbers), Amex 4-6-5, Diners 4-6-4.
+fn grouping_ok(lens: &[usize], brand: validate::Brand) -> bool {
+    match lens {
+        [_] => true,
+        [4, 6, 5] => brand == validate::Brand::Amex,
+        [4, 6, 4] => brand == validate::Brand::Diners,
+        [init @ .., last] => init.len() >= 2 && init.iter().all(|&l| l == 4) && (1..=4).contains(last),
+        [] => false,
+    }
+}
+
+/// An expiry date (`MM/YY` or `MM/YYYY`) within the proximity window.
+fn expiry_near(ctx: &Ctx<'_>, s: usize, e: usize) -> bool {
+    let (lo, hi) = ctx.window(s, e, PROXIMITY);
+    let w = &ctx.b[lo..hi];
+    w.iter().enumerate().any(|(i, &c)| {
+        if c != b'/' || i < 2 || !w[i - 2].is_ascii_digit() || !w[i - 1].is_ascii_digit() {
+            return false;
+        }
+        if i >= 3 && w[i - 3].is_ascii_digit() {
+            return false;
+        }
+        let month = (w[i - 2] - b'0') * 10 + (w[i - 1] - b'0');
+        let year_len = w[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        (1..=12).contains(&month) && (year_len == 2 || year_len == 4)
+    })
+}
+
+fn ssn(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    if !tail_ok(b, e) {
+        return;
+    }
+    match groups {
+        [a, g, n] if a.len() == 3 && g.len() == 2 && n.len() == 4 && g.sep == n.sep => {
+            let (area, group, serial) = (&b[a.start..a.end], &b[g.start..g.end], &b[n.start..n.end]);
+            if !validate::ssn_valid(area, group, serial) {
+                return;
+            }
+            let mut digits = [0u8; 9];
+            digits[..3].copy_from_slice(area);
+            digits[3..5].copy_from_slice(group);
+            digits[5..].copy_from_slice(serial);
+            let confidence = if ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
+                Confidence::High
+            } else {
+                Confidence::Low
+            };
+            ctx.push(Detector::UsSsn, s, e, confidence, validate::is_test_ssn(&digits));
+        }
+        [one] if one.len() == 9 => {
+            let d = &b[one.start..one.end];
+            if validate::ssn_valid(&d[..3], &d[3..5], &d[5..]) && ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
+                ctx.push(
+                    Detector::UsSsn,
+                    s,
+                    e,
+                    Confidence::Medium,
+                    validate::is_test_ssn(d),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn aba(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    let mut digits = [0u8; 9];
+    match groups {
+        [one] if one.len() == 9 => digits.copy_from_slice(&b[one.start..one.end]),
+        [x, y, z]
+            if x.len() == 4 && y.len() == 4 && z.len() == 1 && y.sep == Some(Sep::Dash) && z.sep == y.sep =>
+        {
+            digits[..4].copy_from_slice(&b[x.start..x.end]);
+            digits[4..8].copy_from_slice(&b[y.start..y.end]);
+            digits[8] = b[z.start];
+        }
+        _ => return,
+    }
+    if !tail_ok(b, e) || !validate::aba_valid(&digits) {
+        return;
+    }
+    let confidence = if ctx.near(Keyword::Aba, s, e, PROXIMITY) {
+        Confidence::High
+    } else {
+        Confidence::Low
+    };
+    ctx.push(Detector::AbaRouting, s, e, confidence, false);
+}
+
+/// IBAN starting at `s` (the country code), compact or in groups of four.
+fn iban(ctx: &mut Ctx<'_>, s: usize) {
+    let b = ctx.b;
+    let Some(len) = validate::iban_length(&b[s..s + 2]) else {
+        return;
+    };
+    if !is_digit_at(b, s + 3) {
+        return;
+    }
+    let alnum = |pos: usize| {
+        b.get(pos)
+            .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    };
+    let mut compact = [0u8; 34];
+    compact[..4].copy_from_slice(&b[s..s + 4]);
+    let mut n = 4;
+    let mut pos = s + 4;
+    if b.get(pos) == Some(&b' ') && alnum(pos + 1) {
+        while n < len {
+            if b.get(pos) != Some(&b' ') {
+                return;
+            }
+            pos += 1;
+            let mut k = 0;
+            while k < 4 && n < len && alnum(pos) {
+                compact[n] = b[pos];
+                n += 1;
+                pos += 1;
+                k += 1;
+            }
+            if k == 0 || (k < 4 && n < len) {
+                return;
+            }
+        }
+    } else {
+        while alnum(pos) {
+            if n == compact.len() {
+                return;
+            }
+            compact[n] = b[pos];
+            n += 1;
+            pos += 1;
+        }
+    }
+    if n != len || b.get(pos).is_some_and(u8::is_ascii_alphanumeric) {
+        return;
+    }
+    let c = &compact[..n];
+    if validate::iban_valid(c) {
+        ctx.push(
+            Detector::Iban,
+            s,
+            pos,
+            Confidence::High,
+            validate::is_test_iban(c),
+        );
+    }
+}
+
+/// Phone number at `s` (a `+`, a `(` or, when `plain`, a digit). Returns the
+/// end of the number when one was reported.
+fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
+    let b = ctx.b;
+    let plus = b[s] == b'+';
+    let mut pos = if plus { s + 1 } else { s };
+    let mut lens = [0usize; 8];
+    let mut ends = [0usize; 8];
+    let mut ng = 0;
+    let mut digits = 0;
+    let mut end = pos;
+    let mut bracket_first = false;
+    let mut seps: Option<u8> = None;
+    let mut uniform = true;
+    while ng < lens.len() {
+        if b.get(pos) == Some(&b'(') {
+            let q0 = pos + 1;
+            let mut q = q0;
+            while is_digit_at(b, q) {
+                q += 1;
+            }
+            if q == q0 || q - q0 > 5 || b.get(q) != Some(&b')') {
+                break;
+            }
+            bracket_first |= ng == 0;
+            lens[ng] = q - q0;
+            pos = q + 1;
+        } else if is_digit_at(b, pos) {
+            let q0 = pos;
+            while is_digit_at(b, pos) {
+                pos += 1;
+            }
+            lens[ng] = pos - q0;
+        } else {
+            break;
+        }
+        digits += lens[ng];
+        ng += 1;
+        end = pos;
+        ends[ng - 1] = pos;
+        match b.get(pos) {
+            Some(&c @ (b' ' | b'-' | b'.')) if is_digit_at(b, pos + 1) || b.get(pos + 1) == Some(&b'(') => {
+                if seps.is_some_and(|x| x != c) {
+                    uniform = false;
+                }
+                seps = Some(c);
+                pos += 1;
+            }
+            _ => break,
+        }
+    }
+    if ng == 0 || !tail_ok(b, end) {
+        return None;
+    }
+    // A number written right after the phone (`+44 20 7946 0958 2024-01-15`)
+    // is read into the run: give back trailing groups past E.164's 15 digits.
+    while digits > 15 && ng > 1 {
+        ng -= 1;
+        digits -= lens[ng];
+        end = ends[ng - 1];
+    }
+    if ng == 0 {
+        return None;
+    }
+    let lens = &lens[..ng];
+    let first_digit = b[if plus || bracket_first { s + 1 } else { s }];
+    let confidence = if plus {
+        if !(8..=15).contains(&digits) || first_digit == b'0' {
+            return None;
+        }
+        Some(Confidence::Medium)
+    } else if bracket_first {
+        if !(2..=5).contains(&lens[0]) || !(7..=15).contains(&digits) || ng < 2 {
+            return None;
+        }
+        Some(Confidence::Medium)
+    } else if plain {
+        let nanp = uniform
+            && match lens {
+                [3, 3, 4] => first_digit >= b'2',
+                [1, 3, 3, 4] => first_digit == b'1',
+                [10] => first_digit >= b'2',
+                _ => false,
+            };
+        let national = first_digit == b'0' && (9..=12).contains(&digits) && ng <= 4;
+        if !(nanp || national) {
+            return None;
+        }
+        None
+    } else {
+        return None;
+    };
+    // A plain number needs its label right beside it; a `+` or bracket form is
+    // itself evidence, so its keyword may sit a little further away.
+    let reach = if plain {
+        PLAIN_PHONE_PROXIMITY
+    } else {
+        PHONE_PROXIMITY
+    };
+    let near = ctx.near(Keyword::Phone, s, end, reach);
+    let confidence = match confidence {
+        Some(_) if near => Confidence::High,
+        Some(c) => c,
+        None if near => Confidence::Medium,
+        None => return None,
+    };
+    ctx.push(Detector::PhoneNumber, s, end, confidence, false);
+    Some(end)
+}

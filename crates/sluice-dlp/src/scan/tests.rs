@@ -1,0 +1,503 @@
+//! Detector vectors: for each detector, values that must be found (with their
+//! exact matched text and confidence) and near misses that must not.
+
+use super::scan_text;
+use crate::finding::{Confidence, Detector, Finding, Location};
+use crate::validate::github_checksum_encode;
+
+fn scan(text: &str) -> Vec<Finding> {
+    scan_text(text, Location::Body)
+}
+
+fn found(text: &str, d: Detector) -> Vec<(String, Confidence)> {
+    scan(text)
+        .into_iter()
+        .filter(|f| f.detector == d)
+        .map(|f| (f.matched, f.confidence))
+        .collect()
+}
+
+fn one(text: &str, d: Detector) -> (String, Confidence) {
+    let mut v = found(text, d);
+    assert_eq!(v.len(), 1, "{text:?} -> {v:?}");
+    v.remove(0)
+}
+
+fn none(text: &str, d: Detector) {
+    assert!(found(text, d).is_empty(), "{text:?} -> {:?}", found(text, d));
+}
+
+#[test]
+fn credit_cards_formats_and_brands() {
+    use Confidence::*;
+    assert_eq!(
+        one("pay with 4111 1111 1111 1111 today", Detector::CreditCard),
+        ("4111 1111 1111 1111".into(), Medium)
+    );
+    assert_eq!(
+        one("ref 4111-1111-1111-1111.", Detector::CreditCard).0,
+        "4111-1111-1111-1111"
+    );
+    assert_eq!(
+        one("x 4111111111111111 y", Detector::CreditCard),
+        ("4111111111111111".into(), Low)
+    );
+    assert_eq!(one("Visa 4111111111111111", Detector::CreditCard).1, High);
+    assert_eq!(one("4111111111111111 exp 12/27", Detector::CreditCard).1, High);
+    assert_eq!(
+        one("4111111111111111 valid until 09/2027", Detector::CreditCard).1,
+        High
+    );
+    // Mastercard 2-series, Amex 4-6-5, Diners 4-6-4.
+    assert_eq!(
+        one("mc 2223 0031 2200 3222", Detector::CreditCard).0,
+        "2223 0031 2200 3222"
+    );
+    assert_eq!(
+        one("amex 3782 822463 10005", Detector::CreditCard).0,
+        "3782 822463 10005"
+    );
+    assert_eq!(
+        one("diners 3056 930902 5904", Detector::CreditCard).0,
+        "3056 930902 5904"
+    );
+    // Next to CJK, with a no-break space, inside a longer run.
+    assert_eq!(
+        one("卡号4111111111111111谢谢", Detector::CreditCard),
+        ("4111111111111111".into(), High)
+    );
+    assert_eq!(
+        one("4111\u{a0}1111\u{a0}1111\u{a0}1111", Detector::CreditCard).0,
+        "4111\u{a0}1111\u{a0}1111\u{a0}1111"
+    );
+    assert_eq!(
+        one("order 2024 4111 1111 1111 1111", Detector::CreditCard).0,
+        "4111 1111 1111 1111"
+    );
+    // Test numbers are reported, tagged.
+    let f = scan("card 4242 4242 4242 4242");
+    assert!(f[0].test_value);
+    let real = scan("card 4556 7375 8689 9855");
+    assert_eq!(real.len(), 1);
+    assert!(!real[0].test_value);
+}
+
+#[test]
+fn credit_card_near_misses() {
+    none("4111 1111 1111 1112", Detector::CreditCard); // Luhn
+    none("card 1234 5678 9012 3452", Detector::CreditCard); // no issuer
+    none("3782 822463 1000 5", Detector::CreditCard); // Amex grouped wrongly
+    none("41111 11111 11111 1", Detector::CreditCard); // grouping
+    none("id a4111111111111111", Detector::CreditCard); // glued to a word
+    none("hash 4111111111111111abc", Detector::CreditCard);
+    none("41111111111111111111", Detector::CreditCard); // 20 digits
+    none("pi 3.4111111111111111", Detector::CreditCard);
+    none("4111 1111-1111 1111", Detector::CreditCard); // mixed separators
+    none("4111  1111  1111  1111", Detector::CreditCard); // double spaces
+}
+
+#[test]
+fn ssn_rules_and_keywords() {
+    use Confidence::*;
+    assert_eq!(
+        one("SSN: 536-22-1234", Detector::UsSsn),
+        ("536-22-1234".into(), High)
+    );
+    assert_eq!(
+        one("social security number 536 22 1234.", Detector::UsSsn),
+        ("536 22 1234".into(), High)
+    );
+    assert_eq!(
+        one("ref 536-22-1234", Detector::UsSsn),
+        ("536-22-1234".into(), Low)
+    );
+    assert_eq!(
+        one("ssn 536221234", Detector::UsSsn),
+        ("536221234".into(), Medium)
+    );
+    none("536221234", Detector::UsSsn); // unformatted needs a keyword
+    for bad in [
+        "000-22-1234",
+        "666-22-1234",
+        "900-22-1234",
+        "536-00-1234",
+        "536-22-0000",
+        "536-22 1234",
+    ] {
+        none(&format!("SSN {bad}"), Detector::UsSsn);
+    }
+    none("SSN 536-22-1234-5", Detector::UsSsn);
+    let f = scan("ssn 123-45-6789");
+    assert!(f.iter().any(|f| f.detector == Detector::UsSsn && f.test_value));
+}
+
+#[test]
+fn iban_length_and_checksum() {
+    assert_eq!(
+        one("IBAN DE89 3704 0044 0532 0130 00, thanks", Detector::Iban).0,
+        "DE89 3704 0044 0532 0130 00"
+    );
+    assert_eq!(
+        one("to GB82WEST12345698765432.", Detector::Iban),
+        ("GB82WEST12345698765432".into(), Confidence::High)
+    );
+    assert_eq!(
+        one("FR76 3000 6000 0112 3456 7890 189", Detector::Iban).0,
+        "FR76 3000 6000 0112 3456 7890 189"
+    );
+    assert!(scan("GB82WEST12345698765432")[0].test_value);
+    assert!(!scan("NO9386011117947")[0].test_value);
+    none("DE89 3704 0044 0532 0130 01", Detector::Iban); // mod 97
+    none("DE89370400440532013000X", Detector::Iban); // too long
+    none("DE8937040044053201300", Detector::Iban); // too short
+    none("XDE89370400440532013000", Detector::Iban); // glued
+    none("ZZ89370400440532013000", Detector::Iban); // no such country
+}
+
+#[test]
+fn aba_routing_checksum_and_prefix() {
+    assert_eq!(
+        one("routing number 021000021", Detector::AbaRouting),
+        ("021000021".into(), Confidence::High)
+    );
+    assert_eq!(one("ABA 0210-0002-1", Detector::AbaRouting).0, "0210-0002-1");
+    assert_eq!(one("see 021000021", Detector::AbaRouting).1, Confidence::Low);
+    none("routing 021000022", Detector::AbaRouting);
+    none("routing 401000028", Detector::AbaRouting);
+    none("routing 0210000210", Detector::AbaRouting);
+}
+
+#[test]
+fn email_addresses_not_urls() {
+    assert_eq!(
+        one("write to jane.doe+x@example.co.uk.", Detector::EmailAddress).0,
+        "jane.doe+x@example.co.uk"
+    );
+    assert_eq!(
+        one("Email: a_b@corp.example", Detector::EmailAddress).1,
+        Confidence::High
+    );
+    assert_eq!(
+        one("<mailto:bob@example.org>", Detector::EmailAddress).0,
+        "bob@example.org"
+    );
+    none(
+        "clone https://ghp_token@github.com/org/repo",
+        Detector::EmailAddress,
+    );
+    none("https://user:pass@example.com/", Detector::EmailAddress);
+    none("git@github.com:org/repo.git", Detector::EmailAddress);
+    none("a@b", Detector::EmailAddress);
+    none("x@host.c0m", Detector::EmailAddress);
+    none("@home", Detector::EmailAddress);
+}
+
+#[test]
+fn phones_need_evidence() {
+    use Confidence::*;
+    assert_eq!(
+        one("Tel: +44 20 7946 0958", Detector::PhoneNumber),
+        ("+44 20 7946 0958".into(), High)
+    );
+    assert_eq!(
+        one("reach me at +1 (212) 555-0123 later", Detector::PhoneNumber),
+        ("+1 (212) 555-0123".into(), Medium)
+    );
+    assert_eq!(
+        one("office (212) 555-0123", Detector::PhoneNumber).0,
+        "(212) 555-0123"
+    );
+    assert_eq!(
+        one("call me 212-555-0123", Detector::PhoneNumber),
+        ("212-555-0123".into(), Medium)
+    );
+    assert_eq!(
+        one("mobile: 0151 2345 6789", Detector::PhoneNumber).0,
+        "0151 2345 6789"
+    );
+    none("invoice 212-555-0123", Detector::PhoneNumber);
+    let far = "Tel: +44 20 7946 0958. The order reference for this invoice is 2125550123";
+    assert_eq!(
+        one(far, Detector::PhoneNumber).0,
+        "+44 20 7946 0958",
+        "a plain number needs its own label"
+    );
+    assert_eq!(
+        one("Tel: +44 20 7946 0958 2024-01-15", Detector::PhoneNumber).0,
+        "+44 20 7946 0958"
+    );
+    none("server 192.168.100.200 is down", Detector::PhoneNumber);
+    none("phone 192.168.100.200", Detector::PhoneNumber);
+    none("2 + 2 = 4", Detector::PhoneNumber);
+    none("version +1.2", Detector::PhoneNumber);
+}
+
+#[test]
+fn aws_keys() {
+    let (m, c) = one("key AKIAQYLPMN5HFIQR7BXZ, secret", Detector::AwsAccessKey);
+    assert_eq!((m.as_str(), c), ("AKIAQYLPMN5HFIQR7BXZ", Confidence::High));
+    assert!(scan("id=AKIAIOSFODNN7EXAMPLE&x=1")[0].test_value);
+    none("AKIAQYLPMN5HFIQR7BXZ1", Detector::AwsAccessKey); // 21 characters
+    none("AKIAQYLPMN5HFIQR7BX", Detector::AwsAccessKey); // 19
+    none("XAKIAQYLPMN5HFIQR7BXZ", Detector::AwsAccessKey);
+    none("akiaqylpmn5hfiqr7bxz", Detector::AwsAccessKey);
+    none("AKIAQYLPMN5HFIQR7B01", Detector::AwsAccessKey); // 0 and 1 are not base32
+
+    let secret = "Zx9pQ2rT7vLm4KsW8nB3cF6hJ1dG5yU0aE2iO7tR";
+    let (m, c) = one(
+        &format!("aws_secret_access_key = {secret}\n"),
+        Detector::AwsSecretKey,
+    );
+    assert_eq!((m.as_str(), c), (secret, Confidence::High));
+    let pair = format!("AKIAQYLPMN5HFIQR7BXZ / {secret}.");
+    assert_eq!(
+        one(&pair, Detector::AwsSecretKey),
+        (secret.to_owned(), Confidence::Medium)
+    );
+    none(&format!("some base64 {secret} alone"), Detector::AwsSecretKey);
+    none(
+        &format!("aws_secret_access_key = {secret}X"),
+        Detector::AwsSecretKey,
+    );
+    none(
+        "aws_secret_access_key = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        Detector::AwsSecretKey,
+    );
+    let f = scan("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    assert!(f
+        .iter()
+        .any(|f| f.detector == Detector::AwsSecretKey && f.test_value));
+}
+
+#[test]
+fn github_tokens() {
+    let random = "Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0Ae";
+    let random = &random[..30];
+    let valid = format!("ghp_{random}{}", github_checksum_encode(random.as_bytes()));
+    assert_eq!(
+        one(&format!("token {valid}&scope=repo"), Detector::GithubToken),
+        (valid.clone(), Confidence::High)
+    );
+    let bad_sum = format!("ghp_{random}AAAAAA");
+    assert_eq!(
+        one(&format!("{bad_sum}, "), Detector::GithubToken).1,
+        Confidence::Medium
+    );
+    none(&format!("{valid}Z"), Detector::GithubToken);
+    none(&format!("xghp_{random}AAAAAA"), Detector::GithubToken);
+    none("ghx_Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0AeAAAA", Detector::GithubToken);
+    let pat = format!(
+        "github_pat_11ABCDEFG0{}_{}",
+        "x7Kq2Lm9Np4R", "aB3dE5fG7hJ9kL2mN4pQ6rS8tU0vW1xY3zA5bC7dE9fG1hJ3kL5mN7pQ9rS"
+    );
+    assert_eq!(pat.len(), 93);
+    assert_eq!(
+        one(&format!("<{pat}>"), Detector::GithubToken),
+        (pat.clone(), Confidence::High)
+    );
+    none(&format!("{pat}x"), Detector::GithubToken);
+}
+
+#[test]
+fn slack_stripe_google() {
+    let bot = "xoxb-1234567890123-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx";
+    assert_eq!(
+        one(&format!("SLACK={bot}."), Detector::SlackToken),
+        (bot.into(), Confidence::High)
+    );
+    assert_eq!(one("xoxs-abcdefghij-x", Detector::SlackToken).1, Confidence::Low);
+    none("xoxz-1234567890123-1234567890123", Detector::SlackToken);
+    none("xoxb-123", Detector::SlackToken);
+
+    let sk = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    assert_eq!(
+        one(&format!("key: {sk}<br>"), Detector::StripeKey),
+        (sk.into(), Confidence::High)
+    );
+    assert_eq!(
+        one("rk_live_aB3dE5fG7hJ9kL2m", Detector::StripeKey).0,
+        "rk_live_aB3dE5fG7hJ9kL2m"
+    );
+    none("sk_test_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
+    none("sk_live_short", Detector::StripeKey);
+    none("xsk_live_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
+
+    let g = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW";
+    assert_eq!(g.len(), 39);
+    assert_eq!(
+        one(&format!("maps?key={g}&v=3"), Detector::GoogleApiKey),
+        (g.into(), Confidence::High)
+    );
+    none(&format!("{g}X"), Detector::GoogleApiKey);
+    none("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", Detector::GoogleApiKey);
+}
+
+#[test]
+fn private_keys_need_matching_end() {
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n";
+    let pem = format!("-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----");
+    assert_eq!(
+        one(&format!("here:\n{pem}\nbye"), Detector::PrivateKey),
+        (pem.clone(), Confidence::High)
+    );
+    let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA";
+    assert_eq!(
+        one(cut, Detector::PrivateKey),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----".into(), Confidence::Low)
+    );
+    none(
+        "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
+        Detector::PrivateKey,
+    );
+    none(
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+        Detector::PrivateKey,
+    );
+    // The END label must be the BEGIN label.
+    let mismatched = format!("-----BEGIN EC PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----");
+    assert_eq!(one(&mismatched, Detector::PrivateKey).1, Confidence::Low);
+}
+
+#[test]
+fn jwts_need_a_json_header_with_alg() {
+    let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImFkbWluIjp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    assert_eq!(
+        one(&format!("Authorization: Bearer {jwt}."), Detector::Jwt),
+        (jwt.into(), Confidence::High)
+    );
+    let jwt_io = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+    assert!(scan(jwt_io)[0].test_value);
+    // {"typ":"JWT"} has no alg.
+    none("eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJhbGljZSJ9.c2ln", Detector::Jwt);
+    none("eyJnotbase64!!.eyJx.y", Detector::Jwt);
+    none("eyJhbGciOiJIUzI1NiJ9", Detector::Jwt);
+}
+
+#[test]
+fn passwords_and_placeholders() {
+    use Confidence::*;
+    assert_eq!(
+        one("password: Tr0ub4dor&3x", Detector::Password),
+        ("Tr0ub4dor".into(), High)
+    );
+    assert_eq!(
+        one("DB_PASSWORD=s3cr3tPa55, next", Detector::Password),
+        ("s3cr3tPa55".into(), High)
+    );
+    assert_eq!(
+        one(r#"{"password": "correct horse 9"}"#, Detector::Password).0,
+        "correct horse 9"
+    );
+    assert_eq!(
+        one("the password is Summer2024!", Detector::Password),
+        ("Summer2024".into(), High)
+    );
+    assert_eq!(one("pwd=hunter2<br>", Detector::Password).0, "hunter2");
+    assert_eq!(one("Kennwort： geheim99", Detector::Password).0, "geheim99");
+    for placeholder in [
+        "password: ********",
+        "password: <password>",
+        "password=${DB_PASS}",
+        "password: {{ vault.pw }}",
+        "password: $PASSWORD",
+        "password: required",
+        "password: your_password_here",
+        "the password is stored in the vault",
+        "password_reset: https://x",
+        "passwordless login: yes",
+        "password: ab",
+        "cwd=/tmp/secretstuff",
+    ] {
+        none(placeholder, Detector::Password);
+    }
+}
+
+#[test]
+fn specific_detectors_win_over_password() {
+    let f = scan("secret: sk_live_4eC39HqLyjWDarjtT1zdp7dc");
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].detector, Detector::StripeKey);
+}
+
+#[test]
+fn findings_come_in_text_order_with_location() {
+    let f = scan_text(
+        "a@example.com then 4111 1111 1111 1111",
+        Location::Attachment("x.txt".into()),
+    );
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].detector, Detector::EmailAddress);
+    assert_eq!(f[1].detector, Detector::CreditCard);
+    assert_eq!(f[1].location.to_string(), "attachment:x.txt");
+}
+
+#[test]
+fn adversarial_inputs_do_not_panic() {
+    let long_digits = "1 ".repeat(10_000);
+    let cases = [
+        "",
+        "@",
+        "@@@",
+        "-----BEGIN",
+        "-----BEGIN PRIVATE KEY-----",
+        "eyJ",
+        "eyJ.",
+        "AKIA",
+        "A3T",
+        "ghp_",
+        "xoxb-",
+        "password",
+        "password:",
+        "password is",
+        "+",
+        "(",
+        "+(",
+        "(1",
+        "DE",
+        "DE8",
+        "é4111111111111111é",
+        "\u{a0}",
+        "4111\u{a0}",
+        "x@é.com",
+        "aws_secret_access_key",
+        &long_digits,
+    ];
+    for c in cases {
+        let _ = scan(c);
+    }
+    // Multi-byte characters at every offset around triggers.
+    let s = "ü@ü password：ü 4111 1111 1111 1111ü AKIAQYLPMN5HFIQR7BXZü";
+    for i in 0..s.len() {
+        if s.is_char_boundary(i) {
+            let _ = scan(&s[i..]);
+            let _ = scan(&s[..i]);
+        }
+    }
+}
+
+/// Inputs that would be quadratic with a naive search per trigger; each is
+/// 1 MB, so a quadratic path would not finish in any reasonable test time.
+#[test]
+fn pathological_inputs_stay_linear() {
+    let mb = 1 << 20;
+    let inputs = [
+        "-----BEGIN RSA PRIVATE KEY-----\n".repeat(mb / 32),
+        "xoxb-".repeat(mb / 5),
+        "AIza".repeat(mb / 4),
+        "eyJ".repeat(mb / 3),
+        "eyJhbGciOiJub25lIn0.".repeat(mb / 20),
+        "a@".repeat(mb / 2),
+        "a.b@c.".repeat(mb / 6),
+        "password=".repeat(mb / 9),
+        "aws_secret_access_key ".repeat(mb / 22),
+        "+1 ".repeat(mb / 3),
+        "(1".repeat(mb / 2),
+        "DE89".repeat(mb / 4),
+        "4".repeat(mb),
+    ];
+    for input in &inputs {
+        let _ = scan(input);
+    }
+    let html = "<style>".repeat(mb / 7);
+    let _ = crate::extract::html_to_text(&html);
+}
