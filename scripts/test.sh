@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing the real peers the integration
-# tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl)
-# when they are missing.
+# tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl,
+# chromium + playwright-core) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,20 @@ if ((${#missing[@]})); then
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         postfix swaks libnet-ssleay-perl dnsmasq-base openssl
+fi
+
+# The admin center's browser tests (crates/sluice/tests/it/admin_ui.rs):
+# Debian's chromium, and playwright-core from ui/tests/package-lock.json
+# (it never downloads a browser of its own).
+if [[ ! -x /usr/bin/chromium ]]; then
+    echo "test.sh: installing chromium for the admin center tests" >&2
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+fi
+if [[ ! -d ui/tests/node_modules/playwright-core ]]; then
+    (cd ui/tests && npm ci --no-audit --no-fund)
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

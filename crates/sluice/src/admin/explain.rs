@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// What to explain.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
     /// Envelope sender (empty for `<>`).
@@ -26,6 +26,7 @@ pub struct ExplainRequest {
     pub to: Vec<String>,
     /// Client address (an internet address when absent).
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = "ip")]
     pub ip: Option<IpAddr>,
     /// Name of a verified client certificate (implies TLS).
     #[serde(default)]
@@ -42,7 +43,7 @@ pub struct ExplainRequest {
 }
 
 /// Which inbound connector, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboundExplanation {
     /// Connector name, `None` for anonymous.
     pub connector: Option<String>,
@@ -53,7 +54,7 @@ pub struct InboundExplanation {
 }
 
 /// One rule's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleExplanation {
     /// Rule name.
     pub rule: String,
@@ -68,7 +69,7 @@ pub struct RuleExplanation {
 }
 
 /// One recipient's fate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientExplanation {
     /// The recipient (or one added by redirect/bcc).
     pub address: String,
@@ -87,7 +88,7 @@ pub struct RecipientExplanation {
 }
 
 /// The whole explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Explanation {
     /// Inbound connector decision.
     pub inbound: InboundExplanation,
@@ -283,6 +284,9 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
 }
 
 /// `POST /api/v1/route/explain`.
+#[utoipa::path(post, path = "/route/explain", tag = "route", operation_id = "route_explain",
+    request_body = ExplainRequest,
+    responses((status = 200, body = Explanation), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
 pub(super) async fn handle(
     axum::extract::State(state): axum::extract::State<super::ApiState>,
     super::JsonBody(request): super::JsonBody<ExplainRequest>,

@@ -19,9 +19,12 @@
 mod auth;
 pub mod explain;
 mod objects;
+mod openapi;
 mod quarantine;
 mod queue;
+mod stats;
 mod trace;
+mod ui;
 mod validation;
 
 pub use auth::load_or_create_token;
@@ -29,6 +32,7 @@ pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
     QueueAction, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult,
 };
+pub use stats::{EventStamp, NodeStats, StatsView};
 pub use trace::{TraceEventView, TraceQuery};
 
 use crate::config::objects::{ObjectKind, ObjectSet};
@@ -103,6 +107,10 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// The node's current objects, validated (for `route explain`).
     fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>>;
+
+    /// Queue depth by status, the quarantine's size, the ids queued now and
+    /// the trace events since `since_ms` (for `/metrics` and the dashboard).
+    fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -123,7 +131,7 @@ pub enum AdminError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// One line for a human.
     pub error: String,
@@ -149,7 +157,7 @@ impl IntoResponse for AdminError {
 }
 
 /// Body of `POST /api/v1/apply`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     /// Objects to upsert.
@@ -197,6 +205,11 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         backend,
         object_writes: Arc::new(tokio::sync::Mutex::new(())),
     };
+    let public = Router::new()
+        .merge(ui::routes())
+        .merge(openapi::routes())
+        .route("/metrics", get(stats::metrics))
+        .with_state(state.clone());
     let api = Router::new()
         .merge(objects::routes())
         .merge(queue::routes())
@@ -206,6 +219,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/export", get(export))
         .route("/outbound-connectors/{name}/validate", post(validation::validate))
         .route("/route/explain", post(explain::handle))
+        .route("/stats", get(stats::stats))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),
@@ -215,12 +229,15 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .nest("/api/v1", api)
+        .merge(public)
 }
 
 async fn not_found() -> AdminError {
     AdminError::NotFound("API path".into())
 }
 
+#[utoipa::path(post, path = "/apply", tag = "objects", operation_id = "apply", request_body = ApplyRequest,
+    responses((status = 204, description = "Applied"), (status = 400, description = "Nothing changed; the text names the object and key", body = ErrorBody)))]
 async fn apply(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<ApplyRequest>,
@@ -242,6 +259,8 @@ pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -
         .map_err(|error| AdminError::Invalid(error.to_string()))
 }
 
+#[utoipa::path(get, path = "/export", tag = "objects", operation_id = "export",
+    responses((status = 200, body = ObjectSet)))]
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {
     Ok(Json(state.backend.objects().await?))
 }

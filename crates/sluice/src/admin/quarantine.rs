@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// One header field of a quarantined message, unfolded, encoded words
 /// decoded where the header is plain text (Subject and the like).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeaderField {
     /// The field name as written.
     pub name: String,
@@ -21,7 +21,7 @@ pub struct HeaderField {
 }
 
 /// One quarantined message (`GET /api/v1/quarantine`, `sluice quarantine list --json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuarantineView {
     /// Quarantine id (the queue id the message gets on release).
     pub id: String,
@@ -65,11 +65,16 @@ fn no_message(id: &str) -> AdminError {
     AdminError::NotFound(format!("quarantined message {id:?}"))
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Vec<QuarantineView>>, AdminError> {
+#[utoipa::path(get, path = "/quarantine", tag = "quarantine", operation_id = "quarantine_list",
+    responses((status = 200, description = "Without headers", body = Vec<QuarantineView>)))]
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<QuarantineView>>, AdminError> {
     Ok(Json(state.backend.quarantine().await?))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/quarantine/{id}", tag = "quarantine", operation_id = "quarantine_show",
+    params(("id" = String, Path, description = "Quarantine id")),
+    responses((status = 200, description = "With headers", body = QuarantineView), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<QuarantineView>, AdminError> {
@@ -79,11 +84,23 @@ async fn show(
     }
 }
 
-async fn release(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
+#[utoipa::path(post, path = "/quarantine/{id}/release", tag = "quarantine", operation_id = "quarantine_release",
+    params(("id" = String, Path, description = "Quarantine id")),
+    responses((status = 204, description = "Queued for delivery"), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn release(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
     run(&state, id, QuarantineAction::Release).await
 }
 
-async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
+#[utoipa::path(delete, path = "/quarantine/{id}", tag = "quarantine", operation_id = "quarantine_delete",
+    params(("id" = String, Path, description = "Quarantine id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
     run(&state, id, QuarantineAction::Delete).await
 }
 

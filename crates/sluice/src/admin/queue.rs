@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Status of a queue entry as a whole (`queue list --status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueStatus {
     /// Waiting for its first attempt.
@@ -41,7 +41,7 @@ impl fmt::Display for QueueStatus {
 
 /// Status of one recipient of a queue entry: the entry's statuses plus the
 /// final outcomes a recipient reaches while others still wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecipientQueueStatus {
     /// Waiting for its first attempt.
@@ -76,7 +76,7 @@ impl fmt::Display for RecipientQueueStatus {
 }
 
 /// One recipient of a queue entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientView {
     /// The envelope recipient.
     pub address: String,
@@ -93,7 +93,7 @@ pub struct RecipientView {
 }
 
 /// One queue entry (`GET /api/v1/queue`, `sluice queue list --json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueEntryView {
     /// Queue id.
     pub id: String,
@@ -118,7 +118,7 @@ pub struct QueueEntryView {
 pub use crate::queue::QueueAction;
 
 /// Body of `POST /api/v1/queue/retry`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetryAllResult {
     /// Entries made due now.
     pub retried: usize,
@@ -126,7 +126,7 @@ pub struct RetryAllResult {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     status: Option<QueueStatus>,
 }
 
@@ -142,7 +142,10 @@ fn no_entry(id: &str) -> AdminError {
     AdminError::NotFound(format!("queue entry {id:?}"))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/queue", tag = "queue", operation_id = "queue_list",
+    params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status")),
+    responses((status = 200, body = Vec<QueueEntryView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+pub(super) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<QueueEntryView>>, AdminError> {
@@ -154,7 +157,10 @@ async fn list(
     Ok(Json(entries))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/queue/{id}", tag = "queue", operation_id = "queue_show",
+    params(("id" = String, Path, description = "Queue id")),
+    responses((status = 200, body = QueueEntryView), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<QueueEntryView>, AdminError> {
@@ -164,7 +170,11 @@ async fn show(
     }
 }
 
-async fn act(
+#[utoipa::path(post, path = "/queue/{id}/{action}", tag = "queue", operation_id = "queue_act",
+    params(("id" = String, Path, description = "Queue id"),
+        ("action" = String, Path, description = "retry, hold or release")),
+    responses((status = 204, description = "Done"), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn act(
     State(state): State<ApiState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<StatusCode, AdminError> {
@@ -177,7 +187,13 @@ async fn act(
     run(&state, id, action).await
 }
 
-async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
+#[utoipa::path(delete, path = "/queue/{id}", tag = "queue", operation_id = "queue_delete",
+    params(("id" = String, Path, description = "Queue id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
     run(&state, id, QueueAction::Delete).await
 }
 
@@ -189,7 +205,9 @@ async fn run(state: &ApiState, id: String, action: QueueAction) -> Result<Status
     }
 }
 
-async fn retry_all(State(state): State<ApiState>) -> Result<Json<RetryAllResult>, AdminError> {
+#[utoipa::path(post, path = "/queue/retry", tag = "queue", operation_id = "queue_retry_all",
+    responses((status = 200, body = RetryAllResult)))]
+pub(super) async fn retry_all(State(state): State<ApiState>) -> Result<Json<RetryAllResult>, AdminError> {
     let retried = state.backend.retry_all().await?;
     Ok(Json(RetryAllResult { retried }))
 }

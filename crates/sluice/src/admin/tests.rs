@@ -163,6 +163,26 @@ impl AdminBackend for MemoryBackend {
                 .map_err(|e| AdminError::Invalid(e.to_string())),
         )
     }
+
+    fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>> {
+        let queue = self.queue.lock().unwrap();
+        let mut stats = NodeStats::from_queue(queue.iter().map(|e| (e.id.as_str(), e.status)));
+        stats.quarantined = self.quarantine.lock().unwrap().len() as u64;
+        stats.events = self
+            .events
+            .iter()
+            .filter_map(|e| {
+                let at = humantime::parse_rfc3339(&e.at).ok()?;
+                let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+                (at_ms >= since_ms).then(|| EventStamp {
+                    at_ms,
+                    event: e.event.clone(),
+                    queue_id: e.queue_id.clone(),
+                })
+            })
+            .collect();
+        ready(Ok(stats))
+    }
 }
 
 fn entry(id: &str, status: QueueStatus) -> QueueEntryView {
@@ -655,4 +675,46 @@ async fn internal_errors_hide_their_detail() {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(!text.contains("secret"), "{text}");
+}
+
+/// The admin center shows a 400 beside the field its key names: every
+/// refusal of an object write names the object and the key.
+#[tokio::test]
+async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
+    let harness = Harness::new(MemoryBackend::default());
+    let cases = [
+        (
+            "/api/v1/outbound-connectors",
+            r#"{"name": "x", "smart_hosts": ["127.0.0.1:99999"]}"#,
+            "outbound_connector \"x\": smart_hosts: ",
+        ),
+        (
+            "/api/v1/rules",
+            r#"{"name": "r", "actions": {"redirect_to": ["not an address"]}}"#,
+            "rule \"r\": actions.redirect_to: ",
+        ),
+        (
+            "/api/v1/rules",
+            r#"{"name": "r", "actions": {"route_via_connector": "Nowhere"}}"#,
+            "rule \"r\": actions.route_via_connector: ",
+        ),
+        (
+            "/api/v1/accepted-domains",
+            r#"{"name": "not a domain"}"#,
+            "accepted_domain \"not a domain\": name: ",
+        ),
+        // A body serde refuses names the key after "target type: ".
+        (
+            "/api/v1/outbound-connectors",
+            r#"{"name": "x", "tls": "sometimes"}"#,
+            "target type: tls: ",
+        ),
+    ];
+    for (uri, body, expected) in cases {
+        let (status, answer) = harness.send(Method::POST, uri, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}");
+        let error = error_text(&answer);
+        assert!(error.contains(expected), "{uri} {body}: {error}");
+    }
+    assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Filters of `GET /api/v1/trace` (query string) and `sluice trace`; every
 /// filter given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TraceQuery {
     /// Message-ID, exact.
@@ -34,7 +35,7 @@ pub struct TraceQuery {
 }
 
 /// One trace event (`sluice trace --json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TraceEventView {
     /// When (RFC 3339).
     pub at: String,
@@ -61,7 +62,9 @@ pub(crate) fn routes() -> Router<ApiState> {
     Router::new().route("/trace", get(trace))
 }
 
-async fn trace(
+#[utoipa::path(get, path = "/trace", tag = "trace", operation_id = "trace", params(TraceQuery),
+    responses((status = 200, description = "Oldest first", body = Vec<TraceEventView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+pub(super) async fn trace(
     State(state): State<ApiState>,
     query: Result<Query<TraceQuery>, QueryRejection>,
 ) -> Result<Json<Vec<TraceEventView>>, AdminError> {

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// Body of a validation request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// Test message recipients; empty uses the connector's `validation_recipients`.
@@ -16,6 +16,12 @@ pub struct ValidateRequest {
     pub recipients: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/outbound-connectors/{name}/validate", tag = "outbound-connectors",
+    operation_id = "outbound_connector_validate",
+    params(("name" = String, Path, description = "Connector name, case-insensitive")),
+    request_body = ValidateRequest,
+    responses((status = 200, description = "Step by step; also recorded as last_validation", body = ValidationReport),
+        (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody), (status = 404, description = "Unknown connector", body = super::ErrorBody)))]
 pub(super) async fn validate(
     State(state): State<ApiState>,
     Path(name): Path<String>,

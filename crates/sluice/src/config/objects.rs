@@ -20,7 +20,7 @@ fn is_true(v: &bool) -> bool {
 }
 
 /// `type` of an accepted domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AcceptedDomainType {
     /// Mailboxes live here (Maildir under data_dir).
@@ -32,7 +32,7 @@ pub enum AcceptedDomainType {
 }
 
 /// `type` of a connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectorType {
     /// A partner organisation or service.
@@ -44,7 +44,7 @@ pub enum ConnectorType {
 }
 
 /// Outbound `tls` word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsLevel {
     /// STARTTLS when offered.
@@ -59,7 +59,7 @@ pub enum TlsLevel {
 }
 
 /// `[[accepted_domain]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptedDomain {
     /// The domain.
@@ -70,7 +70,7 @@ pub struct AcceptedDomain {
 }
 
 /// `[[inbound_connector]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboundConnectorObject {
     /// Unique name.
@@ -112,7 +112,7 @@ fn any_domain() -> Vec<String> {
 }
 
 /// `[[outbound_connector]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConnectorObject {
     /// Unique name.
@@ -166,7 +166,7 @@ pub struct OutboundConnectorObject {
 
 /// When a connector was last validated and how it went (Exchange's
 /// IsValidated / LastValidationTimestamp).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LastValidation {
     /// RFC 3339 time.
@@ -179,7 +179,7 @@ pub struct LastValidation {
 }
 
 /// A set of objects: a TOML file for `apply`, `export`'s output, the store's content.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectSet {
     /// `[[accepted_domain]]`.

@@ -16,7 +16,7 @@ fn is_false(v: &bool) -> bool {
 }
 
 /// `mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleMode {
     /// Apply the actions.
@@ -27,7 +27,7 @@ pub enum RuleMode {
 }
 
 /// `sent_to_scope` / `from_scope`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrganizationScope {
     /// Inside the organisation.
@@ -37,7 +37,7 @@ pub enum OrganizationScope {
 }
 
 /// `header_contains = { header, words }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderWords {
     /// Header name.
@@ -47,7 +47,7 @@ pub struct HeaderWords {
 }
 
 /// `header_matches = { header, patterns }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderPatterns {
     /// Header name.
@@ -57,7 +57,7 @@ pub struct HeaderPatterns {
 }
 
 /// `contains_sensitive_info = { detectors, min_confidence, min_count }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SensitiveInfo {
     /// Detector names (SPEC section 7); empty means any.
@@ -80,7 +80,7 @@ fn one() -> u32 {
 }
 
 /// `[rule.conditions]` and `[rule.exceptions]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulePredicates {
     /// Recipient inside or outside the organisation.
@@ -128,7 +128,7 @@ pub struct RulePredicates {
 }
 
 /// `set_header = { header, value }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetHeader {
     /// Header name.
@@ -138,7 +138,7 @@ pub struct SetHeader {
 }
 
 /// `reject = { code, text }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectWith {
     /// Enhanced status code, `5.7.1`.
@@ -158,7 +158,7 @@ fn default_reject_text() -> String {
 }
 
 /// `[rule.actions]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleActions {
     /// Route through this outbound connector.
@@ -197,7 +197,7 @@ pub struct RuleActions {
 }
 
 /// `[[rule]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleObject {
     /// Unique name.

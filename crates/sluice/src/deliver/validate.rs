@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio_rustls::TlsConnector;
 
 /// One step of a validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ValidationStep {
     /// Host (and address) the step concerns.
     pub host: String,
@@ -34,7 +34,7 @@ pub struct ValidationStep {
 }
 
 /// The whole result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ValidationReport {
     /// Connector name.
     pub connector: String,

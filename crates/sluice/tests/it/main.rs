@@ -5,6 +5,7 @@
 
 mod support;
 
+mod admin_ui;
 mod connectors;
 mod delivery_tls;
 mod dsn;

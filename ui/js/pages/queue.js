@@ -1,0 +1,49 @@
+// Queue: messages waiting for delivery, with retry, hold, release, delete.
+
+import { h, replace, heading, table, badge, button, notice, fmtTime, fmtSize } from '../dom.js';
+import { get, post, del, enc, query } from '../api.js';
+import { select } from '../forms.js';
+
+let filter = '';
+
+export async function render(main) {
+  const entries = await get(`/queue${query({ status: filter })}`);
+  const status = h('div');
+  const act = (label, run, attrs) => button(label, async () => {
+    try {
+      await run();
+      await render(main);
+    } catch (error) {
+      notice(status, error.message, 'error');
+    }
+  }, attrs);
+  replace(main,
+    heading('Queue',
+      select('status', [['', 'All statuses'], ['queued', 'Queued'], ['deferred', 'Deferred'], ['held', 'Held']], filter,
+        (v) => { filter = v; render(main); }),
+      act('Retry all deferred', async () => {
+        const { retried } = await post('/queue/retry');
+        window.setTimeout(() => notice(status, `${retried} deferred message(s) made due now.`, 'ok'), 0);
+      }),
+      button('Refresh', () => render(main))),
+    status,
+    h('section', { class: 'card' }, table([
+      { title: 'Received', cell: (e) => fmtTime(e.received_at) },
+      { title: 'From', cell: (e) => e.from || '<>' },
+      { title: 'Recipients', cell: (e) => h('ul', { class: 'plain' }, e.recipients.map((r) => h('li', {},
+        r.address, ' ', badge(r.status), r.connector ? h('span', { class: 'muted' }, ` via ${r.connector}`) : null,
+        r.attempts ? h('span', { class: 'muted' }, ` · ${r.attempts} attempt(s)`) : null))) },
+      { title: 'Status', cell: (e) => badge(e.status) },
+      { title: 'Size', cell: (e) => fmtSize(e.size) },
+      { title: 'Last error / next attempt', cell: (e) => [e.last_error || '', e.next_attempt ? h('div', { class: 'muted' }, `next: ${fmtTime(e.next_attempt)}`) : null] },
+      { title: '', class: 'row-actions', cell: (e) => [
+        act('Retry', () => post(`/queue/${enc(e.id)}/retry`)),
+        e.status === 'held' ? act('Release', () => post(`/queue/${enc(e.id)}/release`)) : act('Hold', () => post(`/queue/${enc(e.id)}/hold`)),
+        act('Delete', async () => {
+          if (!window.confirm(`Delete message ${e.id}? No DSN is sent.`)) throw new Error('Not deleted.');
+          await del(`/queue/${enc(e.id)}`);
+        }, { class: 'danger' }),
+        h('a', { href: `#/trace?message_id=${enc(e.message_id)}`, class: 'button link' }, 'Trace'),
+      ] },
+    ], entries, { empty: filter ? `No ${filter} messages.` : 'The queue is empty.', rowAttrs: (e) => ({ dataset: { id: e.id } }) })));
+}
