@@ -22,6 +22,7 @@ mod objects;
 mod openapi;
 mod quarantine;
 mod queue;
+pub mod scan;
 mod stats;
 mod trace;
 mod ui;
@@ -219,6 +220,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/export", get(export))
         .route("/outbound-connectors/{name}/validate", post(validation::validate))
         .route("/route/explain", post(explain::handle))
+        .route("/scan", post(scan::scan))
         .route("/stats", get(stats::stats))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -142,6 +142,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::quarantine::delete,
         super::trace::trace,
         super::stats::stats,
+        super::scan::scan,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]

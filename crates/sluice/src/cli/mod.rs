@@ -18,6 +18,7 @@ mod quarantine;
 mod queue;
 mod route;
 mod rule;
+mod scan;
 mod trace;
 
 pub use connector_flags::{
@@ -92,6 +93,12 @@ pub enum Command {
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// DLP scan of messages: one JSON line per file (no node needed).
+    Scan {
+        /// Messages (RFC 5322 files).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `sluice apply`.
@@ -365,6 +372,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
+        Command::Scan { files } => scan::run(files),
     }
 }
 
