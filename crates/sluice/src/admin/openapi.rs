@@ -265,6 +265,7 @@ mod tests {
             "GET /api/v1/stats",
             "POST /api/v1/apply",
             "GET /api/v1/export",
+            "POST /api/v1/scan",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -273,7 +274,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 38, "{operations:?}");
+        assert_eq!(operations.len(), 39, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -340,6 +341,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 35);
+        assert_eq!(checked, 2 * 36);
     }
 }
