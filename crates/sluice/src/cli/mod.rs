@@ -10,6 +10,7 @@
 
 mod client;
 mod connector_flags;
+mod demo;
 mod domain_check;
 mod node;
 mod objects;
@@ -93,6 +94,9 @@ pub enum Command {
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Run the reference topology (gateway, scanner, internet) on loopback
+    /// and show the trace of a clean and a sensitive message.
+    Demo,
     /// DLP scan of messages: one JSON line per file (no node needed).
     Scan {
         /// Messages (RFC 5322 files).
@@ -373,6 +377,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
         Command::Scan { files } => scan::run(files),
+        Command::Demo => demo::run(),
     }
 }
 

@@ -8,6 +8,7 @@ mod support;
 mod admin_ui;
 mod connectors;
 mod delivery_tls;
+mod demo;
 mod dsn;
 mod durability;
 mod mx_delivery;

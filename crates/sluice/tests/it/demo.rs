@@ -1,0 +1,91 @@
+//! `sluice demo` (net 127.0.0.0/24: the demo's fixed addresses 127.0.0.10,
+//! .20, .30, .50): the tour runs topology A, validates the scanner
+//! connector, delivers the clean message once, quarantines the sensitive
+//! one, prints both traces, and stops cleanly on Ctrl-C (SIGINT).
+
+use super::support::Guarded;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn demo_runs_the_reference_topology_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("demo.out");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .arg("demo")
+        .current_dir(dir.path())
+        .stdout(Stdio::from(std::fs::File::create(&out).expect("output file")))
+        .stderr(Stdio::null());
+    let mut demo = Guarded::spawn(command);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains("Ctrl-C stops them") {
+        std::thread::sleep(Duration::from_millis(200));
+        text.clear();
+        std::fs::File::open(&out)
+            .expect("output")
+            .read_to_string(&mut text)
+            .expect("utf-8");
+        assert!(demo.exited().is_none(), "demo exited early:\n{text}");
+    }
+    assert!(
+        text.contains("Ctrl-C stops them"),
+        "demo did not finish its tour:\n{text}"
+    );
+    assert!(
+        text.contains("connector \"To scanner\": validation passed"),
+        "{text}"
+    );
+
+    let clean = text
+        .split("Clean message")
+        .nth(1)
+        .and_then(|t| t.split("Sensitive message").next())
+        .expect("clean trace");
+    // gateway -> scanner -> gateway -> internet, each hop once, in order.
+    let hops: Vec<&str> = clean
+        .lines()
+        .filter(|l| l.contains(" received "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, ["gateway", "scanner", "gateway", "internet"], "{clean}");
+    assert!(clean.contains("internet  delivered"), "{clean}");
+    assert!(
+        clean.contains("scanner   scanned          [From gateway]  no sensitive information found"),
+        "{clean}"
+    );
+    let sensitive = text.split("Sensitive message").nth(1).expect("sensitive trace");
+    assert!(sensitive.contains("quarantined"), "{sensitive}");
+    assert!(sensitive.contains("credit_card:1"), "{sensitive}");
+    assert!(
+        !sensitive.contains("internet "),
+        "the sensitive message reached the internet:\n{sensitive}"
+    );
+    assert!(!text.contains("9855"), "a matched number leaked into the output");
+    let mailbox = dir
+        .path()
+        .join("sluice-demo/internet/mailboxes/fabrikam.test/bob/new");
+    assert_eq!(
+        std::fs::read_dir(&mailbox).map(|d| d.count()).unwrap_or(0),
+        1,
+        "exactly one message at the internet"
+    );
+
+    let pid = demo.id().expect("running");
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopped = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = demo.exited() {
+            break exit;
+        }
+        assert!(Instant::now() < stopped, "demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "demo exited with {exit:?}");
+}
