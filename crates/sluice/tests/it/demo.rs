@@ -22,7 +22,7 @@ fn demo_runs_the_reference_topology_and_stops_on_ctrl_c() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut text = String::new();
     while Instant::now() < deadline && !text.contains("Ctrl-C stops them") {
-        std::thread::sleep(Duration::from_millis(200));
+        super::support::pause(Duration::from_millis(200));
         text.clear();
         std::fs::File::open(&out)
             .expect("output")
@@ -85,7 +85,7 @@ fn demo_runs_the_reference_topology_and_stops_on_ctrl_c() {
             break exit;
         }
         assert!(Instant::now() < stopped, "demo did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(100));
+        super::support::pause(Duration::from_millis(100));
     };
     assert!(exit.success(), "demo exited with {exit:?}");
 }
