@@ -44,9 +44,12 @@ impl TlsConfigs {
             .map(|(cert, key)| load_identity(cert, key))
             .transpose()?;
 
-        let any: Arc<dyn ServerCertVerifier> = Arc::new(AnyCertificate { algorithms });
-        let chain: Arc<dyn ServerCertVerifier> = Arc::new(ChainOnly {
-            roots: roots.clone(),
+        let any: Arc<dyn ServerCertVerifier> = Arc::new(LevelVerifier {
+            chain: ChainCheck::None,
+            algorithms,
+        });
+        let chain: Arc<dyn ServerCertVerifier> = Arc::new(LevelVerifier {
+            chain: ChainCheck::TrustAnchors(roots.clone()),
             algorithms,
         });
         let named: Arc<dyn ServerCertVerifier> =
@@ -198,57 +201,25 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Accepts any certificate but still checks the handshake signatures, so
-/// the session is at least encrypted to whoever holds the presented key.
+/// What a certificate must prove besides the handshake signatures, which
+/// are always checked (so the session is encrypted to whoever holds the
+/// presented key).
 #[derive(Debug)]
-struct AnyCertificate {
+enum ChainCheck {
+    /// Nothing (Exchange's `EncryptionOnly`, and opportunistic TLS).
+    None,
+    /// A chain to the trust roots, names ignored (`CertificateValidation`).
+    TrustAnchors(Arc<RootCertStore>),
+}
+
+/// The verifier of the two levels the web PKI verifier does not cover.
+#[derive(Debug)]
+struct LevelVerifier {
+    chain: ChainCheck,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Requires a chain to the trust roots; ignores the names
-/// (Exchange's `CertificateValidation`).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LevelVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -257,14 +228,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let ChainCheck::TrustAnchors(roots) = &self.chain {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
