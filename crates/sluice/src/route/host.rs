@@ -48,7 +48,8 @@ impl HostPort {
             Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
             None => (raw, default_port),
         };
-        if host.is_empty() || host.contains(char::is_whitespace) {
+        // A colon left in the host is neither a name nor a bracketed IPv6 literal.
+        if host.is_empty() || host.contains(char::is_whitespace) || host.contains([':', '[', ']']) {
             return Err(bad());
         }
         Ok(HostPort {
@@ -111,5 +112,7 @@ mod tests {
         assert_eq!(HostPort::parse("[::1]:2526").unwrap().to_string(), "[::1]:2526");
         assert!(HostPort::parse("host:notaport").is_err());
         assert!(HostPort::parse("[::1").is_err());
+        // Found by fuzzing: a stray colon in the host does not survive printing.
+        assert!(HostPort::parse(":5:5").is_err());
     }
 }
