@@ -23,11 +23,18 @@ impl Domain {
     /// Parses and normalises a domain (or an address literal such as `[127.0.0.1]`).
     pub fn parse(raw: &str) -> Result<Self, AddressError> {
         let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-        let literal = lower.starts_with('[') && lower.ends_with(']');
-        let labels_ok = literal
-            || lower
-                .split('.')
-                .all(|label| !label.is_empty() && label.len() <= 63 && !label.contains(char::is_whitespace));
+        let literal = lower.starts_with('[')
+            && lower.ends_with(']')
+            && lower[1..lower.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':') || c.is_ascii_alphanumeric());
+        // Letters, digits, hyphen, underscore; non-ASCII letters for SMTPUTF8 names.
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        };
+        let labels_ok = literal || lower.split('.').all(label_ok);
         if lower.is_empty() || lower.len() > 255 || !labels_ok {
             return Err(AddressError::InvalidDomain(raw.to_string()));
         }
@@ -79,15 +86,21 @@ pub struct Address {
 impl Address {
     /// Parses `local@domain` (angle brackets allowed around it).
     pub fn parse(raw: &str) -> Result<Self, AddressError> {
-        let trimmed = raw.trim().trim_start_matches('<').trim_end_matches('>');
+        let raw_trimmed = raw.trim();
+        let trimmed = raw_trimmed
+            .strip_prefix('<')
+            .and_then(|inner| inner.strip_suffix('>'))
+            .unwrap_or(raw_trimmed);
         let (local, domain) = trimmed
             .rsplit_once('@')
             .filter(|(local, domain)| !local.is_empty() && !domain.is_empty())
             .ok_or_else(|| AddressError::NotAMailbox(raw.to_string()))?;
+        // RFC 5322 dot-atom (with UTF-8 for SMTPUTF8), or a quoted string.
+        let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+        let atom_ok = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii();
         if local.len() > 64
-            || local
-                .chars()
-                .any(|c| c.is_control() || c == ' ' && !local.starts_with('"'))
+            || local.chars().any(char::is_control)
+            || (!quoted && !local.chars().all(atom_ok))
         {
             return Err(AddressError::NotAMailbox(raw.to_string()));
         }
@@ -203,6 +216,12 @@ mod tests {
         assert_eq!(a.to_string(), "Alice@contoso.test");
         assert!(Address::parse("nobody").is_err());
         assert!(Address::parse("@x.test").is_err());
+        // Found by fuzzing: such a domain did not survive printing and parsing.
+        assert!(Address::parse("o@=>.").is_err());
+        assert!(Address::parse("a b@x.test").is_err());
+        assert!(Address::parse("\"a b\"@x.test").is_ok());
+        assert!(Domain::parse("[127.0.0.1]").is_ok());
+        assert!(Domain::parse("bücher.test").is_ok());
         assert_eq!(
             ReversePath::try_from(String::from("<>")).unwrap(),
             ReversePath::Null
