@@ -14,5 +14,6 @@ mod mx_delivery;
 mod peers;
 mod relay_control;
 mod rules;
+mod scanner;
 mod smart_host;
 mod smuggling;
