@@ -17,3 +17,4 @@ mod rules;
 mod scanner;
 mod smart_host;
 mod smuggling;
+mod topology_a;
