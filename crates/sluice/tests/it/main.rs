@@ -18,3 +18,4 @@ mod scanner;
 mod smart_host;
 mod smuggling;
 mod topology_a;
+mod topology_b;
