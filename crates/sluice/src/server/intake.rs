@@ -189,7 +189,10 @@ impl Pipeline {
                     ));
                     let held = QuarantineEntry {
                         entry,
-                        reason: format!("rule {rule:?}"),
+                        reason: plan
+                            .scan_summary
+                            .as_ref()
+                            .map_or_else(|| format!("rule {rule:?}"), |s| format!("rule {rule:?}: {s}")),
                         rule,
                         quarantined_at_ms: now,
                     };

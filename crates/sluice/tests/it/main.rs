@@ -15,5 +15,8 @@ mod mx_delivery;
 mod peers;
 mod relay_control;
 mod rules;
+mod scanner;
 mod smart_host;
 mod smuggling;
+mod topology_a;
+mod topology_b;

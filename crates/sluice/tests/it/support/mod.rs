@@ -13,13 +13,14 @@ mod dns;
 mod node;
 mod postfix;
 mod process;
+pub mod seed000;
 mod sink;
 mod smtp;
 mod tls;
 
 pub use dns::{Dns, Record};
 pub use node::{Node, NodeOptions};
-pub use postfix::Postfix;
+pub use postfix::{OnPremOptions, Postfix};
 pub use process::Guarded;
 pub use sink::{Sink, SinkMessage};
 pub use smtp::{swaks, RawSmtp, SwaksRun};

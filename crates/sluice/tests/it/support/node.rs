@@ -97,6 +97,15 @@ impl Node {
         node
     }
 
+    /// `sluice apply -f` of `objects` (TOML, or PowerShell when `file_name`
+    /// ends in `.ps1`) written to `file_name` in the node's directory; must
+    /// succeed.
+    pub fn apply(&self, file_name: &str, objects: &str) {
+        let path = self.dir.path().join(file_name);
+        std::fs::write(&path, objects).expect("write objects");
+        self.cli_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("node.toml")
     }

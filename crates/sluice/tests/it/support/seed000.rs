@@ -1,0 +1,234 @@
+//! Seed 000 on loopback: a gateway (tenant contoso.test) that sends
+//! external mail lacking the scanner's verdict through a partner scanner,
+//! the scanner (a real sluice with DLP rules) relaying it back, and the
+//! internet as an smtp-sink reached by MX records served by dnsmasq.
+//!
+//! Hosts inside the test's net: gateway .10, internet MX .25, scanner .30,
+//! on-prem client .40, anonymous internet client .50, dnsmasq .53.
+
+use super::{swaks, Dns, Net, Node, NodeOptions, Record, Sink, SwaksRun};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+
+pub const GATEWAY: u8 = 10;
+pub const INTERNET_MX: u8 = 25;
+pub const SCANNER: u8 = 30;
+pub const ON_PREM: u8 = 40;
+pub const INTERNET_CLIENT: u8 = 50;
+pub const DNS: u8 = 53;
+
+/// The text of the scanner's notice to senders of blocked mail.
+pub const NOTICE: &str = "Your message contained a payment card number and was held for review.";
+
+/// A Visa number that passes Luhn and is not a published test number,
+/// with the keywords that make the finding high confidence.
+pub const CARD_BODY: &str = "Please charge my visa card 4556 7375 8689 9855 exp 12/29 for the order.";
+
+/// The card's digits, in the groupings they could leak in.
+pub const CARD_DIGITS: [&str; 3] = ["4556 7375 8689 9855", "4556737586899855", "8689"];
+
+pub struct Seed000 {
+    pub net: Net,
+    pub internet: Sink,
+    pub gateway: Node,
+    pub scanner: Node,
+    _dns: Dns,
+}
+
+/// The gateway's objects: on-prem by IP, the scanner's return path
+/// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
+/// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
+fn gateway_objects(net: Net, scanner: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "authoritative"
+
+[[inbound_connector]]
+name = "From on-prem"
+type = "on_premises"
+sender_ip_addresses = ["{on_prem}/32"]
+
+[[inbound_connector]]
+name = "From scanner"
+type = "on_premises"
+sender_ip_addresses = ["{scanner_ip}/32"]
+retain_internal_headers = true
+
+[[outbound_connector]]
+name = "To scanner"
+type = "partner"
+smart_hosts = ["{scanner}"]
+transport_rule_scoped = true
+retain_internal_headers = true
+
+[[rule]]
+name = "External mail through the scanner"
+priority = 0
+[rule.conditions]
+sent_to_scope = "not_in_organization"
+[rule.exceptions]
+header_contains = {{ header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }}
+[rule.actions]
+route_via_connector = "To scanner"
+{extra}"#,
+        on_prem = net.ip(ON_PREM),
+        scanner_ip = net.ip(SCANNER),
+    )
+}
+
+/// The scanner's objects: seed 000's partner service, with DLP as rules.
+fn scanner_objects(net: Net, gateway: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+# Its own domain, for connector validation messages.
+[[accepted_domain]]
+name = "scanner.test"
+type = "authoritative"
+
+# The tenant's domain, so the relay back (and notices) are allowed.
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+
+[[inbound_connector]]
+name = "From gateway"
+type = "on_premises"
+sender_ip_addresses = ["{gateway_ip}/32"]
+retain_internal_headers = true
+
+[[outbound_connector]]
+name = "Back to gateway"
+type = "partner"
+smart_hosts = ["{gateway}"]
+transport_rule_scoped = true
+retain_internal_headers = true
+
+[[rule]]
+name = "Block card numbers"
+priority = 0
+stop_processing = true
+[rule.conditions]
+contains_sensitive_info = {{ detectors = ["credit_card"], min_confidence = "medium", min_count = 1 }}
+[rule.actions]
+quarantine = true
+notify_sender = "{NOTICE}"
+stamp_scan = true
+
+[[rule]]
+name = "Stamp and return"
+priority = 1
+[rule.exceptions]
+recipient_domain_is = ["scanner.test"]
+[rule.actions]
+stamp_scan = true
+route_via_connector = "Back to gateway"
+"#,
+        gateway_ip = net.ip(GATEWAY),
+    )
+}
+
+impl Seed000 {
+    /// Starts everything; `gateway_extra` is appended to the gateway's
+    /// objects.
+    pub fn start(net: Net, gateway_extra: &str) -> Seed000 {
+        let internet = Sink::start(net.ip(INTERNET_MX));
+        let dns = Dns::start(
+            net.ip(DNS),
+            &[
+                Record::Mx {
+                    domain: "fabrikam.test",
+                    host: "mx.fabrikam.test",
+                    preference: 10,
+                },
+                Record::A {
+                    name: "mx.fabrikam.test",
+                    ip: net.ip(INTERNET_MX),
+                },
+                Record::Mx {
+                    domain: "contoso.test",
+                    host: "gw.contoso.test",
+                    preference: 10,
+                },
+                Record::A {
+                    name: "gw.contoso.test",
+                    ip: net.ip(GATEWAY),
+                },
+            ],
+        );
+        // The gateway first and empty: its objects name the scanner's port,
+        // the scanner's name the gateway's.
+        let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), "");
+        gateway_options.dns = Some(dns.addr);
+        gateway_options.mx_port = Some(internet.addr.port());
+        gateway_options.bind_address = Some(net.ip(GATEWAY));
+        let gateway = Node::start(gateway_options);
+
+        let mut scanner_options = NodeOptions::new(net.ip(SCANNER), &scanner_objects(net, gateway.smtp));
+        scanner_options.hostname = "scan.partner.test".into();
+        scanner_options.dns = Some(dns.addr);
+        // The scanner's MX deliveries (its notices to contoso.test
+        // senders) reach the gateway's listener.
+        scanner_options.mx_port = Some(gateway.smtp.port());
+        scanner_options.bind_address = Some(net.ip(SCANNER));
+        let scanner = Node::start(scanner_options);
+
+        gateway.apply("gateway.toml", &gateway_objects(net, scanner.smtp, gateway_extra));
+        Seed000 {
+            net,
+            internet,
+            gateway,
+            scanner,
+            _dns: dns,
+        }
+    }
+
+    /// swaks to the gateway from `source` (a host number of the net).
+    pub fn send(&self, source: u8, from: &str, to: &str, extra: &[&str]) -> SwaksRun {
+        let source: Ipv4Addr = self.net.ip(source);
+        let source = source.to_string();
+        let mut args = vec!["--local-interface", source.as_str(), "--from", from, "--to", to];
+        args.extend_from_slice(extra);
+        swaks(self.gateway.smtp, &args)
+    }
+}
+
+/// A trace event's string field ("" when absent).
+pub fn field<'a>(event: &'a Value, key: &str) -> &'a str {
+    event.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The events of `node`'s trace for one Message-ID (without brackets).
+pub fn events_of(node: &Node, message_id: &str) -> Vec<Value> {
+    node.trace(&[])
+        .into_iter()
+        .filter(|e| field(e, "message_id").contains(message_id))
+        .collect()
+}
+
+/// (event, connector) pairs.
+pub fn timeline(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| (field(e, "event").to_string(), field(e, "connector").to_string()))
+        .collect()
+}
+
+/// Asserts `expected` (event, connector or None for any) appear in order
+/// in `events` (others may come between).
+pub fn assert_in_order(what: &str, events: &[Value], expected: &[(&str, Option<&str>)]) {
+    let timeline = timeline(events);
+    let mut at = 0;
+    for (event, connector) in expected {
+        let found = timeline[at..]
+            .iter()
+            .position(|(e, c)| e == event && connector.is_none_or(|want| c == want));
+        match found {
+            Some(offset) => at += offset + 1,
+            None => {
+                panic!("{what}: no {event} {connector:?} after position {at}: {timeline:#?}\n{events:#?}")
+            }
+        }
+    }
+}
