@@ -98,9 +98,7 @@ impl Address {
         // RFC 5322 dot-atom (with UTF-8 for SMTPUTF8), or a quoted string.
         let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
         let atom_ok = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii();
-        if local.len() > 64
-            || local.chars().any(char::is_control)
-            || (!quoted && !local.chars().all(atom_ok))
+        if local.len() > 64 || local.chars().any(char::is_control) || (!quoted && !local.chars().all(atom_ok))
         {
             return Err(AddressError::NotAMailbox(raw.to_string()));
         }

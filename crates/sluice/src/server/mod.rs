@@ -31,10 +31,25 @@ use tokio::sync::watch;
 /// the SMTP client or the Maildir.
 struct Outbound {
     deliverer: Arc<Deliverer>,
+    policy: watch::Receiver<Arc<crate::config::objects::Policy>>,
 }
 
 impl Transport for Outbound {
     fn attempt(&self, mut job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+        // The connector chosen at acceptance is used as it is configured
+        // now, as Exchange does: a fixed TLS name or smart host takes effect
+        // on the next retry of mail already queued.
+        if let Route::Connector { connector, .. } = &job.route {
+            let current = self
+                .policy
+                .borrow()
+                .outbound_connector(connector)
+                .filter(|c| c.enabled)
+                .map(Route::from);
+            if let Some(route) = current {
+                job.route = route;
+            }
+        }
         let retain = match &job.route {
             Route::Connector {
                 retain_internal_headers,
@@ -126,6 +141,7 @@ impl Node {
             store.clone(),
             Arc::new(Outbound {
                 deliverer: deliverer.clone(),
+                policy: policy_rx.clone(),
             }),
             QueueSettings {
                 hostname: config.hostname.clone(),
