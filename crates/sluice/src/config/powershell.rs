@@ -12,6 +12,10 @@ use super::objects::{
     AcceptedDomain, AcceptedDomainType, ConnectorType, InboundConnectorObject, ObjectSet,
     OutboundConnectorObject, TlsLevel,
 };
+use super::rule_object::{
+    HeaderPatterns, HeaderWords, OrganizationScope, RejectWith, RuleActions, RuleMode, RuleObject,
+    RulePredicates, SetHeader,
+};
 
 /// Why a script cannot be imported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -516,6 +520,7 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }
+            "new-transportrule" => set.rules.push(transport_rule(&p)?),
             _ => {
                 return Err(ImportError {
                     line,
@@ -525,6 +530,154 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
         }
     }
     Ok(set)
+}
+
+/// The condition parameters New-TransportRule shares with its `ExceptIf`
+/// twins, as supported by the rule engine.
+const PREDICATES: &[&str] = &[
+    "SentToScope",
+    "FromScope",
+    "SenderDomainIs",
+    "RecipientDomainIs",
+    "From",
+    "SentTo",
+    "HeaderContainsMessageHeader",
+    "HeaderContainsWords",
+    "HeaderMatchesMessageHeader",
+    "HeaderMatchesPatterns",
+    "SubjectOrBodyContainsWords",
+    "AttachmentExtensionMatchesWords",
+    "AttachmentNameMatchesPatterns",
+    "MessageSizeOver",
+    "SenderIpRanges",
+];
+
+const RULE_PARAMETERS: &[&str] = &[
+    "Name",
+    "Comments",
+    "Priority",
+    "Mode",
+    "StopRuleProcessing",
+    "Enabled",
+    "RouteMessageOutboundConnector",
+    "SetHeaderName",
+    "SetHeaderValue",
+    "RemoveHeader",
+    "PrependSubject",
+    "RedirectMessageTo",
+    "BlindCopyTo",
+    "RejectMessageReasonText",
+    "RejectMessageEnhancedStatusCode",
+    "DeleteMessage",
+    "Quarantine",
+];
+
+fn scope(p: &Params<'_>, name: &str) -> Result<Option<OrganizationScope>, ImportError> {
+    Ok(match p.string(name)?.map(|s| s.to_ascii_lowercase()) {
+        None => None,
+        Some(s) if s == "inorganization" => Some(OrganizationScope::InOrganization),
+        Some(s) if s == "notinorganization" => Some(OrganizationScope::NotInOrganization),
+        Some(other) => {
+            return Err(p.err(format!(
+                "-{name} {other:?} is not InOrganization or NotInOrganization"
+            )))
+        }
+    })
+}
+
+/// `[rule.conditions]` (prefix "") or `[rule.exceptions]` (prefix "ExceptIf").
+fn predicates(p: &Params<'_>, prefix: &str) -> Result<RulePredicates, ImportError> {
+    let key = |name: &str| format!("{prefix}{name}");
+    let pair = |header: &str, values: &str| -> Result<Option<(String, Vec<String>)>, ImportError> {
+        match (p.string(&key(header))?, p.list(&key(values))) {
+            (None, v) if v.is_empty() => Ok(None),
+            (Some(h), v) if !v.is_empty() => Ok(Some((h, v))),
+            _ => Err(p.err(format!("-{} and -{} go together", key(header), key(values)))),
+        }
+    };
+    Ok(RulePredicates {
+        sent_to_scope: scope(p, &key("SentToScope"))?,
+        from_scope: scope(p, &key("FromScope"))?,
+        sender_domain_is: p.list(&key("SenderDomainIs")),
+        recipient_domain_is: p.list(&key("RecipientDomainIs")),
+        from: p.list(&key("From")),
+        sent_to: p.list(&key("SentTo")),
+        header_contains: pair("HeaderContainsMessageHeader", "HeaderContainsWords")?
+            .map(|(header, words)| HeaderWords { header, words }),
+        header_matches: pair("HeaderMatchesMessageHeader", "HeaderMatchesPatterns")?
+            .map(|(header, patterns)| HeaderPatterns { header, patterns }),
+        subject_or_body_contains: p.list(&key("SubjectOrBodyContainsWords")),
+        attachment_extension_is: p.list(&key("AttachmentExtensionMatchesWords")),
+        attachment_name_matches: p.list(&key("AttachmentNameMatchesPatterns")),
+        message_size_over: match p.string(&key("MessageSizeOver"))? {
+            Some(size) => exchange_size(p, Some(size))?,
+            None => None,
+        },
+        sender_ip_ranges: p.list(&key("SenderIpRanges")),
+        contains_sensitive_info: None,
+    })
+}
+
+/// New-TransportRule, the subset the rule engine supports.
+fn transport_rule(p: &Params<'_>) -> Result<RuleObject, ImportError> {
+    let mut known: Vec<String> = RULE_PARAMETERS.iter().map(|s| s.to_string()).collect();
+    known.extend(
+        PREDICATES
+            .iter()
+            .flat_map(|n| [n.to_string(), format!("ExceptIf{n}")]),
+    );
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    p.only(&known)?;
+    let mode = match p.string("Mode")?.map(|s| s.to_ascii_lowercase()) {
+        None => RuleMode::Enforce,
+        Some(m) if m == "enforce" => RuleMode::Enforce,
+        Some(m) if m == "audit" || m == "auditandnotify" => RuleMode::Audit,
+        Some(other) => return Err(p.err(format!("-Mode {other:?} is not Enforce, Audit or AuditAndNotify"))),
+    };
+    let priority = match p.string("Priority")? {
+        None => 0,
+        Some(text) => text
+            .parse()
+            .map_err(|_| p.err(format!("-Priority {text:?} is not a number")))?,
+    };
+    let set_header = match (p.string("SetHeaderName")?, p.string("SetHeaderValue")?) {
+        (None, None) => None,
+        (Some(header), Some(value)) => Some(SetHeader { header, value }),
+        _ => return Err(p.err("-SetHeaderName and -SetHeaderValue go together".into())),
+    };
+    let reject = match (
+        p.string("RejectMessageReasonText")?,
+        p.string("RejectMessageEnhancedStatusCode")?,
+    ) {
+        (None, None) => None,
+        (text, code) => Some(RejectWith {
+            code: code.unwrap_or_else(|| "5.7.1".into()),
+            text: text.unwrap_or_else(|| "Delivery not authorized, message refused".into()),
+        }),
+    };
+    Ok(RuleObject {
+        name: p.required("Name")?,
+        comment: p.string("Comments")?.unwrap_or_default(),
+        priority,
+        mode,
+        stop_processing: p.flag("StopRuleProcessing")?.unwrap_or(false),
+        enabled: p.flag("Enabled")?.unwrap_or(true),
+        conditions: predicates(p, "")?,
+        exceptions: predicates(p, "ExceptIf")?,
+        actions: RuleActions {
+            route_via_connector: p.string("RouteMessageOutboundConnector")?,
+            set_header,
+            remove_header: p.string("RemoveHeader")?,
+            prepend_subject: p.string("PrependSubject")?,
+            redirect_to: p.list("RedirectMessageTo"),
+            bcc: p.list("BlindCopyTo"),
+            reject,
+            delete: p.flag("DeleteMessage")?.unwrap_or(false),
+            quarantine: p.flag("Quarantine")?.unwrap_or(false),
+            notify_sender: None,
+            stamp_scan: false,
+        },
+    })
 }
 
 /// Exchange writes sizes as `25MB`, `25 MB (26,214,400 bytes)` or `Unlimited`.
@@ -594,6 +747,38 @@ mod tests {
             "Cheap"
         );
         assert_eq!(policy.outbound[0].max_message_size, Some(25_000_000));
+    }
+
+    #[test]
+    fn transport_rule_of_seed_000() {
+        let script = r#"
+New-OutboundConnector -Name "To scanner" -ConnectorType Partner -SmartHosts 127.0.0.30:2525 -IsTransportRuleScoped $true
+New-TransportRule -Name "External mail through the scanner" -Priority 0 -SentToScope NotInOrganization `
+  -ExceptIfHeaderContainsMessageHeader "X-Sluice-Org-Scan" -ExceptIfHeaderContainsWords "verdict=pass" `
+  -RouteMessageOutboundConnector "To scanner" -StopRuleProcessing $false
+New-TransportRule -Name Block -Mode Audit -SubjectOrBodyContainsWords "forbidden","secret plan" -RejectMessageReasonText "Blocked by policy" -RejectMessageEnhancedStatusCode 5.7.1
+"#;
+        let set = import(script).unwrap();
+        let rule = &set.rules[0];
+        assert_eq!(
+            rule.conditions.sent_to_scope,
+            Some(OrganizationScope::NotInOrganization)
+        );
+        assert_eq!(
+            rule.exceptions.header_contains.as_ref().unwrap().words,
+            vec!["verdict=pass"]
+        );
+        assert_eq!(rule.actions.route_via_connector.as_deref(), Some("To scanner"));
+        assert_eq!(set.rules[1].mode, RuleMode::Audit);
+        assert_eq!(
+            set.rules[1].conditions.subject_or_body_contains,
+            vec!["forbidden", "secret plan"]
+        );
+        set.validate().unwrap();
+        let e = import("New-TransportRule -Name x -ApplyHtmlDisclaimerText hi").unwrap_err();
+        assert!(e.message.contains("-ApplyHtmlDisclaimerText"), "{e}");
+        let e = import("New-TransportRule -Name x -HeaderContainsWords a").unwrap_err();
+        assert!(e.message.contains("go together"), "{e}");
     }
 
     #[test]
