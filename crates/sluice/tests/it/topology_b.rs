@@ -26,8 +26,8 @@ const DNS: u8 = 53;
 
 const ON_PREM_NAME: &str = "mail.onprem.contoso.test";
 
-/// Seed 001's cloud side as Exchange Online cmdlets. The routing rule is
-/// applied separately: the importer does not know New-TransportRule.
+/// Seed 001's cloud side as Exchange Online cmdlets, the routing rule
+/// (New-TransportRule) included.
 fn seed_001_cloud_ps1(postfix_port: u16) -> String {
     format!(
         "# Seed 001: the cloud side of a hybrid contoso.test\r\n\
@@ -36,18 +36,11 @@ New-InboundConnector -Name \"From on-prem\" -ConnectorType OnPremises `\r\n\
   -TlsSenderCertificateName {ON_PREM_NAME} -RequireTls $true\r\n\
 New-OutboundConnector -Name \"To on-prem\" -ConnectorType OnPremises `\r\n\
   -SmartHosts \"{ON_PREM_NAME}:{postfix_port}\" -TlsSettings DomainValidation `\r\n\
-  -TlsDomain {ON_PREM_NAME} -IsTransportRuleScoped $true\r\n"
+  -TlsDomain {ON_PREM_NAME} -IsTransportRuleScoped $true\r\n\
+New-TransportRule -Name \"On-prem mailboxes\" -RecipientDomainIs contoso.test `\r\n\
+  -RouteMessageOutboundConnector \"To on-prem\"\r\n"
     )
 }
-
-const ROUTE_RULE: &str = r#"
-[[rule]]
-name = "On-prem mailboxes"
-[rule.conditions]
-recipient_domain_is = ["contoso.test"]
-[rule.actions]
-route_via_connector = "To on-prem"
-"#;
 
 struct TopologyB {
     net: Net,
@@ -122,7 +115,6 @@ impl TopologyB {
         });
 
         sluice.apply("seed-001.ps1", &seed_001_cloud_ps1(on_prem.addr.port()));
-        sluice.apply("rules.toml", ROUTE_RULE);
         TopologyB {
             net,
             internet,
