@@ -27,6 +27,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Internal header naming the outbound connector a message left through.
+const ROUTE_HEADER: &str = "X-Sluice-Org-Route";
+
 /// Delivery as the queue sees it: the header firewall on the way out, then
 /// the SMTP client or the Maildir.
 struct Outbound {
@@ -63,6 +66,14 @@ impl Transport for Outbound {
             if !removed.is_empty() {
                 job.content = Arc::new(stripped);
             }
+        } else if let Route::Connector { connector, .. } = &job.route {
+            // SPEC section 5: the routing decision travels with the message
+            // to destinations that keep internal headers.
+            let stamp = crate::rules::HeaderEdit::Set {
+                name: ROUTE_HEADER.into(),
+                value: format!("connector={connector}"),
+            };
+            job.content = Arc::new(crate::rules::apply_edits(&job.content, &[stamp]));
         }
         if let Route::Connector {
             connector,

@@ -451,6 +451,12 @@ prepend_subject = "[UNSCANNED] "
         genuine.content
     );
     assert_eq!(genuine.header("subject").as_deref(), Some("genuine stamp"));
+    // SPEC section 5: the routing decision is stamped for destinations that
+    // keep internal headers.
+    assert_eq!(
+        genuine.header("X-Sluice-Org-Route").as_deref(),
+        Some("connector=Contoso mail host")
+    );
 }
 
 #[test]
