@@ -1,7 +1,7 @@
 //! The only module that knows every stage: builds them from the validated
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
-//! Start reading here. Objects are loaded from the store into a [`Policy`]
+//! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
 //! published on a watch channel: sessions snapshot it at connect, the admin
 //! API replaces it after each validated change.
 
