@@ -108,46 +108,9 @@ fn scanner_loop_delivers_once_and_traces_every_hop() {
     scanner_options.bind_address = Some(net.ip(SCANNER));
     let scanner = Node::start(scanner_options);
 
-    let mut gateway_options = NodeOptions::new(
-        net.ip(GATEWAY),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "From on-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[inbound_connector]]
-name = "From scanner"
-type = "on_premises"
-sender_ip_addresses = ["{scanner_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "To scanner"
-type = "partner"
-smart_hosts = ["{scanner}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "External mail through the scanner"
-priority = 0
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.exceptions]
-header_contains = {{ header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }}
-[rule.actions]
-route_via_connector = "To scanner"
-"#,
-            on_prem = net.ip(ON_PREM),
-            scanner_ip = net.ip(SCANNER),
-            scanner = scanner.smtp,
-        ),
-    );
+    // The gateway of seed 000, as topology A builds it.
+    let gateway_objects = crate::support::seed000::gateway_objects(net, scanner.smtp, "");
+    let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), &gateway_objects);
     gateway_options.dns = Some(dns.addr);
     gateway_options.mx_port = Some(internet.addr.port());
     gateway_options.bind_address = Some(net.ip(GATEWAY));

@@ -38,7 +38,7 @@ pub struct Seed000 {
 /// The gateway's objects: on-prem by IP, the scanner's return path
 /// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
 /// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
-fn gateway_objects(net: Net, scanner: std::net::SocketAddr, extra: &str) -> String {
+pub fn gateway_objects(net: Net, scanner: std::net::SocketAddr, extra: &str) -> String {
     format!(
         r#"
 [[accepted_domain]]
