@@ -567,4 +567,40 @@ mod tests {
         a.merge(b, true);
         assert_eq!(a.accepted_domains.len(), 1);
     }
+
+    #[test]
+    fn export_round_trips_rules_and_validation_results() {
+        let text = r#"
+            [[accepted_domain]]
+            name = "contoso.test"
+            [[outbound_connector]]
+            name = "To scanner"
+            smart_hosts = ["127.0.0.30:2525"]
+            transport_rule_scoped = true
+            max_message_size = "25MB"
+            port = 2525
+            [outbound_connector.last_validation]
+            at = "2026-11-24T10:00:00.000Z"
+            passed = false
+            failed_step = "127.0.0.30:2525: certificate: 454 4.7.5 ..."
+            [[rule]]
+            name = "External mail through the scanner"
+            priority = 3
+            mode = "audit"
+            enabled = false
+            [rule.conditions]
+            sent_to_scope = "not_in_organization"
+            contains_sensitive_info = { detectors = ["credit_card"], min_confidence = "high", min_count = 2 }
+            [rule.exceptions]
+            header_contains = { header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }
+            [rule.actions]
+            route_via_connector = "To scanner"
+            reject = { code = "5.7.1", text = "no" }
+            stamp_scan = true
+        "#;
+        let set: ObjectSet = toml::from_str(text).unwrap();
+        set.validate().unwrap();
+        let exported = toml::to_string(&set).unwrap();
+        assert_eq!(toml::from_str::<ObjectSet>(&exported).unwrap(), set, "{exported}");
+    }
 }
