@@ -6,7 +6,7 @@
 //! recipients through the first host that passed. Prefers false failures
 //! to false passes: a step that cannot be checked fails.
 
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, Phase, SessionError};
 use super::next_hop::{self, HopHost};
 use super::transaction::{self, Transaction};
 use super::{tls_policy, Deliverer, DeliveryJob, JobRecipient, Outcome};
@@ -200,73 +200,28 @@ impl Deliverer {
         };
         steps.record(&peer, "connect", started, true, format!("connected to {peer}"));
         let started = Instant::now();
-        match connection
+        let greeting = connection
             .read_reply(Phase::Greeting, self.settings.command_timeout)
-            .await
-        {
-            Ok(reply) if reply.is_positive() => {
-                steps.record(&peer, "greeting", started, true, reply.to_string())
-            }
-            Ok(reply) => {
-                return self
-                    .fail(connection, steps, &peer, "greeting", started, reply.to_string())
-                    .await
-            }
-            Err(error) => {
-                return self
-                    .fail(
-                        connection,
-                        steps,
-                        &peer,
-                        "greeting",
-                        started,
-                        error.to_reply(&peer).to_string(),
-                    )
-                    .await
-            }
-        };
+            .await;
+        let outcome = reply_outcome(greeting, &peer, Reply::is_positive);
+        let mut connection = settle(connection, steps, &peer, "greeting", started, outcome).await?;
         let started = Instant::now();
-        match connection.greet(helo, self.settings.command_timeout).await {
-            Ok(Ok(())) => steps.record(&peer, "ehlo", started, true, format!("EHLO {helo} accepted")),
-            Ok(Err(reply)) => {
-                return self
-                    .fail(connection, steps, &peer, "ehlo", started, reply.to_string())
-                    .await
-            }
-            Err(error) => {
-                return self
-                    .fail(
-                        connection,
-                        steps,
-                        &peer,
-                        "ehlo",
-                        started,
-                        error.to_reply(&peer).to_string(),
-                    )
-                    .await
-            }
-        };
+        let ehlo = connection.greet(helo, self.settings.command_timeout).await;
+        let outcome = greet_outcome(ehlo, &peer, format!("EHLO {helo} accepted"));
+        let mut connection = settle(connection, steps, &peer, "ehlo", started, outcome).await?;
         let started = Instant::now();
         if !connection.offers(smtp_proto::EXT_START_TLS) {
-            if policy.requires_tls() {
-                let reply = tls_policy::starttls_missing_reply(policy, &peer);
-                return self
-                    .fail(connection, steps, &peer, "starttls", started, reply.to_string())
-                    .await;
-            }
-            steps.record(
-                &peer,
-                "starttls",
-                started,
-                true,
-                "not offered; clear text allowed (opportunistic)",
-            );
-            return Some(connection);
+            let outcome = if policy.requires_tls() {
+                Err(tls_policy::starttls_missing_reply(policy, &peer).to_string())
+            } else {
+                Ok("not offered; clear text allowed (opportunistic)".to_string())
+            };
+            return settle(connection, steps, &peer, "starttls", started, outcome).await;
         }
-        let sent = connection
+        let reply = match connection
             .send(b"STARTTLS\r\n", Phase::StartTls, self.settings.command_timeout)
-            .await;
-        let reply = match sent {
+            .await
+        {
             Ok(()) => {
                 connection
                     .read_reply(Phase::StartTls, self.settings.command_timeout)
@@ -274,42 +229,21 @@ impl Deliverer {
             }
             Err(error) => Err(error),
         };
-        match reply {
-            Ok(reply) if reply.code == 220 => {
-                steps.record(&peer, "starttls", started, true, reply.to_string())
-            }
-            Ok(reply) => {
-                return self
-                    .fail(connection, steps, &peer, "starttls", started, reply.to_string())
-                    .await
-            }
-            Err(error) => {
-                return self
-                    .fail(
-                        connection,
-                        steps,
-                        &peer,
-                        "starttls",
-                        started,
-                        error.to_reply(&peer).to_string(),
-                    )
-                    .await
-            }
-        };
+        let outcome = reply_outcome(reply, &peer, |reply| reply.code == 220);
+        let connection = settle(connection, steps, &peer, "starttls", started, outcome).await?;
         let started = Instant::now();
         let name = match tls_policy::server_name(policy, &host.name) {
             Ok(name) => name,
             Err(reply) => {
-                return self
-                    .fail(
-                        connection,
-                        steps,
-                        &peer,
-                        "certificate",
-                        started,
-                        reply.to_string(),
-                    )
-                    .await
+                return settle(
+                    connection,
+                    steps,
+                    &peer,
+                    "certificate",
+                    started,
+                    Err(reply.to_string()),
+                )
+                .await
             }
         };
         let tls = TlsConnector::from(self.tls.for_policy(policy));
@@ -341,41 +275,9 @@ impl Deliverer {
         };
         steps.record(&peer, "certificate", started, true, format!("{facts}; {checked}"));
         let started = Instant::now();
-        match secured.greet(helo, self.settings.command_timeout).await {
-            Ok(Ok(())) => steps.record(&peer, "ehlo", started, true, "EHLO after STARTTLS accepted"),
-            Ok(Err(reply)) => {
-                return self
-                    .fail(secured, steps, &peer, "ehlo", started, reply.to_string())
-                    .await
-            }
-            Err(error) => {
-                return self
-                    .fail(
-                        secured,
-                        steps,
-                        &peer,
-                        "ehlo",
-                        started,
-                        error.to_reply(&peer).to_string(),
-                    )
-                    .await
-            }
-        };
-        Some(secured)
-    }
-
-    async fn fail(
-        &self,
-        connection: Connection,
-        steps: &mut Steps,
-        peer: &str,
-        step: &str,
-        started: Instant,
-        detail: String,
-    ) -> Option<Connection> {
-        steps.record(peer, step, started, false, detail);
-        connection.quit().await;
-        None
+        let ehlo = secured.greet(helo, self.settings.command_timeout).await;
+        let outcome = greet_outcome(ehlo, &peer, "EHLO after STARTTLS accepted".to_string());
+        settle(secured, steps, &peer, "ehlo", started, outcome).await
     }
 
     async fn test_message(
@@ -439,6 +341,55 @@ impl Deliverer {
                 );
             }
         }
+    }
+}
+
+/// Records a session step; a failed one ends the session (QUIT) and the
+/// host's checks.
+async fn settle(
+    connection: Connection,
+    steps: &mut Steps,
+    peer: &str,
+    step: &str,
+    started: Instant,
+    outcome: Result<String, String>,
+) -> Option<Connection> {
+    match outcome {
+        Ok(detail) => {
+            steps.record(peer, step, started, true, detail);
+            Some(connection)
+        }
+        Err(detail) => {
+            steps.record(peer, step, started, false, detail);
+            connection.quit().await;
+            None
+        }
+    }
+}
+
+/// A reply that must satisfy `accepted`, or the wire error before it.
+fn reply_outcome(
+    reply: Result<Reply, SessionError>,
+    peer: &str,
+    accepted: impl Fn(&Reply) -> bool,
+) -> Result<String, String> {
+    match reply {
+        Ok(reply) if accepted(&reply) => Ok(reply.to_string()),
+        Ok(reply) => Err(reply.to_string()),
+        Err(error) => Err(error.to_reply(peer).to_string()),
+    }
+}
+
+/// EHLO (or HELO) accepted, refused, or lost on the wire.
+fn greet_outcome(
+    greeting: Result<Result<(), Reply>, SessionError>,
+    peer: &str,
+    accepted: String,
+) -> Result<String, String> {
+    match greeting {
+        Ok(Ok(())) => Ok(accepted),
+        Ok(Err(reply)) => Err(reply.to_string()),
+        Err(error) => Err(error.to_reply(peer).to_string()),
     }
 }
 

@@ -314,14 +314,6 @@ impl Condition {
             }
         }
     }
-
-    /// Whether the condition depends on the recipient (bifurcation).
-    pub fn is_per_recipient(&self) -> bool {
-        matches!(
-            self,
-            Condition::SentToScope(_) | Condition::RecipientDomainIs(_) | Condition::SentTo(_)
-        )
-    }
 }
 
 fn same_address(a: &Address, b: &Address) -> bool {
