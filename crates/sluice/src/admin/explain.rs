@@ -9,7 +9,7 @@ use crate::classify::{classify, Classification, MatchedBy};
 use crate::config::objects::{ConnectorType, Policy};
 use crate::message::{Address, ReversePath};
 use crate::queue::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
-use crate::receive::relay_control::{check_recipient, may_relay};
+use crate::receive::relay_control::{check_recipient, may_relay, sender_in_organization};
 use crate::route::{NextHop, Route};
 use crate::rules::plan::{self, PlanInput};
 use crate::rules::{self, MessageFacts};
@@ -192,7 +192,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             connector: classification.connector().map(str::to_string),
         },
     };
-    let sender_in_organization = matches!(classification, Classification::Internal { .. }) && relay_allowed;
+    let sender_in_organization = sender_in_organization(policy, &classification, &from);
     let plan = plan::plan(
         policy,
         &PlanInput {

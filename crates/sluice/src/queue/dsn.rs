@@ -104,8 +104,28 @@ pub fn render(
             returned,
         ],
     );
-    let to = entry.from.to_string();
     let message_id = format!("{}.dsn@{hostname}", entry.id);
+    from_mail_system(
+        hostname,
+        entry.from.to_string(),
+        subject.to_string(),
+        message_id,
+        now_secs,
+    )
+    .body(report)
+    .write_to_vec()
+    .unwrap_or_default()
+}
+
+/// The headers every message this node writes itself carries: from the
+/// mail system, marked auto-replied so no auto-responder answers it.
+fn from_mail_system(
+    hostname: &str,
+    to: String,
+    subject: String,
+    message_id: String,
+    now_secs: i64,
+) -> MessageBuilder<'static> {
     MessageBuilder::new()
         .from((
             "Mail Delivery System".to_string(),
@@ -119,9 +139,6 @@ pub fn render(
             "Auto-Submitted",
             mail_builder::headers::raw::Raw::new("auto-replied"),
         )
-        .body(report)
-        .write_to_vec()
-        .unwrap_or_default()
 }
 
 /// A plain notice to the sender about their message (a rule's
@@ -132,22 +149,9 @@ pub fn notice(hostname: &str, to: &Address, content: &[u8], text: &str, now_secs
         .and_then(|m| m.subject().map(str::to_string))
         .unwrap_or_default();
     let body = format!("{text}\r\n\r\nYour message: {subject}\r\n");
-    MessageBuilder::new()
-        .from((
-            "Mail Delivery System".to_string(),
-            format!("MAILER-DAEMON@{hostname}"),
-        ))
-        .to(to.to_string())
-        .subject(format!("Notice about your message: {subject}"))
-        .date(Date::new(now_secs))
-        .message_id(format!(
-            "{}.notice@{hostname}",
-            crate::message::QueueId::generate()
-        ))
-        .header(
-            "Auto-Submitted",
-            mail_builder::headers::raw::Raw::new("auto-replied"),
-        )
+    let message_id = format!("{}.notice@{hostname}", crate::message::QueueId::generate());
+    let subject = format!("Notice about your message: {subject}");
+    from_mail_system(hostname, to.to_string(), subject, message_id, now_secs)
         .text_body(body)
         .write_to_vec()
         .unwrap_or_default()

@@ -30,6 +30,16 @@ pub fn check_recipient(
     Ok(route::route(policy, domain).unwrap_or(Route::Mx))
 }
 
+/// Whether the sender counts as inside the organisation (rules' from_scope):
+/// it came through an on-premises connector and may relay.
+pub fn sender_in_organization(
+    policy: &Policy,
+    classification: &Classification,
+    mail_from: &ReversePath,
+) -> bool {
+    matches!(classification, Classification::Internal { .. }) && may_relay(policy, classification, mail_from)
+}
+
 /// Relay permission of a session for a given sender.
 pub fn may_relay(policy: &Policy, classification: &Classification, mail_from: &ReversePath) -> bool {
     match classification {

@@ -11,7 +11,7 @@ use crate::queue::{
     self, Acceptance, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
     RecipientStatus, Source,
 };
-use crate::receive::relay_control::may_relay;
+use crate::receive::relay_control::sender_in_organization;
 use crate::receive::{Intake, Submission};
 use crate::route::{NextHop, Route};
 use crate::rules::plan::{self, PlanInput};
@@ -95,8 +95,7 @@ impl Pipeline {
             &policy,
             &PlanInput {
                 classification: &classification,
-                sender_in_organization: matches!(classification, Classification::Internal { .. })
-                    && may_relay(&policy, &classification, &base.from),
+                sender_in_organization: sender_in_organization(&policy, &classification, &base.from),
                 peer: session.peer.ip(),
                 base: &base,
                 content: &content,
