@@ -802,52 +802,14 @@ fn connector_validation_names_the_failing_step() {
     }
 }
 
-/// Seed 000's gateway: mail to the internet goes through the scanner
-/// unless it carries the scanner's verdict; the scanner relays back.
-fn seed_000_gateway(net: Net, scanner: SocketAddr) -> String {
-    format!(
-        r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "From on-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[inbound_connector]]
-name = "From scanner"
-type = "on_premises"
-sender_ip_addresses = ["{scanner_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "To scanner"
-type = "partner"
-smart_hosts = ["{scanner}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "External mail through the scanner"
-priority = 0
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.exceptions]
-header_contains = {{ header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }}
-[rule.actions]
-route_via_connector = "To scanner"
-"#,
-        on_prem = net.ip(ON_PREM),
-        scanner_ip = scanner.ip(),
-    )
-}
-
 #[test]
 fn route_explain_for_the_seed_configurations() {
     let net = Net(108);
     let scanner = net.addr(SCANNER);
-    let node = Node::start(NodeOptions::new(net.ip(NODE), &seed_000_gateway(net, scanner)));
+    let node = Node::start(NodeOptions::new(
+        net.ip(NODE),
+        &crate::support::seed000::gateway_objects(net, scanner, ""),
+    ));
     let on_prem = net.ip(ON_PREM).to_string();
     let scanner_ip = net.ip(SCANNER).to_string();
     let stamp = "X-Sluice-Org-Scan: verdict=pass; scanner=scan.partner.test";
