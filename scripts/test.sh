@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing the real peers the integration
 # tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl,
-# chromium + playwright-core) when they are missing.
+# chromium + playwright-core, openapi-spec-validator) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,13 @@ if ((${#missing[@]})); then
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         postfix swaks libnet-ssleay-perl dnsmasq-base openssl
+fi
+
+# The independent OpenAPI 3 validator that checks /openapi.json
+# (crates/sluice/tests/it/openapi.rs), from PyPI.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    echo "test.sh: installing openapi-spec-validator" >&2
+    python3 -m pip install --quiet openapi-spec-validator
 fi
 
 # The admin center's browser tests (crates/sluice/tests/it/admin_ui.rs):

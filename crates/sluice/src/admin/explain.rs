@@ -286,7 +286,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
 /// `POST /api/v1/route/explain`.
 #[utoipa::path(post, path = "/route/explain", tag = "route", operation_id = "route_explain",
     request_body = ExplainRequest,
-    responses((status = 200, body = Explanation), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+    responses((status = 200, description = "The dry run: connector, per-recipient decision, rules, route", body = Explanation), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
 pub(super) async fn handle(
     axum::extract::State(state): axum::extract::State<super::ApiState>,
     super::JsonBody(request): super::JsonBody<ExplainRequest>,

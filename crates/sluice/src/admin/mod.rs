@@ -262,7 +262,7 @@ pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -
 }
 
 #[utoipa::path(get, path = "/export", tag = "objects", operation_id = "export",
-    responses((status = 200, body = ObjectSet)))]
+    responses((status = 200, description = "Every object (round-trips through apply)", body = ObjectSet)))]
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {
     Ok(Json(state.backend.objects().await?))
 }

@@ -28,14 +28,14 @@ macro_rules! collection_docs {
             /// Every object of the kind.
             #[utoipa::path(get, path = $path, tag = $tag,
                 operation_id = concat!(stringify!($module), "_list"),
-                responses((status = 200, body = Vec<$object>)))]
+                responses((status = 200, description = "Every object of the kind", body = Vec<$object>)))]
             pub(crate) fn list() {}
 
             /// Creates one; 409 when the name exists (names compare case-insensitively).
             #[utoipa::path(post, path = $path, tag = $tag,
                 operation_id = concat!(stringify!($module), "_create"),
                 request_body = $object,
-                responses((status = 201, body = $object),
+                responses((status = 201, description = "Created", body = $object),
                     (status = 400, description = "Invalid: `KIND \"NAME\": KEY: message`", body = ErrorBody),
                     (status = 409, description = "The name exists", body = ErrorBody)))]
             pub(crate) fn create() {}
@@ -44,7 +44,7 @@ macro_rules! collection_docs {
             #[utoipa::path(get, path = $item, tag = $tag,
                 operation_id = concat!(stringify!($module), "_show"),
                 params(("name" = String, Path, description = "Name, case-insensitive")),
-                responses((status = 200, body = $object), (status = 404, body = ErrorBody)))]
+                responses((status = 200, description = "The object", body = $object), (status = 404, description = "No object of that name", body = ErrorBody)))]
             pub(crate) fn show() {}
 
             /// Replaces the whole object (keys left out take their defaults); the path's name wins.
@@ -52,16 +52,16 @@ macro_rules! collection_docs {
                 operation_id = concat!(stringify!($module), "_replace"),
                 params(("name" = String, Path, description = "Name, case-insensitive")),
                 request_body = $object,
-                responses((status = 200, body = $object),
+                responses((status = 200, description = "Replaced", body = $object),
                     (status = 400, description = "Invalid: `KIND \"NAME\": KEY: message`", body = ErrorBody),
-                    (status = 404, body = ErrorBody)))]
+                    (status = 404, description = "No object of that name", body = ErrorBody)))]
             pub(crate) fn replace() {}
 
             /// Removes the object.
             #[utoipa::path(delete, path = $item, tag = $tag,
                 operation_id = concat!(stringify!($module), "_delete"),
                 params(("name" = String, Path, description = "Name, case-insensitive")),
-                responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
+                responses((status = 204, description = "Removed"), (status = 404, description = "No object of that name", body = ErrorBody)))]
             pub(crate) fn delete() {}
         }
     };

@@ -144,7 +144,7 @@ fn no_entry(id: &str) -> AdminError {
 
 #[utoipa::path(get, path = "/queue", tag = "queue", operation_id = "queue_list",
     params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status")),
-    responses((status = 200, body = Vec<QueueEntryView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+    responses((status = 200, description = "Queue entries, oldest first", body = Vec<QueueEntryView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -159,7 +159,7 @@ pub(super) async fn list(
 
 #[utoipa::path(get, path = "/queue/{id}", tag = "queue", operation_id = "queue_show",
     params(("id" = String, Path, description = "Queue id")),
-    responses((status = 200, body = QueueEntryView), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+    responses((status = 200, description = "The entry with its recipients", body = QueueEntryView), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
 pub(super) async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -206,7 +206,7 @@ async fn run(state: &ApiState, id: String, action: QueueAction) -> Result<Status
 }
 
 #[utoipa::path(post, path = "/queue/retry", tag = "queue", operation_id = "queue_retry_all",
-    responses((status = 200, body = RetryAllResult)))]
+    responses((status = 200, description = "How many deferred entries are due now", body = RetryAllResult)))]
 pub(super) async fn retry_all(State(state): State<ApiState>) -> Result<Json<RetryAllResult>, AdminError> {
     let retried = state.backend.retry_all().await?;
     Ok(Json(RetryAllResult { retried }))

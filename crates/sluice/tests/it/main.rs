@@ -12,6 +12,7 @@ mod demo;
 mod dsn;
 mod durability;
 mod mx_delivery;
+mod openapi;
 mod peers;
 mod relay_control;
 mod rules;
