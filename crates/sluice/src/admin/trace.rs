@@ -73,5 +73,14 @@ pub(super) async fn trace(
         crate::config::parse_duration(since)
             .map_err(|message| AdminError::Invalid(format!("since: {message}")))?;
     }
+    if let Some(status) = &query.status {
+        if crate::trace::TraceKind::parse(status).is_none() {
+            let words: Vec<&str> = crate::trace::TraceKind::ALL.iter().map(|k| k.as_str()).collect();
+            return Err(AdminError::Invalid(format!(
+                "status: {status:?} is not a trace status (one of {})",
+                words.join(", ")
+            )));
+        }
+    }
     Ok(Json(state.backend.trace(query).await?))
 }

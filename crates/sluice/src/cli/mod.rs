@@ -288,8 +288,8 @@ pub struct TraceArgs {
     /// Only events newer than this: 30m, 1h, 2d.
     #[arg(long, value_name = "DUR", value_parser = parse_since)]
     pub since: Option<String>,
-    /// Only messages with this outcome: delivered, deferred, bounced, ...
-    #[arg(long, value_name = "S")]
+    /// Only messages with an event of this status (rejected: refused in session).
+    #[arg(long, value_name = "S", value_parser = trace_status_words())]
     pub status: Option<String>,
     /// At most this many events.
     #[arg(long, value_name = "N")]
@@ -305,6 +305,10 @@ pub struct JsonFlag {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn trace_status_words() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::trace::TraceKind::ALL.map(|kind| kind.as_str()))
 }
 
 fn parse_since(text: &str) -> Result<String, String> {

@@ -163,6 +163,12 @@ fn trace_filters_parse_and_since_must_be_a_duration() {
     let error = parse(&["trace", "--since", "yesterday"]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ValueValidation);
     assert_eq!(error.exit_code(), 2);
+    // A status word that names no trace event is refused, not matched against nothing.
+    let error = parse(&["trace", "--status", "refused"]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidValue);
+    assert_eq!(error.exit_code(), 2);
+    assert!(error.to_string().contains("rejected"), "{error}");
+    assert!(parse(&["trace", "--status", "rejected"]).is_ok());
 }
 
 #[test]

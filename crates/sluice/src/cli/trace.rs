@@ -28,7 +28,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &TraceArgs) -> Result<(), Failure> 
     Ok(())
 }
 
-/// Events grouped by message (Message-ID, else queue id), messages in the
+/// Events grouped by message (queue id: two messages may carry the same
+/// Message-ID, and a copy made by a rule has its own), messages in the
 /// order of their first event, events in time order within a message.
 pub(crate) fn timeline(events: &[TraceEventView]) -> String {
     if events.is_empty() {
@@ -40,11 +41,7 @@ pub(crate) fn timeline(events: &[TraceEventView]) -> String {
     sorted.sort_by(|a, b| a.at.cmp(&b.at));
     let mut groups: Vec<(String, Vec<&TraceEventView>)> = Vec::new();
     for event in sorted {
-        let key = if event.message_id.is_empty() {
-            &event.queue_id
-        } else {
-            &event.message_id
-        };
+        let key = &event.queue_id;
         match groups.iter_mut().find(|(k, _)| k == key) {
             Some((_, members)) => members.push(event),
             None => groups.push((key.clone(), vec![event])),
@@ -61,8 +58,8 @@ fn message_block(key: &str, events: &[&TraceEventView]) -> String {
     let first = events[0];
     let sender = if first.from.is_empty() { "<>" } else { &first.from };
     let mut heading = format!("{key}  from {sender}");
-    if !first.queue_id.is_empty() && first.queue_id != key {
-        heading.push_str(&format!("  queue {}", first.queue_id));
+    if let Some(message_id) = events.iter().map(|e| &e.message_id).find(|m| !m.is_empty()) {
+        heading.push_str(&format!("  message-id {message_id}"));
     }
     let mut table = Table::bare().indented("  ");
     for event in events {
@@ -123,13 +120,40 @@ mod tests {
         let text = timeline(&events);
         assert_eq!(
             text,
-            "<a@x>  from alice@contoso.test  queue Q-<a@x>\n\
+            "Q-<a@x>  from alice@contoso.test  message-id <a@x>\n\
              \x20 2025-01-01T10:00:00Z  received   -\n\
              \x20 2025-01-01T10:00:02Z  delivered  bob@fabrikam.test  connector=To fabrikam  host=127.0.0.40  250 2.0.0 ok\n\
              \n\
-             <b@x>  from alice@contoso.test  queue Q-<b@x>\n\
+             Q-<b@x>  from alice@contoso.test  message-id <b@x>\n\
              \x20 2025-01-01T10:00:01Z  received  -\n"
         );
+    }
+
+    /// Two messages with one Message-ID (a resend, a rule's copy) stay two
+    /// timelines, each under its queue id.
+    #[test]
+    fn messages_sharing_a_message_id_are_not_merged() {
+        let mut first = event("2025-01-01T10:00:00Z", "<same@x>", "received", None);
+        first.queue_id = "Q1".into();
+        let mut second = event("2025-01-01T10:00:01Z", "<same@x>", "received", None);
+        second.queue_id = "Q2".into();
+        let mut delivered = event("2025-01-01T10:00:02Z", "<same@x>", "delivered", Some("b@y.test"));
+        delivered.queue_id = "Q1".into();
+        let text = timeline(&[first, second, delivered]);
+        let headings: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.is_empty())
+            .collect();
+        assert_eq!(
+            headings,
+            [
+                "Q1  from alice@contoso.test  message-id <same@x>",
+                "Q2  from alice@contoso.test  message-id <same@x>"
+            ],
+            "{text}"
+        );
+        let q1 = text.split("\n\n").next().unwrap();
+        assert!(q1.contains("delivered"), "{text}");
     }
 
     #[test]

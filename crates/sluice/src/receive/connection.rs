@@ -121,6 +121,10 @@ where
         while let Some(event) = session.poll() {
             match event {
                 Event::Reply(reply) => output.extend_from_slice(reply.to_wire().as_bytes()),
+                Event::Refused(refusal) => {
+                    output.extend_from_slice(refusal.reply.to_wire().as_bytes());
+                    context.intake.refused(*refusal);
+                }
                 Event::ReplyAndClose(reply) => {
                     output.extend_from_slice(reply.to_wire().as_bytes());
                     return send(transport, &mut output, limits.command_timeout).await;

@@ -37,7 +37,7 @@ pub use listener::serve;
 
 use crate::classify::Classification;
 use crate::config::objects::Policy;
-use crate::message::{Envelope, QueueId, Reply};
+use crate::message::{Address, Envelope, QueueId, Reply, ReversePath};
 use crate::route::Route;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -136,10 +136,34 @@ pub struct Submission {
     pub content: Vec<u8>,
 }
 
+/// A sender or recipient refused in session (relay denied, a connector's
+/// restriction, require_tls): what the trace and the log record of it, so
+/// "why didn't my mail arrive?" has an answer when no message was queued.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The transaction's id (a message accepted later in the same
+    /// transaction keeps it), so the trace groups the refusal with it.
+    pub id: QueueId,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Inbound connector of the session, when one matched.
+    pub connector: Option<String>,
+    /// Envelope sender.
+    pub from: ReversePath,
+    /// The recipient refused; `None` when MAIL FROM itself was refused.
+    pub to: Option<Address>,
+    /// The reply the client got.
+    pub reply: Reply,
+}
+
 /// The rest of the pipeline as seen from a session: rules, routing and the
 /// durable queue. Returns the final reply to DATA/BDAT: 250 only once the
 /// message is on stable storage.
 pub trait Intake: Send + Sync + 'static {
     /// Takes a complete message.
     fn accept(&self, submission: Submission) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+
+    /// Records a refusal; never blocks the session. Intakes without a
+    /// trace (the session's own tests) have nothing to record.
+    fn refused(&self, _refusal: Refusal) {}
 }

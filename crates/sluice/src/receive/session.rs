@@ -12,7 +12,7 @@
 use super::framing::{Body, BodyDefect, DataProgress, DataReader};
 use super::received::{received_count, received_header, MAX_RECEIVED_HEADERS};
 use super::relay_control::check_recipient;
-use super::{SessionInfo, SessionLimits, Submission, TlsInfo};
+use super::{Refusal, SessionInfo, SessionLimits, Submission, TlsInfo};
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification};
 use crate::config::objects::Policy;
@@ -37,6 +37,8 @@ pub enum Event {
     StartTls(Reply),
     /// Hand this message to the intake and send its reply.
     Submit(Box<Submission>),
+    /// Send the refusal's reply and record the refusal (trace and log).
+    Refused(Box<Refusal>),
 }
 
 /// One SMTP session.
@@ -78,6 +80,9 @@ struct Chunk {
 /// A mail transaction: MAIL, the accepted RCPTs, and BDAT chunks so far.
 #[derive(Debug)]
 struct Transaction {
+    /// Given at MAIL, so refusals of this transaction's recipients and the
+    /// message it queues share one id in the trace.
+    id: QueueId,
     envelope: Envelope,
     routes: Vec<Route>,
     chunks: Option<Body>,
@@ -389,8 +394,8 @@ impl Session {
                 .as_ref()
                 .map_or(&[], |t| t.client_cert_names.as_slice()),
         };
-        if let Err(refusal) = check_sender(&self.policy, &self.classification, facts, &mail_from) {
-            return Event::Reply(refusal);
+        if let Err(reply) = check_sender(&self.policy, &self.classification, facts, &mail_from) {
+            return self.refused(QueueId::generate(), mail_from, None, reply);
         }
         let mut envelope = Envelope::new(mail_from);
         envelope.smtputf8 = smtputf8;
@@ -408,6 +413,7 @@ impl Session {
         };
         envelope.envid = from.env_id;
         self.transaction = Some(Transaction {
+            id: QueueId::generate(),
             envelope,
             routes: Vec::new(),
             chunks: None,
@@ -438,7 +444,10 @@ impl Session {
             &address,
         ) {
             Ok(route) => route,
-            Err(refusal) => return Event::Reply(refusal),
+            Err(reply) => {
+                let (id, from) = (transaction.id.clone(), transaction.envelope.mail_from.clone());
+                return self.refused(id, from, Some(address), reply);
+            }
         };
         let notify = if to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
             Notify::Never
@@ -565,7 +574,7 @@ impl Session {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX));
-        let id = QueueId::generate();
+        let id = transaction.id;
         let header = received_header(&self.info, &self.hostname, &id.0, &transaction.envelope, now);
         let mut message = Vec::with_capacity(header.len() + content.len());
         message.extend_from_slice(header.as_bytes());
@@ -577,6 +586,17 @@ impl Session {
             envelope: transaction.envelope,
             routes: transaction.routes,
             content: message,
+        }))
+    }
+
+    fn refused(&self, id: QueueId, from: ReversePath, to: Option<Address>, reply: Reply) -> Event {
+        Event::Refused(Box::new(Refusal {
+            id,
+            peer: self.info.peer,
+            connector: self.classification.connector().map(str::to_string),
+            from,
+            to,
+            reply,
         }))
     }
 

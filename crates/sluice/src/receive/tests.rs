@@ -1,7 +1,7 @@
 //! Sans-IO tests of the session state machine: bytes in, replies out.
 
 use super::session::{Event, Session};
-use super::{SessionLimits, Submission, TlsInfo};
+use super::{Refusal, SessionLimits, Submission, TlsInfo};
 use crate::classify::classify;
 use crate::config::objects::ObjectSet;
 use crate::message::{DsnReturn, Notify, Reply, ReversePath};
@@ -42,6 +42,7 @@ fn new_session(limits: SessionLimits, tls_offered: bool) -> Session {
 struct Transcript {
     replies: Vec<Reply>,
     submissions: Vec<Submission>,
+    refusals: Vec<Refusal>,
     starttls: usize,
     closed: bool,
 }
@@ -66,6 +67,10 @@ fn drive(session: &mut Session, input: &[u8], transcript: &mut Transcript) {
     while let Some(event) = session.poll() {
         match event {
             Event::Reply(reply) => transcript.replies.push(reply),
+            Event::Refused(refusal) => {
+                transcript.replies.push(refusal.reply.clone());
+                transcript.refusals.push(*refusal);
+            }
             Event::ReplyAndClose(reply) => {
                 transcript.replies.push(reply);
                 transcript.closed = true;
@@ -487,4 +492,28 @@ fn null_sender_reaches_the_submission() {
         run(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n\r\nbounce\r\n.\r\n");
     assert_eq!(transcript.submissions.len(), 1);
     assert_eq!(transcript.submissions[0].envelope.mail_from, ReversePath::Null);
+}
+
+/// A refused recipient is handed to the driver as a refusal (for the trace
+/// and the log) carrying the transaction's id, which the message accepted
+/// later in the same transaction keeps.
+#[test]
+fn a_refused_recipient_is_reported_with_the_transaction_id() {
+    let transcript = run(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n\
+        RCPT TO:<b@contoso.test>\r\nDATA\r\nSubject: t\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(
+        transcript.codes(),
+        ["250", "250 2.1.0", "550 5.7.1", "250 2.1.5", "354", "250 2.0.0"]
+    );
+    let [refusal] = transcript.refusals.as_slice() else {
+        panic!("one refusal expected: {:?}", transcript.refusals);
+    };
+    assert_eq!(
+        refusal.to.as_ref().map(ToString::to_string).as_deref(),
+        Some("b@example.org")
+    );
+    assert_eq!(refusal.from.to_string(), "a@x.test");
+    assert_eq!(refusal.peer.to_string(), "192.0.2.1:40000");
+    assert_eq!(refusal.reply.code, 550);
+    assert_eq!(refusal.id, transcript.submissions[0].id);
 }

@@ -12,10 +12,10 @@ use crate::queue::{
     RecipientStatus, Source,
 };
 use crate::receive::relay_control::sender_in_organization;
-use crate::receive::{Intake, Submission};
+use crate::receive::{Intake, Refusal, Submission};
 use crate::route::{NextHop, Route};
 use crate::rules::plan::{self, PlanInput};
-use crate::trace::{now_ms, TraceKind};
+use crate::trace::{now_ms, TraceEvent, TraceKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -309,5 +309,28 @@ pub fn describe_route(route: &Route) -> String {
 impl Intake for Pipeline {
     fn accept(&self, submission: Submission) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
         Box::pin(self.take(submission))
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        let to = refusal.to.as_ref().map(ToString::to_string);
+        tracing::info!(
+            client = %refusal.peer,
+            connector = refusal.connector.as_deref().unwrap_or("-"),
+            from = %refusal.from,
+            to = to.as_deref().unwrap_or("-"),
+            reply = %refusal.reply,
+            "refused"
+        );
+        self.queue.record(vec![TraceEvent {
+            at_ms: now_ms(),
+            kind: TraceKind::Rejected,
+            queue_id: refusal.id,
+            message_id: None,
+            from: refusal.from.to_string(),
+            to,
+            connector: refusal.connector,
+            remote_host: Some(refusal.peer.to_string()),
+            detail: Some(refusal.reply.to_string()),
+        }]);
     }
 }

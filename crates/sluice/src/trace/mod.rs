@@ -48,6 +48,33 @@ pub enum TraceKind {
 }
 
 impl TraceKind {
+    /// Every kind, in the order of a message's life.
+    pub const ALL: [TraceKind; 15] = [
+        TraceKind::Received,
+        TraceKind::Rejected,
+        TraceKind::Routed,
+        TraceKind::Delivered,
+        TraceKind::Deferred,
+        TraceKind::Bounced,
+        TraceKind::Expired,
+        TraceKind::DsnSent,
+        TraceKind::Held,
+        TraceKind::Released,
+        TraceKind::Deleted,
+        TraceKind::RuleMatched,
+        TraceKind::Quarantined,
+        TraceKind::SenderNotified,
+        TraceKind::Scanned,
+    ];
+
+    /// The kind of a status word (case-insensitive), `None` for a word that
+    /// names no kind.
+    pub fn parse(word: &str) -> Option<TraceKind> {
+        TraceKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().eq_ignore_ascii_case(word))
+    }
+
     /// The status word used by filters and output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -201,5 +228,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(f.select(events).len(), 2);
+    }
+
+    #[test]
+    fn status_words_round_trip_and_unknown_ones_are_none() {
+        for kind in TraceKind::ALL {
+            assert_eq!(TraceKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(TraceKind::parse("REJECTED"), Some(TraceKind::Rejected));
+        assert_eq!(TraceKind::parse("refused"), None);
     }
 }

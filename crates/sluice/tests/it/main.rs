@@ -14,6 +14,7 @@ mod durability;
 mod mx_delivery;
 mod openapi;
 mod peers;
+mod refusals;
 mod relay_control;
 mod rules;
 mod scanner;

@@ -17,7 +17,10 @@ fn the_served_openapi_document_passes_an_independent_validator() {
         .read_to_string()
         .expect("document body");
     let document: serde_json::Value = serde_json::from_str(&body).expect("the document is JSON");
-    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{document}");
+    assert!(
+        document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{document}"
+    );
     let file = node.dir().join("openapi.json");
     std::fs::write(&file, &body).expect("write the document");
 
@@ -41,6 +44,9 @@ fn the_served_openapi_document_passes_an_independent_validator() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-    assert!(checked.status.success(), "/openapi.json is not valid OpenAPI:\n{report}");
+    assert!(
+        checked.status.success(),
+        "/openapi.json is not valid OpenAPI:\n{report}"
+    );
     assert!(report.contains("OK"), "{report}");
 }
