@@ -1,7 +1,8 @@
 //! The admin API client of the management verbs: finds the node (`--api`,
-//! `--config`'s admin.listen, the default), finds the token (`--token`,
+//! the config's admin.listen, the default), finds the token (`--token`,
 //! `SLUICE_TOKEN`, `data_dir/admin.token`) and turns HTTP outcomes into
-//! [`Failure`]s.
+//! [`Failure`]s. The config is `--config`, else `SLUICE_CONFIG`, else
+//! [`SYSTEM_CONFIG`] when it exists, so the verbs work from any directory.
 
 use super::{Failure, GlobalArgs};
 use crate::admin::ErrorBody;
@@ -11,8 +12,12 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The API address when neither `--api` nor `--config` says otherwise.
-pub(crate) const DEFAULT_API: &str = "http://127.0.0.1:8025";
+/// The node configuration read when neither `--config` nor `SLUICE_CONFIG`
+/// names one (as Postfix reads /etc/postfix/main.cf).
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/sluice/sluice.toml";
+
+/// How long the liveness probe behind a missing token may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +52,7 @@ impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Failure {
         match error {
             ApiError::Unreachable { url, error } => {
-                Failure::runtime(format!("cannot reach the sluice node at {url}: {error}"))
+                Failure::runtime(format!("no sluice node is running at {url} ({error})"))
             }
             ApiError::Status { status: 401, message } => Failure::runtime(
                 "the node refused the admin token: pass --token, set SLUICE_TOKEN, \
@@ -74,33 +79,35 @@ pub(crate) struct ApiClient {
 impl ApiClient {
     /// Resolves address and token from the global options.
     pub(crate) fn connect(global: &GlobalArgs) -> Result<ApiClient, Failure> {
-        let config =
-            Config::load(global.config.as_deref()).map_err(|error| Failure::usage(error.to_string()))?;
-        let base = match (&global.api, &global.config) {
-            (Some(api), _) => api.trim_end_matches('/').to_string(),
-            (None, Some(_)) => api_url(config.admin_listen),
-            (None, None) => DEFAULT_API.to_string(),
+        let config = load_config(global)?;
+        let base = match &global.api {
+            Some(api) => api_base(api)?,
+            None => api_url(config.admin_listen),
         };
-        let token = match &global.token {
-            Some(token) => token.trim().to_string(),
-            None => {
-                let path = config.token_path();
-                std::fs::read_to_string(&path)
-                    .map(|text| text.trim().to_string())
-                    .map_err(|error| {
-                        Failure::usage(format!(
-                            "no admin token: pass --token, set SLUICE_TOKEN, or give the node's \
-                             --config (cannot read {}: {error})",
-                            path.display()
-                        ))
-                    })?
-            }
-        };
-        let agent = ureq::Agent::config_builder()
+        let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
             .build()
             .into();
+        let token = match &global.token {
+            Some(token) => token.trim().to_string(),
+            None => {
+                let path = config.token_path();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text.trim().to_string(),
+                    // A node that never ran here has no token either: say
+                    // which of the two it is before blaming the token.
+                    Err(error) => {
+                        probe(&base)?;
+                        return Err(Failure::usage(format!(
+                            "no admin token: pass --token, set SLUICE_TOKEN, or give the node's \
+                             --config or SLUICE_CONFIG (cannot read {}: {error})",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        };
         Ok(ApiClient { base, token, agent })
     }
 
@@ -200,6 +207,50 @@ fn to_json(body: &impl Serialize) -> Result<serde_json::Value, ApiError> {
     })
 }
 
+/// The node configuration of the management verbs: `--config` (or
+/// `SLUICE_CONFIG`), else [`SYSTEM_CONFIG`] when it exists, else the
+/// built-in defaults.
+pub(crate) fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
+    let system = std::path::Path::new(SYSTEM_CONFIG);
+    let path = global
+        .config
+        .as_deref()
+        .or_else(|| system.exists().then_some(system));
+    Config::load(path).map_err(|error| Failure::usage(error.to_string()))
+}
+
+/// `--api` as a base URL: `host:port` gets `http://` (what the admin
+/// listener speaks); another scheme is refused with the form expected.
+fn api_base(api: &str) -> Result<String, Failure> {
+    let api = api.trim().trim_end_matches('/');
+    match api.split_once("://") {
+        None => Ok(format!("http://{api}")),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(api.to_string()),
+        Some(_) => Err(Failure::usage(format!(
+            "--api {api:?}: expected http://HOST:PORT or HOST:PORT, e.g. http://127.0.0.1:8025"
+        ))),
+    }
+}
+
+/// Whether anything answers at `base`: the liveness path, no token needed.
+fn probe(base: &str) -> Result<(), Failure> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(PROBE_TIMEOUT))
+        .build()
+        .into();
+    agent
+        .get(&format!("{base}/healthz"))
+        .call()
+        .map(drop)
+        .map_err(|error| {
+            Failure::from(ApiError::Unreachable {
+                url: base.to_string(),
+                error: error.to_string(),
+            })
+        })
+}
+
 /// The URL of an admin listener; a wildcard listen address is reached on loopback.
 pub(crate) fn api_url(listen: SocketAddr) -> String {
     let host = match listen.ip() {
@@ -209,6 +260,25 @@ pub(crate) fn api_url(listen: SocketAddr) -> String {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
     format!("http://{host}:{}", listen.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_without_a_scheme_is_http_and_other_schemes_are_refused() {
+        assert_eq!(api_base("127.0.0.1:8025").unwrap(), "http://127.0.0.1:8025");
+        assert_eq!(api_base("http://gw.test:8025/").unwrap(), "http://gw.test:8025");
+        assert_eq!(api_base("https://gw.test").unwrap(), "https://gw.test");
+        let refused = api_base("smtp://gw.test:25").unwrap_err();
+        assert_eq!(refused.exit_code, 2);
+        assert!(
+            refused.message.contains("http://HOST:PORT"),
+            "{}",
+            refused.message
+        );
+    }
 }
 
 /// One path segment, percent-encoded (connector names have spaces).

@@ -25,7 +25,7 @@ pub struct CheckLine {
 
 /// Runs the check and prints it.
 pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), Failure> {
-    let config = Config::load(global.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let config = super::client::load_config(global)?;
     let domain = Domain::parse(name).map_err(|e| Failure::usage(e.to_string()))?;
     let resolver = crate::dns::resolver(&config.dns).map_err(|e| Failure::runtime(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -49,10 +49,11 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Node configuration file (also tells management verbs the admin
-    /// address and where the token lives).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// address and where the token lives) [default: /etc/sluice/sluice.toml
+    /// when it exists, else built-in settings with data in ./sluice-data].
+    #[arg(long, global = true, value_name = "FILE", env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Admin API of the node [default: the config's admin.listen, else http://127.0.0.1:8025].
+    /// Admin API of the node, http://HOST:PORT or HOST:PORT [default: the config's admin.listen, else http://127.0.0.1:8025].
     #[arg(long, global = true, value_name = "URL")]
     pub api: Option<String>,
     /// Admin token [default: data_dir/admin.token].

@@ -29,7 +29,7 @@ pub(crate) fn check_config(global: &GlobalArgs) -> Result<(), Failure> {
 }
 
 fn load(global: &GlobalArgs) -> Result<Config, Failure> {
-    Config::load(global.config.as_deref()).map_err(|error| Failure::usage(error.to_string()))
+    super::client::load_config(global)
 }
 
 /// Operator logs to stderr; `RUST_LOG` overrides the default level (info).

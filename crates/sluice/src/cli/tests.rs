@@ -292,7 +292,7 @@ async fn client_talks_to_a_live_admin_api() {
         assert!(
             unreachable
                 .message
-                .starts_with(&format!("cannot reach the sluice node at {closed}: ")),
+                .starts_with(&format!("no sluice node is running at {closed} (")),
             "{}",
             unreachable.message
         );

@@ -13,6 +13,7 @@ mod dsn;
 mod durability;
 mod mx_delivery;
 mod openapi;
+mod operator;
 mod peers;
 mod refusals;
 mod relay_control;
