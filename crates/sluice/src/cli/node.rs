@@ -18,18 +18,42 @@ pub(crate) fn serve(global: &GlobalArgs) -> Result<(), Failure> {
         .map_err(|error| Failure::runtime(format!("cannot start the runtime: {error}")))?;
     runtime
         .block_on(crate::server::run(config))
-        .map_err(|error| Failure::runtime(error.to_string()).with_detail(format!("{error:?}")))
+        .map_err(|error| Failure::runtime(one_line(&error)).with_detail(format!("{error:?}")))
 }
 
 /// `sluice check-config`: prints the effective settings.
 pub(crate) fn check_config(global: &GlobalArgs) -> Result<(), Failure> {
     let config = load(global)?;
+    let cert = config
+        .tls_cert
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    crate::tls::check_files(cert, config.client_ca.as_deref(), config.extra_ca.as_deref())
+        .map_err(|error| Failure::usage(error.to_string()))?;
     print!("{}", effective_settings(&config));
     Ok(())
 }
 
 fn load(global: &GlobalArgs) -> Result<Config, Failure> {
     super::client::load_config(global)
+}
+
+/// Every cause on one line ("cannot listen for SMTP on ADDR: Address
+/// already in use"), not the outer context alone; a cause whose text the
+/// line already holds (errors that print their source) is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Operator logs to stderr; `RUST_LOG` overrides the default level (info).
@@ -121,6 +145,25 @@ fn redact_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_holds_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(io).context("cannot listen for SMTP on 127.0.0.1:25");
+        assert_eq!(
+            one_line(&error),
+            "cannot listen for SMTP on 127.0.0.1:25: Address already in use"
+        );
+        let tls = crate::tls::check_files(
+            Some((Path::new("/nonexistent/c.pem"), Path::new("k.pem"))),
+            None,
+            None,
+        )
+        .unwrap_err();
+        let text = one_line(&anyhow::Error::new(tls).context("cannot set up TLS"));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.contains("/nonexistent/c.pem"), "{text}");
+    }
 
     #[test]
     fn effective_settings_show_defaults_and_given_values() {

@@ -46,7 +46,15 @@ impl EmbeddedStore {
     /// Opens (or creates) `data_dir/sluice.redb` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(err)?;
-        let db = Arc::new(Database::create(data_dir.join("sluice.redb")).map_err(err)?);
+        // redb locks the file; a second node on the same data_dir would
+        // otherwise report only "database already open".
+        let db = Database::create(data_dir.join("sluice.redb")).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError(format!("another sluice node is using {}", data_dir.display()))
+            }
+            other => err(other),
+        })?;
+        let db = Arc::new(db);
         {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(OBJECTS).map_err(err)?;
