@@ -4,11 +4,16 @@
 
 use super::output::json;
 use super::{Failure, GlobalArgs};
-use crate::config::Config;
-use crate::dns::{MxAnswer, Resolver};
+use crate::config::{Config, DnsSource};
+use crate::dns::{DnsError, MxAnswer, Resolver};
 use crate::message::Domain;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// How long the first lookup may take before DNS counts as unreachable: a
+/// person is waiting, and the resolver's own retries take longer.
+const DNS_WAIT: Duration = Duration::from_secs(5);
 
 /// One record compared.
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +37,17 @@ pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), 
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let lines = runtime.block_on(check(resolver.as_ref(), &config, &domain));
+    let lines = runtime
+        .block_on(check(resolver.as_ref(), &config, &domain))
+        .map_err(|unreachable| {
+            let source = match config.dns {
+                DnsSource::System => "the system resolver".to_string(),
+                DnsSource::Server(addr) => format!("delivery.dns {addr}"),
+            };
+            Failure::runtime(format!(
+                "cannot check {domain}: DNS is unreachable ({source}: {unreachable})"
+            ))
+        })?;
     if as_json {
         print!("{}", json(&lines)?);
     } else {
@@ -56,39 +71,62 @@ pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), 
     }
 }
 
-/// The node's outbound addresses: bind_address, else its SMTP listeners.
+/// The node's outbound addresses as the internet sees them: bind_address,
+/// else its SMTP listeners; loopback and wildcard addresses say nothing
+/// about where its mail comes from, so they are never proposed.
 fn node_addresses(config: &Config) -> Vec<IpAddr> {
-    match config.bind_address {
+    let candidates = match config.bind_address {
         Some(ip) => vec![ip],
-        None => config
-            .smtp_listen
-            .iter()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified())
-            .collect(),
-    }
+        None => config.smtp_listen.iter().map(|a| a.ip()).collect(),
+    };
+    candidates
+        .into_iter()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .collect()
 }
 
-async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Vec<CheckLine> {
+/// Whether `name` can be published as an MX exchange (RFC 5321 5.1: a
+/// domain name; a single label or localhost resolves nowhere else).
+fn is_fqdn(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.contains('.')
+        && !name.eq_ignore_ascii_case("localhost")
+        && !name.to_ascii_lowercase().ends_with(".localdomain")
+        && Domain::parse(name).is_ok()
+}
+
+/// The comparison, or why DNS could not be asked (unreachable, timed out).
+async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Result<Vec<CheckLine>, String> {
     let mut lines = Vec::new();
     let hostname = config.hostname.to_ascii_lowercase();
-    let mx = match resolver.mx(domain).await {
+    let fqdn = is_fqdn(&hostname);
+    let answer = tokio::time::timeout(DNS_WAIT, resolver.mx(domain))
+        .await
+        .map_err(|_| format!("no answer within {}s", DNS_WAIT.as_secs()))?;
+    let mx = match answer {
         Ok(MxAnswer::Hosts(hosts)) => hosts
             .iter()
             .map(|(p, h)| format!("{p} {}", h.trim_end_matches('.')))
             .collect(),
         Ok(MxAnswer::NullMx) => vec!["null MX (accepts no mail)".to_string()],
         Ok(MxAnswer::NoRecords) => Vec::new(),
-        Err(e) => vec![format!("lookup failed: {e}")],
+        Err(DnsError::NotFound { .. }) => vec!["no such domain (NXDOMAIN)".to_string()],
+        Err(DnsError::Temporary { detail, .. }) => return Err(detail),
+        Err(other) => return Err(other.to_string()),
     };
-    let points_here = mx.iter().any(|m| {
-        m.split_whitespace()
-            .nth(1)
-            .is_some_and(|h| h.eq_ignore_ascii_case(&hostname))
-    });
+    let points_here = fqdn
+        && mx.iter().any(|m| {
+            m.split_whitespace()
+                .nth(1)
+                .is_some_and(|h| h.eq_ignore_ascii_case(&hostname))
+        });
     lines.push(CheckLine {
         record: "MX".into(),
-        expected: format!("{domain} MX -> {hostname}"),
+        expected: if fqdn {
+            format!("{domain} MX -> {hostname}")
+        } else {
+            format!("{domain} MX -> this node's FQDN (set node.hostname: {hostname:?} is not one)")
+        },
         found: if mx.is_empty() {
             "none".into()
         } else {
@@ -97,10 +135,23 @@ async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Vec
         ok: points_here,
     });
     let addresses = node_addresses(config);
-    let host_ips = resolver.ips(&hostname).await.unwrap_or_default();
+    let host_ips = if fqdn {
+        tokio::time::timeout(DNS_WAIT, resolver.ips(&hostname))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let public = if addresses.is_empty() {
+        "the node's public address (set delivery.bind_address)".to_string()
+    } else {
+        list(&addresses)
+    };
     lines.push(CheckLine {
         record: "A/AAAA".into(),
-        expected: format!("{hostname} -> {}", list(&addresses)),
+        expected: format!("{hostname} -> {public}"),
         found: if host_ips.is_empty() {
             "none".into()
         } else {
@@ -109,25 +160,32 @@ async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Vec
         ok: !host_ips.is_empty()
             && (addresses.is_empty() || host_ips.iter().any(|ip| addresses.contains(ip))),
     });
-    let spf: Vec<String> = resolver
-        .txt(domain.as_str())
+    let spf: Vec<String> = tokio::time::timeout(DNS_WAIT, resolver.txt(domain.as_str()))
         .await
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default()
         .into_iter()
         .filter(|t| t.to_ascii_lowercase().starts_with("v=spf1"))
         .collect();
-    let expected_spf = format!(
-        "v=spf1 {} -all",
-        addresses
-            .iter()
-            .map(|ip| if ip.is_ipv4() {
-                format!("ip4:{ip}")
-            } else {
-                format!("ip6:{ip}")
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let expected_spf = if !addresses.is_empty() {
+        format!(
+            "v=spf1 {} -all",
+            addresses
+                .iter()
+                .map(|ip| if ip.is_ipv4() {
+                    format!("ip4:{ip}")
+                } else {
+                    format!("ip6:{ip}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    } else if fqdn {
+        format!("v=spf1 a:{hostname} -all")
+    } else {
+        "v=spf1 ip4:PUBLIC-ADDRESS -all (set delivery.bind_address or node.hostname)".to_string()
+    };
     let authorizes = spf
         .first()
         .is_some_and(|record| spf_lists(record, &addresses, &hostname));
@@ -141,7 +199,7 @@ async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Vec
         },
         ok: spf.len() == 1 && authorizes,
     });
-    lines
+    Ok(lines)
 }
 
 fn list(ips: &[IpAddr]) -> String {
@@ -168,6 +226,76 @@ fn spf_lists(record: &str, addresses: &[IpAddr], hostname: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::{BoxFuture, StaticResolver};
+
+    /// A resolver whose server never answers.
+    struct Unreachable;
+
+    impl Resolver for Unreachable {
+        fn mx<'a>(&'a self, domain: &'a Domain) -> BoxFuture<'a, Result<MxAnswer, DnsError>> {
+            let name = domain.to_string();
+            Box::pin(async move {
+                Err(DnsError::Temporary {
+                    name,
+                    detail: "connection refused".into(),
+                })
+            })
+        }
+        fn ips<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn node_config(text: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(Some(&file)).unwrap()
+    }
+
+    #[test]
+    fn unreachable_dns_is_an_error_not_missing_records() {
+        let domain = Domain::parse("contoso.test").unwrap();
+        let config = node_config("[node]\nhostname = \"gw.contoso.test\"\n");
+        let error = block_on(check(&Unreachable, &config, &domain)).unwrap_err();
+        assert!(error.contains("connection refused"), "{error}");
+    }
+
+    /// On a machine with the defaults (loopback listener, a one-label host
+    /// name) nothing proposed could be published: no ip4:127..., no MX to
+    /// a bare host name.
+    #[test]
+    fn never_proposes_loopback_spf_or_a_bare_host_name_mx() {
+        let domain = Domain::parse("contoso.test").unwrap();
+        let mut resolver = StaticResolver::default();
+        resolver.mx.insert(
+            "contoso.test".into(),
+            MxAnswer::Hosts(vec![(10, "buildbox".into())]),
+        );
+        let config = node_config("[node]\nhostname = \"buildbox\"\n[smtp]\nlisten = [\"127.0.0.1:2525\"]\n");
+        let lines = block_on(check(&resolver, &config, &domain)).unwrap();
+        for line in &lines {
+            assert!(!line.expected.contains("127."), "{line:?}");
+            assert!(!line.ok, "{line:?}");
+        }
+        assert!(!lines[0].expected.contains("-> buildbox"), "{:?}", lines[0]);
+        assert!(lines[0].expected.contains("node.hostname"), "{:?}", lines[0]);
+        // With an FQDN and a public bind address, those are what is proposed.
+        let config = node_config(
+            "[node]\nhostname = \"gw.contoso.test\"\n[delivery]\nbind_address = \"192.0.2.25\"\n",
+        );
+        let lines = block_on(check(&resolver, &config, &domain)).unwrap();
+        assert_eq!(lines[0].expected, "contoso.test MX -> gw.contoso.test");
+        assert_eq!(lines[2].expected, "v=spf1 ip4:192.0.2.25 -all");
+    }
 
     #[test]
     fn spf_terms_are_matched_against_the_node() {

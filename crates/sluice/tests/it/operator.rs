@@ -1,12 +1,14 @@
 //! What an administrator meets first on the command line: the management
 //! verbs find their node from any directory, a stopped node is named as
 //! such, and start-up and check-config errors carry their cause on one
-//! line. Nets 172 (finding the node), 173 (start-up errors).
+//! line. Nets 172 (finding the node), 173 (start-up errors), 174 (domain
+//! check without DNS).
 
 use crate::support::{Net, Node, NodeOptions};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// `sluice ARGS` run in `dir` with `env`, bounded in time, no --config.
 fn sluice(dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
@@ -189,4 +191,33 @@ fn start_up_and_check_config_errors_name_their_cause() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn domain_check_says_dns_is_unreachable_quickly() {
+    let net = Net(174);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nobody answers DNS on this address and port.
+    let silent = net.addr(53);
+    std::fs::write(
+        dir.path().join("node.toml"),
+        format!("[node]\nhostname = \"gw.contoso.test\"\n[delivery]\ndns = \"{silent}\"\n"),
+    )
+    .expect("write config");
+    let started = Instant::now();
+    let check = sluice(
+        dir.path(),
+        &[],
+        &["domain", "check", "contoso.test", "--config", "node.toml"],
+    );
+    let took = started.elapsed();
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let text = stderr(&check);
+    assert!(text.contains("DNS is unreachable"), "{text}");
+    assert!(text.contains(&silent.to_string()), "{text}");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).is_empty(),
+        "no record table without DNS"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
 }
