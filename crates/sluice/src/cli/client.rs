@@ -262,25 +262,6 @@ pub(crate) fn api_url(listen: SocketAddr) -> String {
     format!("http://{host}:{}", listen.port())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_without_a_scheme_is_http_and_other_schemes_are_refused() {
-        assert_eq!(api_base("127.0.0.1:8025").unwrap(), "http://127.0.0.1:8025");
-        assert_eq!(api_base("http://gw.test:8025/").unwrap(), "http://gw.test:8025");
-        assert_eq!(api_base("https://gw.test").unwrap(), "https://gw.test");
-        let refused = api_base("smtp://gw.test:25").unwrap_err();
-        assert_eq!(refused.exit_code, 2);
-        assert!(
-            refused.message.contains("http://HOST:PORT"),
-            "{}",
-            refused.message
-        );
-    }
-}
-
 /// One path segment, percent-encoded (connector names have spaces).
 pub(crate) fn segment(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
@@ -304,5 +285,24 @@ pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
         String::new()
     } else {
         format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_without_a_scheme_is_http_and_other_schemes_are_refused() {
+        assert_eq!(api_base("127.0.0.1:8025").unwrap(), "http://127.0.0.1:8025");
+        assert_eq!(api_base("http://gw.test:8025/").unwrap(), "http://gw.test:8025");
+        assert_eq!(api_base("https://gw.test").unwrap(), "https://gw.test");
+        let refused = api_base("smtp://gw.test:25").unwrap_err();
+        assert_eq!(refused.exit_code, 2);
+        assert!(
+            refused.message.contains("http://HOST:PORT"),
+            "{}",
+            refused.message
+        );
     }
 }
