@@ -54,7 +54,14 @@ pub struct Session {
     phase: Phase,
     transaction: Option<Transaction>,
     errors: usize,
+    /// Refusals handed to the driver for the trace so far.
+    refusals: usize,
 }
+
+/// Refusals one connection may add to the trace; later ones are still
+/// answered, not recorded, so a client cannot turn RCPTs into store writes
+/// without bound.
+pub const MAX_RECORDED_REFUSALS: usize = 100;
 
 #[derive(Debug)]
 enum Phase {
@@ -118,6 +125,7 @@ impl Session {
             phase: Phase::Command,
             transaction: None,
             errors: 0,
+            refusals: 0,
         }
     }
 
@@ -589,7 +597,11 @@ impl Session {
         }))
     }
 
-    fn refused(&self, id: QueueId, from: ReversePath, to: Option<Address>, reply: Reply) -> Event {
+    fn refused(&mut self, id: QueueId, from: ReversePath, to: Option<Address>, reply: Reply) -> Event {
+        if self.refusals >= MAX_RECORDED_REFUSALS {
+            return Event::Reply(reply);
+        }
+        self.refusals += 1;
         Event::Refused(Box::new(Refusal {
             id,
             peer: self.info.peer,

@@ -517,3 +517,18 @@ fn a_refused_recipient_is_reported_with_the_transaction_id() {
     assert_eq!(refusal.reply.code, 550);
     assert_eq!(refusal.id, transcript.submissions[0].id);
 }
+
+/// A client repeating refused RCPTs gets every refusal, but only the first
+/// MAX_RECORDED_REFUSALS reach the trace.
+#[test]
+fn refusals_recorded_per_connection_are_bounded() {
+    use super::session::MAX_RECORDED_REFUSALS;
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@x.test>\r\n".to_vec();
+    for n in 0..MAX_RECORDED_REFUSALS + 5 {
+        input.extend_from_slice(format!("RCPT TO:<b{n}@example.org>\r\n").as_bytes());
+    }
+    let transcript = run(&input);
+    let refused = transcript.replies.iter().filter(|r| r.code == 550).count();
+    assert_eq!(refused, MAX_RECORDED_REFUSALS + 5);
+    assert_eq!(transcript.refusals.len(), MAX_RECORDED_REFUSALS);
+}
