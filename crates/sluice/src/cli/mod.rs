@@ -17,7 +17,7 @@ mod objects;
 mod output;
 mod quarantine;
 mod queue;
-mod route;
+pub(crate) mod route;
 mod rule;
 mod scan;
 mod trace;

@@ -367,8 +367,11 @@ fn forged_internal_headers_from_anonymous_senders_are_removed() {
         net.ip(NODE),
         &format!(
             r#"
+# internal_relay: the mail host holds the mailboxes, so the connector
+# carries contoso.test (an authoritative domain would stay on this node).
 [[accepted_domain]]
 name = "contoso.test"
+type = "internal_relay"
 
 [[inbound_connector]]
 name = "Scanner"
