@@ -623,11 +623,7 @@ impl Queue {
                 .map(|(i, reply, host)| DsnRecipient {
                     address: entry.recipients[*i].address.clone(),
                     orcpt: entry.recipients[*i].orcpt.clone(),
-                    status: if action == DsnAction::Delayed {
-                        reply.status_text().replacen('5', "4", 1)
-                    } else {
-                        reply.status_text().replacen('4', "5", 1)
-                    },
+                    status: action.status(reply),
                     diagnostic: format!("smtp; {reply}"),
                     remote_mta: host.clone(),
                 })

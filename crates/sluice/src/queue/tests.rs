@@ -200,3 +200,47 @@ async fn expired_recipients_bounce() {
     let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
     assert!(list.iter().all(|q| q.id != e.id));
 }
+
+#[tokio::test]
+async fn dsn_status_keeps_the_servers_subject_and_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = start(
+        dir.path(),
+        vec![
+            (
+                "loop@x.test",
+                Outcome::PermFail(Reply::new(550, [5, 4, 4], "unable to route")),
+            ),
+            // Keeps the DSN in the queue long enough to inspect it.
+            ("s@y.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"))),
+        ],
+    );
+    queue
+        .enqueue(entry("s@y.test", &["loop@x.test"]), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
+    let dsn = list.iter().find(|q| q.from == ReversePath::Null).unwrap();
+    let report = queue.inner.store.content(&dsn.id).unwrap().unwrap();
+    let text = String::from_utf8_lossy(&report);
+    assert!(text.contains("Status: 5.4.4\r\n"), "{text}");
+}
+
+#[test]
+fn dsn_status_adjusts_only_the_class_digit() {
+    let status = |action: DsnAction, code: u16, esc: Option<[u16; 3]>| {
+        let reply = Reply {
+            code,
+            status: esc,
+            text: "x".into(),
+        };
+        action.status(&reply)
+    };
+    assert_eq!(status(DsnAction::Failed, 550, Some([5, 4, 4])), "5.4.4");
+    assert_eq!(status(DsnAction::Failed, 554, Some([5, 5, 4])), "5.5.4");
+    // An expired temporary failure is reported as failed.
+    assert_eq!(status(DsnAction::Failed, 550, Some([4, 4, 7])), "5.4.7");
+    assert_eq!(status(DsnAction::Delayed, 451, Some([4, 5, 5])), "4.5.5");
+    assert_eq!(status(DsnAction::Delayed, 451, Some([4, 4, 1])), "4.4.1");
+    assert_eq!(status(DsnAction::Failed, 550, None), "5.0.0");
+}
