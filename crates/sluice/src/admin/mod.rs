@@ -264,7 +264,8 @@ pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -
 #[utoipa::path(get, path = "/export", tag = "objects", operation_id = "export",
     responses((status = 200, body = ObjectSet)))]
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {
-    Ok(Json(state.backend.objects().await?))
+    // Configuration only: runtime state (last_validation) stays on the node.
+    Ok(Json(state.backend.objects().await?.configuration()))
 }
 
 #[cfg(test)]

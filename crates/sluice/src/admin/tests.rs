@@ -718,3 +718,31 @@ async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
     }
     assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
 }
+
+#[tokio::test]
+async fn export_leaves_out_runtime_state_and_apply_keeps_it() {
+    let harness = Harness::new(MemoryBackend::default());
+    let stored: ObjectSet = toml::from_str(
+        r#"
+[[outbound_connector]]
+name = "To scanner"
+smart_hosts = ["127.0.0.30:2525"]
+transport_rule_scoped = true
+[outbound_connector.last_validation]
+at = "2026-11-24T10:00:00.000Z"
+passed = true
+"#,
+    )
+    .unwrap();
+    *harness.backend.objects.lock().unwrap() = stored.clone();
+
+    let (status, exported) = harness.send(Method::GET, "/api/v1/export", None).await;
+    assert_eq!(status, StatusCode::OK, "{exported}");
+    assert!(!exported.contains("last_validation"), "{exported}");
+    assert!(exported.contains("127.0.0.30:2525"), "{exported}");
+
+    let apply = format!(r#"{{"objects": {exported}}}"#);
+    let (status, body) = harness.send(Method::POST, "/api/v1/apply", Some(&apply)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(*harness.backend.objects.lock().unwrap(), stored);
+}
