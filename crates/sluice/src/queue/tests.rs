@@ -244,3 +244,51 @@ fn dsn_status_adjusts_only_the_class_digit() {
     assert_eq!(status(DsnAction::Delayed, 451, Some([4, 4, 1])), "4.4.1");
     assert_eq!(status(DsnAction::Failed, 550, None), "5.0.0");
 }
+
+#[tokio::test]
+async fn hold_is_idempotent_and_retry_never_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = start(
+        dir.path(),
+        vec![("h@x.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy")))],
+    );
+    let held = entry("a@y.test", &["h@x.test"]);
+    queue
+        .enqueue(held.clone(), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Done
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Unchanged
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Retry).await.unwrap(),
+        ActResult::Held
+    );
+    assert_eq!(queue.get(&held.id).unwrap().status_word(), "held");
+    let all = queue.retry_all().await.unwrap();
+    assert_eq!(all, RetryAll { retried: 0, held: 1 });
+    let events = queue.inner.store.trace_events(0).unwrap();
+    let held_events = events
+        .iter()
+        .filter(|e| e.queue_id == held.id && e.kind == TraceKind::Held)
+        .count();
+    assert_eq!(held_events, 1, "{events:#?}");
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Release).await.unwrap(),
+        ActResult::Done
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Release).await.unwrap(),
+        ActResult::Unchanged
+    );
+    let missing = QueueId::generate();
+    assert_eq!(
+        queue.act(&missing, QueueAction::Hold).await.unwrap(),
+        ActResult::Missing
+    );
+}

@@ -13,6 +13,7 @@ mod dsn;
 mod durability;
 mod mx_delivery;
 mod peers;
+mod queue_verbs;
 mod relay_control;
 mod rules;
 mod scanner;
