@@ -292,3 +292,40 @@ async fn hold_is_idempotent_and_retry_never_releases() {
         ActResult::Missing
     );
 }
+
+#[tokio::test]
+async fn a_failed_manual_retry_keeps_the_schedule_and_the_backoff_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = || Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"));
+    let (queue, transport) = start(dir.path(), vec![("d@x.test", busy())]);
+    let mut e = entry("a@y.test", &["d@x.test"]);
+    let scheduled = now_ms() + 60_000;
+    e.expires_at_ms = scheduled + 600_000;
+    e.recipients[0].attempts = 1;
+    e.recipients[0].status = RecipientStatus::Deferred {
+        due_ms: scheduled,
+        last_error: "451 4.3.0 busy".into(),
+        delay_notified: false,
+        scheduled_ms: None,
+        early_attempts: 0,
+    };
+    queue
+        .enqueue(e.clone(), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.act(&e.id, QueueAction::Retry).await.unwrap(),
+        ActResult::Done
+    );
+    let list = wait_for(&queue, |l| l.iter().any(|q| q.recipients[0].attempts == 2)).await;
+    assert_eq!(transport.seen.lock().unwrap().len(), 1);
+    match &list[0].recipients[0].status {
+        RecipientStatus::Deferred {
+            due_ms,
+            scheduled_ms,
+            early_attempts,
+            ..
+        } => assert_eq!((*due_ms, *scheduled_ms, *early_attempts), (scheduled, None, 1)),
+        other => panic!("{other:?}"),
+    }
+}
