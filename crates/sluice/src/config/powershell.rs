@@ -455,6 +455,8 @@ fn tls_level(p: &Params<'_>, word: Option<String>, name: &str) -> Result<Option<
 
 /// Imports a script.
 pub fn import(text: &str) -> Result<Imported, ImportError> {
+    // Windows PowerShell ISE and Notepad save scripts with a UTF-8 BOM.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut set = ObjectSet::default();
     let warnings = RefCell::new(Vec::new());
     for statement in statements(text)? {
@@ -1005,6 +1007,9 @@ New-InboundConnector -Name \"From on-prem\" -ConnectorType OnPremises \r\n\
         // LF line ends and indented parameter lines read the same.
         let unix = SEED_001_AS_PRINTED.replace("\r\n-", "\n    -");
         assert_eq!(import(&unix).unwrap().objects, set);
+        // As saved by Windows editors, with a byte order mark.
+        let saved = format!("\u{feff}{SEED_001_AS_PRINTED}");
+        assert_eq!(import(&saved).unwrap().objects, set);
     }
 
     #[test]
