@@ -21,9 +21,10 @@ export async function render(main) {
     heading('Queue',
       select('status', [['', 'All statuses'], ['queued', 'Queued'], ['deferred', 'Deferred'], ['held', 'Held']], filter,
         (v) => { filter = v; render(main); }),
-      act('Retry all deferred', async () => {
-        const { retried } = await post('/queue/retry');
-        window.setTimeout(() => notice(status, `${retried} deferred message(s) made due now.`, 'ok'), 0);
+      act('Retry all', async () => {
+        const { retried, held } = await post('/queue/retry');
+        const kept = held ? ` ${held} held message(s) stay held until released.` : '';
+        window.setTimeout(() => notice(status, `${retried} message(s) made due now.${kept}`, 'ok'), 0);
       }),
       button('Refresh', () => render(main))),
     status,
@@ -37,8 +38,9 @@ export async function render(main) {
       { title: 'Size', cell: (e) => fmtSize(e.size) },
       { title: 'Last error / next attempt', cell: (e) => [e.last_error || '', e.next_attempt ? h('div', { class: 'muted' }, `next: ${fmtTime(e.next_attempt)}`) : null] },
       { title: '', class: 'row-actions', cell: (e) => [
-        act('Retry', () => post(`/queue/${enc(e.id)}/retry`)),
-        e.status === 'held' ? act('Release', () => post(`/queue/${enc(e.id)}/release`)) : act('Hold', () => post(`/queue/${enc(e.id)}/hold`)),
+        // A held message is never retried (as postsuper): release it instead.
+        e.status === 'held' ? act('Release', () => post(`/queue/${enc(e.id)}/release`))
+          : [act('Retry', () => post(`/queue/${enc(e.id)}/retry`)), act('Hold', () => post(`/queue/${enc(e.id)}/hold`))],
         act('Delete', async () => {
           if (!window.confirm(`Delete message ${e.id}? No DSN is sent.`)) throw new Error('Not deleted.');
           await del(`/queue/${enc(e.id)}`);

@@ -85,6 +85,9 @@ pub struct RecipientExplanation {
     pub next_hop: Option<String>,
     /// TLS level.
     pub tls: Option<String>,
+    /// Which step of the routing order (SPEC section 4) chose the route, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_step: Option<String>,
 }
 
 /// The whole explanation.
@@ -170,6 +173,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
                 connector: None,
                 next_hop: None,
                 tls: None,
+                route_step: None,
             }),
         }
     }
@@ -261,7 +265,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
                 copy.quarantined_by
                     .as_ref()
                     .map(|rule| format!("quarantined by rule {rule:?}")),
-                Some(&r.route),
+                Some((&r.route, routing_step(policy, &plan, &r.address, &r.route))),
             ));
         }
     }
@@ -297,12 +301,43 @@ pub(super) async fn handle(
         .map_err(super::AdminError::Invalid)
 }
 
+/// The routing step that gave `address` its `route`: step 1 when a rule's
+/// connector replaced what routing alone decides, else routing's own step.
+fn routing_step(policy: &Policy, plan: &plan::Plan, address: &Address, route: &Route) -> String {
+    let (by_domain, step) = crate::route::decide(policy, address.domain());
+    match route.connector() {
+        Some(connector) if by_domain != *route => {
+            let rule = plan
+                .evaluation
+                .matches
+                .iter()
+                .filter(|m| !m.audit)
+                .filter_map(|m| policy.rules.iter().find(|r| r.name == m.rule))
+                .find(|r| {
+                    r.actions
+                        .iter()
+                        .any(|a| matches!(a, rules::Action::RouteVia(c) if c == connector))
+                });
+            match rule {
+                Some(rule) => format!(
+                    "step 1: rule {:?} routes it via connector {connector:?}",
+                    rule.name
+                ),
+                None => format!("step 1: a rule routes it via connector {connector:?}"),
+            }
+        }
+        _ => step.describe(address.domain()),
+    }
+}
+
 fn outcome(
     address: &Address,
     word: &str,
     reply: Option<String>,
-    route: Option<&Route>,
+    route: Option<(&Route, String)>,
 ) -> RecipientExplanation {
+    let route_step = route.as_ref().map(|(_, step)| step.clone());
+    let route = route.map(|(route, _)| route);
     let (connector, next_hop, tls) = match route {
         None => (None, None, None),
         Some(Route::Mailbox) => (None, Some("local mailbox".to_string()), None),
@@ -342,6 +377,7 @@ fn outcome(
         connector,
         next_hop,
         tls,
+        route_step,
     }
 }
 
@@ -493,5 +529,84 @@ route_via_connector = "To scanner"
         assert!(e.internal_headers_retained);
         assert_eq!(e.recipients[0].next_hop.as_deref(), Some("MX of fabrikam.test"));
         assert!(e.rules[0].not_matched[0].1.starts_with("exception holds"));
+    }
+
+    #[test]
+    fn authoritative_domains_stay_in_their_mailboxes_even_with_a_star_connector() {
+        let policy = toml::from_str::<ObjectSet>(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+[[accepted_domain]]
+name = "hybrid.contoso.test"
+type = "internal_relay"
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.40/32"]
+[[outbound_connector]]
+name = "Smart host"
+recipient_domains = ["*"]
+smart_hosts = ["127.0.0.9:25"]
+[[outbound_connector]]
+name = "Partner"
+recipient_domains = ["partner.test"]
+smart_hosts = ["127.0.0.8:25"]
+transport_rule_scoped = true
+[[rule]]
+name = "Partner mail"
+[rule.conditions]
+recipient_domain_is = ["fabrikam.test"]
+[rule.actions]
+route_via_connector = "Partner"
+"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let request = ExplainRequest {
+            from: "alice@contoso.test".into(),
+            to: vec![
+                "bob@contoso.test".into(),
+                "carol@hybrid.contoso.test".into(),
+                "dave@example.org".into(),
+                "erin@fabrikam.test".into(),
+            ],
+            ip: Some("127.0.0.40".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = explain(&policy, &request).unwrap();
+        let find = |address: &str| e.recipients.iter().find(|r| r.address == address).unwrap();
+        let bob = find("bob@contoso.test");
+        assert_eq!(
+            (bob.connector.as_deref(), bob.next_hop.as_deref()),
+            (None, Some("local mailbox"))
+        );
+        assert!(
+            bob.route_step
+                .as_deref()
+                .unwrap()
+                .starts_with("step 2: contoso.test is an authoritative"),
+            "{bob:?}"
+        );
+        for address in ["carol@hybrid.contoso.test", "dave@example.org"] {
+            let r = find(address);
+            assert_eq!(r.connector.as_deref(), Some("Smart host"), "{r:?}");
+            assert!(
+                r.route_step
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("step 3: recipient_domains \"*\""),
+                "{r:?}"
+            );
+        }
+        let erin = find("erin@fabrikam.test");
+        assert_eq!(erin.connector.as_deref(), Some("Partner"));
+        assert_eq!(
+            erin.route_step.as_deref(),
+            Some("step 1: rule \"Partner mail\" routes it via connector \"Partner\"")
+        );
+        let text = crate::cli::route::render(&e);
+        assert!(text.contains("  bob@contoso.test: step 2: "), "{text}");
     }
 }

@@ -31,7 +31,8 @@ mod validation;
 pub use auth::load_or_create_token;
 pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
-    QueueAction, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult,
+    ActResult, QueueAction, QueueActionResult, QueueEntryView, QueueShapeRow, QueueStatus, QueueSummary,
+    RecipientQueueStatus, RecipientView, RetryAllResult, AGE_BUCKETS_MINUTES,
 };
 pub use stats::{EventStamp, NodeStats, StatsView};
 pub use trace::{TraceEventView, TraceQuery};
@@ -75,11 +76,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// One queue entry, `None` when the id is unknown.
     fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>>;
 
-    /// Retries, holds, releases or deletes an entry; `false` when the id is unknown.
-    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>>;
+    /// Retries, holds, releases or deletes an entry, as postsuper does
+    /// ([`crate::queue::Queue::act`]).
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<ActResult, AdminError>>;
 
-    /// Makes every deferred entry due now; returns how many.
-    fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>>;
+    /// Makes every waiting entry due now, held ones excepted; says how many of each.
+    fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>>;
 
     /// Every quarantined message, oldest first, without headers.
     fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>>;
@@ -126,6 +128,10 @@ pub enum AdminError {
     /// 409: creating something that already exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// 409: the thing is in a state that forbids the request; the text says
+    /// which and what to do.
+    #[error("{0}")]
+    WrongState(String),
     /// 500: the node failed; the text is logged, the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -143,7 +149,7 @@ impl IntoResponse for AdminError {
         let status = match &self {
             AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Conflict(_) | AdminError::WrongState(_) => StatusCode::CONFLICT,
             AdminError::Internal(detail) => {
                 tracing::error!(error = %detail, "admin request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -264,7 +270,8 @@ pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -
 #[utoipa::path(get, path = "/export", tag = "objects", operation_id = "export",
     responses((status = 200, description = "Every object (round-trips through apply)", body = ObjectSet)))]
 async fn export(State(state): State<ApiState>) -> Result<Json<ObjectSet>, AdminError> {
-    Ok(Json(state.backend.objects().await?))
+    // Configuration only: runtime state (last_validation) stays on the node.
+    Ok(Json(state.backend.objects().await?.configuration()))
 }
 
 #[cfg(test)]

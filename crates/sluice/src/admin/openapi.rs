@@ -136,6 +136,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::queue::act,
         super::queue::delete,
         super::queue::retry_all,
+        super::queue::summary,
         super::quarantine::list,
         super::quarantine::show,
         super::quarantine::release,
@@ -257,6 +258,7 @@ mod tests {
             "POST /api/v1/outbound-connectors/{name}/validate",
             "POST /api/v1/route/explain",
             "GET /api/v1/queue",
+            "GET /api/v1/queue/summary",
             "POST /api/v1/queue/{id}/{action}",
             "DELETE /api/v1/queue/{id}",
             "GET /api/v1/trace",
@@ -274,7 +276,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 39, "{operations:?}");
+        assert_eq!(operations.len(), 40, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -341,6 +343,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 36);
+        assert_eq!(checked, 2 * 37);
     }
 }

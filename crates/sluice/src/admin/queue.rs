@@ -1,5 +1,6 @@
-//! `queue`: list and show entries, retry/hold/release/delete one, retry all.
-//! The view types here are the JSON of SPEC section 4's last paragraph.
+//! `queue`: list and show entries, retry/hold/release/delete one, retry all,
+//! and the summary by destination and age (Postfix's qshape). The view types
+//! here are the JSON of SPEC section 4's last paragraph.
 
 use super::{AdminError, ApiState};
 use axum::extract::rejection::QueryRejection;
@@ -115,13 +116,113 @@ pub struct QueueEntryView {
     pub next_attempt: Option<String>,
 }
 
-pub use crate::queue::QueueAction;
+pub use crate::queue::{ActResult, QueueAction};
 
 /// Body of `POST /api/v1/queue/retry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetryAllResult {
     /// Entries made due now.
     pub retried: usize,
+    /// Held entries, left held (release them to deliver).
+    #[serde(default)]
+    pub held: usize,
+}
+
+/// Body of `POST /api/v1/queue/{id}/{action}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueActionResult {
+    /// Whether the entry changed; `false` for a hold of a held entry or a
+    /// release of an active one (no trace event is recorded then).
+    pub changed: bool,
+    /// One line for a human: `Q1: held`, `Q1: already held; nothing changed`.
+    pub message: String,
+}
+
+/// Age buckets of `queue summary`, in minutes: each twice the previous, as
+/// qshape's defaults (`-t 5 -b 10`); the last has no upper bound.
+pub const AGE_BUCKETS_MINUTES: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/// One row of `queue summary`: waiting recipients for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueShapeRow {
+    /// The recipient domain, or `TOTAL`.
+    pub destination: String,
+    /// Waiting recipients (queued, deferred or held).
+    pub total: u64,
+    /// Of those, how many per age bucket (the last: older than the last bound).
+    pub by_age: Vec<u64>,
+}
+
+/// `GET /api/v1/queue/summary`: the queue's shape, as Postfix's qshape
+/// prints it: waiting recipients by destination domain and age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueSummary {
+    /// Upper bounds of the age buckets in minutes, then `null` for the open last one.
+    pub age_buckets_minutes: Vec<Option<u64>>,
+    /// Every destination together.
+    pub total: QueueShapeRow,
+    /// One row per destination, most recipients first (then by name).
+    pub destinations: Vec<QueueShapeRow>,
+}
+
+impl QueueSummary {
+    /// Shapes `entries` as of `now`: each waiting recipient counts once,
+    /// in the row of its domain and the bucket of its message's age.
+    pub fn of(entries: &[QueueEntryView], now: std::time::SystemTime) -> QueueSummary {
+        let buckets = AGE_BUCKETS_MINUTES.len() + 1;
+        let row = |destination: &str| QueueShapeRow {
+            destination: destination.to_string(),
+            total: 0,
+            by_age: vec![0; buckets],
+        };
+        let mut total = row("TOTAL");
+        let mut rows: std::collections::BTreeMap<String, QueueShapeRow> = Default::default();
+        for entry in entries {
+            let age_minutes = humantime::parse_rfc3339(&entry.received_at)
+                .ok()
+                .and_then(|received| now.duration_since(received).ok())
+                .map_or(0, |age| age.as_secs() / 60);
+            let bucket = AGE_BUCKETS_MINUTES
+                .iter()
+                .position(|&bound| age_minutes < bound)
+                .unwrap_or(buckets - 1);
+            for recipient in &entry.recipients {
+                if !matches!(
+                    recipient.status,
+                    RecipientQueueStatus::Queued
+                        | RecipientQueueStatus::Deferred
+                        | RecipientQueueStatus::Held
+                ) {
+                    continue;
+                }
+                let domain = recipient
+                    .address
+                    .rsplit_once('@')
+                    .map_or(recipient.address.as_str(), |(_, domain)| domain)
+                    .to_ascii_lowercase();
+                let row = rows.entry(domain.clone()).or_insert_with(|| row(&domain));
+                for counted in [row, &mut total] {
+                    counted.total += 1;
+                    counted.by_age[bucket] += 1;
+                }
+            }
+        }
+        let mut destinations: Vec<QueueShapeRow> = rows.into_values().collect();
+        destinations.sort_by(|a, b| {
+            b.total
+                .cmp(&a.total)
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+        QueueSummary {
+            age_buckets_minutes: AGE_BUCKETS_MINUTES
+                .iter()
+                .map(|&m| Some(m))
+                .chain([None])
+                .collect(),
+            total,
+            destinations,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +235,7 @@ pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/queue", get(list))
         .route("/queue/retry", post(retry_all))
+        .route("/queue/summary", get(summary))
         .route("/queue/{id}", get(show).delete(delete))
         .route("/queue/{id}/{action}", post(act))
 }
@@ -170,21 +272,41 @@ pub(super) async fn show(
     }
 }
 
+#[utoipa::path(get, path = "/queue/summary", tag = "queue", operation_id = "queue_summary",
+    responses((status = 200, description = "Waiting recipients by destination domain and age, as qshape", body = QueueSummary)))]
+pub(super) async fn summary(State(state): State<ApiState>) -> Result<Json<QueueSummary>, AdminError> {
+    let entries = state.backend.queue().await?;
+    Ok(Json(QueueSummary::of(&entries, std::time::SystemTime::now())))
+}
+
 #[utoipa::path(post, path = "/queue/{id}/{action}", tag = "queue", operation_id = "queue_act",
     params(("id" = String, Path, description = "Queue id"),
         ("action" = String, Path, description = "retry, hold or release")),
-    responses((status = 204, description = "Done"), (status = 404, description = "Unknown id", body = super::ErrorBody)))]
+    responses((status = 200, description = "Done, or nothing to do (changed = false)", body = QueueActionResult),
+        (status = 404, description = "Unknown id", body = super::ErrorBody),
+        (status = 409, description = "Retry of a held entry: it stays held until released", body = super::ErrorBody)))]
 pub(super) async fn act(
     State(state): State<ApiState>,
     Path((id, action)): Path<(String, String)>,
-) -> Result<StatusCode, AdminError> {
-    let action = match action.as_str() {
-        "retry" => QueueAction::Retry,
-        "hold" => QueueAction::Hold,
-        "release" => QueueAction::Release,
+) -> Result<Json<QueueActionResult>, AdminError> {
+    let (action, done) = match action.as_str() {
+        "retry" => (QueueAction::Retry, "due for retry now"),
+        "hold" => (QueueAction::Hold, "held"),
+        "release" => (QueueAction::Release, "released"),
         _ => return Err(AdminError::NotFound(format!("queue action {action:?}"))),
     };
-    run(&state, id, action).await
+    let result = |changed: bool, message: String| Ok(Json(QueueActionResult { changed, message }));
+    match state.backend.queue_action(id.clone(), action).await? {
+        ActResult::Missing => Err(no_entry(&id)),
+        ActResult::Done => result(true, format!("{id}: {done}")),
+        ActResult::Unchanged if action == QueueAction::Hold => {
+            result(false, format!("{id}: already held; nothing changed"))
+        }
+        ActResult::Unchanged => result(false, format!("{id}: not held; nothing changed")),
+        ActResult::Held => Err(AdminError::WrongState(format!(
+            "{id} is held and was not retried: release it to deliver it (sluice queue release {id})"
+        ))),
+    }
 }
 
 #[utoipa::path(delete, path = "/queue/{id}", tag = "queue", operation_id = "queue_delete",
@@ -194,20 +316,91 @@ pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    run(&state, id, QueueAction::Delete).await
-}
-
-async fn run(state: &ApiState, id: String, action: QueueAction) -> Result<StatusCode, AdminError> {
-    if state.backend.queue_action(id.clone(), action).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_entry(&id))
+    match state
+        .backend
+        .queue_action(id.clone(), QueueAction::Delete)
+        .await?
+    {
+        ActResult::Missing => Err(no_entry(&id)),
+        _ => Ok(StatusCode::NO_CONTENT),
     }
 }
 
 #[utoipa::path(post, path = "/queue/retry", tag = "queue", operation_id = "queue_retry_all",
-    responses((status = 200, description = "How many deferred entries are due now", body = RetryAllResult)))]
+    responses((status = 200, description = "Every waiting entry due now; held entries stay held", body = RetryAllResult)))]
 pub(super) async fn retry_all(State(state): State<ApiState>) -> Result<Json<RetryAllResult>, AdminError> {
-    let retried = state.backend.retry_all().await?;
-    Ok(Json(RetryAllResult { retried }))
+    Ok(Json(state.backend.retry_all().await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn entry(
+        id: &str,
+        age_minutes: u64,
+        now: SystemTime,
+        recipients: &[(&str, RecipientQueueStatus)],
+    ) -> QueueEntryView {
+        QueueEntryView {
+            id: id.into(),
+            message_id: String::new(),
+            from: "a@contoso.test".into(),
+            recipients: recipients
+                .iter()
+                .map(|(address, status)| RecipientView {
+                    address: address.to_string(),
+                    status: *status,
+                    connector: None,
+                    last_error: None,
+                    next_attempt: None,
+                    attempts: 0,
+                })
+                .collect(),
+            size: 1,
+            received_at: crate::trace::rfc3339(
+                (now - Duration::from_secs(age_minutes * 60))
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+            ),
+            status: QueueStatus::Deferred,
+            last_error: None,
+            next_attempt: None,
+        }
+    }
+
+    #[test]
+    fn summary_counts_waiting_recipients_by_domain_and_age() {
+        use RecipientQueueStatus::*;
+        let now = SystemTime::now();
+        let entries = [
+            entry(
+                "A",
+                2,
+                now,
+                &[("x@fabrikam.test", Deferred), ("y@Fabrikam.test", Deferred)],
+            ),
+            entry(
+                "B",
+                30,
+                now,
+                &[("z@fabrikam.test", Held), ("w@example.org", Delivered)],
+            ),
+            entry("C", 3000, now, &[("v@example.org", Queued)]),
+        ];
+        let summary = QueueSummary::of(&entries, now);
+        assert_eq!(summary.age_buckets_minutes.len(), 10);
+        assert_eq!(summary.age_buckets_minutes.last(), Some(&None));
+        assert_eq!(summary.total.total, 4);
+        assert_eq!(summary.total.by_age, vec![2, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+        let rows: Vec<(&str, u64)> = summary
+            .destinations
+            .iter()
+            .map(|r| (r.destination.as_str(), r.total))
+            .collect();
+        assert_eq!(rows, [("fabrikam.test", 3), ("example.org", 1)]);
+        assert_eq!(summary.destinations[1].by_age[9], 1, "older than 1280 minutes");
+    }
 }

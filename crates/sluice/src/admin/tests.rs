@@ -60,31 +60,45 @@ impl AdminBackend for MemoryBackend {
         ready(Ok(queue.iter().find(|e| e.id == id).cloned()))
     }
 
-    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>> {
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<ActResult, AdminError>> {
         let mut queue = self.queue.lock().unwrap();
         let Some(index) = queue.iter().position(|e| e.id == id) else {
-            return ready(Ok(false));
+            return ready(Ok(ActResult::Missing));
         };
-        match action {
+        let held = queue[index].status == QueueStatus::Held;
+        let result = match action {
             QueueAction::Delete => {
                 queue.remove(index);
+                ActResult::Done
             }
-            QueueAction::Hold => queue[index].status = QueueStatus::Held,
-            QueueAction::Release | QueueAction::Retry => queue[index].status = QueueStatus::Queued,
-        }
-        ready(Ok(true))
+            QueueAction::Retry if held => ActResult::Held,
+            QueueAction::Hold if held => ActResult::Unchanged,
+            QueueAction::Release if !held => ActResult::Unchanged,
+            QueueAction::Hold => {
+                queue[index].status = QueueStatus::Held;
+                ActResult::Done
+            }
+            QueueAction::Release | QueueAction::Retry => {
+                queue[index].status = QueueStatus::Queued;
+                ActResult::Done
+            }
+        };
+        ready(Ok(result))
     }
 
-    fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>> {
+    fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>> {
         let mut queue = self.queue.lock().unwrap();
-        let mut retried = 0;
+        let mut result = RetryAllResult { retried: 0, held: 0 };
         for entry in queue.iter_mut() {
-            if entry.status == QueueStatus::Deferred {
-                entry.status = QueueStatus::Queued;
-                retried += 1;
+            match entry.status {
+                QueueStatus::Held => result.held += 1,
+                _ => {
+                    entry.status = QueueStatus::Queued;
+                    result.retried += 1;
+                }
             }
         }
-        ready(Ok(retried))
+        ready(Ok(result))
     }
 
     fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>> {
@@ -524,21 +538,41 @@ async fn queue_list_filters_and_actions_reach_the_backend() {
     let (status, _) = harness.send(Method::GET, "/api/v1/queue?status=lost", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, _) = harness.send(Method::POST, "/api/v1/queue/Q1/hold", None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = harness.send(Method::POST, "/api/v1/queue/Q1/hold", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let done: QueueActionResult = serde_json::from_str(&body).unwrap();
+    assert_eq!((done.changed, done.message.as_str()), (true, "Q1: held"));
     let (status, body) = harness.send(Method::GET, "/api/v1/queue/Q1", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         serde_json::from_str::<QueueEntryView>(&body).unwrap().status,
         QueueStatus::Held
     );
+    // postsuper: holding a held entry changes nothing; retry never releases.
+    let (status, body) = harness.send(Method::POST, "/api/v1/queue/Q1/hold", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let again: QueueActionResult = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (again.changed, again.message.as_str()),
+        (false, "Q1: already held; nothing changed")
+    );
+    let (status, body) = harness.send(Method::POST, "/api/v1/queue/Q1/retry", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        error_text(&body).contains("Q1 is held and was not retried"),
+        "{body}"
+    );
 
     let (status, body) = harness.send(Method::POST, "/api/v1/queue/retry", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         serde_json::from_str::<RetryAllResult>(&body).unwrap(),
-        RetryAllResult { retried: 2 }
+        RetryAllResult { retried: 2, held: 1 }
     );
+    let (status, body) = harness.send(Method::GET, "/api/v1/queue/summary", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let summary: QueueSummary = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary.age_buckets_minutes.len(), AGE_BUCKETS_MINUTES.len() + 1);
 
     let (status, _) = harness.send(Method::DELETE, "/api/v1/queue/Q2", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -717,4 +751,32 @@ async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
         assert!(error.contains(expected), "{uri} {body}: {error}");
     }
     assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
+}
+
+#[tokio::test]
+async fn export_leaves_out_runtime_state_and_apply_keeps_it() {
+    let harness = Harness::new(MemoryBackend::default());
+    let stored: ObjectSet = toml::from_str(
+        r#"
+[[outbound_connector]]
+name = "To scanner"
+smart_hosts = ["127.0.0.30:2525"]
+transport_rule_scoped = true
+[outbound_connector.last_validation]
+at = "2026-11-24T10:00:00.000Z"
+passed = true
+"#,
+    )
+    .unwrap();
+    *harness.backend.objects.lock().unwrap() = stored.clone();
+
+    let (status, exported) = harness.send(Method::GET, "/api/v1/export", None).await;
+    assert_eq!(status, StatusCode::OK, "{exported}");
+    assert!(!exported.contains("last_validation"), "{exported}");
+    assert!(exported.contains("127.0.0.30:2525"), "{exported}");
+
+    let apply = format!(r#"{{"objects": {exported}}}"#);
+    let (status, body) = harness.send(Method::POST, "/api/v1/apply", Some(&apply)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(*harness.backend.objects.lock().unwrap(), stored);
 }

@@ -17,7 +17,7 @@ mod objects;
 mod output;
 mod quarantine;
 mod queue;
-mod route;
+pub(crate) mod route;
 mod rule;
 mod scan;
 mod trace;
@@ -237,12 +237,20 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Attempt an entry (or, with --all, every deferred entry) now.
+    /// Waiting recipients by destination domain and age, as Postfix's qshape.
+    Summary {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempt an entry (or, with --all, every waiting entry) now. A held
+    /// entry is never retried: release it. A failed early attempt keeps the
+    /// entry's retry schedule.
     Retry {
         /// Queue id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// Every deferred entry.
+        /// Every waiting entry except held ones.
         #[arg(long)]
         all: bool,
     },

@@ -34,8 +34,13 @@ fn parse_object_file(file: &Path) -> Result<ObjectSet, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| Failure::usage(format!("cannot read {}: {error}", file.display())))?;
     if is_powershell {
-        return crate::config::powershell::import(&text)
-            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())));
+        let imported = crate::config::powershell::import(&text)
+            .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
+        // A parameter that changes nothing must not pass unnoticed.
+        for warning in &imported.warnings {
+            eprintln!("warning: {}: {warning}", file.display());
+        }
+        return Ok(imported.objects);
     }
     let set: ObjectSet = toml::from_str(&text).map_err(|error| {
         // toml's message spans several lines (the offending line, a caret);
@@ -548,7 +553,7 @@ mod tests {
         let refused = read_object_file(&script).unwrap_err();
         assert_eq!(refused.exit_code, 2);
         assert!(
-            refused.message.contains("line 1") && refused.message.contains("-Bogus"),
+            refused.message.contains("line 2") && refused.message.contains("-Bogus"),
             "{}",
             refused.message
         );

@@ -1,9 +1,10 @@
-//! `sluice queue ...`: list, show, retry, hold, release, delete.
+//! `sluice queue ...`: list, summary, show, retry, hold, release, delete, as
+//! postqueue/postsuper users expect them.
 
 use super::client::{query, segment, ApiClient};
 use super::output::{human_size, json, or_dash, Table};
 use super::{Failure, GlobalArgs, QueueCommand, QueueStatusArg};
-use crate::admin::{QueueEntryView, QueueStatus, RetryAllResult};
+use crate::admin::{QueueActionResult, QueueEntryView, QueueStatus, QueueSummary, RetryAllResult};
 
 pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Failure> {
     let client = ApiClient::connect(global)?;
@@ -36,28 +37,65 @@ pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Fai
                 print!("{}", entry_details(&entry));
             }
         }
-        QueueCommand::Retry { id: Some(id), .. } => {
-            client.post_empty(&format!("{}/retry", entry_path(id)))?;
-            println!("{id}: due for retry now");
+        QueueCommand::Summary { json: as_json } => {
+            let summary: QueueSummary = client.get("queue/summary")?;
+            if *as_json {
+                print!("{}", json(&summary)?);
+            } else {
+                print!("{}", summary_table(&summary));
+            }
         }
+        QueueCommand::Retry { id: Some(id), .. } => act(&client, id, "retry")?,
         QueueCommand::Retry { id: None, .. } => {
             let result: RetryAllResult = client.post_empty("queue/retry")?.decode()?;
-            println!("{} deferred entries due for retry now", result.retried);
+            let held = match result.held {
+                0 => String::new(),
+                n => format!("; {n} held left held (queue release ID to deliver them)"),
+            };
+            println!("{} entries due for retry now{held}", result.retried);
         }
-        QueueCommand::Hold { id } => {
-            client.post_empty(&format!("{}/hold", entry_path(id)))?;
-            println!("{id}: held");
-        }
-        QueueCommand::Release { id } => {
-            client.post_empty(&format!("{}/release", entry_path(id)))?;
-            println!("{id}: released");
-        }
+        QueueCommand::Hold { id } => act(&client, id, "hold")?,
+        QueueCommand::Release { id } => act(&client, id, "release")?,
         QueueCommand::Delete { id } => {
             client.delete(&entry_path(id))?;
             println!("{id}: deleted");
         }
     }
     Ok(())
+}
+
+/// Posts an action; prints what the node says it did (a retry of a held
+/// entry is the node's 409, exit 1).
+fn act(client: &ApiClient, id: &str, action: &str) -> Result<(), Failure> {
+    let result: QueueActionResult = client
+        .post_empty(&format!("{}/{action}", entry_path(id)))?
+        .decode()?;
+    println!("{}", result.message);
+    Ok(())
+}
+
+/// qshape's layout: a row per destination, the total then one column per
+/// age bucket (minutes, each the upper bound; the last open).
+pub(crate) fn summary_table(summary: &QueueSummary) -> String {
+    let mut headers = vec!["DESTINATION".to_string(), "T".to_string()];
+    headers.extend(summary.age_buckets_minutes.iter().map(|bound| match bound {
+        Some(minutes) => minutes.to_string(),
+        None => format!(
+            "{}+",
+            summary.age_buckets_minutes.iter().flatten().last().copied().unwrap_or_default()
+        ),
+    }));
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut table = Table::new(&headers);
+    for row in std::iter::once(&summary.total).chain(&summary.destinations) {
+        let mut cells = vec![row.destination.clone(), row.total.to_string()];
+        cells.extend(row.by_age.iter().map(u64::to_string));
+        table.row(cells);
+    }
+    format!(
+        "{}(waiting recipients by destination and age in minutes)\n",
+        table.render()
+    )
 }
 
 fn entry_path(id: &str) -> String {
@@ -200,5 +238,52 @@ mod tests {
         assert!(carol.ends_with("451 4.3.0 try later"), "{carol}");
         let bob = text.lines().find(|l| l.starts_with("bob@")).unwrap();
         assert!(bob.contains("delivered"), "{bob}");
+    }
+
+    #[test]
+    fn summary_table_is_laid_out_as_qshape() {
+        use crate::admin::{QueueShapeRow, AGE_BUCKETS_MINUTES};
+        let row = |destination: &str, by_age: Vec<u64>| QueueShapeRow {
+            destination: destination.into(),
+            total: by_age.iter().sum(),
+            by_age,
+        };
+        let summary = QueueSummary {
+            age_buckets_minutes: AGE_BUCKETS_MINUTES
+                .iter()
+                .map(|&m| Some(m))
+                .chain([None])
+                .collect(),
+            total: row("TOTAL", vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            destinations: vec![
+                row("fabrikam.test", vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                row("example.org", vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+        };
+        let text = summary_table(&summary);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            [
+                "DESTINATION",
+                "T",
+                "5",
+                "10",
+                "20",
+                "40",
+                "80",
+                "160",
+                "320",
+                "640",
+                "1280",
+                "1280+"
+            ]
+        );
+        assert_eq!(
+            lines[1],
+            ["TOTAL", "3", "2", "0", "0", "0", "0", "0", "0", "0", "0", "1"]
+        );
+        assert_eq!(lines[2][..3], ["fabrikam.test", "2", "2"]);
+        assert_eq!(lines[3][0], "example.org");
     }
 }

@@ -5,7 +5,7 @@
 use super::client::{ApiClient, ApiError};
 use super::output::{json, Table};
 use super::{Failure, GlobalArgs};
-use crate::admin::explain::{explain, ExplainRequest, Explanation};
+use crate::admin::explain::{explain, ExplainRequest, Explanation, RecipientExplanation};
 use crate::config::objects::ObjectSet;
 use crate::config::Config;
 use clap::{Args, Subcommand};
@@ -184,6 +184,20 @@ pub(crate) fn render(e: &Explanation) -> String {
         ]);
     }
     out.push_str(&table.render());
+    let steps: Vec<&RecipientExplanation> = e.recipients.iter().filter(|r| r.route_step.is_some()).collect();
+    if !steps.is_empty() {
+        out.push_str(
+            "Routing (first match wins: 1 a rule's connector, 2 authoritative domain: own mailboxes, \
+             3 most specific connector, 4 internal_relay domain: MX, 5 relay: MX):\n",
+        );
+        for r in steps {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                r.address,
+                r.route_step.as_deref().unwrap_or_default()
+            ));
+        }
+    }
     for note in &e.notes {
         out.push_str(&format!("Note: {note}\n"));
     }

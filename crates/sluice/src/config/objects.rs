@@ -270,7 +270,27 @@ impl Policy {
 impl ObjectSet {
     /// Upserts every object of `other` (whole-object replacement by kind and
     /// name); with `prune`, objects absent from `other` are dropped.
-    pub fn merge(&mut self, other: ObjectSet, prune: bool) {
+    /// The configuration alone, for `export`: runtime state the node
+    /// records on objects (a connector's `last_validation`) is left out, so
+    /// an exported file describes what an administrator decides.
+    pub fn configuration(mut self) -> ObjectSet {
+        for connector in &mut self.outbound_connectors {
+            connector.last_validation = None;
+        }
+        self
+    }
+
+    /// Upserts `other` (a file, an API body) into these stored objects.
+    /// Runtime state is the node's, never the file's: a connector's
+    /// `last_validation` stays as recorded, whatever the file says.
+    pub fn merge(&mut self, mut other: ObjectSet, prune: bool) {
+        for connector in &mut other.outbound_connectors {
+            connector.last_validation = self
+                .outbound_connectors
+                .iter()
+                .find(|stored| stored.name == connector.name)
+                .and_then(|stored| stored.last_validation.clone());
+        }
         fn upsert<T: Clone>(into: &mut Vec<T>, from: Vec<T>, name: fn(&T) -> &str, prune: bool) {
             if prune {
                 into.retain(|o| from.iter().any(|n| name(n) == name(o)));
@@ -569,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn export_round_trips_rules_and_validation_results() {
+    fn stored_objects_round_trip_through_toml() {
         let text = r#"
             [[accepted_domain]]
             name = "contoso.test"
@@ -602,5 +622,36 @@ mod tests {
         set.validate().unwrap();
         let exported = toml::to_string(&set).unwrap();
         assert_eq!(toml::from_str::<ObjectSet>(&exported).unwrap(), set, "{exported}");
+    }
+
+    #[test]
+    fn export_is_configuration_only_and_apply_keeps_runtime_state() {
+        let connector = |validated: bool| {
+            format!(
+                "[[outbound_connector]]\nname = \"To scanner\"\nsmart_hosts = [\"127.0.0.30:2525\"]\n{}",
+                if validated {
+                    "[outbound_connector.last_validation]\nat = \"2026-11-24T10:00:00.000Z\"\npassed = true\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let mut stored: ObjectSet = toml::from_str(&connector(true)).unwrap();
+        let recorded = stored.outbound_connectors[0].last_validation.clone();
+        assert!(recorded.is_some());
+
+        let exported = toml::to_string(&stored.clone().configuration()).unwrap();
+        assert!(!exported.contains("last_validation"), "{exported}");
+        assert!(exported.contains("127.0.0.30:2525"), "{exported}");
+
+        // Applying the exported file (or any file) keeps the node's record.
+        stored.merge(toml::from_str(&exported).unwrap(), false);
+        assert_eq!(stored.outbound_connectors[0].last_validation, recorded);
+        stored.merge(toml::from_str(&connector(false)).unwrap(), true);
+        assert_eq!(stored.outbound_connectors[0].last_validation, recorded);
+        // A file cannot write runtime state either.
+        let mut fresh = ObjectSet::default();
+        fresh.merge(toml::from_str(&connector(true)).unwrap(), false);
+        assert_eq!(fresh.outbound_connectors[0].last_validation, None);
     }
 }

@@ -1,12 +1,16 @@
 //! `sluice apply -f FILE.ps1`: the Exchange cmdlets administrators already
 //! have (New-AcceptedDomain, New-InboundConnector, New-OutboundConnector,
-//! New-SendConnector) read into an [`ObjectSet`].
+//! New-SendConnector, New-TransportRule) read into an [`ObjectSet`].
 //!
 //! Only the shape of those cmdlet calls is understood: parameters with
 //! quoted or bare values, `$true`/`$false`, comma lists, `@(...)` arrays,
-//! switches, and backtick line continuations. Anything else (an unknown
-//! cmdlet, an unknown or unsupported parameter, a variable) is an error
-//! naming it and its line, and nothing is applied.
+//! switches, backtick line continuations, and the form Microsoft's pages
+//! print, where each parameter stands on its own line: a line that begins
+//! with `-Name` continues the cmdlet above it, a line that begins with a
+//! cmdlet name starts a new one. Anything else (an unknown cmdlet, an
+//! unknown or unsupported parameter, a variable) is an error naming it and
+//! its own line, and nothing is applied. A parameter that is accepted but
+//! has no effect in sluice is a warning naming it and its line.
 
 use super::objects::{
     AcceptedDomain, AcceptedDomainType, ConnectorType, InboundConnectorObject, ObjectSet,
@@ -16,15 +20,42 @@ use super::rule_object::{
     HeaderPatterns, HeaderWords, OrganizationScope, RejectWith, RuleActions, RuleMode, RuleObject,
     RulePredicates, SetHeader,
 };
+use std::cell::RefCell;
+use std::fmt;
 
 /// Why a script cannot be imported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
 pub struct ImportError {
-    /// 1-based line of the statement (or of the token) at fault.
+    /// 1-based line of the parameter at fault (the cmdlet's line when the
+    /// fault is the whole call, e.g. a missing parameter).
     pub line: usize,
     /// What is wrong, naming the cmdlet or parameter.
     pub message: String,
+}
+
+/// A parameter the importer accepted but that changes nothing in sluice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportWarning {
+    /// 1-based line of the parameter.
+    pub line: usize,
+    /// Names the cmdlet and parameter, and why it has no effect.
+    pub message: String,
+}
+
+impl fmt::Display for ImportWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// A script's objects, and the parameters it gave that sluice ignores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// The objects, not yet validated.
+    pub objects: ObjectSet,
+    /// One per accepted-but-ignored parameter, in script order.
+    pub warnings: Vec<ImportWarning>,
 }
 
 /// A parameter value as written.
@@ -36,7 +67,8 @@ enum Value {
     List(Vec<String>),
 }
 
-/// One cmdlet call: its name, its parameters in order, the line it starts on.
+/// One cmdlet call: its name, its parameters in order (each with its own
+/// line), the line it starts on.
 #[derive(Debug)]
 struct Call {
     line: usize,
@@ -44,43 +76,7 @@ struct Call {
     parameters: Vec<(String, Value, usize)>,
 }
 
-/// Splits the script into logical statements (joining backtick continuations),
-/// each with its starting line number.
-fn statements(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut start = 0;
-    for (index, raw) in text.lines().enumerate() {
-        let line = raw.trim_end();
-        let content = if current.is_empty() {
-            line.trim_start()
-        } else {
-            line
-        };
-        if current.is_empty() {
-            if content.is_empty() || content.starts_with('#') {
-                continue;
-            }
-            start = index + 1;
-        }
-        match content.strip_suffix('`') {
-            Some(head) => {
-                current.push_str(head);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(content);
-                out.push((start, std::mem::take(&mut current)));
-            }
-        }
-    }
-    if !current.trim().is_empty() {
-        out.push((start, current));
-    }
-    out
-}
-
-/// Tokens of one statement: words, quoted strings, commas, `@(` and `)`.
+/// Tokens of one line: words, quoted strings, commas, `@(` and `)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Word(String),
@@ -90,9 +86,67 @@ enum Token {
     Close,
 }
 
-fn tokenize(statement: &str, line: usize) -> Result<Vec<Token>, ImportError> {
+impl fmt::Display for Token {
+    /// As written in the script, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Word(word) => f.write_str(word),
+            Token::Quoted(text) => write!(f, "\"{text}\""),
+            Token::Comma => f.write_str(","),
+            Token::ArrayOpen => f.write_str("@("),
+            Token::Close => f.write_str(")"),
+        }
+    }
+}
+
+/// One statement: its tokens, each with the line it was written on.
+struct Statement {
+    line: usize,
+    tokens: Vec<(Token, usize)>,
+}
+
+/// Splits the script into statements. A statement goes on after a line
+/// ending in a backtick, and on a line that begins with `-` (a parameter:
+/// the layout of Microsoft's pages); any other line starts a new one.
+fn statements(text: &str) -> Result<Vec<Statement>, ImportError> {
+    let mut out: Vec<Statement> = Vec::new();
+    let mut continued = false;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        let (content, backtick) = match trimmed.strip_suffix('`') {
+            Some(head) => (head.trim_end(), true),
+            None => (trimmed, false),
+        };
+        let joins = continued || content.starts_with('-');
+        continued = backtick;
+        if !joins && (content.is_empty() || content.starts_with('#')) {
+            continue;
+        }
+        let tokens = tokenize(content, line)?;
+        match out.last_mut() {
+            Some(statement) if joins => statement.tokens.extend(tokens),
+            None if joins => {
+                if tokens.is_empty() {
+                    continue;
+                }
+                return Err(ImportError {
+                    line,
+                    message: format!(
+                        "{} has no cmdlet before it: a line that begins with a parameter continues the cmdlet above it",
+                        tokens[0].0
+                    ),
+                });
+            }
+            _ => out.push(Statement { line, tokens }),
+        }
+    }
+    Ok(out)
+}
+
+fn tokenize(text: &str, line: usize) -> Result<Vec<(Token, usize)>, ImportError> {
     let mut tokens = Vec::new();
-    let mut chars = statement.chars().peekable();
+    let mut chars = text.chars().peekable();
     while let Some(&c) = chars.peek() {
         match c {
             c if c.is_whitespace() => {
@@ -101,7 +155,7 @@ fn tokenize(statement: &str, line: usize) -> Result<Vec<Token>, ImportError> {
             '#' => break,
             ',' => {
                 chars.next();
-                tokens.push(Token::Comma);
+                tokens.push((Token::Comma, line));
             }
             '@' => {
                 chars.next();
@@ -111,15 +165,15 @@ fn tokenize(statement: &str, line: usize) -> Result<Vec<Token>, ImportError> {
                         message: "hashtables (@{...}) are not supported".into(),
                     });
                 }
-                tokens.push(Token::ArrayOpen);
+                tokens.push((Token::ArrayOpen, line));
             }
             '(' => {
                 chars.next();
-                tokens.push(Token::ArrayOpen);
+                tokens.push((Token::ArrayOpen, line));
             }
             ')' => {
                 chars.next();
-                tokens.push(Token::Close);
+                tokens.push((Token::Close, line));
             }
             '"' | '\'' => {
                 chars.next();
@@ -146,7 +200,7 @@ fn tokenize(statement: &str, line: usize) -> Result<Vec<Token>, ImportError> {
                         Some(other) => value.push(other),
                     }
                 }
-                tokens.push(Token::Quoted(value));
+                tokens.push((Token::Quoted(value), line));
             }
             _ => {
                 let mut word = String::new();
@@ -157,33 +211,41 @@ fn tokenize(statement: &str, line: usize) -> Result<Vec<Token>, ImportError> {
                     word.push(c);
                     chars.next();
                 }
-                tokens.push(Token::Word(word));
+                tokens.push((Token::Word(word), line));
             }
         }
     }
     Ok(tokens)
 }
 
-fn parse_call(line: usize, statement: &str) -> Result<Call, ImportError> {
-    let tokens = tokenize(statement, line)?;
-    let mut iter = tokens.into_iter().peekable();
+fn parse_call(statement: Statement) -> Result<Call, ImportError> {
+    let line = statement.line;
+    let mut iter = statement.tokens.into_iter().peekable();
     let cmdlet = match iter.next() {
-        Some(Token::Word(w)) => w,
-        other => {
+        Some((Token::Word(w), _)) if !w.starts_with('-') => w,
+        Some((other, at)) => {
+            return Err(ImportError {
+                line: at,
+                message: format!("expected a cmdlet name (such as New-SendConnector), found {other}"),
+            })
+        }
+        None => {
             return Err(ImportError {
                 line,
-                message: format!("expected a cmdlet, found {other:?}"),
+                message: "expected a cmdlet name".into(),
             })
         }
     };
     let mut parameters = Vec::new();
-    while let Some(token) = iter.next() {
+    while let Some((token, at)) = iter.next() {
         let name = match token {
             Token::Word(w) if w.starts_with('-') && w.len() > 1 => w[1..].to_string(),
             other => {
                 return Err(ImportError {
-                    line,
-                    message: format!("{cmdlet}: expected a -Parameter, found {other:?}"),
+                    line: at,
+                    message: format!(
+                        "{cmdlet}: {other} is not a parameter; a parameter name begins with - (such as -Name), and a value with spaces goes in quotes"
+                    ),
                 })
             }
         };
@@ -194,38 +256,38 @@ fn parse_call(line: usize, statement: &str) -> Result<Call, ImportError> {
         };
         let mut items = Vec::new();
         if let Some(v) = inline {
-            items.push(scalar(&v, line, &cmdlet, &name)?);
+            items.push(scalar(&v, at, &cmdlet, &name)?);
         }
         loop {
-            let expecting_item = items.is_empty() || matches!(iter.peek(), Some(Token::Comma));
-            if matches!(iter.peek(), Some(Token::Comma)) {
+            let expecting_item = items.is_empty() || matches!(iter.peek(), Some((Token::Comma, _)));
+            if matches!(iter.peek(), Some((Token::Comma, _))) {
                 iter.next();
             }
             if !expecting_item {
                 break;
             }
             match iter.peek() {
-                Some(Token::Word(w))
+                Some((Token::Word(w), _))
                     if w.starts_with('-') && !w[1..].starts_with(|c: char| c.is_ascii_digit()) =>
                 {
                     break
                 }
-                Some(Token::Word(_)) | Some(Token::Quoted(_)) => match iter.next() {
-                    Some(Token::Word(w)) => items.push(scalar(&w, line, &cmdlet, &name)?),
-                    Some(Token::Quoted(q)) => items.push(q),
+                Some((Token::Word(_), _)) | Some((Token::Quoted(_), _)) => match iter.next() {
+                    Some((Token::Word(w), value_line)) => items.push(scalar(&w, value_line, &cmdlet, &name)?),
+                    Some((Token::Quoted(q), _)) => items.push(q),
                     _ => unreachable!("peeked a word or a string"),
                 },
-                Some(Token::ArrayOpen) => {
+                Some((Token::ArrayOpen, _)) => {
                     iter.next();
-                    for inner in iter.by_ref() {
+                    for (inner, inner_line) in iter.by_ref() {
                         match inner {
                             Token::Close => break,
                             Token::Comma => {}
-                            Token::Word(w) => items.push(scalar(&w, line, &cmdlet, &name)?),
+                            Token::Word(w) => items.push(scalar(&w, inner_line, &cmdlet, &name)?),
                             Token::Quoted(q) => items.push(q),
                             Token::ArrayOpen => {
                                 return Err(ImportError {
-                                    line,
+                                    line: inner_line,
                                     message: format!("{cmdlet} -{name}: nested arrays are not supported"),
                                 })
                             }
@@ -240,7 +302,7 @@ fn parse_call(line: usize, statement: &str) -> Result<Call, ImportError> {
         } else {
             Value::List(items)
         };
-        parameters.push((name, value, line));
+        parameters.push((name, value, at));
     }
     Ok(Call {
         line,
@@ -262,17 +324,50 @@ fn scalar(word: &str, line: usize, cmdlet: &str, name: &str) -> Result<String, I
     }
 }
 
-/// Reads the parameters of one call, checking names and types.
+/// Reads the parameters of one call, checking names and types, and
+/// collects warnings for parameters that have no effect.
 struct Params<'a> {
     call: &'a Call,
+    warnings: &'a RefCell<Vec<ImportWarning>>,
 }
 
 impl Params<'_> {
+    /// An error about this call. It points at the line of the first
+    /// parameter the message names (`-TlsAuthLevel ...`), so a parameter on
+    /// its own line is reported there; else at the cmdlet's line.
     fn err(&self, message: String) -> ImportError {
+        let line = message
+            .split(|c: char| c.is_whitespace() || matches!(c, ':' | ','))
+            .filter_map(|word| word.strip_prefix('-'))
+            .find_map(|name| self.line_of(name))
+            .unwrap_or(self.call.line);
         ImportError {
-            line: self.call.line,
+            line,
             message: format!("{}: {message}", self.call.cmdlet),
         }
+    }
+
+    /// The line a parameter was written on, when it was given.
+    fn line_of(&self, name: &str) -> Option<usize> {
+        self.call
+            .parameters
+            .iter()
+            .find(|(n, ..)| n.eq_ignore_ascii_case(name))
+            .map(|(.., line)| *line)
+    }
+
+    /// Records that `-name`, when given, has no effect, and why.
+    fn ignored(&self, name: &str, why: &str) {
+        if let Some(line) = self.line_of(name) {
+            self.warn(name, line, why);
+        }
+    }
+
+    fn warn(&self, name: &str, line: usize, why: &str) {
+        self.warnings.borrow_mut().push(ImportWarning {
+            line,
+            message: format!("{} -{name} is accepted but ignored: {why}", self.call.cmdlet),
+        });
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
@@ -359,18 +454,34 @@ fn tls_level(p: &Params<'_>, word: Option<String>, name: &str) -> Result<Option<
 }
 
 /// Imports a script.
-pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
+pub fn import(text: &str) -> Result<Imported, ImportError> {
+    // Windows PowerShell ISE and Notepad save scripts with a UTF-8 BOM.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut set = ObjectSet::default();
-    for (line, statement) in statements(text) {
-        let call = parse_call(line, &statement)?;
-        let p = Params { call: &call };
+    let warnings = RefCell::new(Vec::new());
+    for statement in statements(text)? {
+        let line = statement.line;
+        let call = parse_call(statement)?;
+        let p = Params {
+            call: &call,
+            warnings: &warnings,
+        };
         match call.cmdlet.to_ascii_lowercase().as_str() {
             "new-accepteddomain" => {
                 p.only(&["Name", "DomainName", "DomainType"])?;
-                let name = p
-                    .string("DomainName")?
-                    .or(p.string("Name")?)
-                    .ok_or_else(|| p.err("-DomainName is required".into()))?;
+                let display_name = p.string("Name")?;
+                let name = match p.string("DomainName")? {
+                    Some(domain) => {
+                        if display_name
+                            .as_ref()
+                            .is_some_and(|n| !n.eq_ignore_ascii_case(&domain))
+                        {
+                            p.ignored("Name", "an accepted domain is named by its -DomainName");
+                        }
+                        domain
+                    }
+                    None => display_name.ok_or_else(|| p.err("-DomainName is required".into()))?,
+                };
                 let kind = match p.string("DomainType")?.map(|s| s.to_ascii_lowercase()) {
                     None => AcceptedDomainType::Authoritative,
                     Some(t) if t == "authoritative" => AcceptedDomainType::Authoritative,
@@ -484,10 +595,35 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                 let require_tls = p.flag("RequireTLS")?.unwrap_or(false);
                 let level = tls_level(&p, p.string("TlsAuthLevel")?, "TlsAuthLevel")?;
                 let tls = match (require_tls, level) {
-                    (false, _) => TlsLevel::Opportunistic,
+                    (false, None) => TlsLevel::Opportunistic,
+                    // The level of a TLS that is not required: guessing
+                    // either way would be wrong (dropping it sends in clear
+                    // to a host meant to be verified; honouring it defers
+                    // mail the script let through in clear).
+                    (false, Some(_)) => {
+                        return Err(p.err(
+                            "-TlsAuthLevel needs -RequireTLS $true: add -RequireTLS $true to require TLS at that level, or remove -TlsAuthLevel for opportunistic TLS".into(),
+                        ))
+                    }
                     (true, None) => TlsLevel::EncryptionOnly,
                     (true, Some(level)) => level,
                 };
+                if p.line_of("TlsDomain").is_some() && tls != TlsLevel::DomainValidation {
+                    return Err(p.err(
+                        "-TlsDomain is used only with -TlsAuthLevel DomainValidation (and -RequireTLS $true)"
+                            .into(),
+                    ));
+                }
+                for usage in ["Usage", "Internet", "Custom", "Internal", "Partner"] {
+                    p.ignored(
+                        usage,
+                        "sluice has no usage types; the connector's own parameters decide how it sends",
+                    );
+                }
+                p.ignored(
+                    "SourceTransportServers",
+                    "every sluice node sharing the objects sends through the connector itself",
+                );
                 let port = match p.string("Port")? {
                     None => None,
                     Some(text) => Some(
@@ -497,6 +633,15 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                 };
                 let smart_hosts = p.list("SmartHosts");
                 let dns_routing = p.flag("DNSRoutingEnabled")?.unwrap_or(smart_hosts.is_empty());
+                if dns_routing {
+                    p.ignored(
+                        "Port",
+                        "with DNS routing, MX deliveries use the node's delivery.mx_port",
+                    );
+                    if !smart_hosts.is_empty() {
+                        p.ignored("SmartHosts", "-DNSRoutingEnabled $true delivers by MX instead");
+                    }
+                }
                 set.outbound_connectors.push(OutboundConnectorObject {
                     name: p.required("Name")?,
                     comment: p.string("Comment")?.unwrap_or_default(),
@@ -514,8 +659,8 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     retain_internal_headers: p.flag("CloudServicesMailEnabled")?.unwrap_or(false),
                     helo_name: p.string("Fqdn")?.unwrap_or_default(),
                     validation_recipients: Vec::new(),
-                    port,
-                    max_message_size: exchange_size(&p, p.string("MaxMessageSize")?)?,
+                    port: if dns_routing { None } else { port },
+                    max_message_size: exchange_size(&p, "MaxMessageSize", p.string("MaxMessageSize")?)?,
                     last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
@@ -529,7 +674,10 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
             }
         }
     }
-    Ok(set)
+    Ok(Imported {
+        objects: set,
+        warnings: warnings.into_inner(),
+    })
 }
 
 /// The condition parameters New-TransportRule shares with its `ExceptIf`
@@ -610,7 +758,7 @@ fn predicates(p: &Params<'_>, prefix: &str) -> Result<RulePredicates, ImportErro
         attachment_extension_is: p.list(&key("AttachmentExtensionMatchesWords")),
         attachment_name_matches: p.list(&key("AttachmentNameMatchesPatterns")),
         message_size_over: match p.string(&key("MessageSizeOver"))? {
-            Some(size) => exchange_size(p, Some(size))?,
+            Some(size) => exchange_size(p, &key("MessageSizeOver"), Some(size))?,
             None => None,
         },
         sender_ip_ranges: p.list(&key("SenderIpRanges")),
@@ -631,7 +779,14 @@ fn transport_rule(p: &Params<'_>) -> Result<RuleObject, ImportError> {
     let mode = match p.string("Mode")?.map(|s| s.to_ascii_lowercase()) {
         None => RuleMode::Enforce,
         Some(m) if m == "enforce" => RuleMode::Enforce,
-        Some(m) if m == "audit" || m == "auditandnotify" => RuleMode::Audit,
+        Some(m) if m == "audit" => RuleMode::Audit,
+        Some(m) if m == "auditandnotify" => {
+            p.ignored(
+                "Mode",
+                "AuditAndNotify is imported as Audit: the match is recorded, no policy tip is shown",
+            );
+            RuleMode::Audit
+        }
         Some(other) => return Err(p.err(format!("-Mode {other:?} is not Enforce, Audit or AuditAndNotify"))),
     };
     let priority = match p.string("Priority")? {
@@ -681,13 +836,13 @@ fn transport_rule(p: &Params<'_>) -> Result<RuleObject, ImportError> {
 }
 
 /// Exchange writes sizes as `25MB`, `25 MB (26,214,400 bytes)` or `Unlimited`.
-fn exchange_size(p: &Params<'_>, text: Option<String>) -> Result<Option<String>, ImportError> {
+fn exchange_size(p: &Params<'_>, name: &str, text: Option<String>) -> Result<Option<String>, ImportError> {
     let Some(text) = text else { return Ok(None) };
     let head = text.split('(').next().unwrap_or_default().trim().replace(' ', "");
     if head.eq_ignore_ascii_case("unlimited") {
         return Ok(None);
     }
-    crate::config::parse_size(&head).map_err(|m| p.err(format!("-MaxMessageSize: {m}")))?;
+    crate::config::parse_size(&head).map_err(|m| p.err(format!("-{name} {text:?}: {m}")))?;
     Ok(Some(head))
 }
 
@@ -706,7 +861,7 @@ mod tests {
     #[test]
     fn multi_line_send_connector_with_continuations() {
         let script = "# on-premises send connector\r\nNew-SendConnector -Name \"Outbound to Office 365\" -AddressSpaces *.mail.contoso.test `\r\n  -CloudServicesMailEnabled $true -Fqdn mail.contoso.test `\r\n  -RequireTLS $true -SmartHosts relay.cloud.test -TlsAuthLevel DomainValidation -TlsDomain relay.cloud.test\r\n";
-        let set = import(script).unwrap();
+        let set = import(script).unwrap().objects;
         let c = &set.outbound_connectors[0];
         assert_eq!(c.name, "Outbound to Office 365");
         assert_eq!(c.recipient_domains, vec!["*.mail.contoso.test"]);
@@ -721,7 +876,7 @@ mod tests {
     #[test]
     fn send_connector_port_size_and_cost() {
         let script = "New-SendConnector -Name Cheap -AddressSpaces \"SMTP:*.contoso.test;5\" -SmartHosts relay.test,[::1] -Port 2525 -MaxMessageSize \"25 MB (26,214,400 bytes)\"\nNew-SendConnector -Name Dear -AddressSpaces SMTP:*.contoso.test;10 -DNSRoutingEnabled $true -MaxMessageSize Unlimited\n";
-        let set = import(script).unwrap();
+        let set = import(script).unwrap().objects;
         let cheap = &set.outbound_connectors[0];
         assert_eq!(cheap.recipient_domains, vec!["*.contoso.test;5"]);
         assert_eq!(
@@ -758,7 +913,7 @@ New-TransportRule -Name "External mail through the scanner" -Priority 0 -SentToS
   -RouteMessageOutboundConnector "To scanner" -StopRuleProcessing $false
 New-TransportRule -Name Block -Mode Audit -SubjectOrBodyContainsWords "forbidden","secret plan" -RejectMessageReasonText "Blocked by policy" -RejectMessageEnhancedStatusCode 5.7.1
 "#;
-        let set = import(script).unwrap();
+        let set = import(script).unwrap().objects;
         let rule = &set.rules[0];
         assert_eq!(
             rule.conditions.sent_to_scope,
@@ -788,7 +943,7 @@ New-AcceptedDomain -Name Contoso -DomainName contoso.test -DomainType InternalRe
 New-InboundConnector -Name "From scanner" -ConnectorType OnPremises -SenderIPAddresses 127.0.0.30,"10.0.0.0/8" -CloudServicesMailEnabled
 New-OutboundConnector -Name 'To scanner' -ConnectorType Partner -SmartHosts @("127.0.0.30:2525") -IsTransportRuleScoped $true -TlsSettings EncryptionOnly -UseMXRecord:$false
 "#;
-        let set = import(script).unwrap();
+        let set = import(script).unwrap().objects;
         assert_eq!(set.accepted_domains[0].kind, AcceptedDomainType::InternalRelay);
         assert_eq!(
             set.inbound_connectors[0].sender_ip_addresses,
@@ -810,10 +965,141 @@ New-OutboundConnector -Name 'To scanner' -ConnectorType Partner -SmartHosts @("1
         assert!(e.message.contains("Remove-Mailbox"), "{e}");
         let e = import("New-InboundConnector -Name x `\n  -Bogus 1").unwrap_err();
         assert!(e.message.contains("-Bogus"), "{e}");
-        assert_eq!(e.line, 1);
+        assert_eq!(e.line, 2, "the parameter's own line");
         assert!(import("New-InboundConnector -Name $name")
             .unwrap_err()
             .message
             .contains("variables"));
+    }
+
+    /// Seed 001's New-SendConnector block as Microsoft's page prints it
+    /// (placeholders filled in): one parameter per line, no backticks,
+    /// trailing spaces, the last line too.
+    const SEED_001_AS_PRINTED: &str = "New-AcceptedDomain -Name contoso.test -DomainName contoso.test\r\n\
+New-SendConnector -Name \"My company to Office 365\" \r\n\
+-AddressSpaces * \r\n\
+-CloudServicesMailEnabled $true \r\n\
+-Fqdn mail.contoso.test \r\n\
+-RequireTLS $true \r\n\
+-SmartHosts contoso-test.mail.protection.outlook.test \r\n\
+-TlsAuthLevel CertificateValidation \r\n\
+New-InboundConnector -Name \"From on-prem\" -ConnectorType OnPremises \r\n\
+-SenderIPAddresses 127.0.0.40 ";
+
+    #[test]
+    fn seed_001_send_connector_as_printed_one_parameter_per_line() {
+        let imported = import(SEED_001_AS_PRINTED).unwrap();
+        assert_eq!(imported.warnings, vec![]);
+        let set = imported.objects;
+        assert_eq!(set.outbound_connectors.len(), 1, "{set:#?}");
+        let c = &set.outbound_connectors[0];
+        assert_eq!(c.name, "My company to Office 365");
+        assert_eq!(c.recipient_domains, vec!["*"]);
+        assert!(c.retain_internal_headers);
+        assert_eq!(c.helo_name, "mail.contoso.test");
+        assert_eq!(c.smart_hosts, vec!["contoso-test.mail.protection.outlook.test"]);
+        assert!(!c.use_mx_record);
+        assert_eq!(c.tls, TlsLevel::CertificateValidation);
+        // The cmdlet on the next line started a statement of its own.
+        assert_eq!(set.inbound_connectors[0].name, "From on-prem");
+        assert_eq!(set.inbound_connectors[0].sender_ip_addresses, vec!["127.0.0.40"]);
+        set.validate().unwrap();
+        // LF line ends and indented parameter lines read the same.
+        let unix = SEED_001_AS_PRINTED.replace("\r\n-", "\n    -");
+        assert_eq!(import(&unix).unwrap().objects, set);
+        // As saved by Windows editors, with a byte order mark.
+        let saved = format!("\u{feff}{SEED_001_AS_PRINTED}");
+        assert_eq!(import(&saved).unwrap().objects, set);
+    }
+
+    #[test]
+    fn errors_name_the_parameters_own_line_in_powershell_terms() {
+        // A value for which no parameter was written.
+        let e = import("New-SendConnector -Name x \n-AddressSpaces * contoso.test \n-SmartHosts h \n")
+            .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("contoso.test is not a parameter"), "{e}");
+        // A parameter line with no cmdlet above it.
+        let e = import("# seed\n-AddressSpaces * \n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message.contains("-AddressSpaces has no cmdlet before it"),
+            "{e}"
+        );
+        // A bad value is reported on its parameter's line.
+        let e = import("New-SendConnector -Name x \n-AddressSpaces * \n-RequireTLS maybe \n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("-RequireTLS expects $true or $false"), "{e}");
+        let e = import("New-SendConnector -Name x \n-AddressSpaces * \n-Port twenty-five \n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        for script in [
+            "New-SendConnector -Name x \n-AddressSpaces * contoso.test \n",
+            "-AddressSpaces *",
+            "New-SendConnector -Name x \n-Bogus 1 \n",
+            "\"New-SendConnector\" -Name x",
+        ] {
+            let e = import(script).unwrap_err().to_string();
+            assert!(
+                !e.contains("Word(") && !e.contains("Quoted(") && !e.contains("Some("),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_auth_level_without_require_tls_is_refused_naming_both() {
+        for require in ["", "-RequireTLS $false \n"] {
+            let script = format!(
+                "New-SendConnector -Name x \n-AddressSpaces * \n{require}-SmartHosts h.test \n-TlsAuthLevel DomainValidation \n"
+            );
+            let e = import(&script).unwrap_err();
+            let line = if require.is_empty() { 4 } else { 5 };
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.message.contains("-TlsAuthLevel needs -RequireTLS $true"), "{e}");
+        }
+        let e = import("New-SendConnector -Name x -AddressSpaces * -RequireTLS $true -SmartHosts h.test \n-TlsDomain h.test\n")
+            .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message
+                .contains("-TlsDomain is used only with -TlsAuthLevel DomainValidation"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn accepted_but_ignored_parameters_are_warnings_with_their_lines() {
+        let script = "New-AcceptedDomain -Name Contoso -DomainName contoso.test\n\
+New-SendConnector -Name Internet \n\
+-Usage Internet \n\
+-AddressSpaces * \n\
+-DNSRoutingEnabled $true \n\
+-Port 2525 \n\
+-SourceTransportServers EX01,EX02 \n\
+New-TransportRule -Name Watch -Mode AuditAndNotify -SubjectOrBodyContainsWords secret\n";
+        let imported = import(script).unwrap();
+        let warnings: Vec<(usize, &str)> = imported
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        let expect = [
+            (1, "New-AcceptedDomain -Name is accepted but ignored"),
+            (3, "New-SendConnector -Usage is accepted but ignored"),
+            (
+                7,
+                "New-SendConnector -SourceTransportServers is accepted but ignored",
+            ),
+            (6, "New-SendConnector -Port is accepted but ignored"),
+            (8, "New-TransportRule -Mode is accepted but ignored"),
+        ];
+        assert_eq!(warnings.len(), expect.len(), "{warnings:#?}");
+        for ((line, start), (got_line, got)) in expect.iter().zip(&warnings) {
+            assert_eq!((line, true), (got_line, got.starts_with(start)), "{warnings:#?}");
+        }
+        assert_eq!(imported.warnings[2].to_string().split(':').next(), Some("line 7"));
+        let c = &imported.objects.outbound_connectors[0];
+        assert!(c.use_mx_record && c.port.is_none(), "{c:?}");
+        imported.objects.validate().unwrap();
     }
 }

@@ -18,6 +18,25 @@ pub enum DsnAction {
     Delayed,
 }
 
+impl DsnAction {
+    /// The report's `Status:` for a reply (RFC 3464 section 2.3.4): the
+    /// reply's enhanced code with its class set to this action's (5 for a
+    /// failure, 4 for a delay). Subject and detail are kept as the server
+    /// gave them: `550 5.4.4` reports `5.4.4`, a `451 4.4.7` that expired
+    /// reports `5.4.7`. A reply without one gets `X.0.0`.
+    pub fn status(self, reply: &crate::message::Reply) -> String {
+        let class = match self {
+            DsnAction::Failed => 5,
+            DsnAction::Delayed => 4,
+        };
+        let [subject, detail] = match reply.status {
+            Some([_, subject, detail]) => [subject, detail],
+            None => [0, 0],
+        };
+        format!("{class}.{subject}.{detail}")
+    }
+}
+
 /// One recipient line of a report.
 #[derive(Debug, Clone)]
 pub struct DsnRecipient {

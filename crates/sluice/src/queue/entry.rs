@@ -90,6 +90,14 @@ pub enum RecipientStatus {
         last_error: String,
         /// A delay DSN was already sent.
         delay_notified: bool,
+        /// Set while an administrator's retry made the recipient due before
+        /// its schedule: the scheduled time, which a failed early attempt
+        /// goes back to (a manual retry never pushes the backoff out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduled_ms: Option<u64>,
+        /// Failed early attempts, not counted when the backoff step is chosen.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        early_attempts: u32,
     },
     /// Handed on.
     Delivered {
@@ -105,6 +113,10 @@ pub enum RecipientStatus {
         /// Expiry rather than a permanent reply.
         expired: bool,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RecipientStatus {

@@ -75,6 +75,29 @@ pub enum QueueAction {
     Delete,
 }
 
+/// What an administrative action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActResult {
+    /// No entry with that id.
+    Missing,
+    /// Applied and traced.
+    Done,
+    /// The entry already was so (hold of a held entry, release of an active
+    /// one): nothing written, no trace event.
+    Unchanged,
+    /// A retry of a held entry: refused; the entry stays held until released.
+    Held,
+}
+
+/// What `retry --all` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryAll {
+    /// Entries made due now.
+    pub retried: usize,
+    /// Held entries left held.
+    pub held: usize,
+}
+
 /// Why the queue refused something.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -283,26 +306,39 @@ impl Queue {
         self.state().entries.get(id).cloned()
     }
 
-    /// Applies an administrative action; `false` when there is no such message.
-    pub async fn act(&self, id: &QueueId, action: QueueAction) -> Result<bool, QueueError> {
+    /// Applies an administrative action, as postsuper does: a retry never
+    /// releases a held entry, and holding a held entry (or releasing an
+    /// active one) changes nothing and records no second event.
+    pub async fn act(&self, id: &QueueId, action: QueueAction) -> Result<ActResult, QueueError> {
         let (writes, entry) = {
             let mut state = self.state();
             let in_flight = state.in_flight.contains(id);
             let Some(entry) = state.entries.get_mut(id) else {
-                return Ok(false);
+                return Ok(ActResult::Missing);
             };
+            let held = entry.hold == Hold::Held;
             let now = now_ms();
             let kind = match action {
+                QueueAction::Retry if held => return Ok(ActResult::Held),
+                QueueAction::Hold if held => return Ok(ActResult::Unchanged),
+                QueueAction::Release if !held => return Ok(ActResult::Unchanged),
                 QueueAction::Retry => {
                     for r in &mut entry.recipients {
                         match &mut r.status {
-                            RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => {
-                                *due_ms = now
+                            RecipientStatus::Queued { due_ms } => *due_ms = (*due_ms).min(now),
+                            RecipientStatus::Deferred {
+                                due_ms, scheduled_ms, ..
+                            } => {
+                                // Remember the schedule, so a failed early
+                                // attempt does not push the next one out.
+                                if *due_ms > now && scheduled_ms.is_none() {
+                                    *scheduled_ms = Some(*due_ms);
+                                }
+                                *due_ms = (*due_ms).min(now);
                             }
                             _ => {}
                         }
                     }
-                    entry.hold = Hold::Active;
                     None
                 }
                 QueueAction::Hold => {
@@ -335,19 +371,22 @@ impl Queue {
         self.inner.store.commit(writes).await?;
         tracing::info!(id = %entry.id, action = ?action, "queue action");
         self.inner.wake.notify_one();
-        Ok(true)
+        Ok(ActResult::Done)
     }
 
-    /// Makes every waiting message due now; returns how many.
-    pub async fn retry_all(&self) -> Result<usize, QueueError> {
+    /// Makes every waiting entry due now, except held ones (`postqueue -f`
+    /// does not touch the hold queue either).
+    pub async fn retry_all(&self) -> Result<RetryAll, QueueError> {
         let ids: Vec<QueueId> = self.state().entries.keys().cloned().collect();
-        let mut count = 0;
+        let mut result = RetryAll::default();
         for id in ids {
-            if self.act(&id, QueueAction::Retry).await? {
-                count += 1;
+            match self.act(&id, QueueAction::Retry).await? {
+                ActResult::Done => result.retried += 1,
+                ActResult::Held => result.held += 1,
+                ActResult::Missing | ActResult::Unchanged => {}
             }
         }
-        Ok(count)
+        Ok(result)
     }
 
     async fn run_scheduler(self) {
@@ -574,22 +613,34 @@ impl Queue {
                         ));
                     }
                     Outcome::TempFail(reply) => {
-                        let wait = self.retry_wait(r.attempts);
-                        let delay_notified = matches!(
-                            r.status,
+                        let (delay_notified, scheduled_ms, early_attempts) = match r.status {
                             RecipientStatus::Deferred {
-                                delay_notified: true,
+                                delay_notified,
+                                scheduled_ms,
+                                early_attempts,
                                 ..
-                            }
-                        );
+                            } => (delay_notified, scheduled_ms, early_attempts),
+                            _ => (false, None, 0),
+                        };
                         if !delay_notified && r.notify.on_delay() {
                             delayed.push((i, reply.clone(), attempt.host.clone()));
                         }
+                        // An administrator's early retry that fails goes back
+                        // to the schedule it had; it is not a backoff step.
+                        let (due_ms, early_attempts) = match scheduled_ms {
+                            Some(scheduled) if scheduled > now => (scheduled, early_attempts + 1),
+                            _ => {
+                                let wait = self.retry_wait(r.attempts - early_attempts);
+                                (now + wait.as_millis() as u64, early_attempts)
+                            }
+                        };
                         let r = &mut entry.recipients[i];
                         r.status = RecipientStatus::Deferred {
-                            due_ms: (now + wait.as_millis() as u64).min(entry.expires_at_ms.max(now + 1000)),
+                            due_ms: due_ms.min(entry.expires_at_ms.max(now + 1000)),
                             last_error: reply.to_string(),
                             delay_notified: delay_notified || r.notify.on_delay(),
+                            scheduled_ms: None,
+                            early_attempts,
                         };
                         events.push(event_for(
                             entry_meta(entry),
@@ -623,11 +674,7 @@ impl Queue {
                 .map(|(i, reply, host)| DsnRecipient {
                     address: entry.recipients[*i].address.clone(),
                     orcpt: entry.recipients[*i].orcpt.clone(),
-                    status: if action == DsnAction::Delayed {
-                        reply.status_text().replacen('5', "4", 1)
-                    } else {
-                        reply.status_text().replacen('4', "5", 1)
-                    },
+                    status: action.status(reply),
                     diagnostic: format!("smtp; {reply}"),
                     remote_mta: host.clone(),
                 })

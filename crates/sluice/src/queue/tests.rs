@@ -200,3 +200,132 @@ async fn expired_recipients_bounce() {
     let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
     assert!(list.iter().all(|q| q.id != e.id));
 }
+
+#[tokio::test]
+async fn dsn_status_keeps_the_servers_subject_and_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = start(
+        dir.path(),
+        vec![
+            (
+                "loop@x.test",
+                Outcome::PermFail(Reply::new(550, [5, 4, 4], "unable to route")),
+            ),
+            // Keeps the DSN in the queue long enough to inspect it.
+            ("s@y.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"))),
+        ],
+    );
+    queue
+        .enqueue(entry("s@y.test", &["loop@x.test"]), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
+    let dsn = list.iter().find(|q| q.from == ReversePath::Null).unwrap();
+    let report = queue.inner.store.content(&dsn.id).unwrap().unwrap();
+    let text = String::from_utf8_lossy(&report);
+    assert!(text.contains("Status: 5.4.4\r\n"), "{text}");
+}
+
+#[test]
+fn dsn_status_adjusts_only_the_class_digit() {
+    let status = |action: DsnAction, code: u16, esc: Option<[u16; 3]>| {
+        let reply = Reply {
+            code,
+            status: esc,
+            text: "x".into(),
+        };
+        action.status(&reply)
+    };
+    assert_eq!(status(DsnAction::Failed, 550, Some([5, 4, 4])), "5.4.4");
+    assert_eq!(status(DsnAction::Failed, 554, Some([5, 5, 4])), "5.5.4");
+    // An expired temporary failure is reported as failed.
+    assert_eq!(status(DsnAction::Failed, 550, Some([4, 4, 7])), "5.4.7");
+    assert_eq!(status(DsnAction::Delayed, 451, Some([4, 5, 5])), "4.5.5");
+    assert_eq!(status(DsnAction::Delayed, 451, Some([4, 4, 1])), "4.4.1");
+    assert_eq!(status(DsnAction::Failed, 550, None), "5.0.0");
+}
+
+#[tokio::test]
+async fn hold_is_idempotent_and_retry_never_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = start(
+        dir.path(),
+        vec![("h@x.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy")))],
+    );
+    let held = entry("a@y.test", &["h@x.test"]);
+    queue
+        .enqueue(held.clone(), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Done
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Unchanged
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Retry).await.unwrap(),
+        ActResult::Held
+    );
+    assert_eq!(queue.get(&held.id).unwrap().status_word(), "held");
+    let all = queue.retry_all().await.unwrap();
+    assert_eq!(all, RetryAll { retried: 0, held: 1 });
+    let events = queue.inner.store.trace_events(0).unwrap();
+    let held_events = events
+        .iter()
+        .filter(|e| e.queue_id == held.id && e.kind == TraceKind::Held)
+        .count();
+    assert_eq!(held_events, 1, "{events:#?}");
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Release).await.unwrap(),
+        ActResult::Done
+    );
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Release).await.unwrap(),
+        ActResult::Unchanged
+    );
+    let missing = QueueId::generate();
+    assert_eq!(
+        queue.act(&missing, QueueAction::Hold).await.unwrap(),
+        ActResult::Missing
+    );
+}
+
+#[tokio::test]
+async fn a_failed_manual_retry_keeps_the_schedule_and_the_backoff_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = || Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"));
+    let (queue, transport) = start(dir.path(), vec![("d@x.test", busy())]);
+    let mut e = entry("a@y.test", &["d@x.test"]);
+    let scheduled = now_ms() + 60_000;
+    e.expires_at_ms = scheduled + 600_000;
+    e.recipients[0].attempts = 1;
+    e.recipients[0].status = RecipientStatus::Deferred {
+        due_ms: scheduled,
+        last_error: "451 4.3.0 busy".into(),
+        delay_notified: false,
+        scheduled_ms: None,
+        early_attempts: 0,
+    };
+    queue
+        .enqueue(e.clone(), b"\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.act(&e.id, QueueAction::Retry).await.unwrap(),
+        ActResult::Done
+    );
+    let list = wait_for(&queue, |l| l.iter().any(|q| q.recipients[0].attempts == 2)).await;
+    assert_eq!(transport.seen.lock().unwrap().len(), 1);
+    match &list[0].recipients[0].status {
+        RecipientStatus::Deferred {
+            due_ms,
+            scheduled_ms,
+            early_attempts,
+            ..
+        } => assert_eq!((*due_ms, *scheduled_ms, *early_attempts), (scheduled, None, 1)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -112,11 +112,15 @@ mod tests {
     }
 
     #[test]
-    fn accepted_domains_are_open_to_all() {
-        // The `*` connector wins over local delivery for accepted domains too
-        // (SPEC routing order: connectors before accepted domains).
-        assert!(matches!(
+    fn accepted_domains_are_open_to_all_and_stay_in_their_mailboxes() {
+        // An authoritative domain is delivered to this node's mailboxes: the
+        // `*` connector carries only mail that leaves the organisation.
+        assert_eq!(
             check("10.1.1.1", "a@evil.test", "b@contoso.test"),
+            Ok(Route::Mailbox)
+        );
+        assert!(matches!(
+            check("127.0.0.40", "a@contoso.test", "b@example.org"),
             Ok(Route::Connector { .. })
         ));
     }

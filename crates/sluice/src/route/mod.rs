@@ -5,8 +5,11 @@
 //! [`Route`], stored with the queued recipient. Routing never touches the
 //! message and never resolves addresses: MX lookup and smart-host failover
 //! happen at each delivery attempt (stage 6), because DNS and host health
-//! change while mail waits. Order (SPEC section 4): a rule's connector; the
-//! most specific enabled, non-rule-scoped connector; an accepted domain; MX.
+//! change while mail waits. Order (SPEC section 4): a rule's connector; an
+//! authoritative accepted domain's own mailboxes (no connector, not even
+//! `*`, takes them: connectors carry mail that leaves the organisation); the
+//! most specific enabled, non-rule-scoped connector; an internal-relay
+//! domain's MX; MX for relayed mail.
 
 mod host;
 
@@ -192,24 +195,85 @@ impl From<&OutboundConnector> for Route {
     }
 }
 
-/// Routes one recipient domain (steps 2 to 4 of SPEC section 4; step 1, a
-/// rule's connector, is applied by the caller before this). Returns `None`
-/// when the domain is neither served by a connector nor accepted, meaning
-/// MX delivery that only relay-permitted senders may use.
-pub fn route(policy: &Policy, domain: &Domain) -> Option<Route> {
-    if let Some(connector) = select_connector(policy, domain) {
-        return Some(Route::from(connector));
+/// Which step of SPEC section 4's routing order chose a route (step 1, a
+/// rule's connector, is the caller's), for `route explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutingStep {
+    /// Step 2: an authoritative accepted domain, delivered to this node's mailboxes.
+    OwnMailboxes,
+    /// Step 3: the connector whose address space matched most specifically.
+    Connector {
+        /// The matching `recipient_domains` entry, as written (`*.contoso.com;5`).
+        address_space: String,
+    },
+    /// Step 4: an internal-relay accepted domain that no connector serves: MX.
+    InternalRelayMx,
+    /// Step 5: any other domain: MX, for senders allowed to relay.
+    RelayMx,
+}
+
+impl RoutingStep {
+    /// One line for `route explain`: the step and why it applies.
+    pub fn describe(&self, domain: &Domain) -> String {
+        match self {
+            RoutingStep::OwnMailboxes => format!(
+                "step 2: {domain} is an authoritative accepted domain: this node's mailboxes (no connector takes it)"
+            ),
+            RoutingStep::Connector { address_space } => {
+                format!("step 3: recipient_domains {address_space:?} is the most specific match for {domain}")
+            }
+            RoutingStep::InternalRelayMx => {
+                format!("step 4: {domain} is an internal_relay accepted domain no connector serves: MX")
+            }
+            RoutingStep::RelayMx => format!("step 5: {domain} is not accepted: MX, for senders allowed to relay"),
+        }
+    }
+}
+
+/// Routes one recipient domain by steps 2 to 5 of SPEC section 4 (step 1,
+/// a rule's connector, is applied by the caller after this) and says which
+/// step decided.
+pub fn decide(policy: &Policy, domain: &Domain) -> (Route, RoutingStep) {
+    // Mail for the organisation's own mailboxes never leaves through a
+    // connector: a `*` connector is for mail that leaves the organisation.
+    if policy.accepted_domain(domain) == Some(AcceptedDomainType::Authoritative) {
+        return (Route::Mailbox, RoutingStep::OwnMailboxes);
+    }
+    if let Some((connector, space)) = best_connector(policy, domain) {
+        let address_space = if space.cost == 1 {
+            space.pattern.to_string()
+        } else {
+            format!("{};{}", space.pattern, space.cost)
+        };
+        return (Route::from(connector), RoutingStep::Connector { address_space });
     }
     match policy.accepted_domain(domain) {
-        Some(AcceptedDomainType::Authoritative) => Some(Route::Mailbox),
-        Some(AcceptedDomainType::InternalRelay) => Some(Route::Mx),
-        None => None,
+        Some(AcceptedDomainType::InternalRelay) => (Route::Mx, RoutingStep::InternalRelayMx),
+        _ => (Route::Mx, RoutingStep::RelayMx),
+    }
+}
+
+/// Routes one recipient domain (steps 2 to 5 of SPEC section 4). Returns
+/// `None` when the domain is neither accepted nor served by a connector,
+/// meaning MX delivery that only relay-permitted senders may use.
+pub fn route(policy: &Policy, domain: &Domain) -> Option<Route> {
+    match decide(policy, domain) {
+        (_, RoutingStep::RelayMx) => None,
+        (route, _) => Some(route),
     }
 }
 
 /// The enabled, domain-scoped connector whose pattern matches `domain` most
 /// specifically, then at the lowest cost; ties keep the earlier connector.
 pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a OutboundConnector> {
+    best_connector(policy, domain).map(|(connector, _)| connector)
+}
+
+/// [`select_connector`] with the address space that matched.
+fn best_connector<'a>(
+    policy: &'a Policy,
+    domain: &Domain,
+) -> Option<(&'a OutboundConnector, &'a AddressSpace)> {
     policy
         .outbound
         .iter()
@@ -221,15 +285,18 @@ pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a O
                     space
                         .pattern
                         .matches(domain)
-                        .map(|s| (s, std::cmp::Reverse(space.cost)))
+                        .map(|s| ((s, std::cmp::Reverse(space.cost)), space))
                 })
-                .max()
-                .map(|s| (s, c)),
+                .max_by_key(|(rank, _)| *rank)
+                .map(|(rank, space)| (rank, c, space)),
             Scope::RuleScoped => None,
         })
-        .fold(None, |best: Option<(_, &OutboundConnector)>, (s, c)| match best {
-            Some((bs, _)) if bs >= s => best,
-            _ => Some((s, c)),
-        })
-        .map(|(_, c)| c)
+        .fold(
+            None,
+            |best: Option<(_, &OutboundConnector, &AddressSpace)>, (rank, c, space)| match best {
+                Some((best_rank, ..)) if best_rank >= rank => best,
+                _ => Some((rank, c, space)),
+            },
+        )
+        .map(|(_, c, space)| (c, space))
 }

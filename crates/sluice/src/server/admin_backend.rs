@@ -2,8 +2,9 @@
 //! swapped into the live policy), the queue, the quarantine and the trace.
 
 use crate::admin::{
-    AdminBackend, AdminError, BoxFuture, HeaderField, QuarantineAction, QuarantineView, QueueEntryView,
-    QueueStatus, RecipientQueueStatus, RecipientView, TraceEventView, TraceQuery,
+    ActResult, AdminBackend, AdminError, BoxFuture, HeaderField, QuarantineAction, QuarantineView,
+    QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult, TraceEventView,
+    TraceQuery,
 };
 use crate::config::objects::{LastValidation, ObjectKind, ObjectSet, Policy};
 use crate::deliver::{Deliverer, ValidationReport};
@@ -231,12 +232,18 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { Ok(self.queue.get(&QueueId(id)).as_ref().map(queue_view)) })
     }
 
-    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<bool, AdminError>> {
+    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<ActResult, AdminError>> {
         Box::pin(async move { self.queue.act(&QueueId(id), action).await.map_err(internal) })
     }
 
-    fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>> {
-        Box::pin(async move { self.queue.retry_all().await.map_err(internal) })
+    fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>> {
+        Box::pin(async move {
+            let done = self.queue.retry_all().await.map_err(internal)?;
+            Ok(RetryAllResult {
+                retried: done.retried,
+                held: done.held,
+            })
+        })
     }
 
     fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>> {

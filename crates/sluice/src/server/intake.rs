@@ -8,7 +8,7 @@ use crate::classify::Classification;
 use crate::config::objects::Policy;
 use crate::message::{header_message_id, QueueId, Reply};
 use crate::queue::{
-    self, Acceptance, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
+    self, Acceptance, DsnAction, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
     RecipientStatus, Source,
 };
 use crate::receive::relay_control::sender_in_organization;
@@ -271,7 +271,7 @@ fn dsn_recipient(r: &QueuedRecipient, reply: &Reply) -> DsnRecipient {
     DsnRecipient {
         address: r.address.clone(),
         orcpt: r.orcpt.clone(),
-        status: reply.status_text(),
+        status: DsnAction::Failed.status(reply),
         diagnostic: format!("smtp; {reply}"),
         remote_mta: None,
     }

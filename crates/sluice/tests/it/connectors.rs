@@ -367,8 +367,11 @@ fn forged_internal_headers_from_anonymous_senders_are_removed() {
         net.ip(NODE),
         &format!(
             r#"
+# internal_relay: the mail host holds the mailboxes, so the connector
+# carries contoso.test (an authoritative domain would stay on this node).
 [[accepted_domain]]
 name = "contoso.test"
+type = "internal_relay"
 
 [[inbound_connector]]
 name = "Scanner"
@@ -583,14 +586,23 @@ smart_hosts = ["{cheap}"]
 }
 
 /// Seed 001 as an administrator would paste it: an accepted domain, the
-/// on-prem inbound connector, and the multi-line send connector.
+/// on-prem inbound connector, and the send connector laid out as
+/// Microsoft's page prints it: one parameter per line, no backticks,
+/// trailing spaces (the last line's too).
 fn seed_001_ps1(on_prem: Ipv4Addr, port: u16) -> String {
     format!(
         "# seed 001: on-premises relay through a partner's Postfix\r\n\
 New-AcceptedDomain -Name \"Contoso\" -DomainName contoso.test -DomainType Authoritative\r\n\
 New-InboundConnector -Name \"From on-prem\" -ConnectorType OnPremises -SenderIPAddresses {on_prem}\r\n\
-New-SendConnector -Name \"Outbound to Postfix\" -AddressSpaces * -CloudServicesMailEnabled $true `\r\n\
-  -Fqdn gw.contoso.test -RequireTLS $true -SmartHosts relay.partner.test -Port {port} -TlsAuthLevel DomainValidation -TlsDomain relay.partner.test\r\n"
+New-SendConnector -Name \"Outbound to Postfix\" \r\n\
+-AddressSpaces * \r\n\
+-CloudServicesMailEnabled $true \r\n\
+-Fqdn gw.contoso.test \r\n\
+-RequireTLS $true \r\n\
+-SmartHosts relay.partner.test \r\n\
+-Port {port} \r\n\
+-TlsAuthLevel DomainValidation \r\n\
+-TlsDomain relay.partner.test \r\n"
     )
 }
 
@@ -623,6 +635,12 @@ fn seed_001_send_connector_delivers_through_postfix_requiring_tls() {
         "apply of the seed .ps1 failed: {}{}",
         String::from_utf8_lossy(&applied.stdout),
         String::from_utf8_lossy(&applied.stderr)
+    );
+    // The display name differs from the domain: said, not silently dropped.
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        stderr.contains("seed-001.ps1: line 2: New-AcceptedDomain -Name is accepted but ignored"),
+        "{stderr}"
     );
 
     let run = send_from(

@@ -1,5 +1,6 @@
 //! A permanent refusal from the destination turns into a delivery status
-//! notification (RFC 3464) in the sender's mailbox on this node. Net 50.
+//! notification (RFC 3464) in the sender's mailbox on this node; its
+//! Status is the server's own enhanced code. Nets 50 and 222.
 
 use crate::support::{swaks, wait_until, Net, Node, NodeOptions, Sink};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -9,10 +10,9 @@ const NODE: u8 = 1;
 const DESTINATION: u8 = 21;
 const ON_PREM: u8 = 40;
 
-#[test]
-fn permanent_failure_sends_dsn_to_sender_mailbox() {
-    let net = Net(50);
-    let refusal = "550 5.1.1 <bob@fabrikam.test>: Recipient address rejected: no such user";
+/// Sends alice -> bob through a destination that refuses bob with
+/// `refusal`; returns the node, the destination and the DSN alice got.
+fn bounce(net: Net, refusal: &str) -> (Node, Sink, Vec<u8>) {
     let destination = Sink::refusing_rcpt(net.ip(DESTINATION), refusal);
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
@@ -63,9 +63,50 @@ smart_hosts = ["{destination}"]
         node.data_dir().join("mailboxes/contoso.test/alice/new"),
         node.queue_json()
     );
-    let mailbox = node.mailbox("contoso.test", "alice");
+    let mut mailbox = node.mailbox("contoso.test", "alice");
     assert_eq!(mailbox.len(), 1, "exactly one DSN expected");
-    let raw = &mailbox[0];
+    let raw = mailbox.remove(0);
+    (node, destination, raw)
+}
+
+/// The fields of the DSN's message/delivery-status part, unfolded to lines.
+fn delivery_status(raw: &[u8]) -> String {
+    let dsn = MessageParser::default()
+        .parse(raw)
+        .expect("DSN parses as a message");
+    let status_part = dsn
+        .parts
+        .iter()
+        .find(|part| {
+            part.content_type().is_some_and(|ct| {
+                ct.ctype().eq_ignore_ascii_case("message")
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("delivery-status"))
+            })
+        })
+        .expect("DSN has a message/delivery-status part");
+    String::from_utf8_lossy(
+        &raw[status_part.raw_body_offset() as usize..status_part.raw_end_offset() as usize],
+    )
+    .replace("\r\n", "\n")
+}
+
+fn field(fields: &str, name: &str) -> Option<String> {
+    fields.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+#[test]
+fn permanent_failure_sends_dsn_to_sender_mailbox() {
+    let net = Net(50);
+    let refusal = "550 5.1.1 <bob@fabrikam.test>: Recipient address rejected: no such user";
+    let (node, destination, raw) = bounce(net, refusal);
+    let raw = &raw;
     let dsn = MessageParser::default()
         .parse(raw)
         .expect("DSN parses as a message");
@@ -86,30 +127,8 @@ smart_hosts = ["{destination}"]
         Some("delivery-status")
     );
 
-    let status_part = dsn
-        .parts
-        .iter()
-        .find(|part| {
-            part.content_type().is_some_and(|ct| {
-                ct.ctype().eq_ignore_ascii_case("message")
-                    && ct
-                        .subtype()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("delivery-status"))
-            })
-        })
-        .expect("DSN has a message/delivery-status part");
-    let fields = String::from_utf8_lossy(
-        &raw[status_part.raw_body_offset() as usize..status_part.raw_end_offset() as usize],
-    )
-    .replace("\r\n", "\n");
-    let field = |name: &str| -> Option<String> {
-        fields.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_string())
-        })
-    };
+    let fields = delivery_status(raw);
+    let field = |name: &str| self::field(&fields, name);
     assert_eq!(field("Status").as_deref(), Some("5.1.1"), "fields:\n{fields}");
     assert_eq!(
         field("Action").map(|a| a.to_ascii_lowercase()).as_deref(),
@@ -136,5 +155,23 @@ smart_hosts = ["{destination}"]
         node.wait_for_empty_queue(Duration::from_secs(15)),
         "bounced message still queued: {:?}",
         node.queue_json()
+    );
+}
+
+/// RFC 3464's Status is the server's enhanced code: subject and detail are
+/// never rewritten (a 550 5.4.4 is not a 5.5.4).
+#[test]
+fn dsn_status_is_the_servers_enhanced_code() {
+    let net = Net(222);
+    let (_node, _destination, raw) = bounce(net, "550 5.4.4 <bob@fabrikam.test>: unable to route");
+    let fields = delivery_status(&raw);
+    assert_eq!(
+        field(&fields, "Status").as_deref(),
+        Some("5.4.4"),
+        "fields:\n{fields}"
+    );
+    assert!(
+        field(&fields, "Diagnostic-Code").is_some_and(|d| d.contains("550 5.4.4")),
+        "fields:\n{fields}"
     );
 }

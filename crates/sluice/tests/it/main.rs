@@ -15,6 +15,7 @@ mod mx_delivery;
 mod openapi;
 mod operator;
 mod peers;
+mod queue_verbs;
 mod readme;
 mod refusals;
 mod relay_control;

@@ -1,7 +1,7 @@
 //! Relay control at RCPT (SPEC section 4, "Acceptance comes before
 //! routing"): a `*` outbound connector never makes an open relay; an
 //! on_premises connector's IP may relay for accepted sender domains.
-//! Net 30.
+//! Nets 30 and 221.
 
 use crate::support::{swaks, Net, Node, NodeOptions, Sink};
 use std::time::Duration;
@@ -89,4 +89,114 @@ smart_hosts = ["{sink}"]
     // Give any wrongly accepted relay attempt time to show up too.
     crate::support::pause(Duration::from_secs(2));
     assert_eq!(sink.count(), 1, "a refused relay attempt was delivered");
+}
+
+/// SPEC section 4, routing step 2: mail for an authoritative accepted
+/// domain lands in this node's mailboxes; the `*` connector carries only
+/// mail that leaves the organisation. Net 221.
+#[test]
+fn star_connector_never_takes_mail_for_an_authoritative_domain() {
+    let net = Net(221);
+    let sink = Sink::start(net.ip(SMART_HOST));
+    let node = Node::start(NodeOptions::new(
+        net.ip(NODE),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "authoritative"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{on_prem}/32"]
+
+[[outbound_connector]]
+name = "Smart host"
+recipient_domains = ["*"]
+smart_hosts = ["{sink}"]
+"#,
+            on_prem = net.ip(ON_PREM),
+            sink = sink.addr
+        ),
+    ));
+    let send = |source: u8, from: &str, to: &str| {
+        let source = net.ip(source).to_string();
+        let run = swaks(
+            node.smtp,
+            &[
+                "--local-interface",
+                &source,
+                "--from",
+                from,
+                "--to",
+                to,
+                "--header",
+                &format!("Subject: for {to}"),
+            ],
+        );
+        assert!(run.delivered(), "{to}: refused\n{}", run.transcript);
+    };
+    send(STRANGER, "ann@fabrikam.test", "bob@contoso.test");
+    send(ON_PREM, "alice@contoso.test", "bob@contoso.test");
+    send(ON_PREM, "alice@contoso.test", "victim@fabrikam.test");
+
+    assert!(
+        crate::support::wait_until(Duration::from_secs(20), || node
+            .mailbox("contoso.test", "bob")
+            .len()
+            == 2),
+        "bob's mail did not reach his mailbox on this node: queue {:?}",
+        node.queue_json()
+    );
+    let arrived = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(
+        arrived.len(),
+        1,
+        "the relayed message never reached the smart host"
+    );
+    crate::support::pause(Duration::from_secs(1));
+    let rcpts: Vec<String> = sink.messages().iter().flat_map(|m| m.rcpt_to.clone()).collect();
+    assert_eq!(rcpts.len(), 1, "{rcpts:?}");
+    assert!(rcpts[0].starts_with("<victim@fabrikam.test>"), "{rcpts:?}");
+
+    // route explain shows the order that decided.
+    let explained = node.cli_json(&[
+        "route",
+        "explain",
+        "--json",
+        "--from",
+        "alice@contoso.test",
+        "--to",
+        "bob@contoso.test",
+        "--to",
+        "victim@fabrikam.test",
+        "--ip",
+        &net.ip(ON_PREM).to_string(),
+    ]);
+    let recipient = |address: &str| {
+        explained["recipients"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["address"] == address))
+            .cloned()
+            .unwrap_or_else(|| panic!("{address} not explained: {explained:#}"))
+    };
+    let bob = recipient("bob@contoso.test");
+    assert_eq!(bob["next_hop"], "local mailbox", "{explained:#}");
+    assert!(
+        bob["route_step"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("step 2:"),
+        "{explained:#}"
+    );
+    let victim = recipient("victim@fabrikam.test");
+    assert_eq!(victim["connector"], "Smart host", "{explained:#}");
+    assert!(
+        victim["route_step"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("step 3:"),
+        "{explained:#}"
+    );
 }
