@@ -5,6 +5,7 @@
 
 mod address;
 mod domain_pattern;
+pub mod header;
 mod reply;
 
 pub use address::{Address, AddressError, Domain, ReversePath};
@@ -147,14 +148,7 @@ pub fn header_message_id(content: &[u8]) -> Option<String> {
 
 /// Length of the header section, including the blank line that ends it.
 pub fn header_section_len(content: &[u8]) -> usize {
-    if content.starts_with(b"\r\n") {
-        return 2;
-    }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(content.len())
+    header::section_len(content)
 }
 
 #[cfg(test)]

@@ -555,6 +555,11 @@ impl Session {
                 ))
             }
         };
+        // One reading of headers for every stage and every reader downstream:
+        // a section RFC 5322 readers could split differently is refused.
+        if let Err(defect) = crate::message::header::check(&content) {
+            return Event::Reply(Reply::new(550, [5, 6, 0], format!("Malformed header: {defect}")));
+        }
         if received_count(&content) > MAX_RECEIVED_HEADERS {
             return Event::Reply(Reply::new(
                 554,

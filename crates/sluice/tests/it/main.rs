@@ -11,6 +11,7 @@ mod delivery_tls;
 mod demo;
 mod dsn;
 mod durability;
+mod header_forgery;
 mod mx_delivery;
 mod peers;
 mod relay_control;
