@@ -14,6 +14,7 @@ mod durability;
 mod header_forgery;
 mod mx_delivery;
 mod peers;
+mod private_data;
 mod relay_control;
 mod rules;
 mod scanner;
