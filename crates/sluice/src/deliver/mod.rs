@@ -90,6 +90,11 @@ pub struct DeliveryAttempt {
     pub host: Option<String>,
     /// TLS facts of the final connection, when encrypted.
     pub tls: Option<TlsInfo>,
+    /// The next hop offered DSN and was given NOTIFY, ORCPT and ENVID, so
+    /// success reports are its to send (RFC 3461 section 6.2.3.3); when
+    /// false, a recipient that asked for NOTIFY=SUCCESS gets a `relayed`
+    /// report from this node.
+    pub dsn_passed_on: bool,
     /// One outcome per job recipient, same order.
     pub outcomes: Vec<(Address, Outcome)>,
 }
@@ -188,6 +193,7 @@ impl Deliverer {
             return DeliveryAttempt {
                 host: None,
                 tls: None,
+                dsn_passed_on: false,
                 outcomes: Vec::new(),
             };
         }
@@ -331,6 +337,7 @@ impl Deliverer {
     ) -> DeliveryAttempt {
         let host = Some(connection.peer.clone());
         let tls = connection.tls.clone();
+        let dsn_passed_on = connection.offers(smtp_proto::EXT_DSN);
         if reusable {
             if let Some(unwanted) = self.pool.put(key, connection) {
                 pool::close_all(vec![unwanted]);
@@ -341,6 +348,7 @@ impl Deliverer {
         DeliveryAttempt {
             host,
             tls,
+            dsn_passed_on,
             outcomes: job
                 .recipients
                 .iter()
@@ -377,6 +385,7 @@ impl Deliverer {
             Ok(outcomes) => DeliveryAttempt {
                 host: Some("mailbox".to_string()),
                 tls: None,
+                dsn_passed_on: false,
                 outcomes,
             },
             Err(error) => uniform(
@@ -403,6 +412,7 @@ fn uniform(
     DeliveryAttempt {
         host,
         tls,
+        dsn_passed_on: false,
         outcomes: job
             .recipients
             .iter()

@@ -514,6 +514,8 @@ impl Queue {
         let mut events = Vec::new();
         let mut failed = Vec::new();
         let mut delayed = Vec::new();
+        let mut delivered = Vec::new();
+        let mut relayed = Vec::new();
         let connector_of = |r: &QueuedRecipient| r.route.connector().map(str::to_string);
         for (indexes, attempt) in results {
             for (&i, (_, outcome)) in indexes.iter().zip(attempt.outcomes.iter()) {
@@ -524,6 +526,14 @@ impl Queue {
                 let to = Some(r.address.to_string());
                 match outcome {
                     Outcome::Delivered(reply) => {
+                        if r.notify.on_success() && !attempt.dsn_passed_on {
+                            let report = (i, reply.clone(), attempt.host.clone());
+                            if attempt.host.as_deref() == Some("mailbox") {
+                                delivered.push(report);
+                            } else {
+                                relayed.push(report);
+                            }
+                        }
                         r.status = RecipientStatus::Delivered {
                             reply: reply.to_string(),
                             host: attempt.host.clone(),
@@ -604,7 +614,12 @@ impl Queue {
             }
         }
         let mut writes = Vec::new();
-        for (action, list) in [(DsnAction::Failed, failed), (DsnAction::Delayed, delayed)] {
+        for (action, list) in [
+            (DsnAction::Failed, failed),
+            (DsnAction::Delayed, delayed),
+            (DsnAction::Delivered, delivered),
+            (DsnAction::Relayed, relayed),
+        ] {
             let list: Vec<_> = list
                 .into_iter()
                 .filter(|(i, ..)| {
@@ -612,6 +627,7 @@ impl Queue {
                     match action {
                         DsnAction::Failed => r.notify.on_failure(),
                         DsnAction::Delayed => r.notify.on_delay(),
+                        DsnAction::Delivered | DsnAction::Relayed => r.notify.on_success(),
                     }
                 })
                 .collect();
@@ -623,10 +639,10 @@ impl Queue {
                 .map(|(i, reply, host)| DsnRecipient {
                     address: entry.recipients[*i].address.clone(),
                     orcpt: entry.recipients[*i].orcpt.clone(),
-                    status: if action == DsnAction::Delayed {
-                        reply.status_text().replacen('5', "4", 1)
-                    } else {
-                        reply.status_text().replacen('4', "5", 1)
+                    status: match action {
+                        DsnAction::Delayed => reply.status_text().replacen('5', "4", 1),
+                        DsnAction::Failed => reply.status_text().replacen('4', "5", 1),
+                        DsnAction::Delivered | DsnAction::Relayed => reply.status_text(),
                     },
                     diagnostic: format!("smtp; {reply}"),
                     remote_mta: host.clone(),
@@ -641,10 +657,10 @@ impl Queue {
                     None,
                     Some(format!(
                         "{} as {}",
-                        if action == DsnAction::Failed {
-                            "failure report"
-                        } else {
-                            "delay report"
+                        match action {
+                            DsnAction::Failed => "failure report",
+                            DsnAction::Delayed => "delay report",
+                            DsnAction::Delivered | DsnAction::Relayed => "success report",
                         },
                         dsn.id
                     )),

@@ -96,6 +96,7 @@ impl Transport for Outbound {
                     DeliveryAttempt {
                         host: None,
                         tls: None,
+                        dsn_passed_on: false,
                         outcomes,
                     }
                 });
