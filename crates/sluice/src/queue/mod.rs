@@ -97,6 +97,9 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Held from reading a quarantined message to committing its release
+    /// or deletion, so two administrators acting at once cannot both win.
+    quarantine_ops: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -141,6 +144,7 @@ impl Queue {
                 state: Mutex::new(state),
                 wake: Notify::new(),
                 slots,
+                quarantine_ops: tokio::sync::Mutex::new(()),
             }),
         };
         tokio::spawn(queue.clone().run_scheduler());
@@ -225,8 +229,10 @@ impl Queue {
             .map(|content| (entry, content)))
     }
 
-    /// Releases a quarantined message into the queue; `false` when there is none.
+    /// Releases a quarantined message into the queue; `false` when there is
+    /// none (never held, or already released or deleted: one action wins).
     pub async fn release_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let _exclusive = self.inner.quarantine_ops.lock().await;
         let Some((held, content)) = self.quarantined(id)? else {
             return Ok(false);
         };
@@ -252,8 +258,10 @@ impl Queue {
         Ok(true)
     }
 
-    /// Deletes a quarantined message; `false` when there is none.
+    /// Deletes a quarantined message; `false` when there is none (never
+    /// held, or already released or deleted: one action wins).
     pub async fn delete_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let _exclusive = self.inner.quarantine_ops.lock().await;
         let Some((held, _)) = self.quarantined(id)? else {
             return Ok(false);
         };
@@ -403,15 +411,21 @@ impl Queue {
         };
         let store = self.inner.store.clone();
         let load_id = id.clone();
-        let content = match tokio::task::spawn_blocking(move || store.content(&load_id)).await {
-            Ok(Ok(Some(content))) => Arc::new(content),
+        // Content that cannot be loaded is an attempt that failed
+        // temporarily: the recipients are deferred on the retry schedule
+        // (and expire in time), never left out of the schedule.
+        let (content, load_failure) = match tokio::task::spawn_blocking(move || store.content(&load_id)).await
+        {
+            Ok(Ok(Some(content))) => (Arc::new(content), None),
             outcome => {
-                tracing::error!(id = %id, outcome = ?outcome.map(|r| r.map(|c| c.map(|c| c.len()))), "queued content missing; retrying later");
-                let mut state = self.state();
-                state.in_flight.remove(&id);
-                let retry_at = now_ms() + 60_000;
-                state.due.insert((retry_at, id));
-                return;
+                let why = match outcome {
+                    Ok(Ok(_)) => "missing from the store".to_string(),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(id = %id, error = %why, "queued content cannot be loaded; deferring");
+                let reply = Reply::new(451, [4, 3, 0], format!("queued content cannot be loaded ({why})"));
+                (Arc::new(Vec::new()), Some(reply))
             }
         };
         let now = now_ms();
@@ -425,7 +439,14 @@ impl Queue {
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut task_recipients = HashMap::new();
+        let mut results = Vec::new();
         for indexes in groups.into_values() {
+            if let Some(reply) = &load_failure {
+                let attempt = temporary_failure(&entry, &indexes, reply);
+                results.push((indexes, attempt));
+                continue;
+            }
             let first = &entry.recipients[indexes[0]];
             let job = DeliveryJob {
                 route: first.route.clone(),
@@ -449,13 +470,26 @@ impl Queue {
                 envid: entry.envid.clone(),
             };
             let transport = self.inner.transport.clone();
-            tasks.spawn(async move { (indexes, transport.attempt(job).await) });
+            let task = tasks.spawn({
+                let indexes = indexes.clone();
+                async move { (indexes, transport.attempt(job).await) }
+            });
+            task_recipients.insert(task.id(), indexes);
         }
-        let mut results = Vec::new();
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok(result) => results.push(result),
-                Err(error) => tracing::error!(id = %id, error = %error, "delivery task failed"),
+                Ok((_, result)) => results.push(result),
+                // A delivery that panicked is a failed attempt like any
+                // other: its recipients are deferred with the error and
+                // the attempt counts, so retries and expiry still apply.
+                Err(error) => {
+                    tracing::error!(id = %id, error = %error, "delivery task failed");
+                    if let Some(indexes) = task_recipients.remove(&error.id()) {
+                        let reply = Reply::new(451, [4, 3, 0], "delivery failed with an internal error");
+                        let attempt = temporary_failure(&entry, &indexes, &reply);
+                        results.push((indexes, attempt));
+                    }
+                }
             }
         }
         let writes = self.apply_results(&mut entry, results, &content);
@@ -765,6 +799,25 @@ impl Queue {
     /// Expiry time for a message accepted now.
     pub fn expiry_from(&self, received_ms: u64) -> u64 {
         received_ms + self.inner.settings.expire_after.as_millis() as u64
+    }
+}
+
+/// The same temporary failure for recipients `indexes` of `entry`, for
+/// attempts that never reached a next hop.
+fn temporary_failure(entry: &QueueEntry, indexes: &[usize], reply: &Reply) -> DeliveryAttempt {
+    DeliveryAttempt {
+        host: None,
+        tls: None,
+        dsn_passed_on: false,
+        outcomes: indexes
+            .iter()
+            .map(|&i| {
+                (
+                    entry.recipients[i].address.clone(),
+                    Outcome::TempFail(reply.clone()),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -12,6 +12,7 @@ mod demo;
 mod dsn;
 mod durability;
 mod header_forgery;
+mod liveness;
 mod mx_delivery;
 mod peers;
 mod private_data;
