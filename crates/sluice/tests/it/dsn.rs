@@ -150,7 +150,9 @@ fn delivery_status(raw: &[u8]) -> String {
         .find(|part| {
             part.content_type().is_some_and(|ct| {
                 ct.ctype().eq_ignore_ascii_case("message")
-                    && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("delivery-status"))
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("delivery-status"))
             })
         })
         .expect("a message/delivery-status part");
@@ -208,11 +210,19 @@ stamp_scan = true
 
     let (mut client, greeting) = RawSmtp::connect(node.smtp).expect("connect");
     assert_eq!(greeting.code, 220);
-    assert_eq!(client.command("EHLO evil.test\u{1b}[31m").expect("ehlo").code, 250);
+    assert_eq!(
+        client.command("EHLO evil.test\u{1b}[31m").expect("ehlo").code,
+        250
+    );
     let injected = client
         .command("MAIL FROM:<mallory@fabrikam.test> ENVID=abc+0D+0ABcc:+20victim@x.test")
         .expect("mail");
-    assert_eq!((injected.code, injected.text.contains("5.5.4")), (501, true), "{}", injected.text);
+    assert_eq!(
+        (injected.code, injected.text.contains("5.5.4")),
+        (501, true),
+        "{}",
+        injected.text
+    );
     let mail = client
         .command("MAIL FROM:<mallory@fabrikam.test> RET=HDRS ENVID=env+2Bid")
         .expect("mail");
@@ -220,7 +230,12 @@ stamp_scan = true
     let injected = client
         .command("RCPT TO:<bob@contoso.test> NOTIFY=SUCCESS ORCPT=rfc822;bob+0D+0AX-Evil:+20y@contoso.test")
         .expect("rcpt");
-    assert_eq!((injected.code, injected.text.contains("5.5.4")), (501, true), "{}", injected.text);
+    assert_eq!(
+        (injected.code, injected.text.contains("5.5.4")),
+        (501, true),
+        "{}",
+        injected.text
+    );
     for rcpt in [
         "RCPT TO:<bob@contoso.test> NOTIFY=SUCCESS ORCPT=rfc822;bob@contoso.test",
         "RCPT TO:<carol@legacy.test> NOTIFY=SUCCESS",
@@ -231,7 +246,9 @@ stamp_scan = true
     }
     assert_eq!(client.command("DATA").expect("data").code, 354);
     client
-        .send_raw(b"Subject: report me\r\nMessage-ID: <success-1@fabrikam.test>\r\n\r\nsecret body line\r\n.\r\n")
+        .send_raw(
+            b"Subject: report me\r\nMessage-ID: <success-1@fabrikam.test>\r\n\r\nsecret body line\r\n.\r\n",
+        )
         .expect("content");
     let queued = client.read_reply().expect("end of data");
     assert_eq!(queued.code, 250, "{}", queued.text);
@@ -239,7 +256,12 @@ stamp_scan = true
 
     // dave's message and two reports (delivered, relayed) reach the internet.
     let arrived = internet.wait_for(3, Duration::from_secs(60));
-    assert_eq!(arrived.len(), 3, "internet sink got {arrived:#?}; queue {:?}", node.queue_json());
+    assert_eq!(
+        arrived.len(),
+        3,
+        "internet sink got {arrived:#?}; queue {:?}",
+        node.queue_json()
+    );
     let dave = arrived
         .iter()
         .find(|m| m.rcpt_to.iter().any(|r| r.contains("dave@passon.test")))
@@ -270,7 +292,12 @@ stamp_scan = true
         };
         assert_eq!(field("Original-Envelope-Id"), ["env+id"], "{status}");
         for line in status.lines() {
-            let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             assert!(
                 !["bcc", "x-evil"].contains(&name.as_str()),
                 "a client value added a field: {status}"
@@ -281,7 +308,11 @@ stamp_scan = true
         match action.as_str() {
             "delivered" => {
                 assert!(recipient.contains("bob@contoso.test"), "{status}");
-                assert_eq!(field("Original-Recipient"), ["rfc822;bob@contoso.test"], "{status}");
+                assert_eq!(
+                    field("Original-Recipient"),
+                    ["rfc822;bob@contoso.test"],
+                    "{status}"
+                );
             }
             "relayed" => assert!(recipient.contains("carol@legacy.test"), "{status}"),
             other => panic!("unexpected action {other:?}: {status}"),
@@ -289,8 +320,16 @@ stamp_scan = true
         assert_eq!(field("Status"), ["2.0.0"], "{status}");
         actions.push(action);
         // RET=HDRS: the header section comes back, the body does not.
-        assert!(report.content.contains("text/rfc822-headers"), "{}", report.content);
-        assert!(report.content.contains("Subject: report me"), "{}", report.content);
+        assert!(
+            report.content.contains("text/rfc822-headers"),
+            "{}",
+            report.content
+        );
+        assert!(
+            report.content.contains("Subject: report me"),
+            "{}",
+            report.content
+        );
         assert!(!report.content.contains("secret body line"), "{}", report.content);
         // The returned original carries no internal stamp...
         assert!(

@@ -77,7 +77,7 @@ type = "authoritative"
         .collect();
     assert!(open.is_empty(), "not private under umask 000: {open:#?}");
     // The delivered message itself is in there, and private.
-    assert!(all
-        .iter()
-        .any(|(path, is_dir, mode)| !is_dir && *mode == 0o600 && path.parent().is_some_and(|p| p.ends_with("bob/new"))));
+    assert!(all.iter().any(|(path, is_dir, mode)| !is_dir
+        && *mode == 0o600
+        && path.parent().is_some_and(|p| p.ends_with("bob/new"))));
 }
