@@ -276,7 +276,8 @@ impl Deliverer {
                         return self.transact(connection, key, job).await;
                     }
                     Err(reply) => {
-                        tracing::info!(peer = %addr, reply = %reply, "next hop failed; trying the next");
+                        let shown = crate::message::escape_controls(&reply.to_string()).into_owned();
+                        tracing::info!(peer = %addr, reply = %shown, "next hop failed; trying the next");
                         last_failure = Outcome::TempFail(reply);
                         last_peer = Some(addr.to_string());
                     }

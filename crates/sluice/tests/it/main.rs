@@ -9,6 +9,7 @@ mod admin_ui;
 mod connectors;
 mod delivery_tls;
 mod demo;
+mod display_safety;
 mod dsn;
 mod durability;
 mod header_forgery;
