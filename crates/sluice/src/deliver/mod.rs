@@ -37,6 +37,9 @@ use std::time::Duration;
 use tls_policy::TlsConfigs;
 use transaction::Transaction;
 
+/// The `host` of an attempt that wrote into this node's own Maildir.
+pub const MAILBOX_HOST: &str = "mailbox";
+
 /// One recipient of a job.
 #[derive(Debug, Clone)]
 pub struct JobRecipient {
@@ -384,14 +387,14 @@ impl Deliverer {
         .await;
         match written {
             Ok(outcomes) => DeliveryAttempt {
-                host: Some("mailbox".to_string()),
+                host: Some(MAILBOX_HOST.to_string()),
                 tls: None,
                 dsn_passed_on: false,
                 outcomes,
             },
             Err(error) => uniform(
                 job,
-                Some("mailbox".to_string()),
+                Some(MAILBOX_HOST.to_string()),
                 None,
                 Outcome::TempFail(Reply::new(
                     451,

@@ -562,7 +562,7 @@ impl Queue {
                     Outcome::Delivered(reply) => {
                         if r.notify.on_success() && !attempt.dsn_passed_on {
                             let report = (i, reply.clone(), attempt.host.clone());
-                            if attempt.host.as_deref() == Some("mailbox") {
+                            if attempt.host.as_deref() == Some(crate::deliver::MAILBOX_HOST) {
                                 delivered.push(report);
                             } else {
                                 relayed.push(report);
