@@ -36,10 +36,19 @@ function setAttrs(el, attrs) {
   }
 }
 
+/** Text as shown: control characters other than tab and newline (an EHLO
+ * name's escape sequences, anything else a client sent) are written as
+ * \xNN, never passed on. */
+export function visible(text) {
+  // eslint-disable-next-line no-control-regex
+  return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    el.append(child instanceof Node ? child : document.createTextNode(visible(child)));
   }
   return el;
 }

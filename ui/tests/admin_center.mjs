@@ -251,6 +251,10 @@ async function mail() {
   const timeline = await delivered.textContent();
   assert.match(timeline, /received/);
   assert.match(timeline, /To scanner/);
+  // The client's EHLO name carried an escape sequence: shown, escaped.
+  assert.match(timeline, /helo=onprem\\x1b\[31m\.contoso\.test/);
+  // eslint-disable-next-line no-control-regex
+  assert.doesNotMatch(timeline, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   await shot('11-message-trace');
 
   // Quarantine: headers and reason, then release.

@@ -14,7 +14,8 @@
 //!
 //! Around them: [`message`] (shared data), [`config`] (node settings and
 //! objects), `store` (persistence), `admin` and `cli` (management),
-//! [`dns`], [`tls`], and `server`, the only module that wires every stage.
+//! [`dns`], [`tls`], [`private_dir`] (modes under data_dir), and `server`,
+//! the only module that wires every stage.
 
 pub mod admin;
 pub mod classify;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod deliver;
 pub mod dns;
 pub mod message;
+pub mod private_dir;
 pub mod queue;
 pub mod receive;
 pub mod route;

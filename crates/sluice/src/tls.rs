@@ -298,7 +298,7 @@ fn self_signed(
     let key_path = dir.join("self-signed.key");
     if !(cert_path.exists() && key_path.exists()) {
         let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])?;
-        std::fs::create_dir_all(&dir).map_err(|source| TlsError::Write {
+        crate::private_dir::create_dir_all(&dir).map_err(|source| TlsError::Write {
             path: dir.clone(),
             source,
         })?;

@@ -22,7 +22,7 @@ pub(crate) const TOKEN_FILE: &str = "admin.token";
 /// Reads `data_dir/admin.token`, or creates it with a fresh random token
 /// (readable by the node's user only) when it does not exist yet.
 pub fn load_or_create_token(data_dir: &Path) -> io::Result<String> {
-    std::fs::create_dir_all(data_dir)?;
+    crate::private_dir::create_dir_all(data_dir)?;
     let path = data_dir.join(TOKEN_FILE);
     let token = random_token()?;
     match OpenOptions::new()

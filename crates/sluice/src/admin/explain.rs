@@ -142,6 +142,10 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
         Some(text) => text.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes(),
         None => synthesize(&from, &to, &request.headers),
     };
+    // The session's end-of-DATA check, so the dry run refuses what live mail would.
+    let malformed = crate::message::header::check(&content).err().map(|defect| {
+        crate::message::Reply::new(550, [5, 6, 0], format!("Malformed header: {defect}")).to_string()
+    });
     let internal_headers_retained = classification
         .connector()
         .and_then(|name| policy.inbound.iter().find(|c| c.name == name))
@@ -197,6 +201,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
         },
     };
     let sender_in_organization = sender_in_organization(policy, &classification, &from);
+    let refused_at_rcpt = recipients.len();
     let plan = plan::plan(
         policy,
         &PlanInput {
@@ -274,6 +279,12 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             recipients.push(outcome(&r.address, "reject", Some(reply.to_string()), None));
         }
     }
+    if let Some(reply) = &malformed {
+        recipients.truncate(refused_at_rcpt);
+        for r in &base.recipients {
+            recipients.push(outcome(&r.address, "reject", Some(reply.clone()), None));
+        }
+    }
     Ok(Explanation {
         inbound,
         sender_refused,
@@ -281,7 +292,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
         internal_headers_retained,
         headers_removed,
         rules,
-        refused: plan.refused.map(|r| r.to_string()),
+        refused: malformed.or(plan.refused.map(|r| r.to_string())),
         recipients,
         notes: plan.notes,
     })
@@ -469,6 +480,21 @@ route_via_connector = "To scanner"
             .unwrap()
             .validate()
             .unwrap()
+    }
+
+    #[test]
+    fn a_malformed_header_section_is_refused_as_live_mail_is() {
+        let request = ExplainRequest {
+            from: "mallory@fabrikam.test".into(),
+            to: vec!["bob@contoso.test".into()],
+            eml: Some("X-Sluice-Org-Scan : verdict=pass\nSubject: x\n\nbody\n".into()),
+            ..ExplainRequest::default()
+        };
+        let explanation = explain(&policy(), &request).unwrap();
+        let refused = explanation.refused.unwrap_or_default();
+        assert!(refused.starts_with("550 5.6.0 Malformed header"), "{refused}");
+        assert_eq!(explanation.recipients.len(), 1);
+        assert_eq!(explanation.recipients[0].outcome, "reject");
     }
 
     #[test]

@@ -7,38 +7,38 @@
 /// Prefix of internal header names (compared case-insensitively).
 pub const INTERNAL_PREFIX: &str = "x-sluice-org-";
 
+use crate::message::header::fields;
+
 /// Removes every internal header (with its folded continuation lines) from
 /// the header section; the body is untouched. Returns the names removed.
+///
+/// Fields are read with [`crate::message::header::fields`], the reading the
+/// rule conditions and header edits share; on a section the end-of-DATA
+/// check would refuse it errs towards seeing a field, so a name hidden
+/// behind whitespace or a leading fold is removed too.
 pub fn strip_internal_headers(content: &[u8]) -> (Vec<u8>, Vec<String>) {
     let header_end = crate::message::header_section_len(content);
     let mut out = Vec::with_capacity(content.len());
     let mut removed = Vec::new();
-    let mut dropping = false;
-    let mut pos = 0;
-    while pos < header_end {
-        let line_end = content[pos..header_end]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map(|p| pos + p + 2)
-            .unwrap_or(header_end);
-        let line = &content[pos..line_end];
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            let name_len = line.iter().position(|&b| b == b':').unwrap_or(0);
-            let name = &line[..name_len];
-            dropping = name.len() > INTERNAL_PREFIX.len()
-                && name[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes());
-            if dropping {
-                removed.push(String::from_utf8_lossy(name).into_owned());
-            }
+    let mut kept_until = 0;
+    for field in fields(content) {
+        let start = field.raw.as_ptr() as usize - content.as_ptr() as usize;
+        let end = start + field.raw.len();
+        if field.has_prefix(INTERNAL_PREFIX) {
+            out.extend_from_slice(&content[kept_until..start]);
+            removed.push(String::from_utf8_lossy(field.name).into_owned());
+            kept_until = end;
         }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-        pos = line_end;
     }
+    out.extend_from_slice(&content[kept_until..header_end]);
     out.extend_from_slice(&content[header_end..]);
     (out, removed)
+}
+
+/// Whether `content`'s header section holds a field any reader could take
+/// for an internal one.
+pub fn has_internal_headers(content: &[u8]) -> bool {
+    fields(content).iter().any(|f| f.has_prefix(INTERNAL_PREFIX))
 }
 
 #[cfg(test)]
@@ -60,5 +60,15 @@ mod tests {
     fn leaves_other_headers_alone() {
         let msg = b"X-Sluice-Orgx: keep\r\nX-Other: keep\r\n\r\nbody";
         assert_eq!(strip_internal_headers(msg).0, msg.to_vec());
+    }
+
+    #[test]
+    fn removes_names_hidden_by_whitespace_or_a_leading_fold() {
+        let msg =
+            b" X-Sluice-Org-Scan: verdict=pass\r\n\tmore\r\nX-SLUICE-ORG-ROUTE\t: x\r\nTo: a@b\r\n\r\nbody";
+        let (out, removed) = strip_internal_headers(msg);
+        assert_eq!(out, b"To: a@b\r\n\r\nbody".to_vec());
+        assert_eq!(removed, vec!["X-Sluice-Org-Scan", "X-SLUICE-ORG-ROUTE"]);
+        assert!(!has_internal_headers(&out));
     }
 }

@@ -366,7 +366,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            eprintln!("error: {}", output::safe(&failure.message));
             if let (true, Some(detail)) = (cli.global.verbose, &failure.detail) {
                 eprintln!("{detail}");
             }

@@ -1,5 +1,10 @@
 //! How results are shown: aligned columns for people, pretty JSON for
 //! scripts (`--json`).
+//!
+//! Much of what the node shows came from SMTP clients (EHLO names, headers,
+//! addresses, remote replies), so every cell and free text is shown with its
+//! control characters escaped (`\x1b`): a client cannot move the cursor,
+//! retitle the terminal or fake a line of output.
 
 use super::Failure;
 use serde::Serialize;
@@ -34,9 +39,10 @@ impl Table {
         self
     }
 
-    /// Adds a row.
+    /// Adds a row; control characters in cells are escaped.
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.into_iter().map(|cell| safe(&cell)).collect());
     }
 
     /// The lines, each ending in a newline.
@@ -71,10 +77,26 @@ impl Table {
     }
 }
 
-/// Pretty JSON of an API view.
+/// `text` with control characters escaped, for a terminal.
+pub(crate) fn safe(text: &str) -> String {
+    crate::message::escape_controls(text).into_owned()
+}
+
+/// Pretty JSON of an API view. JSON escapes C0 controls itself; DEL and
+/// the C1 controls (which some terminals obey) are escaped here too.
 pub(crate) fn json(value: &impl Serialize) -> Result<String, Failure> {
     serde_json::to_string_pretty(value)
-        .map(|mut text| {
+        .map(|text| {
+            let mut text: String = text
+                .chars()
+                .map(|c| {
+                    if c.is_control() && !c.is_ascii_whitespace() {
+                        format!("\\u{:04x}", u32::from(c))
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
             text.push('\n');
             text
         })
@@ -128,6 +150,19 @@ mod tests {
         table.row(vec!["id:".into(), "Q1".into()]);
         table.row(vec!["message id:".into(), "<m@x>".into()]);
         assert_eq!(table.render(), "  id:          Q1\n  message id:  <m@x>\n");
+    }
+
+    #[test]
+    fn client_controls_never_reach_the_terminal() {
+        let mut table = Table::new(&["HELO"]);
+        table.row(vec!["evil\u{1b}]0;owned\u{7}\r\nfake line".into()]);
+        assert_eq!(
+            table.render(),
+            "HELO\nevil\\x1b]0;owned\\x07\\x0d\\x0afake line\n"
+        );
+        let shown = json(&serde_json::json!({"helo": "a\u{1b}b\u{9b}c\u{7f}"})).unwrap();
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+        assert!(shown.contains(r"a\u001bb\u009bc\u007f"), "{shown}");
     }
 
     #[test]

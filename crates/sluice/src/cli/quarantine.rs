@@ -1,7 +1,7 @@
 //! `sluice quarantine ...`: list, show, release, delete messages a rule held.
 
 use super::client::{segment, ApiClient, ApiError};
-use super::output::{human_size, json, or_dash, Table};
+use super::output::{human_size, json, or_dash, safe, Table};
 use super::{Failure, GlobalArgs, JsonFlag};
 use crate::admin::QuarantineView;
 use clap::Subcommand;
@@ -119,7 +119,7 @@ pub(crate) fn message_details(view: &QuarantineView) -> String {
     let mut text = fields.render();
     text.push_str("\nheaders:\n");
     for header in view.headers.iter().flatten() {
-        text.push_str(&format!("  {}: {}\n", header.name, header.value));
+        text.push_str(&format!("  {}: {}\n", safe(&header.name), safe(&header.value)));
     }
     text
 }

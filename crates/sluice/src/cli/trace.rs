@@ -2,7 +2,7 @@
 //! grouped by message.
 
 use super::client::{query, ApiClient};
-use super::output::{json, Table};
+use super::output::{json, safe, Table};
 use super::{Failure, GlobalArgs, TraceArgs};
 use crate::admin::TraceEventView;
 
@@ -57,9 +57,9 @@ pub(crate) fn timeline(events: &[TraceEventView]) -> String {
 fn message_block(key: &str, events: &[&TraceEventView]) -> String {
     let first = events[0];
     let sender = if first.from.is_empty() { "<>" } else { &first.from };
-    let mut heading = format!("{key}  from {sender}");
+    let mut heading = format!("{}  from {}", safe(key), safe(sender));
     if let Some(message_id) = events.iter().map(|e| &e.message_id).find(|m| !m.is_empty()) {
-        heading.push_str(&format!("  message-id {message_id}"));
+        heading.push_str(&format!("  message-id {}", safe(message_id)));
     }
     let mut table = Table::bare().indented("  ");
     for event in events {

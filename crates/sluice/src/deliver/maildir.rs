@@ -6,7 +6,7 @@
 //! directory fsynced (the Maildir protocol, plus the fsyncs that make the
 //! rename survive a crash).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,13 +44,16 @@ fn path_component(raw: &str) -> String {
 /// when missing); returns the file's final path.
 pub(super) fn deliver(mailbox: &Path, hostname: &str, content: &[u8]) -> io::Result<PathBuf> {
     for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(mailbox.join(sub))?;
+        crate::private_dir::create_dir_all(&mailbox.join(sub))?;
     }
     let name = unique_name(hostname);
     let tmp = mailbox.join("tmp").join(&name);
     let new = mailbox.join("new").join(&name);
     let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut file = crate::private_dir::file_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         file.write_all(content)?;
         file.sync_all()
     })();

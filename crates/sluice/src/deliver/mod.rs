@@ -37,6 +37,9 @@ use std::time::Duration;
 use tls_policy::TlsConfigs;
 use transaction::Transaction;
 
+/// The `host` of an attempt that wrote into this node's own Maildir.
+pub const MAILBOX_HOST: &str = "mailbox";
+
 /// One recipient of a job.
 #[derive(Debug, Clone)]
 pub struct JobRecipient {
@@ -90,6 +93,11 @@ pub struct DeliveryAttempt {
     pub host: Option<String>,
     /// TLS facts of the final connection, when encrypted.
     pub tls: Option<TlsInfo>,
+    /// The next hop offered DSN and was given NOTIFY, ORCPT and ENVID, so
+    /// success reports are its to send (RFC 3461 section 6.2.3.3); when
+    /// false, a recipient that asked for NOTIFY=SUCCESS gets a `relayed`
+    /// report from this node.
+    pub dsn_passed_on: bool,
     /// One outcome per job recipient, same order.
     pub outcomes: Vec<(Address, Outcome)>,
 }
@@ -188,6 +196,7 @@ impl Deliverer {
             return DeliveryAttempt {
                 host: None,
                 tls: None,
+                dsn_passed_on: false,
                 outcomes: Vec::new(),
             };
         }
@@ -270,7 +279,8 @@ impl Deliverer {
                         return self.transact(connection, key, job).await;
                     }
                     Err(reply) => {
-                        tracing::info!(peer = %addr, reply = %reply, "next hop failed; trying the next");
+                        let shown = crate::message::escape_controls(&reply.to_string()).into_owned();
+                        tracing::info!(peer = %addr, reply = %shown, "next hop failed; trying the next");
                         last_failure = Outcome::TempFail(reply);
                         last_peer = Some(addr.to_string());
                     }
@@ -331,6 +341,7 @@ impl Deliverer {
     ) -> DeliveryAttempt {
         let host = Some(connection.peer.clone());
         let tls = connection.tls.clone();
+        let dsn_passed_on = connection.offers(smtp_proto::EXT_DSN);
         if reusable {
             if let Some(unwanted) = self.pool.put(key, connection) {
                 pool::close_all(vec![unwanted]);
@@ -341,6 +352,7 @@ impl Deliverer {
         DeliveryAttempt {
             host,
             tls,
+            dsn_passed_on,
             outcomes: job
                 .recipients
                 .iter()
@@ -375,13 +387,14 @@ impl Deliverer {
         .await;
         match written {
             Ok(outcomes) => DeliveryAttempt {
-                host: Some("mailbox".to_string()),
+                host: Some(MAILBOX_HOST.to_string()),
                 tls: None,
+                dsn_passed_on: false,
                 outcomes,
             },
             Err(error) => uniform(
                 job,
-                Some("mailbox".to_string()),
+                Some(MAILBOX_HOST.to_string()),
                 None,
                 Outcome::TempFail(Reply::new(
                     451,
@@ -403,6 +416,7 @@ fn uniform(
     DeliveryAttempt {
         host,
         tls,
+        dsn_passed_on: false,
         outcomes: job
             .recipients
             .iter()

@@ -5,6 +5,7 @@
 
 mod address;
 mod domain_pattern;
+pub mod header;
 mod reply;
 
 pub use address::{Address, AddressError, Domain, ReversePath};
@@ -145,16 +146,28 @@ pub fn header_message_id(content: &[u8]) -> Option<String> {
     parsed.message_id().map(str::to_string)
 }
 
+/// `text` with every control character (C0 with CR, LF and TAB, DEL, C1)
+/// written as `\xNN`: a client-supplied string shown on a terminal, in a
+/// log line or in a field the node writes can neither move the cursor nor
+/// start a new line or field.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Length of the header section, including the blank line that ends it.
 pub fn header_section_len(content: &[u8]) -> usize {
-    if content.starts_with(b"\r\n") {
-        return 2;
-    }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(content.len())
+    header::section_len(content)
 }
 
 #[cfg(test)]
@@ -166,6 +179,15 @@ mod tests {
         let msg = b"Subject: x\r\nMessage-ID: <abc@example.test>\r\n\r\nMessage-ID: <body@x>\r\n";
         assert_eq!(header_message_id(msg).as_deref(), Some("abc@example.test"));
         assert_eq!(header_message_id(b"Subject: y\r\n\r\nbody"), None);
+    }
+
+    #[test]
+    fn controls_are_escaped_and_plain_text_is_kept() {
+        assert_eq!(escape_controls("client.test"), "client.test");
+        assert_eq!(
+            escape_controls("evil\u{1b}[2J\r\nX: y\u{9b}1m\u{7f}"),
+            "evil\\x1b[2J\\x0d\\x0aX: y\\x9b1m\\x7f"
+        );
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Delivery status notifications (RFC 3464 multipart/report), built with
 //! mail-builder. Sent to the envelope sender for permanent failures, expiry,
-//! and delays when NOTIFY=DELAY asked for them; never to the null sender.
+//! delays when NOTIFY=DELAY asked for them, and successes when
+//! NOTIFY=SUCCESS did; never to the null sender.
+//!
+//! Client-supplied values (ENVID, ORCPT, remote replies, the original
+//! subject) never add lines or fields: every one passes through
+//! [`escape_controls`]. The returned original never carries `X-Sluice-Org-*`
+//! fields: they are the organisation's, not the sender's.
 
 use super::entry::QueueEntry;
-use crate::message::{Address, DsnReturn};
+use crate::message::{escape_controls, Address, DsnReturn};
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::mime::MimePart;
@@ -16,6 +22,23 @@ pub enum DsnAction {
     Failed,
     /// Still trying.
     Delayed,
+    /// Delivered into this node's mailbox (NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed to a next hop that does not offer DSN, so no further report
+    /// will come (NOTIFY=SUCCESS, RFC 3461 section 6.2.3.3).
+    Relayed,
+}
+
+impl DsnAction {
+    /// The `Action:` word of RFC 3464 section 2.3.3.
+    pub fn word(self) -> &'static str {
+        match self {
+            DsnAction::Failed => "failed",
+            DsnAction::Delayed => "delayed",
+            DsnAction::Delivered => "delivered",
+            DsnAction::Relayed => "relayed",
+        }
+    }
 }
 
 impl DsnAction {
@@ -28,6 +51,7 @@ impl DsnAction {
         let class = match self {
             DsnAction::Failed => 5,
             DsnAction::Delayed => 4,
+            DsnAction::Delivered | DsnAction::Relayed => 2,
         };
         let [subject, detail] = match reply.status {
             Some([_, subject, detail]) => [subject, detail],
@@ -70,15 +94,27 @@ pub fn render(
             "Delayed Mail (still being retried)",
             "Your message has not been delivered yet to one or more recipients.\r\nDelivery will be retried; no action is needed.",
         ),
+        DsnAction::Delivered => (
+            "Successful Mail Delivery Report",
+            "Your message was delivered to the recipients listed below.",
+        ),
+        DsnAction::Relayed => (
+            "Successful Mail Delivery Report",
+            "Your message was relayed to the recipients listed below. The next\r\nsystem does not offer delivery reports, so no further notice will come.",
+        ),
     };
     let mut human = format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n");
     for r in recipients {
-        human.push_str(&format!("<{}>: {}\r\n", r.address, r.diagnostic));
+        human.push_str(&format!(
+            "<{}>: {}\r\n",
+            r.address,
+            escape_controls(&r.diagnostic)
+        ));
     }
 
     let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
     if let Some(envid) = &entry.envid {
-        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        status.push_str(&format!("Original-Envelope-Id: {}\r\n", escape_controls(envid)));
     }
     status.push_str(&format!(
         "Arrival-Date: {}\r\n",
@@ -87,24 +123,29 @@ pub fn render(
     for r in recipients {
         status.push_str("\r\n");
         if let Some(orcpt) = &r.orcpt {
-            status.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+            status.push_str(&format!("Original-Recipient: {}\r\n", escape_controls(orcpt)));
         }
         status.push_str(&format!("Final-Recipient: rfc822; {}\r\n", r.address));
-        let word = match action {
-            DsnAction::Failed => "failed",
-            DsnAction::Delayed => "delayed",
-        };
-        status.push_str(&format!("Action: {word}\r\nStatus: {}\r\n", r.status));
+        status.push_str(&format!(
+            "Action: {}\r\nStatus: {}\r\n",
+            action.word(),
+            escape_controls(&r.status)
+        ));
         if let Some(mta) = &r.remote_mta {
-            status.push_str(&format!("Remote-MTA: dns; {mta}\r\n"));
+            status.push_str(&format!("Remote-MTA: dns; {}\r\n", escape_controls(mta)));
         }
-        status.push_str(&format!("Diagnostic-Code: {}\r\n", r.diagnostic));
+        status.push_str(&format!(
+            "Diagnostic-Code: {}\r\n",
+            escape_controls(&r.diagnostic)
+        ));
         status.push_str(&format!(
             "Last-Attempt-Date: {}\r\n",
             Date::new(now_secs).to_rfc822()
         ));
     }
 
+    let (content, _) = crate::classify::header_firewall::strip_internal_headers(content);
+    let content = content.as_slice();
     let headers_only = entry.ret == Some(DsnReturn::Headers);
     let returned = if headers_only {
         MimePart::new(
@@ -165,7 +206,7 @@ fn from_mail_system(
 pub fn notice(hostname: &str, to: &Address, content: &[u8], text: &str, now_secs: i64) -> Vec<u8> {
     let subject = mail_parser::MessageParser::new()
         .parse_headers(&content[..crate::message::header_section_len(content)])
-        .and_then(|m| m.subject().map(str::to_string))
+        .and_then(|m| m.subject().map(|s| escape_controls(s).into_owned()))
         .unwrap_or_default();
     let body = format!("{text}\r\n\r\nYour message: {subject}\r\n");
     let message_id = format!("{}.notice@{hostname}", crate::message::QueueId::generate());

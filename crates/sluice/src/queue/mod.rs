@@ -120,6 +120,9 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// Held from reading a quarantined message to committing its release
+    /// or deletion, so two administrators acting at once cannot both win.
+    quarantine_ops: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -164,6 +167,7 @@ impl Queue {
                 state: Mutex::new(state),
                 wake: Notify::new(),
                 slots,
+                quarantine_ops: tokio::sync::Mutex::new(()),
             }),
         };
         tokio::spawn(queue.clone().run_scheduler());
@@ -248,8 +252,10 @@ impl Queue {
             .map(|content| (entry, content)))
     }
 
-    /// Releases a quarantined message into the queue; `false` when there is none.
+    /// Releases a quarantined message into the queue; `false` when there is
+    /// none (never held, or already released or deleted: one action wins).
     pub async fn release_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let _exclusive = self.inner.quarantine_ops.lock().await;
         let Some((held, content)) = self.quarantined(id)? else {
             return Ok(false);
         };
@@ -275,8 +281,10 @@ impl Queue {
         Ok(true)
     }
 
-    /// Deletes a quarantined message; `false` when there is none.
+    /// Deletes a quarantined message; `false` when there is none (never
+    /// held, or already released or deleted: one action wins).
     pub async fn delete_quarantined(&self, id: &QueueId) -> Result<bool, QueueError> {
+        let _exclusive = self.inner.quarantine_ops.lock().await;
         let Some((held, _)) = self.quarantined(id)? else {
             return Ok(false);
         };
@@ -442,15 +450,21 @@ impl Queue {
         };
         let store = self.inner.store.clone();
         let load_id = id.clone();
-        let content = match tokio::task::spawn_blocking(move || store.content(&load_id)).await {
-            Ok(Ok(Some(content))) => Arc::new(content),
+        // Content that cannot be loaded is an attempt that failed
+        // temporarily: the recipients are deferred on the retry schedule
+        // (and expire in time), never left out of the schedule.
+        let (content, load_failure) = match tokio::task::spawn_blocking(move || store.content(&load_id)).await
+        {
+            Ok(Ok(Some(content))) => (Arc::new(content), None),
             outcome => {
-                tracing::error!(id = %id, outcome = ?outcome.map(|r| r.map(|c| c.map(|c| c.len()))), "queued content missing; retrying later");
-                let mut state = self.state();
-                state.in_flight.remove(&id);
-                let retry_at = now_ms() + 60_000;
-                state.due.insert((retry_at, id));
-                return;
+                let why = match outcome {
+                    Ok(Ok(_)) => "missing from the store".to_string(),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(id = %id, error = %why, "queued content cannot be loaded; deferring");
+                let reply = Reply::new(451, [4, 3, 0], format!("queued content cannot be loaded ({why})"));
+                (Arc::new(Vec::new()), Some(reply))
             }
         };
         let now = now_ms();
@@ -464,7 +478,14 @@ impl Queue {
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut task_recipients = HashMap::new();
+        let mut results = Vec::new();
         for indexes in groups.into_values() {
+            if let Some(reply) = &load_failure {
+                let attempt = temporary_failure(&entry, &indexes, reply);
+                results.push((indexes, attempt));
+                continue;
+            }
             let first = &entry.recipients[indexes[0]];
             let job = DeliveryJob {
                 route: first.route.clone(),
@@ -488,13 +509,26 @@ impl Queue {
                 envid: entry.envid.clone(),
             };
             let transport = self.inner.transport.clone();
-            tasks.spawn(async move { (indexes, transport.attempt(job).await) });
+            let task = tasks.spawn({
+                let indexes = indexes.clone();
+                async move { (indexes, transport.attempt(job).await) }
+            });
+            task_recipients.insert(task.id(), indexes);
         }
-        let mut results = Vec::new();
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok(result) => results.push(result),
-                Err(error) => tracing::error!(id = %id, error = %error, "delivery task failed"),
+                Ok((_, result)) => results.push(result),
+                // A delivery that panicked is a failed attempt like any
+                // other: its recipients are deferred with the error and
+                // the attempt counts, so retries and expiry still apply.
+                Err(error) => {
+                    tracing::error!(id = %id, error = %error, "delivery task failed");
+                    if let Some(indexes) = task_recipients.remove(&error.id()) {
+                        let reply = Reply::new(451, [4, 3, 0], "delivery failed with an internal error");
+                        let attempt = temporary_failure(&entry, &indexes, &reply);
+                        results.push((indexes, attempt));
+                    }
+                }
             }
         }
         let writes = self.apply_results(&mut entry, results, &content);
@@ -553,6 +587,8 @@ impl Queue {
         let mut events = Vec::new();
         let mut failed = Vec::new();
         let mut delayed = Vec::new();
+        let mut delivered = Vec::new();
+        let mut relayed = Vec::new();
         let connector_of = |r: &QueuedRecipient| r.route.connector().map(str::to_string);
         for (indexes, attempt) in results {
             for (&i, (_, outcome)) in indexes.iter().zip(attempt.outcomes.iter()) {
@@ -563,6 +599,14 @@ impl Queue {
                 let to = Some(r.address.to_string());
                 match outcome {
                     Outcome::Delivered(reply) => {
+                        if r.notify.on_success() && !attempt.dsn_passed_on {
+                            let report = (i, reply.clone(), attempt.host.clone());
+                            if attempt.host.as_deref() == Some(crate::deliver::MAILBOX_HOST) {
+                                delivered.push(report);
+                            } else {
+                                relayed.push(report);
+                            }
+                        }
                         r.status = RecipientStatus::Delivered {
                             reply: reply.to_string(),
                             host: attempt.host.clone(),
@@ -655,7 +699,12 @@ impl Queue {
             }
         }
         let mut writes = Vec::new();
-        for (action, list) in [(DsnAction::Failed, failed), (DsnAction::Delayed, delayed)] {
+        for (action, list) in [
+            (DsnAction::Failed, failed),
+            (DsnAction::Delayed, delayed),
+            (DsnAction::Delivered, delivered),
+            (DsnAction::Relayed, relayed),
+        ] {
             let list: Vec<_> = list
                 .into_iter()
                 .filter(|(i, ..)| {
@@ -663,6 +712,7 @@ impl Queue {
                     match action {
                         DsnAction::Failed => r.notify.on_failure(),
                         DsnAction::Delayed => r.notify.on_delay(),
+                        DsnAction::Delivered | DsnAction::Relayed => r.notify.on_success(),
                     }
                 })
                 .collect();
@@ -688,10 +738,10 @@ impl Queue {
                     None,
                     Some(format!(
                         "{} as {}",
-                        if action == DsnAction::Failed {
-                            "failure report"
-                        } else {
-                            "delay report"
+                        match action {
+                            DsnAction::Failed => "failure report",
+                            DsnAction::Delayed => "delay report",
+                            DsnAction::Delivered | DsnAction::Relayed => "success report",
                         },
                         dsn.id
                     )),
@@ -796,6 +846,25 @@ impl Queue {
     /// Expiry time for a message accepted now.
     pub fn expiry_from(&self, received_ms: u64) -> u64 {
         received_ms + self.inner.settings.expire_after.as_millis() as u64
+    }
+}
+
+/// The same temporary failure for recipients `indexes` of `entry`, for
+/// attempts that never reached a next hop.
+fn temporary_failure(entry: &QueueEntry, indexes: &[usize], reply: &Reply) -> DeliveryAttempt {
+    DeliveryAttempt {
+        host: None,
+        tls: None,
+        dsn_passed_on: false,
+        outcomes: indexes
+            .iter()
+            .map(|&i| {
+                (
+                    entry.recipients[i].address.clone(),
+                    Outcome::TempFail(reply.clone()),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -30,6 +30,7 @@ impl Transport for Scripted {
             DeliveryAttempt {
                 host: Some("127.0.0.9:25".into()),
                 tls: None,
+                dsn_passed_on: false,
                 outcomes,
             }
         })
@@ -328,4 +329,132 @@ async fn a_failed_manual_retry_keeps_the_schedule_and_the_backoff_step() {
         } => assert_eq!((*due_ms, *scheduled_ms, *early_attempts), (scheduled, None, 1)),
         other => panic!("{other:?}"),
     }
+}
+
+/// A transport with a bug: every attempt panics.
+struct Panicking {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for Panicking {
+    fn attempt(&self, _job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("delivery bug");
+        })
+    }
+}
+
+fn settings() -> QueueSettings {
+    QueueSettings {
+        hostname: "gw.test".into(),
+        retry: vec![Duration::from_millis(100)],
+        expire_after: Duration::from_secs(60),
+        max_concurrency: 4,
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_delivery_defers_its_recipients_and_counts_the_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Arc::new(Panicking {
+        calls: Default::default(),
+    });
+    let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
+    let queue = Queue::start(store, transport.clone(), settings(), policy).unwrap();
+    let e = entry("s@y.test", &["r@x.test"]);
+    queue
+        .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    // Deferred with the error, attempts counted, and retried on schedule.
+    let list = wait_for(&queue, |l| {
+        l.iter().any(|q| q.id == e.id && q.recipients[0].attempts >= 2)
+    })
+    .await;
+    let recipient = &list.iter().find(|q| q.id == e.id).unwrap().recipients[0];
+    match &recipient.status {
+        RecipientStatus::Deferred { last_error, .. } => {
+            assert!(last_error.contains("internal error"), "{last_error}")
+        }
+        other => panic!("not deferred: {other:?}"),
+    }
+    assert!(transport.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+/// The embedded store, except that the first `failures` content reads fail.
+struct FlakyContent {
+    inner: Arc<EmbeddedStore>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for FlakyContent {
+    fn commit(&self, writes: Vec<Write>) -> crate::store::Commit {
+        self.inner.commit(writes)
+    }
+    fn submit(&self, writes: Vec<Write>) {
+        self.inner.submit(writes)
+    }
+    fn objects(&self) -> Result<crate::config::objects::ObjectSet, StoreError> {
+        self.inner.objects()
+    }
+    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        self.inner.queue_entries()
+    }
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+        let failed = self
+            .failures
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |left| left.checked_sub(1),
+            )
+            .is_ok();
+        if failed {
+            return Err(StoreError("read error".into()));
+        }
+        self.inner.content(id)
+    }
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.inner.quarantine()
+    }
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.quarantined_content(id)
+    }
+    fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
+        self.inner.trace_events(since_ms)
+    }
+}
+
+#[tokio::test]
+async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyContent {
+        inner: EmbeddedStore::open(dir.path()).unwrap(),
+        failures: std::sync::atomic::AtomicUsize::new(2),
+    });
+    let transport = Arc::new(Scripted {
+        answers: StdMutex::new(Vec::new()),
+        seen: StdMutex::new(Vec::new()),
+    });
+    let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
+    let queue = Queue::start(store, transport.clone(), settings(), policy).unwrap();
+    let e = entry("s@y.test", &["r@x.test"]);
+    queue
+        .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    let list = wait_for(&queue, |l| {
+        l.iter().any(|q| {
+            q.id == e.id
+                && matches!(&q.recipients[0].status,
+                    RecipientStatus::Deferred { last_error, .. } if last_error.contains("cannot be loaded"))
+        })
+    })
+    .await;
+    assert!(list.iter().any(|q| q.id == e.id && q.recipients[0].attempts >= 1));
+    // Two failed reads, then the third attempt delivers: nothing waits for a restart.
+    wait_for(&queue, |l| l.iter().all(|q| q.id != e.id)).await;
+    assert_eq!(transport.seen.lock().unwrap().as_slice(), ["r@x.test"]);
 }

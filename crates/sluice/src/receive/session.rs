@@ -377,6 +377,15 @@ impl Session {
         if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 {
             return self.error(Reply::new(555, [5, 5, 4], "REQUIRETLS not supported"));
         }
+        // RFC 3461 section 4.4: printable US-ASCII only once xtext is
+        // decoded. A control (a decoded +0D+0A) would reach the DSN's fields.
+        if from
+            .env_id
+            .as_deref()
+            .is_some_and(|id| !id.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        {
+            return self.error(Reply::new(501, [5, 5, 4], "Invalid ENVID parameter"));
+        }
         let has_parameters = from.flags != 0 || from.size != 0 || from.env_id.is_some();
         if has_parameters && !self.info.esmtp {
             return self.error(Reply::new(555, [5, 5, 4], "MAIL parameters need EHLO"));
@@ -442,6 +451,13 @@ impl Session {
         let Ok(address) = Address::parse(&to.address) else {
             return self.error(Reply::new(501, [5, 1, 3], "Bad recipient address syntax"));
         };
+        if to
+            .orcpt
+            .as_deref()
+            .is_some_and(|orcpt| orcpt.chars().any(char::is_control))
+        {
+            return self.error(Reply::new(501, [5, 5, 4], "Invalid ORCPT parameter"));
+        }
         if !to.address.is_ascii() && !transaction.envelope.smtputf8 {
             return Event::Reply(non_ascii_without_smtputf8());
         }
@@ -572,6 +588,11 @@ impl Session {
                 ))
             }
         };
+        // One reading of headers for every stage and every reader downstream:
+        // a section RFC 5322 readers could split differently is refused.
+        if let Err(defect) = crate::message::header::check(&content) {
+            return Event::Reply(Reply::new(550, [5, 6, 0], format!("Malformed header: {defect}")));
+        }
         if received_count(&content) > MAX_RECEIVED_HEADERS {
             return Event::Reply(Reply::new(
                 554,

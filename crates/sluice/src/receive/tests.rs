@@ -243,7 +243,11 @@ fn starttls_discards_pipelined_commands_and_resets_the_session() {
     drive(&mut session, b"MAIL FROM:<a@x.test>\r\n", &mut transcript);
     assert_eq!(transcript.codes()[2], "503 5.5.1");
     drive(&mut session, HELLO.as_bytes(), &mut transcript);
-    drive(&mut session, b"DATA\r\nx\r\n.\r\n", &mut transcript);
+    drive(
+        &mut session,
+        b"DATA\r\nSubject: x\r\n\r\nx\r\n.\r\n",
+        &mut transcript,
+    );
     let submission = &transcript.submissions[0];
     assert!(submission.session.tls.is_some());
     let content = String::from_utf8_lossy(&submission.content);
@@ -375,6 +379,29 @@ fn too_many_errors_close_the_session() {
     assert_eq!(transcript.replies.len(), 11);
     assert_eq!(transcript.codes()[10], "421 4.7.0");
     assert!(transcript.closed);
+}
+
+#[test]
+fn malformed_header_sections_are_refused_at_end_of_data() {
+    for (header, expected) in [
+        ("Subject: ok\r\n", "250 2.0.0"),
+        ("X-Sluice-Org-Scan : verdict=pass\r\n", "550 5.6.0"),
+        ("garbage\r\n X-Sluice-Org-Scan: verdict=pass\r\n", "550 5.6.0"),
+    ] {
+        let input = concat(&[
+            HELLO.as_bytes(),
+            b"DATA\r\n",
+            header.as_bytes(),
+            b"\r\nbody\r\n.\r\nNOOP\r\n",
+        ]);
+        let transcript = run(&input);
+        assert_eq!(transcript.codes()[4], expected, "{header:?}");
+        assert_eq!(transcript.codes()[5], "250 2.0.0", "session goes on");
+        assert_eq!(
+            transcript.submissions.len(),
+            usize::from(expected.starts_with("250"))
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! The body is never touched, so signatures over the body survive.
 
 use super::HeaderEdit;
+use crate::message::header::fields;
 use crate::message::header_section_len;
 
 /// Checks a header name (RFC 5322 field-name: printable ASCII except colon).
@@ -13,59 +14,39 @@ pub fn header_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// The header lines of `content` as (name, raw field including folds).
-fn fields(headers: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
-    let mut pos = 0;
-    while pos < headers.len() {
-        let end = headers[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(headers.len(), |p| pos + p + 2);
-        let line = &headers[pos..end];
-        if line == b"\r\n" {
-            break;
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            if let Some(last) = out.last_mut() {
-                let start = last.1.as_ptr() as usize - headers.as_ptr() as usize;
-                last.1 = &headers[start..end];
-            }
-        } else {
-            let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
-            out.push((&line[..colon], line));
-        }
-        pos = end;
-    }
-    out
-}
-
 /// Applies edits in order; returns the new content.
 pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
     if edits.is_empty() {
         return content.to_vec();
     }
     let split = header_section_len(content);
-    let (headers, body) = content.split_at(split);
-    let mut lines: Vec<Vec<u8>> = fields(headers).into_iter().map(|(_, raw)| raw.to_vec()).collect();
-    let name_of = |raw: &[u8]| -> String {
-        let colon = raw.iter().position(|&b| b == b':').unwrap_or(0);
-        String::from_utf8_lossy(&raw[..colon]).trim().to_ascii_lowercase()
-    };
+    let body = &content[split..];
+    // (lower-case name, raw field): the names the firewall and conditions read.
+    let mut lines: Vec<(String, Vec<u8>)> = fields(content)
+        .into_iter()
+        .map(|f| {
+            let mut raw = f.raw.to_vec();
+            // A last line without CRLF (a header-only message) must not run into the next field.
+            if !raw.ends_with(b"\r\n") {
+                raw.extend_from_slice(b"\r\n");
+            }
+            (String::from_utf8_lossy(f.name).to_ascii_lowercase(), raw)
+        })
+        .collect();
     for edit in edits {
         match edit {
             HeaderEdit::Remove(name) => {
                 let name = name.to_ascii_lowercase();
-                lines.retain(|raw| name_of(raw) != name);
+                lines.retain(|(field, _)| *field != name);
             }
             HeaderEdit::Set { name, value } => {
                 let lower = name.to_ascii_lowercase();
-                lines.retain(|raw| name_of(raw) != lower);
-                lines.push(format!("{name}: {value}\r\n").into_bytes());
+                lines.retain(|(field, _)| *field != lower);
+                lines.push((lower, format!("{name}: {value}\r\n").into_bytes()));
             }
             HeaderEdit::PrependSubject(prefix) => {
-                match lines.iter_mut().find(|raw| name_of(raw) == "subject") {
-                    Some(raw) => {
+                match lines.iter_mut().find(|(field, _)| field == "subject") {
+                    Some((_, raw)) => {
                         let colon = raw.iter().position(|&b| b == b':').unwrap_or(0);
                         let value_start = colon
                             + 1
@@ -81,7 +62,10 @@ pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
                         updated.extend_from_slice(&raw[value_start..]);
                         *raw = updated;
                     }
-                    None => lines.push(format!("Subject: {}\r\n", prefix.trim_end()).into_bytes()),
+                    None => lines.push((
+                        "subject".to_string(),
+                        format!("Subject: {}\r\n", prefix.trim_end()).into_bytes(),
+                    )),
                 }
             }
             // Resolved into `Set` by the plan; nothing to write without a scan.
@@ -89,7 +73,7 @@ pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
         }
     }
     let mut out = Vec::with_capacity(content.len() + 64);
-    for line in lines {
+    for (_, line) in lines {
         out.extend_from_slice(&line);
     }
     out.extend_from_slice(b"\r\n");

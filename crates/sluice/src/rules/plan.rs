@@ -244,12 +244,10 @@ fn group(effects: Vec<Effects>) -> Vec<Copy> {
 }
 
 fn rule_loop_count(content: &[u8]) -> u32 {
-    let headers = &content[..crate::message::header_section_len(content)];
-    String::from_utf8_lossy(headers)
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case(RULE_LOOP_HEADER))
-        .filter_map(|(_, value)| value.trim().parse::<u32>().ok())
+    crate::message::header::fields(content)
+        .iter()
+        .filter(|field| field.is(RULE_LOOP_HEADER))
+        .filter_map(|field| field.value().parse::<u32>().ok())
         .max()
         .unwrap_or(0)
 }

@@ -441,6 +441,7 @@ mod tests {
             Box::pin(std::future::ready(DeliveryAttempt {
                 host: None,
                 tls: None,
+                dsn_passed_on: false,
                 outcomes,
             }))
         }

@@ -96,6 +96,7 @@ impl Transport for Outbound {
                     DeliveryAttempt {
                         host: None,
                         tls: None,
+                        dsn_passed_on: false,
                         outcomes,
                     }
                 });
@@ -132,8 +133,8 @@ impl Node {
         config: Config,
         resolver: Arc<dyn crate::dns::Resolver>,
     ) -> anyhow::Result<Node> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        crate::private_dir::secure_data_dir(&config.data_dir)
+            .with_context(|| format!("cannot create a private data_dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
             "embedded" => EmbeddedStore::open(&config.data_dir)?,
             other => anyhow::bail!("store.url {other:?} is not supported by this build (use \"embedded\")"),

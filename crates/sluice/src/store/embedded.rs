@@ -45,10 +45,19 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Opens (or creates) `data_dir/sluice.redb` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(err)?;
+        crate::private_dir::create_dir_all(data_dir).map_err(err)?;
+        let path = data_dir.join("sluice.redb");
+        // Made private before redb opens it: redb would create it with the umask's mode.
+        crate::private_dir::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
         // redb locks the file; a second node on the same data_dir would
         // otherwise report only "database already open".
-        let db = Database::create(data_dir.join("sluice.redb")).map_err(|error| match error {
+        let db = Database::create(path).map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError(format!("another sluice node is using {}", data_dir.display()))
             }

@@ -97,6 +97,9 @@ fn send(net: Net, node: &Node, subject: &str) {
             "bob@fabrikam.test",
             "--header",
             &format!("Subject: {subject}"),
+            // Terminal escapes in the EHLO name: the trace page must show them escaped.
+            "--helo",
+            "onprem\u{1b}[31m.contoso.test",
         ],
     );
     assert!(run.delivered(), "{}", run.transcript);

@@ -1,8 +1,9 @@
-//! A permanent refusal from the destination turns into a delivery status
-//! notification (RFC 3464) in the sender's mailbox on this node; its
-//! Status is the server's own enhanced code. Nets 50 and 222.
+//! Delivery status notifications over the wire: a permanent refusal from
+//! the destination turns into a DSN (RFC 3464) in the sender's mailbox on
+//! this node, its Status the server's own enhanced code (nets 50 and 222);
+//! success reports and client values that cannot add fields (net 214).
 
-use crate::support::{swaks, wait_until, Net, Node, NodeOptions, Sink};
+use crate::support::{swaks, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::time::Duration;
 
@@ -174,4 +175,193 @@ fn dsn_status_is_the_servers_enhanced_code() {
         field(&fields, "Diagnostic-Code").is_some_and(|d| d.contains("550 5.4.4")),
         "fields:\n{fields}"
     );
+}
+
+/// Issue 12 point 7 over the wire: ENVID and ORCPT carrying CR LF are
+/// refused at MAIL/RCPT; NOTIFY=SUCCESS gives a `delivered` report for the
+/// node's mailbox and a `relayed` one for a next hop without DSN (one with
+/// DSN gets the parameters and reports itself); RET=HDRS returns headers
+/// only; the returned original has no `X-Sluice-Org-*` field. Net 214.
+#[test]
+fn success_reports_and_client_values_that_cannot_add_fields() {
+    let net = Net(214);
+    let internet = Sink::start(net.ip(25));
+    let legacy = Sink::start_with(net.ip(26), &["-N"]);
+    let node = Node::start(NodeOptions::new(
+        net.ip(NODE),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "authoritative"
+
+[[accepted_domain]]
+name = "legacy.test"
+type = "internal_relay"
+
+[[accepted_domain]]
+name = "passon.test"
+type = "internal_relay"
+
+[[outbound_connector]]
+name = "Legacy"
+recipient_domains = ["legacy.test"]
+smart_hosts = ["{legacy}"]
+
+[[outbound_connector]]
+name = "Internet"
+recipient_domains = ["fabrikam.test", "passon.test"]
+smart_hosts = ["{internet}"]
+
+[[rule]]
+name = "Stamp everything"
+[rule.conditions]
+sent_to_scope = "in_organization"
+[rule.actions]
+stamp_scan = true
+"#,
+            legacy = legacy.addr,
+            internet = internet.addr
+        ),
+    ));
+
+    let (mut client, greeting) = RawSmtp::connect(node.smtp).expect("connect");
+    assert_eq!(greeting.code, 220);
+    assert_eq!(
+        client.command("EHLO evil.test\u{1b}[31m").expect("ehlo").code,
+        250
+    );
+    let injected = client
+        .command("MAIL FROM:<mallory@fabrikam.test> ENVID=abc+0D+0ABcc:+20victim@x.test")
+        .expect("mail");
+    assert_eq!(
+        (injected.code, injected.text.contains("5.5.4")),
+        (501, true),
+        "{}",
+        injected.text
+    );
+    let mail = client
+        .command("MAIL FROM:<mallory@fabrikam.test> RET=HDRS ENVID=env+2Bid")
+        .expect("mail");
+    assert_eq!(mail.code, 250, "{}", mail.text);
+    let injected = client
+        .command("RCPT TO:<bob@contoso.test> NOTIFY=SUCCESS ORCPT=rfc822;bob+0D+0AX-Evil:+20y@contoso.test")
+        .expect("rcpt");
+    assert_eq!(
+        (injected.code, injected.text.contains("5.5.4")),
+        (501, true),
+        "{}",
+        injected.text
+    );
+    for rcpt in [
+        "RCPT TO:<bob@contoso.test> NOTIFY=SUCCESS ORCPT=rfc822;bob@contoso.test",
+        "RCPT TO:<carol@legacy.test> NOTIFY=SUCCESS",
+        "RCPT TO:<dave@passon.test> NOTIFY=SUCCESS",
+    ] {
+        let reply = client.command(rcpt).expect("rcpt");
+        assert_eq!(reply.code, 250, "{rcpt}: {}", reply.text);
+    }
+    assert_eq!(client.command("DATA").expect("data").code, 354);
+    client
+        .send_raw(
+            b"Subject: report me\r\nMessage-ID: <success-1@fabrikam.test>\r\n\r\nsecret body line\r\n.\r\n",
+        )
+        .expect("content");
+    let queued = client.read_reply().expect("end of data");
+    assert_eq!(queued.code, 250, "{}", queued.text);
+    let _ = client.command("QUIT");
+
+    // dave's message and two reports (delivered, relayed) reach the internet.
+    let arrived = internet.wait_for(3, Duration::from_secs(60));
+    assert_eq!(
+        arrived.len(),
+        3,
+        "internet sink got {arrived:#?}; queue {:?}",
+        node.queue_json()
+    );
+    let dave = arrived
+        .iter()
+        .find(|m| m.rcpt_to.iter().any(|r| r.contains("dave@passon.test")))
+        .expect("dave's message");
+    assert!(
+        dave.rcpt_to.iter().any(|r| r.contains("NOTIFY=SUCCESS")),
+        "NOTIFY passed on: {:?}",
+        dave.rcpt_to
+    );
+    assert!(dave.mail_from.contains("ENVID=env+2Bid"), "{}", dave.mail_from);
+
+    let reports: Vec<&crate::support::SinkMessage> = arrived
+        .iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r.contains("mallory@fabrikam.test")))
+        .collect();
+    assert_eq!(reports.len(), 2, "{arrived:#?}");
+    let mut actions = Vec::new();
+    for report in reports {
+        let raw = report.content.replace('\n', "\r\n");
+        let status = delivery_status(raw.as_bytes());
+        let field = |name: &str| -> Vec<String> {
+            status
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.trim().to_string())
+                .collect()
+        };
+        assert_eq!(field("Original-Envelope-Id"), ["env+id"], "{status}");
+        for line in status.lines() {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            assert!(
+                !["bcc", "x-evil"].contains(&name.as_str()),
+                "a client value added a field: {status}"
+            );
+        }
+        let action = field("Action").join(",");
+        let recipient = field("Final-Recipient").join(",");
+        match action.as_str() {
+            "delivered" => {
+                assert!(recipient.contains("bob@contoso.test"), "{status}");
+                assert_eq!(
+                    field("Original-Recipient"),
+                    ["rfc822;bob@contoso.test"],
+                    "{status}"
+                );
+            }
+            "relayed" => assert!(recipient.contains("carol@legacy.test"), "{status}"),
+            other => panic!("unexpected action {other:?}: {status}"),
+        }
+        assert_eq!(field("Status"), ["2.0.0"], "{status}");
+        actions.push(action);
+        // RET=HDRS: the header section comes back, the body does not.
+        assert!(
+            report.content.contains("text/rfc822-headers"),
+            "{}",
+            report.content
+        );
+        assert!(
+            report.content.contains("Subject: report me"),
+            "{}",
+            report.content
+        );
+        assert!(!report.content.contains("secret body line"), "{}", report.content);
+        // The returned original carries no internal stamp...
+        assert!(
+            !report.content.to_ascii_lowercase().contains("x-sluice-org-"),
+            "{}",
+            report.content
+        );
+    }
+    actions.sort();
+    assert_eq!(actions, ["delivered", "relayed"]);
+    // ...although the stored message had one (bob's mailbox keeps it), and
+    // the EHLO name's escape sequence reached no field.
+    let delivered = node.mailbox("contoso.test", "bob");
+    let copy = String::from_utf8_lossy(&delivered[0]);
+    assert!(copy.contains("X-Sluice-Org-Scan:"), "{copy}");
+    assert!(!copy.contains('\u{1b}'), "{copy}");
+    assert_eq!(legacy.count(), 1);
 }

@@ -30,6 +30,8 @@ pub struct NodeOptions {
     pub retry: Vec<String>,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
     pub objects: String,
+    /// The umask `sluice serve` starts with (the test runner's when unset).
+    pub umask: Option<u32>,
 }
 
 impl NodeOptions {
@@ -45,6 +47,7 @@ impl NodeOptions {
             client_ca: None,
             retry: vec!["1s".to_string(), "2s".to_string()],
             objects: objects.to_string(),
+            umask: None,
         }
     }
 }
@@ -125,7 +128,19 @@ impl Node {
     fn spawn(&mut self) {
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).expect("node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut command = match self.options.umask {
+            // The shell sets the umask and becomes sluice (exec), so the
+            // guard still owns the node's process.
+            Some(umask) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_sluice"));
+                shell
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
         command
             .arg("serve")
             .arg("--config")
