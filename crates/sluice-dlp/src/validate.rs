@@ -297,6 +297,20 @@ pub(crate) fn aba_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// North American Numbering Plan: area code `[2-9][0-8][0-9]` and not
+/// `N11` (service codes); exchange `[2-9][0-9][0-9]` and not `N11`.
+pub(crate) fn nanp_valid(area: &[u8], exchange: &[u8]) -> bool {
+    let n11 = |d: &[u8]| d[1] == b'1' && d[2] == b'1';
+    area.len() == 3
+        && exchange.len() == 3
+        && area.iter().chain(exchange).all(u8::is_ascii_digit)
+        && area[0] >= b'2'
+        && area[1] != b'9'
+        && !n11(area)
+        && exchange[0] >= b'2'
+        && !n11(exchange)
+}
+
 /// Shannon entropy in bits per byte.
 pub(crate) fn entropy(s: &[u8]) -> f64 {
     if s.is_empty() {

@@ -209,11 +209,27 @@ pub(crate) fn html_to_text(html: &str) -> String {
 }
 
 /// The text content of an Office/OpenDocument XML part: runs joined, one line
-/// per paragraph, cell or shared string.
+/// per paragraph or shared string; a table row a line with its cells separated
+/// by tabs (paragraphs inside a cell joined by a space), so a header row sits
+/// above its columns as in a spreadsheet.
 pub(crate) fn xml_to_text(xml: &str) -> String {
-    strip(xml, false, &[], |name, ends| {
+    let mut cell_depth = 0usize;
+    strip(xml, false, &[], move |name, ends| {
+        let cell = name == "tc" || name == "table-cell";
+        let row = name == "tr" || name == "table-row";
+        if cell && !ends {
+            cell_depth += 1;
+            return None;
+        }
         if name == "tab" {
             Some('\t')
+        } else if cell {
+            cell_depth = cell_depth.saturating_sub(1);
+            Some('\t')
+        } else if row && ends {
+            Some('\n')
+        } else if ends && cell_depth > 0 && name != "t" && XML_BREAKS.contains(&name) {
+            Some(' ')
         } else if ends && name != "t" && XML_BREAKS.contains(&name) {
             Some('\n')
         } else {
@@ -265,6 +281,13 @@ mod tests {
         assert_eq!(
             xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
             "1\nx & y\n"
+        );
+        let table = "<w:p><w:r><w:t>Staff</w:t></w:r></w:p><w:tbl>\
+            <w:tr><w:tc><w:p><w:r><w:t>Name</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>SSN</w:t></w:r></w:p></w:tc></w:tr>\
+            <w:tr><w:tc><w:p><w:r><w:t>Jane</w:t></w:r></w:p><w:p><w:r><w:t>Doe</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>536221234</w:t></w:r></w:p></w:tc></w:tr></w:tbl>";
+        assert_eq!(
+            xml_to_text(table),
+            "Staff\nName \tSSN \t\nJane Doe \t536221234 \t\n"
         );
     }
 }

@@ -17,6 +17,7 @@
 
 mod markup;
 mod pdf;
+mod xlsx;
 mod zip;
 #[cfg(test)]
 mod zip_writer;
@@ -306,6 +307,7 @@ impl Walker<'_> {
             );
         }
         let mut office_text = String::new();
+        let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
             let member = join(Some(name), &e.name);
             let out = match e.inflate() {
@@ -317,15 +319,43 @@ impl Walker<'_> {
             };
             self.expanded += out.len() as u64;
             if office {
-                office_text.push_str(&xml_to_text(&String::from_utf8_lossy(&out)));
-                office_text.push('\n');
+                parts.push((e.name.as_str(), out));
             } else {
                 self.file(&out, &member, depth);
             }
         }
-        if office {
-            self.scan(&office_text, Location::Attachment(name.to_owned()));
+        if !office {
+            return;
         }
+        // Worksheets hold indexes into the shared strings: read them together,
+        // a row a line, so a header stays above its column. The shared strings
+        // are then scanned through the sheets, not a second time on their own.
+        let is_sheet = |n: &str| n.starts_with("xl/worksheets/sheet");
+        let shared = parts.iter().any(|(n, _)| is_sheet(n)).then(|| {
+            parts
+                .iter()
+                .find(|(n, _)| *n == "xl/sharedStrings.xml")
+                .map(|(_, x)| xlsx::shared_strings(&String::from_utf8_lossy(x)))
+                .unwrap_or_default()
+        });
+        let mut used = vec![false; shared.as_ref().map_or(0, Vec::len)];
+        for (part, xml) in &parts {
+            let xml = String::from_utf8_lossy(xml);
+            match &shared {
+                Some(shared) if is_sheet(part) => {
+                    office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
+                }
+                Some(_) if *part == "xl/sharedStrings.xml" => continue,
+                _ => office_text.push_str(&xml_to_text(&xml)),
+            }
+            office_text.push('\n');
+        }
+        // Strings no cell points to are still content (a hiding place otherwise).
+        for (s, _) in shared.iter().flatten().zip(&used).filter(|(_, u)| !**u) {
+            office_text.push_str(s);
+            office_text.push('\n');
+        }
+        self.scan(&office_text, Location::Attachment(name.to_owned()));
     }
 
     fn pdf(&mut self, data: &[u8], name: &str) {

@@ -18,6 +18,7 @@ mod keywords;
 mod numbers;
 mod password;
 mod secrets;
+mod tables;
 
 use std::cell::OnceCell;
 use std::sync::LazyLock;
@@ -25,11 +26,26 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::finding::{Confidence, Detector, Finding, Location};
-use keywords::{Keyword, KeywordIndex};
+use keywords::{Keyword, KeywordIndex, LABELS};
+use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's
 /// `patternsProximity="300"`).
 const PROXIMITY: usize = 300;
+
+/// A label this close before a number names it (`Order #`, `SSN:`, `Tel.`).
+const LABEL_REACH: usize = 40;
+
+/// What the surroundings say a number is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evidence {
+    /// A label of the detector's own kind names it.
+    For,
+    /// Another label names it (`invoice 536-22-1234`, an `account` column).
+    Against,
+    /// Nothing either way.
+    Silent,
+}
 
 /// What a literal trigger asks the scanner to check.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +83,8 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("xoxs-", Trigger::Slack),
     ("sk_live_", Trigger::Stripe),
     ("rk_live_", Trigger::Stripe),
+    ("sk_test_", Trigger::Stripe),
+    ("rk_test_", Trigger::Stripe),
     ("AIza", Trigger::Google),
     ("-----BEGIN", Trigger::PemBegin),
     ("eyJ", Trigger::Jwt),
@@ -117,6 +135,7 @@ struct Ctx<'t> {
     text: &'t str,
     b: &'t [u8],
     keywords: OnceCell<KeywordIndex>,
+    tables: OnceCell<TableIndex>,
     hits: Vec<Hit>,
     /// AWS access key ids found so far: a 40-character secret near one counts.
     aws_key_ids: Vec<(usize, usize)>,
@@ -130,6 +149,7 @@ impl<'t> Ctx<'t> {
             text,
             b: text.as_bytes(),
             keywords: OnceCell::new(),
+            tables: OnceCell::new(),
             hits: Vec::new(),
             aws_key_ids: Vec::new(),
             pem_end: None,
@@ -178,12 +198,50 @@ impl<'t> Ctx<'t> {
         (lo, hi)
     }
 
+    fn keywords(&self) -> &KeywordIndex {
+        self.keywords.get_or_init(|| KeywordIndex::build(self.text))
+    }
+
     /// A keyword of `kind` lies within `chars` characters of `start..end`.
     fn near(&self, kind: Keyword, start: usize, end: usize, chars: usize) -> bool {
         let (lo, hi) = self.window(start, end, chars);
-        self.keywords
-            .get_or_init(|| KeywordIndex::build(self.text))
-            .any_in(kind, lo, hi)
+        self.keywords().any_in(kind, lo, hi)
+    }
+
+    /// What names the number at `start..end`, for a detector whose keywords
+    /// are `kind`, in this order:
+    /// 1. in a table, the header cell of its column: its own keyword is
+    ///    evidence, any other label (`account`, `phone`) is evidence against;
+    ///    a silent header leaves it to the labels in the row;
+    /// 2. the nearest label within [`LABEL_REACH`] characters before it (in a
+    ///    table, within its row): `Order # 536221234` is an order number
+    ///    whatever the rest of the mail says;
+    /// 3. outside tables, a keyword of `kind` within `reach` characters either
+    ///    side.
+    fn evidence(&self, kind: Keyword, start: usize, end: usize, reach: usize) -> Evidence {
+        let kw = self.keywords();
+        let header = self
+            .tables
+            .get_or_init(|| TableIndex::build(self.b))
+            .header_cell(self.b, start, end);
+        if let Some((lo, hi)) = header {
+            if kw.any_in(kind, lo, hi) {
+                return Evidence::For;
+            }
+            if LABELS.iter().any(|&k| k != kind && kw.any_in(k, lo, hi)) {
+                return Evidence::Against;
+            }
+        }
+        let (mut lo, _) = self.window(start, start, LABEL_REACH);
+        if header.is_some() {
+            lo = memchr::memrchr(b'\n', &self.b[lo..start]).map_or(lo, |k| lo + k + 1);
+        }
+        match kw.last_label_in(lo, start) {
+            Some((k, _)) if k == kind => Evidence::For,
+            Some(_) => Evidence::Against,
+            None if header.is_none() && self.near(kind, start, end, reach) => Evidence::For,
+            None => Evidence::Silent,
+        }
     }
 
     fn into_findings(mut self, location: &Location) -> Vec<Finding> {

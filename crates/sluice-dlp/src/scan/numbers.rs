@@ -8,7 +8,7 @@
 //! matched text is exactly the digits and separators as written.
 
 use super::keywords::Keyword;
-use super::{is_word, Ctx, PROXIMITY};
+use super::{is_word, Ctx, Evidence, PROXIMITY};
 use crate::finding::{Confidence, Detector};
 use crate::validate;
 
@@ -67,7 +67,12 @@ fn tail_ok(b: &[u8], end: usize) -> bool {
     match b.get(end) {
         None => true,
         Some(&c) if is_word(c) => false,
-        Some(b'.' | b',') => !is_digit_at(b, end + 1),
+        Some(b'.') => !is_digit_at(b, end + 1),
+        // `4111,50` or `1,234`; `536221234,123456789` is two CSV fields.
+        Some(b',') => !matches!(
+            b[end + 1..].iter().take_while(|c| c.is_ascii_digit()).count(),
+            1..=3
+        ),
         Some(_) => true,
     }
 }
@@ -77,9 +82,30 @@ fn attached(b: &[u8], start: usize) -> bool {
     match start.checked_sub(1).map(|i| b[i]) {
         None => false,
         Some(c) if is_word(c) => true,
-        Some(b'.' | b',') => start >= 2 && b[start - 2].is_ascii_digit(),
+        Some(b'.') => start >= 2 && b[start - 2].is_ascii_digit(),
+        // `1,234`: a thousands group has three digits; `0,536221234` is two
+        // CSV fields.
+        Some(b',') => {
+            start >= 2
+                && b[start - 2].is_ascii_digit()
+                && b[start..]
+                    .iter()
+                    .take(4)
+                    .take_while(|c| c.is_ascii_digit())
+                    .count()
+                    == 3
+        }
         Some(_) => false,
     }
+}
+
+/// The run is one part of a compound identifier: `INV-536221234`,
+/// `2024/021000021`, `536221234/01`, `536-22-1234-A`. Digits inside a longer
+/// identifier never count as an SSN, routing number or phone.
+fn in_identifier(b: &[u8], start: usize, end: usize) -> bool {
+    let before = start >= 2 && matches!(b[start - 1], b'-' | b'/' | b'.' | b'_') && is_word(b[start - 2]);
+    let after = matches!(b.get(end), Some(b'-' | b'/' | b'_')) && b.get(end + 1).is_some_and(|&c| is_word(c));
+    before || after
 }
 
 pub(super) fn scan(ctx: &mut Ctx<'_>) {
@@ -145,7 +171,10 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
                     *phone_until = end;
                 }
             }
-        } else if !attached(b, first) && plain_phone_shape(b, groups) {
+        } else if !attached(b, first)
+            && !in_identifier(b, first, groups[groups.len() - 1].end)
+            && plain_phone_shape(b, groups)
+        {
             if let Some(end) = phone(ctx, first, true) {
                 *phone_until = end;
             }
@@ -163,7 +192,11 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
 fn plain_phone_shape(b: &[u8], groups: &[Group]) -> bool {
     let g0 = groups[0];
     match groups.len() {
-        1 => g0.len() == 10 || (b[g0.start] == b'0' && (9..=12).contains(&g0.len())),
+        1 => {
+            g0.len() == 10
+                || (b[g0.start] == b'0' && (9..=12).contains(&g0.len()))
+                || (g0.len() == 3 && b.get(g0.end) == Some(&b'.') && is_digit_at(b, g0.end + 1))
+        }
         _ => g0.len() == 3 || g0.len() == 1 || b[g0.start] == b'0',
     }
 }
@@ -252,7 +285,7 @@ fn expiry_near(ctx: &Ctx<'_>, s: usize, e: usize) -> bool {
 fn ssn(ctx: &mut Ctx<'_>, groups: &[Group]) {
     let b = ctx.b;
     let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
-    if !tail_ok(b, e) {
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
         return;
     }
     match groups {
@@ -265,16 +298,18 @@ fn ssn(ctx: &mut Ctx<'_>, groups: &[Group]) {
             digits[..3].copy_from_slice(area);
             digits[3..5].copy_from_slice(group);
             digits[5..].copy_from_slice(serial);
-            let confidence = if ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
-                Confidence::High
-            } else {
-                Confidence::Low
+            let confidence = match ctx.evidence(Keyword::Ssn, s, e, PROXIMITY) {
+                Evidence::For => Confidence::High,
+                Evidence::Silent => Confidence::Low,
+                Evidence::Against => return,
             };
             ctx.push(Detector::UsSsn, s, e, confidence, validate::is_test_ssn(&digits));
         }
         [one] if one.len() == 9 => {
             let d = &b[one.start..one.end];
-            if validate::ssn_valid(&d[..3], &d[3..5], &d[5..]) && ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
+            if validate::ssn_valid(&d[..3], &d[3..5], &d[5..])
+                && ctx.evidence(Keyword::Ssn, s, e, PROXIMITY) == Evidence::For
+            {
                 ctx.push(
                     Detector::UsSsn,
                     s,
@@ -303,13 +338,13 @@ fn aba(ctx: &mut Ctx<'_>, groups: &[Group]) {
         }
         _ => return,
     }
-    if !tail_ok(b, e) || !validate::aba_valid(&digits) {
+    if !tail_ok(b, e) || in_identifier(b, s, e) || !validate::aba_valid(&digits) {
         return;
     }
-    let confidence = if ctx.near(Keyword::Aba, s, e, PROXIMITY) {
-        Confidence::High
-    } else {
-        Confidence::Low
+    let confidence = match ctx.evidence(Keyword::Aba, s, e, PROXIMITY) {
+        Evidence::For => Confidence::High,
+        Evidence::Silent => Confidence::Low,
+        Evidence::Against => return,
     };
     ctx.push(Detector::AbaRouting, s, e, confidence, false);
 }
@@ -381,6 +416,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
     let mut pos = if plus { s + 1 } else { s };
     let mut lens = [0usize; 8];
     let mut ends = [0usize; 8];
+    let mut starts = [0usize; 8];
     let mut ng = 0;
     let mut digits = 0;
     let mut end = pos;
@@ -399,6 +435,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
             }
             bracket_first |= ng == 0;
             lens[ng] = q - q0;
+            starts[ng] = q0;
             pos = q + 1;
         } else if is_digit_at(b, pos) {
             let q0 = pos;
@@ -406,6 +443,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
                 pos += 1;
             }
             lens[ng] = pos - q0;
+            starts[ng] = q0;
         } else {
             break;
         }
@@ -438,47 +476,66 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
         return None;
     }
     let lens = &lens[..ng];
+    let group = |k: usize| &b[starts[k]..starts[k] + lens[k]];
     let first_digit = b[if plus || bracket_first { s + 1 } else { s }];
-    let confidence = if plus {
+    // NANP numbers end in area (3), exchange (3), line (4).
+    let nanp_tail = |k: usize| lens.len() == k + 3 && lens[k..] == [3, 3, 4];
+    // 555-0100 to 555-0199 are reserved for fiction: reported, tagged.
+    let test =
+        ng >= 2 && lens[ng - 2..] == [3, 4] && group(ng - 2) == b"555" && group(ng - 1).starts_with(b"01");
+    // (confidence without a label, with one, how far the label may be)
+    let (alone, labelled, reach) = if plus {
         if !(8..=15).contains(&digits) || first_digit == b'0' {
             return None;
         }
-        Some(Confidence::Medium)
+        (Some(Confidence::Medium), Confidence::High, PHONE_PROXIMITY)
     } else if bracket_first {
         if !(2..=5).contains(&lens[0]) || !(7..=15).contains(&digits) || ng < 2 {
             return None;
         }
-        Some(Confidence::Medium)
-    } else if plain {
-        let nanp = uniform
-            && match lens {
-                [3, 3, 4] => first_digit >= b'2',
-                [1, 3, 3, 4] => first_digit == b'1',
-                [10] => first_digit >= b'2',
-                _ => false,
-            };
-        let national = first_digit == b'0' && (9..=12).contains(&digits) && ng <= 4;
-        if !(nanp || national) {
+        if nanp_tail(0) && !validate::nanp_valid(group(0), group(1)) {
             return None;
         }
-        None
+        (Some(Confidence::Medium), Confidence::High, PHONE_PROXIMITY)
+    } else if plain {
+        // `212-555-0123`, `212.555.0123`, `1-800-555-0199`: the shape and the
+        // numbering plan's area and exchange rules are evidence enough. Space-
+        // separated and unbroken forms are too close to other numbers.
+        let punctuated = uniform && matches!(seps, Some(b'-' | b'.'));
+        let nanp_at = match lens {
+            [3, 3, 4] | [10] if first_digit >= b'2' => Some(0),
+            [1, 3, 3, 4] if first_digit == b'1' => Some(1),
+            _ => None,
+        }
+        .filter(|_| uniform);
+        let nanp_ok = nanp_at.is_some_and(|k| {
+            let (area, exchange) = if lens == [10] {
+                let d = group(0);
+                (&d[..3], &d[3..6])
+            } else {
+                (group(k), group(k + 1))
+            };
+            validate::nanp_valid(area, exchange)
+        });
+        let national = first_digit == b'0' && (9..=12).contains(&digits) && ng <= 4;
+        if nanp_ok && punctuated && ng >= 3 {
+            (Some(Confidence::Medium), Confidence::High, PLAIN_PHONE_PROXIMITY)
+        } else if nanp_ok || national {
+            (None, Confidence::Medium, PLAIN_PHONE_PROXIMITY)
+        } else {
+            return None;
+        }
     } else {
         return None;
     };
     // A plain number needs its label right beside it; a `+` or bracket form is
-    // itself evidence, so its keyword may sit a little further away.
-    let reach = if plain {
-        PLAIN_PHONE_PROXIMITY
-    } else {
-        PHONE_PROXIMITY
+    // itself evidence, so its keyword may sit a little further away. A plain
+    // number labelled as something else (`invoice 212-555-0123`) is not a phone.
+    let confidence = match ctx.evidence(Keyword::Phone, s, end, reach) {
+        Evidence::For => labelled,
+        Evidence::Against if plain => return None,
+        _ => alone?,
     };
-    let near = ctx.near(Keyword::Phone, s, end, reach);
-    let confidence = match confidence {
-        Some(_) if near => Confidence::High,
-        Some(c) => c,
-        None if near => Confidence::Medium,
-        None => return None,
-    };
-    ctx.push(Detector::PhoneNumber, s, end, confidence, false);
+    ctx.push(Detector::PhoneNumber, s, end, confidence, test);
     Some(end)
 }

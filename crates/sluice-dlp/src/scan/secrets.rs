@@ -195,20 +195,31 @@ pub(super) fn slack(ctx: &mut Ctx<'_>, p: usize) {
     ctx.push(Detector::SlackToken, p, p + 5 + n, confidence, false);
 }
 
+/// Longest Stripe key body: Stripe documents keys of up to 255 characters.
+const MAX_STRIPE_BODY: usize = 247;
+
 pub(super) fn stripe(ctx: &mut Ctx<'_>, p: usize) {
     let b = ctx.b;
-    if !matches!(b.get(p..p + 8), Some(b"sk_live_" | b"rk_live_")) || prev_is(b, p, is_word) {
+    let live = match b.get(p..p + 8) {
+        Some(b"sk_live_" | b"rk_live_") => true,
+        Some(b"sk_test_" | b"rk_test_") => false,
+        _ => return,
+    };
+    if prev_is(b, p, is_word) {
         return;
     }
     let n = run_len(b, p + 8, alnum);
-    if !(10..=99).contains(&n) || b.get(p + 8 + n) == Some(&b'_') {
+    if !(10..=MAX_STRIPE_BODY).contains(&n) || b.get(p + 8 + n) == Some(&b'_') {
         return;
     }
     let body = &b[p + 8..p + 8 + n];
-    let confidence = if n >= 20 && entropy(body) >= 3.0 {
-        Confidence::High
-    } else {
-        Confidence::Medium
+    let strong = n >= 20 && entropy(body) >= 3.0;
+    // Test-mode keys move no money but still open the account's API (its
+    // customers, its test data, its webhooks): reported one step lower.
+    let confidence = match (live, strong) {
+        (true, true) => Confidence::High,
+        (true, false) | (false, true) => Confidence::Medium,
+        (false, false) => Confidence::Low,
     };
     ctx.push(Detector::StripeKey, p, p + 8 + n, confidence, false);
 }

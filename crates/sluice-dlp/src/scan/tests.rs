@@ -108,7 +108,7 @@ fn ssn_rules_and_keywords() {
         ("536 22 1234".into(), High)
     );
     assert_eq!(
-        one("ref 536-22-1234", Detector::UsSsn),
+        one("see 536-22-1234", Detector::UsSsn),
         ("536-22-1234".into(), Low)
     );
     assert_eq!(
@@ -209,7 +209,7 @@ fn phones_need_evidence() {
     );
     assert_eq!(
         one("call me 212-555-0123", Detector::PhoneNumber),
-        ("212-555-0123".into(), Medium)
+        ("212-555-0123".into(), High)
     );
     assert_eq!(
         one("mobile: 0151 2345 6789", Detector::PhoneNumber).0,
@@ -230,6 +230,126 @@ fn phones_need_evidence() {
     none("phone 192.168.100.200", Detector::PhoneNumber);
     none("2 + 2 = 4", Detector::PhoneNumber);
     none("version +1.2", Detector::PhoneNumber);
+}
+
+#[test]
+fn ssn_context_labels_and_identifiers() {
+    use Confidence::*;
+    // The nearest label names the number, whatever else the mail mentions.
+    let mail = "Your SSN is on file. Order 536221234 ships today; tracking 536-22-1234.";
+    none(mail, Detector::UsSsn);
+    for ctx in [
+        "Invoice #536-22-1234",
+        "PO 536221234, SSN follows",
+        "account: 536-22-1234 (ssn on file)",
+        "ssn form, INV-536221234",
+        "ssn 2024/536-22-1234",
+        "ssn 536-22-1234/01",
+        "ssn 536221234-A",
+    ] {
+        none(ctx, Detector::UsSsn);
+    }
+    assert_eq!(
+        one("Order 123456789 placed. SSN: 536-22-1234", Detector::UsSsn),
+        ("536-22-1234".into(), High)
+    );
+    assert_eq!(
+        one("536-22-1234 (social security number)", Detector::UsSsn).1,
+        High
+    );
+    assert_eq!(one("SSN#536221234", Detector::UsSsn).1, Medium);
+}
+
+#[test]
+fn table_columns_name_their_values() {
+    use Confidence::*;
+    // A CSV far longer than 300 characters: the column header counts.
+    let mut csv = String::from("name,ssn,account,routing\n");
+    for i in 0..40 {
+        csv.push_str(&format!(
+            "Person {i},53622{:04},12345678{},021000021\n",
+            1000 + i,
+            i % 10
+        ));
+    }
+    let ssns = found(&csv, Detector::UsSsn);
+    assert_eq!(ssns.len(), 40, "{ssns:?}");
+    assert!(ssns.iter().all(|(_, c)| *c == Medium));
+    assert!(ssns.iter().all(|(m, _)| m.starts_with("53622")), "{ssns:?}");
+    let abas = found(&csv, Detector::AbaRouting);
+    assert!(
+        abas.iter().all(|(m, c)| m == "021000021" && *c == High),
+        "{abas:?}"
+    );
+    // An account column never yields SSNs, even with `ssn` in the header row.
+    let accounts = "ssn,account,notes\n,536221234,x\n,536221235,y\n";
+    none(accounts, Detector::UsSsn);
+    // Tab-separated rows (HTML, docx and xlsx tables): the same.
+    let tsv = "Staff list\n\tName\tSocial Security\t\n\tJane\t536 22 1234\t\n\tJo\t536221235\t\n";
+    assert_eq!(
+        found(tsv, Detector::UsSsn),
+        [("536 22 1234".into(), High), ("536221235".into(), Medium)]
+    );
+    // A two-column form: the label is in the row.
+    let form = "\tField\tValue\t\n\tSSN\t536221234\t\n\tOrder\t536221235\t\n";
+    assert_eq!(found(form, Detector::UsSsn), [("536221234".into(), Medium)]);
+}
+
+#[test]
+fn aba_context() {
+    use Confidence::*;
+    none("Invoice 021000021 due", Detector::AbaRouting);
+    none("tracking: 021000021", Detector::AbaRouting);
+    none("ref INV-021000021", Detector::AbaRouting);
+    none("batch 021000021/7", Detector::AbaRouting);
+    assert_eq!(
+        one(
+            "Wire to routing 021000021, account 123456789",
+            Detector::AbaRouting
+        ),
+        ("021000021".into(), High)
+    );
+    assert_eq!(one("bank: 021000021", Detector::AbaRouting).1, Low);
+}
+
+#[test]
+fn nanp_phones_without_labels() {
+    use Confidence::*;
+    assert_eq!(
+        one("ring 212-555-0199 after 5", Detector::PhoneNumber),
+        ("212-555-0199".into(), Medium)
+    );
+    assert!(scan("ring 212-555-0199")[0].test_value, "555-01xx is fictional");
+    assert!(!scan("ring 415-867-5309")[0].test_value);
+    assert_eq!(one("415.867.5309", Detector::PhoneNumber).0, "415.867.5309");
+    assert_eq!(
+        one("1-800-867-5309", Detector::PhoneNumber),
+        ("1-800-867-5309".into(), Medium)
+    );
+    assert_eq!(one("Tel 415 867 5309", Detector::PhoneNumber).1, Medium);
+    for bad in [
+        "115-867-5309",         // area starts with 1
+        "091-867-5309",         // area starts with 0
+        "411-867-5309",         // N11 area
+        "295-867-5309",         // middle digit 9
+        "415-167-5309",         // exchange starts with 1
+        "415-911-5309",         // N11 exchange
+        "415-867.5309",         // mixed separators
+        "415 867 5309",         // spaces need a label
+        "4158675309",           // unbroken needs a label
+        "invoice 415-867-5309", // labelled as something else
+        "SKU-415-867-5309",     // part of an identifier
+        "415-867-5309-22",      // longer run
+        "2024-867-5309",
+        "$415.867.53",
+    ] {
+        none(bad, Detector::PhoneNumber);
+    }
+    assert_eq!(
+        one("office (415) 867-5309", Detector::PhoneNumber).0,
+        "(415) 867-5309"
+    );
+    none("office (115) 867-5309", Detector::PhoneNumber);
 }
 
 #[test]
@@ -318,7 +438,22 @@ fn slack_stripe_google() {
         one("rk_live_aB3dE5fG7hJ9kL2m", Detector::StripeKey).0,
         "rk_live_aB3dE5fG7hJ9kL2m"
     );
-    none("sk_test_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
+    // Test-mode and restricted keys are credentials too, one step lower.
+    assert_eq!(
+        one(
+            "STRIPE_KEY=sk_test_4eC39HqLyjWDarjtT1zdp7dc,",
+            Detector::StripeKey
+        ),
+        ("sk_test_4eC39HqLyjWDarjtT1zdp7dc".into(), Confidence::Medium)
+    );
+    assert_eq!(
+        one("rk_test_aaaaaaaaaaaa", Detector::StripeKey).1,
+        Confidence::Low
+    );
+    let long = format!("sk_live_51H{}", "aB3dE5fG7h".repeat(10));
+    assert_eq!(one(&long, Detector::StripeKey).0, long, "keys over 99 characters");
+    none("pk_live_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey); // publishable
+    none("sk_test_4eC39HqLyjWDarjtT1zdp7dc_x", Detector::StripeKey);
     none("sk_live_short", Detector::StripeKey);
     none("xsk_live_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
 
