@@ -44,11 +44,31 @@ pub enum Detector {
     Jwt,
     /// A password or secret given after a keyword.
     Password,
+    /// UK National Insurance number (`AB 12 34 56 C`, HMRC prefix rules).
+    UkNino,
+    /// Canadian Social Insurance Number (Luhn).
+    CaSin,
+    /// Spanish DNI / NIE (check letter, mod 23).
+    EsDni,
+    /// Indian Aadhaar number (Verhoeff check digit).
+    InAadhaar,
+    /// A date of birth after its label.
+    DateOfBirth,
+    /// Azure storage account key (88 base64 characters), as in a connection string.
+    AzureStorageKey,
+    /// GCP service-account key file (`private_key_id` of a service account JSON).
+    GcpServiceAccount,
+    /// OpenAI API key (`sk-...T3BlbkFJ...`, `sk-proj-...`).
+    OpenaiKey,
+    /// npm access token (`npm_...`).
+    NpmToken,
+    /// A high-entropy value after a key name (`api_key = ...`, `Bearer ...`).
+    GenericSecret,
 }
 
 impl Detector {
     /// Every detector, in declaration order.
-    pub const ALL: [Detector; 15] = [
+    pub const ALL: [Detector; 25] = [
         Detector::CreditCard,
         Detector::UsSsn,
         Detector::Iban,
@@ -64,6 +84,16 @@ impl Detector {
         Detector::PrivateKey,
         Detector::Jwt,
         Detector::Password,
+        Detector::UkNino,
+        Detector::CaSin,
+        Detector::EsDni,
+        Detector::InAadhaar,
+        Detector::DateOfBirth,
+        Detector::AzureStorageKey,
+        Detector::GcpServiceAccount,
+        Detector::OpenaiKey,
+        Detector::NpmToken,
+        Detector::GenericSecret,
     ];
 
     /// The detector's name as used in config, headers and JSON (`credit_card`).
@@ -84,6 +114,16 @@ impl Detector {
             Detector::PrivateKey => "private_key",
             Detector::Jwt => "jwt",
             Detector::Password => "password",
+            Detector::UkNino => "uk_nino",
+            Detector::CaSin => "ca_sin",
+            Detector::EsDni => "es_dni",
+            Detector::InAadhaar => "in_aadhaar",
+            Detector::DateOfBirth => "date_of_birth",
+            Detector::AzureStorageKey => "azure_storage_key",
+            Detector::GcpServiceAccount => "gcp_service_account",
+            Detector::OpenaiKey => "openai_key",
+            Detector::NpmToken => "npm_token",
+            Detector::GenericSecret => "generic_secret",
         }
     }
 }

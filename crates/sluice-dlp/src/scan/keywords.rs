@@ -22,7 +22,7 @@ pub(super) enum Keyword {
     Sin,
     Nino,
     Aadhaar,
-    Bsn,
+    EsDni,
 }
 
 const KINDS: usize = 10;
@@ -38,7 +38,7 @@ pub(super) const LABELS: [Keyword; 9] = [
     Keyword::Sin,
     Keyword::Nino,
     Keyword::Aadhaar,
-    Keyword::Bsn,
+    Keyword::EsDni,
 ];
 
 fn slot(kind: Keyword) -> usize {
@@ -52,7 +52,7 @@ fn slot(kind: Keyword) -> usize {
         Keyword::Sin => 6,
         Keyword::Nino => 7,
         Keyword::Aadhaar => 8,
-        Keyword::Bsn => 9,
+        Keyword::EsDni => 9,
     }
 }
 
@@ -217,9 +217,11 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("uidai", Keyword::Aadhaar),
     ("uid", Keyword::Aadhaar),
     ("आधार", Keyword::Aadhaar),
-    ("bsn", Keyword::Bsn),
-    ("burgerservicenummer", Keyword::Bsn),
-    ("sofinummer", Keyword::Bsn),
+    ("dni", Keyword::EsDni),
+    ("nie", Keyword::EsDni),
+    ("nif", Keyword::EsDni),
+    ("documento nacional", Keyword::EsDni),
+    ("documento nacional de identidad", Keyword::EsDni),
 ];
 
 static KEYWORD_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {

@@ -13,6 +13,7 @@
 //!
 //! Never: logs, allocates per byte, or rescans the text per detector.
 
+mod dob;
 mod email;
 mod keywords;
 mod numbers;
@@ -61,6 +62,13 @@ enum Trigger {
     At,
     PasswordKeyword,
     AwsSecretKeyword,
+    DobLabel,
+    AzureAccountKey,
+    AzureKeyKeyword,
+    GcpKeyId,
+    OpenAi,
+    Npm,
+    GenericKeyName,
 }
 
 const TRIGGERS: &[(&str, Trigger)] = &[
@@ -106,6 +114,51 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("aws_secret_key", Trigger::AwsSecretKeyword),
     ("aws_secret", Trigger::AwsSecretKeyword),
     ("aws secret", Trigger::AwsSecretKeyword),
+    ("date of birth", Trigger::DobLabel),
+    ("birth date", Trigger::DobLabel),
+    ("birthdate", Trigger::DobLabel),
+    ("birthday", Trigger::DobLabel),
+    ("dob", Trigger::DobLabel),
+    ("d.o.b.", Trigger::DobLabel),
+    ("born", Trigger::DobLabel),
+    ("geburtsdatum", Trigger::DobLabel),
+    ("geboren am", Trigger::DobLabel),
+    ("fecha de nacimiento", Trigger::DobLabel),
+    ("date de naissance", Trigger::DobLabel),
+    ("né le", Trigger::DobLabel),
+    ("née le", Trigger::DobLabel),
+    ("data di nascita", Trigger::DobLabel),
+    ("data de nascimento", Trigger::DobLabel),
+    ("geboortedatum", Trigger::DobLabel),
+    ("生年月日", Trigger::DobLabel),
+    ("出生日期", Trigger::DobLabel),
+    ("accountkey=", Trigger::AzureAccountKey),
+    ("azure_storage_key", Trigger::AzureKeyKeyword),
+    ("azure_storage_account_key", Trigger::AzureKeyKeyword),
+    ("azure_storage_access_key", Trigger::AzureKeyKeyword),
+    ("storage account key", Trigger::AzureKeyKeyword),
+    ("storage key", Trigger::AzureKeyKeyword),
+    ("\"private_key_id\"", Trigger::GcpKeyId),
+    ("sk-", Trigger::OpenAi),
+    ("npm_", Trigger::Npm),
+    ("api_key", Trigger::GenericKeyName),
+    ("apikey", Trigger::GenericKeyName),
+    ("api-key", Trigger::GenericKeyName),
+    ("api key", Trigger::GenericKeyName),
+    ("api_token", Trigger::GenericKeyName),
+    ("access_token", Trigger::GenericKeyName),
+    ("accesstoken", Trigger::GenericKeyName),
+    ("auth_token", Trigger::GenericKeyName),
+    ("authtoken", Trigger::GenericKeyName),
+    ("access_key", Trigger::GenericKeyName),
+    ("secret_key", Trigger::GenericKeyName),
+    ("secretkey", Trigger::GenericKeyName),
+    ("client_secret", Trigger::GenericKeyName),
+    ("app_secret", Trigger::GenericKeyName),
+    ("private_token", Trigger::GenericKeyName),
+    ("refresh_token", Trigger::GenericKeyName),
+    ("token", Trigger::GenericKeyName),
+    ("bearer", Trigger::GenericKeyName),
 ];
 
 /// The trigger automaton. Case-insensitive so one pass also finds `PASSWORD=`;
@@ -253,12 +306,9 @@ impl<'t> Ctx<'t> {
         let keep: Vec<bool> = hits
             .iter()
             .map(|h| {
-                !matches!(h.detector, Detector::Password | Detector::PhoneNumber)
+                !weak(h.detector)
                     || !hits.iter().any(|o| {
-                        o.detector != h.detector
-                            && !matches!(o.detector, Detector::Password | Detector::PhoneNumber)
-                            && o.start < h.end
-                            && h.start < o.end
+                        o.detector != h.detector && !weak(o.detector) && o.start < h.end && h.start < o.end
                     })
             })
             .collect();
@@ -296,11 +346,28 @@ pub fn scan_text(text: &str, location: Location) -> Vec<Finding> {
             Trigger::At => email::email(&mut ctx, p),
             Trigger::PasswordKeyword => password::password(&mut ctx, p, e),
             Trigger::AwsSecretKeyword => secrets::aws_secret_after_keyword(&mut ctx, e),
+            Trigger::DobLabel => dob::date_of_birth(&mut ctx, p, e),
+            Trigger::AzureAccountKey => secrets::azure_account_key(&mut ctx, p, e),
+            Trigger::AzureKeyKeyword => secrets::azure_key_after_keyword(&mut ctx, e),
+            Trigger::GcpKeyId => secrets::gcp_private_key_id(&mut ctx, p, e),
+            Trigger::OpenAi => secrets::openai(&mut ctx, p),
+            Trigger::Npm => secrets::npm(&mut ctx, p),
+            Trigger::GenericKeyName => password::generic_secret(&mut ctx, p, e),
         }
     }
     secrets::aws_secret_near_key_ids(&mut ctx);
     numbers::scan(&mut ctx);
     ctx.into_findings(&location)
+}
+
+/// Detectors that give way to a specific one over the same text. A generic
+/// secret and a password over the same value: the generic secret (its key
+/// name says more) is kept, so the password yields to it too.
+fn weak(d: Detector) -> bool {
+    matches!(
+        d,
+        Detector::Password | Detector::PhoneNumber | Detector::GenericSecret
+    )
 }
 
 /// ASCII letter, digit or underscore: the characters that glue a token to its

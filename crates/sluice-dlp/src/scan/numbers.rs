@@ -180,12 +180,179 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
             }
         }
     }
+    nino(ctx, groups);
+    dni(ctx, groups);
     if attached(b, first) {
         return;
     }
     cards(ctx, groups);
     ssn(ctx, groups);
     aba(ctx, groups);
+    sin(ctx, groups);
+    aadhaar(ctx, groups);
+}
+
+/// Confidence from evidence: `(with a label, without any)`; `None` when the
+/// number is labelled as something else or, for `alone == None`, unlabelled.
+fn graded(ev: Evidence, labelled: Confidence, alone: Option<Confidence>) -> Option<Confidence> {
+    match ev {
+        Evidence::For => Some(labelled),
+        Evidence::Silent => alone,
+        Evidence::Against => None,
+    }
+}
+
+/// UK National Insurance number: `AB123456C` or `AB 12 34 56 C`.
+fn nino(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let first = groups[0].start;
+    let spaced = match groups {
+        [g] if g.len() == 6 => false,
+        [x, y, z]
+            if x.len() == 2
+                && y.len() == 2
+                && z.len() == 2
+                && y.sep == Some(Sep::Space)
+                && z.sep == y.sep =>
+        {
+            true
+        }
+        _ => return,
+    };
+    let ps = match first.checked_sub(if spaced { 3 } else { 2 }) {
+        Some(ps) if !spaced || b[first - 1] == b' ' => ps,
+        _ => return,
+    };
+    if !validate::nino_prefix_valid(b[ps], b[ps + 1]) || (ps > 0 && is_word(b[ps - 1])) {
+        return;
+    }
+    let e = groups[groups.len() - 1].end;
+    let suffix_at = if spaced && b.get(e) == Some(&b' ') {
+        e + 1
+    } else {
+        e
+    };
+    if !matches!(b.get(suffix_at), Some(b'A'..=b'D')) || b.get(suffix_at + 1).is_some_and(|&c| is_word(c)) {
+        return;
+    }
+    let end = suffix_at + 1;
+    if let Some(c) = graded(
+        ctx.evidence(Keyword::Nino, ps, end, PROXIMITY),
+        Confidence::High,
+        Some(Confidence::Low),
+    ) {
+        ctx.push(Detector::UkNino, ps, end, c, false);
+    }
+}
+
+/// Spanish DNI (`12345678Z`, `12345678-Z`) or NIE (`X1234567L`): the letter
+/// is the number mod 23.
+fn dni(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let [g] = groups else { return };
+    let first = g.start;
+    let (start, number) = match (g.len(), first.checked_sub(1).map(|i| b[i])) {
+        (7, Some(c @ (b'X' | b'Y' | b'Z'))) => {
+            let lead = u32::from(c - b'X');
+            (first - 1, lead * 10_000_000 + digits_value(&b[g.start..g.end]))
+        }
+        (8, prev) if !prev.is_some_and(is_word) => (first, digits_value(&b[g.start..g.end])),
+        _ => return,
+    };
+    if start > 0 && is_word(b[start - 1]) {
+        return;
+    }
+    let letter_at = if b.get(g.end) == Some(&b'-') {
+        g.end + 1
+    } else {
+        g.end
+    };
+    let Some(&letter) = b.get(letter_at) else { return };
+    if letter != validate::dni_letter(number) || b.get(letter_at + 1).is_some_and(|&c| is_word(c)) {
+        return;
+    }
+    let end = letter_at + 1;
+    if let Some(c) = graded(
+        ctx.evidence(Keyword::EsDni, start, end, PROXIMITY),
+        Confidence::High,
+        Some(Confidence::Medium),
+    ) {
+        ctx.push(Detector::EsDni, start, end, c, false);
+    }
+}
+
+fn digits_value(d: &[u8]) -> u32 {
+    d.iter().fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'))
+}
+
+/// Canadian SIN: `ddd-ddd-ddd`, `ddd ddd ddd` or nine digits with a label.
+fn sin(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
+        return;
+    }
+    let mut digits = [0u8; 9];
+    let formatted = match groups {
+        [one] if one.len() == 9 => {
+            digits.copy_from_slice(&b[s..e]);
+            false
+        }
+        [x, y, z] if [x.len(), y.len(), z.len()] == [3, 3, 3] && y.sep == z.sep => {
+            for (k, g) in groups.iter().enumerate() {
+                digits[k * 3..k * 3 + 3].copy_from_slice(&b[g.start..g.end]);
+            }
+            true
+        }
+        _ => return,
+    };
+    if !validate::sin_valid(&digits) {
+        return;
+    }
+    let alone = formatted.then_some(Confidence::Low);
+    let labelled = if formatted {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    if let Some(c) = graded(ctx.evidence(Keyword::Sin, s, e, PROXIMITY), labelled, alone) {
+        ctx.push(Detector::CaSin, s, e, c, false);
+    }
+}
+
+/// Aadhaar: 12 digits (`dddd dddd dddd` or unbroken), first 2-9, Verhoeff.
+fn aadhaar(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
+        return;
+    }
+    let mut digits = [0u8; 12];
+    let formatted = match groups {
+        [one] if one.len() == 12 => {
+            digits.copy_from_slice(&b[s..e]);
+            false
+        }
+        [x, y, z] if [x.len(), y.len(), z.len()] == [4, 4, 4] && y.sep == z.sep => {
+            for (k, g) in groups.iter().enumerate() {
+                digits[k * 4..k * 4 + 4].copy_from_slice(&b[g.start..g.end]);
+            }
+            true
+        }
+        _ => return,
+    };
+    if digits[0] < b'2' || !validate::verhoeff(&digits) {
+        return;
+    }
+    let alone = formatted.then_some(Confidence::Low);
+    let labelled = if formatted {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    if let Some(c) = graded(ctx.evidence(Keyword::Aadhaar, s, e, PROXIMITY), labelled, alone) {
+        ctx.push(Detector::InAadhaar, s, e, c, false);
+    }
 }
 
 /// Cheap test before the phone parser runs on an unmarked run.

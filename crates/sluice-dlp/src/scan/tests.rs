@@ -636,3 +636,206 @@ fn pathological_inputs_stay_linear() {
     let html = "<style>".repeat(mb / 7);
     let _ = crate::extract::html_to_text(&html);
 }
+
+#[test]
+fn national_ids_with_checksums() {
+    use Confidence::*;
+    // UK NINO: HMRC prefix rules, suffix A-D.
+    assert_eq!(
+        one("National Insurance number: AB 12 34 56 C.", Detector::UkNino),
+        ("AB 12 34 56 C".into(), High)
+    );
+    assert_eq!(
+        one("holder JG103759A here", Detector::UkNino),
+        ("JG103759A".into(), Low)
+    );
+    for bad in [
+        "DA123456C",
+        "AO123456C",
+        "GB123456C",
+        "AB123456E",
+        "AB1234567C",
+        "XAB123456C",
+        "AB123456CX",
+    ] {
+        none(&format!("NINO {bad}"), Detector::UkNino);
+    }
+    // Canadian SIN: Luhn, not 0 or 8 first.
+    assert_eq!(
+        one("SIN: 130 456 288", Detector::CaSin),
+        ("130 456 288".into(), High)
+    );
+    assert_eq!(
+        one("social insurance number 130456288", Detector::CaSin).1,
+        Medium
+    );
+    assert_eq!(one("see 130-456-288", Detector::CaSin).1, Low);
+    none("130456288", Detector::CaSin); // unformatted needs a label
+    none("SIN 130 456 287", Detector::CaSin); // Luhn
+    none("SIN 046 454 286", Detector::CaSin); // 0: unassigned (the sample number)
+    none("SIN: 130456288", Detector::UsSsn); // labelled as a SIN, not an SSN
+                                             // Spanish DNI / NIE: check letter mod 23.
+    assert_eq!(one("DNI 12345678Z", Detector::EsDni), ("12345678Z".into(), High));
+    assert_eq!(one("copy 12345678-Z ok", Detector::EsDni).1, Medium);
+    assert_eq!(one("NIE: X1234567L", Detector::EsDni).0, "X1234567L");
+    none("DNI 12345678A", Detector::EsDni);
+    none("DNI 12345678ZZ", Detector::EsDni);
+    none("DNI A12345678Z", Detector::EsDni);
+    // Aadhaar: 12 digits, first 2-9, Verhoeff.
+    assert_eq!(
+        one("Aadhaar 2345 6789 0124", Detector::InAadhaar),
+        ("2345 6789 0124".into(), High)
+    );
+    assert_eq!(one("uid 234567890124", Detector::InAadhaar).1, Medium);
+    none("234567890124", Detector::InAadhaar);
+    none("Aadhaar 2345 6789 0125", Detector::InAadhaar);
+    none("Aadhaar 1345 6789 0124", Detector::InAadhaar);
+}
+
+#[test]
+fn dates_of_birth_after_their_label() {
+    for (text, date) in [
+        ("DOB: 04/12/1985", "04/12/1985"),
+        ("Date of birth 1985-03-12.", "1985-03-12"),
+        ("born on 12 March 1985", "12 March 1985"),
+        ("Birthdate: March 12, 1985", "March 12, 1985"),
+        ("D.O.B. 12-Mar-1985", "12-Mar-1985"),
+        ("Geburtsdatum: 12.03.1985", "12.03.1985"),
+        ("dob 29/02/2000", "29/02/2000"),
+        ("DOB: 13/12/85", "13/12/85"),
+    ] {
+        assert_eq!(
+            one(text, Detector::DateOfBirth),
+            (date.into(), Confidence::High),
+            "{text}"
+        );
+    }
+    for bad in [
+        "meeting on 04/12/2025", // no label
+        "DOB: 31/04/1985",       // no 31 April in either order... 31/04 is invalid both ways
+        "DOB: 29/02/1999",       // not a leap year
+        "dob: 1850-01-01",       // out of range
+        "adobe 04/12/1985",      // label inside a word
+        "Date of birth: unknown",
+        "DOB: 04/12/1985/2",
+        "date of birth ............................ 04/12/1985",
+    ] {
+        none(bad, Detector::DateOfBirth);
+    }
+}
+
+#[test]
+fn cloud_credentials() {
+    use Confidence::*;
+    let key = "pU3KGCUwux1tEyze1iN7LtkeP3IfyxlxF0SU1kk8nVw0YL4xIB5p/tqg7ui5mX9cfCmZ/a/lkyU81lSvTfrXFA==";
+    let conn = format!(
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={key};EndpointSuffix=core.windows.net"
+    );
+    assert_eq!(one(&conn, Detector::AzureStorageKey), (key.into(), High));
+    assert_eq!(
+        one(&format!("AZURE_STORAGE_KEY=\"{key}\""), Detector::AzureStorageKey),
+        (key.into(), Medium)
+    );
+    none(&format!("AccountKey={}", &key[1..]), Detector::AzureStorageKey); // 87
+    none(&format!("AccountKey={key}A"), Detector::AzureStorageKey);
+    none(&format!("some blob {key}"), Detector::AzureStorageKey); // no name
+
+    let id = "2aabfe228f219e9cb0eb53f16947ccf25ec84d8d";
+    let json = format!(
+        "{{\n  \"type\": \"service_account\",\n  \"project_id\": \"acme\",\n  \"private_key_id\": \"{id}\",\n}}"
+    );
+    assert_eq!(one(&json, Detector::GcpServiceAccount), (id.into(), High));
+    assert_eq!(
+        one(
+            &format!("{{\"private_key_id\":\"{id}\"}}"),
+            Detector::GcpServiceAccount
+        )
+        .1,
+        Medium
+    );
+    none(
+        &format!("{{\"private_key_id\": \"{}\"}}", &id[1..]),
+        Detector::GcpServiceAccount,
+    );
+    none(
+        &format!("{{\"private_key_id\": \"{id}0\"}}"),
+        Detector::GcpServiceAccount,
+    );
+
+    let marked = "sk-proj-Wr4Y9OJFLJOqOAf1lLQST3BlbkFJAJaiXnkU8Is2g8nprvDd";
+    assert_eq!(
+        one(&format!("OPENAI_API_KEY={marked}."), Detector::OpenaiKey),
+        (marked.into(), High)
+    );
+    let project = "sk-proj-yyzyN9zHYIa4UOrGNATMuDJawTgsu8PO_799nKSNrh9UCauSDmLhuVtcqcYe";
+    assert_eq!(one(project, Detector::OpenaiKey).1, Medium);
+    none(
+        "task-proj-Wr4Y9OJFLJOqOAf1lLQST3BlbkFJAJaiXnkU8Is2g8nprvDd",
+        Detector::OpenaiKey,
+    );
+    none("sk-short-T3BlbkFJ", Detector::OpenaiKey);
+    none(
+        "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        Detector::OpenaiKey,
+    );
+
+    let random = "AbCdEfGhIjKlMnOpQrStUvWxYz0123";
+    let npm = format!("npm_{random}{}", github_checksum_encode(random.as_bytes()));
+    assert_eq!(
+        one(
+            &format!("//registry.npmjs.org/:_authToken={npm}"),
+            Detector::NpmToken
+        ),
+        (npm.clone(), High)
+    );
+    assert_eq!(
+        one("npm_0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO1234", Detector::NpmToken).1,
+        Medium
+    );
+    none(&format!("{npm}X"), Detector::NpmToken);
+    none("npm_install_packages_for_the_project_now", Detector::NpmToken);
+}
+
+#[test]
+fn generic_secrets_after_key_names() {
+    use Confidence::*;
+    let v = "0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO";
+    for text in [
+        format!("api_key = \"{v}\""),
+        format!("MY_SERVICE_API_KEY={v}&x=1"),
+        format!("{{\"access_token\": \"{v}\"}}"),
+        format!("X-Api-Key: {v}"),
+        format!("Authorization: Bearer {v}"),
+        format!("client_secret: {v}."),
+    ] {
+        assert_eq!(one(&text, Detector::GenericSecret), (v.into(), High), "{text}");
+    }
+    assert_eq!(
+        one(
+            "token: 2aabfe228f219e9cb0eb53f16947ccf25ec84d8d",
+            Detector::GenericSecret
+        )
+        .1,
+        Medium
+    );
+    for bad in [
+        "api_key = \"your-api-key-here\"",
+        "api_key: ${API_KEY}",
+        "api_key_id = 0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO",
+        "token_url: https://example.com/oauth/token",
+        "access_token: short",
+        "api_key = aaaaaaaaaaaaaaaaaaaaaaaa",
+        "mytoken: 0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO",
+        "the token was refreshed yesterday",
+        "api_key: <redacted>",
+        "Authorization: Bearer {{token}}",
+    ] {
+        none(bad, Detector::GenericSecret);
+    }
+    // A vendor token after a key name is the vendor's.
+    let random = "Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0";
+    let ghp = format!("ghp_{random}{}", github_checksum_encode(random.as_bytes()));
+    let f = scan(&format!("api_key={ghp}"));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].detector, Detector::GithubToken);
+}
