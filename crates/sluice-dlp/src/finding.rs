@@ -281,9 +281,134 @@ pub struct Finding {
     pub test_value: bool,
 }
 
+impl Finding {
+    /// The match with the sensitive part hidden, for display: digits kept at
+    /// the ends only (`4111 **** **** 1111`, `***-**-1234`), tokens cut to
+    /// their vendor prefix and a few characters (`ghp_Xq7L****`), passwords
+    /// and dates of birth hidden whole. Separators stay, so the shape reads.
+    pub fn masked(&self) -> String {
+        mask(self.detector, &self.matched)
+    }
+}
+
+/// Keep the first `head` and last `tail` letters and digits of `s`, replace
+/// the others with `*`; other characters (separators) stay.
+fn mask_alnum(s: &str, head: usize, tail: usize) -> String {
+    let total = s.chars().filter(char::is_ascii_alphanumeric).count();
+    // Never show more than half of the characters.
+    let (head, tail) = if head + tail > total / 2 {
+        (0, (total / 2).min(tail))
+    } else {
+        (head, tail)
+    };
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if !c.is_ascii_alphanumeric() {
+                return c;
+            }
+            seen += 1;
+            if seen <= head || seen > total - tail {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+/// A token's vendor prefix (`ghp_`, `sk_live_`, `xoxb-`, `AKIA`, `sk-proj-`).
+fn token_prefix(d: Detector, s: &str) -> usize {
+    match d {
+        Detector::AwsAccessKey => 4,
+        Detector::Jwt => 3,
+        _ => s
+            .char_indices()
+            .take(16)
+            .filter(|&(_, c)| c == '_' || c == '-')
+            .last()
+            .map_or(0, |(i, _)| i + 1),
+    }
+}
+
+/// See [`Finding::masked`].
+pub fn mask(detector: Detector, matched: &str) -> String {
+    use Detector::*;
+    match detector {
+        CreditCard | Iban => mask_alnum(matched, 4, 4),
+        UsSsn | AbaRouting | PhoneNumber | CaSin | InAadhaar | UkNino | EsDni => mask_alnum(matched, 0, 4),
+        DateOfBirth => mask_alnum(matched, 0, 0),
+        // Neither length nor symbols of a password are shown.
+        Password => "********".into(),
+        EmailAddress => match matched.split_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}")
+            }
+            None => "****".into(),
+        },
+        PrivateKey => {
+            let header = matched.split_once("-----\n").map_or(matched, |(h, _)| h);
+            let header = header.split_once('\n').map_or(header, |(h, _)| h);
+            format!("{}-----****", header.trim_end_matches('-'))
+        }
+        _ => {
+            let prefix = token_prefix(detector, matched);
+            let rest = matched.len() - prefix;
+            // At most 4 characters of the secret part, and never a quarter of it.
+            let shown = (rest / 4).min(4);
+            let cut = prefix + shown;
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| matched.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{}****", &matched[..cut])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_keep_the_shape_not_the_value() {
+        use Detector::*;
+        assert_eq!(mask(CreditCard, "4111 1111 1111 1111"), "4111 **** **** 1111");
+        assert_eq!(mask(CreditCard, "4111111111111111"), "4111********1111");
+        assert_eq!(mask(UsSsn, "536-22-1234"), "***-**-1234");
+        assert_eq!(
+            mask(Iban, "DE89 3704 0044 0532 0130 00"),
+            "DE89 **** **** **** **30 00"
+        );
+        assert_eq!(mask(PhoneNumber, "+44 20 7946 0958"), "+** ** **** 0958");
+        assert_eq!(mask(DateOfBirth, "12 March 1985"), "** ***** ****");
+        assert_eq!(mask(Password, "Tr0ub4dor&3"), "********");
+        assert_eq!(mask(EmailAddress, "jane.doe@example.com"), "j***@example.com");
+        assert_eq!(
+            mask(StripeKey, "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+            "sk_live_4eC3****"
+        );
+        assert_eq!(
+            mask(GithubToken, "ghp_Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0AeAAAA"),
+            "ghp_Xq7L****"
+        );
+        assert_eq!(mask(AwsAccessKey, "AKIAQYLPMN5HFIQR7BXZ"), "AKIAQYLP****");
+        assert_eq!(
+            mask(AwsSecretKey, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "wJal****"
+        );
+        assert_eq!(mask(GenericSecret, "abcdefgh"), "ab****");
+        assert_eq!(
+            mask(
+                PrivateKey,
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"
+            ),
+            "-----BEGIN RSA PRIVATE KEY-----****"
+        );
+        // Short values never show half of themselves.
+        assert_eq!(mask(UsSsn, "1234"), "**34");
+    }
 
     #[test]
     fn names_round_trip() {

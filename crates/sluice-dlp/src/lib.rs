@@ -21,5 +21,5 @@ mod scan;
 mod validate;
 
 pub use extract::{scan_message, ScanLimits, ScanReport};
-pub use finding::{Confidence, Detector, Finding, Location, NameError};
+pub use finding::{mask, Confidence, Detector, Finding, Location, NameError};
 pub use scan::scan_text;

@@ -102,6 +102,10 @@ pub enum Command {
         /// Messages (RFC 5322 files).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print each match exactly as it stands in the decoded part (default:
+        /// masked, `4111 **** **** 1111`).
+        #[arg(long)]
+        show_matches: bool,
     },
 }
 
@@ -376,7 +380,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
-        Command::Scan { files } => scan::run(files),
+        Command::Scan { files, show_matches } => scan::run(files, *show_matches),
         Command::Demo => demo::run(),
     }
 }
