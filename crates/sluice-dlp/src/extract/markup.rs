@@ -117,7 +117,16 @@ fn strip(
         }
         out.push(c);
     };
-    while let Some(i) = rest.find(['<', '&', ' ', '\n', '\r', '\t', '-']) {
+    // Whitespace matters only when it collapses (HTML); XML keeps it as is,
+    // so its loop stops on three bytes, found with memchr.
+    let next = |rest: &str| {
+        if collapse {
+            rest.find(['<', '&', ' ', '\n', '\r', '\t', '-'])
+        } else {
+            memchr::memchr3(b'<', b'&', b'-', rest.as_bytes())
+        }
+    };
+    while let Some(i) = next(rest) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -155,11 +164,22 @@ fn strip(
                     .find(|c: char| c.is_whitespace() || c == '/')
                     .unwrap_or(name_part.len());
                 let full = &name_part[..name_end];
-                let local = full.rsplit(':').next().unwrap_or(full).to_ascii_lowercase();
-                if !closing && !unclosed && hidden.contains(&local.as_str()) {
+                let local = full.rfind(':').map_or(full, |i| &full[i + 1..]);
+                // Tag names are matched without regard to case and without
+                // allocating: a spreadsheet has a tag every few bytes.
+                let mut lower = [0u8; 16];
+                let local = if local.len() <= lower.len() {
+                    lower[..local.len()].copy_from_slice(local.as_bytes());
+                    lower[..local.len()].make_ascii_lowercase();
+                    std::str::from_utf8(&lower[..local.len()]).unwrap_or("")
+                } else {
+                    // No element of interest has a long name.
+                    ""
+                };
+                if !closing && !unclosed && hidden.contains(&local) {
                     // Unclosed, the element hides nothing: malformed markup must
                     // not become a way to hide text from the scanner.
-                    match find_end_tag(rest, &local) {
+                    match find_end_tag(rest, local) {
                         Some(e) => {
                             rest = &rest[e..];
                             continue;
@@ -168,7 +188,7 @@ fn strip(
                     }
                 }
                 let ends = closing || tag.ends_with('/');
-                if let Some(c) = breaks(&local, ends) {
+                if let Some(c) = breaks(local, ends) {
                     push_space(&mut out, c);
                 }
             }

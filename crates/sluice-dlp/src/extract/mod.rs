@@ -133,6 +133,31 @@ struct Walker<'l> {
     seen: HashSet<(Detector, String, Location)>,
 }
 
+/// Two texts read the same to every detector: equal but for line breaks and
+/// the whitespace around them (`<p>` versus `\n`). Runs of spaces and tabs
+/// must match exactly, since a digit run is joined by one space only.
+fn same_text(a: &str, b: &str) -> bool {
+    fn tokens(s: &str) -> impl Iterator<Item = &str> {
+        let s = s.trim_matches(['\n', '\r', ' ', '\t']);
+        let bytes = s.as_bytes();
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= bytes.len() {
+                return None;
+            }
+            let start = pos;
+            let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+            let in_ws = ws(bytes[pos]);
+            while pos < bytes.len() && ws(bytes[pos]) == in_ws {
+                pos += 1;
+            }
+            let tok = &s[start..pos];
+            Some(if in_ws && tok.contains(['\n', '\r']) { "\n" } else { tok })
+        })
+    }
+    tokens(a).eq(tokens(b))
+}
+
 fn join(parent: Option<&str>, name: &str) -> String {
     match parent {
         Some(p) => format!("{p}/{name}"),
@@ -188,6 +213,9 @@ impl Walker<'_> {
             let loc = name.map_or(Location::Subject, |n| Location::Attachment(n.to_owned()));
             self.scan(subject, loc);
         }
+        // Plain bodies scanned so far, by location: the HTML alternative of a
+        // body usually reads exactly the same and need not be scanned twice.
+        let mut plain: Vec<(Location, &str)> = Vec::new();
         for (i, part) in message.parts.iter().enumerate() {
             let file_name = part.attachment_name();
             let mut full = file_name.map(|f| join(name, f));
@@ -197,10 +225,17 @@ impl Walker<'_> {
                     if file_name.is_some_and(|f| f.to_ascii_lowercase().ends_with(".html")) {
                         self.scan(&html_to_text(text), loc);
                     } else {
-                        self.scan(text, loc);
+                        self.scan(text, loc.clone());
+                        plain.push((loc, text));
                     }
                 }
-                PartType::Html(html) => self.scan(&html_to_text(html), here(full.as_deref().or(name))),
+                PartType::Html(html) => {
+                    let loc = here(full.as_deref().or(name));
+                    let text = html_to_text(html);
+                    if !plain.iter().any(|(l, p)| *l == loc && same_text(p, &text)) {
+                        self.scan(&text, loc);
+                    }
+                }
                 PartType::Binary(data) | PartType::InlineBinary(data) => {
                     let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
                     let is_message = part
@@ -372,3 +407,16 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod same_text_tests {
+    use super::same_text;
+
+    #[test]
+    fn alternatives_that_read_the_same() {
+        assert!(same_text("a b.\n c\n", "\na b.\nc\n"));
+        assert!(!same_text("4111  1111", "4111 1111"), "double space breaks a run");
+        assert!(!same_text("4111\n1111", "4111 1111"));
+        assert!(!same_text("a b", "a b c"));
+    }
+}

@@ -24,7 +24,7 @@ mod tables;
 use std::cell::OnceCell;
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::finding::{Confidence, Detector, Finding, Location};
 use keywords::{Keyword, KeywordIndex, LABELS};
@@ -168,6 +168,9 @@ static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostLongest)
+        // A DFA: a few hundred KiB once, and the fastest search per byte on
+        // text with few matches.
+        .kind(Some(AhoCorasickKind::DFA))
         .build(TRIGGERS.iter().map(|(p, _)| p))
         // A panic here is a broken invariant: the patterns are constants.
         .expect("trigger patterns are valid")
@@ -188,10 +191,12 @@ struct Ctx<'t> {
     text: &'t str,
     b: &'t [u8],
     keywords: OnceCell<KeywordIndex>,
-    tables: OnceCell<TableIndex>,
+    tables: TableIndex,
     hits: Vec<Hit>,
     /// AWS access key ids found so far: a 40-character secret near one counts.
     aws_key_ids: Vec<(usize, usize)>,
+    /// Where `"service_account"` occurs, found once on first use.
+    service_accounts: OnceCell<Vec<usize>>,
     /// Where the last search for `-----END ` started and what it found.
     pem_end: Option<(usize, Option<usize>)>,
 }
@@ -202,9 +207,10 @@ impl<'t> Ctx<'t> {
             text,
             b: text.as_bytes(),
             keywords: OnceCell::new(),
-            tables: OnceCell::new(),
+            tables: TableIndex::new(),
             hits: Vec::new(),
             aws_key_ids: Vec::new(),
+            service_accounts: OnceCell::new(),
             pem_end: None,
         }
     }
@@ -251,6 +257,15 @@ impl<'t> Ctx<'t> {
         (lo, hi)
     }
 
+    /// `"service_account"` occurs within `bytes` of `pos`.
+    fn service_account_near(&self, pos: usize, bytes: usize) -> bool {
+        let at = self
+            .service_accounts
+            .get_or_init(|| memchr::memmem::find_iter(self.b, b"\"service_account\"").collect());
+        let i = at.partition_point(|&a| a + bytes < pos);
+        at.get(i).is_some_and(|&a| a <= pos + bytes)
+    }
+
     fn keywords(&self) -> &KeywordIndex {
         self.keywords.get_or_init(|| KeywordIndex::build(self.text))
     }
@@ -273,10 +288,7 @@ impl<'t> Ctx<'t> {
     ///    side.
     fn evidence(&self, kind: Keyword, start: usize, end: usize, reach: usize) -> Evidence {
         let kw = self.keywords();
-        let header = self
-            .tables
-            .get_or_init(|| TableIndex::build(self.b))
-            .header_cell(self.b, start, end);
+        let header = self.tables.header_cell(self.b, start, end);
         if let Some((lo, hi)) = header {
             if kw.any_in(kind, lo, hi) {
                 return Evidence::For;
@@ -301,15 +313,30 @@ impl<'t> Ctx<'t> {
         self.hits.sort_by_key(|h| (h.start, h.end, h.detector));
         self.hits.dedup_by_key(|h| (h.start, h.end, h.detector));
         // Weak detectors yield to a specific one over the same text: `password=ghp_...`
-        // is a GitHub token, and a `+` number that is a card is a card.
+        // is a GitHub token, and a `+` number that is a card is a card. Hits are
+        // sorted by start: a strong hit starting before a weak one overlaps it
+        // when the furthest end among them passes its start; those starting at
+        // or after it are the next few.
         let hits = &self.hits;
-        let keep: Vec<bool> = hits
-            .iter()
-            .map(|h| {
-                !weak(h.detector)
-                    || !hits.iter().any(|o| {
-                        o.detector != h.detector && !weak(o.detector) && o.start < h.end && h.start < o.end
-                    })
+        let mut strong_end = 0;
+        let keep: Vec<bool> = (0..hits.len())
+            .map(|i| {
+                let h = hits[i];
+                let overlapped = weak(h.detector)
+                    && (strong_end > h.start
+                        || hits[i + 1..]
+                            .iter()
+                            .take_while(|o| o.start < h.end)
+                            .any(|o| !weak(o.detector))
+                        || hits[..i]
+                            .iter()
+                            .rev()
+                            .take_while(|o| o.start == h.start)
+                            .any(|o| !weak(o.detector)));
+                if !weak(h.detector) {
+                    strong_end = strong_end.max(h.end);
+                }
+                !overlapped
             })
             .collect();
         hits.iter()

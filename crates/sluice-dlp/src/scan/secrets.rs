@@ -426,10 +426,8 @@ pub(super) fn gcp_private_key_id(ctx: &mut Ctx<'_>, p: usize, e: usize) {
     if run_len(b, vs, |c| c.is_ascii_hexdigit()) != 40 || b.get(vs + 40) != Some(&b'"') {
         return;
     }
-    // The key file says what it is: `"type": "service_account"`.
-    let lo = p.saturating_sub(4096);
-    let hi = (e + 4096).min(b.len());
-    let service_account = memchr::memmem::find(&b[lo..hi], b"\"service_account\"").is_some();
+    // The key file says what it is: `"type": "service_account"`, within 4 KiB.
+    let service_account = ctx.service_account_near(p, 4096);
     let confidence = if service_account {
         Confidence::High
     } else {

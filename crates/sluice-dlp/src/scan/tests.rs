@@ -629,6 +629,18 @@ fn pathological_inputs_stay_linear() {
         "(1".repeat(mb / 2),
         "DE89".repeat(mb / 4),
         "4".repeat(mb),
+        // Numbers asking for their label and table, with and without lines.
+        "ssn 536-22-1234, ".repeat(mb / 17),
+        "0,536221234,021000021\n".repeat(mb / 22),
+        "\t536221234\t".repeat(mb / 11),
+        "\"private_key_id\": \"2aabfe228f219e9cb0eb53f16947ccf25ec84d8d\",".repeat(mb / 64),
+        "AccountKey=".repeat(mb / 11),
+        "storage key ".repeat(mb / 12),
+        "sk-".repeat(mb / 3),
+        "npm_".repeat(mb / 4),
+        "dob ".repeat(mb / 4),
+        "api_key=".repeat(mb / 8),
+        "Bearer ".repeat(mb / 7),
     ];
     for input in &inputs {
         let _ = scan(input);
