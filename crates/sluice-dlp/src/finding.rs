@@ -64,6 +64,9 @@ pub enum Detector {
     NpmToken,
     /// A high-entropy value after a key name (`api_key = ...`, `Bearer ...`).
     GenericSecret,
+    /// A detector defined by the administrator or an exact-data-match set;
+    /// its name is [`Finding::name`]. Not in [`Detector::ALL`] and never parsed.
+    Custom,
 }
 
 impl Detector {
@@ -124,6 +127,7 @@ impl Detector {
             Detector::OpenaiKey => "openai_key",
             Detector::NpmToken => "npm_token",
             Detector::GenericSecret => "generic_secret",
+            Detector::Custom => "custom",
         }
     }
 }
@@ -279,9 +283,18 @@ pub struct Finding {
     /// key, an example IBAN): reported and tagged so a policy can exclude it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test_value: bool,
+    /// The name of a custom or exact-data-match detector (`detector` is then
+    /// [`Detector::Custom`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<std::sync::Arc<str>>,
 }
 
 impl Finding {
+    /// The detector's name: a built-in's (`credit_card`) or a custom one's.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.detector.as_str())
+    }
+
     /// The match with the sensitive part hidden, for display: digits kept at
     /// the ends only (`4111 **** **** 1111`, `***-**-1234`), tokens cut to
     /// their vendor prefix and a few characters (`ghp_Xq7L****`), passwords
@@ -336,7 +349,9 @@ pub fn mask(detector: Detector, matched: &str) -> String {
     use Detector::*;
     match detector {
         CreditCard | Iban => mask_alnum(matched, 4, 4),
-        UsSsn | AbaRouting | PhoneNumber | CaSin | InAadhaar | UkNino | EsDni => mask_alnum(matched, 0, 4),
+        UsSsn | AbaRouting | PhoneNumber | CaSin | InAadhaar | UkNino | EsDni | Custom => {
+            mask_alnum(matched, 0, 4)
+        }
         DateOfBirth => mask_alnum(matched, 0, 0),
         // Neither length nor symbols of a password are shown.
         Password => "********".into(),
@@ -441,6 +456,7 @@ mod tests {
             confidence: Confidence::High,
             location: Location::Body,
             test_value: false,
+            name: None,
         };
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(

@@ -15,11 +15,13 @@
 //! text scanner and its detectors), `validate` (checksums and ranges),
 //! `extract` (MIME and attachment decoding, bounded).
 
+mod custom;
 mod extract;
 mod finding;
 mod scan;
 mod validate;
 
-pub use extract::{scan_message, ScanLimits, ScanReport};
+pub use custom::{check_name, CustomDetector, CustomError, Validator};
+pub use extract::{scan_message, scan_message_with, ScanLimits, ScanReport, Scanner};
 pub use finding::{mask, Confidence, Detector, Finding, Location, NameError};
 pub use scan::scan_text;

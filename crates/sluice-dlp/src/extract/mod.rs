@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
+use crate::custom::CustomDetector;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
@@ -75,6 +76,16 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
+    /// Findings per detector name (built-in and custom) at or above `min`
+    /// confidence, test values included.
+    pub fn counts_by_name(&self, min: Confidence) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for f in self.findings.iter().filter(|f| f.confidence >= min) {
+            *counts.entry(f.name().to_owned()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Findings per detector at or above `min` confidence (test values
     /// included: filter `findings` on `test_value` to exclude them).
     pub fn counts(&self, min: Confidence) -> BTreeMap<Detector, usize> {
@@ -86,12 +97,45 @@ impl ScanReport {
     }
 }
 
+/// What a node adds to the built-in detectors: its custom detectors (and
+/// exact-data-match sets). Built once per policy change, shared by scans.
+#[derive(Debug, Clone, Default)]
+pub struct Scanner {
+    custom: Vec<CustomDetector>,
+}
+
+impl Scanner {
+    /// A scanner with these custom detectors.
+    pub fn new(custom: Vec<CustomDetector>) -> Self {
+        Scanner { custom }
+    }
+
+    /// The custom detectors' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.custom.iter().map(CustomDetector::name)
+    }
+
+    fn scan_text(&self, text: &str, location: Location) -> Vec<Finding> {
+        let mut findings = scan_text(text, location.clone());
+        for d in &self.custom {
+            d.scan(text, &location, &mut findings);
+        }
+        findings
+    }
+}
+
 /// Decode every part of `raw` (subject, bodies, attachments, nested messages,
 /// archives) and scan each decoded text once.
 ///
 /// Never fails: unparseable content is refused or scanned as plain text.
 pub fn scan_message(raw: &[u8], limits: &ScanLimits) -> ScanReport {
+    scan_message_with(raw, limits, &Scanner::default())
+}
+
+/// [`scan_message`] with a node's custom detectors as well.
+pub fn scan_message_with(raw: &[u8], limits: &ScanLimits, scanner: &Scanner) -> ScanReport {
     let mut walker = Walker {
+        scanner,
         limits,
         scanned: 0,
         expanded: 0,
@@ -126,11 +170,12 @@ const OFFICE_EXTENSIONS: &[&str] = &[
 ];
 
 struct Walker<'l> {
+    scanner: &'l Scanner,
     limits: &'l ScanLimits,
     scanned: u64,
     expanded: u64,
     report: ScanReport,
-    seen: HashSet<(Detector, String, Location)>,
+    seen: HashSet<(String, String, Location)>,
 }
 
 /// Two texts read the same to every detector: equal but for line breaks and
@@ -152,7 +197,11 @@ fn same_text(a: &str, b: &str) -> bool {
                 pos += 1;
             }
             let tok = &s[start..pos];
-            Some(if in_ws && tok.contains(['\n', '\r']) { "\n" } else { tok })
+            Some(if in_ws && tok.contains(['\n', '\r']) {
+                "\n"
+            } else {
+                tok
+            })
         })
     }
     tokens(a).eq(tokens(b))
@@ -186,10 +235,10 @@ impl Walker<'_> {
             return;
         }
         self.scanned += text.len() as u64;
-        for f in scan_text(text, location) {
+        for f in self.scanner.scan_text(text, location) {
             if self
                 .seen
-                .insert((f.detector, f.matched.clone(), f.location.clone()))
+                .insert((f.name().to_owned(), f.matched.clone(), f.location.clone()))
             {
                 self.report.findings.push(f);
             }

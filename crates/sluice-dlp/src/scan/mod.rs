@@ -348,6 +348,7 @@ impl<'t> Ctx<'t> {
                 confidence: h.confidence,
                 location: location.clone(),
                 test_value: h.test_value,
+                name: None,
             })
             .collect()
     }

@@ -50,8 +50,12 @@ pub(super) struct TableIndex {
     /// The last value's line, `(start, end)`, with `None` for a line longer
     /// than [`MAX_LINE`]: values on one line (or one endless line) are
     /// looked up without searching for its ends again.
-    line: Cell<Option<(usize, usize, Option<(usize, usize)>)>>,
+    line: Cell<Option<KnownLine>>,
 }
+
+/// A stretch `lo..hi` without a newline and the line it lies on (`None`: a
+/// line longer than [`MAX_LINE`]).
+type KnownLine = (usize, usize, Option<(usize, usize)>);
 
 /// Separator positions of one line outside double quotes.
 fn separators(line: &[u8], sep: u8) -> impl Iterator<Item = usize> + '_ {
@@ -79,9 +83,15 @@ fn shape(line: &[u8]) -> Option<Shape> {
     if tabs > 0 {
         Some(Shape { sep: b'\t', count: 0 })
     } else if commas >= 2 {
-        Some(Shape { sep: b',', count: commas })
+        Some(Shape {
+            sep: b',',
+            count: commas,
+        })
     } else if semis >= 2 {
-        Some(Shape { sep: b';', count: semis })
+        Some(Shape {
+            sep: b';',
+            count: semis,
+        })
     } else {
         None
     }
@@ -94,7 +104,10 @@ fn header_ok(line: &[u8], sep: u8) -> bool {
     let cells = separators(line, sep).chain(std::iter::once(line.len()));
     for to in cells {
         let cell = &line[from..to];
-        let words = cell.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).count();
+        let words = cell
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+            .count();
         if cell.len() > MAX_HEADER_CELL || words > MAX_HEADER_WORDS {
             return false;
         }
@@ -204,11 +217,16 @@ impl TableIndex {
         let (ls, le) = self.line_of(b, start, end)?;
         let line = &b[ls..le];
         let want = shape(line)?;
-        let blk = self.block(b, ls, le, want).filter(|blk| blk.named && blk.start < ls)?;
+        let blk = self
+            .block(b, ls, le, want)
+            .filter(|blk| blk.named && blk.start < ls)?;
         let sep = want.sep;
         let at = start - ls;
         let col = separators(line, sep).take_while(|&p| p < at).count();
-        let cell_lo = separators(line, sep).take_while(|&p| p < at).last().map_or(0, |p| p + 1);
+        let cell_lo = separators(line, sep)
+            .take_while(|&p| p < at)
+            .last()
+            .map_or(0, |p| p + 1);
         let cell_hi = separators(line, sep).find(|&p| p >= at).unwrap_or(line.len());
         if cell_hi - cell_lo > MAX_VALUE_CELL {
             return None;

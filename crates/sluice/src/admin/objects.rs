@@ -1,10 +1,10 @@
-//! `accepted-domains`, `inbound-connectors`, `outbound-connectors`: list,
-//! create, get, replace and delete, one object at a time. The three kinds
-//! share the handlers through [`Resource`].
+//! `accepted-domains`, `inbound-connectors`, `outbound-connectors`, `rules`,
+//! `detectors`: list, create, get, replace and delete, one object at a time.
+//! The kinds share the handlers through [`Resource`].
 
 use super::{AdminError, ApiState, JsonBody};
 use crate::config::objects::{
-    AcceptedDomain, InboundConnectorObject, ObjectKind, ObjectSet, OutboundConnectorObject,
+    AcceptedDomain, DetectorObject, InboundConnectorObject, ObjectKind, ObjectSet, OutboundConnectorObject,
 };
 use crate::config::rule_object::RuleObject;
 use axum::extract::{Path, State};
@@ -110,12 +110,33 @@ impl Resource for RuleObject {
     }
 }
 
+impl Resource for DetectorObject {
+    const KIND: ObjectKind = ObjectKind::Detector;
+    const NOUN: &'static str = "detector";
+    fn all(set: &ObjectSet) -> &[Self] {
+        &set.detectors
+    }
+    fn into_set(self) -> ObjectSet {
+        ObjectSet {
+            detectors: vec![self],
+            ..ObjectSet::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .merge(collection::<AcceptedDomain>("/accepted-domains"))
         .merge(collection::<InboundConnectorObject>("/inbound-connectors"))
         .merge(collection::<OutboundConnectorObject>("/outbound-connectors"))
         .merge(collection::<RuleObject>("/rules"))
+        .merge(collection::<DetectorObject>("/detectors"))
 }
 
 fn collection<T: Resource>(path: &str) -> Router<ApiState> {

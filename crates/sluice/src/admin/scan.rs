@@ -3,9 +3,9 @@
 //! engine: to the administrator who asked, never to logs or traces; and
 //! even there masked (`4111 **** **** 1111`) unless asked for in clear.
 
-use super::AdminError;
+use super::{AdminError, ApiState};
 use axum::body::Bytes;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -53,9 +53,10 @@ pub(super) struct ScanQuery {
     show_matches: bool,
 }
 
-/// Scans a raw message; matches masked unless `show_matches`.
-pub fn scan_message(raw: &[u8], show_matches: bool) -> ScanResult {
-    let report = crate::scan::scan(raw);
+/// Scans a raw message with `scanner` (the built-in detectors and the
+/// node's custom ones); matches masked unless `show_matches`.
+pub fn scan_message(raw: &[u8], show_matches: bool, scanner: &crate::scan::Scanner) -> ScanResult {
+    let report = crate::scan::scan_with(raw, scanner);
     ScanResult {
         file: None,
         message_id: crate::message::header_message_id(raw),
@@ -63,7 +64,7 @@ pub fn scan_message(raw: &[u8], show_matches: bool) -> ScanResult {
             .findings
             .iter()
             .map(|f| FindingView {
-                detector: f.detector.as_str().to_string(),
+                detector: f.name().to_string(),
                 matched: if show_matches {
                     f.matched.clone()
                 } else {
@@ -84,6 +85,7 @@ pub fn scan_message(raw: &[u8], show_matches: bool) -> ScanResult {
     responses((status = 200, description = "Findings (SPEC section 7)", body = ScanResult),
         (status = 400, description = "Empty body", body = super::ErrorBody)))]
 pub(super) async fn scan(
+    State(state): State<ApiState>,
     Query(query): Query<ScanQuery>,
     body: Bytes,
 ) -> Result<Json<ScanResult>, AdminError> {
@@ -92,7 +94,15 @@ pub(super) async fn scan(
             "the request body must be the raw message".into(),
         ));
     }
-    let result = tokio::task::spawn_blocking(move || scan_message(&body, query.show_matches))
+    // The node's custom detectors, as its rules see them.
+    let scanner = state
+        .backend
+        .objects()
+        .await?
+        .validate()
+        .map(|policy| policy.scanner)
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || scan_message(&body, query.show_matches, &scanner))
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     Ok(Json(result))

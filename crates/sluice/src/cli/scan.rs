@@ -17,7 +17,7 @@ pub(crate) fn run(files: &[PathBuf], show_matches: bool) -> Result<(), Failure> 
                 continue;
             }
         };
-        let mut result = scan_message(&raw, show_matches);
+        let mut result = scan_message(&raw, show_matches, &crate::scan::Scanner::default());
         result.file = Some(file.display().to_string());
         let line = serde_json::to_string(&result).map_err(|e| Failure::runtime(e.to_string()))?;
         println!("{line}");

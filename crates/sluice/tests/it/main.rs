@@ -9,6 +9,7 @@ mod admin_ui;
 mod connectors;
 mod delivery_tls;
 mod demo;
+mod dlp;
 mod dsn;
 mod durability;
 mod mx_delivery;
