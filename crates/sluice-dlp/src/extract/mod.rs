@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashSet};
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 use crate::custom::CustomDetector;
+use crate::edm::EdmSet;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
@@ -102,23 +103,30 @@ impl ScanReport {
 #[derive(Debug, Clone, Default)]
 pub struct Scanner {
     custom: Vec<CustomDetector>,
+    edm: Vec<EdmSet>,
 }
 
 impl Scanner {
-    /// A scanner with these custom detectors.
-    pub fn new(custom: Vec<CustomDetector>) -> Self {
-        Scanner { custom }
+    /// A scanner with these custom detectors and exact-data-match sets.
+    pub fn new(custom: Vec<CustomDetector>, edm: Vec<EdmSet>) -> Self {
+        Scanner { custom, edm }
     }
 
-    /// The custom detectors' names.
+    /// The custom detectors' and EDM sets' names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.custom.iter().map(CustomDetector::name)
+        self.custom
+            .iter()
+            .map(CustomDetector::name)
+            .chain(self.edm.iter().map(EdmSet::name))
     }
 
     fn scan_text(&self, text: &str, location: Location) -> Vec<Finding> {
         let mut findings = scan_text(text, location.clone());
         for d in &self.custom {
             d.scan(text, &location, &mut findings);
+        }
+        for set in &self.edm {
+            set.scan(text, &location, &mut findings);
         }
         findings
     }

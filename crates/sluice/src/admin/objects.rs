@@ -4,9 +4,11 @@
 
 use super::{AdminError, ApiState, JsonBody};
 use crate::config::objects::{
-    AcceptedDomain, DetectorObject, InboundConnectorObject, ObjectKind, ObjectSet, OutboundConnectorObject,
+    AcceptedDomain, DetectorObject, EdmObject, InboundConnectorObject, ObjectKind, ObjectSet,
+    OutboundConnectorObject,
 };
 use crate::config::rule_object::RuleObject;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -130,6 +132,30 @@ impl Resource for DetectorObject {
     }
 }
 
+impl Resource for EdmObject {
+    const KIND: ObjectKind = ObjectKind::Edm;
+    const NOUN: &'static str = "edm set";
+    fn all(set: &ObjectSet) -> &[Self] {
+        &set.edm
+    }
+    fn into_set(self) -> ObjectSet {
+        ObjectSet {
+            edm: vec![self],
+            ..ObjectSet::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
+/// Largest EDM set body: a million values are 16 MB of digests, 22 MB in
+/// base64; four million fit.
+const MAX_EDM_BODY: usize = 96 << 20;
+
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .merge(collection::<AcceptedDomain>("/accepted-domains"))
@@ -137,6 +163,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .merge(collection::<OutboundConnectorObject>("/outbound-connectors"))
         .merge(collection::<RuleObject>("/rules"))
         .merge(collection::<DetectorObject>("/detectors"))
+        .merge(collection::<EdmObject>("/edm").layer(DefaultBodyLimit::max(MAX_EDM_BODY)))
 }
 
 fn collection<T: Resource>(path: &str) -> Router<ApiState> {

@@ -89,6 +89,7 @@ collection_docs!(
     "outbound-connectors"
 );
 collection_docs!(rule, RuleObject, "/rules", "/rules/{name}", "rules");
+collection_docs!(edm, EdmObject, "/edm", "/edm/{name}", "edm");
 collection_docs!(
     detector,
     DetectorObject,
@@ -139,6 +140,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         detector::show,
         detector::replace,
         detector::delete,
+        edm::list,
+        edm::create,
+        edm::show,
+        edm::replace,
+        edm::delete,
         super::validation::validate,
         super::apply,
         super::export,
@@ -287,7 +293,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 44, "{operations:?}");
+        assert_eq!(operations.len(), 49, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -354,6 +360,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 41);
+        assert_eq!(checked, 2 * 46);
     }
 }

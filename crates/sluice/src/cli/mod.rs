@@ -12,6 +12,7 @@ mod client;
 mod connector_flags;
 mod demo;
 mod domain_check;
+mod edm;
 mod node;
 mod objects;
 mod output;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Run the reference topology (gateway, scanner, internet) on loopback
     /// and show the trace of a clean and a sensitive message.
     Demo,
+    /// Exact data match: load salted hashes of listed values.
+    #[command(subcommand)]
+    Edm(edm::EdmCommand),
     /// DLP scan of messages: one JSON line per file (no node needed).
     Scan {
         /// Messages (RFC 5322 files).
@@ -380,6 +384,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
+        Command::Edm(command) => edm::run(global, command),
         Command::Scan { files, show_matches } => scan::run(files, *show_matches),
         Command::Demo => demo::run(),
     }

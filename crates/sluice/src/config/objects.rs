@@ -138,6 +138,88 @@ impl DetectorObject {
     }
 }
 
+/// `[[edm]]`: an exact-data-match set, as `sluice edm load` stores it:
+/// salted hashes of the listed values, never the values (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdmObject {
+    /// snake_case name: the detector name of its findings.
+    pub name: String,
+    /// Free text (the source file, by default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// Distinct values listed.
+    pub values: u64,
+    /// The HMAC-SHA256 key, base64.
+    pub salt: String,
+    /// Shortest normalised value, in bytes.
+    pub min_len: u32,
+    /// Longest normalised value, in bytes.
+    pub max_len: u32,
+    /// Character-kind sets among the values (see `sluice_dlp::EdmDigests`).
+    pub kinds: u16,
+    /// The digests (16 bytes each, concatenated), base64.
+    pub digests: String,
+}
+
+impl EdmObject {
+    /// The stored form of hashed values.
+    pub fn from_digests(name: &str, comment: String, d: &sluice_dlp::EdmDigests) -> Self {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        EdmObject {
+            name: name.to_string(),
+            comment,
+            values: d.digests.len() as u64,
+            salt: engine.encode(&d.salt),
+            min_len: d.min_len as u32,
+            max_len: d.max_len as u32,
+            kinds: d.kinds,
+            digests: engine.encode(d.digests.concat()),
+        }
+    }
+
+    /// Loads the set for the scanner.
+    pub fn compile(&self) -> Result<sluice_dlp::EdmSet, (&'static str, String)> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let salt = engine
+            .decode(&self.salt)
+            .map_err(|e| ("salt", format!("not base64: {e}")))?;
+        let raw = engine
+            .decode(&self.digests)
+            .map_err(|e| ("digests", format!("not base64: {e}")))?;
+        if raw.len() % sluice_dlp::DIGEST_LEN != 0
+            || (raw.len() / sluice_dlp::DIGEST_LEN) as u64 != self.values
+        {
+            return Err((
+                "digests",
+                format!(
+                    "must be {} digests of {} bytes",
+                    self.values,
+                    sluice_dlp::DIGEST_LEN
+                ),
+            ));
+        }
+        let digests = raw
+            .chunks_exact(sluice_dlp::DIGEST_LEN)
+            .map(|c| {
+                let mut d = [0u8; sluice_dlp::DIGEST_LEN];
+                d.copy_from_slice(c);
+                d
+            })
+            .collect();
+        let stored = sluice_dlp::EdmDigests {
+            salt,
+            digests,
+            min_len: self.min_len as usize,
+            max_len: self.max_len as usize,
+            kinds: self.kinds,
+        };
+        sluice_dlp::EdmSet::new(&self.name, &stored).map_err(|e| ("name", e.to_string()))
+    }
+}
+
 /// `[[inbound_connector]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +348,9 @@ pub struct ObjectSet {
     /// `[[detector]]`.
     #[serde(default, rename = "detector", skip_serializing_if = "Vec::is_empty")]
     pub detectors: Vec<DetectorObject>,
+    /// `[[edm]]`.
+    #[serde(default, rename = "edm", skip_serializing_if = "Vec::is_empty")]
+    pub edm: Vec<EdmObject>,
 }
 
 /// A kind of object (API path segment, CLI noun, store key prefix).
@@ -282,6 +367,8 @@ pub enum ObjectKind {
     Rule,
     /// detector (custom DLP detector).
     Detector,
+    /// edm (exact-data-match set).
+    Edm,
 }
 
 impl ObjectKind {
@@ -293,6 +380,7 @@ impl ObjectKind {
             ObjectKind::OutboundConnector => "outbound_connector",
             ObjectKind::Rule => "rule",
             ObjectKind::Detector => "detector",
+            ObjectKind::Edm => "edm",
         }
     }
 }
@@ -379,6 +467,7 @@ impl ObjectSet {
         );
         upsert(&mut self.rules, other.rules, |o| &o.name, prune);
         upsert(&mut self.detectors, other.detectors, |o| &o.name, prune);
+        upsert(&mut self.edm, other.edm, |o| &o.name, prune);
     }
 
     /// Removes an object; `false` when there was none.
@@ -394,6 +483,7 @@ impl ObjectSet {
             ObjectKind::OutboundConnector => drop_named(&mut self.outbound_connectors, name, |o| &o.name),
             ObjectKind::Rule => drop_named(&mut self.rules, name, |o| &o.name),
             ObjectKind::Detector => drop_named(&mut self.detectors, name, |o| &o.name),
+            ObjectKind::Edm => drop_named(&mut self.edm, name, |o| &o.name),
         }
     }
 
@@ -573,7 +663,21 @@ impl ObjectSet {
             }
             custom.push(d.compile().map_err(|(key, m)| err(key, m))?);
         }
-        policy.scanner = std::sync::Arc::new(sluice_dlp::Scanner::new(custom));
+        let mut sets = Vec::new();
+        for e in &self.edm {
+            let err = |key: &'static str, message: String| ObjectError {
+                kind: "edm",
+                name: e.name.clone(),
+                key,
+                message,
+            };
+            // One namespace with the custom detectors: a finding names one.
+            if !names.insert(e.name.clone()) {
+                return Err(err("name", "defined twice (as a detector or an edm set)".into()));
+            }
+            sets.push(e.compile().map_err(|(key, m)| err(key, m))?);
+        }
+        policy.scanner = std::sync::Arc::new(sluice_dlp::Scanner::new(custom, sets));
         names.clear();
         let mut rules = Vec::new();
         for r in &self.rules {
