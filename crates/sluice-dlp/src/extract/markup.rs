@@ -100,9 +100,23 @@ fn strip(
     src: &str,
     collapse: bool,
     hidden: &[&str],
-    mut breaks: impl FnMut(&str, bool) -> Option<char>,
+    breaks: impl FnMut(&str, bool) -> Option<char>,
 ) -> String {
     let mut out = String::with_capacity(src.len());
+    strip_into(src, collapse, hidden, breaks, &mut out);
+    out
+}
+
+/// [`strip`] appending to `out` (an Office document's parts go into one text
+/// without a copy each).
+fn strip_into(
+    src: &str,
+    collapse: bool,
+    hidden: &[&str],
+    mut breaks: impl FnMut(&str, bool) -> Option<char>,
+    out: &mut String,
+) {
+    out.reserve(src.len() / 2);
     let mut rest = src;
     // Once an end tag is known to be missing, stop looking for it (else many
     // unclosed `<style>` tags would rescan the rest of the text each).
@@ -142,12 +156,12 @@ fn strip(
             },
             b'<' => {
                 if let Some(after) = tail.strip_prefix("<!--") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                     continue;
                 }
                 if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                     continue;
                 }
@@ -189,12 +203,12 @@ fn strip(
                 }
                 let ends = closing || tag.ends_with('/');
                 if let Some(c) = breaks(local, ends) {
-                    push_space(&mut out, c);
+                    push_space(out, c);
                 }
             }
             b'-' => {
                 if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                 } else {
                     out.push('-');
@@ -203,7 +217,7 @@ fn strip(
             }
             _ => {
                 if collapse {
-                    push_space(&mut out, ' ');
+                    push_space(out, ' ');
                 } else {
                     out.push(char::from(tail.as_bytes()[0]));
                 }
@@ -212,7 +226,6 @@ fn strip(
         }
     }
     out.push_str(rest);
-    out
 }
 
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
@@ -233,29 +246,42 @@ pub(crate) fn html_to_text(html: &str) -> String {
 /// by tabs (paragraphs inside a cell joined by a space), so a header row sits
 /// above its columns as in a spreadsheet.
 pub(crate) fn xml_to_text(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len() / 2);
+    xml_to_text_into(xml, &mut out);
+    out
+}
+
+/// [`xml_to_text`] appending to `out`.
+pub(crate) fn xml_to_text_into(xml: &str, out: &mut String) {
     let mut cell_depth = 0usize;
-    strip(xml, false, &[], move |name, ends| {
-        let cell = name == "tc" || name == "table-cell";
-        let row = name == "tr" || name == "table-row";
-        if cell && !ends {
-            cell_depth += 1;
-            return None;
-        }
-        if name == "tab" {
-            Some('\t')
-        } else if cell {
-            cell_depth = cell_depth.saturating_sub(1);
-            Some('\t')
-        } else if row && ends {
-            Some('\n')
-        } else if ends && cell_depth > 0 && name != "t" && XML_BREAKS.contains(&name) {
-            Some(' ')
-        } else if ends && name != "t" && XML_BREAKS.contains(&name) {
-            Some('\n')
-        } else {
-            None
-        }
-    })
+    strip_into(
+        xml,
+        false,
+        &[],
+        move |name, ends| {
+            let cell = name == "tc" || name == "table-cell";
+            let row = name == "tr" || name == "table-row";
+            if cell && !ends {
+                cell_depth += 1;
+                return None;
+            }
+            if name == "tab" {
+                Some('\t')
+            } else if cell {
+                cell_depth = cell_depth.saturating_sub(1);
+                Some('\t')
+            } else if row && ends {
+                Some('\n')
+            } else if ends && cell_depth > 0 && name != "t" && XML_BREAKS.contains(&name) {
+                Some(' ')
+            } else if ends && name != "t" && XML_BREAKS.contains(&name) {
+                Some('\n')
+            } else {
+                None
+            }
+        },
+        out,
+    );
 }
 
 #[cfg(test)]

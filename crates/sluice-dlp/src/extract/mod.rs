@@ -31,7 +31,7 @@ use crate::edm::EdmSet;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
-pub(crate) use markup::{html_to_text, xml_to_text};
+pub(crate) use markup::{html_to_text, xml_to_text, xml_to_text_into};
 
 /// Bounds on the work one message may cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,7 +438,7 @@ impl Walker<'_> {
                     office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
                 }
                 Some(_) if *part == "xl/sharedStrings.xml" => continue,
-                _ => office_text.push_str(&xml_to_text(&xml)),
+                _ => xml_to_text_into(&xml, &mut office_text),
             }
             office_text.push('\n');
         }
