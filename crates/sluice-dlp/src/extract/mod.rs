@@ -31,7 +31,7 @@ use crate::edm::EdmSet;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
-pub(crate) use markup::{html_to_text, xml_to_text, xml_to_text_into};
+pub(crate) use markup::{html_to_text, xml_to_text_into};
 
 /// Bounds on the work one message may cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
