@@ -44,11 +44,34 @@ pub enum Detector {
     Jwt,
     /// A password or secret given after a keyword.
     Password,
+    /// UK National Insurance number (`AB 12 34 56 C`, HMRC prefix rules).
+    UkNino,
+    /// Canadian Social Insurance Number (Luhn).
+    CaSin,
+    /// Spanish DNI / NIE (check letter, mod 23).
+    EsDni,
+    /// Indian Aadhaar number (Verhoeff check digit).
+    InAadhaar,
+    /// A date of birth after its label.
+    DateOfBirth,
+    /// Azure storage account key (88 base64 characters), as in a connection string.
+    AzureStorageKey,
+    /// GCP service-account key file (`private_key_id` of a service account JSON).
+    GcpServiceAccount,
+    /// OpenAI API key (`sk-...T3BlbkFJ...`, `sk-proj-...`).
+    OpenaiKey,
+    /// npm access token (`npm_...`).
+    NpmToken,
+    /// A high-entropy value after a key name (`api_key = ...`, `Bearer ...`).
+    GenericSecret,
+    /// A detector defined by the administrator or an exact-data-match set;
+    /// its name is [`Finding::name`]. Not in [`Detector::ALL`] and never parsed.
+    Custom,
 }
 
 impl Detector {
     /// Every detector, in declaration order.
-    pub const ALL: [Detector; 15] = [
+    pub const ALL: [Detector; 25] = [
         Detector::CreditCard,
         Detector::UsSsn,
         Detector::Iban,
@@ -64,6 +87,16 @@ impl Detector {
         Detector::PrivateKey,
         Detector::Jwt,
         Detector::Password,
+        Detector::UkNino,
+        Detector::CaSin,
+        Detector::EsDni,
+        Detector::InAadhaar,
+        Detector::DateOfBirth,
+        Detector::AzureStorageKey,
+        Detector::GcpServiceAccount,
+        Detector::OpenaiKey,
+        Detector::NpmToken,
+        Detector::GenericSecret,
     ];
 
     /// The detector's name as used in config, headers and JSON (`credit_card`).
@@ -84,6 +117,17 @@ impl Detector {
             Detector::PrivateKey => "private_key",
             Detector::Jwt => "jwt",
             Detector::Password => "password",
+            Detector::UkNino => "uk_nino",
+            Detector::CaSin => "ca_sin",
+            Detector::EsDni => "es_dni",
+            Detector::InAadhaar => "in_aadhaar",
+            Detector::DateOfBirth => "date_of_birth",
+            Detector::AzureStorageKey => "azure_storage_key",
+            Detector::GcpServiceAccount => "gcp_service_account",
+            Detector::OpenaiKey => "openai_key",
+            Detector::NpmToken => "npm_token",
+            Detector::GenericSecret => "generic_secret",
+            Detector::Custom => "custom",
         }
     }
 }
@@ -239,11 +283,147 @@ pub struct Finding {
     /// key, an example IBAN): reported and tagged so a policy can exclude it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test_value: bool,
+    /// The name of a custom or exact-data-match detector (`detector` is then
+    /// [`Detector::Custom`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<std::sync::Arc<str>>,
+}
+
+impl Finding {
+    /// The detector's name: a built-in's (`credit_card`) or a custom one's.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.detector.as_str())
+    }
+
+    /// The match with the sensitive part hidden, for display: digits kept at
+    /// the ends only (`4111 **** **** 1111`, `***-**-1234`), tokens cut to
+    /// their vendor prefix and a few characters (`ghp_Xq7L****`), passwords
+    /// and dates of birth hidden whole. Separators stay, so the shape reads.
+    pub fn masked(&self) -> String {
+        mask(self.detector, &self.matched)
+    }
+}
+
+/// Keep the first `head` and last `tail` letters and digits of `s`, replace
+/// the others with `*`; other characters (separators) stay.
+fn mask_alnum(s: &str, head: usize, tail: usize) -> String {
+    let total = s.chars().filter(char::is_ascii_alphanumeric).count();
+    // Never show more than half of the characters.
+    let (head, tail) = if head + tail > total / 2 {
+        (0, (total / 2).min(tail))
+    } else {
+        (head, tail)
+    };
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if !c.is_ascii_alphanumeric() {
+                return c;
+            }
+            seen += 1;
+            if seen <= head || seen > total - tail {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+/// A token's vendor prefix (`ghp_`, `sk_live_`, `xoxb-`, `AKIA`, `sk-proj-`).
+fn token_prefix(d: Detector, s: &str) -> usize {
+    match d {
+        Detector::AwsAccessKey => 4,
+        Detector::Jwt => 3,
+        _ => s
+            .char_indices()
+            .take(16)
+            .filter(|&(_, c)| c == '_' || c == '-')
+            .last()
+            .map_or(0, |(i, _)| i + 1),
+    }
+}
+
+/// See [`Finding::masked`].
+pub fn mask(detector: Detector, matched: &str) -> String {
+    use Detector::*;
+    match detector {
+        CreditCard | Iban => mask_alnum(matched, 4, 4),
+        UsSsn | AbaRouting | PhoneNumber | CaSin | InAadhaar | UkNino | EsDni | Custom => {
+            mask_alnum(matched, 0, 4)
+        }
+        DateOfBirth => mask_alnum(matched, 0, 0),
+        // Neither length nor symbols of a password are shown.
+        Password => "********".into(),
+        EmailAddress => match matched.split_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}")
+            }
+            None => "****".into(),
+        },
+        PrivateKey => {
+            let header = matched.split_once("-----\n").map_or(matched, |(h, _)| h);
+            let header = header.split_once('\n').map_or(header, |(h, _)| h);
+            format!("{}-----****", header.trim_end_matches('-'))
+        }
+        _ => {
+            let prefix = token_prefix(detector, matched);
+            let rest = matched.len() - prefix;
+            // At most 4 characters of the secret part, and never a quarter of it.
+            let shown = (rest / 4).min(4);
+            let cut = prefix + shown;
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| matched.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{}****", &matched[..cut])
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_keep_the_shape_not_the_value() {
+        use Detector::*;
+        assert_eq!(mask(CreditCard, "4111 1111 1111 1111"), "4111 **** **** 1111");
+        assert_eq!(mask(CreditCard, "4111111111111111"), "4111********1111");
+        assert_eq!(mask(UsSsn, "536-22-1234"), "***-**-1234");
+        assert_eq!(
+            mask(Iban, "DE89 3704 0044 0532 0130 00"),
+            "DE89 **** **** **** **30 00"
+        );
+        assert_eq!(mask(PhoneNumber, "+44 20 7946 0958"), "+** ** **** 0958");
+        assert_eq!(mask(DateOfBirth, "12 March 1985"), "** ***** ****");
+        assert_eq!(mask(Password, "Tr0ub4dor&3"), "********");
+        assert_eq!(mask(EmailAddress, "jane.doe@example.com"), "j***@example.com");
+        assert_eq!(
+            mask(StripeKey, "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+            "sk_live_4eC3****"
+        );
+        assert_eq!(
+            mask(GithubToken, "ghp_Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0AeAAAA"),
+            "ghp_Xq7L****"
+        );
+        assert_eq!(mask(AwsAccessKey, "AKIAQYLPMN5HFIQR7BXZ"), "AKIAQYLP****");
+        assert_eq!(
+            mask(AwsSecretKey, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "wJal****"
+        );
+        assert_eq!(mask(GenericSecret, "abcdefgh"), "ab****");
+        assert_eq!(
+            mask(
+                PrivateKey,
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"
+            ),
+            "-----BEGIN RSA PRIVATE KEY-----****"
+        );
+        // Short values never show half of themselves.
+        assert_eq!(mask(UsSsn, "1234"), "**34");
+    }
 
     #[test]
     fn names_round_trip() {
@@ -276,6 +456,7 @@ mod tests {
             confidence: Confidence::High,
             location: Location::Body,
             test_value: false,
+            name: None,
         };
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(

@@ -15,11 +15,15 @@
 //! text scanner and its detectors), `validate` (checksums and ranges),
 //! `extract` (MIME and attachment decoding, bounded).
 
+mod custom;
+mod edm;
 mod extract;
 mod finding;
 mod scan;
 mod validate;
 
-pub use extract::{scan_message, ScanLimits, ScanReport};
-pub use finding::{Confidence, Detector, Finding, Location, NameError};
+pub use custom::{check_name, CustomDetector, CustomError, Validator};
+pub use edm::{normalize, random_salt, Digest, EdmDigests, EdmError, EdmSet, DIGEST_LEN};
+pub use extract::{scan_message, scan_message_with, ScanLimits, ScanReport, Scanner};
+pub use finding::{mask, Confidence, Detector, Finding, Location, NameError};
 pub use scan::scan_text;

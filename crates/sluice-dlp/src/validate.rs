@@ -297,6 +297,87 @@ pub(crate) fn aba_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// North American Numbering Plan: area code `[2-9][0-8][0-9]` and not
+/// `N11` (service codes); exchange `[2-9][0-9][0-9]` and not `N11`.
+pub(crate) fn nanp_valid(area: &[u8], exchange: &[u8]) -> bool {
+    let n11 = |d: &[u8]| d[1] == b'1' && d[2] == b'1';
+    area.len() == 3
+        && exchange.len() == 3
+        && area.iter().chain(exchange).all(u8::is_ascii_digit)
+        && area[0] >= b'2'
+        && area[1] != b'9'
+        && !n11(area)
+        && exchange[0] >= b'2'
+        && !n11(exchange)
+}
+
+/// UK National Insurance number prefix (HMRC): first letter not D, F, I, Q,
+/// U, V; second not D, F, I, O, Q, U, V; not BG, GB, KN, NK, NT, TN, ZZ.
+pub(crate) fn nino_prefix_valid(a: u8, b: u8) -> bool {
+    a.is_ascii_uppercase()
+        && b.is_ascii_uppercase()
+        && !b"DFIQUV".contains(&a)
+        && !b"DFIOQUV".contains(&b)
+        && !matches!(&[a, b], b"BG" | b"GB" | b"KN" | b"NK" | b"NT" | b"TN" | b"ZZ")
+}
+
+/// Canadian SIN: nine digits, Luhn, first digit not 0 or 8 (unassigned).
+pub(crate) fn sin_valid(digits: &[u8]) -> bool {
+    digits.len() == 9 && !matches!(digits[0], b'0' | b'8') && luhn(digits)
+}
+
+/// The check letter of a Spanish DNI number (mod 23, Ministerio del Interior).
+pub(crate) fn dni_letter(number: u32) -> u8 {
+    b"TRWAGMYFPDXBNJZSQVHLCKE"[(number % 23) as usize]
+}
+
+/// Verhoeff check (Aadhaar): the dihedral group D5 tables.
+pub(crate) fn verhoeff(digits: &[u8]) -> bool {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let mut c = 0u8;
+    for (i, &d) in digits.iter().rev().enumerate() {
+        c = D[usize::from(c)][usize::from(P[i % 8][usize::from(d - b'0')])];
+    }
+    c == 0
+}
+
+/// A calendar date (Gregorian leap years), year 1900-2099.
+pub(crate) fn date_valid(year: u32, month: u32, day: u32) -> bool {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1900..=2099).contains(&year) && (1..=days).contains(&day)
+}
+
 /// Shannon entropy in bits per byte.
 pub(crate) fn entropy(s: &[u8]) -> f64 {
     if s.is_empty() {
@@ -469,6 +550,30 @@ mod tests {
         assert!(!aba_valid(b"000000000"));
         assert!(!aba_valid(b"400000009"), "prefix 40 unassigned");
         assert!(!aba_valid(b"02100002"));
+    }
+
+    #[test]
+    fn national_id_checksums() {
+        assert!(nino_prefix_valid(b'A', b'B'));
+        assert!(!nino_prefix_valid(b'D', b'A'));
+        assert!(!nino_prefix_valid(b'A', b'O'));
+        assert!(!nino_prefix_valid(b'G', b'B'));
+        assert!(!nino_prefix_valid(b'Z', b'Z'));
+        assert!(sin_valid(b"130456288"));
+        assert!(!sin_valid(b"130456287"));
+        assert!(
+            !sin_valid(b"046454286"),
+            "0 is unassigned (the government's sample)"
+        );
+        assert!(!sin_valid(b"846454281"), "8 is unassigned");
+        assert_eq!(dni_letter(12_345_678), b'Z');
+        assert!(verhoeff(b"2363"));
+        assert!(verhoeff(b"499118665246"));
+        assert!(!verhoeff(b"499118665247"));
+        assert!(date_valid(2000, 2, 29));
+        assert!(!date_valid(1900, 2, 29));
+        assert!(!date_valid(1985, 4, 31));
+        assert!(!date_valid(1899, 1, 1));
     }
 
     #[test]

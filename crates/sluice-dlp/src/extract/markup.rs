@@ -100,9 +100,23 @@ fn strip(
     src: &str,
     collapse: bool,
     hidden: &[&str],
-    mut breaks: impl FnMut(&str, bool) -> Option<char>,
+    breaks: impl FnMut(&str, bool) -> Option<char>,
 ) -> String {
     let mut out = String::with_capacity(src.len());
+    strip_into(src, collapse, hidden, breaks, &mut out);
+    out
+}
+
+/// [`strip`] appending to `out` (an Office document's parts go into one text
+/// without a copy each).
+fn strip_into(
+    src: &str,
+    collapse: bool,
+    hidden: &[&str],
+    mut breaks: impl FnMut(&str, bool) -> Option<char>,
+    out: &mut String,
+) {
+    out.reserve(src.len() / 2);
     let mut rest = src;
     // Once an end tag is known to be missing, stop looking for it (else many
     // unclosed `<style>` tags would rescan the rest of the text each).
@@ -117,7 +131,16 @@ fn strip(
         }
         out.push(c);
     };
-    while let Some(i) = rest.find(['<', '&', ' ', '\n', '\r', '\t', '-']) {
+    // Whitespace matters only when it collapses (HTML); XML keeps it as is,
+    // so its loop stops on three bytes, found with memchr.
+    let next = |rest: &str| {
+        if collapse {
+            rest.find(['<', '&', ' ', '\n', '\r', '\t', '-'])
+        } else {
+            memchr::memchr3(b'<', b'&', b'-', rest.as_bytes())
+        }
+    };
+    while let Some(i) = next(rest) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -133,12 +156,12 @@ fn strip(
             },
             b'<' => {
                 if let Some(after) = tail.strip_prefix("<!--") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                     continue;
                 }
                 if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                     continue;
                 }
@@ -155,11 +178,22 @@ fn strip(
                     .find(|c: char| c.is_whitespace() || c == '/')
                     .unwrap_or(name_part.len());
                 let full = &name_part[..name_end];
-                let local = full.rsplit(':').next().unwrap_or(full).to_ascii_lowercase();
-                if !closing && !unclosed && hidden.contains(&local.as_str()) {
+                let local = full.rfind(':').map_or(full, |i| &full[i + 1..]);
+                // Tag names are matched without regard to case and without
+                // allocating: a spreadsheet has a tag every few bytes.
+                let mut lower = [0u8; 16];
+                let local = if local.len() <= lower.len() {
+                    lower[..local.len()].copy_from_slice(local.as_bytes());
+                    lower[..local.len()].make_ascii_lowercase();
+                    std::str::from_utf8(&lower[..local.len()]).unwrap_or("")
+                } else {
+                    // No element of interest has a long name.
+                    ""
+                };
+                if !closing && !unclosed && hidden.contains(&local) {
                     // Unclosed, the element hides nothing: malformed markup must
                     // not become a way to hide text from the scanner.
-                    match find_end_tag(rest, &local) {
+                    match find_end_tag(rest, local) {
                         Some(e) => {
                             rest = &rest[e..];
                             continue;
@@ -168,13 +202,13 @@ fn strip(
                     }
                 }
                 let ends = closing || tag.ends_with('/');
-                if let Some(c) = breaks(&local, ends) {
-                    push_space(&mut out, c);
+                if let Some(c) = breaks(local, ends) {
+                    push_space(out, c);
                 }
             }
             b'-' => {
                 if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(&mut out, '\n');
+                    push_space(out, '\n');
                     rest = after;
                 } else {
                     out.push('-');
@@ -183,7 +217,7 @@ fn strip(
             }
             _ => {
                 if collapse {
-                    push_space(&mut out, ' ');
+                    push_space(out, ' ');
                 } else {
                     out.push(char::from(tail.as_bytes()[0]));
                 }
@@ -192,7 +226,6 @@ fn strip(
         }
     }
     out.push_str(rest);
-    out
 }
 
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
@@ -209,17 +242,46 @@ pub(crate) fn html_to_text(html: &str) -> String {
 }
 
 /// The text content of an Office/OpenDocument XML part: runs joined, one line
-/// per paragraph, cell or shared string.
+/// per paragraph or shared string; a table row a line with its cells separated
+/// by tabs (paragraphs inside a cell joined by a space), so a header row sits
+/// above its columns as in a spreadsheet.
 pub(crate) fn xml_to_text(xml: &str) -> String {
-    strip(xml, false, &[], |name, ends| {
-        if name == "tab" {
-            Some('\t')
-        } else if ends && name != "t" && XML_BREAKS.contains(&name) {
-            Some('\n')
-        } else {
-            None
-        }
-    })
+    let mut out = String::with_capacity(xml.len() / 2);
+    xml_to_text_into(xml, &mut out);
+    out
+}
+
+/// [`xml_to_text`] appending to `out`.
+pub(crate) fn xml_to_text_into(xml: &str, out: &mut String) {
+    let mut cell_depth = 0usize;
+    strip_into(
+        xml,
+        false,
+        &[],
+        move |name, ends| {
+            let cell = name == "tc" || name == "table-cell";
+            let row = name == "tr" || name == "table-row";
+            if cell && !ends {
+                cell_depth += 1;
+                return None;
+            }
+            if name == "tab" {
+                Some('\t')
+            } else if cell {
+                cell_depth = cell_depth.saturating_sub(1);
+                Some('\t')
+            } else if row && ends {
+                Some('\n')
+            } else if ends && cell_depth > 0 && name != "t" && XML_BREAKS.contains(&name) {
+                Some(' ')
+            } else if ends && name != "t" && XML_BREAKS.contains(&name) {
+                Some('\n')
+            } else {
+                None
+            }
+        },
+        out,
+    );
 }
 
 #[cfg(test)]
@@ -265,6 +327,13 @@ mod tests {
         assert_eq!(
             xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
             "1\nx & y\n"
+        );
+        let table = "<w:p><w:r><w:t>Staff</w:t></w:r></w:p><w:tbl>\
+            <w:tr><w:tc><w:p><w:r><w:t>Name</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>SSN</w:t></w:r></w:p></w:tc></w:tr>\
+            <w:tr><w:tc><w:p><w:r><w:t>Jane</w:t></w:r></w:p><w:p><w:r><w:t>Doe</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>536221234</w:t></w:r></w:p></w:tc></w:tr></w:tbl>";
+        assert_eq!(
+            xml_to_text(table),
+            "Staff\nName \tSSN \t\nJane Doe \t536221234 \t\n"
         );
     }
 }

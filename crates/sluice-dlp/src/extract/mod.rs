@@ -17,6 +17,7 @@
 
 mod markup;
 mod pdf;
+mod xlsx;
 mod zip;
 #[cfg(test)]
 mod zip_writer;
@@ -25,10 +26,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
+use crate::custom::CustomDetector;
+use crate::edm::EdmSet;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
-pub(crate) use markup::{html_to_text, xml_to_text};
+pub(crate) use markup::{html_to_text, xml_to_text_into};
 
 /// Bounds on the work one message may cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,16 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
+    /// Findings per detector name (built-in and custom) at or above `min`
+    /// confidence, test values included.
+    pub fn counts_by_name(&self, min: Confidence) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for f in self.findings.iter().filter(|f| f.confidence >= min) {
+            *counts.entry(f.name().to_owned()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Findings per detector at or above `min` confidence (test values
     /// included: filter `findings` on `test_value` to exclude them).
     pub fn counts(&self, min: Confidence) -> BTreeMap<Detector, usize> {
@@ -85,12 +98,52 @@ impl ScanReport {
     }
 }
 
+/// What a node adds to the built-in detectors: its custom detectors (and
+/// exact-data-match sets). Built once per policy change, shared by scans.
+#[derive(Debug, Clone, Default)]
+pub struct Scanner {
+    custom: Vec<CustomDetector>,
+    edm: Vec<EdmSet>,
+}
+
+impl Scanner {
+    /// A scanner with these custom detectors and exact-data-match sets.
+    pub fn new(custom: Vec<CustomDetector>, edm: Vec<EdmSet>) -> Self {
+        Scanner { custom, edm }
+    }
+
+    /// The custom detectors' and EDM sets' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.custom
+            .iter()
+            .map(CustomDetector::name)
+            .chain(self.edm.iter().map(EdmSet::name))
+    }
+
+    fn scan_text(&self, text: &str, location: Location) -> Vec<Finding> {
+        let mut findings = scan_text(text, location.clone());
+        for d in &self.custom {
+            d.scan(text, &location, &mut findings);
+        }
+        for set in &self.edm {
+            set.scan(text, &location, &mut findings);
+        }
+        findings
+    }
+}
+
 /// Decode every part of `raw` (subject, bodies, attachments, nested messages,
 /// archives) and scan each decoded text once.
 ///
 /// Never fails: unparseable content is refused or scanned as plain text.
 pub fn scan_message(raw: &[u8], limits: &ScanLimits) -> ScanReport {
+    scan_message_with(raw, limits, &Scanner::default())
+}
+
+/// [`scan_message`] with a node's custom detectors as well.
+pub fn scan_message_with(raw: &[u8], limits: &ScanLimits, scanner: &Scanner) -> ScanReport {
     let mut walker = Walker {
+        scanner,
         limits,
         scanned: 0,
         expanded: 0,
@@ -125,11 +178,41 @@ const OFFICE_EXTENSIONS: &[&str] = &[
 ];
 
 struct Walker<'l> {
+    scanner: &'l Scanner,
     limits: &'l ScanLimits,
     scanned: u64,
     expanded: u64,
     report: ScanReport,
-    seen: HashSet<(Detector, String, Location)>,
+    seen: HashSet<(String, String, Location)>,
+}
+
+/// Two texts read the same to every detector: equal but for line breaks and
+/// the whitespace around them (`<p>` versus `\n`). Runs of spaces and tabs
+/// must match exactly, since a digit run is joined by one space only.
+fn same_text(a: &str, b: &str) -> bool {
+    fn tokens(s: &str) -> impl Iterator<Item = &str> {
+        let s = s.trim_matches(['\n', '\r', ' ', '\t']);
+        let bytes = s.as_bytes();
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= bytes.len() {
+                return None;
+            }
+            let start = pos;
+            let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+            let in_ws = ws(bytes[pos]);
+            while pos < bytes.len() && ws(bytes[pos]) == in_ws {
+                pos += 1;
+            }
+            let tok = &s[start..pos];
+            Some(if in_ws && tok.contains(['\n', '\r']) {
+                "\n"
+            } else {
+                tok
+            })
+        })
+    }
+    tokens(a).eq(tokens(b))
 }
 
 fn join(parent: Option<&str>, name: &str) -> String {
@@ -160,10 +243,10 @@ impl Walker<'_> {
             return;
         }
         self.scanned += text.len() as u64;
-        for f in scan_text(text, location) {
+        for f in self.scanner.scan_text(text, location) {
             if self
                 .seen
-                .insert((f.detector, f.matched.clone(), f.location.clone()))
+                .insert((f.name().to_owned(), f.matched.clone(), f.location.clone()))
             {
                 self.report.findings.push(f);
             }
@@ -187,6 +270,9 @@ impl Walker<'_> {
             let loc = name.map_or(Location::Subject, |n| Location::Attachment(n.to_owned()));
             self.scan(subject, loc);
         }
+        // Plain bodies scanned so far, by location: the HTML alternative of a
+        // body usually reads exactly the same and need not be scanned twice.
+        let mut plain: Vec<(Location, &str)> = Vec::new();
         for (i, part) in message.parts.iter().enumerate() {
             let file_name = part.attachment_name();
             let mut full = file_name.map(|f| join(name, f));
@@ -196,10 +282,17 @@ impl Walker<'_> {
                     if file_name.is_some_and(|f| f.to_ascii_lowercase().ends_with(".html")) {
                         self.scan(&html_to_text(text), loc);
                     } else {
-                        self.scan(text, loc);
+                        self.scan(text, loc.clone());
+                        plain.push((loc, text));
                     }
                 }
-                PartType::Html(html) => self.scan(&html_to_text(html), here(full.as_deref().or(name))),
+                PartType::Html(html) => {
+                    let loc = here(full.as_deref().or(name));
+                    let text = html_to_text(html);
+                    if !plain.iter().any(|(l, p)| *l == loc && same_text(p, &text)) {
+                        self.scan(&text, loc);
+                    }
+                }
                 PartType::Binary(data) | PartType::InlineBinary(data) => {
                     let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
                     let is_message = part
@@ -306,6 +399,7 @@ impl Walker<'_> {
             );
         }
         let mut office_text = String::new();
+        let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
             let member = join(Some(name), &e.name);
             let out = match e.inflate() {
@@ -317,15 +411,43 @@ impl Walker<'_> {
             };
             self.expanded += out.len() as u64;
             if office {
-                office_text.push_str(&xml_to_text(&String::from_utf8_lossy(&out)));
-                office_text.push('\n');
+                parts.push((e.name.as_str(), out));
             } else {
                 self.file(&out, &member, depth);
             }
         }
-        if office {
-            self.scan(&office_text, Location::Attachment(name.to_owned()));
+        if !office {
+            return;
         }
+        // Worksheets hold indexes into the shared strings: read them together,
+        // a row a line, so a header stays above its column. The shared strings
+        // are then scanned through the sheets, not a second time on their own.
+        let is_sheet = |n: &str| n.starts_with("xl/worksheets/sheet");
+        let shared = parts.iter().any(|(n, _)| is_sheet(n)).then(|| {
+            parts
+                .iter()
+                .find(|(n, _)| *n == "xl/sharedStrings.xml")
+                .map(|(_, x)| xlsx::shared_strings(&String::from_utf8_lossy(x)))
+                .unwrap_or_default()
+        });
+        let mut used = vec![false; shared.as_ref().map_or(0, Vec::len)];
+        for (part, xml) in &parts {
+            let xml = String::from_utf8_lossy(xml);
+            match &shared {
+                Some(shared) if is_sheet(part) => {
+                    office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
+                }
+                Some(_) if *part == "xl/sharedStrings.xml" => continue,
+                _ => xml_to_text_into(&xml, &mut office_text),
+            }
+            office_text.push('\n');
+        }
+        // Strings no cell points to are still content (a hiding place otherwise).
+        for (s, _) in shared.iter().flatten().zip(&used).filter(|(_, u)| !**u) {
+            office_text.push_str(s);
+            office_text.push('\n');
+        }
+        self.scan(&office_text, Location::Attachment(name.to_owned()));
     }
 
     fn pdf(&mut self, data: &[u8], name: &str) {
@@ -342,3 +464,16 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod same_text_tests {
+    use super::same_text;
+
+    #[test]
+    fn alternatives_that_read_the_same() {
+        assert!(same_text("a b.\n c\n", "\na b.\nc\n"));
+        assert!(!same_text("4111  1111", "4111 1111"), "double space breaks a run");
+        assert!(!same_text("4111\n1111", "4111 1111"));
+        assert!(!same_text("a b", "a b c"));
+    }
+}

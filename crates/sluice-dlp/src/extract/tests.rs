@@ -347,7 +347,7 @@ fn binary_attachments_are_skipped_and_garbage_survives() {
 
 #[test]
 fn counts_by_confidence() {
-    let raw = format!("Subject: x\r\n\r\nvisa {CARD}\r\n4111111111111111\r\nref 536-22-1234\r\n");
+    let raw = format!("Subject: x\r\n\r\nvisa {CARD}\r\n4111111111111111\r\nsee 536-22-1234\r\n");
     let r = scan(raw.as_bytes());
     let all = r.counts(Confidence::Low);
     assert_eq!(all.get(&Detector::CreditCard), Some(&2));
@@ -359,4 +359,108 @@ fn counts_by_confidence() {
         "both cards are near `visa`"
     );
     assert_eq!(high.get(&Detector::UsSsn), None);
+}
+
+#[test]
+fn encoded_parts_decoded_once_whatever_the_spelling() {
+    // Upper-case encoding names, LF-only line ends, unwrapped base64, a QP
+    // attachment: each part is decoded once and its findings kept.
+    let csv = "name,ssn\nJane,536221234\n";
+    let raw = format!(
+        "Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=B\n\n\
+         --B\nContent-Type: text/plain\nContent-Transfer-Encoding: QUOTED-PRINTABLE\n\n\
+         card 4556 7375 86=\n89 9855 exp 12/29\n\
+         --B\nContent-Type: text/csv; name=a.csv\nContent-Transfer-Encoding: BASE64\n\
+         Content-Disposition: attachment; filename=a.csv\n\n{}\n\
+         --B\nContent-Type: application/octet-stream; name=b.csv\nContent-Transfer-Encoding: quoted-printable\n\
+         Content-Disposition: attachment; filename=b.csv\n\nname,ssn=2Cnote\nJo,536221235,=\nok\n--B--\n",
+        b64(csv.as_bytes()).replace("\r\n", "")
+    );
+    let r = scan(raw.as_bytes());
+    let got: Vec<(Detector, &str, String)> = r
+        .findings
+        .iter()
+        .map(|f| (f.detector, f.matched.as_str(), f.location.to_string()))
+        .collect();
+    assert!(
+        got.contains(&(Detector::CreditCard, CARD, "body".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(Detector::UsSsn, "536221234", "attachment:a.csv".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(Detector::UsSsn, "536221235", "attachment:b.csv".into())),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+#[test]
+fn xlsx_cells_read_under_their_column_header() {
+    // 200 rows: the header is thousands of characters above the last value.
+    let shared = r#"<sst><si><t>Employee</t></si><si><t>SSN</t></si><si><t>Account</t></si></sst>"#;
+    let mut rows = String::from(
+        r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c><c r="C1" t="s"><v>2</v></c></row>"#,
+    );
+    for i in 2..202 {
+        rows.push_str(&format!(
+            r#"<row r="{i}"><c r="A{i}" t="inlineStr"><is><t>Person {i}</t></is></c><c r="B{i}"><v>536{:06}</v></c><c r="C{i}"><v>621{:06}</v></c></row>"#,
+            220000 + i,
+            100000 + i
+        ));
+    }
+    let sheet = format!("<worksheet><sheetData>{rows}</sheetData></worksheet>");
+    let xlsx = zip_writer::build(&[
+        ("[Content_Types].xml", b"<Types/>", true),
+        ("xl/sharedStrings.xml", shared.as_bytes(), true),
+        ("xl/worksheets/sheet1.xml", sheet.as_bytes(), true),
+    ]);
+    let r = scan(&with_attachment("staff.xlsx", "application/octet-stream", &xlsx));
+    let ssns: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.detector == Detector::UsSsn)
+        .map(|f| f.matched.as_str())
+        .collect();
+    assert_eq!(ssns.len(), 200, "{ssns:?}");
+    assert!(
+        ssns.iter().all(|m| m.starts_with("536")),
+        "the account column is not SSNs"
+    );
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.location == Location::Attachment("staff.xlsx".into())));
+}
+
+#[test]
+fn docx_table_cells_read_under_their_column_header() {
+    let cell = |t: &str| format!("<w:tc><w:p><w:r><w:t>{t}</w:t></w:r></w:p></w:tc>");
+    let mut body = format!(
+        "<w:p><w:r><w:t>Quarterly staff list</w:t></w:r></w:p><w:tbl><w:tr>{}{}</w:tr>",
+        cell("Name"),
+        cell("Social Security No")
+    );
+    for i in 0..60 {
+        body.push_str(&format!(
+            "<w:tr>{}{}</w:tr>",
+            cell(&format!("Person {i}")),
+            cell(&format!("536-22-{:04}", 1000 + i))
+        ));
+    }
+    body.push_str("</w:tbl>");
+    let xml = format!("<w:document><w:body>{body}</w:body></w:document>");
+    let docx = zip_writer::build(&[
+        ("[Content_Types].xml", b"<Types/>", true),
+        ("word/document.xml", xml.as_bytes(), true),
+    ]);
+    let r = scan(&with_attachment("staff.docx", "application/octet-stream", &docx));
+    let high = r
+        .findings
+        .iter()
+        .filter(|f| f.detector == Detector::UsSsn && f.confidence == Confidence::High)
+        .count();
+    assert_eq!(high, 60);
 }

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 /// The evidence families, one per detector that uses proximity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,9 +16,30 @@ pub(super) enum Keyword {
     Aba,
     Phone,
     Email,
+    /// Labels of identifiers that are not personal data (invoice, order,
+    /// tracking, account numbers): evidence *against* SSN, ABA and phones.
+    IdLabel,
+    Sin,
+    Nino,
+    Aadhaar,
+    EsDni,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 10;
+
+/// The families that label a number: the nearest one before a number says
+/// what the number is.
+pub(super) const LABELS: [Keyword; 9] = [
+    Keyword::Card,
+    Keyword::Ssn,
+    Keyword::Aba,
+    Keyword::Phone,
+    Keyword::IdLabel,
+    Keyword::Sin,
+    Keyword::Nino,
+    Keyword::Aadhaar,
+    Keyword::EsDni,
+];
 
 fn slot(kind: Keyword) -> usize {
     match kind {
@@ -27,6 +48,11 @@ fn slot(kind: Keyword) -> usize {
         Keyword::Aba => 2,
         Keyword::Phone => 3,
         Keyword::Email => 4,
+        Keyword::IdLabel => 5,
+        Keyword::Sin => 6,
+        Keyword::Nino => 7,
+        Keyword::Aadhaar => 8,
+        Keyword::EsDni => 9,
     }
 }
 
@@ -124,12 +150,87 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("e-mail", Keyword::Email),
     ("emails", Keyword::Email),
     ("mailto", Keyword::Email),
+    ("invoice", Keyword::IdLabel),
+    ("invoice#", Keyword::IdLabel),
+    ("inv", Keyword::IdLabel),
+    ("inv#", Keyword::IdLabel),
+    ("order", Keyword::IdLabel),
+    ("order#", Keyword::IdLabel),
+    ("orders", Keyword::IdLabel),
+    ("po", Keyword::IdLabel),
+    ("po#", Keyword::IdLabel),
+    ("purchase order", Keyword::IdLabel),
+    ("tracking", Keyword::IdLabel),
+    ("tracking#", Keyword::IdLabel),
+    ("shipment", Keyword::IdLabel),
+    ("parcel", Keyword::IdLabel),
+    ("ref", Keyword::IdLabel),
+    ("ref#", Keyword::IdLabel),
+    ("reference", Keyword::IdLabel),
+    ("account", Keyword::IdLabel),
+    ("account#", Keyword::IdLabel),
+    ("acct", Keyword::IdLabel),
+    ("acct#", Keyword::IdLabel),
+    ("customer", Keyword::IdLabel),
+    ("client", Keyword::IdLabel),
+    ("member", Keyword::IdLabel),
+    ("policy", Keyword::IdLabel),
+    ("claim", Keyword::IdLabel),
+    ("case", Keyword::IdLabel),
+    ("ticket", Keyword::IdLabel),
+    ("incident", Keyword::IdLabel),
+    ("sku", Keyword::IdLabel),
+    ("serial", Keyword::IdLabel),
+    ("item", Keyword::IdLabel),
+    ("part", Keyword::IdLabel),
+    ("product", Keyword::IdLabel),
+    ("transaction", Keyword::IdLabel),
+    ("txn", Keyword::IdLabel),
+    ("confirmation", Keyword::IdLabel),
+    ("booking", Keyword::IdLabel),
+    ("reservation", Keyword::IdLabel),
+    ("receipt", Keyword::IdLabel),
+    ("voucher", Keyword::IdLabel),
+    ("batch", Keyword::IdLabel),
+    ("lot", Keyword::IdLabel),
+    ("id", Keyword::IdLabel),
+    ("id#", Keyword::IdLabel),
+    ("employee id", Keyword::IdLabel),
+    ("isbn", Keyword::IdLabel),
+    ("zip", Keyword::IdLabel),
+    ("build", Keyword::IdLabel),
+    ("version", Keyword::IdLabel),
+    ("sin", Keyword::Sin),
+    ("sin#", Keyword::Sin),
+    ("social insurance", Keyword::Sin),
+    ("social insurance number", Keyword::Sin),
+    ("assurance sociale", Keyword::Sin),
+    ("nas", Keyword::Sin),
+    ("national insurance", Keyword::Nino),
+    ("national insurance number", Keyword::Nino),
+    ("nino", Keyword::Nino),
+    ("ni number", Keyword::Nino),
+    ("ni no", Keyword::Nino),
+    ("nin", Keyword::Nino),
+    ("aadhaar", Keyword::Aadhaar),
+    ("aadhar", Keyword::Aadhaar),
+    ("uidai", Keyword::Aadhaar),
+    ("uid", Keyword::Aadhaar),
+    ("आधार", Keyword::Aadhaar),
+    ("dni", Keyword::EsDni),
+    ("nie", Keyword::EsDni),
+    ("nif", Keyword::EsDni),
+    ("documento nacional", Keyword::EsDni),
+    ("documento nacional de identidad", Keyword::EsDni),
 ];
 
 static KEYWORD_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostLongest)
+        // A DFA: a few hundred KiB once, and the fastest search per byte on
+        // text with few matches.
+        .kind(Some(AhoCorasickKind::DFA))
         .build(KEYWORDS.iter().map(|(k, _)| k))
         // A panic here is a broken invariant: the keywords are constants.
         .expect("keyword patterns are valid")
@@ -160,6 +261,18 @@ impl KeywordIndex {
             starts[slot(KEYWORDS[m.pattern().as_usize()].1)].push(m.start());
         }
         KeywordIndex { starts }
+    }
+
+    /// The family of the label starting last in `lo..hi`, if any.
+    pub(super) fn last_label_in(&self, lo: usize, hi: usize) -> Option<(Keyword, usize)> {
+        LABELS
+            .iter()
+            .filter_map(|&kind| {
+                let v = &self.starts[slot(kind)];
+                let i = v.partition_point(|&s| s < hi);
+                v[..i].last().filter(|&&s| s >= lo).map(|&s| (kind, s))
+            })
+            .max_by_key(|&(_, s)| s)
     }
 
     /// A keyword of `kind` starts within `lo..hi`.

@@ -13,23 +13,40 @@
 //!
 //! Never: logs, allocates per byte, or rescans the text per detector.
 
+mod dob;
 mod email;
 mod keywords;
 mod numbers;
 mod password;
 mod secrets;
+mod tables;
 
 use std::cell::OnceCell;
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::finding::{Confidence, Detector, Finding, Location};
-use keywords::{Keyword, KeywordIndex};
+use keywords::{Keyword, KeywordIndex, LABELS};
+use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's
 /// `patternsProximity="300"`).
 const PROXIMITY: usize = 300;
+
+/// A label this close before a number names it (`Order #`, `SSN:`, `Tel.`).
+const LABEL_REACH: usize = 40;
+
+/// What the surroundings say a number is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evidence {
+    /// A label of the detector's own kind names it.
+    For,
+    /// Another label names it (`invoice 536-22-1234`, an `account` column).
+    Against,
+    /// Nothing either way.
+    Silent,
+}
 
 /// What a literal trigger asks the scanner to check.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +62,13 @@ enum Trigger {
     At,
     PasswordKeyword,
     AwsSecretKeyword,
+    DobLabel,
+    AzureAccountKey,
+    AzureKeyKeyword,
+    GcpKeyId,
+    OpenAi,
+    Npm,
+    GenericKeyName,
 }
 
 const TRIGGERS: &[(&str, Trigger)] = &[
@@ -67,6 +91,8 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("xoxs-", Trigger::Slack),
     ("sk_live_", Trigger::Stripe),
     ("rk_live_", Trigger::Stripe),
+    ("sk_test_", Trigger::Stripe),
+    ("rk_test_", Trigger::Stripe),
     ("AIza", Trigger::Google),
     ("-----BEGIN", Trigger::PemBegin),
     ("eyJ", Trigger::Jwt),
@@ -88,6 +114,51 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("aws_secret_key", Trigger::AwsSecretKeyword),
     ("aws_secret", Trigger::AwsSecretKeyword),
     ("aws secret", Trigger::AwsSecretKeyword),
+    ("date of birth", Trigger::DobLabel),
+    ("birth date", Trigger::DobLabel),
+    ("birthdate", Trigger::DobLabel),
+    ("birthday", Trigger::DobLabel),
+    ("dob", Trigger::DobLabel),
+    ("d.o.b.", Trigger::DobLabel),
+    ("born", Trigger::DobLabel),
+    ("geburtsdatum", Trigger::DobLabel),
+    ("geboren am", Trigger::DobLabel),
+    ("fecha de nacimiento", Trigger::DobLabel),
+    ("date de naissance", Trigger::DobLabel),
+    ("né le", Trigger::DobLabel),
+    ("née le", Trigger::DobLabel),
+    ("data di nascita", Trigger::DobLabel),
+    ("data de nascimento", Trigger::DobLabel),
+    ("geboortedatum", Trigger::DobLabel),
+    ("生年月日", Trigger::DobLabel),
+    ("出生日期", Trigger::DobLabel),
+    ("accountkey=", Trigger::AzureAccountKey),
+    ("azure_storage_key", Trigger::AzureKeyKeyword),
+    ("azure_storage_account_key", Trigger::AzureKeyKeyword),
+    ("azure_storage_access_key", Trigger::AzureKeyKeyword),
+    ("storage account key", Trigger::AzureKeyKeyword),
+    ("storage key", Trigger::AzureKeyKeyword),
+    ("\"private_key_id\"", Trigger::GcpKeyId),
+    ("sk-", Trigger::OpenAi),
+    ("npm_", Trigger::Npm),
+    ("api_key", Trigger::GenericKeyName),
+    ("apikey", Trigger::GenericKeyName),
+    ("api-key", Trigger::GenericKeyName),
+    ("api key", Trigger::GenericKeyName),
+    ("api_token", Trigger::GenericKeyName),
+    ("access_token", Trigger::GenericKeyName),
+    ("accesstoken", Trigger::GenericKeyName),
+    ("auth_token", Trigger::GenericKeyName),
+    ("authtoken", Trigger::GenericKeyName),
+    ("access_key", Trigger::GenericKeyName),
+    ("secret_key", Trigger::GenericKeyName),
+    ("secretkey", Trigger::GenericKeyName),
+    ("client_secret", Trigger::GenericKeyName),
+    ("app_secret", Trigger::GenericKeyName),
+    ("private_token", Trigger::GenericKeyName),
+    ("refresh_token", Trigger::GenericKeyName),
+    ("token", Trigger::GenericKeyName),
+    ("bearer", Trigger::GenericKeyName),
 ];
 
 /// The trigger automaton. Case-insensitive so one pass also finds `PASSWORD=`;
@@ -97,6 +168,9 @@ static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostLongest)
+        // A DFA: a few hundred KiB once, and the fastest search per byte on
+        // text with few matches.
+        .kind(Some(AhoCorasickKind::DFA))
         .build(TRIGGERS.iter().map(|(p, _)| p))
         // A panic here is a broken invariant: the patterns are constants.
         .expect("trigger patterns are valid")
@@ -117,9 +191,12 @@ struct Ctx<'t> {
     text: &'t str,
     b: &'t [u8],
     keywords: OnceCell<KeywordIndex>,
+    tables: TableIndex,
     hits: Vec<Hit>,
     /// AWS access key ids found so far: a 40-character secret near one counts.
     aws_key_ids: Vec<(usize, usize)>,
+    /// Where `"service_account"` occurs, found once on first use.
+    service_accounts: OnceCell<Vec<usize>>,
     /// Where the last search for `-----END ` started and what it found.
     pem_end: Option<(usize, Option<usize>)>,
 }
@@ -130,8 +207,10 @@ impl<'t> Ctx<'t> {
             text,
             b: text.as_bytes(),
             keywords: OnceCell::new(),
+            tables: TableIndex::new(),
             hits: Vec::new(),
             aws_key_ids: Vec::new(),
+            service_accounts: OnceCell::new(),
             pem_end: None,
         }
     }
@@ -178,30 +257,86 @@ impl<'t> Ctx<'t> {
         (lo, hi)
     }
 
+    /// `"service_account"` occurs within `bytes` of `pos`.
+    fn service_account_near(&self, pos: usize, bytes: usize) -> bool {
+        let at = self
+            .service_accounts
+            .get_or_init(|| memchr::memmem::find_iter(self.b, b"\"service_account\"").collect());
+        let i = at.partition_point(|&a| a + bytes < pos);
+        at.get(i).is_some_and(|&a| a <= pos + bytes)
+    }
+
+    fn keywords(&self) -> &KeywordIndex {
+        self.keywords.get_or_init(|| KeywordIndex::build(self.text))
+    }
+
     /// A keyword of `kind` lies within `chars` characters of `start..end`.
     fn near(&self, kind: Keyword, start: usize, end: usize, chars: usize) -> bool {
         let (lo, hi) = self.window(start, end, chars);
-        self.keywords
-            .get_or_init(|| KeywordIndex::build(self.text))
-            .any_in(kind, lo, hi)
+        self.keywords().any_in(kind, lo, hi)
+    }
+
+    /// What names the number at `start..end`, for a detector whose keywords
+    /// are `kind`, in this order:
+    /// 1. in a table, the header cell of its column: its own keyword is
+    ///    evidence, any other label (`account`, `phone`) is evidence against;
+    ///    a silent header leaves it to the labels in the row;
+    /// 2. the nearest label within [`LABEL_REACH`] characters before it (in a
+    ///    table, within its row): `Order # 536221234` is an order number
+    ///    whatever the rest of the mail says;
+    /// 3. outside tables, a keyword of `kind` within `reach` characters either
+    ///    side.
+    fn evidence(&self, kind: Keyword, start: usize, end: usize, reach: usize) -> Evidence {
+        let kw = self.keywords();
+        let header = self.tables.header_cell(self.b, start, end);
+        if let Some((lo, hi)) = header {
+            if kw.any_in(kind, lo, hi) {
+                return Evidence::For;
+            }
+            if LABELS.iter().any(|&k| k != kind && kw.any_in(k, lo, hi)) {
+                return Evidence::Against;
+            }
+        }
+        let (mut lo, _) = self.window(start, start, LABEL_REACH);
+        if header.is_some() {
+            lo = memchr::memrchr(b'\n', &self.b[lo..start]).map_or(lo, |k| lo + k + 1);
+        }
+        match kw.last_label_in(lo, start) {
+            Some((k, _)) if k == kind => Evidence::For,
+            Some(_) => Evidence::Against,
+            None if header.is_none() && self.near(kind, start, end, reach) => Evidence::For,
+            None => Evidence::Silent,
+        }
     }
 
     fn into_findings(mut self, location: &Location) -> Vec<Finding> {
         self.hits.sort_by_key(|h| (h.start, h.end, h.detector));
         self.hits.dedup_by_key(|h| (h.start, h.end, h.detector));
         // Weak detectors yield to a specific one over the same text: `password=ghp_...`
-        // is a GitHub token, and a `+` number that is a card is a card.
+        // is a GitHub token, and a `+` number that is a card is a card. Hits are
+        // sorted by start: a strong hit starting before a weak one overlaps it
+        // when the furthest end among them passes its start; those starting at
+        // or after it are the next few.
         let hits = &self.hits;
-        let keep: Vec<bool> = hits
-            .iter()
-            .map(|h| {
-                !matches!(h.detector, Detector::Password | Detector::PhoneNumber)
-                    || !hits.iter().any(|o| {
-                        o.detector != h.detector
-                            && !matches!(o.detector, Detector::Password | Detector::PhoneNumber)
-                            && o.start < h.end
-                            && h.start < o.end
-                    })
+        let mut strong_end = 0;
+        let keep: Vec<bool> = (0..hits.len())
+            .map(|i| {
+                let h = hits[i];
+                let overlapped = weak(h.detector)
+                    && (strong_end > h.start
+                        || hits[i + 1..]
+                            .iter()
+                            .take_while(|o| o.start < h.end)
+                            .any(|o| !weak(o.detector))
+                        || hits[..i]
+                            .iter()
+                            .rev()
+                            .take_while(|o| o.start == h.start)
+                            .any(|o| !weak(o.detector)));
+                if !weak(h.detector) {
+                    strong_end = strong_end.max(h.end);
+                }
+                !overlapped
             })
             .collect();
         hits.iter()
@@ -213,6 +348,7 @@ impl<'t> Ctx<'t> {
                 confidence: h.confidence,
                 location: location.clone(),
                 test_value: h.test_value,
+                name: None,
             })
             .collect()
     }
@@ -238,11 +374,28 @@ pub fn scan_text(text: &str, location: Location) -> Vec<Finding> {
             Trigger::At => email::email(&mut ctx, p),
             Trigger::PasswordKeyword => password::password(&mut ctx, p, e),
             Trigger::AwsSecretKeyword => secrets::aws_secret_after_keyword(&mut ctx, e),
+            Trigger::DobLabel => dob::date_of_birth(&mut ctx, p, e),
+            Trigger::AzureAccountKey => secrets::azure_account_key(&mut ctx, p, e),
+            Trigger::AzureKeyKeyword => secrets::azure_key_after_keyword(&mut ctx, e),
+            Trigger::GcpKeyId => secrets::gcp_private_key_id(&mut ctx, p, e),
+            Trigger::OpenAi => secrets::openai(&mut ctx, p),
+            Trigger::Npm => secrets::npm(&mut ctx, p),
+            Trigger::GenericKeyName => password::generic_secret(&mut ctx, p, e),
         }
     }
     secrets::aws_secret_near_key_ids(&mut ctx);
     numbers::scan(&mut ctx);
     ctx.into_findings(&location)
+}
+
+/// Detectors that give way to a specific one over the same text. A generic
+/// secret and a password over the same value: the generic secret (its key
+/// name says more) is kept, so the password yields to it too.
+fn weak(d: Detector) -> bool {
+    matches!(
+        d,
+        Detector::Password | Detector::PhoneNumber | Detector::GenericSecret
+    )
 }
 
 /// ASCII letter, digit or underscore: the characters that glue a token to its

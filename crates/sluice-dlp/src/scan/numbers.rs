@@ -8,7 +8,7 @@
 //! matched text is exactly the digits and separators as written.
 
 use super::keywords::Keyword;
-use super::{is_word, Ctx, PROXIMITY};
+use super::{is_word, Ctx, Evidence, PROXIMITY};
 use crate::finding::{Confidence, Detector};
 use crate::validate;
 
@@ -67,7 +67,12 @@ fn tail_ok(b: &[u8], end: usize) -> bool {
     match b.get(end) {
         None => true,
         Some(&c) if is_word(c) => false,
-        Some(b'.' | b',') => !is_digit_at(b, end + 1),
+        Some(b'.') => !is_digit_at(b, end + 1),
+        // `4111,50` or `1,234`; `536221234,123456789` is two CSV fields.
+        Some(b',') => !matches!(
+            b[end + 1..].iter().take_while(|c| c.is_ascii_digit()).count(),
+            1..=3
+        ),
         Some(_) => true,
     }
 }
@@ -77,9 +82,30 @@ fn attached(b: &[u8], start: usize) -> bool {
     match start.checked_sub(1).map(|i| b[i]) {
         None => false,
         Some(c) if is_word(c) => true,
-        Some(b'.' | b',') => start >= 2 && b[start - 2].is_ascii_digit(),
+        Some(b'.') => start >= 2 && b[start - 2].is_ascii_digit(),
+        // `1,234`: a thousands group has three digits; `0,536221234` is two
+        // CSV fields.
+        Some(b',') => {
+            start >= 2
+                && b[start - 2].is_ascii_digit()
+                && b[start..]
+                    .iter()
+                    .take(4)
+                    .take_while(|c| c.is_ascii_digit())
+                    .count()
+                    == 3
+        }
         Some(_) => false,
     }
+}
+
+/// The run is one part of a compound identifier: `INV-536221234`,
+/// `2024/021000021`, `536221234/01`, `536-22-1234-A`. Digits inside a longer
+/// identifier never count as an SSN, routing number or phone.
+fn in_identifier(b: &[u8], start: usize, end: usize) -> bool {
+    let before = start >= 2 && matches!(b[start - 1], b'-' | b'/' | b'.' | b'_') && is_word(b[start - 2]);
+    let after = matches!(b.get(end), Some(b'-' | b'/' | b'_')) && b.get(end + 1).is_some_and(|&c| is_word(c));
+    before || after
 }
 
 pub(super) fn scan(ctx: &mut Ctx<'_>) {
@@ -145,25 +171,199 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
                     *phone_until = end;
                 }
             }
-        } else if !attached(b, first) && plain_phone_shape(b, groups) {
+        } else if !attached(b, first)
+            && !in_identifier(b, first, groups[groups.len() - 1].end)
+            && plain_phone_shape(b, groups)
+        {
             if let Some(end) = phone(ctx, first, true) {
                 *phone_until = end;
             }
         }
     }
+    nino(ctx, groups);
+    dni(ctx, groups);
     if attached(b, first) {
         return;
     }
     cards(ctx, groups);
     ssn(ctx, groups);
     aba(ctx, groups);
+    sin(ctx, groups);
+    aadhaar(ctx, groups);
+}
+
+/// Confidence from evidence: `(with a label, without any)`; `None` when the
+/// number is labelled as something else or, for `alone == None`, unlabelled.
+fn graded(ev: Evidence, labelled: Confidence, alone: Option<Confidence>) -> Option<Confidence> {
+    match ev {
+        Evidence::For => Some(labelled),
+        Evidence::Silent => alone,
+        Evidence::Against => None,
+    }
+}
+
+/// UK National Insurance number: `AB123456C` or `AB 12 34 56 C`.
+fn nino(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let first = groups[0].start;
+    let spaced = match groups {
+        [g] if g.len() == 6 => false,
+        [x, y, z]
+            if x.len() == 2
+                && y.len() == 2
+                && z.len() == 2
+                && y.sep == Some(Sep::Space)
+                && z.sep == y.sep =>
+        {
+            true
+        }
+        _ => return,
+    };
+    let ps = match first.checked_sub(if spaced { 3 } else { 2 }) {
+        Some(ps) if !spaced || b[first - 1] == b' ' => ps,
+        _ => return,
+    };
+    if !validate::nino_prefix_valid(b[ps], b[ps + 1]) || (ps > 0 && is_word(b[ps - 1])) {
+        return;
+    }
+    let e = groups[groups.len() - 1].end;
+    let suffix_at = if spaced && b.get(e) == Some(&b' ') {
+        e + 1
+    } else {
+        e
+    };
+    if !matches!(b.get(suffix_at), Some(b'A'..=b'D')) || b.get(suffix_at + 1).is_some_and(|&c| is_word(c)) {
+        return;
+    }
+    let end = suffix_at + 1;
+    if let Some(c) = graded(
+        ctx.evidence(Keyword::Nino, ps, end, PROXIMITY),
+        Confidence::High,
+        Some(Confidence::Low),
+    ) {
+        ctx.push(Detector::UkNino, ps, end, c, false);
+    }
+}
+
+/// Spanish DNI (`12345678Z`, `12345678-Z`) or NIE (`X1234567L`): the letter
+/// is the number mod 23.
+fn dni(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let [g] = groups else { return };
+    let first = g.start;
+    let (start, number) = match (g.len(), first.checked_sub(1).map(|i| b[i])) {
+        (7, Some(c @ (b'X' | b'Y' | b'Z'))) => {
+            let lead = u32::from(c - b'X');
+            (first - 1, lead * 10_000_000 + digits_value(&b[g.start..g.end]))
+        }
+        (8, prev) if !prev.is_some_and(is_word) => (first, digits_value(&b[g.start..g.end])),
+        _ => return,
+    };
+    if start > 0 && is_word(b[start - 1]) {
+        return;
+    }
+    let letter_at = if b.get(g.end) == Some(&b'-') {
+        g.end + 1
+    } else {
+        g.end
+    };
+    let Some(&letter) = b.get(letter_at) else { return };
+    if letter != validate::dni_letter(number) || b.get(letter_at + 1).is_some_and(|&c| is_word(c)) {
+        return;
+    }
+    let end = letter_at + 1;
+    if let Some(c) = graded(
+        ctx.evidence(Keyword::EsDni, start, end, PROXIMITY),
+        Confidence::High,
+        Some(Confidence::Medium),
+    ) {
+        ctx.push(Detector::EsDni, start, end, c, false);
+    }
+}
+
+fn digits_value(d: &[u8]) -> u32 {
+    d.iter().fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'))
+}
+
+/// Canadian SIN: `ddd-ddd-ddd`, `ddd ddd ddd` or nine digits with a label.
+fn sin(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
+        return;
+    }
+    let mut digits = [0u8; 9];
+    let formatted = match groups {
+        [one] if one.len() == 9 => {
+            digits.copy_from_slice(&b[s..e]);
+            false
+        }
+        [x, y, z] if [x.len(), y.len(), z.len()] == [3, 3, 3] && y.sep == z.sep => {
+            for (k, g) in groups.iter().enumerate() {
+                digits[k * 3..k * 3 + 3].copy_from_slice(&b[g.start..g.end]);
+            }
+            true
+        }
+        _ => return,
+    };
+    if !validate::sin_valid(&digits) {
+        return;
+    }
+    let alone = formatted.then_some(Confidence::Low);
+    let labelled = if formatted {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    if let Some(c) = graded(ctx.evidence(Keyword::Sin, s, e, PROXIMITY), labelled, alone) {
+        ctx.push(Detector::CaSin, s, e, c, false);
+    }
+}
+
+/// Aadhaar: 12 digits (`dddd dddd dddd` or unbroken), first 2-9, Verhoeff.
+fn aadhaar(ctx: &mut Ctx<'_>, groups: &[Group]) {
+    let b = ctx.b;
+    let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
+        return;
+    }
+    let mut digits = [0u8; 12];
+    let formatted = match groups {
+        [one] if one.len() == 12 => {
+            digits.copy_from_slice(&b[s..e]);
+            false
+        }
+        [x, y, z] if [x.len(), y.len(), z.len()] == [4, 4, 4] && y.sep == z.sep => {
+            for (k, g) in groups.iter().enumerate() {
+                digits[k * 4..k * 4 + 4].copy_from_slice(&b[g.start..g.end]);
+            }
+            true
+        }
+        _ => return,
+    };
+    if digits[0] < b'2' || !validate::verhoeff(&digits) {
+        return;
+    }
+    let alone = formatted.then_some(Confidence::Low);
+    let labelled = if formatted {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    if let Some(c) = graded(ctx.evidence(Keyword::Aadhaar, s, e, PROXIMITY), labelled, alone) {
+        ctx.push(Detector::InAadhaar, s, e, c, false);
+    }
 }
 
 /// Cheap test before the phone parser runs on an unmarked run.
 fn plain_phone_shape(b: &[u8], groups: &[Group]) -> bool {
     let g0 = groups[0];
     match groups.len() {
-        1 => g0.len() == 10 || (b[g0.start] == b'0' && (9..=12).contains(&g0.len())),
+        1 => {
+            g0.len() == 10
+                || (b[g0.start] == b'0' && (9..=12).contains(&g0.len()))
+                || (g0.len() == 3 && b.get(g0.end) == Some(&b'.') && is_digit_at(b, g0.end + 1))
+        }
         _ => g0.len() == 3 || g0.len() == 1 || b[g0.start] == b'0',
     }
 }
@@ -252,7 +452,7 @@ fn expiry_near(ctx: &Ctx<'_>, s: usize, e: usize) -> bool {
 fn ssn(ctx: &mut Ctx<'_>, groups: &[Group]) {
     let b = ctx.b;
     let (s, e) = (groups[0].start, groups[groups.len() - 1].end);
-    if !tail_ok(b, e) {
+    if !tail_ok(b, e) || in_identifier(b, s, e) {
         return;
     }
     match groups {
@@ -265,16 +465,18 @@ fn ssn(ctx: &mut Ctx<'_>, groups: &[Group]) {
             digits[..3].copy_from_slice(area);
             digits[3..5].copy_from_slice(group);
             digits[5..].copy_from_slice(serial);
-            let confidence = if ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
-                Confidence::High
-            } else {
-                Confidence::Low
+            let confidence = match ctx.evidence(Keyword::Ssn, s, e, PROXIMITY) {
+                Evidence::For => Confidence::High,
+                Evidence::Silent => Confidence::Low,
+                Evidence::Against => return,
             };
             ctx.push(Detector::UsSsn, s, e, confidence, validate::is_test_ssn(&digits));
         }
         [one] if one.len() == 9 => {
             let d = &b[one.start..one.end];
-            if validate::ssn_valid(&d[..3], &d[3..5], &d[5..]) && ctx.near(Keyword::Ssn, s, e, PROXIMITY) {
+            if validate::ssn_valid(&d[..3], &d[3..5], &d[5..])
+                && ctx.evidence(Keyword::Ssn, s, e, PROXIMITY) == Evidence::For
+            {
                 ctx.push(
                     Detector::UsSsn,
                     s,
@@ -303,13 +505,13 @@ fn aba(ctx: &mut Ctx<'_>, groups: &[Group]) {
         }
         _ => return,
     }
-    if !tail_ok(b, e) || !validate::aba_valid(&digits) {
+    if !tail_ok(b, e) || in_identifier(b, s, e) || !validate::aba_valid(&digits) {
         return;
     }
-    let confidence = if ctx.near(Keyword::Aba, s, e, PROXIMITY) {
-        Confidence::High
-    } else {
-        Confidence::Low
+    let confidence = match ctx.evidence(Keyword::Aba, s, e, PROXIMITY) {
+        Evidence::For => Confidence::High,
+        Evidence::Silent => Confidence::Low,
+        Evidence::Against => return,
     };
     ctx.push(Detector::AbaRouting, s, e, confidence, false);
 }
@@ -381,6 +583,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
     let mut pos = if plus { s + 1 } else { s };
     let mut lens = [0usize; 8];
     let mut ends = [0usize; 8];
+    let mut starts = [0usize; 8];
     let mut ng = 0;
     let mut digits = 0;
     let mut end = pos;
@@ -399,6 +602,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
             }
             bracket_first |= ng == 0;
             lens[ng] = q - q0;
+            starts[ng] = q0;
             pos = q + 1;
         } else if is_digit_at(b, pos) {
             let q0 = pos;
@@ -406,6 +610,7 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
                 pos += 1;
             }
             lens[ng] = pos - q0;
+            starts[ng] = q0;
         } else {
             break;
         }
@@ -438,47 +643,66 @@ fn phone(ctx: &mut Ctx<'_>, s: usize, plain: bool) -> Option<usize> {
         return None;
     }
     let lens = &lens[..ng];
+    let group = |k: usize| &b[starts[k]..starts[k] + lens[k]];
     let first_digit = b[if plus || bracket_first { s + 1 } else { s }];
-    let confidence = if plus {
+    // NANP numbers end in area (3), exchange (3), line (4).
+    let nanp_tail = |k: usize| lens.len() == k + 3 && lens[k..] == [3, 3, 4];
+    // 555-0100 to 555-0199 are reserved for fiction: reported, tagged.
+    let test =
+        ng >= 2 && lens[ng - 2..] == [3, 4] && group(ng - 2) == b"555" && group(ng - 1).starts_with(b"01");
+    // (confidence without a label, with one, how far the label may be)
+    let (alone, labelled, reach) = if plus {
         if !(8..=15).contains(&digits) || first_digit == b'0' {
             return None;
         }
-        Some(Confidence::Medium)
+        (Some(Confidence::Medium), Confidence::High, PHONE_PROXIMITY)
     } else if bracket_first {
         if !(2..=5).contains(&lens[0]) || !(7..=15).contains(&digits) || ng < 2 {
             return None;
         }
-        Some(Confidence::Medium)
-    } else if plain {
-        let nanp = uniform
-            && match lens {
-                [3, 3, 4] => first_digit >= b'2',
-                [1, 3, 3, 4] => first_digit == b'1',
-                [10] => first_digit >= b'2',
-                _ => false,
-            };
-        let national = first_digit == b'0' && (9..=12).contains(&digits) && ng <= 4;
-        if !(nanp || national) {
+        if nanp_tail(0) && !validate::nanp_valid(group(0), group(1)) {
             return None;
         }
-        None
+        (Some(Confidence::Medium), Confidence::High, PHONE_PROXIMITY)
+    } else if plain {
+        // `212-555-0123`, `212.555.0123`, `1-800-555-0199`: the shape and the
+        // numbering plan's area and exchange rules are evidence enough. Space-
+        // separated and unbroken forms are too close to other numbers.
+        let punctuated = uniform && matches!(seps, Some(b'-' | b'.'));
+        let nanp_at = match lens {
+            [3, 3, 4] | [10] if first_digit >= b'2' => Some(0),
+            [1, 3, 3, 4] if first_digit == b'1' => Some(1),
+            _ => None,
+        }
+        .filter(|_| uniform);
+        let nanp_ok = nanp_at.is_some_and(|k| {
+            let (area, exchange) = if lens == [10] {
+                let d = group(0);
+                (&d[..3], &d[3..6])
+            } else {
+                (group(k), group(k + 1))
+            };
+            validate::nanp_valid(area, exchange)
+        });
+        let national = first_digit == b'0' && (9..=12).contains(&digits) && ng <= 4;
+        if nanp_ok && punctuated && ng >= 3 {
+            (Some(Confidence::Medium), Confidence::High, PLAIN_PHONE_PROXIMITY)
+        } else if nanp_ok || national {
+            (None, Confidence::Medium, PLAIN_PHONE_PROXIMITY)
+        } else {
+            return None;
+        }
     } else {
         return None;
     };
     // A plain number needs its label right beside it; a `+` or bracket form is
-    // itself evidence, so its keyword may sit a little further away.
-    let reach = if plain {
-        PLAIN_PHONE_PROXIMITY
-    } else {
-        PHONE_PROXIMITY
+    // itself evidence, so its keyword may sit a little further away. A plain
+    // number labelled as something else (`invoice 212-555-0123`) is not a phone.
+    let confidence = match ctx.evidence(Keyword::Phone, s, end, reach) {
+        Evidence::For => labelled,
+        Evidence::Against if plain => return None,
+        _ => alone?,
     };
-    let near = ctx.near(Keyword::Phone, s, end, reach);
-    let confidence = match confidence {
-        Some(_) if near => Confidence::High,
-        Some(c) => c,
-        None if near => Confidence::Medium,
-        None => return None,
-    };
-    ctx.push(Detector::PhoneNumber, s, end, confidence, false);
+    ctx.push(Detector::PhoneNumber, s, end, confidence, test);
     Some(end)
 }

@@ -175,3 +175,118 @@ pub(super) fn password(ctx: &mut Ctx<'_>, p: usize, e: usize) {
     };
     ctx.push(Detector::Password, vs, ve, confidence, false);
 }
+
+/// Shortest and longest generic secret value.
+const MIN_SECRET: usize = 16;
+const MAX_SECRET: usize = 256;
+
+fn secret_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-' | b'.' | b'~')
+}
+
+/// A high-entropy value after a key name: `api_key = "..."`, `"access_token":
+/// "..."`, `X-Api-Key: ...`, `Authorization: Bearer ...`. `p..e` is the key
+/// name as matched (any case). The name may end an identifier (`STRIPE_API_KEY`)
+/// but not start one (`api_key_id`, `token_url`).
+pub(super) fn generic_secret(ctx: &mut Ctx<'_>, p: usize, e: usize) {
+    let b = ctx.b;
+    if b.get(e).is_some_and(|&c| is_word(c) || c == b'-') {
+        return;
+    }
+    if p > 0 && b[p - 1].is_ascii_alphanumeric() && e - p <= 6 {
+        // `mytoken` is a word; `MY_TOKEN` is a key name.
+        return;
+    }
+    let bearer = b[p..e].eq_ignore_ascii_case(b"bearer");
+    let mut pos = e;
+    let skip = |pos: &mut usize, set: &[u8]| {
+        let mut n = 0;
+        while n < 8 && b.get(*pos).is_some_and(|c| set.contains(c)) {
+            *pos += 1;
+            n += 1;
+        }
+    };
+    if bearer {
+        if b.get(pos) != Some(&b' ') {
+            return;
+        }
+        skip(&mut pos, b" ");
+    } else {
+        skip(&mut pos, b"\"'");
+        skip(&mut pos, b" \t");
+        match b.get(pos) {
+            Some(b':') => {
+                pos += 1;
+                if b.get(pos) == Some(&b'=') {
+                    pos += 1;
+                }
+            }
+            Some(b'=') => {
+                pos += 1;
+                if b.get(pos) == Some(&b'>') {
+                    pos += 1;
+                }
+            }
+            _ => return,
+        }
+        skip(&mut pos, b" \t");
+        // `Authorization: Bearer x` is handled from `bearer`.
+        if b.get(pos..pos + 7)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer "))
+        {
+            return;
+        }
+    }
+    let quote = b.get(pos).copied().filter(|c| matches!(c, b'"' | b'\'' | b'`'));
+    let vs = pos + usize::from(quote.is_some());
+    let n = b[vs..]
+        .iter()
+        .take(MAX_SECRET + 1)
+        .take_while(|&&c| secret_char(c))
+        .count();
+    let mut ve = vs + n;
+    // Sentence punctuation after an unquoted value is not part of it.
+    while ve > vs && matches!(b[ve - 1], b'.' | b'-' | b'~') {
+        ve -= 1;
+    }
+    let v = &b[vs..ve];
+    if !(MIN_SECRET..=MAX_SECRET).contains(&v.len()) {
+        return;
+    }
+    if let Some(q) = quote {
+        if b.get(ve) != Some(&q) {
+            return;
+        }
+    }
+    let classes = char_classes(v);
+    let hex = v.iter().all(u8::is_ascii_hexdigit);
+    let random = if hex {
+        v.len() >= 32 && entropy(v) >= 3.0
+    } else {
+        classes >= 2 && entropy(v) >= 3.5
+    };
+    if !random || placeholder(v) || looks_like_words(v) {
+        return;
+    }
+    let confidence = if entropy(v) >= 4.0 && (classes >= 3 || hex) {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    ctx.push(Detector::GenericSecret, vs, ve, confidence, false);
+}
+
+/// `my-secret-api-key-here`, `path/to/file.txt`: words joined by separators.
+fn looks_like_words(v: &[u8]) -> bool {
+    let parts = v
+        .split(|&c| matches!(c, b'_' | b'-' | b'.' | b'/'))
+        .filter(|p| !p.is_empty());
+    let (mut n, mut wordy) = (0, 0);
+    for part in parts {
+        n += 1;
+        if part.iter().all(u8::is_ascii_lowercase) || part.iter().all(u8::is_ascii_uppercase) {
+            wordy += 1;
+        }
+    }
+    n >= 2 && wordy == n
+}

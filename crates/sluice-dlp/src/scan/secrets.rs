@@ -195,20 +195,31 @@ pub(super) fn slack(ctx: &mut Ctx<'_>, p: usize) {
     ctx.push(Detector::SlackToken, p, p + 5 + n, confidence, false);
 }
 
+/// Longest Stripe key body: Stripe documents keys of up to 255 characters.
+const MAX_STRIPE_BODY: usize = 247;
+
 pub(super) fn stripe(ctx: &mut Ctx<'_>, p: usize) {
     let b = ctx.b;
-    if !matches!(b.get(p..p + 8), Some(b"sk_live_" | b"rk_live_")) || prev_is(b, p, is_word) {
+    let live = match b.get(p..p + 8) {
+        Some(b"sk_live_" | b"rk_live_") => true,
+        Some(b"sk_test_" | b"rk_test_") => false,
+        _ => return,
+    };
+    if prev_is(b, p, is_word) {
         return;
     }
     let n = run_len(b, p + 8, alnum);
-    if !(10..=99).contains(&n) || b.get(p + 8 + n) == Some(&b'_') {
+    if !(10..=MAX_STRIPE_BODY).contains(&n) || b.get(p + 8 + n) == Some(&b'_') {
         return;
     }
     let body = &b[p + 8..p + 8 + n];
-    let confidence = if n >= 20 && entropy(body) >= 3.0 {
-        Confidence::High
-    } else {
-        Confidence::Medium
+    let strong = n >= 20 && entropy(body) >= 3.0;
+    // Test-mode keys move no money but still open the account's API (its
+    // customers, its test data, its webhooks): reported one step lower.
+    let confidence = match (live, strong) {
+        (true, true) => Confidence::High,
+        (true, false) | (false, true) => Confidence::Medium,
+        (false, false) => Confidence::Low,
     };
     ctx.push(Detector::StripeKey, p, p + 8 + n, confidence, false);
 }
@@ -332,4 +343,147 @@ pub(super) fn jwt(ctx: &mut Ctx<'_>, p: usize) {
         _ => Confidence::Low,
     };
     ctx.push(Detector::Jwt, p, end, confidence, &b[ss..end] == JWT_IO_SIGNATURE);
+}
+
+fn base64_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+/// An Azure storage account key: 86 base64 characters and `==` (64 bytes).
+fn azure_key_at(b: &[u8], pos: usize) -> Option<usize> {
+    let n = run_len(b, pos, base64_char);
+    let end = pos + 88;
+    (n == 86
+        && b.get(pos + 86..end) == Some(b"==")
+        && !b.get(end).is_some_and(|&c| base64_char(c) || c == b'='))
+    .then_some(end)
+}
+
+/// `AccountKey=` of a connection string
+/// (`DefaultEndpointsProtocol=https;AccountName=x;AccountKey=...;`).
+pub(super) fn azure_account_key(ctx: &mut Ctx<'_>, p: usize, e: usize) {
+    let b = ctx.b;
+    if !b[p..e].eq_ignore_ascii_case(b"accountkey=") || prev_is(b, p, alnum) {
+        return;
+    }
+    if let Some(end) = azure_key_at(b, e) {
+        // In a connection string (an `AccountName=` on the same line before
+        // it) the key is certain; alone, the name `AccountKey=` still says so.
+        let lo = b[..p]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |i| i + 1)
+            .max(p.saturating_sub(512));
+        let in_connection_string = memchr::memmem::find(&b[lo..p], b"AccountName=").is_some();
+        let confidence = if in_connection_string || entropy(&b[e..end]) >= 4.5 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        };
+        ctx.push(Detector::AzureStorageKey, e, end, confidence, false);
+    }
+}
+
+/// A bare storage key after `AZURE_STORAGE_KEY`, `storage account key`, ...
+pub(super) fn azure_key_after_keyword(ctx: &mut Ctx<'_>, e: usize) {
+    let (_, hi) = ctx.window(e, e, 100);
+    let b = ctx.b;
+    let mut i = e;
+    while i < hi {
+        if base64_char(b[i]) && !prev_is(b, i, base64_char) {
+            if let Some(end) = azure_key_at(b, i) {
+                if entropy(&b[i..end]) >= 4.5 {
+                    ctx.push(Detector::AzureStorageKey, i, end, Confidence::Medium, false);
+                }
+                return;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// `"private_key_id": "<40 hex>"` of a GCP service-account key file.
+pub(super) fn gcp_private_key_id(ctx: &mut Ctx<'_>, p: usize, e: usize) {
+    let b = ctx.b;
+    if &b[p..e] != b"\"private_key_id\"" {
+        return;
+    }
+    let mut pos = e;
+    while b.get(pos).is_some_and(|&c| c == b' ' || c == b'\t') {
+        pos += 1;
+    }
+    if b.get(pos) != Some(&b':') {
+        return;
+    }
+    pos += 1;
+    while b.get(pos).is_some_and(|&c| c.is_ascii_whitespace()) {
+        pos += 1;
+    }
+    if b.get(pos) != Some(&b'"') {
+        return;
+    }
+    let vs = pos + 1;
+    if run_len(b, vs, |c| c.is_ascii_hexdigit()) != 40 || b.get(vs + 40) != Some(&b'"') {
+        return;
+    }
+    // The key file says what it is: `"type": "service_account"`, within 4 KiB.
+    let service_account = ctx.service_account_near(p, 4096);
+    let confidence = if service_account {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    ctx.push(Detector::GcpServiceAccount, vs, vs + 40, confidence, false);
+}
+
+/// The base64 of "OpenAI" that OpenAI embeds in its API keys.
+const OPENAI_MARKER: &[u8] = b"T3BlbkFJ";
+
+/// `sk-` + `proj-`/`svcacct-`/`admin-` or nothing + the key body.
+pub(super) fn openai(ctx: &mut Ctx<'_>, p: usize) {
+    let b = ctx.b;
+    let key_char = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    if b.get(p..p + 3) != Some(b"sk-") || prev_is(b, p, key_char) {
+        return;
+    }
+    let n = run_len(b, p + 3, key_char);
+    let body = &b[p + 3..p + 3 + n];
+    if !(32..=256).contains(&n) {
+        return;
+    }
+    let project = [&b"proj-"[..], b"svcacct-", b"admin-"]
+        .iter()
+        .any(|k| body.starts_with(k));
+    let marked = memchr::memmem::find(body, OPENAI_MARKER).is_some();
+    let confidence = if marked {
+        Confidence::High
+    } else if project && entropy(body) >= 4.0 {
+        Confidence::Medium
+    } else if n == 48 && body.iter().all(u8::is_ascii_alphanumeric) && entropy(body) >= 4.0 {
+        Confidence::Low
+    } else {
+        return;
+    };
+    ctx.push(Detector::OpenaiKey, p, p + 3 + n, confidence, false);
+}
+
+/// `npm_` + 36 base62 characters; the last six are the CRC-32 of the rest,
+/// as in GitHub's tokens.
+pub(super) fn npm(ctx: &mut Ctx<'_>, p: usize) {
+    let b = ctx.b;
+    if b.get(p..p + 4) != Some(b"npm_") || prev_is(b, p, is_word) {
+        return;
+    }
+    if run_len(b, p + 4, alnum) != 36 || b.get(p + 40).is_some_and(|&c| is_word(c)) {
+        return;
+    }
+    let body = &b[p + 4..p + 40];
+    let confidence = if github_checksum_ok(body) {
+        Confidence::High
+    } else if entropy(body) >= 3.0 {
+        Confidence::Medium
+    } else {
+        Confidence::Low
+    };
+    ctx.push(Detector::NpmToken, p, p + 40, confidence, false);
 }

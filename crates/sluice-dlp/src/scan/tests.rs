@@ -108,7 +108,7 @@ fn ssn_rules_and_keywords() {
         ("536 22 1234".into(), High)
     );
     assert_eq!(
-        one("ref 536-22-1234", Detector::UsSsn),
+        one("see 536-22-1234", Detector::UsSsn),
         ("536-22-1234".into(), Low)
     );
     assert_eq!(
@@ -209,7 +209,7 @@ fn phones_need_evidence() {
     );
     assert_eq!(
         one("call me 212-555-0123", Detector::PhoneNumber),
-        ("212-555-0123".into(), Medium)
+        ("212-555-0123".into(), High)
     );
     assert_eq!(
         one("mobile: 0151 2345 6789", Detector::PhoneNumber).0,
@@ -230,6 +230,126 @@ fn phones_need_evidence() {
     none("phone 192.168.100.200", Detector::PhoneNumber);
     none("2 + 2 = 4", Detector::PhoneNumber);
     none("version +1.2", Detector::PhoneNumber);
+}
+
+#[test]
+fn ssn_context_labels_and_identifiers() {
+    use Confidence::*;
+    // The nearest label names the number, whatever else the mail mentions.
+    let mail = "Your SSN is on file. Order 536221234 ships today; tracking 536-22-1234.";
+    none(mail, Detector::UsSsn);
+    for ctx in [
+        "Invoice #536-22-1234",
+        "PO 536221234, SSN follows",
+        "account: 536-22-1234 (ssn on file)",
+        "ssn form, INV-536221234",
+        "ssn 2024/536-22-1234",
+        "ssn 536-22-1234/01",
+        "ssn 536221234-A",
+    ] {
+        none(ctx, Detector::UsSsn);
+    }
+    assert_eq!(
+        one("Order 123456789 placed. SSN: 536-22-1234", Detector::UsSsn),
+        ("536-22-1234".into(), High)
+    );
+    assert_eq!(
+        one("536-22-1234 (social security number)", Detector::UsSsn).1,
+        High
+    );
+    assert_eq!(one("SSN#536221234", Detector::UsSsn).1, Medium);
+}
+
+#[test]
+fn table_columns_name_their_values() {
+    use Confidence::*;
+    // A CSV far longer than 300 characters: the column header counts.
+    let mut csv = String::from("name,ssn,account,routing\n");
+    for i in 0..40 {
+        csv.push_str(&format!(
+            "Person {i},53622{:04},12345678{},021000021\n",
+            1000 + i,
+            i % 10
+        ));
+    }
+    let ssns = found(&csv, Detector::UsSsn);
+    assert_eq!(ssns.len(), 40, "{ssns:?}");
+    assert!(ssns.iter().all(|(_, c)| *c == Medium));
+    assert!(ssns.iter().all(|(m, _)| m.starts_with("53622")), "{ssns:?}");
+    let abas = found(&csv, Detector::AbaRouting);
+    assert!(
+        abas.iter().all(|(m, c)| m == "021000021" && *c == High),
+        "{abas:?}"
+    );
+    // An account column never yields SSNs, even with `ssn` in the header row.
+    let accounts = "ssn,account,notes\n,536221234,x\n,536221235,y\n";
+    none(accounts, Detector::UsSsn);
+    // Tab-separated rows (HTML, docx and xlsx tables): the same.
+    let tsv = "Staff list\n\tName\tSocial Security\t\n\tJane\t536 22 1234\t\n\tJo\t536221235\t\n";
+    assert_eq!(
+        found(tsv, Detector::UsSsn),
+        [("536 22 1234".into(), High), ("536221235".into(), Medium)]
+    );
+    // A two-column form: the label is in the row.
+    let form = "\tField\tValue\t\n\tSSN\t536221234\t\n\tOrder\t536221235\t\n";
+    assert_eq!(found(form, Detector::UsSsn), [("536221234".into(), Medium)]);
+}
+
+#[test]
+fn aba_context() {
+    use Confidence::*;
+    none("Invoice 021000021 due", Detector::AbaRouting);
+    none("tracking: 021000021", Detector::AbaRouting);
+    none("ref INV-021000021", Detector::AbaRouting);
+    none("batch 021000021/7", Detector::AbaRouting);
+    assert_eq!(
+        one(
+            "Wire to routing 021000021, account 123456789",
+            Detector::AbaRouting
+        ),
+        ("021000021".into(), High)
+    );
+    assert_eq!(one("bank: 021000021", Detector::AbaRouting).1, Low);
+}
+
+#[test]
+fn nanp_phones_without_labels() {
+    use Confidence::*;
+    assert_eq!(
+        one("ring 212-555-0199 after 5", Detector::PhoneNumber),
+        ("212-555-0199".into(), Medium)
+    );
+    assert!(scan("ring 212-555-0199")[0].test_value, "555-01xx is fictional");
+    assert!(!scan("ring 415-867-5309")[0].test_value);
+    assert_eq!(one("415.867.5309", Detector::PhoneNumber).0, "415.867.5309");
+    assert_eq!(
+        one("1-800-867-5309", Detector::PhoneNumber),
+        ("1-800-867-5309".into(), Medium)
+    );
+    assert_eq!(one("Tel 415 867 5309", Detector::PhoneNumber).1, Medium);
+    for bad in [
+        "115-867-5309",         // area starts with 1
+        "091-867-5309",         // area starts with 0
+        "411-867-5309",         // N11 area
+        "295-867-5309",         // middle digit 9
+        "415-167-5309",         // exchange starts with 1
+        "415-911-5309",         // N11 exchange
+        "415-867.5309",         // mixed separators
+        "415 867 5309",         // spaces need a label
+        "4158675309",           // unbroken needs a label
+        "invoice 415-867-5309", // labelled as something else
+        "SKU-415-867-5309",     // part of an identifier
+        "415-867-5309-22",      // longer run
+        "2024-867-5309",
+        "$415.867.53",
+    ] {
+        none(bad, Detector::PhoneNumber);
+    }
+    assert_eq!(
+        one("office (415) 867-5309", Detector::PhoneNumber).0,
+        "(415) 867-5309"
+    );
+    none("office (115) 867-5309", Detector::PhoneNumber);
 }
 
 #[test]
@@ -318,7 +438,22 @@ fn slack_stripe_google() {
         one("rk_live_aB3dE5fG7hJ9kL2m", Detector::StripeKey).0,
         "rk_live_aB3dE5fG7hJ9kL2m"
     );
-    none("sk_test_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
+    // Test-mode and restricted keys are credentials too, one step lower.
+    assert_eq!(
+        one(
+            "STRIPE_KEY=sk_test_4eC39HqLyjWDarjtT1zdp7dc,",
+            Detector::StripeKey
+        ),
+        ("sk_test_4eC39HqLyjWDarjtT1zdp7dc".into(), Confidence::Medium)
+    );
+    assert_eq!(
+        one("rk_test_aaaaaaaaaaaa", Detector::StripeKey).1,
+        Confidence::Low
+    );
+    let long = format!("sk_live_51H{}", "aB3dE5fG7h".repeat(10));
+    assert_eq!(one(&long, Detector::StripeKey).0, long, "keys over 99 characters");
+    none("pk_live_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey); // publishable
+    none("sk_test_4eC39HqLyjWDarjtT1zdp7dc_x", Detector::StripeKey);
     none("sk_live_short", Detector::StripeKey);
     none("xsk_live_4eC39HqLyjWDarjtT1zdp7dc", Detector::StripeKey);
 
@@ -494,10 +629,225 @@ fn pathological_inputs_stay_linear() {
         "(1".repeat(mb / 2),
         "DE89".repeat(mb / 4),
         "4".repeat(mb),
+        // Numbers asking for their label and table, with and without lines.
+        "ssn 536-22-1234, ".repeat(mb / 17),
+        "0,536221234,021000021\n".repeat(mb / 22),
+        "\t536221234\t".repeat(mb / 11),
+        "\"private_key_id\": \"2aabfe228f219e9cb0eb53f16947ccf25ec84d8d\",".repeat(mb / 64),
+        "AccountKey=".repeat(mb / 11),
+        "storage key ".repeat(mb / 12),
+        "sk-".repeat(mb / 3),
+        "npm_".repeat(mb / 4),
+        "dob ".repeat(mb / 4),
+        "api_key=".repeat(mb / 8),
+        "Bearer ".repeat(mb / 7),
     ];
     for input in &inputs {
         let _ = scan(input);
     }
     let html = "<style>".repeat(mb / 7);
     let _ = crate::extract::html_to_text(&html);
+}
+
+#[test]
+fn national_ids_with_checksums() {
+    use Confidence::*;
+    // UK NINO: HMRC prefix rules, suffix A-D.
+    assert_eq!(
+        one("National Insurance number: AB 12 34 56 C.", Detector::UkNino),
+        ("AB 12 34 56 C".into(), High)
+    );
+    assert_eq!(
+        one("holder JG103759A here", Detector::UkNino),
+        ("JG103759A".into(), Low)
+    );
+    for bad in [
+        "DA123456C",
+        "AO123456C",
+        "GB123456C",
+        "AB123456E",
+        "AB1234567C",
+        "XAB123456C",
+        "AB123456CX",
+    ] {
+        none(&format!("NINO {bad}"), Detector::UkNino);
+    }
+    // Canadian SIN: Luhn, not 0 or 8 first.
+    assert_eq!(
+        one("SIN: 130 456 288", Detector::CaSin),
+        ("130 456 288".into(), High)
+    );
+    assert_eq!(
+        one("social insurance number 130456288", Detector::CaSin).1,
+        Medium
+    );
+    assert_eq!(one("see 130-456-288", Detector::CaSin).1, Low);
+    none("130456288", Detector::CaSin); // unformatted needs a label
+    none("SIN 130 456 287", Detector::CaSin); // Luhn
+    none("SIN 046 454 286", Detector::CaSin); // 0: unassigned (the sample number)
+    none("SIN: 130456288", Detector::UsSsn); // labelled as a SIN, not an SSN
+                                             // Spanish DNI / NIE: check letter mod 23.
+    assert_eq!(one("DNI 12345678Z", Detector::EsDni), ("12345678Z".into(), High));
+    assert_eq!(one("copy 12345678-Z ok", Detector::EsDni).1, Medium);
+    assert_eq!(one("NIE: X1234567L", Detector::EsDni).0, "X1234567L");
+    none("DNI 12345678A", Detector::EsDni);
+    none("DNI 12345678ZZ", Detector::EsDni);
+    none("DNI A12345678Z", Detector::EsDni);
+    // Aadhaar: 12 digits, first 2-9, Verhoeff.
+    assert_eq!(
+        one("Aadhaar 2345 6789 0124", Detector::InAadhaar),
+        ("2345 6789 0124".into(), High)
+    );
+    assert_eq!(one("uid 234567890124", Detector::InAadhaar).1, Medium);
+    none("234567890124", Detector::InAadhaar);
+    none("Aadhaar 2345 6789 0125", Detector::InAadhaar);
+    none("Aadhaar 1345 6789 0124", Detector::InAadhaar);
+}
+
+#[test]
+fn dates_of_birth_after_their_label() {
+    for (text, date) in [
+        ("DOB: 04/12/1985", "04/12/1985"),
+        ("Date of birth 1985-03-12.", "1985-03-12"),
+        ("born on 12 March 1985", "12 March 1985"),
+        ("Birthdate: March 12, 1985", "March 12, 1985"),
+        ("D.O.B. 12-Mar-1985", "12-Mar-1985"),
+        ("Geburtsdatum: 12.03.1985", "12.03.1985"),
+        ("dob 29/02/2000", "29/02/2000"),
+        ("DOB: 13/12/85", "13/12/85"),
+    ] {
+        assert_eq!(
+            one(text, Detector::DateOfBirth),
+            (date.into(), Confidence::High),
+            "{text}"
+        );
+    }
+    for bad in [
+        "meeting on 04/12/2025", // no label
+        "DOB: 31/04/1985",       // no 31 April in either order... 31/04 is invalid both ways
+        "DOB: 29/02/1999",       // not a leap year
+        "dob: 1850-01-01",       // out of range
+        "adobe 04/12/1985",      // label inside a word
+        "Date of birth: unknown",
+        "DOB: 04/12/1985/2",
+        "date of birth ............................ 04/12/1985",
+    ] {
+        none(bad, Detector::DateOfBirth);
+    }
+}
+
+#[test]
+fn cloud_credentials() {
+    use Confidence::*;
+    let key = "pU3KGCUwux1tEyze1iN7LtkeP3IfyxlxF0SU1kk8nVw0YL4xIB5p/tqg7ui5mX9cfCmZ/a/lkyU81lSvTfrXFA==";
+    let conn = format!(
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={key};EndpointSuffix=core.windows.net"
+    );
+    assert_eq!(one(&conn, Detector::AzureStorageKey), (key.into(), High));
+    assert_eq!(
+        one(&format!("AZURE_STORAGE_KEY=\"{key}\""), Detector::AzureStorageKey),
+        (key.into(), Medium)
+    );
+    none(&format!("AccountKey={}", &key[1..]), Detector::AzureStorageKey); // 87
+    none(&format!("AccountKey={key}A"), Detector::AzureStorageKey);
+    none(&format!("some blob {key}"), Detector::AzureStorageKey); // no name
+
+    let id = "2aabfe228f219e9cb0eb53f16947ccf25ec84d8d";
+    let json = format!(
+        "{{\n  \"type\": \"service_account\",\n  \"project_id\": \"acme\",\n  \"private_key_id\": \"{id}\",\n}}"
+    );
+    assert_eq!(one(&json, Detector::GcpServiceAccount), (id.into(), High));
+    assert_eq!(
+        one(
+            &format!("{{\"private_key_id\":\"{id}\"}}"),
+            Detector::GcpServiceAccount
+        )
+        .1,
+        Medium
+    );
+    none(
+        &format!("{{\"private_key_id\": \"{}\"}}", &id[1..]),
+        Detector::GcpServiceAccount,
+    );
+    none(
+        &format!("{{\"private_key_id\": \"{id}0\"}}"),
+        Detector::GcpServiceAccount,
+    );
+
+    let marked = "sk-proj-Wr4Y9OJFLJOqOAf1lLQST3BlbkFJAJaiXnkU8Is2g8nprvDd";
+    assert_eq!(
+        one(&format!("OPENAI_API_KEY={marked}."), Detector::OpenaiKey),
+        (marked.into(), High)
+    );
+    let project = "sk-proj-yyzyN9zHYIa4UOrGNATMuDJawTgsu8PO_799nKSNrh9UCauSDmLhuVtcqcYe";
+    assert_eq!(one(project, Detector::OpenaiKey).1, Medium);
+    none(
+        "task-proj-Wr4Y9OJFLJOqOAf1lLQST3BlbkFJAJaiXnkU8Is2g8nprvDd",
+        Detector::OpenaiKey,
+    );
+    none("sk-short-T3BlbkFJ", Detector::OpenaiKey);
+    none(
+        "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        Detector::OpenaiKey,
+    );
+
+    let random = "AbCdEfGhIjKlMnOpQrStUvWxYz0123";
+    let npm = format!("npm_{random}{}", github_checksum_encode(random.as_bytes()));
+    assert_eq!(
+        one(
+            &format!("//registry.npmjs.org/:_authToken={npm}"),
+            Detector::NpmToken
+        ),
+        (npm.clone(), High)
+    );
+    assert_eq!(
+        one("npm_0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO1234", Detector::NpmToken).1,
+        Medium
+    );
+    none(&format!("{npm}X"), Detector::NpmToken);
+    none("npm_install_packages_for_the_project_now", Detector::NpmToken);
+}
+
+#[test]
+fn generic_secrets_after_key_names() {
+    use Confidence::*;
+    let v = "0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO";
+    for text in [
+        format!("api_key = \"{v}\""),
+        format!("MY_SERVICE_API_KEY={v}&x=1"),
+        format!("{{\"access_token\": \"{v}\"}}"),
+        format!("X-Api-Key: {v}"),
+        format!("Authorization: Bearer {v}"),
+        format!("client_secret: {v}."),
+    ] {
+        assert_eq!(one(&text, Detector::GenericSecret), (v.into(), High), "{text}");
+    }
+    assert_eq!(
+        one(
+            "token: 2aabfe228f219e9cb0eb53f16947ccf25ec84d8d",
+            Detector::GenericSecret
+        )
+        .1,
+        Medium
+    );
+    for bad in [
+        "api_key = \"your-api-key-here\"",
+        "api_key: ${API_KEY}",
+        "api_key_id = 0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO",
+        "token_url: https://example.com/oauth/token",
+        "access_token: short",
+        "api_key = aaaaaaaaaaaaaaaaaaaaaaaa",
+        "mytoken: 0ZvzOMhfWuBByReQMsm9Wcz7uW9XFOGO",
+        "the token was refreshed yesterday",
+        "api_key: <redacted>",
+        "Authorization: Bearer {{token}}",
+    ] {
+        none(bad, Detector::GenericSecret);
+    }
+    // A vendor token after a key name is the vendor's.
+    let random = "Xq7Lm2Rt9Vb4Nc8Kp3Ws6Hd1Fg5Jz0";
+    let ghp = format!("ghp_{random}{}", github_checksum_encode(random.as_bytes()));
+    let f = scan(&format!("api_key={ghp}"));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].detector, Detector::GithubToken);
 }

@@ -1,12 +1,14 @@
-//! `accepted-domains`, `inbound-connectors`, `outbound-connectors`: list,
-//! create, get, replace and delete, one object at a time. The three kinds
-//! share the handlers through [`Resource`].
+//! `accepted-domains`, `inbound-connectors`, `outbound-connectors`, `rules`,
+//! `detectors`: list, create, get, replace and delete, one object at a time.
+//! The kinds share the handlers through [`Resource`].
 
 use super::{AdminError, ApiState, JsonBody};
 use crate::config::objects::{
-    AcceptedDomain, InboundConnectorObject, ObjectKind, ObjectSet, OutboundConnectorObject,
+    AcceptedDomain, DetectorObject, EdmObject, InboundConnectorObject, ObjectKind, ObjectSet,
+    OutboundConnectorObject,
 };
 use crate::config::rule_object::RuleObject;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -110,12 +112,58 @@ impl Resource for RuleObject {
     }
 }
 
+impl Resource for DetectorObject {
+    const KIND: ObjectKind = ObjectKind::Detector;
+    const NOUN: &'static str = "detector";
+    fn all(set: &ObjectSet) -> &[Self] {
+        &set.detectors
+    }
+    fn into_set(self) -> ObjectSet {
+        ObjectSet {
+            detectors: vec![self],
+            ..ObjectSet::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
+impl Resource for EdmObject {
+    const KIND: ObjectKind = ObjectKind::Edm;
+    const NOUN: &'static str = "edm set";
+    fn all(set: &ObjectSet) -> &[Self] {
+        &set.edm
+    }
+    fn into_set(self) -> ObjectSet {
+        ObjectSet {
+            edm: vec![self],
+            ..ObjectSet::default()
+        }
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
+/// Largest EDM set body: a million values are 16 MB of digests, 22 MB in
+/// base64; four million fit.
+const MAX_EDM_BODY: usize = 96 << 20;
+
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .merge(collection::<AcceptedDomain>("/accepted-domains"))
         .merge(collection::<InboundConnectorObject>("/inbound-connectors"))
         .merge(collection::<OutboundConnectorObject>("/outbound-connectors"))
         .merge(collection::<RuleObject>("/rules"))
+        .merge(collection::<DetectorObject>("/detectors"))
+        .merge(collection::<EdmObject>("/edm").layer(DefaultBodyLimit::max(MAX_EDM_BODY)))
 }
 
 fn collection<T: Resource>(path: &str) -> Router<ApiState> {

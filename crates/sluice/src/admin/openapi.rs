@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the OpenAPI 3 document of the admin API, generated
 //! by utoipa from the request and response types (`ToSchema` derives) and
 //! the handlers' `#[utoipa::path]` attributes, so it cannot drift from the
-//! code. The four object collections share generic handlers
+//! code. The object collections share generic handlers
 //! ([`super::objects`]); their operations are declared once per kind by
 //! [`collection_docs!`] below, with the kind's own type as the body.
 //!
@@ -89,6 +89,14 @@ collection_docs!(
     "outbound-connectors"
 );
 collection_docs!(rule, RuleObject, "/rules", "/rules/{name}", "rules");
+collection_docs!(edm, EdmObject, "/edm", "/edm/{name}", "edm");
+collection_docs!(
+    detector,
+    DetectorObject,
+    "/detectors",
+    "/detectors/{name}",
+    "detectors"
+);
 
 /// Liveness, no token.
 #[utoipa::path(get, path = "/healthz", tag = "node", security(()),
@@ -127,6 +135,16 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         rule::show,
         rule::replace,
         rule::delete,
+        detector::list,
+        detector::create,
+        detector::show,
+        detector::replace,
+        detector::delete,
+        edm::list,
+        edm::create,
+        edm::show,
+        edm::replace,
+        edm::delete,
         super::validation::validate,
         super::apply,
         super::export,
@@ -255,6 +273,7 @@ mod tests {
             "POST /api/v1/inbound-connectors",
             "PUT /api/v1/outbound-connectors/{name}",
             "DELETE /api/v1/rules/{name}",
+            "PUT /api/v1/detectors/{name}",
             "POST /api/v1/outbound-connectors/{name}/validate",
             "POST /api/v1/route/explain",
             "GET /api/v1/queue",
@@ -276,7 +295,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 40, "{operations:?}");
+        assert_eq!(operations.len(), 50, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -343,6 +362,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 37);
+        assert_eq!(checked, 2 * 47);
     }
 }

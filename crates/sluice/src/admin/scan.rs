@@ -1,9 +1,11 @@
 //! `POST /api/v1/scan` and `sluice scan`: the DLP scan of one message,
 //! in SPEC section 7's shape. The one place matched text leaves the
-//! engine: to the administrator who asked, never to logs or traces.
+//! engine: to the administrator who asked, never to logs or traces; and
+//! even there masked (`4111 **** **** 1111`) unless asked for in clear.
 
-use super::AdminError;
+use super::{AdminError, ApiState};
 use axum::body::Bytes;
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct FindingView {
     /// Detector name (`credit_card`...).
     pub detector: String,
-    /// The exact text as it stands in the decoded part.
+    /// The match, masked (`4111 **** **** 1111`), or with `show_matches`
+    /// the exact text as it stands in the decoded part.
     #[serde(rename = "match")]
     pub matched: String,
     /// `low | medium | high`.
@@ -42,9 +45,18 @@ pub struct ScanResult {
     pub refused: Vec<String>,
 }
 
-/// Scans a raw message.
-pub fn scan_message(raw: &[u8]) -> ScanResult {
-    let report = crate::scan::scan(raw);
+/// `POST /scan?show_matches=true`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub(super) struct ScanQuery {
+    /// Return each match in clear instead of masked.
+    #[serde(default)]
+    show_matches: bool,
+}
+
+/// Scans a raw message with `scanner` (the built-in detectors and the
+/// node's custom ones); matches masked unless `show_matches`.
+pub fn scan_message(raw: &[u8], show_matches: bool, scanner: &crate::scan::Scanner) -> ScanResult {
+    let report = crate::scan::scan_with(raw, scanner);
     ScanResult {
         file: None,
         message_id: crate::message::header_message_id(raw),
@@ -52,8 +64,12 @@ pub fn scan_message(raw: &[u8]) -> ScanResult {
             .findings
             .iter()
             .map(|f| FindingView {
-                detector: f.detector.as_str().to_string(),
-                matched: f.matched.clone(),
+                detector: f.name().to_string(),
+                matched: if show_matches {
+                    f.matched.clone()
+                } else {
+                    f.masked()
+                },
                 confidence: f.confidence.as_str().to_string(),
                 location: f.location.to_string(),
                 test_value: f.test_value,
@@ -64,17 +80,29 @@ pub fn scan_message(raw: &[u8]) -> ScanResult {
     }
 }
 
-#[utoipa::path(post, path = "/scan", tag = "scan", operation_id = "scan",
+#[utoipa::path(post, path = "/scan", tag = "scan", operation_id = "scan", params(ScanQuery),
     request_body(content = String, content_type = "message/rfc822", description = "The raw message"),
     responses((status = 200, description = "Findings (SPEC section 7)", body = ScanResult),
         (status = 400, description = "Empty body", body = super::ErrorBody)))]
-pub(super) async fn scan(body: Bytes) -> Result<Json<ScanResult>, AdminError> {
+pub(super) async fn scan(
+    State(state): State<ApiState>,
+    Query(query): Query<ScanQuery>,
+    body: Bytes,
+) -> Result<Json<ScanResult>, AdminError> {
     if body.is_empty() {
         return Err(AdminError::Invalid(
             "the request body must be the raw message".into(),
         ));
     }
-    let result = tokio::task::spawn_blocking(move || scan_message(&body))
+    // The node's custom detectors, as its rules see them.
+    let scanner = state
+        .backend
+        .objects()
+        .await?
+        .validate()
+        .map(|policy| policy.scanner)
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || scan_message(&body, query.show_matches, &scanner))
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     Ok(Json(result))

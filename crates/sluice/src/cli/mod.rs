@@ -12,6 +12,7 @@ mod client;
 mod connector_flags;
 mod demo;
 mod domain_check;
+mod edm;
 mod node;
 mod objects;
 mod output;
@@ -98,11 +99,18 @@ pub enum Command {
     /// Run the reference topology (gateway, scanner, internet) on loopback
     /// and show the trace of a clean and a sensitive message.
     Demo,
+    /// Exact data match: load salted hashes of listed values.
+    #[command(subcommand)]
+    Edm(edm::EdmCommand),
     /// DLP scan of messages: one JSON line per file (no node needed).
     Scan {
         /// Messages (RFC 5322 files).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print each match exactly as it stands in the decoded part (default:
+        /// masked, `4111 **** **** 1111`).
+        #[arg(long)]
+        show_matches: bool,
     },
 }
 
@@ -389,7 +397,8 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
-        Command::Scan { files } => scan::run(files),
+        Command::Edm(command) => edm::run(global, command),
+        Command::Scan { files, show_matches } => scan::run(files, *show_matches),
         Command::Demo => demo::run(),
     }
 }

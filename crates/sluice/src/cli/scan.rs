@@ -4,8 +4,9 @@ use super::Failure;
 use crate::admin::scan::scan_message;
 use std::path::PathBuf;
 
-/// Scans each file and prints one JSON object a line.
-pub(crate) fn run(files: &[PathBuf]) -> Result<(), Failure> {
+/// Scans each file and prints one JSON object a line, matches masked unless
+/// `show_matches`.
+pub(crate) fn run(files: &[PathBuf], show_matches: bool) -> Result<(), Failure> {
     let mut unreadable = Vec::new();
     for file in files {
         let raw = match std::fs::read(file) {
@@ -16,7 +17,7 @@ pub(crate) fn run(files: &[PathBuf]) -> Result<(), Failure> {
                 continue;
             }
         };
-        let mut result = scan_message(&raw);
+        let mut result = scan_message(&raw, show_matches, &crate::scan::Scanner::default());
         result.file = Some(file.display().to_string());
         let line = serde_json::to_string(&result).map_err(|e| Failure::runtime(e.to_string()))?;
         println!("{line}");

@@ -69,6 +69,157 @@ pub struct AcceptedDomain {
     pub kind: AcceptedDomainType,
 }
 
+/// `[[detector]]`: a custom DLP detector (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorObject {
+    /// snake_case name, used in `contains_sensitive_info` like a built-in's.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// A regular expression of the linear-time `regex` crate.
+    pub pattern: String,
+    /// Words of which one must lie within `proximity` characters of a match
+    /// (case-insensitive, whole words); empty: none needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    /// Characters either side of a match in which a keyword counts.
+    #[serde(default = "default_proximity")]
+    pub proximity: u32,
+    /// Checksum a match must pass: `luhn`, `mod97`, `aba`, `verhoeff`, `us_ssn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator: Option<String>,
+    /// Confidence of a match: `low | medium | high`.
+    #[serde(default = "default_detector_confidence")]
+    pub confidence: String,
+}
+
+fn default_proximity() -> u32 {
+    300
+}
+
+fn default_detector_confidence() -> String {
+    "high".into()
+}
+
+impl DetectorObject {
+    /// Compiles the detector for the scanner.
+    pub fn compile(&self) -> Result<sluice_dlp::CustomDetector, (&'static str, String)> {
+        let validator = match self.validator.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(sluice_dlp::Validator::parse(v).ok_or_else(|| {
+                (
+                    "validator",
+                    format!(
+                        "unknown validator {v:?} (expected one of {})",
+                        sluice_dlp::Validator::NAMES.join(", ")
+                    ),
+                )
+            })?),
+        };
+        let confidence = self
+            .confidence
+            .parse::<sluice_dlp::Confidence>()
+            .map_err(|e| ("confidence", e.to_string()))?;
+        sluice_dlp::CustomDetector::new(
+            &self.name,
+            &self.pattern,
+            &self.keywords,
+            self.proximity as usize,
+            validator,
+            confidence,
+        )
+        .map_err(|e| match e {
+            sluice_dlp::CustomError::Name(m) => ("name", m),
+            sluice_dlp::CustomError::Pattern(m) => ("pattern", m),
+            sluice_dlp::CustomError::Keywords(m) => ("keywords", m),
+        })
+    }
+}
+
+/// `[[edm]]`: an exact-data-match set, as `sluice edm load` stores it:
+/// salted hashes of the listed values, never the values (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdmObject {
+    /// snake_case name: the detector name of its findings.
+    pub name: String,
+    /// Free text (the source file, by default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// Distinct values listed.
+    pub values: u64,
+    /// The HMAC-SHA256 key, base64.
+    pub salt: String,
+    /// Shortest normalised value, in bytes.
+    pub min_len: u32,
+    /// Longest normalised value, in bytes.
+    pub max_len: u32,
+    /// Character-kind sets among the values (see `sluice_dlp::EdmDigests`).
+    pub kinds: u16,
+    /// The digests (16 bytes each, concatenated), base64.
+    pub digests: String,
+}
+
+impl EdmObject {
+    /// The stored form of hashed values.
+    pub fn from_digests(name: &str, comment: String, d: &sluice_dlp::EdmDigests) -> Self {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        EdmObject {
+            name: name.to_string(),
+            comment,
+            values: d.digests.len() as u64,
+            salt: engine.encode(&d.salt),
+            min_len: d.min_len as u32,
+            max_len: d.max_len as u32,
+            kinds: d.kinds,
+            digests: engine.encode(d.digests.concat()),
+        }
+    }
+
+    /// Loads the set for the scanner.
+    pub fn compile(&self) -> Result<sluice_dlp::EdmSet, (&'static str, String)> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let salt = engine
+            .decode(&self.salt)
+            .map_err(|e| ("salt", format!("not base64: {e}")))?;
+        let raw = engine
+            .decode(&self.digests)
+            .map_err(|e| ("digests", format!("not base64: {e}")))?;
+        if raw.len() % sluice_dlp::DIGEST_LEN != 0
+            || (raw.len() / sluice_dlp::DIGEST_LEN) as u64 != self.values
+        {
+            return Err((
+                "digests",
+                format!(
+                    "must be {} digests of {} bytes",
+                    self.values,
+                    sluice_dlp::DIGEST_LEN
+                ),
+            ));
+        }
+        let digests = raw
+            .chunks_exact(sluice_dlp::DIGEST_LEN)
+            .map(|c| {
+                let mut d = [0u8; sluice_dlp::DIGEST_LEN];
+                d.copy_from_slice(c);
+                d
+            })
+            .collect();
+        let stored = sluice_dlp::EdmDigests {
+            salt,
+            digests,
+            min_len: self.min_len as usize,
+            max_len: self.max_len as usize,
+            kinds: self.kinds,
+        };
+        sluice_dlp::EdmSet::new(&self.name, &stored).map_err(|e| ("name", e.to_string()))
+    }
+}
+
 /// `[[inbound_connector]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -194,6 +345,12 @@ pub struct ObjectSet {
     /// `[[rule]]`.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleObject>,
+    /// `[[detector]]`.
+    #[serde(default, rename = "detector", skip_serializing_if = "Vec::is_empty")]
+    pub detectors: Vec<DetectorObject>,
+    /// `[[edm]]`.
+    #[serde(default, rename = "edm", skip_serializing_if = "Vec::is_empty")]
+    pub edm: Vec<EdmObject>,
 }
 
 /// A kind of object (API path segment, CLI noun, store key prefix).
@@ -208,6 +365,10 @@ pub enum ObjectKind {
     OutboundConnector,
     /// rule.
     Rule,
+    /// detector (custom DLP detector).
+    Detector,
+    /// edm (exact-data-match set).
+    Edm,
 }
 
 impl ObjectKind {
@@ -218,6 +379,8 @@ impl ObjectKind {
             ObjectKind::InboundConnector => "inbound_connector",
             ObjectKind::OutboundConnector => "outbound_connector",
             ObjectKind::Rule => "rule",
+            ObjectKind::Detector => "detector",
+            ObjectKind::Edm => "edm",
         }
     }
 }
@@ -248,6 +411,8 @@ pub struct Policy {
     pub outbound: Vec<OutboundConnector>,
     /// Enabled mail flow rules in evaluation order (priority, then name).
     pub rules: Vec<Rule>,
+    /// The DLP scanner with the custom detectors.
+    pub scanner: std::sync::Arc<sluice_dlp::Scanner>,
 }
 
 impl Policy {
@@ -321,6 +486,8 @@ impl ObjectSet {
             prune,
         );
         upsert(&mut self.rules, other.rules, |o| &o.name, prune);
+        upsert(&mut self.detectors, other.detectors, |o| &o.name, prune);
+        upsert(&mut self.edm, other.edm, |o| &o.name, prune);
     }
 
     /// Removes an object; `false` when there was none.
@@ -335,6 +502,8 @@ impl ObjectSet {
             ObjectKind::InboundConnector => drop_named(&mut self.inbound_connectors, name, |o| &o.name),
             ObjectKind::OutboundConnector => drop_named(&mut self.outbound_connectors, name, |o| &o.name),
             ObjectKind::Rule => drop_named(&mut self.rules, name, |o| &o.name),
+            ObjectKind::Detector => drop_named(&mut self.detectors, name, |o| &o.name),
+            ObjectKind::Edm => drop_named(&mut self.edm, name, |o| &o.name),
         }
     }
 
@@ -501,8 +670,54 @@ impl ObjectSet {
             });
         }
         names.clear();
+        let mut custom = Vec::new();
+        for d in &self.detectors {
+            let err = |key: &'static str, message: String| ObjectError {
+                kind: "detector",
+                name: d.name.clone(),
+                key,
+                message,
+            };
+            if !names.insert(d.name.clone()) {
+                return Err(err("name", "defined twice".into()));
+            }
+            custom.push(d.compile().map_err(|(key, m)| err(key, m))?);
+        }
+        let mut sets = Vec::new();
+        for e in &self.edm {
+            let err = |key: &'static str, message: String| ObjectError {
+                kind: "edm",
+                name: e.name.clone(),
+                key,
+                message,
+            };
+            // One namespace with the custom detectors: a finding names one.
+            if !names.insert(e.name.clone()) {
+                return Err(err("name", "defined twice (as a detector or an edm set)".into()));
+            }
+            sets.push(e.compile().map_err(|(key, m)| err(key, m))?);
+        }
+        policy.scanner = std::sync::Arc::new(sluice_dlp::Scanner::new(custom, sets));
+        names.clear();
         let mut rules = Vec::new();
         for r in &self.rules {
+            // Detector names: a built-in's or a `[[detector]]`'s.
+            let named = [&r.conditions, &r.exceptions]
+                .into_iter()
+                .filter_map(|p| p.contains_sensitive_info.as_ref())
+                .flat_map(|info| &info.detectors);
+            for d in named {
+                if d.parse::<sluice_dlp::Detector>().is_err() && !policy.scanner.names().any(|n| n == d) {
+                    return Err(ObjectError {
+                        kind: "rule",
+                        name: r.name.clone(),
+                        key: "contains_sensitive_info",
+                        message: format!(
+                            "detectors: unknown detector `{d}` (neither built in nor a [[detector]])"
+                        ),
+                    });
+                }
+            }
             if !names.insert(r.name.to_ascii_lowercase()) {
                 return Err(ObjectError {
                     kind: "rule",
@@ -525,6 +740,56 @@ impl ObjectSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_detectors_validate_and_rules_name_them() {
+        let set: ObjectSet = toml::from_str(
+            r#"
+            [[detector]]
+            name = "employee_id"
+            pattern = '\bEMP-\d{6}\b'
+            keywords = ["employee"]
+            proximity = 50
+            validator = "luhn"
+            confidence = "medium"
+
+            [[rule]]
+            name = "staff"
+            [rule.conditions]
+            contains_sensitive_info = { detectors = ["employee_id", "credit_card"] }
+            [rule.actions]
+            quarantine = true
+            "#,
+        )
+        .unwrap();
+        let policy = set.validate().unwrap();
+        assert_eq!(policy.scanner.names().collect::<Vec<_>>(), ["employee_id"]);
+        let back: ObjectSet = toml::from_str(&toml::to_string(&set).unwrap()).unwrap();
+        assert_eq!(back, set);
+
+        let mut unknown = set.clone();
+        unknown.detectors.clear();
+        let e = unknown.validate().unwrap_err();
+        assert_eq!((e.kind, e.key), ("rule", "contains_sensitive_info"), "{e}");
+        for (field, value, key) in [
+            ("pattern", "EMP-(", "pattern"),
+            ("name", "Employee", "name"),
+            ("name", "us_ssn", "name"),
+            ("validator", "crc32", "validator"),
+            ("confidence", "sure", "confidence"),
+        ] {
+            let mut bad = set.clone();
+            bad.rules.clear();
+            match field {
+                "pattern" => bad.detectors[0].pattern = value.into(),
+                "name" => bad.detectors[0].name = value.into(),
+                "validator" => bad.detectors[0].validator = Some(value.into()),
+                _ => bad.detectors[0].confidence = value.into(),
+            }
+            let e = bad.validate().unwrap_err();
+            assert_eq!((e.kind, e.key), ("detector", key), "{e}");
+        }
+    }
 
     #[test]
     fn spec_example_validates_and_round_trips() {

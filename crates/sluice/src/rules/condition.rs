@@ -52,8 +52,8 @@ pub enum Condition {
     SenderIpRanges(Vec<IpNet>),
     /// The DLP scan found enough of these detectors (any when empty).
     ContainsSensitiveInfo {
-        /// Detectors counted.
-        detectors: Vec<crate::scan::Detector>,
+        /// Detector names counted (built-in or `[[detector]]`).
+        detectors: Vec<String>,
         /// Lowest confidence counted.
         min_confidence: crate::scan::Confidence,
         /// Findings needed.
@@ -121,7 +121,8 @@ impl<'a> MessageFacts<'a> {
     /// The DLP scan of the content, run on first use only: however many
     /// rules ask, a message is scanned once.
     pub fn scan(&self) -> &crate::scan::ScanReport {
-        self.scanned.get_or_init(|| crate::scan::scan(self.content))
+        self.scanned
+            .get_or_init(|| crate::scan::scan_with(self.content, &self.policy.scanner))
     }
 
     /// The scan, if a rule made it run.
@@ -305,7 +306,7 @@ impl Condition {
                 let which = if detectors.is_empty() {
                     "any".to_string()
                 } else {
-                    list(detectors.iter().map(|d| d.as_str().to_string()).collect())
+                    list(detectors.clone())
                 };
                 format!(
                     "contains_sensitive_info [{which}] at {} x{min_count}",
@@ -440,12 +441,16 @@ pub fn compile(p: &RulePredicates) -> Result<Vec<Condition>, (&'static str, Stri
         out.push(Condition::SenderIpRanges(ranges));
     }
     if let Some(info) = &p.contains_sensitive_info {
+        // Built-in names or custom ones; that a custom one exists is checked
+        // with the other objects (`ObjectSet::validate`).
         let detectors = info
             .detectors
             .iter()
-            .map(|d| {
-                d.parse::<crate::scan::Detector>()
-                    .map_err(|e| ("contains_sensitive_info", format!("detectors: {e}")))
+            .map(|d| match d.parse::<crate::scan::Detector>() {
+                Ok(builtin) => Ok(builtin.as_str().to_string()),
+                Err(e) => sluice_dlp::check_name(d)
+                    .map(|()| d.clone())
+                    .map_err(|_| ("contains_sensitive_info", format!("detectors: {e}"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let min_confidence = info

@@ -4,7 +4,7 @@
 //! leave this module only as detector names and counts (stamps, traces,
 //! quarantine reasons), never as matched text.
 
-pub use sluice_dlp::{Confidence, Detector, Finding, Location, ScanLimits, ScanReport};
+pub use sluice_dlp::{Confidence, Detector, Finding, Location, ScanLimits, ScanReport, Scanner};
 
 use std::collections::BTreeMap;
 
@@ -14,18 +14,19 @@ pub const SCAN_HEADER: &str = "X-Sluice-Org-Scan";
 /// Findings at or above this confidence make the verdict `found`.
 const VERDICT_CONFIDENCE: Confidence = Confidence::Medium;
 
-/// Scans a whole message with the node's limits.
+/// Scans a whole message with the node's limits (built-in detectors only).
 pub fn scan(content: &[u8]) -> ScanReport {
     sluice_dlp::scan_message(content, &ScanLimits::default())
 }
 
+/// Scans a whole message with the node's limits and custom detectors.
+pub fn scan_with(content: &[u8], scanner: &Scanner) -> ScanReport {
+    sluice_dlp::scan_message_with(content, &ScanLimits::default(), scanner)
+}
+
 /// Detector counts for the verdict, plus what could not be scanned.
 fn verdict_counts(report: &ScanReport) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<String, usize> = report
-        .counts(VERDICT_CONFIDENCE)
-        .into_iter()
-        .map(|(detector, n)| (detector.as_str().to_string(), n))
-        .collect();
+    let mut counts = report.counts_by_name(VERDICT_CONFIDENCE);
     if report.truncated {
         counts.insert("scan_truncated".into(), 1);
     }
@@ -50,7 +51,7 @@ pub fn stamp(report: &ScanReport, scanner: &str) -> String {
 pub fn summary(report: &ScanReport) -> String {
     let mut parts: BTreeMap<(&str, Confidence), usize> = BTreeMap::new();
     for f in &report.findings {
-        *parts.entry((f.detector.as_str(), f.confidence)).or_insert(0) += 1;
+        *parts.entry((f.name(), f.confidence)).or_insert(0) += 1;
     }
     let mut text: Vec<String> = parts
         .iter()
@@ -68,10 +69,10 @@ pub fn summary(report: &ScanReport) -> String {
 }
 
 /// The `contains_sensitive_info` test: at least `min_count` findings of the
-/// given detectors (any when empty) at or above `min_confidence`.
+/// named detectors (any when empty) at or above `min_confidence`.
 pub fn meets(
     report: &ScanReport,
-    detectors: &[Detector],
+    detectors: &[String],
     min_confidence: Confidence,
     min_count: usize,
 ) -> bool {
@@ -79,7 +80,7 @@ pub fn meets(
         .findings
         .iter()
         .filter(|f| f.confidence >= min_confidence)
-        .filter(|f| detectors.is_empty() || detectors.contains(&f.detector))
+        .filter(|f| detectors.is_empty() || detectors.iter().any(|d| d == f.name()))
         .count();
     count >= min_count.max(1)
 }
@@ -107,8 +108,8 @@ mod tests {
             "{stamp}"
         );
         assert!(!stamp.contains("1111") && !summary(&report).contains("1111"));
-        assert!(meets(&report, &[Detector::CreditCard], Confidence::Medium, 1));
-        assert!(!meets(&report, &[Detector::UsSsn], Confidence::Low, 1));
+        assert!(meets(&report, &["credit_card".into()], Confidence::Medium, 1));
+        assert!(!meets(&report, &["us_ssn".into()], Confidence::Low, 1));
         let clean = scan(b"Subject: hi\r\n\r\nlunch at noon?\r\n");
         assert_eq!(super::stamp(&clean, "s"), "verdict=pass; scanner=s");
     }

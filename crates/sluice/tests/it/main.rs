@@ -10,6 +10,7 @@ mod connectors;
 mod delivery_tls;
 mod demo;
 mod display_safety;
+mod dlp;
 mod dsn;
 mod durability;
 mod header_forgery;

@@ -313,26 +313,25 @@ fn scan_cli_finds_cards_behind_transfer_encodings_and_in_attachments() {
     )
     .expect("write eml");
 
-    let output = Command::new("timeout")
-        .arg("60")
-        .arg(env!("CARGO_BIN_EXE_sluice"))
-        .arg("scan")
-        .arg(&qp)
-        .arg(&attached)
-        .output()
-        .expect("run sluice scan");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    assert_eq!(lines.len(), 2, "one JSON line per file: {stdout}");
+    let run = |extra: &[&str]| {
+        let output = Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg("scan")
+            .args(extra)
+            .arg(&qp)
+            .arg(&attached)
+            .output()
+            .expect("run sluice scan");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
     let cards = |line: &Value| -> Vec<(String, String, String)> {
         line["findings"]
             .as_array()
@@ -349,25 +348,26 @@ fn scan_cli_finds_cards_behind_transfer_encodings_and_in_attachments() {
             })
             .collect()
     };
-    assert_eq!(field(&lines[0], "message_id"), "qp-1@contoso.test", "{stdout}");
-    assert_eq!(
-        cards(&lines[0]),
-        vec![(
-            "4556 7375 8689 9855".to_string(),
-            "high".to_string(),
-            "body".to_string()
-        )],
-        "{stdout}"
-    );
-    assert_eq!(
-        cards(&lines[1]),
-        vec![(
-            "4556 7375 8689 9855".to_string(),
-            "high".to_string(),
-            "attachment:form.docx".to_string()
-        )],
-        "{stdout}"
-    );
+    let expect = |stdout: &str, shown: &str| {
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "one JSON line per file: {stdout}");
+        assert_eq!(field(&lines[0], "message_id"), "qp-1@contoso.test", "{stdout}");
+        for (line, location) in lines.iter().zip(["body", "attachment:form.docx"]) {
+            assert_eq!(
+                cards(line),
+                vec![(shown.to_string(), "high".to_string(), location.to_string())],
+                "{stdout}"
+            );
+        }
+    };
+    // Masked by default: what an administrator pastes into a ticket leaks nothing.
+    let masked = run(&[]);
+    expect(&masked, "4556 **** **** 9855");
+    assert!(!masked.contains("7375"), "{masked}");
+    expect(&run(&["--show-matches"]), "4556 7375 8689 9855");
 }
 
 /// A minimal .docx (zip with `word/document.xml`) holding `text`, made with
