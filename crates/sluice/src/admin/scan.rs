@@ -47,6 +47,7 @@ pub struct ScanResult {
 
 /// `POST /scan?show_matches=true`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ScanQuery {
     /// Return each match in clear instead of masked.
     #[serde(default)]
