@@ -45,7 +45,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Limits of every session of a listener.
+/// Limits of every session of a listener (SPEC section 11).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
     /// Largest message accepted, in octets (advertised as SIZE).
@@ -54,14 +54,20 @@ pub struct SessionLimits {
     pub max_recipients: usize,
     /// Concurrent sessions; more get 421 4.3.2 at connect.
     pub max_connections: usize,
+    /// Concurrent sessions from one client address; more get 421 4.7.0.
+    pub max_connections_per_ip: usize,
     /// Longest command line, CRLF included; longer gets 500 5.5.6.
     pub max_line_length: usize,
-    /// Client errors tolerated before 421 4.7.0 and close.
-    pub max_bad_commands: usize,
+    /// Refused commands and recipients tolerated; the next one gets
+    /// 421 4.7.0 and the session ends.
+    pub max_errors: usize,
     /// Wait for a command (RFC 5321 4.5.3.2: 5 minutes).
     pub command_timeout: Duration,
-    /// Wait for each block of message data (RFC 5321 4.5.3.2: 3 minutes).
+    /// The whole DATA or BDAT transfer of one message, however the client
+    /// trickles it.
     pub data_timeout: Duration,
+    /// The whole session, however busy: a client cannot hold a slot forever.
+    pub session_timeout: Duration,
 }
 
 impl Default for SessionLimits {
@@ -70,10 +76,12 @@ impl Default for SessionLimits {
             max_message_size: 35 * 1024 * 1024,
             max_recipients: 500,
             max_connections: 10_000,
+            max_connections_per_ip: 50,
             max_line_length: 4096,
-            max_bad_commands: 10,
+            max_errors: 10,
             command_timeout: Duration::from_secs(5 * 60),
-            data_timeout: Duration::from_secs(3 * 60),
+            data_timeout: Duration::from_secs(5 * 60),
+            session_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -86,7 +94,8 @@ pub struct ReceiveContext {
     pub limits: SessionLimits,
     /// STARTTLS configuration; `None` means STARTTLS is not offered.
     pub tls: Option<crate::tls::ServerTls>,
-    /// The current objects; each session takes a snapshot at connect.
+    /// The current objects; each transaction takes the snapshot in force
+    /// at its MAIL FROM.
     pub policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     /// Where complete messages go.
     pub intake: Arc<dyn Intake>,

@@ -2,7 +2,6 @@
 
 use super::session::{Event, Session};
 use super::{SessionLimits, Submission, TlsInfo};
-use crate::classify::classify;
 use crate::config::objects::ObjectSet;
 use crate::message::{DsnReturn, Notify, Reply, ReversePath};
 use std::sync::Arc;
@@ -25,12 +24,11 @@ fn limits() -> SessionLimits {
 fn new_session(limits: SessionLimits, tls_offered: bool) -> Session {
     let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
     let peer = "192.0.2.1:40000".parse().unwrap();
-    let classification = classify(&policy, "192.0.2.1".parse().unwrap(), &[]);
+    let (_publisher, objects) = tokio::sync::watch::channel(Arc::new(policy));
     Session::new(
         "mx.contoso.test".to_string(),
         limits,
-        Arc::new(policy),
-        classification,
+        objects,
         peer,
         "127.0.0.1:25".parse().unwrap(),
         tls_offered,
@@ -487,4 +485,57 @@ fn null_sender_reaches_the_submission() {
         run(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n\r\nbounce\r\n.\r\n");
     assert_eq!(transcript.submissions.len(), 1);
     assert_eq!(transcript.submissions[0].envelope.mail_from, ReversePath::Null);
+}
+
+#[test]
+fn each_transaction_is_judged_with_the_objects_at_its_mail_from() {
+    let with_connector = r#"
+        [[accepted_domain]]
+        name = "contoso.test"
+        [[inbound_connector]]
+        name = "On-prem"
+        type = "on_premises"
+        sender_ip_addresses = ["192.0.2.1/32"]
+    "#;
+    let policy = |text: &str| Arc::new(toml::from_str::<ObjectSet>(text).unwrap().validate().unwrap());
+    let (publisher, objects) = tokio::sync::watch::channel(policy(with_connector));
+    let mut session = Session::new(
+        "mx.contoso.test".to_string(),
+        limits(),
+        objects,
+        "192.0.2.1:40000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        false,
+    );
+    let mut transcript = Transcript::default();
+    drive(
+        &mut session,
+        b"EHLO c\r\nMAIL FROM:<a@contoso.test>\r\nRCPT TO:<x@example.org>\r\n",
+        &mut transcript,
+    );
+    // Changed mid-transaction: the open transaction keeps its snapshot.
+    publisher.send_replace(policy(OBJECTS));
+    drive(
+        &mut session,
+        b"RCPT TO:<y@example.org>\r\nRSET\r\n",
+        &mut transcript,
+    );
+    drive(
+        &mut session,
+        b"MAIL FROM:<a@contoso.test>\r\nRCPT TO:<z@example.org>\r\nRCPT TO:<b@contoso.test>\r\n",
+        &mut transcript,
+    );
+    assert_eq!(
+        transcript.codes(),
+        [
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.0.0",
+            "250 2.1.0",
+            "550 5.7.1",
+            "250 2.1.5"
+        ]
+    );
 }

@@ -2,8 +2,9 @@
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
 //! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
-//! published on a watch channel: sessions snapshot it at connect, the admin
-//! API replaces it after each validated change.
+//! published on a watch channel: each SMTP transaction takes the snapshot in
+//! force at its MAIL FROM, the admin API replaces it after each validated
+//! change.
 
 mod admin_backend;
 mod intake;
@@ -132,6 +133,7 @@ impl Node {
         config: Config,
         resolver: Arc<dyn crate::dns::Resolver>,
     ) -> anyhow::Result<Node> {
+        raise_open_files_limit(config.max_connections);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
@@ -176,6 +178,11 @@ impl Node {
                 max_message_size: config.max_message_size,
                 max_recipients: config.max_recipients,
                 max_connections: config.max_connections,
+                max_connections_per_ip: config.max_connections_per_ip,
+                max_errors: config.max_errors,
+                command_timeout: config.command_timeout,
+                data_timeout: config.data_timeout,
+                session_timeout: config.session_timeout,
                 ..SessionLimits::default()
             },
             tls: Some(tls),
@@ -251,6 +258,39 @@ impl Node {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every session
+/// holds a descriptor, and a default soft limit of 1024 would refuse clients
+/// long before `max_connections`. Logged either way, so an operator sees
+/// the ceiling the node runs under.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let current = getrlimit(Resource::Nofile);
+    let wanted = rustix::process::Rlimit {
+        current: current.maximum,
+        maximum: current.maximum,
+    };
+    let soft = match setrlimit(Resource::Nofile, wanted) {
+        Ok(()) => current.maximum,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot raise the open files limit");
+            current.current
+        }
+    };
+    let soft_text = soft.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        open_files = %soft_text,
+        was = %current.current.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+        "open files limit"
+    );
+    if soft.is_some_and(|n| n < max_connections as u64 + 64) {
+        tracing::warn!(
+            open_files = %soft_text,
+            max_connections,
+            "the open files limit is below smtp.max_connections: clients beyond it get 421"
+        );
     }
 }
 

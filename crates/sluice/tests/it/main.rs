@@ -11,6 +11,7 @@ mod delivery_tls;
 mod demo;
 mod dsn;
 mod durability;
+mod limits;
 mod mx_delivery;
 mod peers;
 mod relay_control;

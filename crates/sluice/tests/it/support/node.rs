@@ -30,6 +30,13 @@ pub struct NodeOptions {
     pub retry: Vec<String>,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
     pub objects: String,
+    /// Extra `key = value` lines for `[smtp]` (limits of SPEC section 11).
+    pub smtp_extra: Vec<String>,
+    /// `[dlp]` lines, e.g. `scan_budget = "2s"`.
+    pub dlp: Vec<String>,
+    /// Runs the node under `prlimit --nofile=N:N`, soft and hard, so it
+    /// cannot raise the limit (a machine short of file descriptors).
+    pub open_files: Option<u64>,
 }
 
 impl NodeOptions {
@@ -45,6 +52,9 @@ impl NodeOptions {
             client_ca: None,
             retry: vec!["1s".to_string(), "2s".to_string()],
             objects: objects.to_string(),
+            smtp_extra: Vec::new(),
+            dlp: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -125,7 +135,17 @@ impl Node {
     fn spawn(&mut self) {
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).expect("node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut command = match self.options.open_files {
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_sluice"));
+                prlimit
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
         command
             .arg("serve")
             .arg("--config")
@@ -387,6 +407,12 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
     }
     if let Some(ca) = &options.client_ca {
         toml += &format!("client_ca = {}\n", quote(&ca.display().to_string()));
+    }
+    for line in &options.smtp_extra {
+        toml += &format!("{line}\n");
+    }
+    if !options.dlp.is_empty() {
+        toml += &format!("\n[dlp]\n{}\n", options.dlp.join("\n"));
     }
     let retry: Vec<String> = options.retry.iter().map(|r| quote(r)).collect();
     toml += &format!("\n[delivery]\nretry = [{}]\n", retry.join(", "));
