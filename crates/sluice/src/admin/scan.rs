@@ -44,7 +44,7 @@ pub struct ScanResult {
 
 /// Scans a raw message.
 pub fn scan_message(raw: &[u8]) -> ScanResult {
-    let report = crate::scan::scan(raw);
+    let report = crate::scan::scan(raw, &crate::scan::ScanLimits::default());
     ScanResult {
         file: None,
         message_id: crate::message::header_message_id(raw),

@@ -191,6 +191,11 @@ impl Node {
                 queue: queue.clone(),
                 policy: policy_rx.clone(),
                 hostname: config.hostname.clone(),
+                scan_limits: crate::scan::ScanLimits {
+                    time_budget: Some(config.scan_budget),
+                    ..crate::scan::ScanLimits::default()
+                },
+                content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
             }),
         });
 
