@@ -29,6 +29,7 @@ pub struct NodeFile {
 struct NodeSection {
     hostname: Option<String>,
     data_dir: Option<String>,
+    content_memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,8 +177,16 @@ impl NodeFile {
                 Ok(parsed)
             }
         };
+        let content_memory = match self.node.content_memory {
+            Some(v) => parse_size(&v).map_err(|m| invalid("node.content_memory", m))?,
+            None => 256_000_000,
+        };
+        if content_memory < 1_000_000 {
+            return Err(invalid("node.content_memory", "must be at least 1MB"));
+        }
         Ok(Config {
             hostname: self.node.hostname.unwrap_or_else(system_hostname),
+            content_memory,
             data_dir: path(self.node.data_dir.as_deref().unwrap_or("./sluice-data")),
             store_url: self.store.url.unwrap_or_else(|| "embedded".to_string()),
             smtp_listen,

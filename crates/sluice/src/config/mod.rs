@@ -60,6 +60,9 @@ pub struct Config {
     pub hostname: String,
     /// Spool, store, certificates, token.
     pub data_dir: PathBuf,
+    /// Message content held in memory at once (half for the intake, half
+    /// for deliveries); larger messages wait their turn.
+    pub content_memory: usize,
     /// Store location: embedded, or a URL for a shared backend.
     pub store_url: String,
     /// SMTP listeners.
@@ -187,6 +190,7 @@ mod tests {
         assert_eq!(config.data_timeout, Duration::from_secs(300));
         assert_eq!(config.command_timeout, Duration::from_secs(300));
         assert_eq!(config.scan_budget, Duration::from_secs(2));
+        assert_eq!(config.content_memory, 256_000_000);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct SessionLimits {
     pub data_timeout: Duration,
     /// The whole session, however busy: a client cannot hold a slot forever.
     pub session_timeout: Duration,
+    /// Where message content past a threshold is written as it arrives, so
+    /// a session holds a small buffer whatever the message size; `None`
+    /// keeps every message in memory.
+    pub spool: Option<framing::Spool>,
 }
 
 impl Default for SessionLimits {
@@ -82,6 +86,7 @@ impl Default for SessionLimits {
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(5 * 60),
             session_timeout: Duration::from_secs(10 * 60),
+            spool: None,
         }
     }
 }
@@ -142,7 +147,57 @@ pub struct Submission {
     pub routes: Vec<Route>,
     /// The message as received, with our Received header prepended,
     /// CRLF line endings, dot-unstuffed.
-    pub content: Vec<u8>,
+    pub content: Content,
+}
+
+/// A received message: our Received header and the body, which is in a
+/// spool file when it was large. Turned into bytes by the intake, on the
+/// content pool, never on a session's thread.
+#[derive(Debug)]
+pub struct Content {
+    received: String,
+    body: framing::BodyContent,
+}
+
+impl Content {
+    /// The message `body` under our `received` header.
+    pub fn new(received: String, body: framing::BodyContent) -> Self {
+        Content { received, body }
+    }
+
+    /// Octets of the whole message.
+    pub fn len(&self) -> usize {
+        self.received.len() + self.body.len()
+    }
+
+    /// Whether the message is empty (never: it has our Received header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer (reads a spooled body back).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        let mut message = Vec::with_capacity(self.len());
+        message.extend_from_slice(self.received.as_bytes());
+        match self.body {
+            framing::BodyContent::Memory(body) => message.extend_from_slice(&body),
+            framing::BodyContent::Spooled(spooled) => {
+                use std::io::Read;
+                std::fs::File::open(spooled.file.path())?.read_to_end(&mut message)?;
+            }
+        }
+        Ok(message)
+    }
+
+    /// A copy of the whole message (tests look at what a session submitted).
+    #[cfg(test)]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = match &self.body {
+            framing::BodyContent::Memory(body) => body.clone(),
+            framing::BodyContent::Spooled(spooled) => std::fs::read(spooled.file.path()).unwrap(),
+        };
+        [self.received.as_bytes(), &body].concat()
+    }
 }
 
 /// The rest of the pipeline as seen from a session: rules, routing and the

@@ -12,7 +12,7 @@
 use super::framing::{Body, BodyDefect, DataProgress, DataReader};
 use super::received::{received_count, received_header, MAX_RECEIVED_HEADERS};
 use super::relay_control::check_recipient;
-use super::{SessionInfo, SessionLimits, Submission, TlsInfo};
+use super::{Content, SessionInfo, SessionLimits, Submission, TlsInfo};
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification};
 use crate::config::objects::Policy;
@@ -535,13 +535,17 @@ impl Session {
         if transaction.envelope.recipients.is_empty() {
             return self.error(Reply::new(554, [5, 5, 1], "No valid recipients"));
         }
-        self.phase = Phase::Data(DataReader::new(self.limits.max_message_size));
+        self.phase = Phase::Data(DataReader::spooled(
+            self.limits.max_message_size,
+            self.limits.spool.clone(),
+        ));
         Event::Reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
     }
 
     /// Starts reading a BDAT chunk; its reply comes once the octets are in.
     fn bdat(&mut self, size: usize, last: bool) {
         let limit = self.limits.max_message_size;
+        let spool = self.limits.spool.clone();
         let refusal = match self.transaction.as_mut() {
             _ if self.info.helo.is_empty() => Some(Reply::new(503, [5, 5, 1], "Send EHLO/HELO first")),
             None => Some(Reply::new(503, [5, 5, 1], "Need MAIL command")),
@@ -550,7 +554,9 @@ impl Session {
             }
             Some(transaction) => {
                 // Counted before reading, so a huge chunk is never buffered.
-                let body = transaction.chunks.get_or_insert_with(|| Body::new(limit));
+                let body = transaction
+                    .chunks
+                    .get_or_insert_with(|| Body::spooled(limit, spool));
                 body.would_exceed(size)
                     .then(|| Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size"))
             }
@@ -606,8 +612,18 @@ impl Session {
                     "Message size exceeds fixed maximum message size",
                 ))
             }
+            Err(BodyDefect::Spool(error)) => {
+                tracing::error!(error = %error, "cannot spool message content");
+                return Event::Reply(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    "Temporary local problem, try again later",
+                ));
+            }
         };
-        if received_count(&content) > MAX_RECEIVED_HEADERS {
+        // A spooled body is checked on its first octets: a header section
+        // holding thirty Received headers is far smaller.
+        if received_count(content.head()) > MAX_RECEIVED_HEADERS {
             return Event::Reply(Reply::new(
                 554,
                 [5, 4, 6],
@@ -619,9 +635,7 @@ impl Session {
             .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX));
         let id = QueueId::generate();
         let header = received_header(&self.info, &self.hostname, &id.0, &transaction.envelope, now);
-        let mut message = Vec::with_capacity(header.len() + content.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&content);
+        let message = Content::new(header, content);
         Event::Submit(Box::new(Submission {
             id,
             session: self.info.clone(),

@@ -191,6 +191,7 @@ async fn pipelined_transaction_in_one_write() {
     assert_eq!(submissions[0].envelope.recipients.len(), 1);
     assert!(submissions[0]
         .content
+        .to_bytes()
         .ends_with(b"Subject: pipelined\r\n\r\nbody\r\n"));
     assert_eq!(submissions[0].session.peer.ip().to_string(), "127.0.0.1");
 }
@@ -214,7 +215,10 @@ async fn bdat_chunks_make_one_message() {
     }
     let submissions = server.stop().await;
     assert_eq!(submissions.len(), 1);
-    assert!(submissions[0].content.ends_with(b"Subject: b\r\n\r\nchunk\r\n"));
+    assert!(submissions[0]
+        .content
+        .to_bytes()
+        .ends_with(b"Subject: b\r\n\r\nchunk\r\n"));
 }
 
 #[tokio::test]
@@ -490,7 +494,7 @@ async fn starttls_with_a_client_certificate() {
     let tls = submissions[0].session.tls.clone().unwrap();
     assert_eq!(tls.version, "TLSv1_3");
     assert_eq!(tls.client_cert_names, vec!["relay.fabrikam.test"]);
-    let content = String::from_utf8_lossy(&submissions[0].content);
+    let content = String::from_utf8_lossy(&submissions[0].content.to_bytes()).into_owned();
     assert!(content.contains("with ESMTPS id"), "{content}");
     assert!(content.contains("(using TLSv1.3 with cipher TLS13_"), "{content}");
     assert_eq!(submissions[0].envelope.mail_from.to_string(), "a@x.test");
@@ -541,7 +545,7 @@ async fn swaks_delivers_with_and_without_tls() {
     assert!(submissions[0].session.tls.is_none());
     assert!(submissions[1].session.tls.is_some());
     for submission in &submissions {
-        let content = String::from_utf8_lossy(&submission.content);
+        let content = String::from_utf8_lossy(&submission.content.to_bytes()).into_owned();
         assert!(
             content.starts_with("Received: from swaks.test ([127.0.0.1])"),
             "{content}"

@@ -15,7 +15,7 @@ use crate::classify::Classification;
 use crate::config::objects::Policy;
 use crate::message::{header_message_id, QueueId, Reply};
 use crate::queue::{
-    self, Acceptance, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
+    self, Acceptance, ContentMemory, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
     RecipientStatus, Source,
 };
 use crate::receive::relay_control::sender_in_organization;
@@ -42,6 +42,8 @@ pub struct Pipeline {
     /// Messages whose content is being worked on at once (the size of the
     /// content pool); others wait their turn without holding a thread.
     pub content_slots: Arc<Semaphore>,
+    /// Content held in memory from loading a message to its commit.
+    pub memory: ContentMemory,
 }
 
 /// What the content work decided: the final reply now, or what to commit.
@@ -68,6 +70,9 @@ impl Pipeline {
     }
 
     async fn take(&self, submission: Submission) -> Reply {
+        // Held until the commit: the loaded content and its copies live
+        // until the store has written them.
+        let _memory = self.memory.reserve(submission.content.len() as u64).await;
         let Ok(slot) = self.content_slots.clone().acquire_owned().await else {
             return Reply::new(451, [4, 3, 0], "Temporary local problem, try again later");
         };
@@ -112,6 +117,17 @@ impl ContentWork {
             routes,
             content,
         } = submission;
+        let content = match content.into_bytes() {
+            Ok(content) => content,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the spooled message");
+                return Decision::Refused(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    "Temporary local problem, try again later",
+                ));
+            }
+        };
         let policy = &self.policy;
         let content = if retains_internal_headers(policy, &classification) {
             content

@@ -161,10 +161,12 @@ impl Node {
                 retry: config.retry.clone(),
                 expire_after: config.expire_after,
                 max_concurrency: config.max_concurrency,
+                delivery_memory: crate::queue::ContentMemory::new(config.content_memory / 2),
             },
             policy_rx.clone(),
         )?;
 
+        let spool_dir = prepare_incoming(&config.data_dir)?;
         let tls = crate::tls::server_config(
             config.tls_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
             config.client_ca.as_deref(),
@@ -183,6 +185,10 @@ impl Node {
                 command_timeout: config.command_timeout,
                 data_timeout: config.data_timeout,
                 session_timeout: config.session_timeout,
+                spool: Some(crate::receive::framing::Spool {
+                    dir: spool_dir,
+                    threshold: crate::receive::framing::SPOOL_CHUNK,
+                }),
                 ..SessionLimits::default()
             },
             tls: Some(tls),
@@ -196,6 +202,7 @@ impl Node {
                     ..crate::scan::ScanLimits::default()
                 },
                 content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
+                memory: crate::queue::ContentMemory::new(config.content_memory / 2),
             }),
         });
 
@@ -264,6 +271,25 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// The directory where sessions spool large messages as they arrive.
+/// Files left there belong to sessions of a previous run that never
+/// finished (the node stopped mid-transfer): nothing refers to them.
+fn prepare_incoming(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data_dir.join("incoming");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(files = removed, "removed partial messages of the previous run");
+    }
+    Ok(dir)
 }
 
 /// Raises the soft limit on open files to the hard limit: every session

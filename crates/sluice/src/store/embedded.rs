@@ -27,6 +27,13 @@ const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
 /// Writes gathered per transaction at most: bounds the latency of one commit.
 const MAX_BATCH: usize = 2048;
 
+/// Message content gathered per transaction at most: redb holds a
+/// transaction's pages in memory until the commit.
+const MAX_BATCH_CONTENT: usize = 64 << 20;
+
+/// redb's page cache (its default is 1 GiB, which large messages fill).
+const CACHE_SIZE: usize = 64 << 20;
+
 struct Job {
     writes: Vec<Write>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
@@ -46,7 +53,12 @@ impl EmbeddedStore {
     /// Opens (or creates) `data_dir/sluice.redb` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(err)?;
-        let db = Arc::new(Database::create(data_dir.join("sluice.redb")).map_err(err)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(CACHE_SIZE)
+                .create(data_dir.join("sluice.redb"))
+                .map_err(err)?,
+        );
         {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(OBJECTS).map_err(err)?;
@@ -70,10 +82,14 @@ impl EmbeddedStore {
 fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
     let sequence = AtomicU64::new(0);
     while let Ok(first) = jobs.recv() {
+        let mut content = content_bytes(&first);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && content < MAX_BATCH_CONTENT {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    content += content_bytes(&job);
+                    batch.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -87,6 +103,16 @@ fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+fn content_bytes(job: &Job) -> usize {
+    job.writes
+        .iter()
+        .map(|write| match write {
+            Write::Enqueue(_, content) | Write::Quarantine(_, content) => content.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), StoreError> {

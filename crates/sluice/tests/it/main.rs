@@ -20,5 +20,6 @@ mod rules;
 mod scanner;
 mod smart_host;
 mod smuggling;
+mod spooling;
 mod topology_a;
 mod topology_b;
