@@ -279,6 +279,10 @@ impl Node {
 fn prepare_incoming(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let dir = data_dir.join("incoming");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Message content is private to the node's user, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))?;
     let mut removed = 0;
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();

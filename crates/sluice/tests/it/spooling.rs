@@ -67,6 +67,17 @@ fn large_messages_are_spooled_as_they_arrive_and_partial_ones_cleared() {
         }),
         "the first half of the message never reached the spool: {spooled:?}"
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let incoming_dir = node.data_dir().join("incoming");
+        let dir_mode = std::fs::metadata(&incoming_dir).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700, "incoming/ is not private");
+        let file_mode = std::fs::metadata(incoming_dir.join(&spooled[0].0))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(file_mode & 0o777, 0o600, "a spool file is not private");
+    }
     client.send_raw(second_half.as_bytes()).expect("second half");
     client.send_raw(b".\r\n").expect("end of data");
     let reply = client.read_reply().expect("reply");
