@@ -58,7 +58,7 @@ name = "Scan everything"
 stamp_scan = true
 "#,
     );
-    options.dlp = vec![r#"scan_budget = "3s""#.to_string()];
+    options.dlp = vec![r#"scan_budget = "1s""#.to_string()];
     let node = Node::start(options);
 
     let replied = Arc::new(AtomicUsize::new(0));
