@@ -84,7 +84,13 @@ impl Pipeline {
         };
         let decided = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            work.decide(submission)
+            let id = submission.id.clone();
+            let size = submission.content.len();
+            let started = std::time::Instant::now();
+            tracing::debug!(id = %id, size, "content work started");
+            let decision = work.decide(submission);
+            tracing::debug!(id = %id, elapsed_ms = started.elapsed().as_millis() as u64, "content work done");
+            decision
         })
         .await;
         match decided {

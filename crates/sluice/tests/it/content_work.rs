@@ -97,15 +97,22 @@ stamp_scan = true
             .expect("both heavy messages sent");
     }
 
-    // Both heavy messages are in the node's hands; a new client must be
-    // greeted before either of them is answered.
+    // Both heavy messages are being scanned (the node logs the start and
+    // end of each message's content work); a new client must be greeted
+    // before either scan ends.
+    let count = |what: &str| node.log().matches(what).count();
+    assert!(
+        wait_until(Duration::from_secs(60), || count("content work started") == 2),
+        "the content work of both messages never started"
+    );
     let (mut fresh, greeting) = RawSmtp::connect_from(node.smtp, net.ip(SENDER + 10)).expect("connect");
-    let answered_before_greeting = replied.load(Ordering::SeqCst);
+    let finished_before_greeting = count("content work done");
     assert_eq!(greeting.code, 220, "{greeting:?}");
     assert_eq!(
-        answered_before_greeting, 0,
-        "the greeting waited for the scans of the heavy messages"
+        finished_before_greeting, 0,
+        "the greeting waited for the content work of the heavy messages"
     );
+    assert_eq!(replied.load(Ordering::SeqCst), 0);
     let noop = fresh.command("NOOP").expect("NOOP");
     assert_eq!(noop.code, 250);
 
