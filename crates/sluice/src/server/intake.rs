@@ -138,7 +138,11 @@ impl ContentWork {
         let content = if retains_internal_headers(policy, &classification) {
             content
         } else {
-            strip_internal_headers(&content).0
+            let stripped = strip_internal_headers(&content).0;
+            // The received form is not needed again: free it now rather
+            // than at the end of the work, so one copy is held, not two.
+            drop(content);
+            stripped
         };
         let now = now_ms();
         let base = QueueEntry {
