@@ -115,6 +115,7 @@ fn main() {
             connector: None,
         },
     };
+    let limits = sluice::scan::ScanLimits::default();
     let input = PlanInput {
         classification: &classification,
         sender_in_organization: true,
@@ -122,6 +123,7 @@ fn main() {
         base: &base,
         content: &content,
         scanner: "bench",
+        scan_limits: &limits,
     };
 
     for _ in 0..50 {
@@ -157,6 +159,7 @@ fn main() {
             base: &base,
             content: &small,
             scanner: "bench",
+            scan_limits: &limits,
         };
         std::hint::black_box(plan(&policy, &input));
     }

@@ -14,6 +14,12 @@
 //! beyond the per-message budget is not scanned and the report says
 //! `truncated`. Malformed input never panics and never fails the scan: what
 //! cannot be read is refused, the rest is still scanned.
+//!
+//! Time: each message has a time budget ([`ScanLimits::time_budget`]),
+//! checked between parts, archive members, PDF streams and decoded texts;
+//! once it is spent the rest is not looked at and the report says
+//! `truncated`. Each extractor also caps its own work (PDF streams, archive
+//! entries, depth), so no single step runs long past the budget.
 
 mod markup;
 mod pdf;
@@ -23,6 +29,7 @@ mod zip;
 mod zip_writer;
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
@@ -48,17 +55,24 @@ pub struct ScanLimits {
     /// Largest uncompressed:compressed ratio accepted for an entry over 1 MiB;
     /// above it the archive is refused as a zip bomb.
     pub max_ratio: u64,
+    /// Wall-clock time one message's scan may take (`None`: no limit). Past
+    /// it, nothing more is decoded or scanned and the report is `truncated`.
+    /// Measured as wall time on the scanning thread, so a busy machine
+    /// truncates earlier, never later.
+    pub time_budget: Option<Duration>,
 }
 
 impl Default for ScanLimits {
-    /// Depth 4, 64 MiB expanded, 32 MiB scanned, ratio 100:1. Office XML
-    /// compresses 10-30:1 and logs rarely beyond 60:1; a deflate bomb is ~1000:1.
+    /// Depth 4, 64 MiB expanded, 32 MiB scanned, ratio 100:1, 2 seconds.
+    /// Office XML compresses 10-30:1 and logs rarely beyond 60:1; a deflate
+    /// bomb is ~1000:1.
     fn default() -> Self {
         ScanLimits {
             max_depth: 4,
             max_expanded_bytes: 64 << 20,
             max_scanned_bytes: 32 << 20,
             max_ratio: 100,
+            time_budget: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -145,6 +159,7 @@ pub fn scan_message_with(raw: &[u8], limits: &ScanLimits, scanner: &Scanner) -> 
     let mut walker = Walker {
         scanner,
         limits,
+        deadline: limits.time_budget.map(|budget| Instant::now() + budget),
         scanned: 0,
         expanded: 0,
         report: ScanReport::default(),
@@ -180,6 +195,7 @@ const OFFICE_EXTENSIONS: &[&str] = &[
 struct Walker<'l> {
     scanner: &'l Scanner,
     limits: &'l ScanLimits,
+    deadline: Option<Instant>,
     scanned: u64,
     expanded: u64,
     report: ScanReport,
@@ -227,8 +243,20 @@ impl Walker<'_> {
         self.report.refused.push(format!("attachment:{name}: {reason}"));
     }
 
-    /// Scan `text` within the per-message budget.
+    /// Whether the time budget is spent; marks the report truncated if so.
+    fn out_of_time(&mut self) -> bool {
+        let spent = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        if spent {
+            self.report.truncated = true;
+        }
+        spent
+    }
+
+    /// Scan `text` within the per-message budgets.
     fn scan(&mut self, text: &str, location: Location) {
+        if self.out_of_time() {
+            return;
+        }
         let remaining = self.limits.max_scanned_bytes.saturating_sub(self.scanned);
         let mut text = text;
         if text.len() as u64 > remaining {
@@ -274,6 +302,9 @@ impl Walker<'_> {
         // body usually reads exactly the same and need not be scanned twice.
         let mut plain: Vec<(Location, &str)> = Vec::new();
         for (i, part) in message.parts.iter().enumerate() {
+            if self.out_of_time() {
+                return;
+            }
             let file_name = part.attachment_name();
             let mut full = file_name.map(|f| join(name, f));
             match &part.body {
@@ -401,6 +432,9 @@ impl Walker<'_> {
         let mut office_text = String::new();
         let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
+            if self.out_of_time() {
+                break;
+            }
             let member = join(Some(name), &e.name);
             let out = match e.inflate() {
                 Ok(out) => out,
@@ -452,10 +486,10 @@ impl Walker<'_> {
 
     fn pdf(&mut self, data: &[u8], name: &str) {
         let budget = self.limits.max_expanded_bytes.saturating_sub(self.expanded);
-        let extracted = pdf::text(data, budget, self.limits.max_ratio);
+        let extracted = pdf::text(data, budget, self.limits.max_ratio, self.deadline);
         self.expanded += extracted.expanded;
         if let Some(reason) = extracted.refused {
-            self.report.truncated |= reason.is_budget();
+            self.report.truncated |= reason.truncates();
             self.refuse(name, reason);
         }
         self.scan(&extracted.text, Location::Attachment(name.to_owned()));

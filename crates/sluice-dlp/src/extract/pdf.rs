@@ -7,8 +7,13 @@
 //! (the compressed length times `max_ratio`, at least 1 MiB). Strings are
 //! decoded as PDFDocEncoding/Latin-1, or UTF-16BE with a BOM; text in fonts with
 //! custom encodings (CID fonts without ToUnicode) is not recovered.
+//!
+//! Work is bounded: at most [`MAX_STREAMS`] streams are looked at (a crafted
+//! file of millions of empty streams would otherwise cost seconds of
+//! dictionary checks each), and the caller's deadline is checked before each.
 
 use std::fmt;
+use std::time::Instant;
 
 use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
 
@@ -19,19 +24,34 @@ pub(crate) enum Refusal {
     Budget,
     /// A stream inflated beyond `max_ratio` times its compressed size.
     Bomb(u64),
+    /// More streams than [`MAX_STREAMS`]; the rest were not read.
+    TooManyStreams,
+    /// The message's time budget ran out.
+    OutOfTime,
 }
 
 impl Refusal {
-    pub(crate) fn is_budget(&self) -> bool {
-        matches!(self, Refusal::Budget)
+    /// Whether content was left unscanned because a budget ran out (the
+    /// report is then `truncated`); a bomb is refused, not truncated.
+    pub(crate) fn truncates(&self) -> bool {
+        !matches!(self, Refusal::Bomb(_))
     }
 }
+
+/// Streams read per PDF at most. Real documents have one content stream per
+/// page (plus forms); ten thousand is a very long document.
+pub(crate) const MAX_STREAMS: usize = 10_000;
+
+/// Bytes before a `stream` keyword searched for its dictionary.
+const DICTIONARY_WINDOW: usize = 4096;
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Budget => f.write_str("expansion limit reached"),
             Refusal::Bomb(r) => write!(f, "flate bomb (ratio over {r}:1)"),
+            Refusal::TooManyStreams => write!(f, "more than {MAX_STREAMS} streams"),
+            Refusal::OutOfTime => f.write_str("scan time budget spent"),
         }
     }
 }
@@ -54,14 +74,16 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
-/// Extract the shown text of `data`, inflating at most `budget` bytes.
-pub(crate) fn text(data: &[u8], budget: u64, max_ratio: u64) -> Extracted {
+/// Extract the shown text of `data`, inflating at most `budget` bytes and
+/// stopping at `deadline`.
+pub(crate) fn text(data: &[u8], budget: u64, max_ratio: u64, deadline: Option<Instant>) -> Extracted {
     let mut out = Extracted {
         text: String::new(),
         expanded: 0,
         refused: None,
     };
     let mut pos = 0;
+    let mut streams = 0;
     while let Some(kw) = find(data, b"stream", pos) {
         pos = kw + 6;
         // `endstream` contains `stream`: skip it.
@@ -80,8 +102,17 @@ pub(crate) fn text(data: &[u8], budget: u64, max_ratio: u64) -> Extracted {
             break;
         };
         pos = end + 9;
+        if streams == MAX_STREAMS {
+            out.refused = Some(Refusal::TooManyStreams);
+            break;
+        }
+        streams += 1;
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            out.refused = Some(Refusal::OutOfTime);
+            break;
+        }
         // The stream's dictionary: from its object header to the keyword.
-        let dict_from = kw.saturating_sub(4096);
+        let dict_from = kw.saturating_sub(DICTIONARY_WINDOW);
         let dict = &data[dict_from..kw];
         let dict = rfind(dict, b"obj").map_or(dict, |o| &dict[o..]);
         let skip = [
@@ -305,7 +336,7 @@ mod tests {
     fn plain_and_flate_streams() {
         let content = b"BT /F1 12 Tf 72 712 Td (Card: 4111 1111 1111 1111) Tj ET";
         for flate in [false, true] {
-            let t = text(&pdf_with(content, flate), 1 << 20, 100);
+            let t = text(&pdf_with(content, flate), 1 << 20, 100, None);
             assert!(
                 t.text.contains("Card: 4111 1111 1111 1111"),
                 "{flate}: {:?}",
@@ -332,11 +363,29 @@ mod tests {
     fn flate_bomb_is_capped() {
         let zeros = vec![b' '; 8 << 20];
         let pdf = pdf_with(&zeros, true);
-        let t = text(&pdf, 64 << 20, 100);
+        let t = text(&pdf, 64 << 20, 100, None);
         assert_eq!(t.refused, Some(Refusal::Bomb(100)));
-        let t = text(&pdf, 1000, 100_000);
+        let t = text(&pdf, 1000, 100_000, None);
         assert_eq!(t.refused, Some(Refusal::Budget));
         assert!(t.expanded <= 1000);
+    }
+
+    #[test]
+    fn stream_count_and_deadline_bound_the_work() {
+        // Millions of empty streams cost a dictionary check each: capped.
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        for _ in 0..MAX_STREAMS + 5 {
+            pdf.extend_from_slice(b"1 0 obj\n<<>>\nstream\n(x) Tj\nendstream\n");
+        }
+        let t = text(&pdf, 1 << 20, 100, None);
+        assert_eq!(t.refused, Some(Refusal::TooManyStreams));
+        assert_eq!(t.text.matches('x').count(), MAX_STREAMS);
+        assert!(Refusal::TooManyStreams.truncates());
+        // A spent deadline stops before the first stream.
+        let t = text(&pdf, 1 << 20, 100, Some(Instant::now()));
+        assert_eq!(t.refused, Some(Refusal::OutOfTime));
+        assert!(t.text.is_empty());
+        assert!(!Refusal::Bomb(100).truncates());
     }
 
     #[test]
@@ -347,7 +396,7 @@ mod tests {
             b"%PDF stream\n<abc",
             b"stream",
         ] {
-            let _ = text(junk, 1000, 10);
+            let _ = text(junk, 1000, 10, None);
         }
         let mut s = String::new();
         shown_text(b"(\\", &mut s);

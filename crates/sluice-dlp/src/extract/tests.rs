@@ -322,6 +322,25 @@ fn scan_budget_truncates() {
 }
 
 #[test]
+fn spent_time_budget_truncates_and_never_passes() {
+    let raw = with_attachment("statement.csv", "text/csv", format!("card {CARD}\r\n").as_bytes());
+    let spent = ScanLimits {
+        time_budget: Some(std::time::Duration::ZERO),
+        ..ScanLimits::default()
+    };
+    let r = scan_message(&raw, &spent);
+    assert!(r.truncated, "a scan past its time budget must say so");
+    assert!(cards(&r).is_empty());
+    let unlimited = ScanLimits {
+        time_budget: None,
+        ..ScanLimits::default()
+    };
+    let r = scan_message(&raw, &unlimited);
+    assert!(!r.truncated);
+    assert_eq!(cards(&r).len(), 1);
+}
+
+#[test]
 fn binary_attachments_are_skipped_and_garbage_survives() {
     let png = [0x89, b'P', b'N', b'G', 0, 0, 0, 0, b'4', b'1'];
     let r = scan(&with_attachment("x.png", "image/png", &png));

@@ -211,6 +211,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             base: &base,
             content: &content,
             scanner: "route-explain",
+            scan_limits: &crate::scan::ScanLimits::default(),
         },
     );
 
@@ -307,7 +308,11 @@ pub(super) async fn handle(
     super::JsonBody(request): super::JsonBody<ExplainRequest>,
 ) -> Result<axum::Json<Explanation>, super::AdminError> {
     let policy = state.backend.policy().await?;
-    explain(&policy, &request)
+    // The dry run parses and may scan the message: content work stays off
+    // the runtime threads that serve the API and SMTP sessions.
+    tokio::task::spawn_blocking(move || explain(&policy, &request))
+        .await
+        .map_err(|e| super::AdminError::Internal(e.to_string()))?
         .map(axum::Json)
         .map_err(super::AdminError::Invalid)
 }

@@ -57,7 +57,7 @@ pub(super) struct ScanQuery {
 /// Scans a raw message with `scanner` (the built-in detectors and the
 /// node's custom ones); matches masked unless `show_matches`.
 pub fn scan_message(raw: &[u8], show_matches: bool, scanner: &crate::scan::Scanner) -> ScanResult {
-    let report = crate::scan::scan_with(raw, scanner);
+    let report = crate::scan::scan_with(raw, &crate::scan::ScanLimits::default(), scanner);
     ScanResult {
         file: None,
         message_id: crate::message::header_message_id(raw),

@@ -20,6 +20,8 @@ pub struct NodeFile {
     admin: AdminSection,
     #[serde(default)]
     trace: TraceSection,
+    #[serde(default)]
+    dlp: DlpSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +29,7 @@ pub struct NodeFile {
 struct NodeSection {
     hostname: Option<String>,
     data_dir: Option<String>,
+    content_memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +48,11 @@ struct SmtpSection {
     max_message_size: Option<String>,
     max_recipients: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_errors: Option<usize>,
+    session_timeout: Option<String>,
+    data_timeout: Option<String>,
+    command_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +72,12 @@ struct DeliverySection {
 #[serde(deny_unknown_fields)]
 struct AdminSection {
     listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlpSection {
+    scan_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,8 +169,24 @@ impl NodeFile {
                 Ok(v)
             }
         };
+        let duration = |key: &str, value: Option<&str>, default: &str| {
+            let parsed = parse_duration(value.unwrap_or(default)).map_err(|m| invalid(key, m))?;
+            if parsed.is_zero() {
+                Err(invalid(key, "must be longer than zero"))
+            } else {
+                Ok(parsed)
+            }
+        };
+        let content_memory = match self.node.content_memory {
+            Some(v) => parse_size(&v).map_err(|m| invalid("node.content_memory", m))?,
+            None => 256_000_000,
+        };
+        if content_memory < 1_000_000 {
+            return Err(invalid("node.content_memory", "must be at least 1MB"));
+        }
         Ok(Config {
             hostname: self.node.hostname.unwrap_or_else(system_hostname),
+            content_memory,
             data_dir: path(self.node.data_dir.as_deref().unwrap_or("./sluice-data")),
             store_url: self.store.url.unwrap_or_else(|| "embedded".to_string()),
             smtp_listen,
@@ -168,6 +198,19 @@ impl NodeFile {
                 "smtp.max_connections",
                 self.smtp.max_connections.unwrap_or(10_000),
             )?,
+            max_connections_per_ip: positive(
+                "smtp.max_connections_per_ip",
+                self.smtp.max_connections_per_ip.unwrap_or(50),
+            )?,
+            max_errors: self.smtp.max_errors.unwrap_or(10),
+            session_timeout: duration(
+                "smtp.session_timeout",
+                self.smtp.session_timeout.as_deref(),
+                "10m",
+            )?,
+            data_timeout: duration("smtp.data_timeout", self.smtp.data_timeout.as_deref(), "5m")?,
+            command_timeout: duration("smtp.command_timeout", self.smtp.command_timeout.as_deref(), "5m")?,
+            scan_budget: duration("dlp.scan_budget", self.dlp.scan_budget.as_deref(), "2s")?,
             retry,
             expire_after: parse_duration(self.delivery.expire_after.as_deref().unwrap_or("2d"))
                 .map_err(|m| invalid("delivery.expire_after", m))?,

@@ -60,6 +60,9 @@ pub struct Config {
     pub hostname: String,
     /// Spool, store, certificates, token.
     pub data_dir: PathBuf,
+    /// Message content held in memory at once (half for the intake, half
+    /// for deliveries); larger messages wait their turn.
+    pub content_memory: usize,
     /// Store location: embedded, or a URL for a shared backend.
     pub store_url: String,
     /// SMTP listeners.
@@ -74,6 +77,18 @@ pub struct Config {
     pub max_recipients: usize,
     /// Concurrent SMTP sessions.
     pub max_connections: usize,
+    /// Concurrent SMTP sessions from one client address.
+    pub max_connections_per_ip: usize,
+    /// Refused commands and recipients tolerated per session.
+    pub max_errors: usize,
+    /// Longest SMTP session, start to end.
+    pub session_timeout: Duration,
+    /// Longest DATA or BDAT transfer, first octet to last.
+    pub data_timeout: Duration,
+    /// Longest wait for a command.
+    pub command_timeout: Duration,
+    /// Time one message's DLP scan may take; the rest is `scan_truncated`.
+    pub scan_budget: Duration,
     /// Retry intervals after each failed attempt; the last repeats.
     pub retry: Vec<Duration>,
     /// Age after which undelivered recipients bounce.
@@ -169,6 +184,34 @@ mod tests {
         assert_eq!(config.smtp_listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(config.admin_listen, "127.0.0.1:8025".parse().unwrap());
         assert_eq!(config.retry.len(), 7);
+        assert_eq!(config.max_connections_per_ip, 50);
+        assert_eq!(config.max_errors, 10);
+        assert_eq!(config.session_timeout, Duration::from_secs(600));
+        assert_eq!(config.data_timeout, Duration::from_secs(300));
+        assert_eq!(config.command_timeout, Duration::from_secs(300));
+        assert_eq!(config.scan_budget, Duration::from_secs(2));
+        assert_eq!(config.content_memory, 256_000_000);
+    }
+
+    #[test]
+    fn client_limits_are_read_and_checked() {
+        let file: NodeFile = toml::from_str(
+            "[smtp]\nmax_connections_per_ip = 3\nmax_errors = 2\nsession_timeout = \"30s\"\n\
+             data_timeout = \"10s\"\ncommand_timeout = \"5s\"\n[dlp]\nscan_budget = \"500ms\"\n",
+        )
+        .unwrap();
+        let config = file.validate(Path::new(".")).unwrap();
+        assert_eq!(config.max_connections_per_ip, 3);
+        assert_eq!(config.max_errors, 2);
+        assert_eq!(config.session_timeout, Duration::from_secs(30));
+        assert_eq!(config.data_timeout, Duration::from_secs(10));
+        assert_eq!(config.command_timeout, Duration::from_secs(5));
+        assert_eq!(config.scan_budget, Duration::from_millis(500));
+        let zero: NodeFile = toml::from_str("[smtp]\nmax_connections_per_ip = 0\n").unwrap();
+        let error = zero.validate(Path::new(".")).unwrap_err().to_string();
+        assert!(error.contains("smtp.max_connections_per_ip"), "{error}");
+        let never: NodeFile = toml::from_str("[smtp]\nsession_timeout = \"0s\"\n").unwrap();
+        assert!(never.validate(Path::new(".")).is_err());
     }
 
     #[test]

@@ -12,10 +12,12 @@
 
 mod dsn;
 mod entry;
+mod memory;
 mod quarantine;
 
 pub use dsn::{DsnAction, DsnRecipient};
 pub use entry::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
+pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
 
 use crate::config::objects::Policy;
@@ -59,6 +61,8 @@ pub struct QueueSettings {
     pub expire_after: Duration,
     /// Concurrent message deliveries.
     pub max_concurrency: usize,
+    /// Content that delivery attempts hold in memory at once.
+    pub delivery_memory: ContentMemory,
 }
 
 /// What an administrator does to a queued message.
@@ -448,6 +452,8 @@ impl Queue {
             self.state().in_flight.remove(&id);
             return;
         };
+        // Loaded content and its copies on the way out stay within the budget.
+        let _memory = self.inner.settings.delivery_memory.reserve(entry.size).await;
         let store = self.inner.store.clone();
         let load_id = id.clone();
         // Content that cannot be loaded is an attempt that failed

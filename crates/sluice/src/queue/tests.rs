@@ -93,6 +93,7 @@ fn start(dir: &std::path::Path, answers: Vec<(&str, Outcome)>) -> (Queue, Arc<Sc
         retry: vec![Duration::from_millis(100)],
         expire_after: Duration::from_secs(60),
         max_concurrency: 4,
+        delivery_memory: crate::queue::ContentMemory::new(64 << 20),
     };
     (
         Queue::start(store, transport.clone(), settings, policy).unwrap(),
@@ -351,6 +352,7 @@ fn settings() -> QueueSettings {
         retry: vec![Duration::from_millis(100)],
         expire_after: Duration::from_secs(60),
         max_concurrency: 4,
+        delivery_memory: crate::queue::ContentMemory::new(64 << 20),
     }
 }
 

@@ -8,10 +8,9 @@
 
 use super::session::{Event, Session};
 use super::{ReceiveContext, TlsInfo};
-use crate::classify::classify;
 use crate::message::Reply;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -66,8 +65,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
 enum SessionEnd {
     #[error("client closed the connection")]
     ClientClosed,
-    #[error("timeout")]
-    Timeout,
+    #[error("timeout ({0})")]
+    Timeout(Expiry),
     #[error("node shutting down")]
     Shutdown,
     #[error("i/o error: {0}")]
@@ -86,13 +85,10 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let policy = context.policy.borrow().clone();
-    let classification = classify(&policy, peer.ip(), &[]);
     let mut session = Session::new(
         context.hostname.clone(),
         context.limits.clone(),
-        policy,
-        classification,
+        context.policy.clone(),
         peer,
         local,
         context.tls.is_some(),
@@ -115,6 +111,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = &context.limits;
+    let session_deadline = Instant::now() + limits.session_timeout;
+    let mut transfer_deadline: Option<Instant> = None;
     let mut output = session.greeting().to_wire().into_bytes();
     let mut buffer = vec![0u8; READ_BUFFER];
     loop {
@@ -147,13 +145,14 @@ where
             }
         }
         send(transport, &mut output, limits.command_timeout).await?;
-        let wait = if session.receiving_data() {
-            limits.data_timeout
+        if session.in_message_transfer() {
+            transfer_deadline.get_or_insert_with(|| Instant::now() + limits.data_timeout);
         } else {
-            limits.command_timeout
-        };
+            transfer_deadline = None;
+        }
+        let (deadline, expiry) = next_deadline(limits, session_deadline, transfer_deadline);
         let read = tokio::select! {
-            read = tokio::time::timeout(wait, transport.read(&mut buffer)) => read,
+            read = tokio::time::timeout_at(deadline.into(), transport.read(&mut buffer)) => read,
             () = shutdown_requested(&mut shutdown) => {
                 refuse(transport, session.shutdown_reply(), limits.command_timeout).await;
                 return Err(SessionEnd::Shutdown);
@@ -161,13 +160,57 @@ where
         };
         match read {
             Err(_elapsed) => {
-                refuse(transport, session.timeout_reply(), limits.command_timeout).await;
-                return Err(SessionEnd::Timeout);
+                let reply = match expiry {
+                    Expiry::Command => session.timeout_reply(),
+                    Expiry::Transfer => session.data_time_limit_reply(),
+                    Expiry::Session => session.session_time_limit_reply(),
+                };
+                refuse(transport, reply, limits.command_timeout).await;
+                return Err(SessionEnd::Timeout(expiry));
             }
             Ok(Ok(0)) => return Err(SessionEnd::ClientClosed),
             Ok(Ok(count)) => session.push(&buffer[..count]),
             Ok(Err(error)) => return Err(SessionEnd::Io(error)),
         }
+    }
+}
+
+/// Which time limit ends a wait for input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No command within `command_timeout` (or a peer that stopped reading).
+    Command,
+    /// The message transfer outlasted `data_timeout`.
+    Transfer,
+    /// The session outlasted `session_timeout`.
+    Session,
+}
+
+impl std::fmt::Display for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expiry::Command => "command",
+            Expiry::Transfer => "message transfer",
+            Expiry::Session => "session",
+        })
+    }
+}
+
+/// The earliest limit on the next read: the command wait, or what is left
+/// of the message transfer, and never beyond the end of the session.
+fn next_deadline(
+    limits: &super::SessionLimits,
+    session_deadline: Instant,
+    transfer_deadline: Option<Instant>,
+) -> (Instant, Expiry) {
+    let phase = match transfer_deadline {
+        Some(deadline) => (deadline, Expiry::Transfer),
+        None => (Instant::now() + limits.command_timeout, Expiry::Command),
+    };
+    if session_deadline < phase.0 {
+        (session_deadline, Expiry::Session)
+    } else {
+        phase
     }
 }
 
@@ -182,7 +225,7 @@ where
     }
     tokio::time::timeout(wait, transport.write_all(output))
         .await
-        .map_err(|_| SessionEnd::Timeout)??;
+        .map_err(|_| SessionEnd::Timeout(Expiry::Command))??;
     output.clear();
     Ok(())
 }
@@ -214,7 +257,7 @@ where
     };
     let stream = tokio::time::timeout(wait, TlsAcceptor::from(server_tls.config.clone()).accept(plain))
         .await
-        .map_err(|_| SessionEnd::Timeout)?
+        .map_err(|_| SessionEnd::Timeout(Expiry::Command))?
         .map_err(SessionEnd::Handshake)?;
     let connection = stream.get_ref().1;
     let tls = TlsInfo {

@@ -12,11 +12,37 @@
 //!
 //! smtp-proto's `DataReceiver` is deliberately not used: it accepts
 //! `<CRLF>.<CR><CR><LF>` as an end of data.
+//!
+//! Memory: with a [`Spool`], content past its threshold goes to a private
+//! file in the spool directory as it arrives, in chunks of [`SPOOL_CHUNK`];
+//! a session then holds a chunk and the first [`HEAD_COPY`] octets (for the
+//! header checks made before submission), whatever the message's size.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Octets gathered in memory between writes to the spool file.
+pub const SPOOL_CHUNK: usize = 64 * 1024;
+
+/// Octets of a spooled message kept in memory for the checks the session
+/// makes on the header section (the Received hop count).
+pub const HEAD_COPY: usize = 64 * 1024;
+
+/// Where and from what size message content goes to disk as it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spool {
+    /// Directory of the files (private to the node's user).
+    pub dir: PathBuf,
+    /// Content up to this size stays in memory.
+    pub threshold: usize,
+}
 
 /// A message body being received, capped at a size limit.
 #[derive(Debug)]
 pub struct Body {
+    /// All of the content, or (once spooling) what is not written yet.
     content: Vec<u8>,
+    spooling: Spooling,
     size: usize,
     limit: usize,
     bare_line_ending: bool,
@@ -24,20 +50,96 @@ pub struct Body {
     pending_cr: bool,
 }
 
+#[derive(Debug)]
+enum Spooling {
+    /// Memory only.
+    Off,
+    /// Past `threshold` octets the content moves to a file in `dir`.
+    Ready(Spool),
+    /// Writing to `file`; `head` is a copy of its first octets.
+    Active {
+        file: tempfile::NamedTempFile,
+        head: Vec<u8>,
+    },
+    /// A write failed: the message cannot be accepted now.
+    Failed(String),
+}
+
+/// A complete body, in memory or in a spool file.
+#[derive(Debug)]
+pub enum BodyContent {
+    /// Small enough to stay in memory.
+    Memory(Vec<u8>),
+    /// Written to a spool file as it arrived.
+    Spooled(SpooledBody),
+}
+
+/// A body in a private spool file, removed when this is dropped.
+#[derive(Debug)]
+pub struct SpooledBody {
+    /// The file (written, not yet synced: the queue makes it durable).
+    pub file: tempfile::NamedTempFile,
+    /// The first octets, for header checks.
+    pub head: Vec<u8>,
+    /// Size of the whole body.
+    pub len: usize,
+}
+
+impl BodyContent {
+    /// Octets of the body.
+    pub fn len(&self) -> usize {
+        match self {
+            BodyContent::Memory(content) => content.len(),
+            BodyContent::Spooled(spooled) => spooled.len,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole body in memory (a spooled one is read back from its file).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            BodyContent::Memory(content) => Ok(content),
+            BodyContent::Spooled(spooled) => std::fs::read(spooled.file.path()),
+        }
+    }
+
+    /// The first octets: the whole body in memory, the head copy of a
+    /// spooled one.
+    pub fn head(&self) -> &[u8] {
+        match self {
+            BodyContent::Memory(content) => content,
+            BodyContent::Spooled(spooled) => &spooled.head,
+        }
+    }
+}
+
 /// Why a complete body cannot be accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyDefect {
     /// A CR or LF that is not part of a CRLF pair.
     BareLineEnding,
     /// More octets than the size limit.
     TooLarge,
+    /// Writing the spool file failed (a local problem, not the client's).
+    Spool(String),
 }
 
 impl Body {
-    /// An empty body that accepts at most `limit` octets.
+    /// An empty body that accepts at most `limit` octets, in memory.
     pub fn new(limit: usize) -> Self {
+        Body::spooled(limit, None)
+    }
+
+    /// An empty body that accepts at most `limit` octets and moves to a
+    /// spool file past the spool's threshold.
+    pub fn spooled(limit: usize, spool: Option<Spool>) -> Self {
         Body {
             content: Vec::new(),
+            spooling: spool.map_or(Spooling::Off, Spooling::Ready),
             size: 0,
             limit,
             bare_line_ending: false,
@@ -56,29 +158,91 @@ impl Body {
     }
 
     /// The content, or why it must be refused.
-    pub fn finish(self) -> Result<Vec<u8>, BodyDefect> {
+    pub fn finish(mut self) -> Result<BodyContent, BodyDefect> {
         if self.bare_line_ending || self.pending_cr {
-            Err(BodyDefect::BareLineEnding)
-        } else if self.size > self.limit {
-            Err(BodyDefect::TooLarge)
-        } else {
-            Ok(self.content)
+            return Err(BodyDefect::BareLineEnding);
+        }
+        if self.size > self.limit {
+            return Err(BodyDefect::TooLarge);
+        }
+        self.write_out();
+        match self.spooling {
+            Spooling::Off | Spooling::Ready(_) => Ok(BodyContent::Memory(self.content)),
+            Spooling::Active { mut file, head } => match file.flush() {
+                Ok(()) => Ok(BodyContent::Spooled(SpooledBody {
+                    file,
+                    head,
+                    len: self.size,
+                })),
+                Err(error) => Err(BodyDefect::Spool(error.to_string())),
+            },
+            Spooling::Failed(error) => Err(BodyDefect::Spool(error)),
         }
     }
 
     fn extend(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len());
         if self.size > self.limit || self.bare_line_ending {
-            // The message will be refused: stop holding memory for it.
-            self.content = Vec::new();
+            // The message will be refused: stop holding memory or disk for it.
+            self.discard();
         } else {
             self.content.extend_from_slice(bytes);
+            self.spill();
         }
     }
 
     fn mark_bare_line_ending(&mut self) {
         self.bare_line_ending = true;
+        self.discard();
+    }
+
+    fn discard(&mut self) {
         self.content = Vec::new();
+        // Dropping the temporary file removes it.
+        self.spooling = Spooling::Off;
+    }
+
+    /// Moves gathered content to the spool file once there is enough of it.
+    fn spill(&mut self) {
+        let due = match &self.spooling {
+            Spooling::Ready(spool) => self.content.len() > spool.threshold,
+            Spooling::Active { .. } => self.content.len() >= SPOOL_CHUNK,
+            Spooling::Off | Spooling::Failed(_) => false,
+        };
+        if due {
+            self.write_out();
+        }
+    }
+
+    /// Writes what is gathered to the spool file (creating it first when the
+    /// threshold was just passed). Plain blocking writes: they land in the
+    /// page cache; the queue syncs the file before the 250.
+    fn write_out(&mut self) {
+        if let Spooling::Ready(spool) = &self.spooling {
+            if self.content.len() <= spool.threshold {
+                return;
+            }
+            self.spooling = match tempfile::Builder::new()
+                .prefix("incoming-")
+                .tempfile_in(&spool.dir)
+            {
+                Ok(file) => Spooling::Active {
+                    file,
+                    head: self.content[..self.content.len().min(HEAD_COPY)].to_vec(),
+                },
+                Err(error) => Spooling::Failed(format!("cannot create a spool file: {error}")),
+            };
+        }
+        if let Spooling::Active { file, .. } = &mut self.spooling {
+            if let Err(error) = file.write_all(&self.content) {
+                self.spooling = Spooling::Failed(format!("cannot write the spool file: {error}"));
+            }
+            self.content.clear();
+            self.content.shrink_to(SPOOL_CHUNK * 2);
+        }
+        if let Spooling::Failed(_) = self.spooling {
+            self.content = Vec::new();
+        }
     }
 
     /// Appends one BDAT chunk (or part of one), checking line endings
@@ -136,9 +300,14 @@ pub enum DataProgress {
 impl DataReader {
     /// A reader at the start of the data, accepting at most `limit` octets.
     pub fn new(limit: usize) -> Self {
+        DataReader::spooled(limit, None)
+    }
+
+    /// As [`DataReader::new`], moving the content to `spool` past its threshold.
+    pub fn spooled(limit: usize, spool: Option<Spool>) -> Self {
         DataReader {
             position: LinePosition::Start,
-            body: Body::new(limit),
+            body: Body::spooled(limit, spool),
         }
     }
 
@@ -206,7 +375,8 @@ mod tests {
         for chunk in input.chunks(piece) {
             if let DataProgress::Complete(used) = reader.feed(chunk) {
                 let rest = input.len() - offset - used;
-                return Some((reader.into_body().finish(), rest));
+                let body = reader.into_body().finish().map(|c| c.into_bytes().unwrap());
+                return Some((body, rest));
             }
             offset += chunk.len();
         }
@@ -239,7 +409,9 @@ mod tests {
             (b"a\r\n.", None),
         ];
         for (input, expected) in cases {
-            let expected = expected.map(|(body, rest)| (body.map(<[u8]>::to_vec), rest));
+            let expected = expected
+                .clone()
+                .map(|(body, rest)| (body.map(<[u8]>::to_vec), rest));
             for piece in [1, 2, 3, input.len()] {
                 assert_eq!(
                     read(input, piece),
@@ -263,7 +435,7 @@ mod tests {
         let body = reader.into_body();
         assert_eq!(body.size(), 100 * 4098);
         assert!(body.content.capacity() == 0);
-        assert_eq!(body.finish(), Err(BodyDefect::TooLarge));
+        assert_eq!(body.finish().err(), Some(BodyDefect::TooLarge));
     }
 
     #[test]
@@ -282,12 +454,64 @@ mod tests {
             for chunk in *chunks {
                 body.extend_chunk(chunk);
             }
-            assert_eq!(body.finish(), expected.map(<[u8]>::to_vec), "{chunks:?}");
+            assert_eq!(
+                body.finish().map(|c| c.into_bytes().unwrap()),
+                expected.clone().map(<[u8]>::to_vec),
+                "{chunks:?}"
+            );
         }
         let mut body = Body::new(4);
         assert!(!body.would_exceed(4));
         body.extend_chunk(b"ab");
         assert!(body.would_exceed(3));
         assert!(!body.would_exceed(2));
+    }
+
+    #[test]
+    fn large_data_goes_to_a_spool_file_as_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool {
+            dir: dir.path().to_path_buf(),
+            threshold: 100_000,
+        };
+        let mut reader = DataReader::spooled(10_000_000, Some(spool.clone()));
+        let mut line = b"..".to_vec();
+        line.extend_from_slice(&[b'x'; 998]);
+        line.extend_from_slice(b"\r\n");
+        let mut expected = Vec::new();
+        for _ in 0..2000 {
+            assert_eq!(reader.feed(&line), DataProgress::NeedMore);
+            expected.extend_from_slice(&line[1..]);
+            // Memory held stays at a chunk, whatever has arrived.
+            assert!(reader.body.content.capacity() <= 2 * SPOOL_CHUNK.max(spool.threshold) + line.len());
+        }
+        assert_eq!(reader.feed(b".\r\n"), DataProgress::Complete(3));
+        let content = reader.into_body().finish().unwrap();
+        let BodyContent::Spooled(spooled) = &content else {
+            panic!("2 MB stayed in memory");
+        };
+        assert_eq!(spooled.len, expected.len());
+        assert_eq!(spooled.head, expected[..HEAD_COPY]);
+        assert_eq!(content.head(), &expected[..HEAD_COPY]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(content.into_bytes().unwrap(), expected);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spool file left behind"
+        );
+
+        // Small messages never touch the disk; refused ones leave nothing.
+        let mut small = DataReader::spooled(10_000_000, Some(spool.clone()));
+        assert_eq!(small.feed(b"hi\r\n.\r\n"), DataProgress::Complete(7));
+        assert!(matches!(small.into_body().finish(), Ok(BodyContent::Memory(_))));
+        let mut bad = DataReader::spooled(10_000_000, Some(spool));
+        for _ in 0..200 {
+            bad.feed(&line);
+        }
+        bad.feed(b"bare\nline\r\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(bad.feed(b".\r\n"), DataProgress::Complete(3));
+        assert_eq!(bad.into_body().finish().err(), Some(BodyDefect::BareLineEnding));
     }
 }

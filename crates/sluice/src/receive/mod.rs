@@ -45,7 +45,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Limits of every session of a listener.
+/// Limits of every session of a listener (SPEC section 11).
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
     /// Largest message accepted, in octets (advertised as SIZE).
@@ -54,14 +54,24 @@ pub struct SessionLimits {
     pub max_recipients: usize,
     /// Concurrent sessions; more get 421 4.3.2 at connect.
     pub max_connections: usize,
+    /// Concurrent sessions from one client address; more get 421 4.7.0.
+    pub max_connections_per_ip: usize,
     /// Longest command line, CRLF included; longer gets 500 5.5.6.
     pub max_line_length: usize,
-    /// Client errors tolerated before 421 4.7.0 and close.
-    pub max_bad_commands: usize,
+    /// Refused commands and recipients tolerated; the next one gets
+    /// 421 4.7.0 and the session ends.
+    pub max_errors: usize,
     /// Wait for a command (RFC 5321 4.5.3.2: 5 minutes).
     pub command_timeout: Duration,
-    /// Wait for each block of message data (RFC 5321 4.5.3.2: 3 minutes).
+    /// The whole DATA or BDAT transfer of one message, however the client
+    /// trickles it.
     pub data_timeout: Duration,
+    /// The whole session, however busy: a client cannot hold a slot forever.
+    pub session_timeout: Duration,
+    /// Where message content past a threshold is written as it arrives, so
+    /// a session holds a small buffer whatever the message size; `None`
+    /// keeps every message in memory.
+    pub spool: Option<framing::Spool>,
 }
 
 impl Default for SessionLimits {
@@ -70,10 +80,13 @@ impl Default for SessionLimits {
             max_message_size: 35 * 1024 * 1024,
             max_recipients: 500,
             max_connections: 10_000,
+            max_connections_per_ip: 50,
             max_line_length: 4096,
-            max_bad_commands: 10,
+            max_errors: 10,
             command_timeout: Duration::from_secs(5 * 60),
-            data_timeout: Duration::from_secs(3 * 60),
+            data_timeout: Duration::from_secs(5 * 60),
+            session_timeout: Duration::from_secs(10 * 60),
+            spool: None,
         }
     }
 }
@@ -86,7 +99,8 @@ pub struct ReceiveContext {
     pub limits: SessionLimits,
     /// STARTTLS configuration; `None` means STARTTLS is not offered.
     pub tls: Option<crate::tls::ServerTls>,
-    /// The current objects; each session takes a snapshot at connect.
+    /// The current objects; each transaction takes the snapshot in force
+    /// at its MAIL FROM.
     pub policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     /// Where complete messages go.
     pub intake: Arc<dyn Intake>,
@@ -133,7 +147,57 @@ pub struct Submission {
     pub routes: Vec<Route>,
     /// The message as received, with our Received header prepended,
     /// CRLF line endings, dot-unstuffed.
-    pub content: Vec<u8>,
+    pub content: Content,
+}
+
+/// A received message: our Received header and the body, which is in a
+/// spool file when it was large. Turned into bytes by the intake, on the
+/// content pool, never on a session's thread.
+#[derive(Debug)]
+pub struct Content {
+    received: String,
+    body: framing::BodyContent,
+}
+
+impl Content {
+    /// The message `body` under our `received` header.
+    pub fn new(received: String, body: framing::BodyContent) -> Self {
+        Content { received, body }
+    }
+
+    /// Octets of the whole message.
+    pub fn len(&self) -> usize {
+        self.received.len() + self.body.len()
+    }
+
+    /// Whether the message is empty (never: it has our Received header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer (reads a spooled body back).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        let mut message = Vec::with_capacity(self.len());
+        message.extend_from_slice(self.received.as_bytes());
+        match self.body {
+            framing::BodyContent::Memory(body) => message.extend_from_slice(&body),
+            framing::BodyContent::Spooled(spooled) => {
+                use std::io::Read;
+                std::fs::File::open(spooled.file.path())?.read_to_end(&mut message)?;
+            }
+        }
+        Ok(message)
+    }
+
+    /// A copy of the whole message (tests look at what a session submitted).
+    #[cfg(test)]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = match &self.body {
+            framing::BodyContent::Memory(body) => body.clone(),
+            framing::BodyContent::Spooled(spooled) => std::fs::read(spooled.file.path()).unwrap(),
+        };
+        [self.received.as_bytes(), &body].concat()
+    }
 }
 
 /// A sender or recipient refused in session (relay denied, a connector's

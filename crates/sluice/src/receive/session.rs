@@ -12,7 +12,7 @@
 use super::framing::{Body, BodyDefect, DataProgress, DataReader};
 use super::received::{received_count, received_header, MAX_RECEIVED_HEADERS};
 use super::relay_control::check_recipient;
-use super::{Refusal, SessionInfo, SessionLimits, Submission, TlsInfo};
+use super::{Content, Refusal, SessionInfo, SessionLimits, Submission, TlsInfo};
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification};
 use crate::config::objects::Policy;
@@ -24,6 +24,7 @@ use smtp_proto::{MailFrom, RcptTo, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// What the driver must do next.
 #[derive(Debug)]
@@ -46,6 +47,9 @@ pub enum Event {
 pub struct Session {
     hostname: String,
     limits: SessionLimits,
+    /// The current objects, as published by the admin API.
+    objects: watch::Receiver<Arc<Policy>>,
+    /// The snapshot this transaction is judged with (taken at MAIL FROM).
     policy: Arc<Policy>,
     classification: Classification,
     info: SessionInfo,
@@ -96,21 +100,25 @@ struct Transaction {
 }
 
 impl Session {
-    /// A session for a connection from `peer` to `local`, with the policy
-    /// and classification fixed at connect. `tls_offered` tells whether
-    /// STARTTLS is available.
+    /// A session for a connection from `peer` to `local`. `objects` is the
+    /// live policy: each transaction takes the snapshot in force at its MAIL
+    /// FROM (SPEC section 4), so a connector removed or disabled while the
+    /// session is open stops granting relay at the next transaction.
+    /// `tls_offered` tells whether STARTTLS is available.
     pub fn new(
         hostname: String,
         limits: SessionLimits,
-        policy: Arc<Policy>,
-        classification: Classification,
+        mut objects: watch::Receiver<Arc<Policy>>,
         peer: SocketAddr,
         local: SocketAddr,
         tls_offered: bool,
     ) -> Self {
+        let policy = objects.borrow_and_update().clone();
+        let classification = classify(&policy, peer.ip(), &[]);
         Session {
             hostname,
             limits,
+            objects,
             policy,
             classification,
             info: SessionInfo {
@@ -153,10 +161,38 @@ impl Session {
         &self.info
     }
 
-    /// Whether message content is being read (the data timeout applies)
-    /// rather than a command.
+    /// Whether message content is being read rather than a command.
     pub fn receiving_data(&self) -> bool {
         matches!(self.phase, Phase::Data(_) | Phase::Chunk(_))
+    }
+
+    /// Whether a message transfer is under way: DATA content, a BDAT chunk,
+    /// or the commands between the chunks of one BDAT message. The data
+    /// timeout covers this whole span.
+    pub fn in_message_transfer(&self) -> bool {
+        self.receiving_data()
+            || self
+                .transaction
+                .as_ref()
+                .is_some_and(|transaction| transaction.chunks.is_some())
+    }
+
+    /// The reply before closing a session that reached its time limit.
+    pub fn session_time_limit_reply(&self) -> Reply {
+        Reply::new(
+            421,
+            [4, 7, 0],
+            format!("{} Error: session time limit exceeded", self.hostname),
+        )
+    }
+
+    /// The reply before closing a message transfer that took too long.
+    pub fn data_time_limit_reply(&self) -> Reply {
+        Reply::new(
+            421,
+            [4, 7, 0],
+            format!("{} Error: message transfer time limit exceeded", self.hostname),
+        )
     }
 
     /// Whether the session has ended (QUIT, too many errors).
@@ -179,8 +215,27 @@ impl Session {
     /// A verified client certificate may now identify the sender (a
     /// certificate match wins over the address match made at connect).
     pub fn tls_established(&mut self, tls: TlsInfo) {
-        self.classification = classify(&self.policy, self.info.peer.ip(), &tls.client_cert_names);
         self.info.tls = Some(tls);
+        self.reclassify();
+    }
+
+    /// The inbound connector decision under the current snapshot, from the
+    /// source address and the verified certificate names.
+    fn reclassify(&mut self) {
+        let names = self
+            .info
+            .tls
+            .as_ref()
+            .map_or(&[][..], |tls| tls.client_cert_names.as_slice());
+        self.classification = classify(&self.policy, self.info.peer.ip(), names);
+    }
+
+    /// Takes the objects in force now, at the start of a transaction.
+    fn refresh_policy(&mut self) {
+        if self.objects.has_changed().unwrap_or(false) {
+            self.policy = self.objects.borrow_and_update().clone();
+            self.reclassify();
+        }
     }
 
     /// The next event, or `None` when more input is needed.
@@ -365,7 +420,7 @@ impl Session {
             return self.bad_sequence("Nested MAIL command");
         }
         if from.size > self.limits.max_message_size {
-            return Event::Reply(Reply::new(
+            return self.error(Reply::new(
                 552,
                 [5, 3, 4],
                 "Message size exceeds fixed maximum message size",
@@ -390,6 +445,7 @@ impl Session {
         if has_parameters && !self.info.esmtp {
             return self.error(Reply::new(555, [5, 5, 4], "MAIL parameters need EHLO"));
         }
+        self.refresh_policy();
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         let mail_from = if from.address.is_empty() {
             ReversePath::Null
@@ -400,7 +456,7 @@ impl Session {
             }
         };
         if !from.address.is_ascii() && !smtputf8 {
-            return Event::Reply(non_ascii_without_smtputf8());
+            return self.error(non_ascii_without_smtputf8());
         }
         let facts = SessionFacts {
             peer: self.info.peer.ip(),
@@ -446,7 +502,7 @@ impl Session {
             return self.bad_sequence("RCPT not allowed after BDAT");
         }
         if transaction.envelope.recipients.len() >= self.limits.max_recipients {
-            return Event::Reply(Reply::new(452, [4, 5, 3], "Too many recipients"));
+            return self.error(Reply::new(452, [4, 5, 3], "Too many recipients"));
         }
         let Ok(address) = Address::parse(&to.address) else {
             return self.error(Reply::new(501, [5, 1, 3], "Bad recipient address syntax"));
@@ -459,7 +515,7 @@ impl Session {
             return self.error(Reply::new(501, [5, 5, 4], "Invalid ORCPT parameter"));
         }
         if !to.address.is_ascii() && !transaction.envelope.smtputf8 {
-            return Event::Reply(non_ascii_without_smtputf8());
+            return self.error(non_ascii_without_smtputf8());
         }
         let route = match check_recipient(
             &self.policy,
@@ -510,15 +566,19 @@ impl Session {
             return self.bad_sequence("DATA not allowed after BDAT");
         }
         if transaction.envelope.recipients.is_empty() {
-            return Event::Reply(Reply::new(554, [5, 5, 1], "No valid recipients"));
+            return self.error(Reply::new(554, [5, 5, 1], "No valid recipients"));
         }
-        self.phase = Phase::Data(DataReader::new(self.limits.max_message_size));
+        self.phase = Phase::Data(DataReader::spooled(
+            self.limits.max_message_size,
+            self.limits.spool.clone(),
+        ));
         Event::Reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
     }
 
     /// Starts reading a BDAT chunk; its reply comes once the octets are in.
     fn bdat(&mut self, size: usize, last: bool) {
         let limit = self.limits.max_message_size;
+        let spool = self.limits.spool.clone();
         let refusal = match self.transaction.as_mut() {
             _ if self.info.helo.is_empty() => Some(Reply::new(503, [5, 5, 1], "Send EHLO/HELO first")),
             None => Some(Reply::new(503, [5, 5, 1], "Need MAIL command")),
@@ -527,7 +587,9 @@ impl Session {
             }
             Some(transaction) => {
                 // Counted before reading, so a huge chunk is never buffered.
-                let body = transaction.chunks.get_or_insert_with(|| Body::new(limit));
+                let body = transaction
+                    .chunks
+                    .get_or_insert_with(|| Body::spooled(limit, spool));
                 body.would_exceed(size)
                     .then(|| Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size"))
             }
@@ -545,11 +607,7 @@ impl Session {
             // RFC 3030 section 2: after a failed BDAT the transaction is
             // void; later chunks of it are refused until a new MAIL.
             self.transaction = None;
-            return if refusal.code == 503 {
-                self.error(refusal)
-            } else {
-                Event::Reply(refusal)
-            };
+            return self.error(refusal);
         }
         if !chunk.last {
             return Event::Reply(Reply::new(
@@ -587,13 +645,32 @@ impl Session {
                     "Message size exceeds fixed maximum message size",
                 ))
             }
+            Err(BodyDefect::Spool(error)) => {
+                tracing::error!(error = %error, "cannot spool message content");
+                return Event::Reply(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    "Temporary local problem, try again later",
+                ));
+            }
         };
         // One reading of headers for every stage and every reader downstream:
-        // a section RFC 5322 readers could split differently is refused.
-        if let Err(defect) = crate::message::header::check(&content) {
+        // a section RFC 5322 readers could split differently is refused. A
+        // spooled body is judged on its first octets, so its header section
+        // must end within them (a section of 64 KiB is far beyond real mail).
+        let head = content.head();
+        if head.len() < content.len() && crate::message::header::section_len(head) == head.len() {
+            return Event::Reply(Reply::new(
+                552,
+                [5, 3, 4],
+                "Header section exceeds the size limit",
+            ));
+        }
+        if let Err(defect) = crate::message::header::check(head) {
             return Event::Reply(Reply::new(550, [5, 6, 0], format!("Malformed header: {defect}")));
         }
-        if received_count(&content) > MAX_RECEIVED_HEADERS {
+        // A header section holding thirty Received headers is far smaller.
+        if received_count(head) > MAX_RECEIVED_HEADERS {
             return Event::Reply(Reply::new(
                 554,
                 [5, 4, 6],
@@ -605,9 +682,7 @@ impl Session {
             .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX));
         let id = transaction.id;
         let header = received_header(&self.info, &self.hostname, &id.0, &transaction.envelope, now);
-        let mut message = Vec::with_capacity(header.len() + content.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&content);
+        let message = Content::new(header, content);
         Event::Submit(Box::new(Submission {
             id,
             session: self.info.clone(),
@@ -619,6 +694,10 @@ impl Session {
     }
 
     fn refused(&mut self, id: QueueId, from: ReversePath, to: Option<Address>, reply: Reply) -> Event {
+        // A refusal is an error too: past `max_errors` the session ends.
+        if let close @ Event::ReplyAndClose(_) = self.error(reply.clone()) {
+            return close;
+        }
         if self.refusals >= MAX_RECORDED_REFUSALS {
             return Event::Reply(reply);
         }
@@ -664,11 +743,12 @@ impl Session {
         self.error(Reply::new(500, [5, 5, 6], "Line too long"))
     }
 
-    /// Counts a client error; past the limit the session ends (a client
-    /// that keeps erring is broken or probing).
+    /// Counts a client error (a refused command or recipient); past the
+    /// limit the session ends: a client that keeps erring is broken, probing
+    /// for valid addresses or looking for a relay.
     fn error(&mut self, reply: Reply) -> Event {
         self.errors += 1;
-        if self.errors > self.limits.max_bad_commands {
+        if self.errors > self.limits.max_errors {
             self.phase = Phase::Closed;
             return Event::ReplyAndClose(Reply::new(
                 421,

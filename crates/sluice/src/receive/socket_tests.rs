@@ -100,7 +100,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .unwrap()
             .unwrap();
     }
+}
 
+impl<S: AsyncRead + Unpin> Client<S> {
     /// One complete (possibly multi-line) reply; empty at end of stream.
     async fn reply(&mut self) -> String {
         let mut text = String::new();
@@ -189,6 +191,7 @@ async fn pipelined_transaction_in_one_write() {
     assert_eq!(submissions[0].envelope.recipients.len(), 1);
     assert!(submissions[0]
         .content
+        .to_bytes()
         .ends_with(b"Subject: pipelined\r\n\r\nbody\r\n"));
     assert_eq!(submissions[0].session.peer.ip().to_string(), "127.0.0.1");
 }
@@ -212,7 +215,10 @@ async fn bdat_chunks_make_one_message() {
     }
     let submissions = server.stop().await;
     assert_eq!(submissions.len(), 1);
-    assert!(submissions[0].content.ends_with(b"Subject: b\r\n\r\nchunk\r\n"));
+    assert!(submissions[0]
+        .content
+        .to_bytes()
+        .ends_with(b"Subject: b\r\n\r\nchunk\r\n"));
 }
 
 #[tokio::test]
@@ -276,6 +282,129 @@ async fn idle_client_times_out_with_421() {
     client.expect("220").await;
     client.expect("421 4.4.2").await;
     assert_eq!(client.reply().await, "");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_per_address_over_the_limit_get_421_4_7_0() {
+    let server = TestServer::start(SessionLimits {
+        max_connections_per_ip: 2,
+        ..fast_limits()
+    })
+    .await;
+    let mut first = connect(server.address).await;
+    first.expect("220").await;
+    let mut second = connect(server.address).await;
+    second.expect("220").await;
+    let mut third = connect(server.address).await;
+    let refusal = third.expect("421 4.7.0").await;
+    assert!(refusal.contains("from your address"), "{refusal}");
+    assert_eq!(third.reply().await, "");
+    // A session that ends gives its place back.
+    first.send(b"QUIT\r\n").await;
+    first.expect("221").await;
+    assert_eq!(first.reply().await, "");
+    let mut fourth = connect(server.address).await;
+    fourth.expect("220").await;
+    second.send(b"NOOP\r\n").await;
+    second.expect("250 2.0.0").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_recipients_count_as_errors_until_421() {
+    let server = TestServer::start(SessionLimits {
+        max_errors: 3,
+        ..fast_limits()
+    })
+    .await;
+    let mut client = connect(server.address).await;
+    client.expect("220").await;
+    client.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\n").await;
+    client.expect("250").await;
+    client.expect("250 2.1.0").await;
+    for n in 0..3 {
+        client
+            .send(format!("RCPT TO:<probe{n}@example.org>\r\n").as_bytes())
+            .await;
+        client.expect("550 5.7.1").await;
+    }
+    // Accepted recipients do not count, refused ones and bad commands do.
+    client.send(b"RCPT TO:<b@contoso.test>\r\n").await;
+    client.expect("250 2.1.5").await;
+    client.send(b"RCPT TO:<probe3@example.org>\r\n").await;
+    let last = client.expect("421 4.7.0").await;
+    assert!(last.contains("too many errors"), "{last}");
+    assert_eq!(client.reply().await, "", "the session must end after 421");
+    assert_eq!(server.submission_count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_session_still_ends_at_the_session_time_limit() {
+    let server = TestServer::start(SessionLimits {
+        session_timeout: Duration::from_millis(800),
+        command_timeout: Duration::from_secs(30),
+        ..fast_limits()
+    })
+    .await;
+    let mut client = connect(server.address).await;
+    client.expect("220").await;
+    // Never idle: a NOOP every 100 ms keeps the command timeout away.
+    let mut answered = 0;
+    let ending = loop {
+        client.send(b"NOOP\r\n").await;
+        let reply = client.reply().await;
+        if !reply.starts_with("250") {
+            break reply;
+        }
+        answered += 1;
+        assert!(answered < 100, "the session outlived its time limit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ending.starts_with("421 4.7.0"), "{ending:?}");
+    assert!(ending.contains("session time limit"), "{ending:?}");
+    assert_eq!(client.reply().await, "");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_message_ends_at_the_data_time_limit() {
+    let server = TestServer::start(SessionLimits {
+        data_timeout: Duration::from_millis(800),
+        command_timeout: Duration::from_secs(30),
+        ..fast_limits()
+    })
+    .await;
+    let mut client = connect(server.address).await;
+    client.expect("220").await;
+    client
+        .send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n")
+        .await;
+    client.expect("250").await;
+    client.expect("250 2.1.0").await;
+    client.expect("250 2.1.5").await;
+    client.expect("354").await;
+    // One short line every 100 ms: each read is quick, the transfer is not.
+    let (read_half, mut write_half) = client.stream.into_inner().into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if write_half.write_all(b"still sending\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the transfer outlived its time limit");
+    });
+    let mut client = Client {
+        stream: BufReader::new(read_half),
+    };
+    let ending = client.reply().await;
+    assert!(ending.starts_with("421 4.7.0"), "{ending:?}");
+    assert!(ending.contains("transfer time limit"), "{ending:?}");
+    assert_eq!(client.reply().await, "");
+    trickle.abort();
+    assert_eq!(server.submission_count(), 0, "a timed-out message was submitted");
     server.stop().await;
 }
 
@@ -365,7 +494,7 @@ async fn starttls_with_a_client_certificate() {
     let tls = submissions[0].session.tls.clone().unwrap();
     assert_eq!(tls.version, "TLSv1_3");
     assert_eq!(tls.client_cert_names, vec!["relay.fabrikam.test"]);
-    let content = String::from_utf8_lossy(&submissions[0].content);
+    let content = String::from_utf8_lossy(&submissions[0].content.to_bytes()).into_owned();
     assert!(content.contains("with ESMTPS id"), "{content}");
     assert!(content.contains("(using TLSv1.3 with cipher TLS13_"), "{content}");
     assert_eq!(submissions[0].envelope.mail_from.to_string(), "a@x.test");
@@ -416,7 +545,7 @@ async fn swaks_delivers_with_and_without_tls() {
     assert!(submissions[0].session.tls.is_none());
     assert!(submissions[1].session.tls.is_some());
     for submission in &submissions {
-        let content = String::from_utf8_lossy(&submission.content);
+        let content = String::from_utf8_lossy(&submission.content.to_bytes()).into_owned();
         assert!(
             content.starts_with("Received: from swaks.test ([127.0.0.1])"),
             "{content}"

@@ -2,7 +2,6 @@
 
 use super::session::{Event, Session};
 use super::{Refusal, SessionLimits, Submission, TlsInfo};
-use crate::classify::classify;
 use crate::config::objects::ObjectSet;
 use crate::message::{DsnReturn, Notify, Reply, ReversePath};
 use std::sync::Arc;
@@ -25,12 +24,11 @@ fn limits() -> SessionLimits {
 fn new_session(limits: SessionLimits, tls_offered: bool) -> Session {
     let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
     let peer = "192.0.2.1:40000".parse().unwrap();
-    let classification = classify(&policy, "192.0.2.1".parse().unwrap(), &[]);
+    let (_publisher, objects) = tokio::sync::watch::channel(Arc::new(policy));
     Session::new(
         "mx.contoso.test".to_string(),
         limits,
-        Arc::new(policy),
-        classification,
+        objects,
         peer,
         "127.0.0.1:25".parse().unwrap(),
         tls_offered,
@@ -250,7 +248,7 @@ fn starttls_discards_pipelined_commands_and_resets_the_session() {
     );
     let submission = &transcript.submissions[0];
     assert!(submission.session.tls.is_some());
-    let content = String::from_utf8_lossy(&submission.content);
+    let content = String::from_utf8_lossy(&submission.content.to_bytes()).into_owned();
     assert!(content.contains("with ESMTPS id"), "{content}");
     assert!(content.contains("(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)"));
 }
@@ -286,7 +284,7 @@ fn submission_carries_envelope_routes_and_received_header() {
     assert_eq!(envelope.recipients[1].notify, Notify::Never);
     assert_eq!(submission.routes.len(), 2);
     assert_eq!(submission.session.helo, "client.test");
-    let content = String::from_utf8(submission.content.clone()).unwrap();
+    let content = String::from_utf8(submission.content.to_bytes()).unwrap();
     assert!(
         content
             .starts_with("Received: from client.test ([192.0.2.1])\r\n\tby mx.contoso.test with ESMTP id "),
@@ -504,8 +502,14 @@ fn bdat_table() {
             match content {
                 Some(content) => {
                     assert_eq!(transcript.submissions.len(), 1, "{name}");
-                    assert!(transcript.submissions[0].content.ends_with(content), "{name}");
-                    assert!(transcript.submissions[0].content.starts_with(b"Received: "));
+                    assert!(
+                        transcript.submissions[0].content.to_bytes().ends_with(content),
+                        "{name}"
+                    );
+                    assert!(transcript.submissions[0]
+                        .content
+                        .to_bytes()
+                        .starts_with(b"Received: "));
                 }
                 None => assert!(transcript.submissions.is_empty(), "{name}"),
             }
@@ -554,8 +558,66 @@ fn refusals_recorded_per_connection_are_bounded() {
     for n in 0..MAX_RECORDED_REFUSALS + 5 {
         input.extend_from_slice(format!("RCPT TO:<b{n}@example.org>\r\n").as_bytes());
     }
-    let transcript = run(&input);
+    // An administrator may allow more errors than are recorded.
+    let generous = SessionLimits {
+        max_errors: MAX_RECORDED_REFUSALS + 10,
+        ..limits()
+    };
+    let transcript = run_with(generous, &input);
     let refused = transcript.replies.iter().filter(|r| r.code == 550).count();
     assert_eq!(refused, MAX_RECORDED_REFUSALS + 5);
     assert_eq!(transcript.refusals.len(), MAX_RECORDED_REFUSALS);
+}
+
+#[test]
+fn each_transaction_is_judged_with_the_objects_at_its_mail_from() {
+    let with_connector = r#"
+        [[accepted_domain]]
+        name = "contoso.test"
+        [[inbound_connector]]
+        name = "On-prem"
+        type = "on_premises"
+        sender_ip_addresses = ["192.0.2.1/32"]
+    "#;
+    let policy = |text: &str| Arc::new(toml::from_str::<ObjectSet>(text).unwrap().validate().unwrap());
+    let (publisher, objects) = tokio::sync::watch::channel(policy(with_connector));
+    let mut session = Session::new(
+        "mx.contoso.test".to_string(),
+        limits(),
+        objects,
+        "192.0.2.1:40000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        false,
+    );
+    let mut transcript = Transcript::default();
+    drive(
+        &mut session,
+        b"EHLO c\r\nMAIL FROM:<a@contoso.test>\r\nRCPT TO:<x@example.org>\r\n",
+        &mut transcript,
+    );
+    // Changed mid-transaction: the open transaction keeps its snapshot.
+    publisher.send_replace(policy(OBJECTS));
+    drive(
+        &mut session,
+        b"RCPT TO:<y@example.org>\r\nRSET\r\n",
+        &mut transcript,
+    );
+    drive(
+        &mut session,
+        b"MAIL FROM:<a@contoso.test>\r\nRCPT TO:<z@example.org>\r\nRCPT TO:<b@contoso.test>\r\n",
+        &mut transcript,
+    );
+    assert_eq!(
+        transcript.codes(),
+        [
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.0.0",
+            "250 2.1.0",
+            "550 5.7.1",
+            "250 2.1.5"
+        ]
+    );
 }

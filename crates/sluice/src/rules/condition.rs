@@ -79,6 +79,9 @@ pub struct MessageFacts<'a> {
     pub content: &'a [u8],
     parsed: OnceLock<ParsedContent>,
     scanned: OnceLock<crate::scan::ScanReport>,
+    scan_limits: crate::scan::ScanLimits,
+    #[cfg(test)]
+    pub(crate) message_checks: std::sync::atomic::AtomicUsize,
 }
 
 /// What the content-looking conditions need, extracted once.
@@ -115,14 +118,23 @@ impl<'a> MessageFacts<'a> {
             content,
             parsed: OnceLock::new(),
             scanned: OnceLock::new(),
+            scan_limits: crate::scan::ScanLimits::default(),
+            #[cfg(test)]
+            message_checks: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The same facts, scanned under `limits` (the node's `[dlp] scan_budget`).
+    pub fn with_scan_limits(mut self, limits: crate::scan::ScanLimits) -> Self {
+        self.scan_limits = limits;
+        self
     }
 
     /// The DLP scan of the content, run on first use only: however many
     /// rules ask, a message is scanned once.
     pub fn scan(&self) -> &crate::scan::ScanReport {
         self.scanned
-            .get_or_init(|| crate::scan::scan_with(self.content, &self.policy.scanner))
+            .get_or_init(|| crate::scan::scan_with(self.content, &self.scan_limits, &self.policy.scanner))
     }
 
     /// The scan, if a rule made it run.
@@ -184,6 +196,25 @@ fn parse(content: &[u8]) -> ParsedContent {
 }
 
 impl Condition {
+    /// Whether the condition depends on the recipient; the others look at
+    /// the message (envelope sender, content, client) and hold or fail for
+    /// every recipient at once.
+    pub fn is_per_recipient(&self) -> bool {
+        matches!(
+            self,
+            Condition::SentToScope(_) | Condition::RecipientDomainIs(_) | Condition::SentTo(_)
+        )
+    }
+
+    /// Whether a message-level condition holds (see [`Self::is_per_recipient`]).
+    pub fn holds_for_message(&self, facts: &MessageFacts<'_>) -> bool {
+        #[cfg(test)]
+        facts
+            .message_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.holds(facts, 0)
+    }
+
     /// Whether the condition holds for recipient `index`.
     pub fn holds(&self, facts: &MessageFacts<'_>, index: usize) -> bool {
         let recipient = &facts.recipients[index];

@@ -212,11 +212,7 @@ pub fn evaluate(rules: &[Rule], facts: &MessageFacts<'_>) -> Evaluation {
     let mut stopped = vec![false; count];
     let mut matches = Vec::new();
     for rule in rules {
-        let matched: Vec<usize> = (0..count)
-            .filter(|&i| !stopped[i])
-            .filter(|&i| rule.conditions.iter().all(|c| c.holds(facts, i)))
-            .filter(|&i| !rule.exceptions.iter().any(|c| c.holds(facts, i)))
-            .collect();
+        let matched = matching_recipients(rule, facts, &stopped);
         if matched.is_empty() {
             continue;
         }
@@ -238,6 +234,49 @@ pub fn evaluate(rules: &[Rule], facts: &MessageFacts<'_>) -> Evaluation {
         });
     }
     Evaluation { matches, effects }
+}
+
+/// The recipients (not stopped) that `rule` applies to. Recipient
+/// conditions are tested per recipient; message conditions (content,
+/// sender, client) once for the message, and only when some recipient is
+/// still in play, so a costly content test never runs for nothing and never
+/// runs once per recipient.
+fn matching_recipients(rule: &Rule, facts: &MessageFacts<'_>, stopped: &[bool]) -> Vec<usize> {
+    let per_recipient = |conditions: &[Condition], i: usize, all: bool| {
+        let mut tested = conditions.iter().filter(|c| c.is_per_recipient());
+        if all {
+            tested.all(|c| c.holds(facts, i))
+        } else {
+            tested.any(|c| c.holds(facts, i))
+        }
+    };
+    let candidates: Vec<usize> = (0..stopped.len())
+        .filter(|&i| !stopped[i])
+        .filter(|&i| per_recipient(&rule.conditions, i, true))
+        .collect();
+    if candidates.is_empty()
+        || !rule
+            .conditions
+            .iter()
+            .filter(|c| !c.is_per_recipient())
+            .all(|c| c.holds_for_message(facts))
+    {
+        return Vec::new();
+    }
+    let remaining: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| !per_recipient(&rule.exceptions, i, false))
+        .collect();
+    if remaining.is_empty()
+        || rule
+            .exceptions
+            .iter()
+            .filter(|c| !c.is_per_recipient())
+            .any(|c| c.holds_for_message(facts))
+    {
+        return Vec::new();
+    }
+    remaining
 }
 
 /// Why `rule` did not act on recipient `index`, for `route explain`:

@@ -65,6 +65,8 @@ pub struct PlanInput<'a> {
     pub content: &'a [u8],
     /// This node's name in `X-Sluice-Org-Scan` (`scanner=`).
     pub scanner: &'a str,
+    /// Bounds of the DLP scan, when a rule makes it run.
+    pub scan_limits: &'a crate::scan::ScanLimits,
 }
 
 /// Decides what the message becomes.
@@ -79,7 +81,8 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         &base.from,
         &recipients,
         input.content,
-    );
+    )
+    .with_scan_limits(input.scan_limits.clone());
     let evaluation = rules::evaluate(&policy.rules, &facts);
     let mut plan = Plan {
         refused: refused_entirely(&evaluation.effects),

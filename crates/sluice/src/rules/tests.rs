@@ -232,6 +232,7 @@ fn scanner_plan(body: &str) -> plan::Plan {
             base: &base,
             content: content.as_bytes(),
             scanner: "scanner.test",
+            scan_limits: &crate::scan::ScanLimits::default(),
         },
     )
 }
@@ -263,4 +264,39 @@ fn scanner_policy_quarantines_cards_and_stamps_clean_mail() {
         Some("Back to gateway")
     );
     assert!(clean.notices.is_empty());
+}
+
+#[test]
+fn message_conditions_are_tested_once_per_message_not_per_recipient() {
+    let rules = r#"
+[[rule]]
+name = "Confidential"
+[rule.conditions]
+subject_or_body_contains = ["confidential"]
+from_scope = "not_in_organization"
+[rule.exceptions]
+header_contains = { header = "X-Exempt", words = ["yes"] }
+[rule.actions]
+prepend_subject = "[external] "
+"#;
+    let set: ObjectSet = toml::from_str(&format!("{BASE}{rules}")).unwrap();
+    let policy = set.validate().unwrap();
+    let recipients: Vec<Address> = (0..200)
+        .map(|n| Address::parse(&format!("r{n}@fabrikam.test")).unwrap())
+        .collect();
+    let from = ReversePath::try_from("a@example.org".to_string()).unwrap();
+    let classification = Classification::Anonymous;
+    let facts = MessageFacts::new(
+        &policy,
+        &classification,
+        false,
+        "192.0.2.7".parse().unwrap(),
+        &from,
+        &recipients,
+        b"Subject: q3\r\n\r\nconfidential figures\r\n",
+    );
+    let evaluation = evaluate(&policy.rules, &facts);
+    assert_eq!(evaluation.matches[0].recipients.len(), 200);
+    // Two conditions and one exception, each tested once for 200 recipients.
+    assert_eq!(facts.message_checks.load(std::sync::atomic::Ordering::Relaxed), 3);
 }

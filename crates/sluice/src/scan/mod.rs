@@ -14,14 +14,15 @@ pub const SCAN_HEADER: &str = "X-Sluice-Org-Scan";
 /// Findings at or above this confidence make the verdict `found`.
 const VERDICT_CONFIDENCE: Confidence = Confidence::Medium;
 
-/// Scans a whole message with the node's limits (built-in detectors only).
-pub fn scan(content: &[u8]) -> ScanReport {
-    sluice_dlp::scan_message(content, &ScanLimits::default())
+/// Scans a whole message within `limits` (the time budget included: what
+/// is not scanned in time makes the report `truncated`).
+pub fn scan(content: &[u8], limits: &ScanLimits) -> ScanReport {
+    sluice_dlp::scan_message(content, limits)
 }
 
-/// Scans a whole message with the node's limits and custom detectors.
-pub fn scan_with(content: &[u8], scanner: &Scanner) -> ScanReport {
-    sluice_dlp::scan_message_with(content, &ScanLimits::default(), scanner)
+/// Scans a whole message within `limits` with the node's custom detectors too.
+pub fn scan_with(content: &[u8], limits: &ScanLimits, scanner: &Scanner) -> ScanReport {
+    sluice_dlp::scan_message_with(content, limits, scanner)
 }
 
 /// Detector counts for the verdict, plus what could not be scanned.
@@ -101,7 +102,7 @@ mod tests {
 
     #[test]
     fn stamp_and_summary_never_carry_the_match() {
-        let report = scan(CARD.as_bytes());
+        let report = scan(CARD.as_bytes(), &ScanLimits::default());
         let stamp = stamp(&report, "scanner.test");
         assert!(
             stamp.starts_with("verdict=found; findings=credit_card:1"),
@@ -110,7 +111,7 @@ mod tests {
         assert!(!stamp.contains("1111") && !summary(&report).contains("1111"));
         assert!(meets(&report, &["credit_card".into()], Confidence::Medium, 1));
         assert!(!meets(&report, &["us_ssn".into()], Confidence::Low, 1));
-        let clean = scan(b"Subject: hi\r\n\r\nlunch at noon?\r\n");
+        let clean = scan(b"Subject: hi\r\n\r\nlunch at noon?\r\n", &ScanLimits::default());
         assert_eq!(super::stamp(&clean, "s"), "verdict=pass; scanner=s");
     }
 }

@@ -455,6 +455,7 @@ mod tests {
             retry: vec![Duration::from_secs(60)],
             expire_after: Duration::from_secs(3600),
             max_concurrency: 1,
+            delivery_memory: crate::queue::ContentMemory::new(64 << 20),
         };
         let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching).unwrap();
         let resolver = Arc::new(crate::dns::StaticResolver::default());

@@ -2,24 +2,33 @@
 //! header firewall, mail flow rules, copies per rule outcome, durable
 //! enqueue, trace. A rule's reject of every recipient is an in-session 5xx;
 //! nothing is acknowledged before the queue has committed it.
+//!
+//! Content work (MIME parsing, the DLP scan, rule evaluation, header edits)
+//! runs on the blocking pool, at most [`Pipeline::content_slots`] messages at
+//! a time, never on the runtime threads that serve SMTP sessions and the
+//! admin API: a message that is expensive to look at delays its own reply,
+//! not other clients' greetings. Each scan runs under the node's
+//! `[dlp] scan_budget`.
 
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
 use crate::config::objects::Policy;
 use crate::message::{header_message_id, QueueId, Reply};
 use crate::queue::{
-    self, Acceptance, DsnAction, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry, QueuedRecipient,
+    self, Acceptance, ContentMemory, DsnAction, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry,
+    QueuedRecipient,
     RecipientStatus, Source,
 };
 use crate::receive::relay_control::sender_in_organization;
 use crate::receive::{Intake, Refusal, Submission};
 use crate::route::{NextHop, Route};
 use crate::rules::plan::{self, PlanInput};
+use crate::scan::ScanLimits;
 use crate::trace::{now_ms, TraceEvent, TraceKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Accepts complete messages from sessions into the queue.
 pub struct Pipeline {
@@ -29,10 +38,84 @@ pub struct Pipeline {
     pub policy: watch::Receiver<Arc<Policy>>,
     /// This node's name (`scanner=` in scan stamps).
     pub hostname: String,
+    /// Bounds of one message's DLP scan (`[dlp] scan_budget`).
+    pub scan_limits: ScanLimits,
+    /// Messages whose content is being worked on at once (the size of the
+    /// content pool); others wait their turn without holding a thread.
+    pub content_slots: Arc<Semaphore>,
+    /// Content held in memory from loading a message to its commit.
+    pub memory: ContentMemory,
+}
+
+/// What the content work decided: the final reply now, or what to commit.
+enum Decision {
+    Refused(Reply),
+    Accept(Box<Acceptance>, QueueId),
+}
+
+/// The content work's view of the node: owned, so it can leave the
+/// runtime thread.
+struct ContentWork {
+    queue: Queue,
+    policy: Arc<Policy>,
+    hostname: String,
+    scan_limits: ScanLimits,
 }
 
 impl Pipeline {
+    /// Concurrent content jobs for this machine: one per core, so a burst
+    /// of heavy messages uses the cores without queueing threads behind
+    /// each other's locks.
+    pub fn default_content_slots() -> usize {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    }
+
     async fn take(&self, submission: Submission) -> Reply {
+        // Held until the commit: the loaded content and its copies live
+        // until the store has written them.
+        let _memory = self.memory.reserve(submission.content.len() as u64).await;
+        let Ok(slot) = self.content_slots.clone().acquire_owned().await else {
+            return Reply::new(451, [4, 3, 0], "Temporary local problem, try again later");
+        };
+        let work = ContentWork {
+            queue: self.queue.clone(),
+            policy: self.policy.borrow().clone(),
+            hostname: self.hostname.clone(),
+            scan_limits: self.scan_limits.clone(),
+        };
+        let decided = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let id = submission.id.clone();
+            let size = submission.content.len();
+            let started = std::time::Instant::now();
+            tracing::debug!(id = %id, size, "content work started");
+            let decision = work.decide(submission);
+            tracing::debug!(id = %id, elapsed_ms = started.elapsed().as_millis() as u64, "content work done");
+            decision
+        })
+        .await;
+        match decided {
+            Ok(Decision::Refused(reply)) => reply,
+            Ok(Decision::Accept(acceptance, id)) => match self.queue.accept(*acceptance).await {
+                Ok(()) => Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot queue message");
+                    Reply::new(451, [4, 3, 0], "Temporary local problem, try again later")
+                }
+            },
+            Err(error) => {
+                // A panic in content work fails this message only, and
+                // the client may try again.
+                tracing::error!(error = %error, "content work failed");
+                Reply::new(451, [4, 3, 0], "Temporary local problem, try again later")
+            }
+        }
+    }
+}
+
+impl ContentWork {
+    /// Firewall, rules and copies for one message; synchronous and CPU-bound.
+    fn decide(&self, submission: Submission) -> Decision {
         let Submission {
             id,
             session,
@@ -41,11 +124,26 @@ impl Pipeline {
             routes,
             content,
         } = submission;
-        let policy = self.policy.borrow().clone();
-        let content = if retains_internal_headers(&policy, &classification) {
+        let content = match content.into_bytes() {
+            Ok(content) => content,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the spooled message");
+                return Decision::Refused(Reply::new(
+                    451,
+                    [4, 3, 0],
+                    "Temporary local problem, try again later",
+                ));
+            }
+        };
+        let policy = &self.policy;
+        let content = if retains_internal_headers(policy, &classification) {
             content
         } else {
-            strip_internal_headers(&content).0
+            let stripped = strip_internal_headers(&content).0;
+            // The received form is not needed again: free it now rather
+            // than at the end of the work, so one copy is held, not two.
+            drop(content);
+            stripped
         };
         let now = now_ms();
         let base = QueueEntry {
@@ -92,14 +190,15 @@ impl Pipeline {
         )];
 
         let plan = plan::plan(
-            &policy,
+            policy,
             &PlanInput {
                 classification: &classification,
-                sender_in_organization: sender_in_organization(&policy, &classification, &base.from),
+                sender_in_organization: sender_in_organization(policy, &classification, &base.from),
                 peer: session.peer.ip(),
                 base: &base,
                 content: &content,
                 scanner: &self.hostname,
+                scan_limits: &self.scan_limits,
             },
         );
         for m in &plan.evaluation.matches {
@@ -149,7 +248,7 @@ impl Pipeline {
                 Some(reply.to_string()),
             ));
             self.queue.record(events);
-            return reply;
+            return Decision::Refused(reply);
         }
         for note in &plan.notes {
             events.push(queue::event(
@@ -250,13 +349,7 @@ impl Pipeline {
             }
         }
         acceptance.events = events;
-        match self.queue.accept(acceptance).await {
-            Ok(()) => Reply::new(250, [2, 0, 0], format!("Ok: queued as {id}")),
-            Err(error) => {
-                tracing::error!(error = %error, "cannot queue message");
-                Reply::new(451, [4, 3, 0], "Temporary local problem, try again later")
-            }
-        }
+        Decision::Accept(Box::new(acceptance), id)
     }
 }
 

@@ -2,8 +2,9 @@
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
 //! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
-//! published on a watch channel: sessions snapshot it at connect, the admin
-//! API replaces it after each validated change.
+//! published on a watch channel: each SMTP transaction takes the snapshot in
+//! force at its MAIL FROM, the admin API replaces it after each validated
+//! change.
 
 mod admin_backend;
 mod intake;
@@ -133,6 +134,7 @@ impl Node {
         config: Config,
         resolver: Arc<dyn crate::dns::Resolver>,
     ) -> anyhow::Result<Node> {
+        raise_open_files_limit(config.max_connections);
         crate::private_dir::secure_data_dir(&config.data_dir)
             .with_context(|| format!("cannot create a private data_dir {}", config.data_dir.display()))?;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
@@ -160,10 +162,12 @@ impl Node {
                 retry: config.retry.clone(),
                 expire_after: config.expire_after,
                 max_concurrency: config.max_concurrency,
+                delivery_memory: crate::queue::ContentMemory::new(config.content_memory / 2),
             },
             policy_rx.clone(),
         )?;
 
+        let spool_dir = prepare_incoming(&config.data_dir)?;
         let tls = crate::tls::server_config(
             config.tls_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
             config.client_ca.as_deref(),
@@ -177,6 +181,15 @@ impl Node {
                 max_message_size: config.max_message_size,
                 max_recipients: config.max_recipients,
                 max_connections: config.max_connections,
+                max_connections_per_ip: config.max_connections_per_ip,
+                max_errors: config.max_errors,
+                command_timeout: config.command_timeout,
+                data_timeout: config.data_timeout,
+                session_timeout: config.session_timeout,
+                spool: Some(crate::receive::framing::Spool {
+                    dir: spool_dir,
+                    threshold: crate::receive::framing::SPOOL_CHUNK,
+                }),
                 ..SessionLimits::default()
             },
             tls: Some(tls),
@@ -185,6 +198,12 @@ impl Node {
                 queue: queue.clone(),
                 policy: policy_rx.clone(),
                 hostname: config.hostname.clone(),
+                scan_limits: crate::scan::ScanLimits {
+                    time_budget: Some(config.scan_budget),
+                    ..crate::scan::ScanLimits::default()
+                },
+                content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
+                memory: crate::queue::ContentMemory::new(config.content_memory / 2),
             }),
         });
 
@@ -252,6 +271,62 @@ impl Node {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+    }
+}
+
+/// The directory where sessions spool large messages as they arrive.
+/// Files left there belong to sessions of a previous run that never
+/// finished (the node stopped mid-transfer): nothing refers to them.
+fn prepare_incoming(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data_dir.join("incoming");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Message content is private to the node's user, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))?;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(files = removed, "removed partial messages of the previous run");
+    }
+    Ok(dir)
+}
+
+/// Raises the soft limit on open files to the hard limit: every session
+/// holds a descriptor, and a default soft limit of 1024 would refuse clients
+/// long before `max_connections`. Logged either way, so an operator sees
+/// the ceiling the node runs under.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let current = getrlimit(Resource::Nofile);
+    let wanted = rustix::process::Rlimit {
+        current: current.maximum,
+        maximum: current.maximum,
+    };
+    let soft = match setrlimit(Resource::Nofile, wanted) {
+        Ok(()) => current.maximum,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot raise the open files limit");
+            current.current
+        }
+    };
+    let soft_text = soft.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        open_files = %soft_text,
+        was = %current.current.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+        "open files limit"
+    );
+    if soft.is_some_and(|n| n < max_connections as u64 + 64) {
+        tracing::warn!(
+            open_files = %soft_text,
+            max_connections,
+            "the open files limit is below smtp.max_connections: clients beyond it get 421"
+        );
     }
 }
 

@@ -27,6 +27,13 @@ const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
 /// Writes gathered per transaction at most: bounds the latency of one commit.
 const MAX_BATCH: usize = 2048;
 
+/// Message content gathered per transaction at most: redb holds a
+/// transaction's pages in memory until the commit.
+const MAX_BATCH_CONTENT: usize = 64 << 20;
+
+/// redb's page cache (its default is 1 GiB, which large messages fill).
+const CACHE_SIZE: usize = 64 << 20;
+
 struct Job {
     writes: Vec<Write>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
@@ -57,7 +64,10 @@ impl EmbeddedStore {
             .map_err(err)?;
         // redb locks the file; a second node on the same data_dir would
         // otherwise report only "database already open".
-        let db = Database::create(path).map_err(|error| match error {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_SIZE)
+            .create(path)
+            .map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError(format!("another sluice node is using {}", data_dir.display()))
             }
@@ -87,10 +97,14 @@ impl EmbeddedStore {
 fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
     let sequence = AtomicU64::new(0);
     while let Ok(first) = jobs.recv() {
+        let mut content = content_bytes(&first);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && content < MAX_BATCH_CONTENT {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    content += content_bytes(&job);
+                    batch.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -104,6 +118,16 @@ fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+fn content_bytes(job: &Job) -> usize {
+    job.writes
+        .iter()
+        .map(|write| match write {
+            Write::Enqueue(_, content) | Write::Quarantine(_, content) => content.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), StoreError> {

@@ -1,9 +1,10 @@
 //! Relay control at RCPT (SPEC section 4, "Acceptance comes before
 //! routing"): a `*` outbound connector never makes an open relay; an
-//! on_premises connector's IP may relay for accepted sender domains.
-//! Nets 30 and 221.
+//! on_premises connector's IP may relay for accepted sender domains; relay
+//! rights follow the objects in force at each MAIL FROM.
+//! Nets 30, 151 and 221.
 
-use crate::support::{swaks, Net, Node, NodeOptions, Sink};
+use crate::support::{swaks, Net, Node, NodeOptions, RawSmtp, Sink};
 use std::time::Duration;
 
 const NODE: u8 = 1;
@@ -199,4 +200,66 @@ smart_hosts = ["{sink}"]
             .starts_with("step 3:"),
         "{explained:#}"
     );
+}
+
+#[test]
+fn removing_the_on_prem_connector_ends_relay_in_an_open_session() {
+    let net = Net(151);
+    let sink = Sink::start(net.ip(SMART_HOST));
+    let node = Node::start(NodeOptions::new(
+        net.ip(NODE),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{on_prem}/32"]
+
+[[outbound_connector]]
+name = "Everything"
+recipient_domains = ["*"]
+smart_hosts = ["{sink}"]
+"#,
+            on_prem = net.ip(ON_PREM),
+            sink = sink.addr
+        ),
+    ));
+    let (mut client, greeting) = RawSmtp::connect_from(node.smtp, net.ip(ON_PREM)).expect("connect");
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    let first = client
+        .send_message(
+            "alice@contoso.test",
+            &["victim@fabrikam.test"],
+            "Subject: first transaction\r\n\r\nrelayed while the connector exists",
+        )
+        .expect("first transaction");
+    assert_eq!(first.code, 250, "on-prem relay refused: {first:?}");
+
+    node.cli_ok(&["connector", "remove", "On-prem"]);
+
+    // Same connection, next transaction: judged with the objects as they are now.
+    let mail = client.command("MAIL FROM:<alice@contoso.test>").expect("MAIL");
+    assert_eq!(mail.code, 250, "{mail:?}");
+    let rcpt = client.command("RCPT TO:<victim@fabrikam.test>").expect("RCPT");
+    assert_eq!(
+        rcpt.code, 550,
+        "relay still granted after the connector was removed: {rcpt:?}"
+    );
+    assert!(rcpt.text.starts_with("550 5.7.1"), "{rcpt:?}");
+    // Accepted domains stay open to the same session.
+    let local = client.command("RCPT TO:<bob@contoso.test>").expect("RCPT");
+    assert_eq!(local.code, 250, "{local:?}");
+    let _ = client.command("QUIT");
+
+    let arrived = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(
+        arrived.len(),
+        1,
+        "the first transaction never reached the smart host"
+    );
+    crate::support::pause(Duration::from_secs(1));
+    assert_eq!(sink.count(), 1, "mail relayed after the connector was removed");
 }

@@ -399,7 +399,7 @@ fn word_document(dir: &std::path::Path, text: &str) -> Vec<u8> {
 }
 
 /// Base64 in 76-character lines, CRLF-separated.
-fn base64_lines(bytes: &[u8]) -> String {
+pub(crate) fn base64_lines(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

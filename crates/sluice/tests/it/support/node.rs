@@ -32,6 +32,13 @@ pub struct NodeOptions {
     pub objects: String,
     /// The umask `sluice serve` starts with (the test runner's when unset).
     pub umask: Option<u32>,
+    /// Extra `key = value` lines for `[smtp]` (limits of SPEC section 11).
+    pub smtp_extra: Vec<String>,
+    /// `[dlp]` lines, e.g. `scan_budget = "2s"`.
+    pub dlp: Vec<String>,
+    /// Runs the node under `prlimit --nofile=N:N`, soft and hard, so it
+    /// cannot raise the limit (a machine short of file descriptors).
+    pub open_files: Option<u64>,
 }
 
 impl NodeOptions {
@@ -48,6 +55,9 @@ impl NodeOptions {
             retry: vec!["1s".to_string(), "2s".to_string()],
             objects: objects.to_string(),
             umask: None,
+            smtp_extra: Vec::new(),
+            dlp: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -128,18 +138,27 @@ impl Node {
     fn spawn(&mut self) {
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).expect("node log");
+        // prlimit and the shell each exec what follows, so the guard still
+        // owns the node's process.
+        let mut program: Vec<String> = Vec::new();
+        if let Some(limit) = self.options.open_files {
+            program.extend(["prlimit".into(), format!("--nofile={limit}:{limit}"), "--".into()]);
+        }
+        program.push(env!("CARGO_BIN_EXE_sluice").into());
         let mut command = match self.options.umask {
-            // The shell sets the umask and becomes sluice (exec), so the
-            // guard still owns the node's process.
             Some(umask) => {
                 let mut shell = Command::new("sh");
                 shell
                     .arg("-c")
                     .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
-                    .arg(env!("CARGO_BIN_EXE_sluice"));
+                    .args(&program);
                 shell
             }
-            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+            None => {
+                let mut direct = Command::new(&program[0]);
+                direct.args(&program[1..]);
+                direct
+            }
         };
         command
             .arg("serve")
@@ -402,6 +421,12 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
     }
     if let Some(ca) = &options.client_ca {
         toml += &format!("client_ca = {}\n", quote(&ca.display().to_string()));
+    }
+    for line in &options.smtp_extra {
+        toml += &format!("{line}\n");
+    }
+    if !options.dlp.is_empty() {
+        toml += &format!("\n[dlp]\n{}\n", options.dlp.join("\n"));
     }
     let retry: Vec<String> = options.retry.iter().map(|r| quote(r)).collect();
     toml += &format!("\n[delivery]\nretry = [{}]\n", retry.join(", "));

@@ -54,6 +54,14 @@ pub struct RawSmtp {
     writer: TcpStream,
 }
 
+/// A TCP connection to `addr` from `source` (port chosen by the kernel).
+pub fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source.into(), 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
 /// One reply: code and the full text of every line.
 #[derive(Debug, Clone)]
 pub struct RawReply {
@@ -65,6 +73,19 @@ impl RawSmtp {
     /// Connects and reads the greeting.
     pub fn connect(addr: SocketAddr) -> std::io::Result<(RawSmtp, RawReply)> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        RawSmtp::greeted(stream)
+    }
+
+    /// Connects from `source` (a loopback address of the test's net, so the
+    /// node classifies the session by it) and reads the greeting.
+    pub fn connect_from(
+        addr: SocketAddr,
+        source: std::net::Ipv4Addr,
+    ) -> std::io::Result<(RawSmtp, RawReply)> {
+        RawSmtp::greeted(connect_from(addr, source)?)
+    }
+
+    fn greeted(stream: TcpStream) -> std::io::Result<(RawSmtp, RawReply)> {
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         stream.set_write_timeout(Some(Duration::from_secs(20)))?;
         let mut client = RawSmtp {
