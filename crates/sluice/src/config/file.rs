@@ -20,6 +20,8 @@ pub struct NodeFile {
     admin: AdminSection,
     #[serde(default)]
     trace: TraceSection,
+    #[serde(default)]
+    reporting: ReportingSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,16 @@ struct DeliverySection {
     max_per_destination: Option<usize>,
     bind_address: Option<String>,
     mx_port: Option<u16>,
+    dane: Option<bool>,
+    mta_sts: Option<bool>,
+    dnssec_trust_anchor: Option<String>,
+    mta_sts_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportingSection {
+    from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +167,14 @@ impl NodeFile {
                 Ok(v)
             }
         };
+        let reporting_from = self
+            .reporting
+            .from
+            .map(|from| {
+                crate::message::Address::parse(&from)
+                    .map_err(|_| invalid("reporting.from", format!("{from:?} is not a mail address")))
+            })
+            .transpose()?;
         Ok(Config {
             hostname: self.node.hostname.unwrap_or_else(system_hostname),
             data_dir: path(self.node.data_dir.as_deref().unwrap_or("./sluice-data")),
@@ -183,6 +203,11 @@ impl NodeFile {
             )?,
             bind_address,
             mx_port: self.delivery.mx_port.unwrap_or(25),
+            dane: self.delivery.dane.unwrap_or(true),
+            mta_sts: self.delivery.mta_sts.unwrap_or(true),
+            dnssec_trust_anchor: self.delivery.dnssec_trust_anchor.map(|p| path(&p)),
+            mta_sts_port: self.delivery.mta_sts_port.unwrap_or(443),
+            reporting_from,
             admin_listen: socket(
                 "admin.listen",
                 self.admin.listen.as_deref().unwrap_or("127.0.0.1:8025"),

@@ -90,6 +90,16 @@ pub struct Config {
     pub bind_address: Option<std::net::IpAddr>,
     /// Port of MX deliveries.
     pub mx_port: u16,
+    /// DANE for MX deliveries (RFC 7672).
+    pub dane: bool,
+    /// MTA-STS for MX deliveries (RFC 8461).
+    pub mta_sts: bool,
+    /// DNSSEC trust anchor (DNSKEY records); `None`: the IANA root keys.
+    pub dnssec_trust_anchor: Option<PathBuf>,
+    /// Port of the MTA-STS policy server (443; tests use a high port).
+    pub mta_sts_port: u16,
+    /// Sender of TLS-RPT reports; `None`: `tls-reports@` the hostname.
+    pub reporting_from: Option<crate::message::Address>,
     /// Admin API listener.
     pub admin_listen: SocketAddr,
     /// Trace retention.

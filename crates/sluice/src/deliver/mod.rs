@@ -11,6 +11,7 @@
 //! errors are temporary.
 
 mod connection;
+mod dane;
 mod maildir;
 mod next_hop;
 mod pool;
@@ -22,7 +23,7 @@ mod validate;
 
 pub use validate::{ValidationReport, ValidationStep};
 
-use crate::dns::Resolver;
+use crate::dns::{DnsError, MxAnswer, Resolver, SecureResolver};
 use crate::message::{Address, BodyType, Domain, DsnReturn, Notify, Reply, ReversePath};
 use crate::receive::TlsInfo;
 use crate::route::{NextHop, Route, TlsPolicy};
@@ -34,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
-use tls_policy::TlsConfigs;
+use tls_policy::{PeerTls, TlsConfigs};
 use transaction::Transaction;
 
 /// One recipient of a job.
@@ -90,6 +91,10 @@ pub struct DeliveryAttempt {
     pub host: Option<String>,
     /// TLS facts of the final connection, when encrypted.
     pub tls: Option<TlsInfo>,
+    /// The TLS policy applied to the host that gave the final answer
+    /// (`dane`, `mta-sts`, `mta-sts-testing`, or the connector level's
+    /// name such as `opportunistic`); `None` for mailbox delivery.
+    pub tls_policy: Option<String>,
     /// One outcome per job recipient, same order.
     pub outcomes: Vec<(Address, Outcome)>,
 }
@@ -163,6 +168,8 @@ pub struct Deliverer {
     tls: TlsConfigs,
     pool: Arc<ConnectionPool>,
     reaper: Once,
+    /// DNSSEC-validating lookups for DANE; `None` when `delivery.dane` is off.
+    dane: Option<Arc<dyn SecureResolver>>,
 }
 
 impl Deliverer {
@@ -179,7 +186,14 @@ impl Deliverer {
             tls,
             pool,
             reaper: Once::new(),
+            dane: None,
         })
+    }
+
+    /// Enables DANE for MX deliveries, with `resolver` validating DNSSEC.
+    pub fn with_dane(mut self, resolver: Arc<dyn SecureResolver>) -> Self {
+        self.dane = Some(resolver);
+        self
     }
 
     /// One attempt for `job`: one outcome per job recipient, same order.
@@ -188,6 +202,7 @@ impl Deliverer {
             return DeliveryAttempt {
                 host: None,
                 tls: None,
+                tls_policy: None,
                 outcomes: Vec::new(),
             };
         }
@@ -208,8 +223,11 @@ impl Deliverer {
                 helo_name,
                 ..
             } => {
-                let hosts = next_hop::smart_hosts(hosts);
-                self.deliver_via(job, &hosts, tls, helo_name.as_deref()).await
+                let hosts = next_hop::smart_hosts(hosts)
+                    .into_iter()
+                    .map(|host| (host, Ok(PeerTls::Level(tls.clone()))))
+                    .collect();
+                self.deliver_via(job, hosts, helo_name.as_deref()).await
             }
         }
     }
@@ -219,25 +237,96 @@ impl Deliverer {
         self.pool.idle_count()
     }
 
-    async fn deliver_by_mx(&self, job: &DeliveryJob, tls: &TlsPolicy, helo: Option<&str>) -> DeliveryAttempt {
+    async fn deliver_by_mx(
+        &self,
+        job: &DeliveryJob,
+        level: &TlsPolicy,
+        helo: Option<&str>,
+    ) -> DeliveryAttempt {
         if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
-            return self.deliver_via(job, &[host], tls, helo).await;
+            return self
+                .deliver_via(job, vec![(host, Ok(PeerTls::Level(level.clone())))], helo)
+                .await;
         }
-        let answer = self.resolver.mx(&job.domain).await;
-        match next_hop::mx_hosts(&job.domain, answer, self.settings.mx_port) {
-            Ok(hosts) => self.deliver_via(job, &hosts, tls, helo).await,
-            Err(outcome) => uniform(job, None, None, outcome),
+        let (answer, mx_secure) = match self.lookup_mx(&job.domain).await {
+            Ok(found) => found,
+            Err(reply) => return uniform(job, None, None, Outcome::TempFail(reply)),
+        };
+        let hosts = match next_hop::mx_hosts(&job.domain, answer, self.settings.mx_port) {
+            Ok(hosts) => hosts,
+            Err(outcome) => return uniform(job, None, None, outcome),
+        };
+        let mut plans = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let plan = self.host_tls(&host, mx_secure, level).await;
+            plans.push((host, plan));
         }
+        self.deliver_via(job, plans, helo).await
+    }
+
+    /// The MX answer and whether DNSSEC proved it (DANE applies only
+    /// then). A bogus answer is a temporary failure: falling back to the
+    /// unvalidated answer is exactly what an attacker forging it wants.
+    async fn lookup_mx(&self, domain: &Domain) -> Result<(Result<MxAnswer, DnsError>, bool), Reply> {
+        if let Some(dane) = &self.dane {
+            if dane.available().await {
+                return match dane.mx(domain).await {
+                    Ok(validated) => Ok((Ok(validated.answer), validated.secure)),
+                    Err(DnsError::Bogus { .. }) => Err(Reply::new(
+                        451,
+                        [4, 7, 5],
+                        format!("DANE: the MX records of {domain} fail DNSSEC validation (bogus)"),
+                    )),
+                    Err(error) => Ok((Err(error), false)),
+                };
+            }
+        }
+        Ok((self.resolver.mx(domain).await, false))
+    }
+
+    /// The TLS policy of one MX host (SPEC section 10): DANE when the MX
+    /// answer is secure and the host publishes secure TLSA records, else
+    /// the route's level. `Err` is why the host cannot be used now.
+    async fn host_tls(&self, host: &HopHost, mx_secure: bool, level: &TlsPolicy) -> Result<PeerTls, Reply> {
+        if let (Some(dane), true, false) = (&self.dane, mx_secure, host.implicit_mx) {
+            // TLSA records are published for port 25 whatever port the
+            // tests deliver to: the name is the service's, not the socket's.
+            match dane.tlsa(&host.name, 25).await {
+                Ok(tlsa) if tlsa.secure && !tlsa.answer.is_empty() => {
+                    let usable: Vec<_> = tlsa.answer.into_iter().filter(dane::usable).collect();
+                    return Ok(PeerTls::Dane(Arc::new(usable)));
+                }
+                Ok(_) => {}
+                Err(DnsError::Bogus { .. }) => {
+                    return Err(Reply::new(
+                        451,
+                        [4, 7, 5],
+                        format!(
+                            "DANE: the TLSA records of {} fail DNSSEC validation (bogus)",
+                            host.name
+                        ),
+                    ))
+                }
+                Err(error) => {
+                    return Err(Reply::new(
+                        451,
+                        [4, 4, 3],
+                        format!("DANE: TLSA lookup for {} failed: {error}", host.name),
+                    ))
+                }
+            }
+        }
+        Ok(PeerTls::Level(level.clone()))
     }
 
     /// Tries `hosts` in order (each host's addresses in turn) until one
     /// runs the transaction. Failures before MAIL FROM move on to the next
-    /// address; the last one is reported when none is left.
+    /// address; the last one is reported when none is left. A host whose
+    /// policy could not be decided (`Err`) is skipped with that reply.
     async fn deliver_via(
         &self,
         job: &DeliveryJob,
-        hosts: &[HopHost],
-        policy: &TlsPolicy,
+        hosts: Vec<(HopHost, Result<PeerTls, Reply>)>,
         helo: Option<&str>,
     ) -> DeliveryAttempt {
         let helo = helo
@@ -245,17 +334,27 @@ impl Deliverer {
             .unwrap_or(&self.settings.hostname);
         let mut last_failure = Outcome::TempFail(Reply::new(451, [4, 4, 0], "no next hop to try"));
         let mut last_peer = None;
-        for host in hosts {
+        let mut last_policy = None;
+        for (host, plan) in hosts {
+            let policy = match plan {
+                Ok(policy) => policy,
+                Err(reply) => {
+                    tracing::info!(host = host.name, reply = %reply, "next hop unusable; trying the next");
+                    last_failure = Outcome::TempFail(reply);
+                    last_peer = None;
+                    continue;
+                }
+            };
             let _permit = self
                 .pool
                 .permit(&pool::destination_key(&host.name, host.port))
                 .await;
-            let key = pool::pool_key(&host.name, host.port, policy, helo);
+            let key = pool::pool_key(&host.name, host.port, &policy.pool_label(), helo);
             if let Some(attempt) = self.reuse(&key, job).await {
-                return attempt;
+                return with_policy(attempt, &policy);
             }
             let answer = self.resolver.ips(&host.name).await;
-            let addresses = match next_hop::host_addresses(host, answer) {
+            let addresses = match next_hop::host_addresses(&host, answer) {
                 Ok(addresses) => addresses,
                 Err(outcome @ Outcome::PermFail(_)) => return uniform(job, None, None, outcome),
                 Err(outcome) => {
@@ -265,19 +364,23 @@ impl Deliverer {
             };
             for ip in addresses {
                 let addr = SocketAddr::new(ip, host.port);
-                match establish(addr, &host.name, policy, helo, &self.settings, &self.tls).await {
+                match establish(addr, &host.name, &policy, helo, &self.settings, &self.tls).await {
                     Ok(connection) => {
-                        return self.transact(connection, key, job).await;
+                        let attempt = self.transact(connection, key, job).await;
+                        return with_policy(attempt, &policy);
                     }
                     Err(reply) => {
                         tracing::info!(peer = %addr, reply = %reply, "next hop failed; trying the next");
                         last_failure = Outcome::TempFail(reply);
                         last_peer = Some(addr.to_string());
+                        last_policy = Some(policy.name());
                     }
                 }
             }
         }
-        uniform(job, last_peer, None, last_failure)
+        let mut attempt = uniform(job, last_peer, None, last_failure);
+        attempt.tls_policy = last_policy.map(str::to_string);
+        attempt
     }
 
     /// Runs the job on a cached connection for `key`, if one is alive.
@@ -341,6 +444,7 @@ impl Deliverer {
         DeliveryAttempt {
             host,
             tls,
+            tls_policy: None,
             outcomes: job
                 .recipients
                 .iter()
@@ -377,6 +481,7 @@ impl Deliverer {
             Ok(outcomes) => DeliveryAttempt {
                 host: Some("mailbox".to_string()),
                 tls: None,
+                tls_policy: None,
                 outcomes,
             },
             Err(error) => uniform(
@@ -403,10 +508,17 @@ fn uniform(
     DeliveryAttempt {
         host,
         tls,
+        tls_policy: None,
         outcomes: job
             .recipients
             .iter()
             .map(|r| (r.address.clone(), outcome.clone()))
             .collect(),
     }
+}
+
+/// `attempt` naming the TLS policy its host was held to.
+fn with_policy(mut attempt: DeliveryAttempt, policy: &PeerTls) -> DeliveryAttempt {
+    attempt.tls_policy = Some(policy.name().to_string());
+    attempt
 }

@@ -9,7 +9,9 @@
 //! - chain and name (`DomainValidation`): rustls' webpki verifier with the
 //!   required name as the server name (RFC 6125 wildcards).
 
+use super::dane::DaneVerifier;
 use super::DeliverError;
+use crate::dns::Tlsa;
 use crate::message::Reply;
 use crate::route::TlsPolicy;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,6 +30,9 @@ pub(super) struct TlsConfigs {
     any_certificate: Arc<ClientConfig>,
     chain_only: Arc<ClientConfig>,
     chain_and_name: Arc<ClientConfig>,
+    /// For the per-host configs DANE builds from TLSA records.
+    provider: Arc<CryptoProvider>,
+    identity: Option<Identity>,
 }
 
 impl TlsConfigs {
@@ -59,8 +64,19 @@ impl TlsConfigs {
         Ok(TlsConfigs {
             any_certificate: client_config(&provider, any, identity.clone())?,
             chain_only: client_config(&provider, chain, identity.clone())?,
-            chain_and_name: client_config(&provider, named, identity)?,
+            chain_and_name: client_config(&provider, named, identity.clone())?,
+            provider,
+            identity,
         })
+    }
+
+    /// A config that accepts only a server matching `records` (DANE).
+    fn for_tlsa(&self, records: &Arc<Vec<Tlsa>>) -> Result<Arc<ClientConfig>, DeliverError> {
+        let verifier = Arc::new(DaneVerifier {
+            records: records.clone(),
+            algorithms: self.provider.signature_verification_algorithms,
+        });
+        client_config(&self.provider, verifier, self.identity.clone())
     }
 
     /// The config that enforces `policy`.
@@ -69,6 +85,136 @@ impl TlsConfigs {
             TlsPolicy::Opportunistic | TlsPolicy::EncryptionOnly => self.any_certificate.clone(),
             TlsPolicy::CertificateValidation => self.chain_only.clone(),
             TlsPolicy::DomainValidation { .. } => self.chain_and_name.clone(),
+        }
+    }
+}
+
+/// How one host's TLS is judged on an attempt: the route's level, or a
+/// policy the destination publishes (SPEC section 10: DANE, else MTA-STS,
+/// else the connector's level).
+#[derive(Debug, Clone)]
+pub(super) enum PeerTls {
+    /// The route's level (connector, or opportunistic for plain MX).
+    Level(TlsPolicy),
+    /// DANE: TLS required and the certificate must match one of these
+    /// usable TLSA records (none: TLS required, any certificate).
+    Dane(Arc<Vec<Tlsa>>),
+    /// MTA-STS `enforce`: TLS required, a chain to the trust roots and the
+    /// MX host's name.
+    MtaSts,
+    /// MTA-STS `testing`: the route's level applies; failures are reported.
+    MtaStsTesting(TlsPolicy),
+}
+
+impl PeerTls {
+    /// Whether clear text is forbidden.
+    pub(super) fn requires_tls(&self) -> bool {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => policy.requires_tls(),
+            PeerTls::Dane(_) | PeerTls::MtaSts => true,
+        }
+    }
+
+    /// What the trace calls it (`tls=NAME`).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            PeerTls::Level(policy) => policy.name(),
+            PeerTls::Dane(_) => "dane",
+            PeerTls::MtaSts => "mta-sts",
+            PeerTls::MtaStsTesting(_) => "mta-sts-testing",
+        }
+    }
+
+    /// What a cached connection must have been opened under to be reused.
+    pub(super) fn pool_label(&self) -> String {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => format!("{policy:?}"),
+            PeerTls::Dane(records) => format!("dane{:?}", records.as_slice()),
+            PeerTls::MtaSts => "mta-sts".to_string(),
+        }
+    }
+
+    /// The rustls config that enforces this.
+    pub(super) fn client_config(&self, configs: &TlsConfigs, peer: &str) -> Result<Arc<ClientConfig>, Reply> {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => Ok(configs.for_policy(policy)),
+            PeerTls::MtaSts => Ok(configs.chain_and_name.clone()),
+            PeerTls::Dane(records) => configs
+                .for_tlsa(records)
+                .map_err(|error| Reply::new(454, [4, 7, 5], format!("DANE with {peer}: {error}"))),
+        }
+    }
+
+    /// The name given to the handshake (SNI, and the name checked).
+    pub(super) fn server_name(&self, host: &str) -> Result<ServerName<'static>, Reply> {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => server_name(policy, host),
+            PeerTls::Dane(_) | PeerTls::MtaSts => server_name(&TlsPolicy::Opportunistic, host),
+        }
+    }
+
+    /// The reply when TLS is required and the host offers no STARTTLS.
+    pub(super) fn starttls_missing(&self, peer: &str) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => starttls_missing_reply(policy, peer),
+            PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
+                454,
+                [4, 7, 5],
+                format!(
+                    "TLS required ({}) but {peer} does not offer STARTTLS",
+                    self.name()
+                ),
+            ),
+        }
+    }
+
+    /// The reply when TLS is required and STARTTLS is refused.
+    pub(super) fn starttls_refused(&self, peer: &str, reply: &Reply) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => {
+                starttls_refused_reply(policy, peer, reply)
+            }
+            PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
+                454,
+                [4, 7, 5],
+                format!(
+                    "TLS required ({}) but {peer} refused STARTTLS: {reply}",
+                    self.name()
+                ),
+            ),
+        }
+    }
+
+    /// The reply for a failed handshake under a required policy.
+    pub(super) fn handshake_failure(&self, host: &str, peer: &str, error: &std::io::Error) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => {
+                handshake_failure_reply(policy, host, peer, error)
+            }
+            PeerTls::MtaSts => {
+                let mut reply =
+                    handshake_failure_reply(&TlsPolicy::DomainValidation { domain: None }, host, peer, error);
+                reply.text = format!("MTA-STS policy (enforce): {}", reply.text);
+                reply
+            }
+            PeerTls::Dane(records) => {
+                let tls_error = error
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                let text = match tls_error {
+                    Some(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    )) => {
+                        format!(
+                            "DANE: certificate of {peer} matches none of the {} TLSA records of {host}",
+                            records.len()
+                        )
+                    }
+                    Some(other) => format!("DANE: TLS handshake with {peer} failed: {other}"),
+                    None => format!("DANE: TLS handshake with {peer} failed: {error}"),
+                };
+                Reply::new(454, [4, 7, 5], text)
+            }
         }
     }
 }

@@ -534,7 +534,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::PermFail(reply) => {
@@ -550,7 +550,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::TempFail(reply) if expired => {
@@ -570,7 +570,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::TempFail(reply) => {
@@ -597,7 +597,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                 }
@@ -784,6 +784,15 @@ fn event_for(
         connector,
         remote_host,
         detail,
+    }
+}
+
+/// The trace detail of a delivery outcome: the TLS policy the host was
+/// held to (`tls=dane`, `tls=mta-sts`, ...; SPEC section 10), then the reply.
+fn delivery_detail(attempt: &DeliveryAttempt, reply: &Reply) -> String {
+    match &attempt.tls_policy {
+        Some(policy) => format!("tls={policy} {reply}"),
+        None => reply.to_string(),
     }
 }
 

@@ -30,6 +30,7 @@ impl Transport for Scripted {
             DeliveryAttempt {
                 host: Some("127.0.0.9:25".into()),
                 tls: None,
+                tls_policy: None,
                 outcomes,
             }
         })

@@ -434,6 +434,7 @@ mod tests {
             Box::pin(std::future::ready(DeliveryAttempt {
                 host: None,
                 tls: None,
+                tls_policy: None,
                 outcomes,
             }))
         }

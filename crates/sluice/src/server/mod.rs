@@ -96,6 +96,7 @@ impl Transport for Outbound {
                     DeliveryAttempt {
                         host: None,
                         tls: None,
+                        tls_policy: None,
                         outcomes,
                     }
                 });
@@ -123,7 +124,14 @@ impl Node {
     /// Builds every stage and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
-        Node::start_with_resolver(config, resolver).await
+        let secure = if config.dane {
+            let secure = crate::dns::secure_resolver(&config.dns, config.dnssec_trust_anchor.as_deref())
+                .context("cannot set up DNSSEC validation for DANE")?;
+            Some(secure)
+        } else {
+            None
+        };
+        Node::start_with_resolvers(config, resolver, secure).await
     }
 
     /// As [`Node::start`], resolving names with `resolver` (the demo's
@@ -131,6 +139,16 @@ impl Node {
     pub async fn start_with_resolver(
         config: Config,
         resolver: Arc<dyn crate::dns::Resolver>,
+    ) -> anyhow::Result<Node> {
+        Node::start_with_resolvers(config, resolver, None).await
+    }
+
+    /// As [`Node::start_with_resolver`], with DNSSEC-validating lookups
+    /// for DANE when `secure` is given.
+    async fn start_with_resolvers(
+        config: Config,
+        resolver: Arc<dyn crate::dns::Resolver>,
+        secure: Option<Arc<dyn crate::dns::SecureResolver>>,
     ) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -147,7 +165,11 @@ impl Node {
         settings.bind_address = config.bind_address;
         settings.mx_port = config.mx_port;
         settings.max_per_destination = config.max_per_destination;
-        let deliverer = Arc::new(Deliverer::new(settings, resolver).context("cannot set up delivery")?);
+        let mut deliverer = Deliverer::new(settings, resolver).context("cannot set up delivery")?;
+        if let Some(secure) = secure {
+            deliverer = deliverer.with_dane(secure);
+        }
+        let deliverer = Arc::new(deliverer);
         let queue = Queue::start(
             store.clone(),
             Arc::new(Outbound {

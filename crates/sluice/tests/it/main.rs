@@ -7,6 +7,7 @@ mod support;
 
 mod admin_ui;
 mod connectors;
+mod dane;
 mod delivery_tls;
 mod demo;
 mod dsn;

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // each test uses a different part of the harness
 
+mod bind;
 mod dns;
 mod node;
 mod postfix;
@@ -18,6 +19,7 @@ mod sink;
 mod smtp;
 mod tls;
 
+pub use bind::{Bind, Zones};
 pub use dns::{Dns, Record};
 pub use node::{Node, NodeOptions};
 pub use postfix::{OnPremOptions, Postfix};
