@@ -13,6 +13,7 @@
 mod connection;
 mod dane;
 mod maildir;
+mod mta_sts;
 mod next_hop;
 mod pool;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tls_policy;
 mod transaction;
 mod validate;
 
+pub use mta_sts::{FetchError as MtaStsFetchError, Mode as MtaStsMode, MtaSts, Policy as MtaStsPolicy};
 pub use validate::{ValidationReport, ValidationStep};
 
 use crate::dns::{DnsError, MxAnswer, Resolver, SecureResolver};
@@ -170,6 +172,8 @@ pub struct Deliverer {
     reaper: Once,
     /// DNSSEC-validating lookups for DANE; `None` when `delivery.dane` is off.
     dane: Option<Arc<dyn SecureResolver>>,
+    /// MTA-STS policies; `None` when `delivery.mta_sts` is off.
+    mta_sts: Option<Arc<MtaSts>>,
 }
 
 impl Deliverer {
@@ -187,7 +191,27 @@ impl Deliverer {
             pool,
             reaper: Once::new(),
             dane: None,
+            mta_sts: None,
         })
+    }
+
+    /// Enables MTA-STS for MX deliveries: policies fetched on port `port`
+    /// (443 but in tests) and cached in `store`.
+    pub fn with_mta_sts(
+        mut self,
+        store: Arc<dyn crate::store::Store>,
+        port: u16,
+    ) -> Result<Self, DeliverError> {
+        let tls = (*self.tls.https).clone();
+        let sts = MtaSts::new(self.resolver.clone(), store, tls, port).map_err(DeliverError::Tls)?;
+        self.mta_sts = Some(Arc::new(sts));
+        Ok(self)
+    }
+
+    /// The MTA-STS side of delivery, when enabled (for `domain check` and
+    /// `route explain`).
+    pub fn mta_sts(&self) -> Option<&Arc<MtaSts>> {
+        self.mta_sts.as_ref()
     }
 
     /// Enables DANE for MX deliveries, with `resolver` validating DNSSEC.
@@ -256,9 +280,15 @@ impl Deliverer {
             Ok(hosts) => hosts,
             Err(outcome) => return uniform(job, None, None, outcome),
         };
+        let sts = match &self.mta_sts {
+            Some(sts) => sts.lookup(&job.domain).await,
+            None => mta_sts::Lookup::default(),
+        };
         let mut plans = Vec::with_capacity(hosts.len());
         for host in hosts {
-            let plan = self.host_tls(&host, mx_secure, level).await;
+            let plan = self
+                .host_tls(&host, mx_secure, sts.policy.as_deref(), level)
+                .await;
             plans.push((host, plan));
         }
         self.deliver_via(job, plans, helo).await
@@ -286,8 +316,15 @@ impl Deliverer {
 
     /// The TLS policy of one MX host (SPEC section 10): DANE when the MX
     /// answer is secure and the host publishes secure TLSA records, else
-    /// the route's level. `Err` is why the host cannot be used now.
-    async fn host_tls(&self, host: &HopHost, mx_secure: bool, level: &TlsPolicy) -> Result<PeerTls, Reply> {
+    /// the domain's MTA-STS policy, else the route's level. `Err` is why
+    /// the host cannot be used now.
+    async fn host_tls(
+        &self,
+        host: &HopHost,
+        mx_secure: bool,
+        sts: Option<&MtaStsPolicy>,
+        level: &TlsPolicy,
+    ) -> Result<PeerTls, Reply> {
         if let (Some(dane), true, false) = (&self.dane, mx_secure, host.implicit_mx) {
             // TLSA records are published for port 25 whatever port the
             // tests deliver to: the name is the service's, not the socket's.
@@ -316,7 +353,19 @@ impl Deliverer {
                 }
             }
         }
-        Ok(PeerTls::Level(level.clone()))
+        match sts.map(|policy| (policy.mode, policy.allows_mx(&host.name))) {
+            Some((MtaStsMode::Enforce, true)) => Ok(PeerTls::MtaSts),
+            Some((MtaStsMode::Enforce, false)) => Err(Reply::new(
+                451,
+                [4, 7, 5],
+                format!(
+                    "MTA-STS policy (enforce): {} is not an MX host the policy allows",
+                    host.name
+                ),
+            )),
+            Some((MtaStsMode::Testing, _)) => Ok(PeerTls::MtaStsTesting(level.clone())),
+            Some((MtaStsMode::None, _)) | None => Ok(PeerTls::Level(level.clone())),
+        }
     }
 
     /// Tries `hosts` in order (each host's addresses in turn) until one

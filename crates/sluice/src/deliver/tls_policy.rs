@@ -30,6 +30,8 @@ pub(super) struct TlsConfigs {
     any_certificate: Arc<ClientConfig>,
     chain_only: Arc<ClientConfig>,
     chain_and_name: Arc<ClientConfig>,
+    /// Chain and name, no client certificate: MTA-STS policy fetches.
+    pub(super) https: Arc<ClientConfig>,
     /// For the per-host configs DANE builds from TLSA records.
     provider: Arc<CryptoProvider>,
     identity: Option<Identity>,
@@ -64,7 +66,8 @@ impl TlsConfigs {
         Ok(TlsConfigs {
             any_certificate: client_config(&provider, any, identity.clone())?,
             chain_only: client_config(&provider, chain, identity.clone())?,
-            chain_and_name: client_config(&provider, named, identity.clone())?,
+            chain_and_name: client_config(&provider, named.clone(), identity.clone())?,
+            https: client_config(&provider, named, None)?,
             provider,
             identity,
         })

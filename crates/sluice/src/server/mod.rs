@@ -169,6 +169,11 @@ impl Node {
         if let Some(secure) = secure {
             deliverer = deliverer.with_dane(secure);
         }
+        if config.mta_sts {
+            deliverer = deliverer
+                .with_mta_sts(store.clone(), config.mta_sts_port)
+                .context("cannot set up MTA-STS")?;
+        }
         let deliverer = Arc::new(deliverer);
         let queue = Queue::start(
             store.clone(),

@@ -12,6 +12,7 @@ mod delivery_tls;
 mod demo;
 mod dsn;
 mod durability;
+mod mta_sts;
 mod mx_delivery;
 mod peers;
 mod relay_control;

@@ -11,6 +11,7 @@
 
 mod bind;
 mod dns;
+mod https;
 mod node;
 mod postfix;
 mod process;
@@ -21,6 +22,7 @@ mod tls;
 
 pub use bind::{Bind, Zones};
 pub use dns::{Dns, Record};
+pub use https::PolicyServer;
 pub use node::{Node, NodeOptions};
 pub use postfix::{OnPremOptions, Postfix};
 pub use process::Guarded;

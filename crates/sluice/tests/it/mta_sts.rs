@@ -1,0 +1,211 @@
+//! Outbound MTA-STS (RFC 8461): `_mta-sts` TXT records from dnsmasq,
+//! policies from an HTTPS server with a test-CA certificate, Postfix as
+//! every receiving MX. `enforce` with an MX the policy does not list, or a
+//! certificate without the MX name, defers (4.7.5); `enforce` with a match
+//! delivers over validated TLS; `testing` delivers. Policies are cached in
+//! the store: after a restart with the policy server gone, they are still
+//! enforced. Net 201.
+
+use crate::support::{swaks, Dns, Net, Node, NodeOptions, PolicyServer, Postfix, Record, TestCa};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const NODE: u8 = 1;
+const MX: u8 = 25;
+const SINK: u8 = 26;
+const POLICY_HOST: u8 = 30;
+const ON_PREM: u8 = 40;
+const DNS: u8 = 53;
+
+fn last_event_detail(node: &Node, event: &str, to: &str) -> String {
+    node.trace(&[])
+        .iter()
+        .rev()
+        .find(|e| e["event"] == event && e["to"].as_str().is_some_and(|t| t.contains(to)))
+        .and_then(|e| e["detail"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no {event} event for {to}"))
+}
+
+fn send(net: Net, node: &Node, to: &str) {
+    let on_prem = net.ip(ON_PREM).to_string();
+    let run = swaks(
+        node.smtp,
+        &[
+            "--local-interface",
+            &on_prem,
+            "--from",
+            "alice@contoso.test",
+            "--to",
+            to,
+            "--header",
+            "Subject: MTA-STS",
+        ],
+    );
+    assert!(run.delivered(), "{}", run.transcript);
+}
+
+#[test]
+fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
+    let net = Net(201);
+    let certs = tempfile::tempdir().expect("cert dir");
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ca = TestCa::new("MTA-STS Test CA");
+    let ca_file = ca.write_ca(certs.path(), "ca.pem");
+    // The MX certificate names every MX host but litware's.
+    let mx_cert = ca.leaf(
+        certs.path(),
+        "mx",
+        &["mx.fabrikam.test", "mx.northwind.test", "mx.woodgrove.test"],
+    );
+    let postfix = Postfix::start(net.ip(MX), net.ip(SINK), Some(&mx_cert));
+    let mx_port = postfix.addr.port();
+
+    let policy_cert = ca.leaf(
+        certs.path(),
+        "mta-sts",
+        &[
+            "mta-sts.fabrikam.test",
+            "mta-sts.northwind.test",
+            "mta-sts.woodgrove.test",
+            "mta-sts.litware.test",
+        ],
+    );
+    let enforce = |mx: &str| format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n");
+    let fabrikam_policy = enforce("mail.fabrikam.test");
+    let woodgrove_policy = enforce("*.woodgrove.test");
+    let litware_policy = enforce("mx.litware.test");
+    let northwind_policy = "version: STSv1\nmode: testing\nmx: other.northwind.test\nmax_age: 86400\n";
+    let policies = PolicyServer::start(
+        SocketAddr::new(net.ip(POLICY_HOST).into(), 0),
+        &policy_cert,
+        &[
+            ("mta-sts.fabrikam.test", fabrikam_policy.as_str()),
+            ("mta-sts.northwind.test", northwind_policy),
+            ("mta-sts.woodgrove.test", woodgrove_policy.as_str()),
+            ("mta-sts.litware.test", litware_policy.as_str()),
+        ],
+    );
+
+    let domains = ["fabrikam", "northwind", "woodgrove", "litware"];
+    let names: Vec<(String, String, String, String)> = domains
+        .iter()
+        .map(|d| {
+            (
+                format!("{d}.test"),
+                format!("mx.{d}.test"),
+                format!("_mta-sts.{d}.test"),
+                format!("mta-sts.{d}.test"),
+            )
+        })
+        .collect();
+    let mut records = Vec::new();
+    for (domain, mx, txt, policy_host) in &names {
+        records.push(Record::Mx {
+            domain,
+            host: mx,
+            preference: 10,
+        });
+        records.push(Record::A {
+            name: mx,
+            ip: net.ip(MX),
+        });
+        records.push(Record::Txt {
+            name: txt,
+            text: "v=STSv1; id=20261130",
+        });
+        records.push(Record::A {
+            name: policy_host,
+            ip: net.ip(POLICY_HOST),
+        });
+    }
+    let dns = Dns::start(net.ip(DNS), &records);
+
+    let mut options = NodeOptions::new(
+        net.ip(NODE),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{}/32"]
+"#,
+            net.ip(ON_PREM)
+        ),
+    );
+    options.dns = Some(dns.addr);
+    options.mx_port = Some(mx_port);
+    options.extra_ca = Some(ca_file);
+    options.mta_sts_port = Some(policies.addr.port());
+    options.retry = vec!["1s".to_string()];
+    let mut node = Node::start(options);
+
+    send(
+        net,
+        &node,
+        "fay@fabrikam.test,nina@northwind.test,will@woodgrove.test,lou@litware.test",
+    );
+    // enforce, MX listed, certificate names it: delivered over validated TLS.
+    node.wait_for_recipient("will@woodgrove.test", "delivered", Duration::from_secs(30));
+    let detail = last_event_detail(&node, "delivered", "will@woodgrove.test");
+    assert!(detail.starts_with("tls=mta-sts "), "{detail}");
+    // testing, MX not listed: delivered anyway.
+    node.wait_for_recipient("nina@northwind.test", "delivered", Duration::from_secs(30));
+    let detail = last_event_detail(&node, "delivered", "nina@northwind.test");
+    assert!(detail.starts_with("tls=mta-sts-testing "), "{detail}");
+    // enforce, MX not listed: deferred, never delivered.
+    let (_, _, error) = node.wait_for_recipient("fay@fabrikam.test", "deferred", Duration::from_secs(30));
+    assert!(
+        error.contains("4.7.5") && error.contains("not an MX host the policy allows"),
+        "{error}"
+    );
+    // enforce, MX listed, certificate without its name: deferred.
+    let (_, _, error) = node.wait_for_recipient("lou@litware.test", "deferred", Duration::from_secs(30));
+    assert!(error.contains("4.7.5") && error.contains("MTA-STS"), "{error}");
+    let detail = last_event_detail(&node, "deferred", "lou@litware.test");
+    assert!(detail.starts_with("tls=mta-sts "), "{detail}");
+
+    // Retries use the cached policy: one fetch per domain so far.
+    crate::support::pause(Duration::from_secs(3));
+    let mut fetched = policies.requests();
+    fetched.sort();
+    assert_eq!(
+        fetched,
+        vec![
+            "mta-sts.fabrikam.test",
+            "mta-sts.litware.test",
+            "mta-sts.northwind.test",
+            "mta-sts.woodgrove.test"
+        ]
+    );
+
+    // The policy host goes away; the node restarts; the cached policies
+    // still apply.
+    drop(policies);
+    node.restart();
+    send(net, &node, "gus@woodgrove.test,fred@fabrikam.test");
+    node.wait_for_recipient("gus@woodgrove.test", "delivered", Duration::from_secs(30));
+    let detail = last_event_detail(&node, "delivered", "gus@woodgrove.test");
+    assert!(detail.starts_with("tls=mta-sts "), "{detail}");
+    let (_, _, error) = node.wait_for_recipient("fred@fabrikam.test", "deferred", Duration::from_secs(30));
+    assert!(error.contains("not an MX host the policy allows"), "{error}");
+
+    let received = postfix.sink.wait_for(3, Duration::from_secs(30));
+    let mut recipients: Vec<String> = received
+        .iter()
+        .flat_map(|m| m.rcpt_to.iter())
+        .map(|r| r.split(' ').next().unwrap_or("").to_string())
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        vec![
+            "<gus@woodgrove.test>",
+            "<nina@northwind.test>",
+            "<will@woodgrove.test>"
+        ]
+    );
+}
