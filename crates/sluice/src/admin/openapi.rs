@@ -143,6 +143,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::trace::trace,
         super::stats::stats,
         super::scan::scan,
+        super::tls_reports::send,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]

@@ -20,6 +20,7 @@ mod queue;
 mod route;
 mod rule;
 mod scan;
+mod tlsrpt;
 mod trace;
 
 pub use connector_flags::{
@@ -91,6 +92,9 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// The message trace: one line per event, grouped by message.
     Trace(TraceArgs),
+    /// TLS-RPT (RFC 8460) reports of outbound TLS.
+    #[command(subcommand)]
+    Tlsrpt(TlsRptCommand),
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
@@ -103,6 +107,13 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// `sluice tlsrpt ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsRptCommand {
+    /// Queue the reports counted so far, today's included.
+    Send(JsonFlag),
 }
 
 /// `sluice apply`.
@@ -375,6 +386,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Queue(command) => queue::run(global, command),
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
+        Command::Tlsrpt(command) => tlsrpt::run(global, command),
         Command::Route(command) => route::run(global, command),
         Command::Scan { files } => scan::run(files),
         Command::Demo => demo::run(),

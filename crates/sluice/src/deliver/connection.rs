@@ -399,6 +399,27 @@ fn reply_from(response: smtp_proto::Response<String>) -> Reply {
     }
 }
 
+/// Why [`establish`] gave up on an address: the reply recorded for the
+/// recipients, and the RFC 8460 result type when TLS was the reason.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) reply: Reply,
+    pub(super) tls: Option<mail_auth::report::tlsrpt::ResultType>,
+}
+
+impl From<Reply> for Refusal {
+    fn from(reply: Reply) -> Self {
+        Refusal { reply, tls: None }
+    }
+}
+
+fn tls_refusal(reply: Reply, result: mail_auth::report::tlsrpt::ResultType) -> Refusal {
+    Refusal {
+        reply,
+        tls: Some(result),
+    }
+}
+
 /// Connects to `addr` and brings the session to the point where MAIL FROM
 /// may be sent, enforcing `policy` (the route's level or the host's DANE
 /// or MTA-STS policy). `host` is the name the route gave (for
@@ -411,7 +432,8 @@ pub(super) async fn establish(
     helo: &str,
     settings: &DeliverySettings,
     tls: &TlsConfigs,
-) -> Result<Connection, Reply> {
+) -> Result<Connection, Refusal> {
+    use mail_auth::report::tlsrpt::ResultType;
     let peer = addr.to_string();
     let mut try_starttls = true;
     loop {
@@ -424,7 +446,7 @@ pub(super) async fn establish(
             .map_err(|error| error.to_reply(&peer))?;
         if !greeting.is_positive() {
             connection.quit().await;
-            return Err(unwelcome(&peer, "greeting", greeting));
+            return Err(unwelcome(&peer, "greeting", greeting).into());
         }
         match connection
             .greet(helo, settings.command_timeout)
@@ -434,7 +456,7 @@ pub(super) async fn establish(
             Ok(()) => {}
             Err(reply) => {
                 connection.quit().await;
-                return Err(unwelcome(&peer, "EHLO", reply));
+                return Err(unwelcome(&peer, "EHLO", reply).into());
             }
         }
         if !try_starttls {
@@ -443,7 +465,10 @@ pub(super) async fn establish(
         if !connection.offers(smtp_proto::EXT_START_TLS) {
             if policy.requires_tls() {
                 connection.quit().await;
-                return Err(policy.starttls_missing(&peer));
+                return Err(tls_refusal(
+                    policy.starttls_missing(&peer),
+                    ResultType::StartTlsNotSupported,
+                ));
             }
             return Ok(connection);
         }
@@ -458,7 +483,10 @@ pub(super) async fn establish(
         if reply.code != 220 {
             if policy.requires_tls() {
                 connection.quit().await;
-                return Err(policy.starttls_refused(&peer, &reply));
+                return Err(tls_refusal(
+                    policy.starttls_refused(&peer, &reply),
+                    ResultType::StartTlsNotSupported,
+                ));
             }
             // A refused STARTTLS leaves the clear session usable.
             return Ok(connection);
@@ -479,12 +507,15 @@ pub(super) async fn establish(
                     Ok(()) => return Ok(secured),
                     Err(reply) => {
                         secured.quit().await;
-                        return Err(unwelcome(&peer, "EHLO after STARTTLS", reply));
+                        return Err(unwelcome(&peer, "EHLO after STARTTLS", reply).into());
                     }
                 }
             }
             Err(error) if policy.requires_tls() => {
-                return Err(policy.handshake_failure(host, &peer, &error));
+                return Err(tls_refusal(
+                    policy.handshake_failure(host, &peer, &error),
+                    policy.failure_type(&error),
+                ));
             }
             Err(error) => {
                 // Opportunistic: as Postfix does, reconnect and stay in clear.

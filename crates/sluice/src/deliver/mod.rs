@@ -19,10 +19,12 @@ mod pool;
 #[cfg(test)]
 mod tests;
 mod tls_policy;
+mod tls_rpt;
 mod transaction;
 mod validate;
 
 pub use mta_sts::{FetchError as MtaStsFetchError, Mode as MtaStsMode, MtaSts, Policy as MtaStsPolicy};
+pub use tls_rpt::{OutgoingReport, TlsReports};
 pub use validate::{ValidationReport, ValidationStep};
 
 use crate::dns::{DnsError, MxAnswer, Resolver, SecureResolver};
@@ -30,6 +32,7 @@ use crate::message::{Address, BodyType, Domain, DsnReturn, Notify, Reply, Revers
 use crate::receive::TlsInfo;
 use crate::route::{NextHop, Route, TlsPolicy};
 use connection::establish;
+use mail_auth::report::tlsrpt::{PolicyType, ResultType};
 use next_hop::HopHost;
 use pool::ConnectionPool;
 use serde::{Deserialize, Serialize};
@@ -38,6 +41,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 use tls_policy::{PeerTls, TlsConfigs};
+use tls_rpt::ReportPolicy;
 use transaction::Transaction;
 
 /// One recipient of a job.
@@ -174,6 +178,16 @@ pub struct Deliverer {
     dane: Option<Arc<dyn SecureResolver>>,
     /// MTA-STS policies; `None` when `delivery.mta_sts` is off.
     mta_sts: Option<Arc<MtaSts>>,
+    /// TLS-RPT counters; `None` when nothing is counted.
+    reports: Option<Arc<TlsReports>>,
+}
+
+/// One MX host to try, the TLS policy it is held to (or why it cannot be
+/// used now), and the policy TLS-RPT counts its session under.
+struct HostPlan {
+    host: HopHost,
+    tls: Result<PeerTls, Reply>,
+    report: Option<ReportPolicy>,
 }
 
 impl Deliverer {
@@ -192,7 +206,29 @@ impl Deliverer {
             reaper: Once::new(),
             dane: None,
             mta_sts: None,
+            reports: None,
         })
+    }
+
+    /// Counts TLS sessions under DANE and MTA-STS policies for TLS-RPT.
+    pub fn with_tls_reports(mut self, reports: Arc<TlsReports>) -> Self {
+        self.reports = Some(reports);
+        self
+    }
+
+    /// The TLS-RPT reports due (finished days, and today when
+    /// `include_today`), taken from the counters.
+    pub async fn take_tls_reports(&self, include_today: bool) -> Vec<OutgoingReport> {
+        match &self.reports {
+            Some(reports) => reports.take_reports(self.resolver.as_ref(), include_today).await,
+            None => Vec::new(),
+        }
+    }
+
+    fn report(&self, domain: &Domain, policy: &ReportPolicy, outcome: Result<(), tls_rpt::Failure>) {
+        if let Some(reports) = &self.reports {
+            reports.record(domain, policy, outcome);
+        }
     }
 
     /// Enables MTA-STS for MX deliveries: policies fetched on port `port`
@@ -249,7 +285,11 @@ impl Deliverer {
             } => {
                 let hosts = next_hop::smart_hosts(hosts)
                     .into_iter()
-                    .map(|host| (host, Ok(PeerTls::Level(tls.clone()))))
+                    .map(|host| HostPlan {
+                        host,
+                        tls: Ok(PeerTls::Level(tls.clone())),
+                        report: None,
+                    })
                     .collect();
                 self.deliver_via(job, hosts, helo_name.as_deref()).await
             }
@@ -268,9 +308,12 @@ impl Deliverer {
         helo: Option<&str>,
     ) -> DeliveryAttempt {
         if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
-            return self
-                .deliver_via(job, vec![(host, Ok(PeerTls::Level(level.clone())))], helo)
-                .await;
+            let plan = HostPlan {
+                host,
+                tls: Ok(PeerTls::Level(level.clone())),
+                report: None,
+            };
+            return self.deliver_via(job, vec![plan], helo).await;
         }
         let (answer, mx_secure) = match self.lookup_mx(&job.domain).await {
             Ok(found) => found,
@@ -284,12 +327,33 @@ impl Deliverer {
             Some(sts) => sts.lookup(&job.domain).await,
             None => mta_sts::Lookup::default(),
         };
+        if let Some(failure) = &sts.failure {
+            let result = match failure {
+                mta_sts::FetchError::Fetch(_) => ResultType::StsPolicyFetchError,
+                mta_sts::FetchError::Invalid(_) => ResultType::StsPolicyInvalid,
+            };
+            let policy = ReportPolicy {
+                kind: PolicyType::Sts,
+                strings: Vec::new(),
+                mx: Vec::new(),
+            };
+            self.report(
+                &job.domain,
+                &policy,
+                Err(tls_rpt::Failure {
+                    result,
+                    mx_host: None,
+                    ip: None,
+                    detail: Some(failure.to_string()),
+                }),
+            );
+        }
         let mut plans = Vec::with_capacity(hosts.len());
         for host in hosts {
             let plan = self
-                .host_tls(&host, mx_secure, sts.policy.as_deref(), level)
+                .host_tls(&job.domain, host, mx_secure, sts.policy.as_deref(), level)
                 .await;
-            plans.push((host, plan));
+            plans.push(plan);
         }
         self.deliver_via(job, plans, helo).await
     }
@@ -316,55 +380,140 @@ impl Deliverer {
 
     /// The TLS policy of one MX host (SPEC section 10): DANE when the MX
     /// answer is secure and the host publishes secure TLSA records, else
-    /// the domain's MTA-STS policy, else the route's level. `Err` is why
-    /// the host cannot be used now.
+    /// the domain's MTA-STS policy, else the route's level. A host that
+    /// cannot be used now carries the reply saying why.
     async fn host_tls(
         &self,
-        host: &HopHost,
+        domain: &Domain,
+        host: HopHost,
         mx_secure: bool,
         sts: Option<&MtaStsPolicy>,
         level: &TlsPolicy,
-    ) -> Result<PeerTls, Reply> {
+    ) -> HostPlan {
+        let skip = |host: HopHost, reply: Reply, report: ReportPolicy, result: ResultType| {
+            self.report(
+                domain,
+                &report,
+                Err(tls_rpt::Failure {
+                    result,
+                    mx_host: Some(host.name.clone()),
+                    ip: None,
+                    detail: Some(reply.text.clone()),
+                }),
+            );
+            HostPlan {
+                host,
+                tls: Err(reply),
+                report: None,
+            }
+        };
         if let (Some(dane), true, false) = (&self.dane, mx_secure, host.implicit_mx) {
             // TLSA records are published for port 25 whatever port the
             // tests deliver to: the name is the service's, not the socket's.
+            let tlsa_policy = |records: &[crate::dns::Tlsa]| ReportPolicy {
+                kind: PolicyType::Tlsa,
+                strings: records
+                    .iter()
+                    .map(|r| {
+                        let data: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                        format!("{} {} {} {data}", r.usage, r.selector, r.matching)
+                    })
+                    .collect(),
+                mx: Vec::new(),
+            };
             match dane.tlsa(&host.name, 25).await {
                 Ok(tlsa) if tlsa.secure && !tlsa.answer.is_empty() => {
+                    let report = tlsa_policy(&tlsa.answer);
                     let usable: Vec<_> = tlsa.answer.into_iter().filter(dane::usable).collect();
-                    return Ok(PeerTls::Dane(Arc::new(usable)));
+                    return HostPlan {
+                        host,
+                        tls: Ok(PeerTls::Dane(Arc::new(usable))),
+                        report: Some(report),
+                    };
                 }
                 Ok(_) => {}
                 Err(DnsError::Bogus { .. }) => {
-                    return Err(Reply::new(
+                    let reply = Reply::new(
                         451,
                         [4, 7, 5],
                         format!(
                             "DANE: the TLSA records of {} fail DNSSEC validation (bogus)",
                             host.name
                         ),
-                    ))
+                    );
+                    return skip(host, reply, tlsa_policy(&[]), ResultType::DnssecInvalid);
                 }
                 Err(error) => {
-                    return Err(Reply::new(
+                    let reply = Reply::new(
                         451,
                         [4, 4, 3],
                         format!("DANE: TLSA lookup for {} failed: {error}", host.name),
-                    ))
+                    );
+                    return HostPlan {
+                        host,
+                        tls: Err(reply),
+                        report: None,
+                    };
                 }
             }
         }
-        match sts.map(|policy| (policy.mode, policy.allows_mx(&host.name))) {
-            Some((MtaStsMode::Enforce, true)) => Ok(PeerTls::MtaSts),
-            Some((MtaStsMode::Enforce, false)) => Err(Reply::new(
-                451,
-                [4, 7, 5],
-                format!(
-                    "MTA-STS policy (enforce): {} is not an MX host the policy allows",
-                    host.name
-                ),
-            )),
-            Some((MtaStsMode::Testing, _)) => Ok(PeerTls::MtaStsTesting(level.clone())),
-            Some((MtaStsMode::None, _)) | None => Ok(PeerTls::Level(level.clone())),
+        let Some(policy) = sts.filter(|policy| policy.mode != MtaStsMode::None) else {
+            return HostPlan {
+                host,
+                tls: Ok(PeerTls::Level(level.clone())),
+                report: None,
+            };
+        };
+        let report = ReportPolicy {
+            kind: PolicyType::Sts,
+            strings: policy
+                .text
+                .lines()
+                .map(|line| line.trim_end().to_string())
+                .collect(),
+            mx: policy.mx.clone(),
+        };
+        let allowed = policy.allows_mx(&host.name);
+        match policy.mode {
+            MtaStsMode::Enforce if !allowed => {
+                let reply = Reply::new(
+                    451,
+                    [4, 7, 5],
+                    format!(
+                        "MTA-STS policy (enforce): {} is not an MX host the policy allows",
+                        host.name
+                    ),
+                );
+                skip(host, reply, report, ResultType::ValidationFailure)
+            }
+            MtaStsMode::Enforce => HostPlan {
+                host,
+                tls: Ok(PeerTls::MtaSts),
+                report: Some(report),
+            },
+            _ if !allowed => {
+                // testing: reported, delivered as the route's level allows.
+                self.report(
+                    domain,
+                    &report,
+                    Err(tls_rpt::Failure {
+                        result: ResultType::ValidationFailure,
+                        mx_host: Some(host.name.clone()),
+                        ip: None,
+                        detail: Some(format!("{} is not an MX host the policy allows", host.name)),
+                    }),
+                );
+                HostPlan {
+                    host,
+                    tls: Ok(PeerTls::MtaStsTesting(level.clone())),
+                    report: None,
+                }
+            }
+            _ => HostPlan {
+                host,
+                tls: Ok(PeerTls::MtaStsTesting(level.clone())),
+                report: Some(report),
+            },
         }
     }
 
@@ -375,7 +524,7 @@ impl Deliverer {
     async fn deliver_via(
         &self,
         job: &DeliveryJob,
-        hosts: Vec<(HopHost, Result<PeerTls, Reply>)>,
+        hosts: Vec<HostPlan>,
         helo: Option<&str>,
     ) -> DeliveryAttempt {
         let helo = helo
@@ -384,7 +533,12 @@ impl Deliverer {
         let mut last_failure = Outcome::TempFail(Reply::new(451, [4, 4, 0], "no next hop to try"));
         let mut last_peer = None;
         let mut last_policy = None;
-        for (host, plan) in hosts {
+        for HostPlan {
+            host,
+            tls: plan,
+            report,
+        } in hosts
+        {
             let policy = match plan {
                 Ok(policy) => policy,
                 Err(reply) => {
@@ -415,10 +569,31 @@ impl Deliverer {
                 let addr = SocketAddr::new(ip, host.port);
                 match establish(addr, &host.name, &policy, helo, &self.settings, &self.tls).await {
                     Ok(connection) => {
+                        if let Some(report) = &report {
+                            let outcome = match connection.tls {
+                                Some(_) => Ok(()),
+                                None => Err(tls_rpt::Failure {
+                                    result: ResultType::StartTlsNotSupported,
+                                    mx_host: Some(host.name.clone()),
+                                    ip: Some(ip),
+                                    detail: None,
+                                }),
+                            };
+                            self.report(&job.domain, report, outcome);
+                        }
                         let attempt = self.transact(connection, key, job).await;
                         return with_policy(attempt, &policy);
                     }
-                    Err(reply) => {
+                    Err(connection::Refusal { reply, tls }) => {
+                        if let (Some(report), Some(result)) = (&report, tls) {
+                            let failure = tls_rpt::Failure {
+                                result,
+                                mx_host: Some(host.name.clone()),
+                                ip: Some(ip),
+                                detail: Some(reply.text.clone()),
+                            };
+                            self.report(&job.domain, report, Err(failure));
+                        }
                         tracing::info!(peer = %addr, reply = %reply, "next hop failed; trying the next");
                         last_failure = Outcome::TempFail(reply);
                         last_peer = Some(addr.to_string());

@@ -188,6 +188,31 @@ impl PeerTls {
         }
     }
 
+    /// The RFC 8460 result type of a failed handshake (TLS-RPT).
+    pub(super) fn failure_type(&self, error: &std::io::Error) -> mail_auth::report::tlsrpt::ResultType {
+        use mail_auth::report::tlsrpt::ResultType;
+        let tls_error = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match tls_error {
+            Some(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+                if matches!(self, PeerTls::Dane(_)) =>
+            {
+                ResultType::TlsaInvalid
+            }
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => ResultType::CertificateHostMismatch,
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => ResultType::CertificateExpired,
+            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                ResultType::CertificateNotTrusted
+            }
+            _ => ResultType::ValidationFailure,
+        }
+    }
+
     /// The reply for a failed handshake under a required policy.
     pub(super) fn handshake_failure(&self, host: &str, peer: &str, error: &std::io::Error) -> Reply {
         match self {

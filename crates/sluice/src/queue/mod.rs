@@ -713,6 +713,21 @@ impl Queue {
         Some((self.generated(sender, &notice), notice))
     }
 
+    /// Queues a report this node wrote (TLS-RPT) from `<>` to `to`,
+    /// routed now; returns its queue id once stored.
+    pub async fn enqueue_report(
+        &self,
+        to: crate::message::Address,
+        content: Vec<u8>,
+        detail: String,
+    ) -> Result<QueueId, QueueError> {
+        let entry = self.generated(to, &content);
+        let id = entry.id.clone();
+        let events = vec![event(&entry, TraceKind::Received, None, None, Some(detail))];
+        self.enqueue(entry, content, events).await?;
+        Ok(id)
+    }
+
     /// A message this node writes itself, from `<>` to `to`, routed now.
     fn generated(&self, to: crate::message::Address, content: &[u8]) -> QueueEntry {
         let now = now_ms();

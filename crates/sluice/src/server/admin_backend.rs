@@ -235,6 +235,14 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { self.queue.act(&QueueId(id), action).await.map_err(internal) })
     }
 
+    fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<crate::admin::TlsReportSent>, AdminError>> {
+        Box::pin(async move {
+            super::tls_reports::send(&self.deliverer, &self.queue, true)
+                .await
+                .map_err(internal)
+        })
+    }
+
     fn retry_all(&self) -> BoxFuture<'_, Result<usize, AdminError>> {
         Box::pin(async move { self.queue.retry_all().await.map_err(internal) })
     }

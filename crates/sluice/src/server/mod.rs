@@ -7,6 +7,7 @@
 
 mod admin_backend;
 mod intake;
+mod tls_reports;
 
 pub use admin_backend::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
@@ -174,6 +175,15 @@ impl Node {
                 .with_mta_sts(store.clone(), config.mta_sts_port)
                 .context("cannot set up MTA-STS")?;
         }
+        if config.dane || config.mta_sts {
+            let from = match &config.reporting_from {
+                Some(from) => from.clone(),
+                None => crate::message::Address::parse(&format!("tls-reports@{}", config.hostname))
+                    .context("[reporting] from is unset and tls-reports@HOSTNAME is not an address")?,
+            };
+            let reports = crate::deliver::TlsReports::new(store.clone(), config.hostname.clone(), from);
+            deliverer = deliverer.with_tls_reports(Arc::new(reports));
+        }
         let deliverer = Arc::new(deliverer);
         let queue = Queue::start(
             store.clone(),
@@ -236,8 +246,13 @@ impl Node {
             queue: queue.clone(),
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
-            deliverer,
+            deliverer: deliverer.clone(),
         });
+        tasks.push(tls_reports::spawn_daily(
+            deliverer,
+            queue.clone(),
+            shutdown_rx.clone(),
+        ));
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen for the admin API on {}", config.admin_listen))?;

@@ -4,9 +4,13 @@
 //! certificate without the MX name, defers (4.7.5); `enforce` with a match
 //! delivers over validated TLS; `testing` delivers. Policies are cached in
 //! the store: after a restart with the policy server gone, they are still
-//! enforced. Net 201.
+//! enforced. TLS-RPT counts every session under those policies and
+//! `sluice tlsrpt send` mails the RFC 8460 report to the `rua` of each
+//! domain's `_smtp._tls` record. Net 201.
 
-use crate::support::{swaks, Dns, Net, Node, NodeOptions, PolicyServer, Postfix, Record, TestCa};
+use crate::support::{swaks, Dns, Net, Node, NodeOptions, PolicyServer, Postfix, Record, Sink, TestCa};
+use mail_parser::MimeHeaders;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -14,6 +18,7 @@ use std::time::Duration;
 const NODE: u8 = 1;
 const MX: u8 = 25;
 const SINK: u8 = 26;
+const REPORTS_MX: u8 = 27;
 const POLICY_HOST: u8 = 30;
 const ON_PREM: u8 = 40;
 const DNS: u8 = 53;
@@ -119,6 +124,26 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
             ip: net.ip(POLICY_HOST),
         });
     }
+    for name in [
+        "_smtp._tls.northwind.test",
+        "_smtp._tls.woodgrove.test",
+        "_smtp._tls.fabrikam.test",
+    ] {
+        records.push(Record::Txt {
+            name,
+            text: "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test",
+        });
+    }
+    records.push(Record::Mx {
+        domain: "reports.test",
+        host: "mx.reports.test",
+        preference: 10,
+    });
+    records.push(Record::A {
+        name: "mx.reports.test",
+        ip: net.ip(REPORTS_MX),
+    });
+    let reports = Sink::start_on(SocketAddr::new(net.ip(REPORTS_MX).into(), mx_port));
     let dns = Dns::start(net.ip(DNS), &records);
 
     let mut options = NodeOptions::new(
@@ -182,6 +207,73 @@ sender_ip_addresses = ["{}/32"]
         ]
     );
 
+    // TLS-RPT: one report per policy domain with a rua, as RFC 8460 JSON.
+    let sent = node.cli_json(&["tlsrpt", "send", "--json"]);
+    assert_eq!(sent.as_array().map(Vec::len), Some(3), "{sent:#}");
+    let arrived = reports.wait_for(3, Duration::from_secs(30));
+    let mut by_domain = std::collections::HashMap::new();
+    for message in &arrived {
+        assert_eq!(message.rcpt_to.len(), 1);
+        assert!(
+            message.rcpt_to[0].starts_with("<tlsrpt@reports.test>"),
+            "{:?}",
+            message.rcpt_to
+        );
+        let json = report_json(&message.content);
+        let domain = json["policies"][0]["policy"]["policy-domain"]
+            .as_str()
+            .expect("policy-domain")
+            .to_string();
+        by_domain.insert(domain, json);
+    }
+    let northwind = &by_domain["northwind.test"];
+    for key in [
+        "organization-name",
+        "date-range",
+        "contact-info",
+        "report-id",
+        "policies",
+    ] {
+        assert!(northwind.get(key).is_some(), "no {key}: {northwind:#}");
+    }
+    assert!(northwind["date-range"]["start-datetime"]
+        .as_str()
+        .is_some_and(|d| d.ends_with('Z')));
+    let policy = &northwind["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "sts", "{policy:#}");
+    assert_eq!(
+        policy["policy"]["mx-host"][0], "other.northwind.test",
+        "{policy:#}"
+    );
+    assert_eq!(
+        policy["policy"]["policy-string"][1], "mode: testing",
+        "{policy:#}"
+    );
+    // testing mode: delivered, and its MX mismatch reported.
+    assert_eq!(policy["summary"]["total-failure-session-count"], 1, "{policy:#}");
+    let failure = &policy["failure-details"][0];
+    assert_eq!(failure["result-type"], "validation-failure", "{failure:#}");
+    assert_eq!(
+        failure["receiving-mx-hostname"], "mx.northwind.test",
+        "{failure:#}"
+    );
+    // enforce with a valid session: a success, no failure.
+    let woodgrove = &by_domain["woodgrove.test"]["policies"][0];
+    assert_eq!(
+        woodgrove["summary"]["total-successful-session-count"], 1,
+        "{woodgrove:#}"
+    );
+    assert_eq!(
+        woodgrove["summary"]["total-failure-session-count"], 0,
+        "{woodgrove:#}"
+    );
+    // enforce with a refused MX: every attempt counted as a failure.
+    let fabrikam = &by_domain["fabrikam.test"]["policies"][0];
+    assert!(
+        fabrikam["summary"]["total-failure-session-count"].as_u64() >= Some(1),
+        "{fabrikam:#}"
+    );
+
     // The policy host goes away; the node restarts; the cached policies
     // still apply.
     drop(policies);
@@ -208,4 +300,32 @@ sender_ip_addresses = ["{}/32"]
             "<will@woodgrove.test>"
         ]
     );
+}
+
+/// The JSON of a TLS-RPT mail: the `application/tlsrpt+gzip` part,
+/// gunzipped. Also checks the report headers RFC 8460 section 5.3 asks for.
+fn report_json(content: &str) -> serde_json::Value {
+    let message = mail_parser::MessageParser::default()
+        .parse(content.as_bytes())
+        .expect("report parses as mail");
+    let content_type = message.content_type().expect("content type");
+    assert_eq!(content_type.ctype(), "multipart");
+    assert_eq!(content_type.subtype(), Some("report"));
+    assert_eq!(content_type.attribute("report-type"), Some("tlsrpt"));
+    assert!(message.header("TLS-Report-Domain").is_some());
+    assert!(message.header("TLS-Report-Submitter").is_some());
+    let gzip = message
+        .attachments()
+        .find(|part| {
+            part.content_type()
+                .is_some_and(|t| t.ctype() == "application" && t.subtype() == Some("tlsrpt+gzip"))
+        })
+        .expect("an application/tlsrpt+gzip part")
+        .contents()
+        .to_vec();
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(gzip.as_slice())
+        .read_to_string(&mut json)
+        .expect("gzip");
+    serde_json::from_str(&json).expect("report JSON")
 }
