@@ -275,7 +275,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 39, "{operations:?}");
+        assert_eq!(operations.len(), 40, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -342,6 +342,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 36);
+        assert_eq!(checked, 2 * 37);
     }
 }
