@@ -32,7 +32,11 @@ pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), 
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let lines = runtime.block_on(check(resolver.as_ref(), &config, &domain));
+    let lines = runtime.block_on(async {
+        let mut lines = check(resolver.as_ref(), &config, &domain).await;
+        lines.extend(super::domain_tls::tls_lines(resolver.clone(), &config, &domain).await);
+        lines
+    });
     if as_json {
         print!("{}", json(&lines)?);
     } else {

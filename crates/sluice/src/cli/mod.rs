@@ -12,6 +12,7 @@ mod client;
 mod connector_flags;
 mod demo;
 mod domain_check;
+mod domain_tls;
 mod node;
 mod objects;
 mod output;

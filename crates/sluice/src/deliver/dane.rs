@@ -21,7 +21,7 @@ const DANE_TA: u8 = 2;
 const DANE_EE: u8 = 3;
 
 /// Whether `record` can authenticate an SMTP server (RFC 7672 3.1).
-pub(super) fn usable(record: &Tlsa) -> bool {
+pub fn usable(record: &Tlsa) -> bool {
     matches!(record.usage, DANE_TA | DANE_EE) && record.selector <= 1 && record.matching <= 2
 }
 
@@ -48,6 +48,20 @@ fn association(certificate: &[u8], selector: u8, matching: u8) -> Option<Vec<u8>
 /// Whether `certificate` matches `record`'s association data.
 pub(super) fn matches(record: &Tlsa, certificate: &[u8]) -> bool {
     association(certificate, record.selector, record.matching).is_some_and(|data| data == record.data)
+}
+
+/// Whether a server presenting `chain` (end entity first) would satisfy
+/// one of `records` by data alone: DANE-EE on the end entity, DANE-TA on
+/// a certificate after it (`domain check`'s view; the chain and name
+/// checks of DANE-TA happen at delivery).
+pub fn chain_matches(records: &[Tlsa], chain: &[CertificateDer<'_>]) -> bool {
+    records
+        .iter()
+        .filter(|record| usable(record))
+        .any(|record| match record.usage {
+            DANE_EE => chain.first().is_some_and(|cert| matches(record, cert)),
+            _ => chain.iter().skip(1).any(|cert| matches(record, cert)),
+        })
 }
 
 /// Verifies a server against the usable TLSA records of its MX host.

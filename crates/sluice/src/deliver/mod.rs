@@ -23,7 +23,11 @@ mod tls_rpt;
 mod transaction;
 mod validate;
 
-pub use mta_sts::{FetchError as MtaStsFetchError, Mode as MtaStsMode, MtaSts, Policy as MtaStsPolicy};
+pub use dane::{chain_matches as tlsa_chain_matches, usable as tlsa_usable};
+pub use mta_sts::{
+    announced_id as mta_sts_id, FetchError as MtaStsFetchError, Mode as MtaStsMode, MtaSts,
+    Policy as MtaStsPolicy, PolicyFetcher as MtaStsFetcher,
+};
 pub use tls_rpt::{OutgoingReport, TlsReports};
 pub use validate::{ValidationReport, ValidationStep};
 

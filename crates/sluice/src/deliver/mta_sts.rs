@@ -153,6 +153,12 @@ pub struct Lookup {
 pub struct MtaSts {
     resolver: Arc<dyn Resolver>,
     store: Arc<dyn Store>,
+    fetcher: PolicyFetcher,
+}
+
+/// Fetches policy files over HTTPS (also `domain check`'s view of the
+/// node's own domains).
+pub struct PolicyFetcher {
     http: reqwest::Client,
     port: u16,
 }
@@ -185,109 +191,31 @@ fn cache_key(domain: &Domain) -> String {
     format!("mta-sts/{}", domain.as_str())
 }
 
-impl MtaSts {
-    /// `tls` must validate certificates against the trust roots and the
-    /// host name (the `domain_validation` config); `port` is 443 except
-    /// in tests (`delivery.mta_sts_port`).
-    pub(super) fn new(
+impl PolicyFetcher {
+    /// A fetcher trusting the web PKI plus `extra_ca`, resolving with
+    /// `resolver`, on `port` (443 except in tests).
+    pub fn new(
         resolver: Arc<dyn Resolver>,
-        store: Arc<dyn Store>,
-        tls: rustls::ClientConfig,
+        extra_ca: Option<&std::path::Path>,
         port: u16,
-    ) -> Result<MtaSts, String> {
+    ) -> Result<PolicyFetcher, super::DeliverError> {
+        let tls = super::tls_policy::TlsConfigs::new(extra_ca, None)?;
+        PolicyFetcher::with_tls(resolver, (*tls.https).clone(), port).map_err(super::DeliverError::Tls)
+    }
+
+    /// `tls` must validate certificates against the trust roots and the
+    /// host name (the `domain_validation` config).
+    fn with_tls(resolver: Arc<dyn Resolver>, tls: rustls::ClientConfig, port: u16) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
-            .dns_resolver(Arc::new(ViaNodeResolver(resolver.clone())))
+            .dns_resolver(Arc::new(ViaNodeResolver(resolver)))
             .no_proxy()
             .build()
             .map_err(|error| error.to_string())?;
-        Ok(MtaSts {
-            resolver,
-            store,
-            http,
-            port,
-        })
-    }
-
-    /// The cached policy of `domain`, expired or not.
-    pub fn cached(&self, domain: &Domain) -> Option<Policy> {
-        let key = cache_key(domain);
-        let rows = self.store.tls_state(&key).ok()?;
-        rows.into_iter()
-            .find(|(found, _)| *found == key)
-            .and_then(|(_, json)| serde_json::from_slice(&json).ok())
-    }
-
-    /// The `id` of `domain`'s `_mta-sts` TXT record: `None` without
-    /// exactly one valid record (RFC 8461 3.1) or on DNS failure.
-    async fn announced_id(&self, domain: &Domain) -> Option<String> {
-        let records = self
-            .resolver
-            .txt(&format!("_mta-sts.{}", domain.as_str()))
-            .await
-            .ok()?;
-        let mut ids = records
-            .iter()
-            .filter(|text| text.starts_with("v=STSv1"))
-            .filter_map(|text| mail_auth::mta_sts::MtaSts::parse(text.as_bytes()).ok())
-            .map(|record| record.id);
-        match (ids.next(), ids.next()) {
-            (Some(id), None) => Some(id),
-            _ => None,
-        }
-    }
-
-    /// The policy in force for `domain` now (RFC 8461 5.1): the cached one
-    /// while the TXT id is unchanged and `max_age` has not run out; a new
-    /// one fetched when the id changed or the cache ran out; the cached
-    /// one, still unexpired, when the fetch fails.
-    pub async fn lookup(&self, domain: &Domain) -> Lookup {
-        let now = now_ms();
-        let cached = self.cached(domain).filter(|policy| !policy.expired(now));
-        let Some(id) = self.announced_id(domain).await else {
-            return Lookup {
-                policy: cached.filter(|p| p.mode != Mode::None).map(Arc::new),
-                failure: None,
-            };
-        };
-        if let Some(policy) = cached.as_ref().filter(|policy| policy.id == id) {
-            return Lookup {
-                policy: (policy.mode != Mode::None).then(|| Arc::new(policy.clone())),
-                failure: None,
-            };
-        }
-        match self.fetch(domain, &id).await {
-            Ok(policy) => {
-                self.remember(domain, &policy).await;
-                Lookup {
-                    policy: (policy.mode != Mode::None).then(|| Arc::new(policy)),
-                    failure: None,
-                }
-            }
-            Err(failure) => {
-                tracing::warn!(%domain, %failure, "keeping the cached MTA-STS policy, if any");
-                Lookup {
-                    policy: cached.filter(|p| p.mode != Mode::None).map(Arc::new),
-                    failure: Some(failure),
-                }
-            }
-        }
-    }
-
-    async fn remember(&self, domain: &Domain, policy: &Policy) {
-        let Ok(json) = serde_json::to_vec(policy) else {
-            return;
-        };
-        let write = Write::TlsState {
-            key: cache_key(domain),
-            value: Some(json),
-        };
-        if let Err(error) = self.store.commit(vec![write]).await {
-            tracing::warn!(%domain, %error, "MTA-STS policy not cached");
-        }
+        Ok(PolicyFetcher { http, port })
     }
 
     /// The policy URL of `domain` (RFC 8461 3.3).
@@ -339,6 +267,102 @@ impl MtaSts {
         }
         let text = String::from_utf8(body).map_err(|_| FetchError::Invalid("not UTF-8".to_string()))?;
         Policy::parse(&text, id, now_ms()).map_err(FetchError::Invalid)
+    }
+}
+
+/// The `id` of `domain`'s `_mta-sts` TXT record: `None` without exactly
+/// one valid record (RFC 8461 3.1) or on DNS failure.
+pub async fn announced_id(resolver: &dyn Resolver, domain: &Domain) -> Option<String> {
+    let records = resolver
+        .txt(&format!("_mta-sts.{}", domain.as_str()))
+        .await
+        .ok()?;
+    let mut ids = records
+        .iter()
+        .filter(|text| text.starts_with("v=STSv1"))
+        .filter_map(|text| mail_auth::mta_sts::MtaSts::parse(text.as_bytes()).ok())
+        .map(|record| record.id);
+    match (ids.next(), ids.next()) {
+        (Some(id), None) => Some(id),
+        _ => None,
+    }
+}
+
+impl MtaSts {
+    /// `tls` must validate certificates against the trust roots and the
+    /// host name (the `domain_validation` config); `port` is 443 except
+    /// in tests (`delivery.mta_sts_port`).
+    pub(super) fn new(
+        resolver: Arc<dyn Resolver>,
+        store: Arc<dyn Store>,
+        tls: rustls::ClientConfig,
+        port: u16,
+    ) -> Result<MtaSts, String> {
+        let fetcher = PolicyFetcher::with_tls(resolver.clone(), tls, port)?;
+        Ok(MtaSts {
+            resolver,
+            store,
+            fetcher,
+        })
+    }
+
+    /// The cached policy of `domain`, expired or not.
+    pub fn cached(&self, domain: &Domain) -> Option<Policy> {
+        let key = cache_key(domain);
+        let rows = self.store.tls_state(&key).ok()?;
+        rows.into_iter()
+            .find(|(found, _)| *found == key)
+            .and_then(|(_, json)| serde_json::from_slice(&json).ok())
+    }
+
+    /// The policy in force for `domain` now (RFC 8461 5.1): the cached one
+    /// while the TXT id is unchanged and `max_age` has not run out; a new
+    /// one fetched when the id changed or the cache ran out; the cached
+    /// one, still unexpired, when the fetch fails.
+    pub async fn lookup(&self, domain: &Domain) -> Lookup {
+        let now = now_ms();
+        let cached = self.cached(domain).filter(|policy| !policy.expired(now));
+        let Some(id) = announced_id(self.resolver.as_ref(), domain).await else {
+            return Lookup {
+                policy: cached.filter(|p| p.mode != Mode::None).map(Arc::new),
+                failure: None,
+            };
+        };
+        if let Some(policy) = cached.as_ref().filter(|policy| policy.id == id) {
+            return Lookup {
+                policy: (policy.mode != Mode::None).then(|| Arc::new(policy.clone())),
+                failure: None,
+            };
+        }
+        match self.fetcher.fetch(domain, &id).await {
+            Ok(policy) => {
+                self.remember(domain, &policy).await;
+                Lookup {
+                    policy: (policy.mode != Mode::None).then(|| Arc::new(policy)),
+                    failure: None,
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(%domain, %failure, "keeping the cached MTA-STS policy, if any");
+                Lookup {
+                    policy: cached.filter(|p| p.mode != Mode::None).map(Arc::new),
+                    failure: Some(failure),
+                }
+            }
+        }
+    }
+
+    async fn remember(&self, domain: &Domain, policy: &Policy) {
+        let Ok(json) = serde_json::to_vec(policy) else {
+            return;
+        };
+        let write = Write::TlsState {
+            key: cache_key(domain),
+            value: Some(json),
+        };
+        if let Err(error) = self.store.commit(vec![write]).await {
+            tracing::warn!(%domain, %error, "MTA-STS policy not cached");
+        }
     }
 }
 

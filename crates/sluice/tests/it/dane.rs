@@ -171,6 +171,31 @@ sender_ip_addresses = ["{}/32"]
     let detail = event_detail(&node, "deferred", "walt@wrong.test").expect("deferred event");
     assert!(detail.starts_with("tls=dane "), "{detail}");
 
+    // domain check: a signed TLSA record is fine, an unsigned one is not.
+    let check = |domain: &str| -> serde_json::Value {
+        let output = node.cli(&["domain", "check", domain, "--json"]);
+        let lines: serde_json::Value = serde_json::from_slice(&output.stdout).expect("domain check JSON");
+        lines
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|l| l["record"].as_str().is_some_and(|r| r.starts_with("TLSA")))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no TLSA line: {lines:#}"))
+    };
+    let good_line = check("good.test");
+    assert_eq!(good_line["record"], "TLSA _25._tcp.mx.good.test", "{good_line:#}");
+    assert_eq!(good_line["ok"], true, "{good_line:#}");
+    let plain_line = check("plain.test");
+    assert_eq!(plain_line["ok"], false, "{plain_line:#}");
+    assert!(
+        plain_line["found"]
+            .as_str()
+            .is_some_and(|f| f.contains("not DNSSEC-secure")),
+        "{plain_line:#}"
+    );
+
     // Nothing went in clear: the sink without STARTTLS saw no message,
     // and the MX received exactly the three good deliveries.
     assert_eq!(clear.count(), 0, "a message went to the MX without STARTTLS");

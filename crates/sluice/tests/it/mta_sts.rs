@@ -274,6 +274,31 @@ sender_ip_addresses = ["{}/32"]
         "{fabrikam:#}"
     );
 
+    // domain check shows the published records and what is wrong.
+    let woodgrove = domain_check(&node, "woodgrove.test");
+    assert_eq!(woodgrove["MTA-STS"]["ok"], true, "{woodgrove:#?}");
+    assert_eq!(woodgrove["MTA-STS policy"]["ok"], true, "{woodgrove:#?}");
+    assert!(
+        woodgrove["MTA-STS policy"]["found"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("mode enforce")),
+        "{woodgrove:#?}"
+    );
+    assert_eq!(woodgrove["TLS-RPT"]["ok"], true, "{woodgrove:#?}");
+    let fabrikam = domain_check(&node, "fabrikam.test");
+    assert_eq!(fabrikam["MTA-STS policy"]["ok"], false, "{fabrikam:#?}");
+    assert!(
+        fabrikam["MTA-STS policy"]["found"]
+            .as_str()
+            .is_some_and(|f| f.contains("MX not covered: mx.fabrikam.test")),
+        "{fabrikam:#?}"
+    );
+    let litware = domain_check(&node, "litware.test");
+    assert_eq!(
+        litware["TLS-RPT"]["found"], "none (no TLS reports requested)",
+        "{litware:#?}"
+    );
+
     // The policy host goes away; the node restarts; the cached policies
     // still apply.
     drop(policies);
@@ -328,4 +353,22 @@ fn report_json(content: &str) -> serde_json::Value {
         .read_to_string(&mut json)
         .expect("gzip");
     serde_json::from_str(&json).expect("report JSON")
+}
+
+/// `sluice domain check DOMAIN --json`, lines by record name.
+fn domain_check(node: &Node, domain: &str) -> std::collections::HashMap<String, serde_json::Value> {
+    let output = node.cli(&["domain", "check", domain, "--json"]);
+    let lines: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "domain check printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    lines
+        .as_array()
+        .expect("a list of lines")
+        .iter()
+        .map(|l| (l["record"].as_str().unwrap_or("").to_string(), l.clone()))
+        .collect()
 }
