@@ -292,9 +292,23 @@ pub(super) async fn handle(
     super::JsonBody(request): super::JsonBody<ExplainRequest>,
 ) -> Result<axum::Json<Explanation>, super::AdminError> {
     let policy = state.backend.policy().await?;
-    explain(&policy, &request)
-        .map(axum::Json)
-        .map_err(super::AdminError::Invalid)
+    let mut explanation = explain(&policy, &request).map_err(super::AdminError::Invalid)?;
+    // MX deliveries: a policy the domain publishes (SPEC section 10)
+    // overrides the connector's level; it needs DNS, so it is asked here.
+    for recipient in &mut explanation.recipients {
+        let Some(domain) = recipient
+            .next_hop
+            .as_deref()
+            .and_then(|hop| hop.strip_prefix("MX of "))
+        else {
+            continue;
+        };
+        if let Some(published) = state.backend.published_tls_policy(domain.to_string()).await? {
+            let level = recipient.tls.take().unwrap_or_default();
+            recipient.tls = Some(format!("{published} [connector level: {level}]"));
+        }
+    }
+    Ok(axum::Json(explanation))
 }
 
 fn outcome(

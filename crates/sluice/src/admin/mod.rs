@@ -115,6 +115,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
 
+    /// The TLS policy `domain` publishes for MX delivery (DANE, MTA-STS),
+    /// for `route explain`; `None` when none.
+    fn published_tls_policy(&self, _domain: String) -> BoxFuture<'_, Result<Option<String>, AdminError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Queues the TLS-RPT reports counted so far, today's included.
     fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<TlsReportSent>, AdminError>> {
         Box::pin(async { Err(AdminError::NotFound("TLS reporting on this node".into())) })

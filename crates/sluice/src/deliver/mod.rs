@@ -362,6 +362,42 @@ impl Deliverer {
         self.deliver_via(job, plans, helo).await
     }
 
+    /// The policy `domain` publishes beyond the connector's level, as
+    /// `route explain` shows it: `dane (...)`, `mta-sts enforce (...)`,
+    /// `mta-sts testing (...)`; `None` when it publishes none.
+    pub async fn published_tls_policy(&self, domain: &Domain) -> Option<String> {
+        let (answer, mx_secure) = match self.lookup_mx(domain).await {
+            Ok(found) => found,
+            Err(reply) => return Some(format!("dane: {} (deliveries defer)", reply.text)),
+        };
+        let hosts = match answer {
+            Ok(MxAnswer::Hosts(hosts)) => hosts.into_iter().map(|(_, host)| host).collect(),
+            _ => Vec::new(),
+        };
+        if let (Some(dane), true) = (&self.dane, mx_secure) {
+            let mut with_tlsa = Vec::new();
+            for host in &hosts {
+                match dane.tlsa(host, 25).await {
+                    Ok(tlsa) if tlsa.secure && !tlsa.answer.is_empty() => {
+                        with_tlsa.push(format!("{host}: {} TLSA", tlsa.answer.len()))
+                    }
+                    Ok(_) => {}
+                    Err(error) => with_tlsa.push(format!("{host}: {error}")),
+                }
+            }
+            if !with_tlsa.is_empty() {
+                return Some(format!("dane ({})", with_tlsa.join("; ")));
+            }
+        }
+        let policy = self.mta_sts.as_ref()?.lookup(domain).await.policy?;
+        let mode = match policy.mode {
+            MtaStsMode::Enforce => "enforce",
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::None => return None,
+        };
+        Some(format!("mta-sts {mode} (mx {})", policy.mx.join(" ")))
+    }
+
     /// The MX answer and whether DNSSEC proved it (DANE applies only
     /// then). A bogus answer is a temporary failure: falling back to the
     /// unvalidated answer is exactly what an attacker forging it wants.

@@ -235,6 +235,14 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { self.queue.act(&QueueId(id), action).await.map_err(internal) })
     }
 
+    fn published_tls_policy(&self, domain: String) -> BoxFuture<'_, Result<Option<String>, AdminError>> {
+        Box::pin(async move {
+            let domain =
+                crate::message::Domain::parse(&domain).map_err(|e| AdminError::Invalid(e.to_string()))?;
+            Ok(self.deliverer.published_tls_policy(&domain).await)
+        })
+    }
+
     fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<crate::admin::TlsReportSent>, AdminError>> {
         Box::pin(async move {
             super::tls_reports::send(&self.deliverer, &self.queue, true)

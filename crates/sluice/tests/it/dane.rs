@@ -171,6 +171,32 @@ sender_ip_addresses = ["{}/32"]
     let detail = event_detail(&node, "deferred", "walt@wrong.test").expect("deferred event");
     assert!(detail.starts_with("tls=dane "), "{detail}");
 
+    // route explain names the policy: DANE for the signed domain, the
+    // connector's level for the unsigned one.
+    let ip = net.ip(ON_PREM).to_string();
+    let explain = |to: &str| -> String {
+        let explained = node.cli_json(&[
+            "route",
+            "explain",
+            "--from",
+            "alice@contoso.test",
+            "--to",
+            to,
+            "--ip",
+            &ip,
+            "--json",
+        ]);
+        explained["recipients"][0]["tls"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        explain("bob@good.test"),
+        "dane (mx.good.test: 1 TLSA) [connector level: opportunistic]"
+    );
+    assert_eq!(explain("paul@plain.test"), "opportunistic");
+
     // domain check: a signed TLSA record is fine, an unsigned one is not.
     let check = |domain: &str| -> serde_json::Value {
         let output = node.cli(&["domain", "check", domain, "--json"]);

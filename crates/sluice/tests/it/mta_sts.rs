@@ -274,6 +274,32 @@ sender_ip_addresses = ["{}/32"]
         "{fabrikam:#}"
     );
 
+    // route explain names the policy each domain would get.
+    let ip = net.ip(ON_PREM).to_string();
+    for (to, expected) in [
+        (
+            "will@woodgrove.test",
+            "mta-sts enforce (mx *.woodgrove.test) [connector level: opportunistic]",
+        ),
+        (
+            "nina@northwind.test",
+            "mta-sts testing (mx other.northwind.test) [connector level: opportunistic]",
+        ),
+    ] {
+        let explained = node.cli_json(&[
+            "route",
+            "explain",
+            "--from",
+            "alice@contoso.test",
+            "--to",
+            to,
+            "--ip",
+            &ip,
+            "--json",
+        ]);
+        assert_eq!(explained["recipients"][0]["tls"], expected, "{explained:#}");
+    }
+
     // domain check shows the published records and what is wrong.
     let woodgrove = domain_check(&node, "woodgrove.test");
     assert_eq!(woodgrove["MTA-STS"]["ok"], true, "{woodgrove:#?}");
