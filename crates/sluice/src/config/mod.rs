@@ -182,6 +182,30 @@ mod tests {
     }
 
     #[test]
+    fn outbound_tls_policy_settings() {
+        let defaults = Config::load(None).unwrap();
+        assert!(defaults.dane && defaults.mta_sts);
+        assert_eq!(defaults.mta_sts_port, 443);
+        assert_eq!(defaults.dnssec_trust_anchor, None);
+        assert_eq!(defaults.reporting_from, None);
+        let file: NodeFile = toml::from_str(
+            "[delivery]\ndane = false\nmta_sts = false\ndnssec_trust_anchor = \"k.key\"\nmta_sts_port = 8443\n\n[reporting]\nfrom = \"tls@contoso.test\"\n",
+        )
+        .unwrap();
+        let config = file.validate(Path::new("/etc/sluice")).unwrap();
+        assert!(!config.dane && !config.mta_sts);
+        assert_eq!(config.mta_sts_port, 8443);
+        assert_eq!(
+            config.dnssec_trust_anchor,
+            Some(PathBuf::from("/etc/sluice/k.key"))
+        );
+        assert_eq!(config.reporting_from.unwrap().to_string(), "tls@contoso.test");
+        let bad: NodeFile = toml::from_str("[reporting]\nfrom = \"not an address\"\n").unwrap();
+        let error = bad.validate(Path::new(".")).unwrap_err();
+        assert!(error.to_string().contains("reporting.from"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let error = toml::from_str::<NodeFile>("[smtp]\nlisten = []\nbogus = 1\n").unwrap_err();
         assert!(error.to_string().contains("bogus"), "{error}");
