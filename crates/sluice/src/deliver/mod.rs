@@ -194,6 +194,28 @@ struct HostPlan {
     report: Option<ReportPolicy>,
 }
 
+impl HostPlan {
+    /// A host the published `policy` (`dane`, `mta-sts`) rules out now.
+    fn refused(host: HopHost, reply: Reply) -> HostPlan {
+        HostPlan {
+            host,
+            tls: Err(reply),
+            report: None,
+        }
+    }
+}
+
+/// The policy named in a reply that rules a host out (trace `tls=`).
+fn refusing_policy(reply: &Reply) -> Option<&'static str> {
+    if reply.text.starts_with("DANE") {
+        Some("dane")
+    } else if reply.text.starts_with("MTA-STS") {
+        Some("mta-sts")
+    } else {
+        None
+    }
+}
+
 impl Deliverer {
     /// Builds the stage: loads trust roots and the client certificate.
     pub fn new(settings: DeliverySettings, resolver: Arc<dyn Resolver>) -> Result<Self, DeliverError> {
@@ -321,7 +343,11 @@ impl Deliverer {
         }
         let (answer, mx_secure) = match self.lookup_mx(&job.domain).await {
             Ok(found) => found,
-            Err(reply) => return uniform(job, None, None, Outcome::TempFail(reply)),
+            Err(reply) => {
+                let mut attempt = uniform(job, None, None, Outcome::TempFail(reply));
+                attempt.tls_policy = Some("dane".to_string());
+                return attempt;
+            }
         };
         let hosts = match next_hop::mx_hosts(&job.domain, answer, self.settings.mx_port) {
             Ok(hosts) => hosts,
@@ -441,11 +467,7 @@ impl Deliverer {
                     detail: Some(reply.text.clone()),
                 }),
             );
-            HostPlan {
-                host,
-                tls: Err(reply),
-                report: None,
-            }
+            HostPlan::refused(host, reply)
         };
         if let (Some(dane), true, false) = (&self.dane, mx_secure, host.implicit_mx) {
             // TLSA records are published for port 25 whatever port the
@@ -583,6 +605,7 @@ impl Deliverer {
                 Ok(policy) => policy,
                 Err(reply) => {
                     tracing::info!(host = host.name, reply = %reply, "next hop unusable; trying the next");
+                    last_policy = refusing_policy(&reply);
                     last_failure = Outcome::TempFail(reply);
                     last_peer = None;
                     continue;

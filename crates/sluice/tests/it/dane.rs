@@ -166,6 +166,8 @@ sender_ip_addresses = ["{}/32"]
     assert!(error.contains("4.7.5") && error.contains("TLSA"), "{error}");
     let (_, _, error) = node.wait_for_recipient("bea@bogus.test", "deferred", Duration::from_secs(30));
     assert!(error.contains("4.7.5") && error.contains("bogus"), "{error}");
+    let detail = event_detail(&node, "deferred", "bea@bogus.test").expect("deferred event");
+    assert!(detail.starts_with("tls=dane "), "{detail}");
     let (_, _, error) = node.wait_for_recipient("carl@clear.test", "deferred", Duration::from_secs(30));
     assert!(error.contains("4.7.5") && error.contains("STARTTLS"), "{error}");
     let detail = event_detail(&node, "deferred", "walt@wrong.test").expect("deferred event");

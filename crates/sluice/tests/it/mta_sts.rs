@@ -187,6 +187,8 @@ sender_ip_addresses = ["{}/32"]
         error.contains("4.7.5") && error.contains("not an MX host the policy allows"),
         "{error}"
     );
+    let detail = last_event_detail(&node, "deferred", "fay@fabrikam.test");
+    assert!(detail.starts_with("tls=mta-sts "), "{detail}");
     // enforce, MX listed, certificate without its name: deferred.
     let (_, _, error) = node.wait_for_recipient("lou@litware.test", "deferred", Duration::from_secs(30));
     assert!(error.contains("4.7.5") && error.contains("MTA-STS"), "{error}");
