@@ -74,6 +74,8 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
             "mta-sts.northwind.test",
             "mta-sts.woodgrove.test",
             "mta-sts.litware.test",
+            "mta-sts.adatum.test",
+            "mta-sts.tailspin.test",
         ],
     );
     let enforce = |mx: &str| format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n");
@@ -81,6 +83,9 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
     let woodgrove_policy = enforce("*.woodgrove.test");
     let litware_policy = enforce("mx.litware.test");
     let northwind_policy = "version: STSv1\nmode: testing\nmx: other.northwind.test\nmax_age: 86400\n";
+    // Hostile policy hosts: a redirect, and a body over the 64 KiB bound.
+    let redirect = "HTTP/1.1 301 Moved Permanently\r\nLocation: https://mta-sts.woodgrove.test/.well-known/mta-sts.txt\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let oversized = format!("{}{}", enforce("mx.tailspin.test"), "mx: x.test\r\n".repeat(7000));
     let policies = PolicyServer::start(
         SocketAddr::new(net.ip(POLICY_HOST).into(), 0),
         &policy_cert,
@@ -89,10 +94,19 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
             ("mta-sts.northwind.test", northwind_policy),
             ("mta-sts.woodgrove.test", woodgrove_policy.as_str()),
             ("mta-sts.litware.test", litware_policy.as_str()),
+            ("mta-sts.adatum.test", redirect),
+            ("mta-sts.tailspin.test", oversized.as_str()),
         ],
     );
 
-    let domains = ["fabrikam", "northwind", "woodgrove", "litware"];
+    let domains = [
+        "fabrikam",
+        "northwind",
+        "woodgrove",
+        "litware",
+        "adatum",
+        "tailspin",
+    ];
     let names: Vec<(String, String, String, String)> = domains
         .iter()
         .map(|d| {
@@ -320,6 +334,22 @@ sender_ip_addresses = ["{}/32"]
             .as_str()
             .is_some_and(|f| f.contains("MX not covered: mx.fabrikam.test")),
         "{fabrikam:#?}"
+    );
+    // A redirect is refused, an oversized policy is cut off: no policy.
+    let adatum = domain_check(&node, "adatum.test");
+    assert_eq!(adatum["MTA-STS policy"]["ok"], false, "{adatum:#?}");
+    assert!(
+        adatum["MTA-STS policy"]["found"]
+            .as_str()
+            .is_some_and(|f| f.contains("redirect refused")),
+        "{adatum:#?}"
+    );
+    let tailspin = domain_check(&node, "tailspin.test");
+    assert!(
+        tailspin["MTA-STS policy"]["found"]
+            .as_str()
+            .is_some_and(|f| f.contains("larger than 65536 bytes")),
+        "{tailspin:#?}"
     );
     let litware = domain_check(&node, "litware.test");
     assert_eq!(

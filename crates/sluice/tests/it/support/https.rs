@@ -20,7 +20,8 @@ pub struct PolicyServer {
 }
 
 impl PolicyServer {
-    /// Serves `policies` (host name, policy text) on `addr` with `cert`.
+    /// Serves `policies` (host name, policy text) on `addr` with `cert`; a
+    /// text starting with `HTTP/1.1 ` is sent as the whole response.
     pub fn start(addr: SocketAddr, cert: &CertFiles, policies: &[(&str, &str)]) -> PolicyServer {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
             .expect("read certificate")
@@ -114,6 +115,8 @@ fn serve(
     let bare_host = host.split(':').next().unwrap_or("").to_string();
     let path_ok = request.starts_with("GET /.well-known/mta-sts.txt ");
     let response = match policies.iter().find(|(name, _)| *name == bare_host) {
+        // A whole response given by the test (redirects and the like).
+        Some((_, raw)) if path_ok && raw.starts_with("HTTP/1.1 ") => raw.clone(),
         Some((_, body)) if path_ok => format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
