@@ -492,7 +492,7 @@ pub(super) async fn establish(
             return Ok(connection);
         }
         let name = policy.server_name(host)?;
-        let connector = TlsConnector::from(policy.client_config(tls, &peer)?);
+        let connector = TlsConnector::from(policy.client_config(tls, host, &peer)?);
         match connection
             .start_tls(connector, name, settings.command_timeout)
             .await

@@ -44,7 +44,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
-use tls_policy::{PeerTls, TlsConfigs};
+use tls_policy::{Observation, PeerTls, TlsConfigs};
 use tls_rpt::ReportPolicy;
 use transaction::Transaction;
 
@@ -567,13 +567,13 @@ impl Deliverer {
                 );
                 HostPlan {
                     host,
-                    tls: Ok(PeerTls::MtaStsTesting(level.clone())),
+                    tls: Ok(PeerTls::MtaStsTesting(level.clone(), Observation::default())),
                     report: None,
                 }
             }
             _ => HostPlan {
                 host,
-                tls: Ok(PeerTls::MtaStsTesting(level.clone())),
+                tls: Ok(PeerTls::MtaStsTesting(level.clone(), Observation::default())),
                 report: Some(report),
             },
         }
@@ -633,14 +633,16 @@ impl Deliverer {
                 match establish(addr, &host.name, &policy, helo, &self.settings, &self.tls).await {
                     Ok(connection) => {
                         if let Some(report) = &report {
-                            let outcome = match connection.tls {
-                                Some(_) => Ok(()),
-                                None => Err(tls_rpt::Failure {
-                                    result: ResultType::StartTlsNotSupported,
-                                    mx_host: Some(host.name.clone()),
-                                    ip: Some(ip),
-                                    detail: None,
-                                }),
+                            let failure = |result| tls_rpt::Failure {
+                                result,
+                                mx_host: Some(host.name.clone()),
+                                ip: Some(ip),
+                                detail: None,
+                            };
+                            let outcome = match (&connection.tls, policy.observed_failure()) {
+                                (None, _) => Err(failure(ResultType::StartTlsNotSupported)),
+                                (Some(_), Some(result)) => Err(failure(result)),
+                                (Some(_), None) => Ok(()),
                             };
                             self.report(&job.domain, report, outcome);
                         }

@@ -32,6 +32,9 @@ pub(super) struct TlsConfigs {
     chain_and_name: Arc<ClientConfig>,
     /// Chain and name, no client certificate: MTA-STS policy fetches.
     pub(super) https: Arc<ClientConfig>,
+    /// The verifiers behind the three configs, by level (MTA-STS
+    /// `testing` wraps them).
+    verifiers: [Arc<dyn ServerCertVerifier>; 3],
     /// For the per-host configs DANE builds from TLSA records.
     provider: Arc<CryptoProvider>,
     identity: Option<Identity>,
@@ -64,13 +67,43 @@ impl TlsConfigs {
                 .build()
                 .map_err(|error| DeliverError::Tls(error.to_string()))?;
         Ok(TlsConfigs {
-            any_certificate: client_config(&provider, any, identity.clone())?,
-            chain_only: client_config(&provider, chain, identity.clone())?,
+            any_certificate: client_config(&provider, any.clone(), identity.clone())?,
+            chain_only: client_config(&provider, chain.clone(), identity.clone())?,
             chain_and_name: client_config(&provider, named.clone(), identity.clone())?,
-            https: client_config(&provider, named, None)?,
+            https: client_config(&provider, named.clone(), None)?,
+            verifiers: [any, chain, named],
             provider,
             identity,
         })
+    }
+
+    /// A config judging by `policy` that records what MTA-STS `enforce`
+    /// would say of the certificate for `mx_host`.
+    fn observing(
+        &self,
+        policy: &TlsPolicy,
+        mx_host: &str,
+        observation: &Observation,
+    ) -> Result<Arc<ClientConfig>, DeliverError> {
+        let [any, chain, named] = &self.verifiers;
+        let lenient = match policy {
+            TlsPolicy::Opportunistic | TlsPolicy::EncryptionOnly => any.clone(),
+            TlsPolicy::CertificateValidation => chain.clone(),
+            TlsPolicy::DomainValidation { .. } => named.clone(),
+        };
+        let mx_host = ServerName::try_from(mx_host.to_string())
+            .map_err(|_| DeliverError::Tls(format!("{mx_host:?} is not a server name")))?;
+        // A new handshake: forget what an earlier address's said.
+        if let Ok(mut observed) = observation.0.lock() {
+            *observed = None;
+        }
+        let verifier = Arc::new(ObservingVerifier {
+            lenient,
+            strict: named.clone(),
+            mx_host,
+            observation: observation.clone(),
+        });
+        client_config(&self.provider, verifier, self.identity.clone())
     }
 
     /// A config that accepts only a server matching `records` (DANE).
@@ -105,15 +138,103 @@ pub(super) enum PeerTls {
     /// MTA-STS `enforce`: TLS required, a chain to the trust roots and the
     /// MX host's name.
     MtaSts,
-    /// MTA-STS `testing`: the route's level applies; failures are reported.
-    MtaStsTesting(TlsPolicy),
+    /// MTA-STS `testing`: the route's level applies; what `enforce` would
+    /// have refused is observed, for TLS-RPT.
+    MtaStsTesting(TlsPolicy, Observation),
+}
+
+/// What an MTA-STS `testing` handshake would have failed on under
+/// `enforce` (the certificate's chain or name), recorded by the verifier.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Observation(Arc<std::sync::Mutex<Option<rustls::Error>>>);
+
+impl Observation {
+    /// The recorded failure, as an RFC 8460 result type.
+    pub(super) fn failure(&self) -> Option<mail_auth::report::tlsrpt::ResultType> {
+        let error = self.0.lock().ok()?.clone()?;
+        Some(result_type(&error, false))
+    }
+}
+
+/// The RFC 8460 result type of a certificate rejection.
+fn result_type(error: &rustls::Error, dane: bool) -> mail_auth::report::tlsrpt::ResultType {
+    use mail_auth::report::tlsrpt::ResultType;
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure) if dane => {
+            ResultType::TlsaInvalid
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => ResultType::CertificateHostMismatch,
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => ResultType::CertificateExpired,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            ResultType::CertificateNotTrusted
+        }
+        _ => ResultType::ValidationFailure,
+    }
+}
+
+/// Judges a certificate by the route's level (`lenient`) while recording
+/// what MTA-STS `enforce` (`strict`, for `mx_host`) would have said.
+#[derive(Debug)]
+struct ObservingVerifier {
+    lenient: Arc<dyn ServerCertVerifier>,
+    strict: Arc<dyn ServerCertVerifier>,
+    mx_host: ServerName<'static>,
+    observation: Observation,
+}
+
+impl ServerCertVerifier for ObservingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(error) =
+            self.strict
+                .verify_server_cert(end_entity, intermediates, &self.mx_host, ocsp_response, now)
+        {
+            if let Ok(mut observed) = self.observation.0.lock() {
+                *observed = Some(error);
+            }
+        }
+        self.lenient
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.lenient.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.lenient.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.lenient.supported_verify_schemes()
+    }
 }
 
 impl PeerTls {
     /// Whether clear text is forbidden.
     pub(super) fn requires_tls(&self) -> bool {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => policy.requires_tls(),
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => policy.requires_tls(),
             PeerTls::Dane(_) | PeerTls::MtaSts => true,
         }
     }
@@ -124,23 +245,31 @@ impl PeerTls {
             PeerTls::Level(policy) => policy.name(),
             PeerTls::Dane(_) => "dane",
             PeerTls::MtaSts => "mta-sts",
-            PeerTls::MtaStsTesting(_) => "mta-sts-testing",
+            PeerTls::MtaStsTesting(..) => "mta-sts-testing",
         }
     }
 
     /// What a cached connection must have been opened under to be reused.
     pub(super) fn pool_label(&self) -> String {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => format!("{policy:?}"),
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => format!("{policy:?}"),
             PeerTls::Dane(records) => format!("dane{:?}", records.as_slice()),
             PeerTls::MtaSts => "mta-sts".to_string(),
         }
     }
 
     /// The rustls config that enforces this.
-    pub(super) fn client_config(&self, configs: &TlsConfigs, peer: &str) -> Result<Arc<ClientConfig>, Reply> {
+    pub(super) fn client_config(
+        &self,
+        configs: &TlsConfigs,
+        host: &str,
+        peer: &str,
+    ) -> Result<Arc<ClientConfig>, Reply> {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => Ok(configs.for_policy(policy)),
+            PeerTls::MtaStsTesting(policy, observation) => configs
+                .observing(policy, host, observation)
+                .map_err(|error| Reply::new(454, [4, 7, 5], format!("TLS with {peer}: {error}"))),
+            PeerTls::Level(policy) => Ok(configs.for_policy(policy)),
             PeerTls::MtaSts => Ok(configs.chain_and_name.clone()),
             PeerTls::Dane(records) => configs
                 .for_tlsa(records)
@@ -151,7 +280,7 @@ impl PeerTls {
     /// The name given to the handshake (SNI, and the name checked).
     pub(super) fn server_name(&self, host: &str) -> Result<ServerName<'static>, Reply> {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => server_name(policy, host),
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => server_name(policy, host),
             PeerTls::Dane(_) | PeerTls::MtaSts => server_name(&TlsPolicy::Opportunistic, host),
         }
     }
@@ -159,7 +288,9 @@ impl PeerTls {
     /// The reply when TLS is required and the host offers no STARTTLS.
     pub(super) fn starttls_missing(&self, peer: &str) -> Reply {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => starttls_missing_reply(policy, peer),
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
+                starttls_missing_reply(policy, peer)
+            }
             PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
                 454,
                 [4, 7, 5],
@@ -174,7 +305,7 @@ impl PeerTls {
     /// The reply when TLS is required and STARTTLS is refused.
     pub(super) fn starttls_refused(&self, peer: &str, reply: &Reply) -> Reply {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
                 starttls_refused_reply(policy, peer, reply)
             }
             PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
@@ -190,33 +321,27 @@ impl PeerTls {
 
     /// The RFC 8460 result type of a failed handshake (TLS-RPT).
     pub(super) fn failure_type(&self, error: &std::io::Error) -> mail_auth::report::tlsrpt::ResultType {
-        use mail_auth::report::tlsrpt::ResultType;
-        let tls_error = error
+        match error
             .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        match tls_error {
-            Some(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-                if matches!(self, PeerTls::Dane(_)) =>
-            {
-                ResultType::TlsaInvalid
-            }
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => ResultType::CertificateHostMismatch,
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => ResultType::CertificateExpired,
-            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-                ResultType::CertificateNotTrusted
-            }
-            _ => ResultType::ValidationFailure,
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls_error) => result_type(tls_error, matches!(self, PeerTls::Dane(_))),
+            None => mail_auth::report::tlsrpt::ResultType::ValidationFailure,
+        }
+    }
+
+    /// What MTA-STS `testing` observed `enforce` would have refused.
+    pub(super) fn observed_failure(&self) -> Option<mail_auth::report::tlsrpt::ResultType> {
+        match self {
+            PeerTls::MtaStsTesting(_, observation) => observation.failure(),
+            _ => None,
         }
     }
 
     /// The reply for a failed handshake under a required policy.
     pub(super) fn handshake_failure(&self, host: &str, peer: &str, error: &std::io::Error) -> Reply {
         match self {
-            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy) => {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
                 handshake_failure_reply(policy, host, peer, error)
             }
             PeerTls::MtaSts => {

@@ -76,6 +76,7 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
             "mta-sts.litware.test",
             "mta-sts.adatum.test",
             "mta-sts.tailspin.test",
+            "mta-sts.proseware.test",
         ],
     );
     let enforce = |mx: &str| format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n");
@@ -83,6 +84,8 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
     let woodgrove_policy = enforce("*.woodgrove.test");
     let litware_policy = enforce("mx.litware.test");
     let northwind_policy = "version: STSv1\nmode: testing\nmx: other.northwind.test\nmax_age: 86400\n";
+    // testing, MX listed, but the MX certificate does not name it.
+    let proseware_policy = "version: STSv1\nmode: testing\nmx: mx.proseware.test\nmax_age: 86400\n";
     // Hostile policy hosts: a redirect, and a body over the 64 KiB bound.
     let redirect = "HTTP/1.1 301 Moved Permanently\r\nLocation: https://mta-sts.woodgrove.test/.well-known/mta-sts.txt\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let oversized = format!("{}{}", enforce("mx.tailspin.test"), "mx: x.test\r\n".repeat(7000));
@@ -96,6 +99,7 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
             ("mta-sts.litware.test", litware_policy.as_str()),
             ("mta-sts.adatum.test", redirect),
             ("mta-sts.tailspin.test", oversized.as_str()),
+            ("mta-sts.proseware.test", proseware_policy),
         ],
     );
 
@@ -106,6 +110,7 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
         "litware",
         "adatum",
         "tailspin",
+        "proseware",
     ];
     let names: Vec<(String, String, String, String)> = domains
         .iter()
@@ -142,6 +147,7 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
         "_smtp._tls.northwind.test",
         "_smtp._tls.woodgrove.test",
         "_smtp._tls.fabrikam.test",
+        "_smtp._tls.proseware.test",
     ] {
         records.push(Record::Txt {
             name,
@@ -185,7 +191,7 @@ sender_ip_addresses = ["{}/32"]
     send(
         net,
         &node,
-        "fay@fabrikam.test,nina@northwind.test,will@woodgrove.test,lou@litware.test",
+        "fay@fabrikam.test,nina@northwind.test,will@woodgrove.test,lou@litware.test,pat@proseware.test",
     );
     // enforce, MX listed, certificate names it: delivered over validated TLS.
     node.wait_for_recipient("will@woodgrove.test", "delivered", Duration::from_secs(30));
@@ -195,6 +201,7 @@ sender_ip_addresses = ["{}/32"]
     node.wait_for_recipient("nina@northwind.test", "delivered", Duration::from_secs(30));
     let detail = last_event_detail(&node, "delivered", "nina@northwind.test");
     assert!(detail.starts_with("tls=mta-sts-testing "), "{detail}");
+    node.wait_for_recipient("pat@proseware.test", "delivered", Duration::from_secs(30));
     // enforce, MX not listed: deferred, never delivered.
     let (_, _, error) = node.wait_for_recipient("fay@fabrikam.test", "deferred", Duration::from_secs(30));
     assert!(
@@ -219,14 +226,15 @@ sender_ip_addresses = ["{}/32"]
             "mta-sts.fabrikam.test",
             "mta-sts.litware.test",
             "mta-sts.northwind.test",
+            "mta-sts.proseware.test",
             "mta-sts.woodgrove.test"
         ]
     );
 
     // TLS-RPT: one report per policy domain with a rua, as RFC 8460 JSON.
     let sent = node.cli_json(&["tlsrpt", "send", "--json"]);
-    assert_eq!(sent.as_array().map(Vec::len), Some(3), "{sent:#}");
-    let arrived = reports.wait_for(3, Duration::from_secs(30));
+    assert_eq!(sent.as_array().map(Vec::len), Some(4), "{sent:#}");
+    let arrived = reports.wait_for(4, Duration::from_secs(30));
     let mut by_domain = std::collections::HashMap::new();
     for message in &arrived {
         assert_eq!(message.rcpt_to.len(), 1);
@@ -282,6 +290,16 @@ sender_ip_addresses = ["{}/32"]
     assert_eq!(
         woodgrove["summary"]["total-failure-session-count"], 0,
         "{woodgrove:#}"
+    );
+    // testing with a certificate enforce would refuse: delivered, reported.
+    let proseware = &by_domain["proseware.test"]["policies"][0];
+    assert_eq!(
+        proseware["summary"]["total-failure-session-count"], 1,
+        "{proseware:#}"
+    );
+    assert_eq!(
+        proseware["failure-details"][0]["result-type"], "certificate-host-mismatch",
+        "{proseware:#}"
     );
     // enforce with a refused MX: every attempt counted as a failure.
     let fabrikam = &by_domain["fabrikam.test"]["policies"][0];
@@ -368,7 +386,7 @@ sender_ip_addresses = ["{}/32"]
     let (_, _, error) = node.wait_for_recipient("fred@fabrikam.test", "deferred", Duration::from_secs(30));
     assert!(error.contains("not an MX host the policy allows"), "{error}");
 
-    let received = postfix.sink.wait_for(3, Duration::from_secs(30));
+    let received = postfix.sink.wait_for(4, Duration::from_secs(30));
     let mut recipients: Vec<String> = received
         .iter()
         .flat_map(|m| m.rcpt_to.iter())
@@ -380,6 +398,7 @@ sender_ip_addresses = ["{}/32"]
         vec![
             "<gus@woodgrove.test>",
             "<nina@northwind.test>",
+            "<pat@proseware.test>",
             "<will@woodgrove.test>"
         ]
     );
