@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing the real peers the integration
 # tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl,
-# chromium + playwright-core, openapi-spec-validator) when they are missing.
+# BIND 9 with its DNSSEC tools, chromium + playwright-core,
+# openapi-spec-validator) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source swaks dnsmasq openssl; do
+for tool in /usr/sbin/postfix /usr/sbin/smtp-sink /usr/sbin/smtp-source swaks dnsmasq openssl \
+    /usr/sbin/named dnssec-keygen dnssec-signzone dig; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # swaks --tls needs Net::SSLeay, which --no-install-recommends leaves out.
@@ -20,7 +22,7 @@ if ((${#missing[@]})); then
     echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        postfix swaks libnet-ssleay-perl dnsmasq-base openssl
+        postfix swaks libnet-ssleay-perl dnsmasq-base openssl bind9 bind9-dnsutils
 fi
 
 # The independent OpenAPI 3 validator that checks /openapi.json

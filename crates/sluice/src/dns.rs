@@ -14,8 +14,9 @@ use crate::message::Domain;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError, NoRecords};
+use hickory_resolver::proto::dnssec::TrustAnchors;
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use std::collections::HashMap;
 use std::future::Future;
@@ -78,6 +79,14 @@ pub enum DnsError {
         /// The resolver's explanation.
         detail: String,
     },
+    /// DNSSEC validation failed: signatures that do not verify, or a chain
+    /// of trust that cannot be followed (temporary: never a reason to bounce,
+    /// never a reason to fall back to clear text).
+    #[error("{name}: DNSSEC validation failed (bogus answer)")]
+    Bogus {
+        /// The name looked up.
+        name: String,
+    },
     /// The resolver could not be set up.
     #[error("cannot set up the DNS resolver: {0}")]
     Setup(String),
@@ -108,6 +117,15 @@ pub trait Resolver: Send + Sync {
 /// one given server over UDP and TCP with no search domains and no hosts
 /// file (so tests see exactly what their server answers).
 pub fn resolver(source: &DnsSource) -> Result<Arc<dyn Resolver>, DnsError> {
+    let inner = hickory_builder(source)?
+        .build()
+        .map_err(|error| DnsError::Setup(error.to_string()))?;
+    Ok(Arc::new(HickoryResolver { inner }))
+}
+
+fn hickory_builder(
+    source: &DnsSource,
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, DnsError> {
     let provider = TokioRuntimeProvider::default();
     let builder = match source {
         DnsSource::System => {
@@ -127,10 +145,7 @@ pub fn resolver(source: &DnsSource) -> Result<Arc<dyn Resolver>, DnsError> {
             TokioResolver::builder_with_config(config, provider).with_options(options)
         }
     };
-    let inner = builder
-        .build()
-        .map_err(|error| DnsError::Setup(error.to_string()))?;
-    Ok(Arc::new(HickoryResolver { inner }))
+    Ok(builder)
 }
 
 /// [`Resolver`] over hickory's Tokio resolver (with its cache).
@@ -217,6 +232,219 @@ impl Resolver for HickoryResolver {
                     .collect()),
                 Err(error) => classify_failure(name, error).map(|()| Vec::new()),
             }
+        })
+    }
+}
+
+/// One TLSA record (RFC 6698 section 2.1): certificate usage, selector,
+/// matching type and association data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlsa {
+    /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
+    pub usage: u8,
+    /// 0 whole certificate, 1 SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    /// The association data.
+    pub data: Vec<u8>,
+}
+
+/// An answer and whether DNSSEC proved it (secure) or the zone is
+/// unsigned (insecure). Bogus answers never get here: they are
+/// [`DnsError::Bogus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated<T> {
+    /// The records.
+    pub answer: T,
+    /// Every record of the answer carried a valid chain of signatures.
+    pub secure: bool,
+}
+
+/// Lookups whose DNSSEC status matters (DANE, RFC 7672).
+pub trait SecureResolver: Send + Sync {
+    /// Whether the configured resolver lets DNSSEC be validated at all
+    /// (it passes signatures and the trust anchor's DNSKEY validates).
+    /// When it does not, no answer can be secure and DANE cannot apply.
+    fn available(&self) -> BoxFuture<'_, bool>;
+    /// The MX records of `domain`, with their status.
+    fn mx<'a>(&'a self, domain: &'a Domain) -> BoxFuture<'a, Result<Validated<MxAnswer>, DnsError>>;
+    /// The TLSA records of `_PORT._tcp.HOST` (empty when there are none).
+    fn tlsa<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, Result<Validated<Vec<Tlsa>>, DnsError>>;
+}
+
+/// How long the answer of [`SecureResolver::available`] is kept: a
+/// working validator is checked hourly, a broken one every few minutes so
+/// a fixed resolver is noticed soon.
+const AVAILABLE_RECHECK: Duration = Duration::from_secs(3600);
+const UNAVAILABLE_RECHECK: Duration = Duration::from_secs(300);
+
+/// A validating resolver: hickory checks every signature itself from the
+/// trust anchor down (it does not trust an upstream AD bit).
+pub fn secure_resolver(
+    source: &DnsSource,
+    trust_anchor: Option<&std::path::Path>,
+) -> Result<Arc<dyn SecureResolver>, DnsError> {
+    let (anchors, anchor_zone) = match trust_anchor {
+        None => (TrustAnchors::default(), ".".to_string()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| DnsError::Setup(format!("{}: {error}", path.display())))?;
+            let anchors: TrustAnchors = text
+                .parse()
+                .map_err(|error| DnsError::Setup(format!("{}: {error}", path.display())))?;
+            let zone = anchor_owner(&text)
+                .ok_or_else(|| DnsError::Setup(format!("{}: no DNSKEY record", path.display())))?;
+            (anchors, zone)
+        }
+    };
+    let inner = hickory_builder(source)?
+        .with_trust_anchor(Arc::new(anchors))
+        .build()
+        .map_err(|error| DnsError::Setup(error.to_string()))?;
+    Ok(Arc::new(ValidatingResolver {
+        inner,
+        anchor_zone,
+        availability: std::sync::Mutex::new(None),
+    }))
+}
+
+/// The owner name of the first record of a zone-file text (the zone the
+/// trust anchor vouches for, probed by [`SecureResolver::available`]).
+fn anchor_owner(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with(';') && !line.starts_with('$'))
+        .and_then(|line| line.split_whitespace().next())
+        .map(fqdn)
+}
+
+struct ValidatingResolver {
+    inner: TokioResolver,
+    anchor_zone: String,
+    availability: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+/// A lookup's records and whether all of them are secure, or what its
+/// failure means (no records is an empty, vacuously insecure answer).
+fn validated_records(
+    name: &str,
+    result: Result<hickory_resolver::lookup::Lookup, NetError>,
+) -> Result<Validated<Vec<hickory_resolver::proto::rr::Record>>, DnsError> {
+    match result {
+        Ok(lookup) => {
+            let records = lookup.answers().to_vec();
+            let secure = !records.is_empty() && records.iter().all(|record| record.proof.is_secure());
+            Ok(Validated {
+                answer: records,
+                secure,
+            })
+        }
+        Err(NetError::Dns(HickoryDnsError::DnssecBogus)) => Err(DnsError::Bogus {
+            name: name.to_string(),
+        }),
+        Err(NetError::Dns(HickoryDnsError::Nsec { proof, .. })) if proof.is_bogus() => Err(DnsError::Bogus {
+            name: name.to_string(),
+        }),
+        // A denial that could not be proven secure: no records, insecurely.
+        Err(NetError::Dns(HickoryDnsError::Nsec { .. })) => Ok(Validated {
+            answer: Vec::new(),
+            secure: false,
+        }),
+        Err(error) => classify_failure(name, error).map(|()| Validated {
+            answer: Vec::new(),
+            secure: false,
+        }),
+    }
+}
+
+impl SecureResolver for ValidatingResolver {
+    fn available(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            if let Ok(cached) = self.availability.lock() {
+                if let Some((checked, available)) = *cached {
+                    let keep = if available {
+                        AVAILABLE_RECHECK
+                    } else {
+                        UNAVAILABLE_RECHECK
+                    };
+                    if checked.elapsed() < keep {
+                        return available;
+                    }
+                }
+            }
+            let available = match self
+                .inner
+                .lookup(self.anchor_zone.as_str(), RecordType::DNSKEY)
+                .await
+            {
+                Ok(lookup) => lookup.answers().iter().any(|record| record.proof.is_secure()),
+                Err(error) => {
+                    tracing::warn!(
+                        zone = %self.anchor_zone,
+                        %error,
+                        "DNSSEC cannot be validated through this resolver; DANE does not apply"
+                    );
+                    false
+                }
+            };
+            if let Ok(mut cached) = self.availability.lock() {
+                *cached = Some((std::time::Instant::now(), available));
+            }
+            available
+        })
+    }
+
+    fn mx<'a>(&'a self, domain: &'a Domain) -> BoxFuture<'a, Result<Validated<MxAnswer>, DnsError>> {
+        Box::pin(async move {
+            let result = self.inner.mx_lookup(fqdn(domain.as_str())).await;
+            let validated = validated_records(domain.as_str(), result)?;
+            let records = validated
+                .answer
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                    _ => None,
+                })
+                .collect();
+            Ok(Validated {
+                answer: MxAnswer::from_records(records),
+                secure: validated.secure,
+            })
+        })
+    }
+
+    fn tlsa<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, Result<Validated<Vec<Tlsa>>, DnsError>> {
+        Box::pin(async move {
+            let name = format!("_{port}._tcp.{}", fqdn(host));
+            let result = self.inner.tlsa_lookup(name.as_str()).await;
+            let validated = match validated_records(&name, result) {
+                // A missing TLSA name is simply no DANE for this host.
+                Err(DnsError::NotFound { .. }) => {
+                    return Ok(Validated {
+                        answer: Vec::new(),
+                        secure: false,
+                    })
+                }
+                other => other?,
+            };
+            let records = validated
+                .answer
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TLSA(tlsa) => Some(Tlsa {
+                        usage: tlsa.cert_usage.into(),
+                        selector: tlsa.selector.into(),
+                        matching: tlsa.matching.into(),
+                        data: tlsa.cert_data.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Ok(Validated {
+                answer: records,
+                secure: validated.secure,
+            })
         })
     }
 }

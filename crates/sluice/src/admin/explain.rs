@@ -310,11 +310,26 @@ pub(super) async fn handle(
     let policy = state.backend.policy().await?;
     // The dry run parses and may scan the message: content work stays off
     // the runtime threads that serve the API and SMTP sessions.
-    tokio::task::spawn_blocking(move || explain(&policy, &request))
+    let mut explanation = tokio::task::spawn_blocking(move || explain(&policy, &request))
         .await
         .map_err(|e| super::AdminError::Internal(e.to_string()))?
-        .map(axum::Json)
-        .map_err(super::AdminError::Invalid)
+        .map_err(super::AdminError::Invalid)?;
+    // MX deliveries: a policy the domain publishes (SPEC section 10)
+    // overrides the connector's level; it needs DNS, so it is asked here.
+    for recipient in &mut explanation.recipients {
+        let Some(domain) = recipient
+            .next_hop
+            .as_deref()
+            .and_then(|hop| hop.strip_prefix("MX of "))
+        else {
+            continue;
+        };
+        if let Some(published) = state.backend.published_tls_policy(domain.to_string()).await? {
+            let level = recipient.tls.take().unwrap_or_default();
+            recipient.tls = Some(format!("{published} [connector level: {level}]"));
+        }
+    }
+    Ok(axum::Json(explanation))
 }
 
 /// The routing step that gave `address` its `route`: step 1 when a rule's

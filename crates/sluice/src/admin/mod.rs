@@ -24,6 +24,7 @@ mod quarantine;
 mod queue;
 pub mod scan;
 mod stats;
+mod tls_reports;
 mod trace;
 mod ui;
 mod validation;
@@ -35,6 +36,7 @@ pub use queue::{
     RecipientQueueStatus, RecipientView, RetryAllResult, AGE_BUCKETS_MINUTES,
 };
 pub use stats::{EventStamp, NodeStats, StatsView};
+pub use tls_reports::TlsReportSent;
 pub use trace::{TraceEventView, TraceQuery};
 
 use crate::config::objects::{ObjectKind, ObjectSet};
@@ -114,6 +116,17 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Queue depth by status, the quarantine's size, the ids queued now and
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
+
+    /// The TLS policy `domain` publishes for MX delivery (DANE, MTA-STS),
+    /// for `route explain`; `None` when none.
+    fn published_tls_policy(&self, _domain: String) -> BoxFuture<'_, Result<Option<String>, AdminError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Queues the TLS-RPT reports counted so far, today's included.
+    fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<TlsReportSent>, AdminError>> {
+        Box::pin(async { Err(AdminError::NotFound("TLS reporting on this node".into())) })
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -222,6 +235,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .merge(queue::routes())
         .merge(quarantine::routes())
         .merge(trace::routes())
+        .merge(tls_reports::routes())
         .route("/apply", post(apply))
         .route("/export", get(export))
         .route("/outbound-connectors/{name}/validate", post(validation::validate))

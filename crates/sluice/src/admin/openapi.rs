@@ -162,6 +162,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::trace::trace,
         super::stats::stats,
         super::scan::scan,
+        super::tls_reports::send,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -295,7 +296,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 50, "{operations:?}");
+        assert_eq!(operations.len(), 51, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -362,6 +363,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 47);
+        assert_eq!(checked, 2 * 48);
     }
 }

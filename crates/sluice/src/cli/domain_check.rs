@@ -38,7 +38,11 @@ pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), 
         .build()
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let lines = runtime
-        .block_on(check(resolver.as_ref(), &config, &domain))
+        .block_on(async {
+            let mut lines = check(resolver.as_ref(), &config, &domain).await?;
+            lines.extend(super::domain_tls::tls_lines(resolver.clone(), &config, &domain).await);
+            Ok::<_, String>(lines)
+        })
         .map_err(|unreachable| {
             let source = match config.dns {
                 DnsSource::System => "the system resolver".to_string(),

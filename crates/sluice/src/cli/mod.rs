@@ -12,6 +12,7 @@ mod client;
 mod connector_flags;
 mod demo;
 mod domain_check;
+mod domain_tls;
 mod edm;
 mod node;
 mod objects;
@@ -21,6 +22,7 @@ mod queue;
 pub(crate) mod route;
 mod rule;
 mod scan;
+mod tlsrpt;
 mod trace;
 
 pub use connector_flags::{
@@ -93,6 +95,9 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// The message trace: one line per event, grouped by message.
     Trace(TraceArgs),
+    /// TLS-RPT (RFC 8460) reports of outbound TLS.
+    #[command(subcommand)]
+    Tlsrpt(TlsRptCommand),
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
@@ -112,6 +117,13 @@ pub enum Command {
         #[arg(long)]
         show_matches: bool,
     },
+}
+
+/// `sluice tlsrpt ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsRptCommand {
+    /// Queue the reports counted so far, today's included.
+    Send(JsonFlag),
 }
 
 /// `sluice apply`.
@@ -396,6 +408,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Queue(command) => queue::run(global, command),
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
+        Command::Tlsrpt(command) => tlsrpt::run(global, command),
         Command::Route(command) => route::run(global, command),
         Command::Edm(command) => edm::run(global, command),
         Command::Scan { files, show_matches } => scan::run(files, *show_matches),

@@ -119,6 +119,21 @@ pub(crate) fn effective_settings(config: &Config) -> String {
     let bind = config.bind_address.map(|a| a.to_string()).unwrap_or_default();
     lines.push(format!("bind_address = {bind:?}"));
     lines.push(format!("mx_port = {}", config.mx_port));
+    lines.push(format!("dane = {}", config.dane));
+    lines.push(format!("mta_sts = {}", config.mta_sts));
+    if let Some(anchor) = &config.dnssec_trust_anchor {
+        lines.push(format!(
+            "dnssec_trust_anchor = {:?}",
+            anchor.display().to_string()
+        ));
+    }
+    lines.push(format!("mta_sts_port = {}", config.mta_sts_port));
+    lines.push("\n[reporting]".to_string());
+    let from = match &config.reporting_from {
+        Some(from) => from.to_string(),
+        None => format!("tls-reports@{}", config.hostname),
+    };
+    lines.push(format!("from = {from:?}"));
     lines.push("\n[admin]".to_string());
     lines.push(format!("listen = {:?}", config.admin_listen.to_string()));
     lines.push("\n[trace]".to_string());

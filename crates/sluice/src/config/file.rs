@@ -22,6 +22,8 @@ pub struct NodeFile {
     trace: TraceSection,
     #[serde(default)]
     dlp: DlpSection,
+    #[serde(default)]
+    reporting: ReportingSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +68,16 @@ struct DeliverySection {
     max_per_destination: Option<usize>,
     bind_address: Option<String>,
     mx_port: Option<u16>,
+    dane: Option<bool>,
+    mta_sts: Option<bool>,
+    dnssec_trust_anchor: Option<String>,
+    mta_sts_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportingSection {
+    from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +196,14 @@ impl NodeFile {
         if content_memory < 1_000_000 {
             return Err(invalid("node.content_memory", "must be at least 1MB"));
         }
+        let reporting_from = self
+            .reporting
+            .from
+            .map(|from| {
+                crate::message::Address::parse(&from)
+                    .map_err(|_| invalid("reporting.from", format!("{from:?} is not a mail address")))
+            })
+            .transpose()?;
         Ok(Config {
             hostname: self.node.hostname.unwrap_or_else(system_hostname),
             content_memory,
@@ -226,6 +246,11 @@ impl NodeFile {
             )?,
             bind_address,
             mx_port: self.delivery.mx_port.unwrap_or(25),
+            dane: self.delivery.dane.unwrap_or(true),
+            mta_sts: self.delivery.mta_sts.unwrap_or(true),
+            dnssec_trust_anchor: self.delivery.dnssec_trust_anchor.map(|p| path(&p)),
+            mta_sts_port: self.delivery.mta_sts_port.unwrap_or(443),
+            reporting_from,
             admin_listen: socket(
                 "admin.listen",
                 self.admin.listen.as_deref().unwrap_or("127.0.0.1:8025"),

@@ -105,6 +105,16 @@ pub struct Config {
     pub bind_address: Option<std::net::IpAddr>,
     /// Port of MX deliveries.
     pub mx_port: u16,
+    /// DANE for MX deliveries (RFC 7672).
+    pub dane: bool,
+    /// MTA-STS for MX deliveries (RFC 8461).
+    pub mta_sts: bool,
+    /// DNSSEC trust anchor (DNSKEY records); `None`: the IANA root keys.
+    pub dnssec_trust_anchor: Option<PathBuf>,
+    /// Port of the MTA-STS policy server (443; tests use a high port).
+    pub mta_sts_port: u16,
+    /// Sender of TLS-RPT reports; `None`: `tls-reports@` the hostname.
+    pub reporting_from: Option<crate::message::Address>,
     /// Admin API listener.
     pub admin_listen: SocketAddr,
     /// Trace retention.
@@ -212,6 +222,30 @@ mod tests {
         assert!(error.contains("smtp.max_connections_per_ip"), "{error}");
         let never: NodeFile = toml::from_str("[smtp]\nsession_timeout = \"0s\"\n").unwrap();
         assert!(never.validate(Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn outbound_tls_policy_settings() {
+        let defaults = Config::load(None).unwrap();
+        assert!(defaults.dane && defaults.mta_sts);
+        assert_eq!(defaults.mta_sts_port, 443);
+        assert_eq!(defaults.dnssec_trust_anchor, None);
+        assert_eq!(defaults.reporting_from, None);
+        let file: NodeFile = toml::from_str(
+            "[delivery]\ndane = false\nmta_sts = false\ndnssec_trust_anchor = \"k.key\"\nmta_sts_port = 8443\n\n[reporting]\nfrom = \"tls@contoso.test\"\n",
+        )
+        .unwrap();
+        let config = file.validate(Path::new("/etc/sluice")).unwrap();
+        assert!(!config.dane && !config.mta_sts);
+        assert_eq!(config.mta_sts_port, 8443);
+        assert_eq!(
+            config.dnssec_trust_anchor,
+            Some(PathBuf::from("/etc/sluice/k.key"))
+        );
+        assert_eq!(config.reporting_from.unwrap().to_string(), "tls@contoso.test");
+        let bad: NodeFile = toml::from_str("[reporting]\nfrom = \"not an address\"\n").unwrap();
+        let error = bad.validate(Path::new(".")).unwrap_err();
+        assert!(error.to_string().contains("reporting.from"), "{error}");
     }
 
     #[test]

@@ -1,17 +1,16 @@
 //! One outbound SMTP connection: TCP (bound to the node's source address),
 //! reply reading with smtp-proto, EHLO/HELO, and the STARTTLS upgrade
-//! decided by the route's [`TlsPolicy`].
+//! decided by the host's [`PeerTls`].
 //!
 //! [`establish`] returns a connection ready for MAIL FROM, or the
 //! temporary-failure reply that makes the caller fail over to the next
 //! address. A required TLS level that is not met ends here: no command
 //! after EHLO is ever sent in clear on such a connection.
 
-use super::tls_policy::{self, TlsConfigs};
+use super::tls_policy::{PeerTls, TlsConfigs};
 use super::DeliverySettings;
 use crate::message::Reply;
 use crate::receive::TlsInfo;
-use crate::route::TlsPolicy;
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::EhloResponse;
 use std::fmt;
@@ -400,18 +399,41 @@ fn reply_from(response: smtp_proto::Response<String>) -> Reply {
     }
 }
 
+/// Why [`establish`] gave up on an address: the reply recorded for the
+/// recipients, and the RFC 8460 result type when TLS was the reason.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) reply: Reply,
+    pub(super) tls: Option<mail_auth::report::tlsrpt::ResultType>,
+}
+
+impl From<Reply> for Refusal {
+    fn from(reply: Reply) -> Self {
+        Refusal { reply, tls: None }
+    }
+}
+
+fn tls_refusal(reply: Reply, result: mail_auth::report::tlsrpt::ResultType) -> Refusal {
+    Refusal {
+        reply,
+        tls: Some(result),
+    }
+}
+
 /// Connects to `addr` and brings the session to the point where MAIL FROM
-/// may be sent, enforcing `policy`. `host` is the name the route gave (for
+/// may be sent, enforcing `policy` (the route's level or the host's DANE
+/// or MTA-STS policy). `host` is the name the route gave (for
 /// SNI and `DomainValidation` without a domain). `Err` is the reply of a
 /// temporary failure; the caller tries the next address.
 pub(super) async fn establish(
     addr: SocketAddr,
     host: &str,
-    policy: &TlsPolicy,
+    policy: &PeerTls,
     helo: &str,
     settings: &DeliverySettings,
     tls: &TlsConfigs,
-) -> Result<Connection, Reply> {
+) -> Result<Connection, Refusal> {
+    use mail_auth::report::tlsrpt::ResultType;
     let peer = addr.to_string();
     let mut try_starttls = true;
     loop {
@@ -424,7 +446,7 @@ pub(super) async fn establish(
             .map_err(|error| error.to_reply(&peer))?;
         if !greeting.is_positive() {
             connection.quit().await;
-            return Err(unwelcome(&peer, "greeting", greeting));
+            return Err(unwelcome(&peer, "greeting", greeting).into());
         }
         match connection
             .greet(helo, settings.command_timeout)
@@ -434,7 +456,7 @@ pub(super) async fn establish(
             Ok(()) => {}
             Err(reply) => {
                 connection.quit().await;
-                return Err(unwelcome(&peer, "EHLO", reply));
+                return Err(unwelcome(&peer, "EHLO", reply).into());
             }
         }
         if !try_starttls {
@@ -443,7 +465,10 @@ pub(super) async fn establish(
         if !connection.offers(smtp_proto::EXT_START_TLS) {
             if policy.requires_tls() {
                 connection.quit().await;
-                return Err(tls_policy::starttls_missing_reply(policy, &peer));
+                return Err(tls_refusal(
+                    policy.starttls_missing(&peer),
+                    ResultType::StartTlsNotSupported,
+                ));
             }
             return Ok(connection);
         }
@@ -458,13 +483,16 @@ pub(super) async fn establish(
         if reply.code != 220 {
             if policy.requires_tls() {
                 connection.quit().await;
-                return Err(tls_policy::starttls_refused_reply(policy, &peer, &reply));
+                return Err(tls_refusal(
+                    policy.starttls_refused(&peer, &reply),
+                    ResultType::StartTlsNotSupported,
+                ));
             }
             // A refused STARTTLS leaves the clear session usable.
             return Ok(connection);
         }
-        let name = tls_policy::server_name(policy, host)?;
-        let connector = TlsConnector::from(tls.for_policy(policy));
+        let name = policy.server_name(host)?;
+        let connector = TlsConnector::from(policy.client_config(tls, host, &peer)?);
         match connection
             .start_tls(connector, name, settings.command_timeout)
             .await
@@ -479,12 +507,15 @@ pub(super) async fn establish(
                     Ok(()) => return Ok(secured),
                     Err(reply) => {
                         secured.quit().await;
-                        return Err(unwelcome(&peer, "EHLO after STARTTLS", reply));
+                        return Err(unwelcome(&peer, "EHLO after STARTTLS", reply).into());
                     }
                 }
             }
             Err(error) if policy.requires_tls() => {
-                return Err(tls_policy::handshake_failure_reply(policy, host, &peer, &error));
+                return Err(tls_refusal(
+                    policy.handshake_failure(host, &peer, &error),
+                    policy.failure_type(&error),
+                ));
             }
             Err(error) => {
                 // Opportunistic: as Postfix does, reconnect and stay in clear.

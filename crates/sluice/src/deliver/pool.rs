@@ -8,7 +8,6 @@
 //! connections stay near that cap. Expired connections get a QUIT.
 
 use super::connection::Connection;
-use crate::route::TlsPolicy;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -20,8 +19,8 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 
 /// Which cached connections can serve a job: same server, same TLS
 /// policy (a connection's TLS state was decided by it), same EHLO name.
-pub(super) fn pool_key(host: &str, port: u16, policy: &TlsPolicy, helo: &str) -> String {
-    format!("{host}:{port}|{policy:?}|{helo}")
+pub(super) fn pool_key(host: &str, port: u16, policy: &str, helo: &str) -> String {
+    format!("{host}:{port}|{policy}|{helo}")
 }
 
 /// What the concurrency cap counts: one destination host.

@@ -9,7 +9,9 @@
 //! - chain and name (`DomainValidation`): rustls' webpki verifier with the
 //!   required name as the server name (RFC 6125 wildcards).
 
+use super::dane::DaneVerifier;
 use super::DeliverError;
+use crate::dns::Tlsa;
 use crate::message::Reply;
 use crate::route::TlsPolicy;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,6 +30,14 @@ pub(super) struct TlsConfigs {
     any_certificate: Arc<ClientConfig>,
     chain_only: Arc<ClientConfig>,
     chain_and_name: Arc<ClientConfig>,
+    /// Chain and name, no client certificate: MTA-STS policy fetches.
+    pub(super) https: Arc<ClientConfig>,
+    /// The verifiers behind the three configs, by level (MTA-STS
+    /// `testing` wraps them).
+    verifiers: [Arc<dyn ServerCertVerifier>; 3],
+    /// For the per-host configs DANE builds from TLSA records.
+    provider: Arc<CryptoProvider>,
+    identity: Option<Identity>,
 }
 
 impl TlsConfigs {
@@ -57,10 +67,52 @@ impl TlsConfigs {
                 .build()
                 .map_err(|error| DeliverError::Tls(error.to_string()))?;
         Ok(TlsConfigs {
-            any_certificate: client_config(&provider, any, identity.clone())?,
-            chain_only: client_config(&provider, chain, identity.clone())?,
-            chain_and_name: client_config(&provider, named, identity)?,
+            any_certificate: client_config(&provider, any.clone(), identity.clone())?,
+            chain_only: client_config(&provider, chain.clone(), identity.clone())?,
+            chain_and_name: client_config(&provider, named.clone(), identity.clone())?,
+            https: client_config(&provider, named.clone(), None)?,
+            verifiers: [any, chain, named],
+            provider,
+            identity,
         })
+    }
+
+    /// A config judging by `policy` that records what MTA-STS `enforce`
+    /// would say of the certificate for `mx_host`.
+    fn observing(
+        &self,
+        policy: &TlsPolicy,
+        mx_host: &str,
+        observation: &Observation,
+    ) -> Result<Arc<ClientConfig>, DeliverError> {
+        let [any, chain, named] = &self.verifiers;
+        let lenient = match policy {
+            TlsPolicy::Opportunistic | TlsPolicy::EncryptionOnly => any.clone(),
+            TlsPolicy::CertificateValidation => chain.clone(),
+            TlsPolicy::DomainValidation { .. } => named.clone(),
+        };
+        let mx_host = ServerName::try_from(mx_host.to_string())
+            .map_err(|_| DeliverError::Tls(format!("{mx_host:?} is not a server name")))?;
+        // A new handshake: forget what an earlier address's said.
+        if let Ok(mut observed) = observation.0.lock() {
+            *observed = None;
+        }
+        let verifier = Arc::new(ObservingVerifier {
+            lenient,
+            strict: named.clone(),
+            mx_host,
+            observation: observation.clone(),
+        });
+        client_config(&self.provider, verifier, self.identity.clone())
+    }
+
+    /// A config that accepts only a server matching `records` (DANE).
+    fn for_tlsa(&self, records: &Arc<Vec<Tlsa>>) -> Result<Arc<ClientConfig>, DeliverError> {
+        let verifier = Arc::new(DaneVerifier {
+            records: records.clone(),
+            algorithms: self.provider.signature_verification_algorithms,
+        });
+        client_config(&self.provider, verifier, self.identity.clone())
     }
 
     /// The config that enforces `policy`.
@@ -69,6 +121,253 @@ impl TlsConfigs {
             TlsPolicy::Opportunistic | TlsPolicy::EncryptionOnly => self.any_certificate.clone(),
             TlsPolicy::CertificateValidation => self.chain_only.clone(),
             TlsPolicy::DomainValidation { .. } => self.chain_and_name.clone(),
+        }
+    }
+}
+
+/// How one host's TLS is judged on an attempt: the route's level, or a
+/// policy the destination publishes (SPEC section 10: DANE, else MTA-STS,
+/// else the connector's level).
+#[derive(Debug, Clone)]
+pub(super) enum PeerTls {
+    /// The route's level (connector, or opportunistic for plain MX).
+    Level(TlsPolicy),
+    /// DANE: TLS required and the certificate must match one of these
+    /// usable TLSA records (none: TLS required, any certificate).
+    Dane(Arc<Vec<Tlsa>>),
+    /// MTA-STS `enforce`: TLS required, a chain to the trust roots and the
+    /// MX host's name.
+    MtaSts,
+    /// MTA-STS `testing`: the route's level applies; what `enforce` would
+    /// have refused is observed, for TLS-RPT.
+    MtaStsTesting(TlsPolicy, Observation),
+}
+
+/// What an MTA-STS `testing` handshake would have failed on under
+/// `enforce` (the certificate's chain or name), recorded by the verifier.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Observation(Arc<std::sync::Mutex<Option<rustls::Error>>>);
+
+impl Observation {
+    /// The recorded failure, as an RFC 8460 result type.
+    pub(super) fn failure(&self) -> Option<mail_auth::report::tlsrpt::ResultType> {
+        let error = self.0.lock().ok()?.clone()?;
+        Some(result_type(&error, false))
+    }
+}
+
+/// The RFC 8460 result type of a certificate rejection.
+fn result_type(error: &rustls::Error, dane: bool) -> mail_auth::report::tlsrpt::ResultType {
+    use mail_auth::report::tlsrpt::ResultType;
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure) if dane => {
+            ResultType::TlsaInvalid
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => ResultType::CertificateHostMismatch,
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => ResultType::CertificateExpired,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            ResultType::CertificateNotTrusted
+        }
+        _ => ResultType::ValidationFailure,
+    }
+}
+
+/// Judges a certificate by the route's level (`lenient`) while recording
+/// what MTA-STS `enforce` (`strict`, for `mx_host`) would have said.
+#[derive(Debug)]
+struct ObservingVerifier {
+    lenient: Arc<dyn ServerCertVerifier>,
+    strict: Arc<dyn ServerCertVerifier>,
+    mx_host: ServerName<'static>,
+    observation: Observation,
+}
+
+impl ServerCertVerifier for ObservingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(error) =
+            self.strict
+                .verify_server_cert(end_entity, intermediates, &self.mx_host, ocsp_response, now)
+        {
+            if let Ok(mut observed) = self.observation.0.lock() {
+                *observed = Some(error);
+            }
+        }
+        self.lenient
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.lenient.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.lenient.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.lenient.supported_verify_schemes()
+    }
+}
+
+impl PeerTls {
+    /// Whether clear text is forbidden.
+    pub(super) fn requires_tls(&self) -> bool {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => policy.requires_tls(),
+            PeerTls::Dane(_) | PeerTls::MtaSts => true,
+        }
+    }
+
+    /// What the trace calls it (`tls=NAME`).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            PeerTls::Level(policy) => policy.name(),
+            PeerTls::Dane(_) => "dane",
+            PeerTls::MtaSts => "mta-sts",
+            PeerTls::MtaStsTesting(..) => "mta-sts-testing",
+        }
+    }
+
+    /// What a cached connection must have been opened under to be reused.
+    pub(super) fn pool_label(&self) -> String {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => format!("{policy:?}"),
+            PeerTls::Dane(records) => format!("dane{:?}", records.as_slice()),
+            PeerTls::MtaSts => "mta-sts".to_string(),
+        }
+    }
+
+    /// The rustls config that enforces this.
+    pub(super) fn client_config(
+        &self,
+        configs: &TlsConfigs,
+        host: &str,
+        peer: &str,
+    ) -> Result<Arc<ClientConfig>, Reply> {
+        match self {
+            PeerTls::MtaStsTesting(policy, observation) => configs
+                .observing(policy, host, observation)
+                .map_err(|error| Reply::new(454, [4, 7, 5], format!("TLS with {peer}: {error}"))),
+            PeerTls::Level(policy) => Ok(configs.for_policy(policy)),
+            PeerTls::MtaSts => Ok(configs.chain_and_name.clone()),
+            PeerTls::Dane(records) => configs
+                .for_tlsa(records)
+                .map_err(|error| Reply::new(454, [4, 7, 5], format!("DANE with {peer}: {error}"))),
+        }
+    }
+
+    /// The name given to the handshake (SNI, and the name checked).
+    pub(super) fn server_name(&self, host: &str) -> Result<ServerName<'static>, Reply> {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => server_name(policy, host),
+            PeerTls::Dane(_) | PeerTls::MtaSts => server_name(&TlsPolicy::Opportunistic, host),
+        }
+    }
+
+    /// The reply when TLS is required and the host offers no STARTTLS.
+    pub(super) fn starttls_missing(&self, peer: &str) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
+                starttls_missing_reply(policy, peer)
+            }
+            PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
+                454,
+                [4, 7, 5],
+                format!(
+                    "TLS required ({}) but {peer} does not offer STARTTLS",
+                    self.name()
+                ),
+            ),
+        }
+    }
+
+    /// The reply when TLS is required and STARTTLS is refused.
+    pub(super) fn starttls_refused(&self, peer: &str, reply: &Reply) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
+                starttls_refused_reply(policy, peer, reply)
+            }
+            PeerTls::Dane(_) | PeerTls::MtaSts => Reply::new(
+                454,
+                [4, 7, 5],
+                format!(
+                    "TLS required ({}) but {peer} refused STARTTLS: {reply}",
+                    self.name()
+                ),
+            ),
+        }
+    }
+
+    /// The RFC 8460 result type of a failed handshake (TLS-RPT).
+    pub(super) fn failure_type(&self, error: &std::io::Error) -> mail_auth::report::tlsrpt::ResultType {
+        match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls_error) => result_type(tls_error, matches!(self, PeerTls::Dane(_))),
+            None => mail_auth::report::tlsrpt::ResultType::ValidationFailure,
+        }
+    }
+
+    /// What MTA-STS `testing` observed `enforce` would have refused.
+    pub(super) fn observed_failure(&self) -> Option<mail_auth::report::tlsrpt::ResultType> {
+        match self {
+            PeerTls::MtaStsTesting(_, observation) => observation.failure(),
+            _ => None,
+        }
+    }
+
+    /// The reply for a failed handshake under a required policy.
+    pub(super) fn handshake_failure(&self, host: &str, peer: &str, error: &std::io::Error) -> Reply {
+        match self {
+            PeerTls::Level(policy) | PeerTls::MtaStsTesting(policy, _) => {
+                handshake_failure_reply(policy, host, peer, error)
+            }
+            PeerTls::MtaSts => {
+                let mut reply =
+                    handshake_failure_reply(&TlsPolicy::DomainValidation { domain: None }, host, peer, error);
+                reply.text = format!("MTA-STS policy (enforce): {}", reply.text);
+                reply
+            }
+            PeerTls::Dane(records) => {
+                let tls_error = error
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                let text = match tls_error {
+                    Some(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    )) => {
+                        format!(
+                            "DANE: certificate of {peer} matches none of the {} TLSA records of {host}",
+                            records.len()
+                        )
+                    }
+                    Some(other) => format!("DANE: TLS handshake with {peer} failed: {other}"),
+                    None => format!("DANE: TLS handshake with {peer} failed: {error}"),
+                };
+                Reply::new(454, [4, 7, 5], text)
+            }
         }
     }
 }

@@ -623,7 +623,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::PermFail(reply) => {
@@ -639,7 +639,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::TempFail(reply) if expired => {
@@ -659,7 +659,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                     Outcome::TempFail(reply) => {
@@ -698,7 +698,7 @@ impl Queue {
                             to,
                             connector,
                             attempt.host.clone(),
-                            Some(reply.to_string()),
+                            Some(delivery_detail(&attempt, reply)),
                         ));
                     }
                 }
@@ -816,6 +816,21 @@ impl Queue {
         Some((self.generated(sender, &notice), notice))
     }
 
+    /// Queues a report this node wrote (TLS-RPT) from `<>` to `to`,
+    /// routed now; returns its queue id once stored.
+    pub async fn enqueue_report(
+        &self,
+        to: crate::message::Address,
+        content: Vec<u8>,
+        detail: String,
+    ) -> Result<QueueId, QueueError> {
+        let entry = self.generated(to, &content);
+        let id = entry.id.clone();
+        let events = vec![event(&entry, TraceKind::Received, None, None, Some(detail))];
+        self.enqueue(entry, content, events).await?;
+        Ok(id)
+    }
+
     /// A message this node writes itself, from `<>` to `to`, routed now.
     fn generated(&self, to: crate::message::Address, content: &[u8]) -> QueueEntry {
         let now = now_ms();
@@ -862,6 +877,7 @@ fn temporary_failure(entry: &QueueEntry, indexes: &[usize], reply: &Reply) -> De
         host: None,
         tls: None,
         dsn_passed_on: false,
+        tls_policy: None,
         outcomes: indexes
             .iter()
             .map(|&i| {
@@ -906,6 +922,15 @@ fn event_for(
         connector,
         remote_host,
         detail,
+    }
+}
+
+/// The trace detail of a delivery outcome: the TLS policy the host was
+/// held to (`tls=dane`, `tls=mta-sts`, ...; SPEC section 10), then the reply.
+fn delivery_detail(attempt: &DeliveryAttempt, reply: &Reply) -> String {
+    match &attempt.tls_policy {
+        Some(policy) => format!("tls={policy} {reply}"),
+        None => reply.to_string(),
     }
 }
 

@@ -31,6 +31,7 @@ impl Transport for Scripted {
                 host: Some("127.0.0.9:25".into()),
                 tls: None,
                 dsn_passed_on: false,
+                tls_policy: None,
                 outcomes,
             }
         })
@@ -426,6 +427,9 @@ impl Store for FlakyContent {
     }
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
         self.inner.trace_events(since_ms)
+    }
+    fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.tls_state(prefix)
     }
 }
 

@@ -236,6 +236,22 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { self.queue.act(&QueueId(id), action).await.map_err(internal) })
     }
 
+    fn published_tls_policy(&self, domain: String) -> BoxFuture<'_, Result<Option<String>, AdminError>> {
+        Box::pin(async move {
+            let domain =
+                crate::message::Domain::parse(&domain).map_err(|e| AdminError::Invalid(e.to_string()))?;
+            Ok(self.deliverer.published_tls_policy(&domain).await)
+        })
+    }
+
+    fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<crate::admin::TlsReportSent>, AdminError>> {
+        Box::pin(async move {
+            super::tls_reports::send(&self.deliverer, &self.queue, true)
+                .await
+                .map_err(internal)
+        })
+    }
+
     fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>> {
         Box::pin(async move {
             let done = self.queue.retry_all().await.map_err(internal)?;
@@ -442,6 +458,7 @@ mod tests {
                 host: None,
                 tls: None,
                 dsn_passed_on: false,
+                tls_policy: None,
                 outcomes,
             }))
         }

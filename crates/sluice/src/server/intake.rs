@@ -16,8 +16,7 @@ use crate::config::objects::Policy;
 use crate::message::{header_message_id, QueueId, Reply};
 use crate::queue::{
     self, Acceptance, ContentMemory, DsnAction, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry,
-    QueuedRecipient,
-    RecipientStatus, Source,
+    QueuedRecipient, RecipientStatus, Source,
 };
 use crate::receive::relay_control::sender_in_organization;
 use crate::receive::{Intake, Refusal, Submission};

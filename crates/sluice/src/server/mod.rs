@@ -8,6 +8,7 @@
 
 mod admin_backend;
 mod intake;
+mod tls_reports;
 
 pub use admin_backend::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
@@ -98,6 +99,7 @@ impl Transport for Outbound {
                         host: None,
                         tls: None,
                         dsn_passed_on: false,
+                        tls_policy: None,
                         outcomes,
                     }
                 });
@@ -125,7 +127,14 @@ impl Node {
     /// Builds every stage and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         let resolver = crate::dns::resolver(&config.dns).context("cannot set up DNS resolution")?;
-        Node::start_with_resolver(config, resolver).await
+        let secure = if config.dane {
+            let secure = crate::dns::secure_resolver(&config.dns, config.dnssec_trust_anchor.as_deref())
+                .context("cannot set up DNSSEC validation for DANE")?;
+            Some(secure)
+        } else {
+            None
+        };
+        Node::start_with_resolvers(config, resolver, secure).await
     }
 
     /// As [`Node::start`], resolving names with `resolver` (the demo's
@@ -133,6 +142,16 @@ impl Node {
     pub async fn start_with_resolver(
         config: Config,
         resolver: Arc<dyn crate::dns::Resolver>,
+    ) -> anyhow::Result<Node> {
+        Node::start_with_resolvers(config, resolver, None).await
+    }
+
+    /// As [`Node::start_with_resolver`], with DNSSEC-validating lookups
+    /// for DANE when `secure` is given.
+    async fn start_with_resolvers(
+        config: Config,
+        resolver: Arc<dyn crate::dns::Resolver>,
+        secure: Option<Arc<dyn crate::dns::SecureResolver>>,
     ) -> anyhow::Result<Node> {
         raise_open_files_limit(config.max_connections);
         crate::private_dir::secure_data_dir(&config.data_dir)
@@ -150,7 +169,25 @@ impl Node {
         settings.bind_address = config.bind_address;
         settings.mx_port = config.mx_port;
         settings.max_per_destination = config.max_per_destination;
-        let deliverer = Arc::new(Deliverer::new(settings, resolver).context("cannot set up delivery")?);
+        let mut deliverer = Deliverer::new(settings, resolver).context("cannot set up delivery")?;
+        if let Some(secure) = secure {
+            deliverer = deliverer.with_dane(secure);
+        }
+        if config.mta_sts {
+            deliverer = deliverer
+                .with_mta_sts(store.clone(), config.mta_sts_port)
+                .context("cannot set up MTA-STS")?;
+        }
+        if config.dane || config.mta_sts {
+            let from = match &config.reporting_from {
+                Some(from) => from.clone(),
+                None => crate::message::Address::parse(&format!("tls-reports@{}", config.hostname))
+                    .context("[reporting] from is unset and tls-reports@HOSTNAME is not an address")?,
+            };
+            let reports = crate::deliver::TlsReports::new(store.clone(), config.hostname.clone(), from);
+            deliverer = deliverer.with_tls_reports(Arc::new(reports));
+        }
+        let deliverer = Arc::new(deliverer);
         let queue = Queue::start(
             store.clone(),
             Arc::new(Outbound {
@@ -229,8 +266,13 @@ impl Node {
             queue: queue.clone(),
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
-            deliverer,
+            deliverer: deliverer.clone(),
         });
+        tasks.push(tls_reports::spawn_daily(
+            deliverer,
+            queue.clone(),
+            shutdown_rx.clone(),
+        ));
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen for the admin API on {}", config.admin_listen))?;

@@ -23,6 +23,7 @@ const QUARANTINE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("quar
 const QUARANTINE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_content");
 /// Key: (time ms << 24) | sequence, so events sort by time and never collide.
 const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
+const TLS_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("tls_state");
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
 const MAX_BATCH: usize = 2048;
@@ -68,11 +69,11 @@ impl EmbeddedStore {
             .set_cache_size(CACHE_SIZE)
             .create(path)
             .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError(format!("another sluice node is using {}", data_dir.display()))
-            }
-            other => err(other),
-        })?;
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError(format!("another sluice node is using {}", data_dir.display()))
+                }
+                other => err(other),
+            })?;
         let db = Arc::new(db);
         {
             let txn = db.begin_write().map_err(err)?;
@@ -82,6 +83,7 @@ impl EmbeddedStore {
             txn.open_table(TRACE).map_err(err)?;
             txn.open_table(QUARANTINE_META).map_err(err)?;
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
+            txn.open_table(TLS_STATE).map_err(err)?;
             txn.commit().map_err(err)?;
         }
         let (writer, jobs) = mpsc::channel();
@@ -139,6 +141,7 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
         let mut trace = txn.open_table(TRACE).map_err(err)?;
         let mut held = txn.open_table(QUARANTINE_META).map_err(err)?;
         let mut held_content = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
+        let mut tls_state = txn.open_table(TLS_STATE).map_err(err)?;
         for job in batch.iter_mut() {
             for write in job.writes.drain(..) {
                 match write {
@@ -186,6 +189,14 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                         let end = (before_ms as u128) << 24;
                         trace.retain_in(..end, |_, _| false).map_err(err)?;
                     }
+                    Write::TlsState { key, value } => match value {
+                        Some(value) => {
+                            tls_state.insert(key.as_str(), value.as_slice()).map_err(err)?;
+                        }
+                        None => {
+                            tls_state.remove(key.as_str()).map_err(err)?;
+                        }
+                    },
                 }
             }
         }
@@ -270,6 +281,20 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(events)
+    }
+
+    fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TLS_STATE).map_err(err)?;
+        let mut found = Vec::new();
+        for row in table.range(prefix..).map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            found.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(found)
     }
 }
 

@@ -45,6 +45,14 @@ pub enum Write {
     Unquarantine(QueueId),
     /// Drop trace events older than this (ms).
     PruneTrace(u64),
+    /// Outbound TLS policy state (SPEC section 10: cached MTA-STS
+    /// policies, TLS-RPT counters) under `key`; `None` deletes it.
+    TlsState {
+        /// `mta-sts/DOMAIN`, `tls-rpt/DAY/DOMAIN`, ...
+        key: String,
+        /// JSON, or `None` to delete.
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// The storage interface every backend implements.
@@ -65,4 +73,6 @@ pub trait Store: Send + Sync + 'static {
     fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Trace events at or after `since_ms`, oldest first.
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
+    /// Outbound TLS policy state whose key starts with `prefix`, by key.
+    fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }

@@ -24,6 +24,8 @@ pub enum Record<'a> {
     },
     /// `name` has the A record `ip`.
     A { name: &'a str, ip: Ipv4Addr },
+    /// `name` has a TXT record with the one string `text`.
+    Txt { name: &'a str, text: &'a str },
 }
 
 impl Dns {
@@ -55,6 +57,7 @@ impl Dns {
                     preference,
                 } => command.arg(format!("--mx-host={domain},{host},{preference}")),
                 Record::A { name, ip } => command.arg(format!("--host-record={name},{ip}")),
+                Record::Txt { name, text } => command.arg(format!("--txt-record={name},{text}")),
             };
         }
         let log = std::fs::File::create(dir.path().join("dnsmasq.log")).expect("dns log");

@@ -9,7 +9,9 @@
 
 #![allow(dead_code)] // each test uses a different part of the harness
 
+mod bind;
 mod dns;
+mod https;
 mod node;
 mod postfix;
 mod process;
@@ -18,7 +20,9 @@ mod sink;
 mod smtp;
 mod tls;
 
+pub use bind::{Bind, Zones};
 pub use dns::{Dns, Record};
+pub use https::PolicyServer;
 pub use node::{Node, NodeOptions};
 pub use postfix::{OnPremOptions, Postfix};
 pub use process::Guarded;

@@ -28,6 +28,12 @@ pub struct NodeOptions {
     pub client_ca: Option<PathBuf>,
     /// `delivery.retry`: short, so retries happen within a test.
     pub retry: Vec<String>,
+    /// `delivery.dnssec_trust_anchor`: the test zone's key (DANE tests).
+    pub dnssec_trust_anchor: Option<PathBuf>,
+    /// `delivery.mta_sts_port`: the test policy server's port.
+    pub mta_sts_port: Option<u16>,
+    /// More TOML appended to the config (e.g. a `[reporting]` section).
+    pub extra_toml: String,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
     pub objects: String,
     /// The umask `sluice serve` starts with (the test runner's when unset).
@@ -53,6 +59,9 @@ impl NodeOptions {
             tls: None,
             client_ca: None,
             retry: vec!["1s".to_string(), "2s".to_string()],
+            dnssec_trust_anchor: None,
+            mta_sts_port: None,
+            extra_toml: String::new(),
             objects: objects.to_string(),
             umask: None,
             smtp_extra: Vec::new(),
@@ -442,6 +451,13 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
     if let Some(ip) = options.bind_address {
         toml += &format!("bind_address = {}\n", quote(&ip.to_string()));
     }
+    if let Some(anchor) = &options.dnssec_trust_anchor {
+        toml += &format!("dnssec_trust_anchor = {}\n", quote(&anchor.display().to_string()));
+    }
+    if let Some(port) = options.mta_sts_port {
+        toml += &format!("mta_sts_port = {port}\n");
+    }
     toml += &format!("\n[admin]\nlisten = {}\n", quote(&admin.to_string()));
+    toml += &options.extra_toml;
     toml
 }
