@@ -24,6 +24,7 @@ mod quarantine;
 mod queue;
 pub mod scan;
 mod stats;
+mod tenants;
 mod trace;
 mod ui;
 mod validation;
@@ -114,6 +115,18 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Queue depth by status, the quarantine's size, the ids queued now and
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
+
+    /// `[partner]` when the node is a scanner for tenants (SPEC section 12).
+    fn partner(&self) -> Option<crate::tenant::PartnerSettings> {
+        None
+    }
+
+    /// The connector validation messages the node recorded, oldest first.
+    fn validations(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::tenant::validation::ValidationRecord>, AdminError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -228,6 +241,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/route/explain", post(explain::handle))
         .route("/scan", post(scan::scan))
         .route("/stats", get(stats::stats))
+        .merge(tenants::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

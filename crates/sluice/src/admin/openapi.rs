@@ -144,6 +144,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::trace::trace,
         super::stats::stats,
         super::scan::scan,
+        super::tenants::list,
+        super::tenants::add,
+        super::tenants::show,
+        super::tenants::remove,
+        super::tenants::kit_text,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -268,6 +273,9 @@ mod tests {
             "POST /api/v1/apply",
             "GET /api/v1/export",
             "POST /api/v1/scan",
+            "GET /api/v1/tenants",
+            "POST /api/v1/tenants",
+            "GET /api/v1/tenants/{name}/kit",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -276,7 +284,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 40, "{operations:?}");
+        assert_eq!(operations.len(), 45, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -343,6 +351,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 37);
+        assert_eq!(checked, 2 * 42);
     }
 }

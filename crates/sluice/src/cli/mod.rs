@@ -20,6 +20,7 @@ mod queue;
 pub(crate) mod route;
 mod rule;
 mod scan;
+mod tenant;
 mod trace;
 
 pub use connector_flags::{
@@ -28,6 +29,7 @@ pub use connector_flags::{
 };
 pub use quarantine::QuarantineCommand;
 pub use rule::{NewRuleArgs, RuleCommand, RuleFlags, RuleModeArg, ScopeArg};
+pub use tenant::{KitFormatArg, TenantCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -95,6 +97,9 @@ pub enum Command {
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// A scanner node's tenants: onboard, show health, print their kit, remove.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Run the reference topology (gateway, scanner, internet) on loopback
     /// and show the trace of a clean and a sensitive message.
     Demo,
@@ -389,6 +394,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Quarantine(command) => quarantine::run(global, command),
         Command::Trace(args) => trace::run(global, args),
         Command::Route(command) => route::run(global, command),
+        Command::Tenant(command) => tenant::run(global, command),
         Command::Scan { files } => scan::run(files),
         Command::Demo => demo::run(),
     }

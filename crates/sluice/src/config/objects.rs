@@ -248,6 +248,9 @@ pub struct Policy {
     pub outbound: Vec<OutboundConnector>,
     /// Enabled mail flow rules in evaluation order (priority, then name).
     pub rules: Vec<Rule>,
+    /// A scanner node's `[partner] validation_address`: accepted from
+    /// anyone, recorded, never relayed (set by the node, not by objects).
+    pub validation_address: Option<crate::message::Address>,
 }
 
 impl Policy {

@@ -19,13 +19,24 @@ pub fn check_recipient(
     recipient: &Address,
 ) -> Result<Route, Reply> {
     let domain = recipient.domain();
+    let is_validation = policy
+        .validation_address
+        .as_ref()
+        .is_some_and(|v| v.to_string().eq_ignore_ascii_case(&recipient.to_string()));
+    if is_validation {
+        // Connector validation on a scanner node: recorded, never relayed.
+        return Ok(Route::Mailbox);
+    }
     let accepted = policy.accepted_domain(domain).is_some();
     if !accepted && !may_relay(policy, classification, mail_from) {
-        return Err(Reply::new(
-            550,
-            [5, 7, 1],
-            format!("Relaying to <{recipient}> denied"),
-        ));
+        let text = if policy.validation_address.is_some() {
+            // A scanner: the usual cause is a tenant whose connector or
+            // sending addresses are not (or no longer) registered here.
+            format!("Relaying to <{recipient}> denied: the sending address is not listed for any tenant of this scanning service")
+        } else {
+            format!("Relaying to <{recipient}> denied")
+        };
+        return Err(Reply::new(550, [5, 7, 1], text));
     }
     Ok(route::route(policy, domain).unwrap_or(Route::Mx))
 }

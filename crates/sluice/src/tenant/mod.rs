@@ -25,6 +25,27 @@ use crate::config::rule_object::{RuleActions, RuleMode, RuleObject, RulePredicat
 use crate::message::{Address, Domain};
 use serde::Deserialize;
 
+/// What a scanner node keeps for its tenants: its settings and the
+/// validation records.
+#[derive(Debug, Clone)]
+pub struct PartnerNode {
+    /// `[partner]`.
+    pub settings: PartnerSettings,
+    /// Validation messages received.
+    pub log: std::sync::Arc<validation::ValidationLog>,
+}
+
+impl PartnerNode {
+    /// `policy` as this node publishes it: with the validation address.
+    pub fn publish(
+        node: Option<&PartnerNode>,
+        mut policy: crate::config::objects::Policy,
+    ) -> crate::config::objects::Policy {
+        policy.validation_address = node.map(|n| n.settings.validation_address.clone());
+        policy
+    }
+}
+
 /// `[partner]` as written in sluice.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
