@@ -118,6 +118,8 @@ where
     let mut output = session.greeting().to_wire().into_bytes();
     let mut buffer = vec![0u8; READ_BUFFER];
     loop {
+        let current = context.policy.borrow().clone();
+        session.refresh_policy(&current);
         while let Some(event) = session.poll() {
             match event {
                 Event::Reply(reply) => output.extend_from_slice(reply.to_wire().as_bytes()),

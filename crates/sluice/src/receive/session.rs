@@ -175,6 +175,24 @@ impl Session {
         self.input.extend_from_slice(bytes);
     }
 
+    /// Takes the node's current objects between transactions (SPEC section
+    /// 4: relay rights and connector choice follow the objects as they are
+    /// when each transaction starts), so a removed or disabled connector
+    /// stops an open, reused connection too. Inside a transaction the
+    /// snapshot stays: recipients already accepted keep their decision.
+    pub fn refresh_policy(&mut self, policy: &Arc<Policy>) {
+        if self.transaction.is_some() || Arc::ptr_eq(&self.policy, policy) {
+            return;
+        }
+        self.policy = policy.clone();
+        let names = self
+            .info
+            .tls
+            .as_ref()
+            .map_or(&[][..], |t| t.client_cert_names.as_slice());
+        self.classification = classify(&self.policy, self.info.peer.ip(), names);
+    }
+
     /// Records a completed TLS handshake after [`Event::StartTls`].
     /// A verified client certificate may now identify the sender (a
     /// certificate match wins over the address match made at connect).

@@ -14,6 +14,7 @@ mod durability;
 mod mx_delivery;
 mod openapi;
 mod operator;
+mod partner;
 mod peers;
 mod queue_verbs;
 mod readme;
