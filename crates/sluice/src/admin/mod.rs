@@ -24,7 +24,7 @@ mod quarantine;
 mod queue;
 pub mod scan;
 mod stats;
-mod tenants;
+pub mod tenants;
 mod trace;
 mod ui;
 mod validation;

@@ -85,24 +85,34 @@ pub(super) async fn add(
     JsonBody(request): JsonBody<TenantRequest>,
 ) -> Result<(StatusCode, Json<TenantView>), AdminError> {
     partner(&state)?;
-    let new = tenants::scanner_objects(&request).map_err(|e| AdminError::Invalid(e.0))?;
-    let domain = new.accepted_domains[0].name.clone();
-    {
+    let domain = {
         let _writing = state.object_writes.lock().await;
-        let stored = state.backend.objects().await?;
-        if let Some(clash) = tenants::conflicts(&stored, &new) {
-            return Err(AdminError::WrongState(format!(
-                "tenant {domain}: {clash}; tenant add never replaces objects it did not create"
-            )));
-        }
-        super::check_merged(stored, new.clone(), false)?;
-        state.backend.apply(new, false).await?;
-    }
+        add_tenant(&*state.backend, &request).await?
+    };
     let view = views(&state, Some(&domain))
         .await?
         .pop()
         .ok_or_else(|| AdminError::Internal(format!("tenant {domain} not found after add")))?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Writes the tenant's scanner objects in one atomic change (the API's
+/// `add` and `sluice demo`); returns the tenant's domain as stored.
+pub async fn add_tenant<B: super::AdminBackend + ?Sized>(
+    backend: &B,
+    request: &TenantRequest,
+) -> Result<String, AdminError> {
+    let new = tenants::scanner_objects(request).map_err(|e| AdminError::Invalid(e.0))?;
+    let domain = new.accepted_domains[0].name.clone();
+    let stored = backend.objects().await?;
+    if let Some(clash) = tenants::conflicts(&stored, &new) {
+        return Err(AdminError::WrongState(format!(
+            "tenant {domain}: {clash}; tenant add never replaces objects it did not create"
+        )));
+    }
+    super::check_merged(stored, new.clone(), false)?;
+    backend.apply(new, false).await?;
+    Ok(domain)
 }
 
 #[utoipa::path(get, path = "/tenants/{name}", tag = "tenants", operation_id = "tenants_show",
