@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<ApiState> {
 
 /// `?format=` of the kit.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KitQuery {
     /// `ps1` (default), `toml` or `html`.
     #[serde(default)]
