@@ -135,4 +135,24 @@ mod tests {
             Ok(Route::Connector { .. })
         ));
     }
+
+    #[test]
+    fn a_scanners_validation_address_is_open_to_all_and_its_refusals_name_tenants() {
+        let mut policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+        policy.validation_address = Some(Address::parse("check@scan.partner.test").unwrap());
+        let anonymous = classify(&policy, "10.1.1.1".parse().unwrap(), &[]);
+        let from = ReversePath::try_from("postmaster@evil.test".to_string()).unwrap();
+        let to = |a: &str| Address::parse(a).unwrap();
+        assert_eq!(
+            check_recipient(&policy, &anonymous, &from, &to("Check@scan.partner.test")),
+            Ok(Route::Mailbox)
+        );
+        let refused =
+            check_recipient(&policy, &anonymous, &from, &to("other@scan.partner.test")).unwrap_err();
+        assert_eq!(refused.code, 550);
+        assert!(
+            refused.to_string().contains("not listed for any tenant"),
+            "{refused}"
+        );
+    }
 }

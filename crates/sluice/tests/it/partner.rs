@@ -210,7 +210,18 @@ sender_ip_addresses = ["{}/32"]
         "nothing quarantined; scanner queue {:?}",
         scanner.queue_json()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Held means held: nothing of it is queued at the scanner, and the
+    // gateway has nothing more to send.
+    assert!(
+        scanner.wait_for_empty_queue(Duration::from_secs(20)),
+        "{:?}",
+        scanner.queue_json()
+    );
+    assert!(
+        gateway.wait_for_empty_queue(Duration::from_secs(20)),
+        "{:?}",
+        gateway.queue_json()
+    );
     assert_eq!(internet.count(), 1, "the card message reached the internet");
 
     // Someone else sending in the tenant's name from an unlisted address.
