@@ -451,6 +451,28 @@ pub fn conflicts(set: &ObjectSet, new: &ObjectSet) -> Option<String> {
             return clash("rule", &r.name);
         }
     }
+    // Each tenant's rules match its own addresses: shared addresses would
+    // send one tenant's mail back to another.
+    let ranges = |ips: &[String]| -> Vec<ipnet::IpNet> {
+        ips.iter()
+            .filter_map(|ip| {
+                ip.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| ip.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
+    };
+    for c in &new.inbound_connectors {
+        for other in tenants(set) {
+            for a in ranges(&c.sender_ip_addresses) {
+                for b in ranges(&other.ips) {
+                    if a.contains(&b.network()) || b.contains(&a.network()) {
+                        return Some(format!("{a} overlaps {b} of tenant {}", other.domain));
+                    }
+                }
+            }
+        }
+    }
     None
 }
 

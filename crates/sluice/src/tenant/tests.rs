@@ -161,6 +161,16 @@ stamp_scan = true
     let mut merged = existing.clone();
     merged.merge(new.clone(), false);
     merged.validate().unwrap();
+    let mut fabrikam = request();
+    fabrikam.domain = "fabrikam.com".into();
+    fabrikam.ips = vec!["40.93.1.0/24".into()];
+    let overlap = conflicts(&merged, &scanner_objects(&fabrikam).unwrap()).unwrap();
+    assert!(
+        overlap.contains("overlaps 40.92.0.0/15 of tenant contoso.com"),
+        "{overlap}"
+    );
+    fabrikam.ips = vec!["40.94.0.0/24".into()];
+    assert_eq!(conflicts(&merged, &scanner_objects(&fabrikam).unwrap()), None);
     let listed = tenants(&merged);
     assert_eq!(listed.len(), 1, "an unmarked connector is no tenant: {listed:?}");
     assert_eq!(listed[0].objects.len(), 5);

@@ -181,6 +181,19 @@ sender_ip_addresses = ["{}/32"]
         None,
         "internal header left the organisation"
     );
+    // Once through the scanner: the verdict that came back let it out.
+    let at_gateway = events_of(&gateway, "partner-clean@contoso.test");
+    let to_scanner = at_gateway
+        .iter()
+        .filter(|e| field(e, "event") == "routed" && field(e, "connector") == "To scanner")
+        .count();
+    assert_eq!(to_scanner, 1, "{at_gateway:#?}");
+    assert!(
+        at_gateway
+            .iter()
+            .any(|e| field(e, "event") == "received" && field(e, "connector") == "From scanner"),
+        "{at_gateway:#?}"
+    );
     let scanned = events_of(&scanner, "partner-clean@contoso.test");
     assert!(
         scanned
