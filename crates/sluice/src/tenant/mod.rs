@@ -227,9 +227,12 @@ pub fn scanner_objects(request: &TenantRequest) -> Result<ObjectSet, TenantError
             kind: ConnectorType::OnPremises,
             sender_ip_addresses: request.ips.clone(),
             tls_sender_certificate_name: String::new(),
-            sender_domains: vec!["*".into()],
+            // The tenant's domain is claimed for these addresses: mail in
+            // its name from anywhere else is refused at MAIL FROM (and
+            // counted in the tenant's health).
+            sender_domains: vec![domain.clone(), format!("*.{domain}")],
             require_tls: false,
-            restrict_domains_to_ip_addresses: false,
+            restrict_domains_to_ip_addresses: true,
             restrict_domains_to_certificate: false,
             // A tenant's X-Sluice-Org-* headers are not trusted: a verdict
             // it wrote itself must not survive into the scan.

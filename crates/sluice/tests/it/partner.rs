@@ -252,7 +252,7 @@ sender_ip_addresses = ["{}/32"]
     );
     assert!(!refused.delivered());
     assert!(
-        refused.transcript.contains("550 5.7.1") && refused.transcript.contains("not listed for any tenant"),
+        refused.transcript.contains("550 5.7.1") && refused.transcript.contains("registered IP addresses"),
         "{}",
         refused.transcript
     );
