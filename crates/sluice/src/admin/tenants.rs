@@ -107,9 +107,7 @@ pub async fn add_tenant<B: super::AdminBackend + ?Sized>(
     let domain = new.accepted_domains[0].name.clone();
     let stored = backend.objects().await?;
     if let Some(clash) = tenants::conflicts(&stored, &new) {
-        return Err(AdminError::WrongState(format!(
-            "tenant {domain}: {clash}; tenant add never replaces objects it did not create"
-        )));
+        return Err(AdminError::WrongState(format!("tenant {domain}: {clash}")));
     }
     super::check_merged(stored, new.clone(), false)?;
     backend.apply(new, false).await?;

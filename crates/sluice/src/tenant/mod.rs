@@ -190,7 +190,10 @@ impl TenantRequest {
     /// The normalised domain, after checking every field.
     pub fn check(&self) -> Result<String, TenantError> {
         let domain = Domain::parse(&self.domain)
-            .map_err(|_| TenantError(format!("{:?} is not a domain", self.domain)))?;
+            .ok()
+            // A tenant is an organisation's registered domain, never a bare label.
+            .filter(|d| d.as_str().contains('.'))
+            .ok_or_else(|| TenantError(format!("{:?} is not a domain", self.domain)))?;
         if self.ips.is_empty() {
             return Err(TenantError(
                 "at least one --ip is needed: the scanner accepts a tenant's mail only from its addresses"
@@ -421,7 +424,11 @@ pub fn without_tenant(set: &ObjectSet, domain: &str) -> ObjectSet {
 /// Whether adding `request` would take over an object that exists: add
 /// never replaces what it did not create.
 pub fn conflicts(set: &ObjectSet, new: &ObjectSet) -> Option<String> {
-    let clash = |kind: &str, name: &str| Some(format!("{kind} {name:?} exists"));
+    let clash = |kind: &str, name: &str| {
+        Some(format!(
+            "{kind} {name:?} exists; tenant add never replaces objects it did not create"
+        ))
+    };
     for d in &new.accepted_domains {
         if set
             .accepted_domains

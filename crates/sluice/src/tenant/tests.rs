@@ -182,6 +182,9 @@ stamp_scan = true
 #[test]
 fn bad_requests_are_refused_with_a_reason() {
     let mut r = request();
+    r.domain = "localhost".into();
+    assert!(r.check().unwrap_err().0.contains("not a domain"));
+    let mut r = request();
     r.ips.clear();
     assert!(r.check().unwrap_err().0.contains("--ip"));
     let mut r = request();
