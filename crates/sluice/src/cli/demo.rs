@@ -251,8 +251,11 @@ async fn onboard(gateway: &DemoNode, scanner: &DemoNode) -> Result<(), Failure> 
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     println!("            sluice tenant kit contoso.test --format ps1 > kit.ps1; sluice apply -f kit.ps1 (on the gateway):");
-    for line in script.lines().filter(|l| l.starts_with("New-")) {
-        println!("              {}", line.trim_end_matches([' ', '`']));
+    for line in script
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        println!("              {line}");
     }
     Ok(())
 }

@@ -86,7 +86,8 @@ pub struct ReceiveContext {
     pub limits: SessionLimits,
     /// STARTTLS configuration; `None` means STARTTLS is not offered.
     pub tls: Option<crate::tls::ServerTls>,
-    /// The current objects; each session takes a snapshot at connect.
+    /// The current objects; each session takes a snapshot at connect and
+    /// between transactions.
     pub policy: tokio::sync::watch::Receiver<Arc<Policy>>,
     /// Where complete messages go.
     pub intake: Arc<dyn Intake>,

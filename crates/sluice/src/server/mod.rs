@@ -2,8 +2,8 @@
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
 //! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
-//! published on a watch channel: sessions snapshot it at connect, the admin
-//! API replaces it after each validated change.
+//! published on a watch channel: sessions snapshot it at connect and between
+//! transactions, the admin API replaces it after each validated change.
 
 mod admin_backend;
 mod intake;
