@@ -108,6 +108,23 @@ sender_ip_addresses = ["{}/32"]
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 
+    // A bad request is a usage error naming the value; a node without
+    // [partner] says what is missing.
+    let bad = scanner.cli(&[
+        "tenant",
+        "add",
+        "localhost",
+        "--ip",
+        &tenant_ip,
+        "--return-host",
+        &return_host,
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"localhost\" is not a domain"));
+    let not_partner = gateway.cli(&["tenant", "list"]);
+    assert_eq!(not_partner.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_partner.stderr).contains("set [partner]"));
+
     let kit = scanner.cli_ok(&["tenant", "kit", "contoso.test", "--format", "ps1"]);
     assert!(kit.contains("New-OutboundConnector"), "{kit}");
     assert!(!kit.contains(&std::fs::read_to_string(scanner.data_dir().join("admin.token")).unwrap()));
