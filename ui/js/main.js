@@ -13,6 +13,7 @@ import * as domains from './pages/domains.js';
 import * as queue from './pages/queue.js';
 import * as quarantine from './pages/quarantine.js';
 import * as trace from './pages/trace.js';
+import * as tenants from './pages/tenants.js';
 
 // First matching pattern wins; groups are passed to the page.
 const ROUTES = [
@@ -29,6 +30,7 @@ const ROUTES = [
   [/^\/queue$/, 'queue', queue.render],
   [/^\/quarantine$/, 'quarantine', quarantine.render],
   [/^\/trace$/, 'trace', trace.render],
+  [/^\/tenants$/, 'tenants', tenants.render],
 ];
 
 const main = () => document.getElementById('main');

@@ -7,6 +7,8 @@
 //                                 rules (with a field error), reorder
 //   node admin_center.mjs mail    message trace, quarantine release
 //   node admin_center.mjs queue   queue hold/release/retry/delete, dashboard
+//   node admin_center.mjs tenants a scanner's Tenants page: add, kit, remove
+//                                 (SLUICE_TENANT_IP: the tenant's CIDR)
 //
 // Environment: SLUICE_URL, SLUICE_TOKEN, SLUICE_SINK (host:port),
 // SLUICE_ONPREM (CIDR), SCREENSHOTS (directory), CHROMIUM [/usr/bin/chromium].
@@ -302,7 +304,32 @@ async function queue() {
   assert.match(metrics, /^sluice_trace_events_last_hour\{event="received"\} [3-9]/m);
 }
 
-const phases = { setup, mail, queue };
+async function tenants() {
+  // A scanner node ([partner] set): onboard a tenant, read its kit, remove it.
+  await signIn();
+  await go('/tenants', 'Tenants');
+  await page.getByText('No tenants yet.').waitFor();
+  await page.getByLabel('Domain').fill('contoso.test');
+  await page.getByLabel('Sending addresses').fill(env('SLUICE_TENANT_IP'));
+  await page.getByLabel('Return host').fill('bad host');
+  await page.getByRole('button', { name: 'Add tenant' }).click();
+  await page.locator('#add-tenant').getByText('is not a host name or address').waitFor();
+  await page.getByLabel('Return host').fill(env('SLUICE_SINK'));
+  await page.getByRole('button', { name: 'Add tenant' }).click();
+  const row = page.locator('tr[data-domain="contoso.test"]');
+  await row.waitFor();
+  await row.getByText('not validated').waitFor();
+  await row.getByRole('button', { name: 'Kit (ps1)' }).click();
+  await page.locator('pre.kit[data-format="ps1"]').getByText('New-OutboundConnector').waitFor();
+  await shot('20-tenants-kit-ps1');
+  await row.getByRole('button', { name: 'Kit (html)' }).click();
+  assert.match(await page.locator('pre.kit[data-format="html"]').textContent(), /Check list/);
+  await row.getByRole('button', { name: 'Remove' }).click();
+  await page.getByText('No tenants yet.').waitFor();
+  await shot('21-tenants-removed');
+}
+
+const phases = { setup, mail, queue, tenants };
 const phase = process.argv[2];
 let failed = null;
 try {

@@ -32,5 +32,6 @@ pub mod rules;
 pub mod scan;
 pub mod server;
 pub mod store;
+pub mod tenant;
 pub mod tls;
 pub mod trace;

@@ -24,6 +24,7 @@ mod quarantine;
 mod queue;
 pub mod scan;
 mod stats;
+pub mod tenants;
 mod tls_reports;
 mod trace;
 mod ui;
@@ -126,6 +127,18 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Queues the TLS-RPT reports counted so far, today's included.
     fn send_tls_reports(&self) -> BoxFuture<'_, Result<Vec<TlsReportSent>, AdminError>> {
         Box::pin(async { Err(AdminError::NotFound("TLS reporting on this node".into())) })
+    }
+
+    /// `[partner]` when the node is a scanner for tenants (SPEC section 12).
+    fn partner(&self) -> Option<crate::tenant::PartnerSettings> {
+        None
+    }
+
+    /// The connector validation messages the node recorded, oldest first.
+    fn validations(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::tenant::validation::ValidationRecord>, AdminError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -242,6 +255,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/route/explain", post(explain::handle))
         .route("/scan", post(scan::scan))
         .route("/stats", get(stats::stats))
+        .merge(tenants::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

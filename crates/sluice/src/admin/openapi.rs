@@ -163,6 +163,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::stats::stats,
         super::scan::scan,
         super::tls_reports::send,
+        super::tenants::list,
+        super::tenants::add,
+        super::tenants::show,
+        super::tenants::remove,
+        super::tenants::kit_text,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -288,6 +293,9 @@ mod tests {
             "POST /api/v1/apply",
             "GET /api/v1/export",
             "POST /api/v1/scan",
+            "GET /api/v1/tenants",
+            "POST /api/v1/tenants",
+            "GET /api/v1/tenants/{name}/kit",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -296,7 +304,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 51, "{operations:?}");
+        assert_eq!(operations.len(), 56, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -363,6 +371,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 48);
+        assert_eq!(checked, 2 * 53);
     }
 }

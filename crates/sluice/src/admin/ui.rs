@@ -42,6 +42,7 @@ const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/queue.js"),
     asset!("js/pages/quarantine.js"),
     asset!("js/pages/trace.js"),
+    asset!("js/pages/tenants.js"),
 ];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

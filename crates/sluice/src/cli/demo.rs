@@ -2,7 +2,9 @@
 //! loopback, the five-minute tour. Three nodes in this process: the gateway
 //! (contoso.test, 127.0.0.10), the scanning partner (127.0.0.30) and a node
 //! standing in for the internet (fabrikam.test, 127.0.0.50), with built-in
-//! DNS answers for their MX records. It validates the scanner connector,
+//! DNS answers for their MX records. The scanner onboards the gateway's
+//! organisation as a tenant (`tenant add`) and the gateway applies the
+//! tenant's kit: no partner connector is written by hand. It validates the scanner connector,
 //! sends a clean and a sensitive message from an on-premises server
 //! (127.0.0.20), prints each message's trace, and keeps running until Ctrl-C.
 
@@ -15,11 +17,14 @@ use crate::dns::{MxAnswer, StaticResolver};
 use crate::message::{Address, BodyType, Domain, Notify, ReversePath};
 use crate::route::{HostPort, NextHop, Route, TlsPolicy};
 use crate::server::Node;
+use crate::tenant::TenantRequest;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The organisation before onboarding: its domain and its own server. The
+/// scanning partner's connectors and rule come from the scanner's kit.
 const GATEWAY: &str = r#"
 [[accepted_domain]]
 name = "contoso.test"
@@ -29,74 +34,11 @@ name = "From on-premises"
 type = "on_premises"
 comment = "The organisation's own mail server"
 sender_ip_addresses = ["127.0.0.20/32"]
-
-[[inbound_connector]]
-name = "From scanner"
-type = "on_premises"
-comment = "The scanning partner relays scanned mail back"
-sender_ip_addresses = ["127.0.0.30/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "To scanner"
-type = "partner"
-smart_hosts = ["127.0.0.30:2525"]
-transport_rule_scoped = true
-retain_internal_headers = true
-validation_recipients = ["check@scanner.partner.test"]
-
-[[rule]]
-name = "External mail through the scanner"
-priority = 0
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.exceptions]
-header_contains = { header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }
-[rule.actions]
-route_via_connector = "To scanner"
 "#;
 
-const SCANNER: &str = r#"
-[[accepted_domain]]
-name = "scanner.partner.test"
-
-[[accepted_domain]]
-name = "contoso.test"
-type = "internal_relay"
-
-[[inbound_connector]]
-name = "From gateway"
-type = "on_premises"
-sender_ip_addresses = ["127.0.0.10/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "Back to gateway"
-type = "partner"
-smart_hosts = ["127.0.0.10:2525"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "Quarantine sensitive mail"
-priority = 1
-stop_processing = true
-[rule.conditions]
-contains_sensitive_info = { detectors = ["credit_card", "us_ssn", "iban"], min_confidence = "medium", min_count = 1 }
-[rule.actions]
-quarantine = true
-stamp_scan = true
-notify_sender = "Your message contained sensitive information and was held for review."
-
-[[rule]]
-name = "Stamp and return to the gateway"
-priority = 2
-[rule.exceptions]
-recipient_domain_is = ["scanner.partner.test"]
-[rule.actions]
-stamp_scan = true
-route_via_connector = "Back to gateway"
-"#;
+/// The scanner's `[partner]` settings: what its tenants' kits point at.
+const PARTNER: &str = "[partner]\nsmtp_host = \"127.0.0.30:2525\"\negress_ips = [\"127.0.0.30/32\"]\n\
+                       validation_address = \"check@scanner.partner.test\"\n";
 
 const INTERNET: &str = r#"
 [[accepted_domain]]
@@ -109,12 +51,12 @@ struct DemoNode {
     data_dir: PathBuf,
 }
 
-fn config(root: &Path, name: &str, hostname: &str, ip: &str) -> Result<Config, Failure> {
+fn config(root: &Path, name: &str, hostname: &str, ip: &str, extra: &str) -> Result<Config, Failure> {
     let text = format!(
         "[node]\nhostname = \"{hostname}\"\ndata_dir = \"{name}\"\n\
          [smtp]\nlisten = [\"{ip}:2525\"]\n\
          [delivery]\nretry = [\"5s\", \"30s\"]\nbind_address = \"{ip}\"\nmx_port = 2525\n\
-         [admin]\nlisten = \"{ip}:8025\"\n"
+         [admin]\nlisten = \"{ip}:8025\"\n{extra}"
     );
     let file: NodeFile = toml::from_str(&text).map_err(|e| Failure::runtime(e.to_string()))?;
     file.validate(root).map_err(|e| Failure::runtime(e.to_string()))
@@ -151,8 +93,9 @@ async fn start(
     hostname: &str,
     ip: &str,
     objects: &str,
+    extra_config: &str,
 ) -> Result<DemoNode, Failure> {
-    let config = config(root, label, hostname, ip)?;
+    let config = config(root, label, hostname, ip, extra_config)?;
     let data_dir = config.data_dir.clone();
     let node = Node::start_with_resolver(config, resolver())
         .await
@@ -185,10 +128,20 @@ async fn demo() -> Result<(), Failure> {
         root.display()
     );
     println!("Nodes:");
-    let gateway = start(&root, "gateway", "gw.contoso.test", "127.0.0.10", GATEWAY).await?;
-    let scanner = start(&root, "scanner", "scanner.partner.test", "127.0.0.30", SCANNER).await?;
-    let internet = start(&root, "internet", "mx.fabrikam.test", "127.0.0.50", INTERNET).await?;
+    let gateway = start(&root, "gateway", "gw.contoso.test", "127.0.0.10", GATEWAY, "").await?;
+    let scanner = start(
+        &root,
+        "scanner",
+        "scanner.partner.test",
+        "127.0.0.30",
+        "",
+        PARTNER,
+    )
+    .await?;
+    let internet = start(&root, "internet", "mx.fabrikam.test", "127.0.0.50", INTERNET, "").await?;
     let nodes = [&gateway, &scanner, &internet];
+
+    onboard(&gateway, &scanner).await?;
 
     println!("\nValidating the gateway's \"To scanner\" connector (seed step 16):");
     let report = gateway
@@ -268,6 +221,41 @@ async fn demo() -> Result<(), Failure> {
     println!("stopping");
     for n in [gateway, scanner, internet] {
         n.node.stop().await;
+    }
+    Ok(())
+}
+
+/// Seed 000 as the partner runs it: `tenant add` on the scanner, then the
+/// tenant's kit applied on the gateway, as `sluice apply -f kit.ps1` does.
+async fn onboard(gateway: &DemoNode, scanner: &DemoNode) -> Result<(), Failure> {
+    let request = TenantRequest {
+        domain: "contoso.test".into(),
+        ips: vec!["127.0.0.10/32".into()],
+        return_host: "127.0.0.10:2525".into(),
+    };
+    println!("\nOnboarding: sluice tenant add contoso.test --ip 127.0.0.10/32 --return-host 127.0.0.10:2525 (on the scanner)");
+    crate::admin::tenants::add_tenant(&*scanner.node.management, &request)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let partner = scanner
+        .node
+        .management
+        .partner()
+        .ok_or_else(|| Failure::runtime("the scanner has no [partner] settings"))?;
+    let script = crate::tenant::kit::ps1(&partner, "contoso.test");
+    let imported = crate::config::powershell::import(&script).map_err(|e| Failure::runtime(e.to_string()))?;
+    gateway
+        .node
+        .management
+        .apply(imported.objects, false)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    println!("            sluice tenant kit contoso.test --format ps1 > kit.ps1; sluice apply -f kit.ps1 (on the gateway):");
+    for line in script
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        println!("              {line}");
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ mod queue;
 pub(crate) mod route;
 mod rule;
 mod scan;
+mod tenant;
 mod tlsrpt;
 mod trace;
 
@@ -31,6 +32,7 @@ pub use connector_flags::{
 };
 pub use quarantine::QuarantineCommand;
 pub use rule::{NewRuleArgs, RuleCommand, RuleFlags, RuleModeArg, ScopeArg};
+pub use tenant::{KitFormatArg, TenantCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -101,6 +103,9 @@ pub enum Command {
     /// Routing dry runs.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// A scanner node's tenants: onboard, show health, print their kit, remove.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Run the reference topology (gateway, scanner, internet) on loopback
     /// and show the trace of a clean and a sensitive message.
     Demo,
@@ -412,6 +417,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Route(command) => route::run(global, command),
         Command::Edm(command) => edm::run(global, command),
         Command::Scan { files, show_matches } => scan::run(files, *show_matches),
+        Command::Tenant(command) => tenant::run(global, command),
         Command::Demo => demo::run(),
     }
 }

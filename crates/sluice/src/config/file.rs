@@ -24,6 +24,7 @@ pub struct NodeFile {
     dlp: DlpSection,
     #[serde(default)]
     reporting: ReportingSection,
+    partner: Option<crate::tenant::PartnerSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +258,10 @@ impl NodeFile {
             )?,
             trace_retention: parse_duration(self.trace.retention.as_deref().unwrap_or("30d"))
                 .map_err(|m| invalid("trace.retention", m))?,
+            partner: self
+                .partner
+                .map(|section| section.validate().map_err(|(key, m)| invalid(key, m)))
+                .transpose()?,
         })
     }
 }

@@ -119,6 +119,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Trace retention.
     pub trace_retention: Duration,
+    /// `[partner]`: this node scans mail for tenants (SPEC section 12).
+    pub partner: Option<crate::tenant::PartnerSettings>,
 }
 
 impl Config {

@@ -413,6 +413,9 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// The DLP scanner with the custom detectors.
     pub scanner: std::sync::Arc<sluice_dlp::Scanner>,
+    /// A scanner node's `[partner] validation_address`: accepted from
+    /// anyone, recorded, never relayed (set by the node, not by objects).
+    pub validation_address: Option<crate::message::Address>,
 }
 
 impl Policy {

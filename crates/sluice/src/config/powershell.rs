@@ -1102,4 +1102,27 @@ New-TransportRule -Name Watch -Mode AuditAndNotify -SubjectOrBodyContainsWords s
         assert!(c.use_mx_record && c.port.is_none(), "{c:?}");
         imported.objects.validate().unwrap();
     }
+
+    #[test]
+    fn a_scanners_tenant_kit_imports_without_warnings() {
+        let partner = crate::tenant::PartnerSection::default();
+        assert!(partner.validate().is_err(), "[partner] needs its keys");
+        let partner: crate::tenant::PartnerSettings = crate::tenant::PartnerSettings {
+            smtp_host: "scan.partner.test".into(),
+            egress_ips: vec!["192.0.2.30/32".into()],
+            validation_address: crate::message::Address::parse("check@scan.partner.test").unwrap(),
+        };
+        let imported = import(&crate::tenant::kit::ps1(&partner, "contoso.com")).unwrap();
+        assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+        let set = imported.objects;
+        assert_eq!(
+            (
+                set.outbound_connectors.len(),
+                set.inbound_connectors.len(),
+                set.rules.len()
+            ),
+            (1, 1, 1)
+        );
+        set.validate().unwrap();
+    }
 }

@@ -175,6 +175,12 @@ impl Content {
         self.len() == 0
     }
 
+    /// The first octets of the client's message, without reading a spooled
+    /// body back: enough for look-ups in its header section (Message-ID).
+    pub fn head(&self) -> &[u8] {
+        self.body.head()
+    }
+
     /// The whole message in one buffer (reads a spooled body back).
     pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
         let mut message = Vec::with_capacity(self.len());

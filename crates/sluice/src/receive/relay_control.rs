@@ -19,13 +19,24 @@ pub fn check_recipient(
     recipient: &Address,
 ) -> Result<Route, Reply> {
     let domain = recipient.domain();
+    let is_validation = policy
+        .validation_address
+        .as_ref()
+        .is_some_and(|v| v.to_string().eq_ignore_ascii_case(&recipient.to_string()));
+    if is_validation {
+        // Connector validation on a scanner node: recorded, never relayed.
+        return Ok(Route::Mailbox);
+    }
     let accepted = policy.accepted_domain(domain).is_some();
     if !accepted && !may_relay(policy, classification, mail_from) {
-        return Err(Reply::new(
-            550,
-            [5, 7, 1],
-            format!("Relaying to <{recipient}> denied"),
-        ));
+        let text = if policy.validation_address.is_some() {
+            // A scanner: the usual cause is a tenant whose connector or
+            // sending addresses are not (or no longer) registered here.
+            format!("Relaying to <{recipient}> denied: the sending address is not listed for any tenant of this scanning service")
+        } else {
+            format!("Relaying to <{recipient}> denied")
+        };
+        return Err(Reply::new(550, [5, 7, 1], text));
     }
     Ok(route::route(policy, domain).unwrap_or(Route::Mx))
 }
@@ -123,5 +134,25 @@ mod tests {
             check("127.0.0.40", "a@contoso.test", "b@example.org"),
             Ok(Route::Connector { .. })
         ));
+    }
+
+    #[test]
+    fn a_scanners_validation_address_is_open_to_all_and_its_refusals_name_tenants() {
+        let mut policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+        policy.validation_address = Some(Address::parse("check@scan.partner.test").unwrap());
+        let anonymous = classify(&policy, "10.1.1.1".parse().unwrap(), &[]);
+        let from = ReversePath::try_from("postmaster@evil.test".to_string()).unwrap();
+        let to = |a: &str| Address::parse(a).unwrap();
+        assert_eq!(
+            check_recipient(&policy, &anonymous, &from, &to("Check@scan.partner.test")),
+            Ok(Route::Mailbox)
+        );
+        let refused =
+            check_recipient(&policy, &anonymous, &from, &to("other@scan.partner.test")).unwrap_err();
+        assert_eq!(refused.code, 550);
+        assert!(
+            refused.to_string().contains("not listed for any tenant"),
+            "{refused}"
+        );
     }
 }

@@ -28,6 +28,8 @@ pub struct NodeAdmin {
     pub writes: Mutex<()>,
     /// For connector validation.
     pub deliverer: Arc<Deliverer>,
+    /// `[partner]` of a scanner node, with its validation records.
+    pub partner: Option<crate::tenant::PartnerNode>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -51,6 +53,7 @@ impl NodeAdmin {
             .commit(vec![Write::Objects(objects)])
             .await
             .map_err(internal)?;
+        let policy = crate::tenant::PartnerNode::publish(self.partner.as_ref(), policy);
         self.policy.send_replace(Arc::new(policy));
         Ok(true)
     }
@@ -200,6 +203,24 @@ fn decoded(value: &HeaderValue<'_>) -> Option<String> {
 }
 
 impl AdminBackend for NodeAdmin {
+    fn partner(&self) -> Option<crate::tenant::PartnerSettings> {
+        self.partner.as_ref().map(|p| p.settings.clone())
+    }
+
+    fn validations(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::tenant::validation::ValidationRecord>, AdminError>> {
+        Box::pin(async move {
+            let Some(partner) = &self.partner else {
+                return Ok(Vec::new());
+            };
+            let log = partner.log.clone();
+            tokio::task::spawn_blocking(move || log.read())
+                .await
+                .map_err(internal)
+        })
+    }
+
     fn objects(&self) -> BoxFuture<'_, Result<ObjectSet, AdminError>> {
         Box::pin(async move { self.store.objects().map_err(internal) })
     }
@@ -484,6 +505,7 @@ mod tests {
             policy,
             writes: Mutex::new(()),
             deliverer: Arc::new(deliverer),
+            partner: None,
         }
     }
 

@@ -161,7 +161,12 @@ impl Node {
             other => anyhow::bail!("store.url {other:?} is not supported by this build (use \"embedded\")"),
         };
         let objects = store.objects()?;
+        let partner = config.partner.clone().map(|settings| crate::tenant::PartnerNode {
+            settings,
+            log: Arc::new(crate::tenant::validation::ValidationLog::new(&config.data_dir)),
+        });
         let policy = objects.validate().context("stored objects are invalid")?;
+        let policy = crate::tenant::PartnerNode::publish(partner.as_ref(), policy);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
 
         let mut settings = DeliverySettings::new(config.hostname.clone(), config.data_dir.clone());
@@ -212,6 +217,26 @@ impl Node {
             &config.hostname,
         )
         .context("cannot set up TLS")?;
+        let pipeline: Arc<dyn crate::receive::Intake> = Arc::new(Pipeline {
+            queue: queue.clone(),
+            policy: policy_rx.clone(),
+            hostname: config.hostname.clone(),
+            scan_limits: crate::scan::ScanLimits {
+                time_budget: Some(config.scan_budget),
+                ..crate::scan::ScanLimits::default()
+            },
+            content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
+            memory: crate::queue::ContentMemory::new(config.content_memory / 2),
+        });
+        // A scanner takes its tenants' validation messages out first.
+        let intake: Arc<dyn crate::receive::Intake> = match &partner {
+            Some(node) => Arc::new(crate::tenant::validation::PartnerIntake {
+                inner: pipeline,
+                validation_address: node.settings.validation_address.clone(),
+                log: node.log.clone(),
+            }),
+            None => pipeline,
+        };
         let context = Arc::new(ReceiveContext {
             hostname: config.hostname.clone(),
             limits: SessionLimits {
@@ -231,17 +256,7 @@ impl Node {
             },
             tls: Some(tls),
             policy: policy_rx.clone(),
-            intake: Arc::new(Pipeline {
-                queue: queue.clone(),
-                policy: policy_rx.clone(),
-                hostname: config.hostname.clone(),
-                scan_limits: crate::scan::ScanLimits {
-                    time_budget: Some(config.scan_budget),
-                    ..crate::scan::ScanLimits::default()
-                },
-                content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
-                memory: crate::queue::ContentMemory::new(config.content_memory / 2),
-            }),
+            intake,
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -267,6 +282,7 @@ impl Node {
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
             deliverer: deliverer.clone(),
+            partner,
         });
         tasks.push(tls_reports::spawn_daily(
             deliverer,

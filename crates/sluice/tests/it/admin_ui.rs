@@ -71,6 +71,7 @@ impl Browser {
             .env("SLUICE_ONPREM", &self.on_prem)
             .env("SCREENSHOTS", &self.screenshots)
             .env("CHROMIUM", chromium())
+            .env("SLUICE_TENANT_IP", "127.0.151.10/32")
             .output()
             .expect("run node");
         assert!(
@@ -174,4 +175,38 @@ fn admin_center_creates_connectors_and_rules_and_follows_mail() {
         "deleted in the UI: {:?}",
         node.queue_json()
     );
+}
+
+/// The Tenants page of a scanner node (`[partner]` set): add with a field
+/// error first, the tenant's row and kit, remove. Net 151.
+#[test]
+fn tenants_page_onboards_shows_the_kit_and_removes() {
+    install_playwright(&ui_tests_dir());
+    let net = Net(151);
+    let mut node = Node::start(NodeOptions::new(net.ip(NODE), ""));
+    let mut config = std::fs::read_to_string(node.config_path()).expect("node.toml");
+    config.push_str(&format!(
+        "\n[partner]\nsmtp_host = \"{}\"\negress_ips = [\"{}/32\"]\nvalidation_address = \"check@scan.partner.test\"\n",
+        node.smtp,
+        net.ip(NODE)
+    ));
+    std::fs::write(node.config_path(), config).expect("node.toml");
+    node.restart();
+    let token = std::fs::read_to_string(node.data_dir().join("admin.token"))
+        .expect("admin.token")
+        .trim()
+        .to_string();
+    let browser = Browser {
+        url: format!("http://{}", node.admin),
+        token,
+        sink: format!("{}:2525", net.ip(10)),
+        screenshots: Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .join("ui-screenshots"),
+        on_prem: String::new(),
+    };
+    browser.run("tenants");
+    let export = node.cli_ok(&["export"]);
+    assert!(!export.contains("contoso.test"), "remove left objects: {export}");
 }

@@ -1,6 +1,6 @@
 //! `sluice demo` (net 127.0.0.0/24: the demo's fixed addresses 127.0.0.10,
 //! .20, .30, .50): the tour runs topology A, validates the scanner
-//! connector, delivers the clean message once, quarantines the sensitive
+//! connector (the gateway set up from the scanner's tenant kit), delivers the clean message once, quarantines the sensitive
 //! one, prints both traces, and stops cleanly on Ctrl-C (SIGINT).
 
 use super::support::Guarded;
@@ -38,6 +38,12 @@ fn demo_runs_the_reference_topology_and_stops_on_ctrl_c() {
         text.contains("connector \"To scanner\": validation passed"),
         "{text}"
     );
+    // The partner connectors come from onboarding, not from hand-written objects.
+    assert!(text.contains("sluice tenant add contoso.test"), "{text}");
+    assert!(
+        text.contains("New-OutboundConnector -Name 'To scanner'"),
+        "{text}"
+    );
 
     let clean = text
         .split("Clean message")
@@ -53,7 +59,9 @@ fn demo_runs_the_reference_topology_and_stops_on_ctrl_c() {
     assert_eq!(hops, ["gateway", "scanner", "gateway", "internet"], "{clean}");
     assert!(clean.contains("internet  delivered"), "{clean}");
     assert!(
-        clean.contains("scanner   scanned          [From gateway]  no sensitive information found"),
+        clean.contains(
+            "scanner   scanned          [From tenant contoso.test]  no sensitive information found"
+        ),
         "{clean}"
     );
     let sensitive = text.split("Sensitive message").nth(1).expect("sensitive trace");
