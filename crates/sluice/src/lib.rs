@@ -17,6 +17,7 @@
 //! [`dns`], [`tls`], and `server`, the only module that wires every stage.
 
 pub mod admin;
+pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -202,6 +202,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             base: &base,
             content: &content,
             scanner: "route-explain",
+            auth: None,
         },
     );
 

@@ -17,6 +17,7 @@
 //! `{"error": "..."}`; internal details are logged, never sent.
 
 mod auth;
+mod dkim;
 pub mod explain;
 mod objects;
 mod openapi;
@@ -112,6 +113,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Queue depth by status, the quarantine's size, the ids queued now and
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
+
+    /// The node's DKIM and ARC keys (absent where keys are not kept).
+    fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
+        None
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -222,6 +228,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/route/explain", post(explain::handle))
         .route("/scan", post(scan::scan))
         .route("/stats", get(stats::stats))
+        .merge(dkim::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

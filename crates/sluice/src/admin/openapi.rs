@@ -143,6 +143,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::trace::trace,
         super::stats::stats,
         super::scan::scan,
+        super::dkim::list,
+        super::dkim::create,
+        super::dkim::show,
+        super::dkim::remove,
+        super::dkim::activate,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -266,6 +271,11 @@ mod tests {
             "POST /api/v1/apply",
             "GET /api/v1/export",
             "POST /api/v1/scan",
+            "GET /api/v1/dkim",
+            "POST /api/v1/dkim",
+            "GET /api/v1/dkim/{domain}",
+            "DELETE /api/v1/dkim/{domain}/{selector}",
+            "POST /api/v1/dkim/{domain}/{selector}/activate",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -274,13 +284,15 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 39, "{operations:?}");
+        assert_eq!(operations.len(), 44, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
                 .replace("{name}", "x")
                 .replace("{id}", "x")
-                .replace("{action}", "hold");
+                .replace("{action}", "hold")
+                .replace("{domain}", "contoso.test")
+                .replace("{selector}", "selector1");
             let request = Request::builder()
                 .method(method)
                 .uri(&uri)
@@ -341,6 +353,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 36);
+        assert_eq!(checked, 2 * 41);
     }
 }

@@ -94,6 +94,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Trace retention.
     pub trace_retention: Duration,
+    /// `[auth]`: mail authentication (SPEC section 9).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Config {

@@ -615,6 +615,7 @@ fn predicates(p: &Params<'_>, prefix: &str) -> Result<RulePredicates, ImportErro
         },
         sender_ip_ranges: p.list(&key("SenderIpRanges")),
         contains_sensitive_info: None,
+        ..RulePredicates::default()
     })
 }
 

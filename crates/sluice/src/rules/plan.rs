@@ -65,6 +65,8 @@ pub struct PlanInput<'a> {
     pub content: &'a [u8],
     /// This node's name in `X-Sluice-Org-Scan` (`scanner=`).
     pub scanner: &'a str,
+    /// SPF/DKIM/DMARC/ARC results, when the message was checked.
+    pub auth: Option<&'a crate::auth::AuthSummary>,
 }
 
 /// Decides what the message becomes.
@@ -79,7 +81,8 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         &base.from,
         &recipients,
         input.content,
-    );
+    )
+    .with_auth(input.auth);
     let evaluation = rules::evaluate(&policy.rules, &facts);
     let mut plan = Plan {
         refused: refused_entirely(&evaluation.effects),

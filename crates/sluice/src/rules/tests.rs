@@ -232,6 +232,7 @@ fn scanner_plan(body: &str) -> plan::Plan {
             base: &base,
             content: content.as_bytes(),
             scanner: "scanner.test",
+            auth: None,
         },
     )
 }

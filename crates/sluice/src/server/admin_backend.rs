@@ -27,6 +27,8 @@ pub struct NodeAdmin {
     pub writes: Mutex<()>,
     /// For connector validation.
     pub deliverer: Arc<Deliverer>,
+    /// DKIM and ARC keys.
+    pub keys: Arc<crate::auth::keys::Keyring>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -373,6 +375,10 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { Ok(self.policy.borrow().clone()) })
     }
 
+    fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
+        Some(self.keys.clone())
+    }
+
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<crate::admin::NodeStats, AdminError>> {
         Box::pin(async move {
             let views: Vec<QueueEntryView> = self.queue.list().iter().map(queue_view).collect();
@@ -452,12 +458,14 @@ mod tests {
         let resolver = Arc::new(crate::dns::StaticResolver::default());
         let deliverer =
             Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
+        let keys = Arc::new(crate::auth::keys::Keyring::load(store.clone()).unwrap());
         NodeAdmin {
             store,
             queue,
             policy,
             writes: Mutex::new(()),
             deliverer: Arc::new(deliverer),
+            keys,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub policy: watch::Receiver<Arc<Policy>>,
     /// This node's name (`scanner=` in scan stamps).
     pub hostname: String,
+    /// Mail authentication (SPF, DKIM, DMARC, ARC; signing and sealing).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Pipeline {
@@ -46,6 +48,33 @@ impl Pipeline {
             content
         } else {
             strip_internal_headers(&content).0
+        };
+        // SPEC section 9: mail from the organisation's own servers is not
+        // judged; everything else is, before any rule looks at it.
+        let auth = self
+            .auth
+            .as_deref()
+            .filter(|_| !matches!(classification, Classification::Internal { .. }));
+        let original = match auth {
+            Some(auth) => crate::auth::remove_forged_results(&content, auth.hostname()),
+            None => content,
+        };
+        let message = auth.and(mail_auth::AuthenticatedMessage::parse(&original));
+        let mail_from = envelope.mail_from.to_string();
+        let checked = match (auth, &message) {
+            (Some(auth), Some(message)) => {
+                let facts = crate::auth::Envelope {
+                    ip: session.peer.ip(),
+                    helo: &session.helo,
+                    mail_from: &mail_from,
+                };
+                Some(auth.check(message, &facts).await)
+            }
+            _ => None,
+        };
+        let content: std::borrow::Cow<'_, [u8]> = match &checked {
+            Some(checked) => [checked.header.as_bytes(), &original].concat().into(),
+            None => original.as_slice().into(),
         };
         let now = now_ms();
         let base = QueueEntry {
@@ -83,13 +112,36 @@ impl Pipeline {
             .tls
             .as_ref()
             .map_or_else(|| "no TLS".to_string(), |t| format!("{} {}", t.version, t.cipher));
+        let verdict = checked.as_ref().map(|c| &c.summary);
+        let auth_note = verdict.map_or_else(String::new, |v| format!(" {}", v.describe()));
         let mut events = vec![queue::event(
             &base,
             TraceKind::Received,
             None,
             Some(session.peer.to_string()),
-            Some(format!("helo={} {tls} size={}", session.helo, base.size)),
+            Some(format!(
+                "helo={} {tls} size={}{auth_note}",
+                session.helo, base.size
+            )),
         )];
+        let mut dmarc_hold = None;
+        if let (Some(auth), Some(verdict)) = (auth, verdict) {
+            match verdict.disposition(&auth.settings) {
+                crate::auth::Disposition::Accept => {}
+                crate::auth::Disposition::Quarantine(reason) => dmarc_hold = Some(reason),
+                crate::auth::Disposition::Reject(reply) => {
+                    events.push(queue::event(
+                        &base,
+                        TraceKind::Rejected,
+                        None,
+                        None,
+                        Some(reply.to_string()),
+                    ));
+                    self.queue.record(events);
+                    return reply;
+                }
+            }
+        }
 
         let plan = plan::plan(
             &policy,
@@ -100,6 +152,7 @@ impl Pipeline {
                 base: &base,
                 content: &content,
                 scanner: &self.hostname,
+                auth: verdict,
             },
         );
         for m in &plan.evaluation.matches {
@@ -165,7 +218,14 @@ impl Pipeline {
             let mut entry = base.clone();
             entry.id = if n == 0 { id.clone() } else { QueueId::generate() };
             entry.recipients = copy.recipients;
-            entry.size = copy.content.len() as u64;
+            let content = match self.auth.as_deref() {
+                Some(auth) => {
+                    let to: Vec<_> = entry.recipients.iter().map(|r| r.address.clone()).collect();
+                    auth.outgoing(&policy, copy.content, &to, checked.as_ref())
+                }
+                None => copy.content,
+            };
+            entry.size = content.len() as u64;
             for r in &entry.recipients {
                 let mut routed = queue::event(
                     &entry,
@@ -177,7 +237,10 @@ impl Pipeline {
                 routed.connector = r.route.connector().map(str::to_string);
                 events.push(routed);
             }
-            match copy.quarantined_by {
+            let held_by = copy
+                .quarantined_by
+                .or_else(|| dmarc_hold.as_ref().map(|_| "DMARC".to_string()));
+            match held_by {
                 Some(rule) => {
                     events.push(queue::event(
                         &entry,
@@ -186,18 +249,20 @@ impl Pipeline {
                         None,
                         Some(format!("quarantined by rule {rule:?}")),
                     ));
+                    let reason = match (&dmarc_hold, &plan.scan_summary) {
+                        (Some(why), _) if rule == "DMARC" => why.clone(),
+                        (_, Some(s)) => format!("rule {rule:?}: {s}"),
+                        _ => format!("rule {rule:?}"),
+                    };
                     let held = QuarantineEntry {
                         entry,
-                        reason: plan
-                            .scan_summary
-                            .as_ref()
-                            .map_or_else(|| format!("rule {rule:?}"), |s| format!("rule {rule:?}: {s}")),
+                        reason,
                         rule,
                         quarantined_at_ms: now,
                     };
-                    acceptance.quarantined.push((held, copy.content));
+                    acceptance.quarantined.push((held, content));
                 }
-                None => acceptance.queued.push((entry, copy.content)),
+                None => acceptance.queued.push((entry, content)),
             }
         }
         for (i, rule) in &plan.deleted {

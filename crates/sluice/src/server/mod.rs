@@ -141,6 +141,14 @@ impl Node {
         let objects = store.objects()?;
         let policy = objects.validate().context("stored objects are invalid")?;
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let keys =
+            Arc::new(crate::auth::keys::Keyring::load(store.clone()).context("cannot read the DKIM keys")?);
+        let auth = Arc::new(crate::auth::Authenticator::new(
+            &config.dns,
+            config.hostname.clone(),
+            config.auth.clone(),
+            keys.clone(),
+        )?);
 
         let mut settings = DeliverySettings::new(config.hostname.clone(), config.data_dir.clone());
         settings.extra_ca = config.extra_ca.clone();
@@ -184,6 +192,7 @@ impl Node {
                 queue: queue.clone(),
                 policy: policy_rx.clone(),
                 hostname: config.hostname.clone(),
+                auth: Some(auth),
             }),
         });
 
@@ -210,6 +219,7 @@ impl Node {
             policy: policy_tx,
             writes: tokio::sync::Mutex::new(()),
             deliverer,
+            keys,
         });
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await

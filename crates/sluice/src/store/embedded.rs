@@ -22,6 +22,7 @@ const QUEUE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_
 const QUARANTINE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_meta");
 const QUARANTINE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_content");
 /// Key: (time ms << 24) | sequence, so events sort by time and never collide.
+const DKIM_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("dkim_keys");
 const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
@@ -63,6 +64,7 @@ impl EmbeddedStore {
             txn.open_table(TRACE).map_err(err)?;
             txn.open_table(QUARANTINE_META).map_err(err)?;
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
+            txn.open_table(DKIM_KEYS).map_err(err)?;
             txn.commit().map_err(err)?;
         }
         let (writer, jobs) = mpsc::channel();
@@ -106,6 +108,7 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
         let mut trace = txn.open_table(TRACE).map_err(err)?;
         let mut held = txn.open_table(QUARANTINE_META).map_err(err)?;
         let mut held_content = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
+        let mut dkim_keys = txn.open_table(DKIM_KEYS).map_err(err)?;
         for job in batch.iter_mut() {
             for write in job.writes.drain(..) {
                 match write {
@@ -149,6 +152,10 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                         held.remove(id.0.as_str()).map_err(err)?;
                         held_content.remove(id.0.as_str()).map_err(err)?;
                     }
+                    Write::DkimKeys(keys) => {
+                        let json = serde_json::to_vec(&keys).map_err(err)?;
+                        dkim_keys.insert("keys", json.as_slice()).map_err(err)?;
+                    }
                     Write::PruneTrace(before_ms) => {
                         let end = (before_ms as u128) << 24;
                         trace.retain_in(..end, |_, _| false).map_err(err)?;
@@ -184,6 +191,15 @@ impl Store for EmbeddedStore {
         match table.get("objects").map_err(err)? {
             Some(json) => serde_json::from_slice(json.value()).map_err(err),
             None => Ok(ObjectSet::default()),
+        }
+    }
+
+    fn dkim_keys(&self) -> Result<Vec<crate::auth::keys::StoredKey>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(DKIM_KEYS).map_err(err)?;
+        match table.get("keys").map_err(err)? {
+            Some(json) => serde_json::from_slice(json.value()).map_err(err),
+            None => Ok(Vec::new()),
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Write {
     Unquarantine(QueueId),
     /// Drop trace events older than this (ms).
     PruneTrace(u64),
+    /// Replace every DKIM/ARC key.
+    DkimKeys(Vec<crate::auth::keys::StoredKey>),
 }
 
 /// The storage interface every backend implements.
@@ -65,4 +67,9 @@ pub trait Store: Send + Sync + 'static {
     fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Trace events at or after `since_ms`, oldest first.
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
+    /// DKIM and ARC signing keys (private halves included: callers keep
+    /// them inside the node).
+    fn dkim_keys(&self) -> Result<Vec<crate::auth::keys::StoredKey>, StoreError> {
+        Ok(Vec::new())
+    }
 }

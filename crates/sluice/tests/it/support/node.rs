@@ -30,6 +30,8 @@ pub struct NodeOptions {
     pub retry: Vec<String>,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
     pub objects: String,
+    /// More `sluice.toml` sections (e.g. `[auth]`), appended as given.
+    pub extra_toml: String,
 }
 
 impl NodeOptions {
@@ -45,6 +47,7 @@ impl NodeOptions {
             client_ca: None,
             retry: vec!["1s".to_string(), "2s".to_string()],
             objects: objects.to_string(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -403,5 +406,6 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
         toml += &format!("bind_address = {}\n", quote(&ip.to_string()));
     }
     toml += &format!("\n[admin]\nlisten = {}\n", quote(&admin.to_string()));
+    toml += &options.extra_toml;
     toml
 }
