@@ -7,7 +7,9 @@
 //! Contract:
 //! - Input: the message after the inbound header firewall, the client
 //!   address, HELO and MAIL FROM. Mail from an on-premises connector is
-//!   the organisation's own and is not checked.
+//!   the organisation's own and is not checked, except on a sealing node
+//!   (`arc_seal`), whose seal must carry what it saw; DMARC is never
+//!   enforced on it.
 //! - [`Authenticator::check`] answers every protocol once (lookups through
 //!   the node's resolver, `delivery.dns`), builds this node's
 //!   `Authentication-Results` header and an [`AuthSummary`] for rules and
@@ -355,6 +357,11 @@ impl Authenticator {
             settings,
             keys,
         })
+    }
+
+    /// Whether this node seals what it relays (`[auth] arc_seal`).
+    pub fn seals(&self) -> bool {
+        self.settings.arc_seal.is_some()
     }
 
     /// This node's name in `Authentication-Results`.

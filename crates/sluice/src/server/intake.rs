@@ -50,11 +50,11 @@ impl Pipeline {
             strip_internal_headers(&content).0
         };
         // SPEC section 9: mail from the organisation's own servers is not
-        // judged; everything else is, before any rule looks at it.
-        let auth = self
-            .auth
-            .as_deref()
-            .filter(|_| !matches!(classification, Classification::Internal { .. }));
+        // judged; everything else is, before any rule looks at it. A node
+        // that seals checks everything it relays: its seal carries what it
+        // saw.
+        let internal = matches!(classification, Classification::Internal { .. });
+        let auth = self.auth.as_deref().filter(|a| !internal || a.seals());
         let original = match auth {
             Some(auth) => crate::auth::remove_forged_results(&content, auth.hostname()),
             None => content,
@@ -125,7 +125,7 @@ impl Pipeline {
             )),
         )];
         let mut dmarc_hold = None;
-        if let (Some(auth), Some(verdict)) = (auth, verdict) {
+        if let (Some(auth), Some(verdict), false) = (auth, verdict, internal) {
             match verdict.disposition(&auth.settings) {
                 crate::auth::Disposition::Accept => {}
                 crate::auth::Disposition::Quarantine(reason) => dmarc_hold = Some(reason),

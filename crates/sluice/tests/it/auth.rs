@@ -510,3 +510,188 @@ prepend_subject = "[DMARC FAIL] "
         .iter()
         .all(|m| m.header("Subject").as_deref() != Some("[DMARC FAIL] ed25519")));
 }
+
+const GATEWAY: u8 = 10;
+const SCANNER: u8 = 30;
+
+/// Seed 000's loop for inbound mail: the gateway sends what comes from
+/// outside through the scanner, which stamps it (changing the Subject, so
+/// the sender's DKIM signature breaks) and seals it with ARC; back at the
+/// gateway, DMARC fails on the message as it now stands, but the chain
+/// validates and the sealer is trusted, so the gateway accepts it.
+#[test]
+fn a_trusted_scanners_arc_seal_keeps_stamped_mail_authenticated() {
+    let net = Net(152);
+    let keys = sender_keys();
+    // Both nodes name the DNS server before the scanner's sealing key
+    // (and so its record) exists.
+    let dns_addr = std::net::SocketAddr::new(net.ip(DNS).into(), crate::support::free_port(net.ip(DNS)));
+
+    let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), "");
+    gateway_options.dns = Some(dns_addr);
+    gateway_options.bind_address = Some(net.ip(GATEWAY));
+    gateway_options.extra_toml = "\n[auth]\ntrusted_arc_sealers = [\"scan.partner.test\"]\n".into();
+    let gateway = Node::start(gateway_options);
+
+    let mut scanner_options = NodeOptions::new(
+        net.ip(SCANNER),
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+
+[[inbound_connector]]
+name = "From gateway"
+type = "on_premises"
+sender_ip_addresses = ["{gateway_ip}/32"]
+retain_internal_headers = true
+
+[[outbound_connector]]
+name = "Back to gateway"
+type = "partner"
+smart_hosts = ["{gateway}"]
+transport_rule_scoped = true
+retain_internal_headers = true
+
+[[rule]]
+name = "Stamp and return"
+[rule.actions]
+stamp_scan = true
+prepend_subject = "[scanned] "
+route_via_connector = "Back to gateway"
+"#,
+            gateway_ip = net.ip(GATEWAY),
+            gateway = gateway.smtp
+        ),
+    );
+    scanner_options.hostname = "scan.partner.test".into();
+    scanner_options.dns = Some(dns_addr);
+    scanner_options.bind_address = Some(net.ip(SCANNER));
+    scanner_options.extra_toml =
+        "\n[auth]\narc_seal = { domain = \"scan.partner.test\", selector = \"arc\" }\n".into();
+    let scanner = Node::start(scanner_options);
+    scanner.cli_ok(&[
+        "dkim",
+        "new",
+        "scan.partner.test",
+        "--selector",
+        "arc",
+        "--algorithm",
+        "rsa",
+    ]);
+    let seal_record = key_record(&scanner, "scan.partner.test", "arc");
+
+    gateway.apply(
+        "gateway.toml",
+        &format!(
+            r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "From scanner"
+type = "partner"
+sender_ip_addresses = ["{scanner_ip}/32"]
+retain_internal_headers = true
+
+[[outbound_connector]]
+name = "To scanner"
+type = "partner"
+smart_hosts = ["{scanner}"]
+transport_rule_scoped = true
+retain_internal_headers = true
+
+[[rule]]
+name = "Inbound through the scanner"
+[rule.conditions]
+from_scope = "not_in_organization"
+[rule.exceptions]
+header_contains = {{ header = "X-Sluice-Org-Scan", words = ["scanner=scan.partner.test"] }}
+[rule.actions]
+route_via_connector = "To scanner"
+"#,
+            scanner_ip = net.ip(SCANNER),
+            scanner = scanner.smtp
+        ),
+    );
+
+    let spf = format!("v=spf1 ip4:{} -all", net.ip(FABRIKAM_MTA));
+    let ed_record = format!("v=DKIM1; k=ed25519; p={}", keys.ed_public);
+    let _dns = Dns::start_at(
+        dns_addr,
+        &[
+            Record::Txt {
+                name: "fabrikam.test",
+                text: &spf,
+            },
+            Record::Txt {
+                name: "_dmarc.fabrikam.test",
+                text: "v=DMARC1; p=reject",
+            },
+            Record::Txt {
+                name: "ed._domainkey.fabrikam.test",
+                text: &ed_record,
+            },
+            Record::Txt {
+                name: "arc._domainkey.scan.partner.test",
+                text: &seal_record,
+            },
+        ],
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signed = message_file(
+        dir.path(),
+        "looped",
+        "alice@fabrikam.test",
+        "quarterly",
+        "",
+        Some(("ed25519", "ed", &keys.ed_private)),
+    );
+    let run = send(
+        &gateway,
+        net.ip(FABRIKAM_MTA),
+        "alice@fabrikam.test",
+        "bob@contoso.test",
+        &["--data", &signed],
+    );
+    assert!(run.delivered(), "{}", run.transcript);
+    assert!(
+        wait_until(Duration::from_secs(30), || !gateway
+            .mailbox("contoso.test", "bob")
+            .is_empty()),
+        "the message never came back from the scanner: gateway trace {:?}\nscanner trace {:?}",
+        gateway.trace(&["--message-id", "looped@fabrikam.test"]),
+        scanner.trace(&["--message-id", "looped@fabrikam.test"])
+    );
+    let delivered = SinkMessage::from_bytes(&gateway.mailbox("contoso.test", "bob")[0]);
+    assert_eq!(
+        delivered.header("Subject").as_deref(),
+        Some("[scanned] quarterly")
+    );
+    let seal = delivered.headers_named("ARC-Seal").join(" ");
+    assert!(
+        seal.contains("i=1") && seal.contains("d=scan.partner.test") && seal.contains("cv=none"),
+        "{seal}"
+    );
+    let sealed_results = delivered.headers_named("ARC-Authentication-Results").join(" ");
+    assert!(
+        sealed_results.contains("scan.partner.test") && sealed_results.contains("dkim=pass"),
+        "what the scanner saw: {sealed_results}"
+    );
+    let results = delivered.headers_named("Authentication-Results");
+    let own: Vec<&String> = results
+        .iter()
+        .filter(|r| r.starts_with("gw.contoso.test;"))
+        .collect();
+    assert_eq!(own.len(), 1, "one results header of the gateway's: {results:?}");
+    for expected in ["dkim=fail", "dmarc=fail", "arc=pass"] {
+        assert!(own[0].contains(expected), "{expected} missing: {}", own[0]);
+    }
+    let traced = received_detail(&gateway, "looped@fabrikam.test");
+    assert!(
+        traced.contains("arc=pass (trusted ARC sealer scan.partner.test)"),
+        "gateway trace: {traced}"
+    );
+}
