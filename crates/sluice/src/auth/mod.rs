@@ -592,6 +592,50 @@ fn find_header_end(content: &[u8]) -> usize {
         .map_or(content.len(), |p| p + 2)
 }
 
+/// Enhanced filtering: the client of the first hop before the
+/// connector's, from the Received headers (newest first), skipping hops
+/// from the connector's own addresses. `None` when the connector does not
+/// ask for it or no such hop is recorded: the session's client is judged.
+pub fn hop_before_connector(
+    policy: &Policy,
+    connector: Option<&str>,
+    peer: IpAddr,
+    content: &[u8],
+) -> Option<(IpAddr, String)> {
+    let connector = policy
+        .inbound
+        .iter()
+        .find(|c| Some(c.name.as_str()) == connector)?;
+    if !connector.enhanced_filtering {
+        return None;
+    }
+    let message = mail_parser::MessageParser::new().parse_headers(content)?;
+    message
+        .headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("received"))
+        .filter_map(|h| {
+            let raw = content.get(h.offset_start as usize..h.offset_end as usize)?;
+            received_client(&String::from_utf8_lossy(raw))
+        })
+        .find(|(ip, _)| *ip != peer && !connector.sender_ips.iter().any(|net| net.contains(ip)))
+}
+
+/// `from HELO (... [IP])` of a Received header value: the client the
+/// recording server saw.
+fn received_client(value: &str) -> Option<(IpAddr, String)> {
+    let value = value.replace(['\r', '\n'], " ");
+    let rest = value.trim_start().strip_prefix("from ")?;
+    let helo = rest.split_whitespace().next()?.to_string();
+    let by = rest.find(" by ").unwrap_or(rest.len());
+    let clause = &rest[..by];
+    let open = clause.find('[')?;
+    let close = clause[open..].find(']')? + open;
+    let literal = &clause[open + 1..close];
+    let ip = literal.strip_prefix("IPv6:").unwrap_or(literal).parse().ok()?;
+    Some((ip, helo))
+}
+
 /// The domain of the first From header address, lower-case.
 pub fn from_header_domain(content: &[u8]) -> Option<String> {
     let message = mail_parser::MessageParser::new().parse_headers(content)?;

@@ -77,3 +77,21 @@ fn results_parse_in_rfc_8601_words() {
     assert_eq!(AuthResult::parse("PASS"), Some(AuthResult::Pass));
     assert_eq!(AuthResult::parse("hardfail"), None);
 }
+
+#[test]
+fn the_client_of_a_received_header_is_found() {
+    assert_eq!(
+        received_client("from mail.fabrikam.test (mail.fabrikam.test [192.0.2.7])\r\n\tby mx.partner.test with ESMTPS id 1; Mon, 30 Nov 2026"),
+        Some(("192.0.2.7".parse().unwrap(), "mail.fabrikam.test".to_string()))
+    );
+    assert_eq!(
+        received_client("from [IPv6:2001:db8::5] (helo=x) by gw.test"),
+        Some(("2001:db8::5".parse().unwrap(), "[IPv6:2001:db8::5]".to_string()))
+    );
+    assert_eq!(received_client("by gw.test with ESMTP; Mon"), None);
+    assert_eq!(
+        received_client("from a.test by b.test ([10.0.0.1])"),
+        None,
+        "an address after `by` is the recorder's"
+    );
+}

@@ -395,6 +395,7 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                     "RestrictDomainsToIPAddresses",
                     "RestrictDomainsToCertificate",
                     "CloudServicesMailEnabled",
+                    "EFSkipLastIP",
                     "Enabled",
                 ])?;
                 set.inbound_connectors.push(InboundConnectorObject {
@@ -421,6 +422,7 @@ pub fn import(text: &str) -> Result<ObjectSet, ImportError> {
                         .unwrap_or(false),
                     restrict_domains_to_certificate: p.flag("RestrictDomainsToCertificate")?.unwrap_or(false),
                     retain_internal_headers: p.flag("CloudServicesMailEnabled")?.unwrap_or(false),
+                    enhanced_filtering: p.flag("EFSkipLastIP")?.unwrap_or(false),
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }

@@ -63,9 +63,16 @@ impl Pipeline {
         let mail_from = envelope.mail_from.to_string();
         let checked = match (auth, &message) {
             (Some(auth), Some(message)) => {
+                let (ip, helo) = crate::auth::hop_before_connector(
+                    &policy,
+                    classification.connector(),
+                    session.peer.ip(),
+                    &original,
+                )
+                .unwrap_or_else(|| (session.peer.ip(), session.helo.clone()));
                 let facts = crate::auth::Envelope {
-                    ip: session.peer.ip(),
-                    helo: &session.helo,
+                    ip,
+                    helo: &helo,
                     mail_from: &mail_from,
                 };
                 Some(auth.check(message, &facts).await)

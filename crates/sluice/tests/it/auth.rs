@@ -17,6 +17,8 @@ const ON_PREM: u8 = 40;
 const FABRIKAM_MTA: u8 = 5;
 /// An address no SPF record allows.
 const STRANGER: u8 = 6;
+/// A partner's relay in front of the node (enhanced filtering).
+const PARTNER_RELAY: u8 = 7;
 const DNS: u8 = 53;
 
 /// dkimpy (and PyNaCl, openssl) as the independent DKIM implementation.
@@ -509,6 +511,61 @@ prepend_subject = "[DMARC FAIL] "
     assert!(inbox
         .iter()
         .all(|m| m.header("Subject").as_deref() != Some("[DMARC FAIL] ed25519")));
+    // Enhanced filtering: behind a partner's relay, SPF (and so DMARC) is
+    // judged on the address the relay received the message from, not on
+    // the relay's own. The same message straight from the relay's address
+    // without the connector setting fails.
+    let partner = |enhanced: bool| {
+        format!(
+            "[[inbound_connector]]\nname = \"Partner relay\"\ntype = \"partner\"\n\
+             sender_ip_addresses = [\"{}/32\"]\nenhanced_filtering = {enhanced}\n",
+            net.ip(PARTNER_RELAY)
+        )
+    };
+    node.apply("partner.toml", &partner(true));
+    let hop = format!(
+        "Received: from mail.fabrikam.test (mail.fabrikam.test [{}])\r\n\tby relay.partner.test with ESMTP; Mon, 30 Nov 2026 04:00:01 +0000\r\n",
+        net.ip(FABRIKAM_MTA)
+    );
+    let relayed = message_file(
+        dir.path(),
+        "relayed",
+        "alice@fabrikam.test",
+        "relayed",
+        &hop,
+        None,
+    );
+    let run = send(
+        &node,
+        net.ip(PARTNER_RELAY),
+        "alice@fabrikam.test",
+        "bob@contoso.test",
+        &["--data", &relayed],
+    );
+    assert!(
+        run.delivered(),
+        "judged on the hop before the relay:\n{}",
+        run.transcript
+    );
+    let traced = received_detail(&node, "relayed@fabrikam.test");
+    assert!(
+        traced.contains("spf=pass dkim=none dmarc=pass"),
+        "trace: {traced}"
+    );
+    node.apply("partner.toml", &partner(false));
+    let direct = message_file(dir.path(), "direct", "alice@fabrikam.test", "direct", &hop, None);
+    let run = send(
+        &node,
+        net.ip(PARTNER_RELAY),
+        "alice@fabrikam.test",
+        "bob@contoso.test",
+        &["--data", &direct],
+    );
+    assert!(
+        run.transcript.contains("550 5.7.1"),
+        "without enhanced filtering the relay's address is judged:\n{}",
+        run.transcript
+    );
 }
 
 const GATEWAY: u8 = 10;
