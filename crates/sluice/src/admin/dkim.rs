@@ -57,7 +57,7 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// The keys of one domain.
+/// The keys of one domain, each with whether DNS publishes it.
 #[utoipa::path(get, path = "/dkim/{domain}", tag = "dkim", operation_id = "dkim_show",
     params(("domain" = String, Path, description = "Signing domain")),
     responses((status = 200, description = "The domain's keys", body = Vec<KeyView>),
@@ -67,13 +67,17 @@ pub(super) async fn show(
     Path(domain): Path<String>,
 ) -> Result<Json<Vec<KeyView>>, AdminError> {
     let wanted = domain.trim_end_matches('.').to_ascii_lowercase();
-    let keys: Vec<KeyView> = keyring(&state)?
+    let keyring = keyring(&state)?;
+    let mut keys: Vec<KeyView> = keyring
         .list()
         .into_iter()
         .filter(|k| k.domain == wanted)
         .collect();
     if keys.is_empty() {
         return Err(AdminError::NotFound(format!("DKIM key for {domain}")));
+    }
+    for key in &mut keys {
+        key.published = keyring.published(key).await;
     }
     Ok(Json(keys))
 }

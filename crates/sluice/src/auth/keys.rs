@@ -141,6 +141,7 @@ impl StoredKey {
             created_ms: self.created_ms,
             record_name: self.record_name(),
             record: self.record(),
+            published: None,
         }
     }
 }
@@ -162,6 +163,19 @@ pub struct KeyView {
     pub record_name: String,
     /// The TXT record's text.
     pub record: String,
+    /// Whether DNS publishes this public key (`GET /dkim/{domain}` only:
+    /// the lookup is made when asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<bool>,
+}
+
+/// The `p=` tag of a DKIM key record, whitespace removed (so spacing and
+/// tag order never make two records of one key differ).
+pub fn public_key_of(record: &str) -> Option<String> {
+    record.split(';').find_map(|tag| {
+        let (name, value) = tag.split_once('=')?;
+        (name.trim() == "p").then(|| value.split_whitespace().collect())
+    })
 }
 
 /// `POST /api/v1/dkim`.
@@ -201,6 +215,7 @@ pub enum KeyError {
 /// The node's keys: the store's copy, read once and kept in memory.
 pub struct Keyring {
     store: Arc<dyn Store>,
+    resolver: Option<Arc<dyn crate::dns::Resolver>>,
     keys: RwLock<Vec<StoredKey>>,
     writes: tokio::sync::Mutex<()>,
 }
@@ -214,11 +229,15 @@ fn valid_label(text: &str) -> bool {
 }
 
 impl Keyring {
-    /// Loads the stored keys.
-    pub fn load(store: Arc<dyn Store>) -> Result<Keyring, StoreError> {
+    /// Loads the stored keys; `resolver` answers whether DNS publishes them.
+    pub fn load(
+        store: Arc<dyn Store>,
+        resolver: Option<Arc<dyn crate::dns::Resolver>>,
+    ) -> Result<Keyring, StoreError> {
         let keys = store.dkim_keys()?;
         Ok(Keyring {
             store,
+            resolver,
             keys: RwLock::new(keys),
             writes: tokio::sync::Mutex::new(()),
         })
@@ -233,6 +252,18 @@ impl Keyring {
         let mut keys: Vec<KeyView> = self.read().iter().map(StoredKey::view).collect();
         keys.sort_by(|a, b| (&a.domain, &a.selector).cmp(&(&b.domain, &b.selector)));
         keys
+    }
+
+    /// Whether DNS publishes `key`'s public half at its record name
+    /// (`None`: no resolver, or no answer within 3 seconds).
+    pub async fn published(&self, key: &KeyView) -> Option<bool> {
+        let resolver = self.resolver.as_ref()?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(3), resolver.txt(&key.record_name))
+            .await
+            .ok()?
+            .ok()?;
+        let wanted = public_key_of(&key.record);
+        Some(answer.iter().any(|text| public_key_of(text) == wanted))
     }
 
     /// The key signing `domain`'s mail.

@@ -230,7 +230,7 @@ async fn dkim_lines(resolver: &dyn Resolver, keys: &[crate::auth::keys::KeyView]
             .into_iter()
             .filter(|t| t.to_ascii_lowercase().contains("p="))
             .collect();
-        let wanted = dkim_public_key(&key.record);
+        let wanted = crate::auth::keys::public_key_of(&key.record);
         lines.push(CheckLine {
             record: format!(
                 "DKIM {}{}",
@@ -243,18 +243,12 @@ async fn dkim_lines(resolver: &dyn Resolver, keys: &[crate::auth::keys::KeyView]
             } else {
                 published.join(" | ")
             },
-            ok: published.len() == 1 && wanted.is_some() && dkim_public_key(&published[0]) == wanted,
+            ok: published.len() == 1
+                && wanted.is_some()
+                && crate::auth::keys::public_key_of(&published[0]) == wanted,
         });
     }
     lines
-}
-
-/// The `p=` tag of a DKIM key record, whitespace removed.
-fn dkim_public_key(record: &str) -> Option<String> {
-    record.split(';').find_map(|tag| {
-        let (name, value) = tag.split_once('=')?;
-        (name.trim() == "p").then(|| value.split_whitespace().collect())
-    })
 }
 
 fn list(ips: &[IpAddr]) -> String {
@@ -396,6 +390,7 @@ mod tests {
             created_ms: 0,
             record_name: format!("{selector}._domainkey.contoso.test"),
             record: format!("v=DKIM1; k=ed25519; p={p}"),
+            published: None,
         };
         let resolver = Txt(vec![
             (

@@ -458,7 +458,7 @@ mod tests {
         let resolver = Arc::new(crate::dns::StaticResolver::default());
         let deliverer =
             Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
-        let keys = Arc::new(crate::auth::keys::Keyring::load(store.clone()).unwrap());
+        let keys = Arc::new(crate::auth::keys::Keyring::load(store.clone(), None).unwrap());
         NodeAdmin {
             store,
             queue,

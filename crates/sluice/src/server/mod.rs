@@ -141,8 +141,10 @@ impl Node {
         let objects = store.objects()?;
         let policy = objects.validate().context("stored objects are invalid")?;
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
-        let keys =
-            Arc::new(crate::auth::keys::Keyring::load(store.clone()).context("cannot read the DKIM keys")?);
+        let keys = Arc::new(
+            crate::auth::keys::Keyring::load(store.clone(), Some(resolver.clone()))
+                .context("cannot read the DKIM keys")?,
+        );
         let auth = Arc::new(crate::auth::Authenticator::new(
             &config.dns,
             config.hostname.clone(),

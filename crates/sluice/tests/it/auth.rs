@@ -469,8 +469,13 @@ prepend_subject = "[DMARC FAIL] "
         "{}",
         run.transcript
     );
-    let refused = node.trace(&["--message-id", "forged@fabrikam.test"]);
-    assert!(refused.iter().any(|e| e["event"] == "rejected"), "{refused:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .trace(&["--message-id", "forged@fabrikam.test"])
+            .iter()
+            .any(|e| e["event"] == "rejected")),
+        "the refusal is in the trace"
+    );
 
     // p=quarantine holds the message; p=none delivers it, and the rule
     // condition sees the failure.
@@ -696,6 +701,9 @@ route_via_connector = "To scanner"
             },
         ],
     );
+
+    let shown = scanner.cli_json(&["dkim", "show", "scan.partner.test", "--json"]);
+    assert_eq!(shown[0]["published"], true, "the record is in DNS: {shown}");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let signed = message_file(
