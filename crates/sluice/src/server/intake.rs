@@ -59,7 +59,7 @@ impl Pipeline {
             Some(auth) => crate::auth::remove_forged_results(&content, auth.hostname()),
             None => content,
         };
-        let message = auth.and(mail_auth::AuthenticatedMessage::parse(&original));
+        let message = auth.and(crate::auth::parse(&original));
         let mail_from = envelope.mail_from.to_string();
         let checked = match (auth, &message) {
             (Some(auth), Some(message)) => {
@@ -75,7 +75,17 @@ impl Pipeline {
                     helo: &helo,
                     mail_from: &mail_from,
                 };
-                Some(auth.check(message, &facts).await)
+                match tokio::time::timeout(crate::auth::CHECK_TIMEOUT, auth.check(message, &facts)).await {
+                    Ok(checked) => Some(checked),
+                    Err(_) => {
+                        tracing::warn!(id = %id, "sender authentication timed out");
+                        return Reply::new(
+                            451,
+                            [4, 4, 3],
+                            "Sender authentication timed out (DNS); try again later",
+                        );
+                    }
+                }
             }
             _ => None,
         };

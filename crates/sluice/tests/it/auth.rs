@@ -44,6 +44,13 @@ elif command == "sign":
         include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
         canonicalize=(b"relaxed", b"relaxed"))
     sys.stdout.buffer.write(signature + message)
+elif command == "many":
+    count, key = int(sys.argv[2]), sys.argv[3]
+    message = sys.stdin.buffer.read()
+    for n in range(count):
+        message = dkim.sign(message, b"s%d" % n, b"fabrikam.test", key.encode(),
+            signature_algorithm=b"ed25519-sha256", include_headers=[b"from", b"subject"]) + message
+    sys.stdout.buffer.write(message)
 elif command == "verify":
     record = sys.argv[2].encode()
     message = sys.stdin.buffer.read()
@@ -476,6 +483,35 @@ prepend_subject = "[DMARC FAIL] "
             .any(|e| e["event"] == "rejected")),
         "the refusal is in the trace"
     );
+
+    // A message cannot make the node look up more than ten signing keys.
+    let plain = b"From: alice@fabrikam.test\r\nTo: bob@contoso.test\r\nSubject: many\r\nMessage-ID: <many@fabrikam.test>\r\n\r\nMany signatures.\r\n";
+    let out = dkimpy(&["many", "25", &keys.ed_private], plain);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let many = dir.path().join("many.eml");
+    std::fs::write(&many, &out.stdout).expect("write");
+    let many = format!("@{}", many.display());
+    let run = send(
+        &node,
+        good_ip,
+        "alice@fabrikam.test",
+        "bob@contoso.test",
+        &["--data", &many],
+    );
+    assert!(run.delivered(), "{}", run.transcript);
+    assert!(wait_until(Duration::from_secs(20), || node
+        .mailbox("contoso.test", "bob")
+        .iter()
+        .any(|m| String::from_utf8_lossy(m).contains("Subject: many"))));
+    let inbox: Vec<SinkMessage> = node
+        .mailbox("contoso.test", "bob")
+        .iter()
+        .map(|m| SinkMessage::from_bytes(m))
+        .collect();
+    let results = by_subject(&inbox, "many")
+        .headers_named("Authentication-Results")
+        .join(" ");
+    assert_eq!(results.matches("dkim=").count(), 10, "{results}");
 
     // p=quarantine holds the message; p=none delivers it, and the rule
     // condition sees the failure.
