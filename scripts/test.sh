@@ -32,6 +32,14 @@ if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
     python3 -m pip install --quiet openapi-spec-validator
 fi
 
+# The independent DKIM implementation the mail authentication tests sign
+# and verify with (crates/sluice/tests/it/auth.rs): dkimpy, with PyNaCl for
+# Ed25519 and dnspython, from PyPI.
+if ! python3 -c 'import dkim, nacl, dns' >/dev/null 2>&1; then
+    echo "test.sh: installing dkimpy" >&2
+    python3 -m pip install --quiet dkimpy pynacl dnspython
+fi
+
 # The admin center's browser tests (crates/sluice/tests/it/admin_ui.rs):
 # Debian's chromium, and playwright-core from ui/tests/package-lock.json
 # (it never downloads a browser of its own).

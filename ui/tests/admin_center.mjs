@@ -102,6 +102,12 @@ async function setup() {
   await page.getByLabel('Domain').fill('contoso.test');
   await page.getByRole('button', { name: 'Add', exact: true }).click();
   await page.locator('tr[data-name="contoso.test"]').waitFor();
+  // A DKIM key made by the node: the record to publish, never the private key.
+  await page.getByRole('button', { name: 'New DKIM key' }).click();
+  const key = page.locator('#dkim tr[data-selector="selector1"]');
+  await key.getByText('selector1._domainkey.contoso.test. IN TXT "v=DKIM1; k=ed25519; p=').waitFor();
+  assert.match(await key.innerText(), /\bactive\b/);
+  assert.doesNotMatch(await page.locator('#dkim').innerText(), /PRIVATE|private_key/);
   await shot('01-accepted-domains');
 
   // Outbound connector of seed 000 through the wizard.

@@ -18,6 +18,7 @@
 //! the only module that wires every stage.
 
 pub mod admin;
+pub mod auth;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -28,6 +28,10 @@ export const PREDICATES = [
   ['message_size_over', 'The message size is greater than or equal to', 'text'],
   ['sender_ip_ranges', 'The sender IP address is in any of these ranges', 'list'],
   ['contains_sensitive_info', 'The message contains sensitive information', 'sensitive'],
+  ['spf_result', 'The SPF result is any of (pass, fail, softfail, neutral, none, temperror, permerror)', 'list'],
+  ['dkim_result', 'A DKIM signature\'s result is any of', 'list'],
+  ['dmarc_result', 'The DMARC result is any of', 'list'],
+  ['arc_result', 'The ARC chain\'s result is any of', 'list'],
 ];
 
 /** Action keys: [key, label, kind]. */

@@ -212,6 +212,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             content: &content,
             scanner: "route-explain",
             scan_limits: &crate::scan::ScanLimits::default(),
+            auth: None,
         },
     );
 

@@ -17,6 +17,7 @@
 //! `{"error": "..."}`; internal details are logged, never sent.
 
 mod auth;
+mod dkim;
 pub mod explain;
 mod objects;
 mod openapi;
@@ -140,6 +141,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<crate::tenant::validation::ValidationRecord>, AdminError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// The node's DKIM and ARC keys (absent where keys are not kept).
+    fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
+        None
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -256,6 +262,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/scan", post(scan::scan))
         .route("/stats", get(stats::stats))
         .merge(tenants::routes())
+        .merge(dkim::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

@@ -168,6 +168,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::tenants::show,
         super::tenants::remove,
         super::tenants::kit_text,
+        super::dkim::list,
+        super::dkim::create,
+        super::dkim::show,
+        super::dkim::remove,
+        super::dkim::activate,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -296,6 +301,11 @@ mod tests {
             "GET /api/v1/tenants",
             "POST /api/v1/tenants",
             "GET /api/v1/tenants/{name}/kit",
+            "GET /api/v1/dkim",
+            "POST /api/v1/dkim",
+            "GET /api/v1/dkim/{domain}",
+            "DELETE /api/v1/dkim/{domain}/{selector}",
+            "POST /api/v1/dkim/{domain}/{selector}/activate",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -304,13 +314,15 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 56, "{operations:?}");
+        assert_eq!(operations.len(), 61, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
                 .replace("{name}", "x")
                 .replace("{id}", "x")
-                .replace("{action}", "hold");
+                .replace("{action}", "hold")
+                .replace("{domain}", "contoso.test")
+                .replace("{selector}", "selector1");
             let request = Request::builder()
                 .method(method)
                 .uri(&uri)
@@ -371,6 +383,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 53);
+        assert_eq!(checked, 2 * 58);
     }
 }

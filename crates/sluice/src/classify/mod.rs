@@ -36,6 +36,8 @@ pub struct InboundConnector {
     pub restrict_domains_to_certificate: bool,
     /// Trust `X-Sluice-Org-*` headers from this source.
     pub retain_internal_headers: bool,
+    /// Judge SPF/DMARC on the hop before this connector's (SPEC section 9).
+    pub enhanced_filtering: bool,
     /// Disabled connectors never match.
     pub enabled: bool,
 }

@@ -37,10 +37,21 @@ pub(crate) fn run(global: &GlobalArgs, name: &str, as_json: bool) -> Result<(), 
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(e.to_string()))?;
+    // The node's DKIM keys for the domain, when a node is there to ask:
+    // the check of MX and SPF works without one.
+    let keys: Vec<crate::auth::keys::KeyView> = super::client::ApiClient::connect(global)
+        .ok()
+        .and_then(|client| {
+            client
+                .get(&format!("dkim/{}", super::client::segment(domain.as_str())))
+                .ok()
+        })
+        .unwrap_or_default();
     let lines = runtime
         .block_on(async {
             let mut lines = check(resolver.as_ref(), &config, &domain).await?;
             lines.extend(super::domain_tls::tls_lines(resolver.clone(), &config, &domain).await);
+            lines.extend(dkim_lines(resolver.as_ref(), &keys).await);
             Ok::<_, String>(lines)
         })
         .map_err(|unreachable| {
@@ -206,6 +217,41 @@ async fn check(resolver: &dyn Resolver, config: &Config, domain: &Domain) -> Res
     Ok(lines)
 }
 
+/// One line per DKIM key of the domain: the record this node's key needs
+/// at `SELECTOR._domainkey.DOMAIN`, and whether DNS publishes that public
+/// key (the `p=` values compared, so spacing and tag order do not matter).
+async fn dkim_lines(resolver: &dyn Resolver, keys: &[crate::auth::keys::KeyView]) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    for key in keys {
+        let published: Vec<String> = tokio::time::timeout(DNS_WAIT, resolver.txt(&key.record_name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.to_ascii_lowercase().contains("p="))
+            .collect();
+        let wanted = crate::auth::keys::public_key_of(&key.record);
+        lines.push(CheckLine {
+            record: format!(
+                "DKIM {}{}",
+                key.selector,
+                if key.active { " (active)" } else { "" }
+            ),
+            expected: format!("{} TXT {}", key.record_name, key.record),
+            found: if published.is_empty() {
+                "none".into()
+            } else {
+                published.join(" | ")
+            },
+            ok: published.len() == 1
+                && wanted.is_some()
+                && crate::auth::keys::public_key_of(&published[0]) == wanted,
+        });
+    }
+    lines
+}
+
 fn list(ips: &[IpAddr]) -> String {
     ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -312,5 +358,70 @@ mod tests {
             "gw.test"
         ));
         assert!(!spf_lists("v=spf1 -all", &[ip], "gw.test"));
+    }
+
+    /// Answers TXT queries from a table.
+    struct Txt(Vec<(&'static str, &'static str)>);
+
+    impl Resolver for Txt {
+        fn mx<'a>(&'a self, _domain: &'a Domain) -> BoxFuture<'a, Result<MxAnswer, DnsError>> {
+            Box::pin(async { Ok(MxAnswer::NoRecords) })
+        }
+        fn ips<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, DnsError>> {
+            let found = self
+                .0
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, t)| t.to_string())
+                .collect();
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    #[test]
+    fn dkim_records_are_compared_by_public_key() {
+        let key = |selector: &str, p: &str| crate::auth::keys::KeyView {
+            domain: "contoso.test".into(),
+            selector: selector.into(),
+            algorithm: crate::auth::keys::KeyAlgorithm::Ed25519,
+            active: selector == "selector1",
+            created_ms: 0,
+            record_name: format!("{selector}._domainkey.contoso.test"),
+            record: format!("v=DKIM1; k=ed25519; p={p}"),
+            published: None,
+        };
+        let resolver = Txt(vec![
+            (
+                "selector1._domainkey.contoso.test",
+                "v=DKIM1;p=AAAA BBBB; k=ed25519",
+            ),
+            (
+                "selector2._domainkey.contoso.test",
+                "v=DKIM1; k=ed25519; p=OLDKEY",
+            ),
+        ]);
+        let keys = [
+            key("selector1", "AAAABBBB"),
+            key("selector2", "NEWKEY"),
+            key("selector3", "X"),
+        ];
+        let lines = block_on(dkim_lines(&resolver, &keys));
+        let verdicts: Vec<(&str, bool)> = lines.iter().map(|l| (l.record.as_str(), l.ok)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("DKIM selector1 (active)", true),
+                ("DKIM selector2", false),
+                ("DKIM selector3", false)
+            ]
+        );
+        assert_eq!(lines[2].found, "none");
+        assert_eq!(
+            lines[1].expected,
+            "selector2._domainkey.contoso.test TXT v=DKIM1; k=ed25519; p=NEWKEY"
+        );
     }
 }

@@ -11,6 +11,7 @@
 mod client;
 mod connector_flags;
 mod demo;
+mod dkim;
 mod domain_check;
 mod domain_tls;
 mod edm;
@@ -122,6 +123,61 @@ pub enum Command {
         #[arg(long)]
         show_matches: bool,
     },
+    /// DKIM keys: made by the node, records to publish, rotation.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
+}
+
+/// `sluice dkim ...`.
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Make a key for a domain and print the DNS TXT record to publish.
+    New {
+        /// Signing domain.
+        domain: String,
+        /// Selector (default selector1, or selector2 when selector1 exists).
+        #[arg(long)]
+        selector: Option<String>,
+        /// Key type.
+        #[arg(long, value_enum, default_value_t = DkimAlgorithmArg::Ed25519)]
+        algorithm: DkimAlgorithmArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every key.
+    List(JsonFlag),
+    /// Show a domain's keys with their records.
+    Show {
+        /// Signing domain.
+        domain: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign the domain's mail with this selector from now on (rotation).
+    Activate {
+        /// Signing domain.
+        domain: String,
+        /// Selector.
+        selector: String,
+    },
+    /// Retire a key.
+    Remove {
+        /// Signing domain.
+        domain: String,
+        /// Selector.
+        selector: String,
+    },
+}
+
+/// `--algorithm` of `dkim new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DkimAlgorithmArg {
+    /// Ed25519-SHA256 (RFC 8463).
+    Ed25519,
+    /// RSA-SHA256, 2048 bits.
+    Rsa,
 }
 
 /// `sluice tlsrpt ...`.
@@ -419,6 +475,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Scan { files, show_matches } => scan::run(files, *show_matches),
         Command::Tenant(command) => tenant::run(global, command),
         Command::Demo => demo::run(),
+        Command::Dkim(command) => dkim::run(global, command),
     }
 }
 

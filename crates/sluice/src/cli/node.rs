@@ -138,6 +138,18 @@ pub(crate) fn effective_settings(config: &Config) -> String {
     lines.push(format!("listen = {:?}", config.admin_listen.to_string()));
     lines.push("\n[trace]".to_string());
     lines.push(format!("retention = {:?}", duration(config.trace_retention)));
+    lines.push("\n[auth]".to_string());
+    lines.push(format!("dmarc_enforce = {}", config.auth.dmarc_enforce));
+    lines.push(format!(
+        "trusted_arc_sealers = {:?}",
+        config.auth.trusted_arc_sealers
+    ));
+    if let Some(seal) = &config.auth.arc_seal {
+        lines.push(format!(
+            "arc_seal = {{ domain = {:?}, selector = {:?} }}",
+            seal.domain, seal.selector
+        ));
+    }
     lines.push(String::new());
     lines.join("\n")
 }

@@ -25,6 +25,8 @@ pub struct NodeFile {
     #[serde(default)]
     reporting: ReportingSection,
     partner: Option<crate::tenant::PartnerSection>,
+    #[serde(default)]
+    auth: AuthSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +99,14 @@ struct DlpSection {
 #[serde(deny_unknown_fields)]
 struct TraceSection {
     retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    dmarc_enforce: Option<bool>,
+    trusted_arc_sealers: Option<Vec<String>>,
+    arc_seal: Option<crate::auth::ArcSealIdentity>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -256,6 +266,17 @@ impl NodeFile {
                 "admin.listen",
                 self.admin.listen.as_deref().unwrap_or("127.0.0.1:8025"),
             )?,
+            auth: crate::auth::AuthSettings {
+                dmarc_enforce: self.auth.dmarc_enforce.unwrap_or(true),
+                trusted_arc_sealers: self
+                    .auth
+                    .trusted_arc_sealers
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+                arc_seal: self.auth.arc_seal,
+            },
             trace_retention: parse_duration(self.trace.retention.as_deref().unwrap_or("30d"))
                 .map_err(|m| invalid("trace.retention", m))?,
             partner: self

@@ -121,6 +121,8 @@ pub struct Config {
     pub trace_retention: Duration,
     /// `[partner]`: this node scans mail for tenants (SPEC section 12).
     pub partner: Option<crate::tenant::PartnerSettings>,
+    /// `[auth]`: mail authentication (SPEC section 9).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Config {

@@ -253,6 +253,11 @@ pub struct InboundConnectorObject {
     /// Trust internal headers.
     #[serde(default)]
     pub retain_internal_headers: bool,
+    /// Enhanced Filtering for Connectors (Exchange's "skip listing"):
+    /// SPF and DMARC are judged on the first address before this
+    /// connector's hop, found in the Received headers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enhanced_filtering: bool,
     /// On or off.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
@@ -580,6 +585,7 @@ impl ObjectSet {
                 restrict_domains_to_ip_addresses: c.restrict_domains_to_ip_addresses,
                 restrict_domains_to_certificate: c.restrict_domains_to_certificate,
                 retain_internal_headers: c.retain_internal_headers,
+                enhanced_filtering: c.enhanced_filtering,
                 enabled: c.enabled,
             });
         }

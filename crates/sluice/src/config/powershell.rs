@@ -506,6 +506,7 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
                     "RestrictDomainsToIPAddresses",
                     "RestrictDomainsToCertificate",
                     "CloudServicesMailEnabled",
+                    "EFSkipLastIP",
                     "Enabled",
                 ])?;
                 set.inbound_connectors.push(InboundConnectorObject {
@@ -532,6 +533,7 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
                         .unwrap_or(false),
                     restrict_domains_to_certificate: p.flag("RestrictDomainsToCertificate")?.unwrap_or(false),
                     retain_internal_headers: p.flag("CloudServicesMailEnabled")?.unwrap_or(false),
+                    enhanced_filtering: p.flag("EFSkipLastIP")?.unwrap_or(false),
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
             }
@@ -763,6 +765,7 @@ fn predicates(p: &Params<'_>, prefix: &str) -> Result<RulePredicates, ImportErro
         },
         sender_ip_ranges: p.list(&key("SenderIpRanges")),
         contains_sensitive_info: None,
+        ..RulePredicates::default()
     })
 }
 

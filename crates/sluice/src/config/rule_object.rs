@@ -125,6 +125,18 @@ pub struct RulePredicates {
     /// DLP findings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains_sensitive_info: Option<SensitiveInfo>,
+    /// SPF result is one of these (`pass | fail | softfail | neutral | none | temperror | permerror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spf_result: Vec<String>,
+    /// A DKIM signature's result is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim_result: Vec<String>,
+    /// DMARC result is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dmarc_result: Vec<String>,
+    /// ARC chain result is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arc_result: Vec<String>,
 }
 
 /// `set_header = { header, value }`.

@@ -59,6 +59,14 @@ pub enum Condition {
         /// Findings needed.
         min_count: usize,
     },
+    /// SPF result is one of these (only mail this node checked).
+    SpfResult(Vec<crate::auth::AuthResult>),
+    /// A DKIM signature's result is one of these.
+    DkimResult(Vec<crate::auth::AuthResult>),
+    /// DMARC result is one of these.
+    DmarcResult(Vec<crate::auth::AuthResult>),
+    /// ARC chain result is one of these.
+    ArcResult(Vec<crate::auth::AuthResult>),
 }
 
 /// What conditions look at. Content is parsed on first use only.
@@ -77,6 +85,8 @@ pub struct MessageFacts<'a> {
     pub recipients: &'a [Address],
     /// The message.
     pub content: &'a [u8],
+    /// Authentication results, when this node checked the message.
+    pub auth: Option<&'a crate::auth::AuthSummary>,
     parsed: OnceLock<ParsedContent>,
     scanned: OnceLock<crate::scan::ScanReport>,
     scan_limits: crate::scan::ScanLimits,
@@ -116,6 +126,7 @@ impl<'a> MessageFacts<'a> {
             mail_from,
             recipients,
             content,
+            auth: None,
             parsed: OnceLock::new(),
             scanned: OnceLock::new(),
             scan_limits: crate::scan::ScanLimits::default(),
@@ -127,6 +138,12 @@ impl<'a> MessageFacts<'a> {
     /// The same facts, scanned under `limits` (the node's `[dlp] scan_budget`).
     pub fn with_scan_limits(mut self, limits: crate::scan::ScanLimits) -> Self {
         self.scan_limits = limits;
+        self
+    }
+
+    /// With the message's authentication results.
+    pub fn with_auth(mut self, auth: Option<&'a crate::auth::AuthSummary>) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -282,6 +299,12 @@ impl Condition {
                 min_confidence,
                 min_count,
             } => crate::scan::meets(facts.scan(), detectors, *min_confidence, *min_count),
+            Condition::SpfResult(wanted) => facts.auth.is_some_and(|a| wanted.contains(&a.spf)),
+            Condition::DkimResult(wanted) => facts
+                .auth
+                .is_some_and(|a| a.dkim.iter().any(|r| wanted.contains(r))),
+            Condition::DmarcResult(wanted) => facts.auth.is_some_and(|a| wanted.contains(&a.dmarc)),
+            Condition::ArcResult(wanted) => facts.auth.is_some_and(|a| wanted.contains(&a.arc)),
         }
     }
 
@@ -344,8 +367,35 @@ impl Condition {
                     min_confidence.as_str()
                 )
             }
+            Condition::SpfResult(r) => format!("spf_result [{}]", results(r)),
+            Condition::DkimResult(r) => format!("dkim_result [{}]", results(r)),
+            Condition::DmarcResult(r) => format!("dmarc_result [{}]", results(r)),
+            Condition::ArcResult(r) => format!("arc_result [{}]", results(r)),
         }
     }
+}
+
+fn results(list: &[crate::auth::AuthResult]) -> String {
+    list.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn auth_results(
+    key: &'static str,
+    words: &[String],
+) -> Result<Vec<crate::auth::AuthResult>, (&'static str, String)> {
+    words
+        .iter()
+        .map(|w| {
+            crate::auth::AuthResult::parse(w).ok_or_else(|| {
+                (
+                    key,
+                    format!(
+                        "{w:?} is not a result (pass, fail, softfail, neutral, none, temperror, permerror)"
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn same_address(a: &Address, b: &Address) -> bool {
@@ -470,6 +520,17 @@ pub fn compile(p: &RulePredicates) -> Result<Vec<Condition>, (&'static str, Stri
             })
             .collect::<Result<Vec<_>, _>>()?;
         out.push(Condition::SenderIpRanges(ranges));
+    }
+    let auth = [
+        ("spf_result", &p.spf_result, Condition::SpfResult as fn(_) -> _),
+        ("dkim_result", &p.dkim_result, Condition::DkimResult),
+        ("dmarc_result", &p.dmarc_result, Condition::DmarcResult),
+        ("arc_result", &p.arc_result, Condition::ArcResult),
+    ];
+    for (key, words, condition) in auth {
+        if !words.is_empty() {
+            out.push(condition(auth_results(key, words)?));
+        }
     }
     if let Some(info) = &p.contains_sensitive_info {
         // Built-in names or custom ones; that a custom one exists is checked

@@ -67,6 +67,8 @@ pub struct PlanInput<'a> {
     pub scanner: &'a str,
     /// Bounds of the DLP scan, when a rule makes it run.
     pub scan_limits: &'a crate::scan::ScanLimits,
+    /// SPF/DKIM/DMARC/ARC results, when the message was checked.
+    pub auth: Option<&'a crate::auth::AuthSummary>,
 }
 
 /// Decides what the message becomes.
@@ -82,7 +84,8 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         &recipients,
         input.content,
     )
-    .with_scan_limits(input.scan_limits.clone());
+    .with_scan_limits(input.scan_limits.clone())
+    .with_auth(input.auth);
     let evaluation = rules::evaluate(&policy.rules, &facts);
     let mut plan = Plan {
         refused: refused_entirely(&evaluation.effects),

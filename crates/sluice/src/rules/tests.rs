@@ -233,6 +233,7 @@ fn scanner_plan(body: &str) -> plan::Plan {
             content: content.as_bytes(),
             scanner: "scanner.test",
             scan_limits: &crate::scan::ScanLimits::default(),
+            auth: None,
         },
     )
 }

@@ -30,6 +30,8 @@ pub struct NodeAdmin {
     pub deliverer: Arc<Deliverer>,
     /// `[partner]` of a scanner node, with its validation records.
     pub partner: Option<crate::tenant::PartnerNode>,
+    /// DKIM and ARC keys.
+    pub keys: Arc<crate::auth::keys::Keyring>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -417,6 +419,10 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move { Ok(self.policy.borrow().clone()) })
     }
 
+    fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
+        Some(self.keys.clone())
+    }
+
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<crate::admin::NodeStats, AdminError>> {
         Box::pin(async move {
             let views: Vec<QueueEntryView> = self.queue.list().iter().map(queue_view).collect();
@@ -499,6 +505,7 @@ mod tests {
         let resolver = Arc::new(crate::dns::StaticResolver::default());
         let deliverer =
             Deliverer::new(crate::deliver::DeliverySettings::new("gw.test", dir), resolver).unwrap();
+        let keys = Arc::new(crate::auth::keys::Keyring::load(store.clone(), None).unwrap());
         NodeAdmin {
             store,
             queue,
@@ -506,6 +513,7 @@ mod tests {
             writes: Mutex::new(()),
             deliverer: Arc::new(deliverer),
             partner: None,
+            keys,
         }
     }
 

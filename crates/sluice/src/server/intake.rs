@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub content_slots: Arc<Semaphore>,
     /// Content held in memory from loading a message to its commit.
     pub memory: ContentMemory,
+    /// Mail authentication (SPF, DKIM, DMARC, ARC; signing and sealing).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// What the content work decided: the final reply now, or what to commit.
@@ -59,6 +61,8 @@ struct ContentWork {
     policy: Arc<Policy>,
     hostname: String,
     scan_limits: ScanLimits,
+    auth: Option<Arc<crate::auth::Authenticator>>,
+    content_slots: Arc<Semaphore>,
 }
 
 impl Pipeline {
@@ -81,14 +85,15 @@ impl Pipeline {
             policy: self.policy.borrow().clone(),
             hostname: self.hostname.clone(),
             scan_limits: self.scan_limits.clone(),
+            auth: self.auth.clone(),
+            content_slots: self.content_slots.clone(),
         };
         let decided = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
             let id = submission.id.clone();
             let size = submission.content.len();
             let started = std::time::Instant::now();
             tracing::debug!(id = %id, size, "content work started");
-            let decision = work.decide(submission);
+            let decision = work.decide(submission, slot);
             tracing::debug!(id = %id, elapsed_ms = started.elapsed().as_millis() as u64, "content work done");
             decision
         })
@@ -113,8 +118,10 @@ impl Pipeline {
 }
 
 impl ContentWork {
-    /// Firewall, rules and copies for one message; synchronous and CPU-bound.
-    fn decide(&self, submission: Submission) -> Decision {
+    /// Firewall, authentication, rules and copies for one message, on a
+    /// blocking thread, holding `slot` for the CPU-bound parts only.
+    fn decide(&self, submission: Submission, slot: tokio::sync::OwnedSemaphorePermit) -> Decision {
+        let mut slot = Some(slot);
         let Submission {
             id,
             session,
@@ -143,6 +150,69 @@ impl ContentWork {
             // than at the end of the work, so one copy is held, not two.
             drop(content);
             stripped
+        };
+        // SPEC section 9: mail from the organisation's own servers is not
+        // judged; everything else is, before any rule looks at it. A node
+        // that seals checks everything it relays: its seal carries what it
+        // saw.
+        let internal = matches!(classification, Classification::Internal { .. });
+        let auth = self.auth.as_deref().filter(|a| !internal || a.seals());
+        let original = match auth {
+            Some(auth) => crate::auth::remove_forged_results(&content, auth.hostname()),
+            None => content,
+        };
+        let message = auth.and(crate::auth::parse(&original));
+        let mail_from = envelope.mail_from.to_string();
+        let checked = match (auth, &message) {
+            (Some(auth), Some(message)) => {
+                let (ip, helo) = crate::auth::hop_before_connector(
+                    policy,
+                    classification.connector(),
+                    session.peer.ip(),
+                    &original,
+                )
+                .unwrap_or_else(|| (session.peer.ip(), session.helo.clone()));
+                let facts = crate::auth::Envelope {
+                    ip,
+                    helo: &helo,
+                    mail_from: &mail_from,
+                };
+                // DNS answers can be slow (a sender may make them so): the
+                // wait gives the content slot back, so it never holds up
+                // other messages' content work.
+                drop(slot.take());
+                let runtime = tokio::runtime::Handle::current();
+                let checked = runtime.block_on(tokio::time::timeout(
+                    crate::auth::CHECK_TIMEOUT,
+                    auth.check(message, &facts),
+                ));
+                match runtime.block_on(self.content_slots.clone().acquire_owned()) {
+                    Ok(permit) => slot = Some(permit),
+                    Err(_) => {
+                        return Decision::Refused(Reply::new(
+                            451,
+                            [4, 3, 0],
+                            "Temporary local problem, try again later",
+                        ))
+                    }
+                }
+                match checked {
+                    Ok(checked) => Some(checked),
+                    Err(_) => {
+                        tracing::warn!(id = %id, "sender authentication timed out");
+                        return Decision::Refused(Reply::new(
+                            451,
+                            [4, 4, 3],
+                            "Sender authentication timed out (DNS); try again later",
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let content: std::borrow::Cow<'_, [u8]> = match &checked {
+            Some(checked) => [checked.header.as_bytes(), &original].concat().into(),
+            None => original.as_slice().into(),
         };
         let now = now_ms();
         let base = QueueEntry {
@@ -180,13 +250,36 @@ impl ContentWork {
             .tls
             .as_ref()
             .map_or_else(|| "no TLS".to_string(), |t| format!("{} {}", t.version, t.cipher));
+        let verdict = checked.as_ref().map(|c| &c.summary);
+        let auth_note = verdict.map_or_else(String::new, |v| format!(" {}", v.describe()));
         let mut events = vec![queue::event(
             &base,
             TraceKind::Received,
             None,
             Some(session.peer.to_string()),
-            Some(format!("helo={} {tls} size={}", session.helo, base.size)),
+            Some(format!(
+                "helo={} {tls} size={}{auth_note}",
+                session.helo, base.size
+            )),
         )];
+        let mut dmarc_hold = None;
+        if let (Some(auth), Some(verdict), false) = (auth, verdict, internal) {
+            match verdict.disposition(&auth.settings) {
+                crate::auth::Disposition::Accept => {}
+                crate::auth::Disposition::Quarantine(reason) => dmarc_hold = Some(reason),
+                crate::auth::Disposition::Reject(reply) => {
+                    events.push(queue::event(
+                        &base,
+                        TraceKind::Rejected,
+                        None,
+                        None,
+                        Some(reply.to_string()),
+                    ));
+                    self.queue.record(events);
+                    return Decision::Refused(reply);
+                }
+            }
+        }
 
         let plan = plan::plan(
             policy,
@@ -198,6 +291,7 @@ impl ContentWork {
                 content: &content,
                 scanner: &self.hostname,
                 scan_limits: &self.scan_limits,
+                auth: verdict,
             },
         );
         for m in &plan.evaluation.matches {
@@ -263,7 +357,14 @@ impl ContentWork {
             let mut entry = base.clone();
             entry.id = if n == 0 { id.clone() } else { QueueId::generate() };
             entry.recipients = copy.recipients;
-            entry.size = copy.content.len() as u64;
+            let content = match self.auth.as_deref() {
+                Some(auth) => {
+                    let to: Vec<_> = entry.recipients.iter().map(|r| r.address.clone()).collect();
+                    auth.outgoing(policy, copy.content, &to, checked.as_ref())
+                }
+                None => copy.content,
+            };
+            entry.size = content.len() as u64;
             for r in &entry.recipients {
                 let mut routed = queue::event(
                     &entry,
@@ -275,7 +376,10 @@ impl ContentWork {
                 routed.connector = r.route.connector().map(str::to_string);
                 events.push(routed);
             }
-            match copy.quarantined_by {
+            let held_by = copy
+                .quarantined_by
+                .or_else(|| dmarc_hold.as_ref().map(|_| "DMARC".to_string()));
+            match held_by {
                 Some(rule) => {
                     events.push(queue::event(
                         &entry,
@@ -284,18 +388,20 @@ impl ContentWork {
                         None,
                         Some(format!("quarantined by rule {rule:?}")),
                     ));
+                    let reason = match (&dmarc_hold, &plan.scan_summary) {
+                        (Some(why), _) if rule == "DMARC" => why.clone(),
+                        (_, Some(s)) => format!("rule {rule:?}: {s}"),
+                        _ => format!("rule {rule:?}"),
+                    };
                     let held = QuarantineEntry {
                         entry,
-                        reason: plan
-                            .scan_summary
-                            .as_ref()
-                            .map_or_else(|| format!("rule {rule:?}"), |s| format!("rule {rule:?}: {s}")),
+                        reason,
                         rule,
                         quarantined_at_ms: now,
                     };
-                    acceptance.quarantined.push((held, copy.content));
+                    acceptance.quarantined.push((held, content));
                 }
-                None => acceptance.queued.push((entry, copy.content)),
+                None => acceptance.queued.push((entry, content)),
             }
         }
         for (i, rule) in &plan.deleted {
@@ -348,6 +454,7 @@ impl ContentWork {
             }
         }
         acceptance.events = events;
+        drop(slot);
         Decision::Accept(Box::new(acceptance), id)
     }
 }

@@ -168,6 +168,16 @@ impl Node {
         let policy = objects.validate().context("stored objects are invalid")?;
         let policy = crate::tenant::PartnerNode::publish(partner.as_ref(), policy);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let keys = Arc::new(
+            crate::auth::keys::Keyring::load(store.clone(), Some(resolver.clone()))
+                .context("cannot read the DKIM keys")?,
+        );
+        let auth = Arc::new(crate::auth::Authenticator::new(
+            &config.dns,
+            config.hostname.clone(),
+            config.auth.clone(),
+            keys.clone(),
+        )?);
 
         let mut settings = DeliverySettings::new(config.hostname.clone(), config.data_dir.clone());
         settings.extra_ca = config.extra_ca.clone();
@@ -227,6 +237,7 @@ impl Node {
             },
             content_slots: Arc::new(tokio::sync::Semaphore::new(Pipeline::default_content_slots())),
             memory: crate::queue::ContentMemory::new(config.content_memory / 2),
+            auth: Some(auth),
         });
         // A scanner takes its tenants' validation messages out first.
         let intake: Arc<dyn crate::receive::Intake> = match &partner {
@@ -283,6 +294,7 @@ impl Node {
             writes: tokio::sync::Mutex::new(()),
             deliverer: deliverer.clone(),
             partner,
+            keys,
         });
         tasks.push(tls_reports::spawn_daily(
             deliverer,

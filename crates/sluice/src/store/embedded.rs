@@ -22,6 +22,7 @@ const QUEUE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_
 const QUARANTINE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_meta");
 const QUARANTINE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_content");
 /// Key: (time ms << 24) | sequence, so events sort by time and never collide.
+const DKIM_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("dkim_keys");
 const TRACE: TableDefinition<u128, &[u8]> = TableDefinition::new("trace");
 const TLS_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("tls_state");
 
@@ -84,6 +85,7 @@ impl EmbeddedStore {
             txn.open_table(QUARANTINE_META).map_err(err)?;
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
             txn.open_table(TLS_STATE).map_err(err)?;
+            txn.open_table(DKIM_KEYS).map_err(err)?;
             txn.commit().map_err(err)?;
         }
         let (writer, jobs) = mpsc::channel();
@@ -142,6 +144,7 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
         let mut held = txn.open_table(QUARANTINE_META).map_err(err)?;
         let mut held_content = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
         let mut tls_state = txn.open_table(TLS_STATE).map_err(err)?;
+        let mut dkim_keys = txn.open_table(DKIM_KEYS).map_err(err)?;
         for job in batch.iter_mut() {
             for write in job.writes.drain(..) {
                 match write {
@@ -184,6 +187,10 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                     Write::Unquarantine(id) => {
                         held.remove(id.0.as_str()).map_err(err)?;
                         held_content.remove(id.0.as_str()).map_err(err)?;
+                    }
+                    Write::DkimKeys(keys) => {
+                        let json = serde_json::to_vec(&keys).map_err(err)?;
+                        dkim_keys.insert("keys", json.as_slice()).map_err(err)?;
                     }
                     Write::PruneTrace(before_ms) => {
                         let end = (before_ms as u128) << 24;
@@ -228,6 +235,15 @@ impl Store for EmbeddedStore {
         match table.get("objects").map_err(err)? {
             Some(json) => serde_json::from_slice(json.value()).map_err(err),
             None => Ok(ObjectSet::default()),
+        }
+    }
+
+    fn dkim_keys(&self) -> Result<Vec<crate::auth::keys::StoredKey>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(DKIM_KEYS).map_err(err)?;
+        match table.get("keys").map_err(err)? {
+            Some(json) => serde_json::from_slice(json.value()).map_err(err),
+            None => Ok(Vec::new()),
         }
     }
 

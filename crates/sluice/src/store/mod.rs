@@ -53,6 +53,8 @@ pub enum Write {
         /// JSON, or `None` to delete.
         value: Option<Vec<u8>>,
     },
+    /// Replace every DKIM/ARC key.
+    DkimKeys(Vec<crate::auth::keys::StoredKey>),
 }
 
 /// The storage interface every backend implements.
@@ -75,4 +77,9 @@ pub trait Store: Send + Sync + 'static {
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
     /// Outbound TLS policy state whose key starts with `prefix`, by key.
     fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// DKIM and ARC signing keys (private halves included: callers keep
+    /// them inside the node).
+    fn dkim_keys(&self) -> Result<Vec<crate::auth::keys::StoredKey>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -242,6 +242,7 @@ pub fn scanner_objects(request: &TenantRequest) -> Result<ObjectSet, TenantError
             // A tenant's X-Sluice-Org-* headers are not trusted: a verdict
             // it wrote itself must not survive into the scan.
             retain_internal_headers: false,
+            enhanced_filtering: false,
             enabled: true,
         }],
         outbound_connectors: vec![OutboundConnectorObject {

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_ui;
+mod auth;
 mod connectors;
 mod content_work;
 mod dane;

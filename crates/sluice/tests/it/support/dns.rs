@@ -24,18 +24,25 @@ pub enum Record<'a> {
     },
     /// `name` has the A record `ip`.
     A { name: &'a str, ip: Ipv4Addr },
-    /// `name` has a TXT record with the one string `text`.
+    /// `name` has a TXT record with `text` (split into the 255-byte
+    /// strings DNS carries; a verifier joins them). dnsmasq takes quotes
+    /// literally and commas as string breaks, so `text` has neither.
     Txt { name: &'a str, text: &'a str },
 }
 
 impl Dns {
     /// Starts dnsmasq on a free port of `ip` serving `records`.
     pub fn start(ip: Ipv4Addr, records: &[Record<'_>]) -> Dns {
-        let dir = tempfile::tempdir().expect("dns temp dir");
         // TCP and UDP share the number; a free TCP port is almost always a
         // free UDP port too on an address no other test uses.
-        let port = free_port(ip);
-        let addr = SocketAddr::new(ip.into(), port);
+        Dns::start_at(SocketAddr::new(ip.into(), free_port(ip)), records)
+    }
+
+    /// Starts dnsmasq on `addr` (chosen earlier, when a node's config must
+    /// name the server before the records are known).
+    pub fn start_at(addr: SocketAddr, records: &[Record<'_>]) -> Dns {
+        let dir = tempfile::tempdir().expect("dns temp dir");
+        let (ip, port) = (addr.ip(), addr.port());
         let mut command = Command::new("dnsmasq");
         command
             .arg("--no-daemon")
@@ -57,7 +64,14 @@ impl Dns {
                     preference,
                 } => command.arg(format!("--mx-host={domain},{host},{preference}")),
                 Record::A { name, ip } => command.arg(format!("--host-record={name},{ip}")),
-                Record::Txt { name, text } => command.arg(format!("--txt-record={name},{text}")),
+                Record::Txt { name, text } => {
+                    let strings: Vec<String> = text
+                        .as_bytes()
+                        .chunks(255)
+                        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                        .collect();
+                    command.arg(format!("--txt-record={name},{}", strings.join(",")))
+                }
             };
         }
         let log = std::fs::File::create(dir.path().join("dnsmasq.log")).expect("dns log");

@@ -32,7 +32,7 @@ pub struct NodeOptions {
     pub dnssec_trust_anchor: Option<PathBuf>,
     /// `delivery.mta_sts_port`: the test policy server's port.
     pub mta_sts_port: Option<u16>,
-    /// More TOML appended to the config (e.g. a `[reporting]` section).
+    /// More TOML appended to the config (e.g. a `[reporting]` or `[auth]` section).
     pub extra_toml: String,
     /// Objects (SPEC section 4 TOML) applied once the node is up.
     pub objects: String,
