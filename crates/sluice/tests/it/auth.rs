@@ -1,7 +1,7 @@
 //! Mail authentication over the wire (issue 15, SPEC section 9), with an
 //! independent implementation on the other side: dkimpy verifies what
 //! sluice signs and signs what sluice verifies; dnsmasq serves the SPF,
-//! DKIM and DMARC records. Nets 150-152.
+//! DKIM and DMARC records. Nets 162-164.
 
 use crate::support::{swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink, SinkMessage, SwaksRun};
 use serde_json::Value;
@@ -115,7 +115,7 @@ fn by_subject(messages: &[SinkMessage], subject: &str) -> SinkMessage {
 
 #[test]
 fn signatures_sluice_makes_verify_in_dkimpy_through_a_key_rotation() {
-    let net = Net(150);
+    let net = Net(162);
     let sink = Sink::start(net.ip(SINK));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
@@ -316,7 +316,7 @@ fn received_detail(node: &Node, message_id: &str) -> String {
 
 #[test]
 fn dkimpy_signatures_verify_in_sluice_and_dmarc_policies_are_enforced() {
-    let net = Net(151);
+    let net = Net(163);
     let keys = sender_keys();
     let spf = format!("v=spf1 ip4:{} -all", net.ip(FABRIKAM_MTA));
     let ed_record = format!("v=DKIM1; k=ed25519; p={}", keys.ed_public);
@@ -621,7 +621,7 @@ const SCANNER: u8 = 30;
 /// validates and the sealer is trusted, so the gateway accepts it.
 #[test]
 fn a_trusted_scanners_arc_seal_keeps_stamped_mail_authenticated() {
-    let net = Net(152);
+    let net = Net(164);
     let keys = sender_keys();
     // Both nodes name the DNS server before the scanner's sealing key
     // (and so its record) exists.

@@ -3,7 +3,7 @@
 //! `contains_sensitive_info` on mail sent with swaks, reported by `POST
 //! /api/v1/scan` (masked by default), and exported with the other objects;
 //! exact-data-match sets loaded from CSV with `sluice edm load` and matched
-//! by a rule. Nets 150-151.
+//! by a rule. Nets 160-161.
 
 use crate::support::{swaks, Net, Node, NodeOptions, Sink};
 use serde_json::{json, Value};
@@ -103,7 +103,7 @@ reject = {{ code = "5.7.1", text = "Listed data may not leave" }}
 
 #[test]
 fn custom_detectors_over_the_api_and_in_a_rule() {
-    let net = Net(150);
+    let net = Net(160);
     let sink = Sink::start(net.ip(SINK));
     let node = relay_node(net, &sink);
 
@@ -182,7 +182,7 @@ fn custom_detectors_over_the_api_and_in_a_rule() {
 
 #[test]
 fn edm_sets_hold_hashes_and_match_listed_values_in_a_rule() {
-    let net = Net(151);
+    let net = Net(161);
     let sink = Sink::start(net.ip(SINK));
     let node = relay_node(net, &sink);
 

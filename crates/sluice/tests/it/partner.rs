@@ -6,7 +6,7 @@
 //! recorded at the scanner; clean mail goes through the scanner once and
 //! back, stamped; a card number stays in the scanner's quarantine; a sender
 //! from an unlisted address is refused and counted; `tenant remove` ends the
-//! flow with a clear refusal. Net 150.
+//! flow with a clear refusal. Net 166.
 
 use crate::support::seed000::{events_of, field};
 use crate::support::{swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink};
@@ -24,7 +24,7 @@ const CARD_BODY: &str = "Please charge my visa card 4556 7375 8689 9855 exp 12/2
 
 #[test]
 fn kit_onboarded_gateway_validates_loops_once_quarantines_cards_and_stops_after_remove() {
-    let net = Net(150);
+    let net = Net(166);
     let internet = Sink::start(net.ip(INTERNET_MX));
     let dns = Dns::start(
         net.ip(DNS),

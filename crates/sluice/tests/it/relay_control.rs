@@ -2,7 +2,7 @@
 //! routing"): a `*` outbound connector never makes an open relay; an
 //! on_premises connector's IP may relay for accepted sender domains; relay
 //! rights follow the objects in force at each MAIL FROM.
-//! Nets 30, 151 and 221.
+//! Nets 30, 165 and 221.
 
 use crate::support::{swaks, Net, Node, NodeOptions, RawSmtp, Sink};
 use std::time::Duration;
@@ -204,7 +204,7 @@ smart_hosts = ["{sink}"]
 
 #[test]
 fn removing_the_on_prem_connector_ends_relay_in_an_open_session() {
-    let net = Net(151);
+    let net = Net(165);
     let sink = Sink::start(net.ip(SMART_HOST));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
