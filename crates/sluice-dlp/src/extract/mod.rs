@@ -28,6 +28,7 @@ mod zip;
 #[cfg(test)]
 mod zip_writer;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -231,6 +232,16 @@ fn same_text(a: &str, b: &str) -> bool {
     tokens(a).eq(tokens(b))
 }
 
+/// `bytes` as text, invalid UTF-8 replaced. Checked first with the fast
+/// validator: decoded attachments are nearly always valid, and the lossy
+/// decoder is several times slower on the same bytes.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 fn join(parent: Option<&str>, name: &str) -> String {
     match parent {
         Some(p) => format!("{p}/{name}"),
@@ -287,7 +298,7 @@ impl Walker<'_> {
             Some(message) => self.parsed(&message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
-                self.scan(&String::from_utf8_lossy(raw), loc);
+                self.scan(&lossy(raw), loc);
             }
         }
     }
@@ -381,7 +392,7 @@ impl Walker<'_> {
         } else if data.iter().take(4096).any(|&c| c == 0) {
             // Images, executables and other binaries carry no scannable text.
         } else {
-            let text = String::from_utf8_lossy(data);
+            let text = lossy(data);
             let head = text.get(..512).unwrap_or(&text).trim_start().to_ascii_lowercase();
             let loc = Location::Attachment(name.to_owned());
             if lower.ends_with(".html")
@@ -461,12 +472,12 @@ impl Walker<'_> {
             parts
                 .iter()
                 .find(|(n, _)| *n == "xl/sharedStrings.xml")
-                .map(|(_, x)| xlsx::shared_strings(&String::from_utf8_lossy(x)))
+                .map(|(_, x)| xlsx::shared_strings(&lossy(x)))
                 .unwrap_or_default()
         });
         let mut used = vec![false; shared.as_ref().map_or(0, Vec::len)];
         for (part, xml) in &parts {
-            let xml = String::from_utf8_lossy(xml);
+            let xml = lossy(xml);
             match &shared {
                 Some(shared) if is_sheet(part) => {
                     office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
