@@ -187,11 +187,6 @@ fn strip_into(
                     rest = after;
                     continue;
                 }
-                if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(out, '\n');
-                    rest = after;
-                    continue;
-                }
                 let Some(close) = memchr::memchr(b'>', tail.as_bytes()) else {
                     out.push_str(tail);
                     rest = "";
@@ -205,13 +200,15 @@ fn strip_into(
                 // Tag names are matched without regard to case and without
                 // allocating: a spreadsheet has a tag every few bytes.
                 let mut lower = [0u8; 16];
-                let local = if local.len() <= lower.len() {
+                let local = if local.len() > lower.len() {
+                    // No element of interest has a long name.
+                    ""
+                } else if !local.bytes().any(|b| b.is_ascii_uppercase()) {
+                    local
+                } else {
                     lower[..local.len()].copy_from_slice(local.as_bytes());
                     lower[..local.len()].make_ascii_lowercase();
                     std::str::from_utf8(&lower[..local.len()]).unwrap_or("")
-                } else {
-                    // No element of interest has a long name.
-                    ""
                 };
                 if !closing && !unclosed && hidden.contains(&local) {
                     // Unclosed, the element hides nothing: malformed markup must
