@@ -207,29 +207,37 @@ struct Walker<'l> {
 /// the whitespace around them (`<p>` versus `\n`). Runs of spaces and tabs
 /// must match exactly, since a digit run is joined by one space only.
 fn same_text(a: &str, b: &str) -> bool {
-    fn tokens(s: &str) -> impl Iterator<Item = &str> {
-        let s = s.trim_matches(['\n', '\r', ' ', '\t']);
-        let bytes = s.as_bytes();
-        let mut pos = 0;
-        std::iter::from_fn(move || {
-            if pos >= bytes.len() {
-                return None;
+    // One walk over both, byte by byte: this runs on every HTML body.
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let a = a.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
+    let b = b.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        while i < a.len() && j < b.len() && a[i] == b[j] && !ws(a[i]) {
+            i += 1;
+            j += 1;
+        }
+        match (a.get(i), b.get(j)) {
+            (None, None) => return true,
+            (Some(&x), Some(&y)) if ws(x) && ws(y) => {
+                let (si, sj) = (i, j);
+                while i < a.len() && ws(a[i]) {
+                    i += 1;
+                }
+                while j < b.len() && ws(b[j]) {
+                    j += 1;
+                }
+                let (ra, rb) = (&a[si..i], &b[sj..j]);
+                let breaks = |r: &[u8]| r.iter().any(|&c| c == b'\n' || c == b'\r');
+                match (breaks(ra), breaks(rb)) {
+                    (true, true) => {}
+                    (false, false) if ra == rb => {}
+                    _ => return false,
+                }
             }
-            let start = pos;
-            let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-            let in_ws = ws(bytes[pos]);
-            while pos < bytes.len() && ws(bytes[pos]) == in_ws {
-                pos += 1;
-            }
-            let tok = &s[start..pos];
-            Some(if in_ws && tok.contains(['\n', '\r']) {
-                "\n"
-            } else {
-                tok
-            })
-        })
+            _ => return false,
+        }
     }
-    tokens(a).eq(tokens(b))
 }
 
 /// `bytes` as text, invalid UTF-8 replaced. Checked first with the fast
@@ -257,6 +265,17 @@ impl Walker<'_> {
     /// Whether the time budget is spent; marks the report truncated if so.
     fn out_of_time(&mut self) -> bool {
         let spent = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        if spent {
+            self.report.truncated = true;
+        }
+        spent
+    }
+
+    /// Whether the scanned-text budget is spent; marks the report truncated if
+    /// so. Checked before inflating: what could not be scanned need not be
+    /// expanded.
+    fn out_of_text_budget(&mut self) -> bool {
+        let spent = self.scanned >= self.limits.max_scanned_bytes;
         if spent {
             self.report.truncated = true;
         }
@@ -410,6 +429,9 @@ impl Walker<'_> {
     /// A zip archive or an Office package (`office`): bombs are refused from
     /// the declared sizes before anything is inflated.
     fn archive(&mut self, data: &[u8], name: &str, depth: usize, office: bool) {
+        if self.out_of_text_budget() {
+            return;
+        }
         let entries = match zip::entries(data) {
             Ok(entries) => entries,
             Err(e) => return self.refuse(name, e),
@@ -443,7 +465,7 @@ impl Walker<'_> {
         let mut office_text = String::new();
         let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
-            if self.out_of_time() {
+            if self.out_of_time() || self.out_of_text_budget() {
                 break;
             }
             let member = join(Some(name), &e.name);
@@ -496,6 +518,9 @@ impl Walker<'_> {
     }
 
     fn pdf(&mut self, data: &[u8], name: &str) {
+        if self.out_of_text_budget() {
+            return;
+        }
         let budget = self.limits.max_expanded_bytes.saturating_sub(self.expanded);
         let extracted = pdf::text(data, budget, self.limits.max_ratio, self.deadline);
         self.expanded += extracted.expanded;
@@ -520,5 +545,12 @@ mod same_text_tests {
         assert!(!same_text("4111  1111", "4111 1111"), "double space breaks a run");
         assert!(!same_text("4111\n1111", "4111 1111"));
         assert!(!same_text("a b", "a b c"));
+        assert!(!same_text("a b c", "a b"));
+        assert!(!same_text("ab", "a b"));
+        assert!(!same_text("a\tb", "a b"));
+        assert!(same_text("a \r\n\t b", "a\nb"));
+        assert!(same_text("", " \n "));
+        assert!(!same_text("a", ""));
+        assert!(!same_text("4111 1111", "4111 1112"));
     }
 }
