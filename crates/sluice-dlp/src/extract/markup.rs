@@ -40,22 +40,23 @@ const HTML_BLOCKS: &[&str] = &[
 ];
 
 /// XML (Office Open XML, OpenDocument) elements that end a paragraph, a cell
-/// or a row, by local name.
-const XML_BREAKS: &[&str] = &[
-    "p",
-    "br",
-    "cr",
-    "tr",
-    "tc",
-    "si",
-    "c",
-    "row",
-    "h",
-    "line-break",
-    "table-cell",
-    "table-row",
-    "t",
-];
+/// or a row, by local name (`t`, a run of text, is not one: runs join).
+fn is_xml_break(name: &str) -> bool {
+    matches!(
+        name,
+        "p" | "br"
+            | "cr"
+            | "tr"
+            | "tc"
+            | "si"
+            | "c"
+            | "row"
+            | "h"
+            | "line-break"
+            | "table-cell"
+            | "table-row"
+    )
+}
 
 fn entity(s: &str) -> Option<(char, usize)> {
     let end = s.bytes().take(12).position(|c| c == b';')?;
@@ -92,6 +93,32 @@ fn find_end_tag(s: &str, name: &str) -> Option<usize> {
             .get(i + 2..i + 2 + name.len())
             .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     })
+}
+
+/// The local name of a tag (`w:p` is `p`): up to the first whitespace or `/`,
+/// after the last `:`. Byte by byte, since Office XML has a tag every few
+/// bytes and the general string searches cost a call each.
+fn local_name(name_part: &str) -> &str {
+    let bytes = name_part.as_bytes();
+    let mut colon = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'/' | b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' => {
+                return colon.map_or(&name_part[..i], |c| &name_part[c + 1..i]);
+            }
+            b':' => colon = Some(i),
+            // Non-ASCII whitespace also ends a name: rare, so the slow way.
+            0x80.. => {
+                let end = i + name_part[i..]
+                    .find(|c: char| c.is_whitespace() || c == '/')
+                    .unwrap_or(name_part.len() - i);
+                let full = &name_part[..end];
+                return full.rfind(':').map_or(full, |c| &full[c + 1..]);
+            }
+            _ => {}
+        }
+    }
+    colon.map_or(name_part, |c| &name_part[c + 1..])
 }
 
 /// Shared tag walker. `classify(name, closing_or_selfclosing)` says what a tag
@@ -160,12 +187,7 @@ fn strip_into(
                     rest = after;
                     continue;
                 }
-                if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(out, '\n');
-                    rest = after;
-                    continue;
-                }
-                let Some(close) = tail.find('>') else {
+                let Some(close) = memchr::memchr(b'>', tail.as_bytes()) else {
                     out.push_str(tail);
                     rest = "";
                     continue;
@@ -174,21 +196,19 @@ fn strip_into(
                 rest = &tail[close + 1..];
                 let closing = tag.starts_with('/');
                 let name_part = tag.trim_start_matches('/');
-                let name_end = name_part
-                    .find(|c: char| c.is_whitespace() || c == '/')
-                    .unwrap_or(name_part.len());
-                let full = &name_part[..name_end];
-                let local = full.rfind(':').map_or(full, |i| &full[i + 1..]);
+                let local = local_name(name_part);
                 // Tag names are matched without regard to case and without
                 // allocating: a spreadsheet has a tag every few bytes.
                 let mut lower = [0u8; 16];
-                let local = if local.len() <= lower.len() {
+                let local = if local.len() > lower.len() {
+                    // No element of interest has a long name.
+                    ""
+                } else if !local.bytes().any(|b| b.is_ascii_uppercase()) {
+                    local
+                } else {
                     lower[..local.len()].copy_from_slice(local.as_bytes());
                     lower[..local.len()].make_ascii_lowercase();
                     std::str::from_utf8(&lower[..local.len()]).unwrap_or("")
-                } else {
-                    // No element of interest has a long name.
-                    ""
                 };
                 if !closing && !unclosed && hidden.contains(&local) {
                     // Unclosed, the element hides nothing: malformed markup must
@@ -272,9 +292,9 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut String) {
                 Some('\t')
             } else if row && ends {
                 Some('\n')
-            } else if ends && cell_depth > 0 && name != "t" && XML_BREAKS.contains(&name) {
+            } else if ends && cell_depth > 0 && is_xml_break(name) {
                 Some(' ')
-            } else if ends && name != "t" && XML_BREAKS.contains(&name) {
+            } else if ends && is_xml_break(name) {
                 Some('\n')
             } else {
                 None
@@ -316,6 +336,36 @@ mod tests {
         assert_eq!(html_to_text("<style>4111 never closed"), "4111 never closed");
         assert_eq!(html_to_text("a-b -- c"), "a-b -- c");
         assert_eq!(html_to_text("unterminated <b"), "unterminated <b");
+    }
+
+    #[test]
+    fn local_names_as_the_string_searches_read_them() {
+        let reference = |name_part: &str| {
+            let end = name_part
+                .find(|c: char| c.is_whitespace() || c == '/')
+                .unwrap_or(name_part.len());
+            let full = &name_part[..end];
+            full.rfind(':').map_or(full, |i| &full[i + 1..]).to_owned()
+        };
+        for tag in [
+            "",
+            "p",
+            "w:p",
+            "w:t xml:space=\"preserve\"",
+            "br/",
+            "a:b:c",
+            "x:\u{a0}y",
+            "\u{e9}:t",
+            "w:p\u{2003}x",
+            "w:tab\x0bq",
+            "c r=\"A1\"",
+            ":",
+            "a:",
+            "a\r\nb",
+            "\u{e9}t/",
+        ] {
+            assert_eq!(local_name(tag), reference(tag), "{tag:?}");
+        }
     }
 
     #[test]

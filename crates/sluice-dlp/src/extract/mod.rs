@@ -28,6 +28,7 @@ mod zip;
 #[cfg(test)]
 mod zip_writer;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -206,29 +207,47 @@ struct Walker<'l> {
 /// the whitespace around them (`<p>` versus `\n`). Runs of spaces and tabs
 /// must match exactly, since a digit run is joined by one space only.
 fn same_text(a: &str, b: &str) -> bool {
-    fn tokens(s: &str) -> impl Iterator<Item = &str> {
-        let s = s.trim_matches(['\n', '\r', ' ', '\t']);
-        let bytes = s.as_bytes();
-        let mut pos = 0;
-        std::iter::from_fn(move || {
-            if pos >= bytes.len() {
-                return None;
+    // One walk over both, byte by byte: this runs on every HTML body.
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let a = a.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
+    let b = b.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        while i < a.len() && j < b.len() && a[i] == b[j] && !ws(a[i]) {
+            i += 1;
+            j += 1;
+        }
+        match (a.get(i), b.get(j)) {
+            (None, None) => return true,
+            (Some(&x), Some(&y)) if ws(x) && ws(y) => {
+                let (si, sj) = (i, j);
+                while i < a.len() && ws(a[i]) {
+                    i += 1;
+                }
+                while j < b.len() && ws(b[j]) {
+                    j += 1;
+                }
+                let (ra, rb) = (&a[si..i], &b[sj..j]);
+                let breaks = |r: &[u8]| r.iter().any(|&c| c == b'\n' || c == b'\r');
+                match (breaks(ra), breaks(rb)) {
+                    (true, true) => {}
+                    (false, false) if ra == rb => {}
+                    _ => return false,
+                }
             }
-            let start = pos;
-            let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-            let in_ws = ws(bytes[pos]);
-            while pos < bytes.len() && ws(bytes[pos]) == in_ws {
-                pos += 1;
-            }
-            let tok = &s[start..pos];
-            Some(if in_ws && tok.contains(['\n', '\r']) {
-                "\n"
-            } else {
-                tok
-            })
-        })
+            _ => return false,
+        }
     }
-    tokens(a).eq(tokens(b))
+}
+
+/// `bytes` as text, invalid UTF-8 replaced. Checked first with the fast
+/// validator: decoded attachments are nearly always valid, and the lossy
+/// decoder is several times slower on the same bytes.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 fn join(parent: Option<&str>, name: &str) -> String {
@@ -246,6 +265,17 @@ impl Walker<'_> {
     /// Whether the time budget is spent; marks the report truncated if so.
     fn out_of_time(&mut self) -> bool {
         let spent = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        if spent {
+            self.report.truncated = true;
+        }
+        spent
+    }
+
+    /// Whether the scanned-text budget is spent; marks the report truncated if
+    /// so. Checked before inflating: what could not be scanned need not be
+    /// expanded.
+    fn out_of_text_budget(&mut self) -> bool {
+        let spent = self.scanned >= self.limits.max_scanned_bytes;
         if spent {
             self.report.truncated = true;
         }
@@ -287,7 +317,7 @@ impl Walker<'_> {
             Some(message) => self.parsed(&message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
-                self.scan(&String::from_utf8_lossy(raw), loc);
+                self.scan(&lossy(raw), loc);
             }
         }
     }
@@ -381,7 +411,7 @@ impl Walker<'_> {
         } else if data.iter().take(4096).any(|&c| c == 0) {
             // Images, executables and other binaries carry no scannable text.
         } else {
-            let text = String::from_utf8_lossy(data);
+            let text = lossy(data);
             let head = text.get(..512).unwrap_or(&text).trim_start().to_ascii_lowercase();
             let loc = Location::Attachment(name.to_owned());
             if lower.ends_with(".html")
@@ -399,6 +429,9 @@ impl Walker<'_> {
     /// A zip archive or an Office package (`office`): bombs are refused from
     /// the declared sizes before anything is inflated.
     fn archive(&mut self, data: &[u8], name: &str, depth: usize, office: bool) {
+        if self.out_of_text_budget() {
+            return;
+        }
         let entries = match zip::entries(data) {
             Ok(entries) => entries,
             Err(e) => return self.refuse(name, e),
@@ -432,7 +465,7 @@ impl Walker<'_> {
         let mut office_text = String::new();
         let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
-            if self.out_of_time() {
+            if self.out_of_time() || self.out_of_text_budget() {
                 break;
             }
             let member = join(Some(name), &e.name);
@@ -461,12 +494,12 @@ impl Walker<'_> {
             parts
                 .iter()
                 .find(|(n, _)| *n == "xl/sharedStrings.xml")
-                .map(|(_, x)| xlsx::shared_strings(&String::from_utf8_lossy(x)))
+                .map(|(_, x)| xlsx::shared_strings(&lossy(x)))
                 .unwrap_or_default()
         });
         let mut used = vec![false; shared.as_ref().map_or(0, Vec::len)];
         for (part, xml) in &parts {
-            let xml = String::from_utf8_lossy(xml);
+            let xml = lossy(xml);
             match &shared {
                 Some(shared) if is_sheet(part) => {
                     office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
@@ -485,6 +518,9 @@ impl Walker<'_> {
     }
 
     fn pdf(&mut self, data: &[u8], name: &str) {
+        if self.out_of_text_budget() {
+            return;
+        }
         let budget = self.limits.max_expanded_bytes.saturating_sub(self.expanded);
         let extracted = pdf::text(data, budget, self.limits.max_ratio, self.deadline);
         self.expanded += extracted.expanded;
@@ -509,5 +545,12 @@ mod same_text_tests {
         assert!(!same_text("4111  1111", "4111 1111"), "double space breaks a run");
         assert!(!same_text("4111\n1111", "4111 1111"));
         assert!(!same_text("a b", "a b c"));
+        assert!(!same_text("a b c", "a b"));
+        assert!(!same_text("ab", "a b"));
+        assert!(!same_text("a\tb", "a b"));
+        assert!(same_text("a \r\n\t b", "a\nb"));
+        assert!(same_text("", " \n "));
+        assert!(!same_text("a", ""));
+        assert!(!same_text("4111 1111", "4111 1112"));
     }
 }

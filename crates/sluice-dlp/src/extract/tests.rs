@@ -322,6 +322,29 @@ fn scan_budget_truncates() {
 }
 
 #[test]
+fn archives_past_the_scan_budget_are_not_expanded() {
+    let mut zip = zip_writer::build(&[("a.txt", format!("card {CARD}").as_bytes(), true)]);
+    // An encrypted member is refused by name once the archive is opened.
+    let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    zip[cd + 8] |= 1;
+    let raw = with_attachment("cards.zip", "application/zip", &zip);
+    let r = scan(&raw);
+    assert!(!r.truncated);
+    assert!(
+        r.refused.iter().any(|x| x.contains("encrypted")),
+        "{:?}",
+        r.refused
+    );
+    let spent = ScanLimits {
+        max_scanned_bytes: 1,
+        ..ScanLimits::default()
+    };
+    let r = scan_message(&raw, &spent);
+    assert!(r.truncated);
+    assert!(r.refused.is_empty(), "opened after the budget: {:?}", r.refused);
+}
+
+#[test]
 fn spent_time_budget_truncates_and_never_passes() {
     let raw = with_attachment("statement.csv", "text/csv", format!("card {CARD}\r\n").as_bytes());
     let spent = ScanLimits {

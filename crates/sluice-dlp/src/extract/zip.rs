@@ -6,7 +6,10 @@
 //! small dependency (miniz_oxide). Zip64, encryption and methods other than
 //! stored/deflate are reported as errors: the caller refuses them by name.
 
-use miniz_oxide::inflate::{decompress_to_vec_with_limit, TINFLStatus};
+use std::borrow::Cow;
+
+use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 
 /// Why an archive or entry was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,33 +115,41 @@ pub(crate) fn entries(data: &[u8]) -> Result<Vec<Entry<'_>>, ZipError> {
     Ok(out)
 }
 
-impl Entry<'_> {
+impl<'a> Entry<'a> {
     /// Compressed size in bytes.
     pub(crate) fn compressed_size(&self) -> u64 {
         self.data.len() as u64
     }
 
-    /// The member's bytes, never more than its declared size.
-    pub(crate) fn inflate(&self) -> Result<Vec<u8>, ZipError> {
+    /// The member's bytes, never more than its declared size. A stored member
+    /// is borrowed; a deflated one is inflated in one go into a buffer of
+    /// exactly the declared size (no regrowing, no copy).
+    pub(crate) fn inflate(&self) -> Result<Cow<'a, [u8]>, ZipError> {
         if self.encrypted {
             return Err(ZipError::Encrypted);
         }
-        let limit = usize::try_from(self.size).map_err(|_| ZipError::SizeMismatch(self.size))?;
-        let out = match self.method {
-            0 => self.data.to_vec(),
-            8 => match decompress_to_vec_with_limit(self.data, limit) {
-                Ok(out) => out,
-                Err(e) if e.status == TINFLStatus::HasMoreOutput => {
-                    return Err(ZipError::SizeMismatch(self.size))
+        let size = usize::try_from(self.size).map_err(|_| ZipError::SizeMismatch(self.size))?;
+        match self.method {
+            0 if self.data.len() == size => Ok(Cow::Borrowed(self.data)),
+            0 => Err(ZipError::SizeMismatch(self.size)),
+            8 => {
+                let mut out = vec![0; size];
+                let mut inflater = Box::<DecompressorOxide>::default();
+                let (status, _, written) = decompress(
+                    &mut inflater,
+                    self.data,
+                    &mut out,
+                    0,
+                    inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+                );
+                match status {
+                    TINFLStatus::Done if written == size => Ok(Cow::Owned(out)),
+                    TINFLStatus::Done | TINFLStatus::HasMoreOutput => Err(ZipError::SizeMismatch(self.size)),
+                    _ => Err(ZipError::Corrupt),
                 }
-                Err(_) => return Err(ZipError::Corrupt),
-            },
-            m => return Err(ZipError::Method(m)),
-        };
-        if out.len() as u64 != self.size {
-            return Err(ZipError::SizeMismatch(self.size));
+            }
+            m => Err(ZipError::Method(m)),
         }
-        Ok(out)
     }
 }
 
@@ -153,7 +164,7 @@ mod tests {
         let entries = entries(&zip).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].name, "a.txt");
-        assert_eq!(entries[0].inflate().unwrap(), b"hello");
+        assert_eq!(*entries[0].inflate().unwrap(), *b"hello");
         assert_eq!(entries[1].size, 1000);
         assert!(entries[1].compressed_size() < 100);
         assert_eq!(entries[1].inflate().unwrap(), vec![b'x'; 1000]);
@@ -168,6 +179,17 @@ mod tests {
         let entries = entries(&zip).unwrap();
         assert_eq!(entries[0].size, 100);
         assert_eq!(entries[0].inflate(), Err(ZipError::SizeMismatch(100)));
+    }
+
+    #[test]
+    fn a_member_shorter_than_declared_is_refused() {
+        for deflate in [true, false] {
+            let mut zip = writer::build(&[("b.txt", &[b'x'; 5000], deflate)]);
+            let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+            zip[cd + 24..cd + 28].copy_from_slice(&6000u32.to_le_bytes());
+            let entries = entries(&zip).unwrap();
+            assert_eq!(entries[0].inflate(), Err(ZipError::SizeMismatch(6000)));
+        }
     }
 
     #[test]
@@ -206,6 +228,6 @@ mod tests {
             entries[0].inflate().unwrap(),
             "Visa 4556 7375 8689 9855\n".repeat(3).as_bytes()
         );
-        assert_eq!(entries[1].inflate().unwrap(), b"nothing");
+        assert_eq!(*entries[1].inflate().unwrap(), *b"nothing");
     }
 }
