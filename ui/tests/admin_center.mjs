@@ -255,6 +255,12 @@ async function setup() {
   await go('/rules', 'Rules');
   await page.getByRole('link', { name: 'Add a rule' }).click();
   await page.getByLabel('Name', { exact: true }).fill('External mail through the scanner');
+  // The sensitive-information condition offers the custom detector beside the built-ins.
+  await page.getByLabel('Add to apply this rule if…').selectOption('contains_sensitive_info');
+  const sensitive = page.locator('[data-key="conditions.contains_sensitive_info"]');
+  await sensitive.getByLabel('employee_id').waitFor();
+  await sensitive.getByLabel('uk_nino').waitFor();
+  await page.getByRole('button', { name: 'Remove The message contains sensitive information' }).click();
   await page.getByLabel('Add to apply this rule if…').selectOption('sent_to_scope');
   await page.locator('[data-key="conditions.sent_to_scope"] select').selectOption('not_in_organization');
   await page.getByLabel('Add to do the following…').selectOption('route_via_connector');
