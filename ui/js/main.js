@@ -14,6 +14,7 @@ import * as queue from './pages/queue.js';
 import * as quarantine from './pages/quarantine.js';
 import * as trace from './pages/trace.js';
 import * as tenants from './pages/tenants.js';
+import * as detectors from './pages/detectors.js';
 
 // First matching pattern wins; groups are passed to the page.
 const ROUTES = [
@@ -26,6 +27,9 @@ const ROUTES = [
   [/^\/rules$/, 'rules', rules.render],
   [/^\/rules\/new$/, 'rules', (main) => rules.renderEditor(main, null)],
   [/^\/rules\/edit\/(.+)$/, 'rules', (main, _q, name) => rules.renderEditor(main, name)],
+  [/^\/detectors$/, 'detectors', detectors.render],
+  [/^\/detectors\/new$/, 'detectors', (main) => detectors.renderEditor(main, null)],
+  [/^\/detectors\/edit\/(.+)$/, 'detectors', (main, _q, name) => detectors.renderEditor(main, name)],
   [/^\/accepted-domains$/, 'accepted-domains', domains.render],
   [/^\/queue$/, 'queue', queue.render],
   [/^\/quarantine$/, 'quarantine', quarantine.render],

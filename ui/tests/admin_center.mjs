@@ -4,7 +4,9 @@
 //   node admin_center.mjs setup   sign in, accepted domain, outbound connector
 //                                 through the wizard (with a validation error
 //                                 and a passing validation), inbound connector,
-//                                 rules (with a field error), reorder
+//                                 a custom detector (with a field error,
+//                                 then edited), rules (with a field error),
+//                                 reorder
 //   node admin_center.mjs mail    message trace, quarantine release
 //   node admin_center.mjs queue   queue hold/release/retry/delete, dashboard
 //   node admin_center.mjs tenants a scanner's Tenants page: add, kit, remove
@@ -194,6 +196,54 @@ async function setup() {
   await page.locator('[data-testid="inbound"] tr[data-name="From on-prem"]').waitFor();
   await shot('07-connectors');
 
+  // Custom detector: a bad pattern refused beside its field, then created
+  // and listed (its comment's control characters shown escaped), then edited.
+  await go('/detectors', 'Detectors');
+  await page.getByText('No custom detectors.').waitFor();
+  await page.getByText('sluice edm load NAME FILE.csv').waitFor();
+  await page.getByRole('link', { name: 'Add a detector' }).click();
+  await page.getByRole('heading', { name: 'New detector', exact: true }).waitFor();
+  await page.getByLabel('Name', { exact: true }).fill('employee_id');
+  await page.getByLabel('Comments').fill('Staff numbers \u001b[31mred');
+  await page.getByLabel('Pattern', { exact: true }).fill('EMP-(\\d{6}');
+  await page.getByLabel('Keywords').fill('employee\nstaff');
+  await page.getByLabel('Keyword distance').fill('40');
+  await page.getByLabel('Validator').selectOption('luhn');
+  await page.getByLabel('Confidence').selectOption('medium');
+  await page.getByRole('button', { name: 'Create detector' }).click();
+  await fieldError('pattern').filter({ hasText: 'pattern' }).waitFor();
+  await shot('15-detector-field-error');
+  await page.getByLabel('Pattern', { exact: true }).fill('\\bEMP-\\d{6}\\b');
+  await page.getByRole('button', { name: 'Create detector' }).click();
+  const detector = page.locator('[data-testid="custom-detectors"] tr[data-name="employee_id"]');
+  await detector.waitFor();
+  const detectorText = await detector.textContent();
+  assert.match(detectorText, /\\bEMP-\\d\{6\}\\b/);
+  assert.match(detectorText, /employee, staff \(within 40 characters\)/);
+  assert.match(detectorText, /luhn/);
+  assert.match(detectorText, /medium/);
+  assert.match(detectorText, /Staff numbers \\x1b\[31mred/);
+  // eslint-disable-next-line no-control-regex
+  assert.doesNotMatch(detectorText, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+  const storedDetector = JSON.parse((await api('GET', '/detectors/employee_id')).body);
+  assert.equal(storedDetector.pattern, '\\bEMP-\\d{6}\\b');
+  assert.deepEqual(storedDetector.keywords, ['employee', 'staff']);
+  assert.equal(storedDetector.proximity, 40);
+  assert.equal(storedDetector.validator, 'luhn');
+  assert.equal(storedDetector.confidence, 'medium');
+  // Edited: no validator, high confidence.
+  await detector.getByRole('link', { name: 'employee_id' }).click();
+  await page.getByRole('heading', { name: 'Edit detector "employee_id"', exact: true }).waitFor();
+  assert.equal(await page.getByLabel('Validator').inputValue(), 'luhn');
+  await page.getByLabel('Validator').selectOption('');
+  await page.getByLabel('Confidence').selectOption('high');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await detector.getByText('high').waitFor();
+  const edited = JSON.parse((await api('GET', '/detectors/employee_id')).body);
+  assert.equal(edited.validator, undefined);
+  assert.equal(edited.confidence, 'high');
+  await shot('16-detectors');
+
   // The rule editor's keys are the API's.
   const drift = await page.evaluate(async () => {
     const rules = await import('/js/pages/rules.js');
@@ -211,6 +261,12 @@ async function setup() {
   await go('/rules', 'Rules');
   await page.getByRole('link', { name: 'Add a rule' }).click();
   await page.getByLabel('Name', { exact: true }).fill('External mail through the scanner');
+  // The sensitive-information condition offers the custom detector beside the built-ins.
+  await page.getByLabel('Add to apply this rule if…').selectOption('contains_sensitive_info');
+  const sensitive = page.locator('[data-key="conditions.contains_sensitive_info"]');
+  await sensitive.getByLabel('employee_id').waitFor();
+  await sensitive.getByLabel('uk_nino').waitFor();
+  await page.getByRole('button', { name: 'Remove The message contains sensitive information' }).click();
   await page.getByLabel('Add to apply this rule if…').selectOption('sent_to_scope');
   await page.locator('[data-key="conditions.sent_to_scope"] select').selectOption('not_in_organization');
   await page.getByLabel('Add to do the following…').selectOption('route_via_connector');

@@ -10,7 +10,9 @@ import { field, check, select, text, list, formError, showError, clearErrors } f
 
 const SCOPES = [['in_organization', 'Inside the organization'], ['not_in_organization', 'Outside the organization']];
 const DETECTORS = ['credit_card', 'us_ssn', 'iban', 'aba_routing', 'email_address', 'phone_number', 'aws_access_key',
-  'aws_secret_key', 'github_token', 'slack_token', 'stripe_key', 'google_api_key', 'private_key', 'jwt', 'password'];
+  'aws_secret_key', 'github_token', 'slack_token', 'stripe_key', 'google_api_key', 'private_key', 'jwt', 'password',
+  'uk_nino', 'ca_sin', 'es_dni', 'in_aadhaar', 'date_of_birth', 'azure_storage_key', 'gcp_service_account', 'openai_key',
+  'npm_token', 'generic_secret'];
 
 /** Condition and exception keys: [key, label, kind]. */
 export const PREDICATES = [
@@ -121,7 +123,7 @@ export async function render(main) {
 }
 
 /** One value editor for a predicate or action of `kind`. */
-function editor(kind, value, set, connectors) {
+function editor(kind, value, set, connectors, custom) {
   switch (kind) {
     case 'scope': return select('scope', SCOPES, value, set);
     case 'list': return list(value, set);
@@ -145,7 +147,7 @@ function editor(kind, value, set, connectors) {
         h('label', {}, 'Text ', text(value.text, (v) => { value = { ...value, text: v }; set(value); }, { size: 40 })));
     case 'sensitive':
       return h('div', { class: 'sub-fields' },
-        h('div', { class: 'detectors' }, DETECTORS.map((d) => h('label', {},
+        h('div', { class: 'detectors' }, [...DETECTORS, ...custom].map((d) => h('label', {},
           h('input', { type: 'checkbox', checked: value.detectors.includes(d), onchange: (e) => {
             const detectors = e.target.checked ? [...value.detectors, d] : value.detectors.filter((x) => x !== d);
             value = { ...value, detectors };
@@ -160,7 +162,7 @@ function editor(kind, value, set, connectors) {
 }
 
 /** The rows of one section (conditions, exceptions or actions) with an "add" menu. */
-function section(title, name, defs, values, connectors, hint) {
+function section(title, name, defs, values, connectors, custom, hint) {
   const rows = h('div', { class: 'clauses' });
   const adder = h('select', { name: `add-${name}`, 'aria-label': `Add to ${title.toLowerCase()}` });
   function draw() {
@@ -169,7 +171,7 @@ function section(title, name, defs, values, connectors, hint) {
       const row = h('div', { class: 'field clause', dataset: { key: `${name}.${key}`, short: key } },
         h('div', { class: 'clause-head' }, h('label', {}, label),
           button('✕', () => { delete values[key]; draw(); }, { class: 'link', 'aria-label': `Remove ${label}` })),
-        editor(kind, values[key], (v) => { values[key] = v; }, connectors),
+        editor(kind, values[key], (v) => { values[key] = v; }, connectors, custom),
         h('div', { class: 'field-error', role: 'alert' }));
       return row;
     }));
@@ -189,11 +191,15 @@ function section(title, name, defs, values, connectors, hint) {
 }
 
 export async function renderEditor(main, existingName) {
-  const [original, connectors, rules] = await Promise.all([
+  const [original, connectors, rules, detectors, edm] = await Promise.all([
     existingName ? get(`/rules/${enc(existingName)}`) : null,
     get('/outbound-connectors'),
     get('/rules'),
+    get('/detectors'),
+    get('/edm'),
   ]);
+  // Custom detectors and exact-data-match sets are named like the built-ins.
+  const custom = [...detectors, ...edm].map((d) => d.name).filter((n) => !DETECTORS.includes(n));
   const nextPriority = rules.reduce((m, r) => Math.max(m, (r.priority ?? 0) + 1), 0);
   const r = structuredClone(original || {
     name: '', comment: '', priority: nextPriority, mode: 'enforce', stop_processing: false, enabled: true,
@@ -225,9 +231,9 @@ export async function renderEditor(main, existingName) {
       field('Mode', 'mode', select('mode', [['enforce', 'Enforce'], ['audit', 'Audit (record matches, act not)']], r.mode || 'enforce', (v) => { r.mode = v; }))),
     check('Turn it on', 'enabled', r.enabled, (v) => { r.enabled = v; }),
     check('Stop processing more rules', 'stop_processing', r.stop_processing, (v) => { r.stop_processing = v; })),
-  section('Apply this rule if…', 'conditions', PREDICATES, r.conditions, names, 'All must hold; none means every message.'),
-  section('Do the following…', 'actions', ACTIONS, r.actions, names),
-  section('Except if…', 'exceptions', PREDICATES, r.exceptions, names, 'Any one holding cancels the rule.'),
+  section('Apply this rule if…', 'conditions', PREDICATES, r.conditions, names, custom, 'All must hold; none means every message.'),
+  section('Do the following…', 'actions', ACTIONS, r.actions, names, custom),
+  section('Except if…', 'exceptions', PREDICATES, r.exceptions, names, custom, 'Any one holding cancels the rule.'),
   formError(),
   h('div', { class: 'wizard-buttons' },
     h('button', { type: 'submit', class: 'primary' }, original ? 'Save' : 'Create rule'),

@@ -43,6 +43,7 @@ const ASSETS: &[(&str, &str)] = &[
     asset!("js/pages/quarantine.js"),
     asset!("js/pages/trace.js"),
     asset!("js/pages/tenants.js"),
+    asset!("js/pages/detectors.js"),
 ];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -97,13 +97,18 @@ pub(crate) fn run(global: &GlobalArgs, command: &EdmCommand) -> Result<(), Failu
             if flag.json {
                 let summary: Vec<serde_json::Value> = sets
                     .iter()
-                    .map(|s| serde_json::json!({"name": s.name, "values": s.values, "comment": s.comment}))
+                    .map(|s| serde_json::json!({"name": s.name, "values": s.values, "loaded": s.loaded, "comment": s.comment}))
                     .collect();
                 print!("{}", json(&summary)?);
             } else {
-                let mut table = Table::new(&["NAME", "VALUES", "COMMENT"]);
+                let mut table = Table::new(&["NAME", "VALUES", "LOADED", "COMMENT"]);
                 for s in &sets {
-                    table.row(vec![s.name.clone(), s.values.to_string(), s.comment.clone()]);
+                    table.row(vec![
+                        s.name.clone(),
+                        s.values.to_string(),
+                        s.loaded.clone(),
+                        s.comment.clone(),
+                    ]);
                 }
                 print!("{}", table.render());
             }

@@ -150,6 +150,10 @@ pub struct EdmObject {
     pub comment: String,
     /// Distinct values listed.
     pub values: u64,
+    /// When `sluice edm load` hashed the values (RFC 3339, UTC); empty in
+    /// sets stored before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub loaded: String,
     /// The HMAC-SHA256 key, base64.
     pub salt: String,
     /// Shortest normalised value, in bytes.
@@ -171,6 +175,7 @@ impl EdmObject {
             name: name.to_string(),
             comment,
             values: d.digests.len() as u64,
+            loaded: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             salt: engine.encode(&d.salt),
             min_len: d.min_len as u32,
             max_len: d.max_len as u32,

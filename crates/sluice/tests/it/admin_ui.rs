@@ -5,8 +5,9 @@
 //! 1. `setup`: sign in, add the accepted domain, create seed 000's outbound
 //!    connector through the wizard (partner, rule-scoped, smart host = the
 //!    sink; a field error first, then a passing validation), the on-prem
-//!    inbound connector by IP, the routing rule and a quarantine rule, and
-//!    reorder them.
+//!    inbound connector by IP, a custom detector on the Detectors page (a
+//!    field error first, then created, listed and edited), the routing rule
+//!    and a quarantine rule, and reorder them.
 //! 2. `mail`: find the delivered message in Message trace; view and release
 //!    the quarantined one.
 //! 3. `queue`: with the sink down, hold/release/retry/delete a deferred

@@ -198,6 +198,8 @@ fn edm_sets_hold_hashes_and_match_listed_values_in_a_rule() {
     let listed = node.cli_json(&["edm", "list", "--json"]);
     assert_eq!(listed[0]["name"], "customer_data", "{listed}");
     assert_eq!(listed[0]["values"], 40_000, "{listed}");
+    let loaded_at = listed[0]["loaded"].as_str().unwrap_or_default();
+    assert!(humantime::parse_rfc3339(loaded_at).is_ok(), "{listed}");
 
     // The store and the export hold hashes only.
     let exported = node.cli_ok(&["export"]);
