@@ -22,8 +22,17 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Items asked for per page of a listing (the node's maximum).
+/// Items asked for per page of a listing (the node's maximum), unless
+/// `SLUICE_PAGE_SIZE` asks for smaller pages.
 const PAGE_SIZE: usize = 1000;
+
+fn page_size() -> usize {
+    std::env::var("SLUICE_PAGE_SIZE")
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .map_or(PAGE_SIZE, |n| n.min(PAGE_SIZE))
+}
 
 /// Why an API call failed.
 #[derive(Debug)]
@@ -130,8 +139,9 @@ impl ApiClient {
         let separator = if path.contains('?') { '&' } else { '?' };
         let mut cursor: Option<String> = None;
         let mut left = cap.unwrap_or(usize::MAX);
+        let page_size = page_size();
         while left > 0 {
-            let limit = left.min(PAGE_SIZE);
+            let limit = left.min(page_size);
             let mut page_path = format!("{path}{separator}limit={limit}");
             if let Some(cursor) = &cursor {
                 page_path.push_str(&format!("&cursor={}", segment(cursor)));
