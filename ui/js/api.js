@@ -44,6 +44,20 @@ export function errorKey(message) {
 }
 
 export async function api(method, path, body) {
+  return (await exchange(method, path, body)).data;
+}
+
+/**
+ * One page of a paged listing (queue, quarantine, trace): the items and the
+ * cursor of the next page from X-Next-Cursor, null on the last page.
+ */
+export async function getPage(path, cursor) {
+  const separator = path.includes('?') ? '&' : '?';
+  const { data, response } = await exchange('GET', cursor ? `${path}${separator}cursor=${encodeURIComponent(cursor)}` : path);
+  return { items: data || [], next: response.headers.get('X-Next-Cursor') };
+}
+
+async function exchange(method, path, body) {
   const headers = { Authorization: `Bearer ${token() || ''}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(`/api/v1${path}`, {
@@ -66,7 +80,7 @@ export async function api(method, path, body) {
   if (!response.ok) {
     throw new ApiError(response.status, data?.error || text || response.statusText);
   }
-  return data;
+  return { data, response };
 }
 
 export const get = (path) => api('GET', path);
@@ -81,4 +95,19 @@ export function query(params) {
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
   const text = q.toString();
   return text ? `?${text}` : '';
+}
+
+/**
+ * A listing read page by page: `more()` appends the next page; `done` once
+ * the node gave the last one. Pages stay bounded however long the list.
+ */
+export function pager(path) {
+  const list = { items: [], next: null, done: false };
+  list.more = async () => {
+    const page = await getPage(path, list.next);
+    list.items = list.items.concat(page.items);
+    list.next = page.next;
+    list.done = !page.next;
+  };
+  return list;
 }

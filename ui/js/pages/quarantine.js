@@ -3,10 +3,17 @@
 // into the queue, or delete.
 
 import { h, replace, heading, table, button, notice, fmtTime, fmtSize } from '../dom.js';
-import { get, post, del, enc } from '../api.js';
+import { get, post, del, enc, pager } from '../api.js';
+import { more } from './queue.js';
 
 export async function render(main) {
-  const held = await get('/quarantine');
+  const listing = pager('/quarantine?limit=200');
+  await listing.more();
+  draw(main, listing);
+}
+
+function draw(main, listing) {
+  const held = listing.items;
   const status = h('div');
   const detail = h('div');
   const act = (label, run, attrs) => button(label, async () => {
@@ -58,5 +65,6 @@ export async function render(main) {
       { title: 'Size', cell: (q) => fmtSize(q.size) },
       { title: '', class: 'row-actions', cell: (q) => [button('View', () => show(q)), release(q), remove(q)] },
     ], held, { empty: 'Nothing in quarantine.', rowAttrs: (q) => ({ dataset: { id: q.id } }) })),
+    more(listing, () => draw(main, listing), status),
     detail);
 }

@@ -1,13 +1,22 @@
 // Queue: messages waiting for delivery, with retry, hold, release, delete.
 
 import { h, replace, heading, table, badge, button, notice, fmtTime, fmtSize } from '../dom.js';
-import { get, post, del, enc, query } from '../api.js';
+import { post, del, enc, query, pager } from '../api.js';
 import { select } from '../forms.js';
 
 let filter = '';
 
 export async function render(main) {
-  const entries = await get(`/queue${query({ status: filter })}`);
+  const listing = pager(`/queue${query({ status: filter, limit: PAGE })}`);
+  await listing.more();
+  draw(main, listing);
+}
+
+// Entries per page: a queue of any length renders a page at a time.
+const PAGE = 200;
+
+function draw(main, listing) {
+  const entries = listing.items;
   const status = h('div');
   const act = (label, run, attrs) => button(label, async () => {
     try {
@@ -47,5 +56,19 @@ export async function render(main) {
         }, { class: 'danger' }),
         h('a', { href: `#/trace?message_id=${enc(e.message_id)}`, class: 'button link' }, 'Trace'),
       ] },
-    ], entries, { empty: filter ? `No ${filter} messages.` : 'The queue is empty.', rowAttrs: (e) => ({ dataset: { id: e.id } }) })));
+    ], entries, { empty: filter ? `No ${filter} messages.` : 'The queue is empty.', rowAttrs: (e) => ({ dataset: { id: e.id } }) })),
+    more(listing, () => draw(main, listing), status));
+}
+
+/** The "More" button of a paged listing, or nothing on its last page. */
+export function more(listing, redraw, status) {
+  if (listing.done) return null;
+  return h('div', { class: 'wizard-buttons' }, button('More', async () => {
+    try {
+      await listing.more();
+      redraw();
+    } catch (error) {
+      notice(status, error.message, 'error');
+    }
+  }, { dataset: { testid: 'more' } }));
 }

@@ -2,7 +2,8 @@
 // one timeline per message.
 
 import { h, replace, heading, badge, fmtTime } from '../dom.js';
-import { get, query } from '../api.js';
+import { query, pager } from '../api.js';
+import { more } from './queue.js';
 import { field, select, text, formError, showError, clearErrors } from '../forms.js';
 
 const STATUSES = ['', 'received', 'delivered', 'deferred', 'bounced', 'expired', 'rejected', 'quarantined', 'released', 'deleted'];
@@ -48,17 +49,27 @@ export async function render(main, params) {
   replace(main, heading('Message trace'), form, results);
   clearErrors(form);
   try {
-    const events = await get(`/trace${query(q)}`);
-    const byMessage = new Map();
-    for (const e of events) {
-      if (!byMessage.has(e.queue_id)) byMessage.set(e.queue_id, []);
-      byMessage.get(e.queue_id).push(e);
-    }
-    const messages = [...byMessage.values()].reverse(); // newest first
-    replace(results,
-      h('p', { class: 'muted' }, `${messages.length} message(s), ${events.length} event(s).`),
-      messages.map(timeline));
+    // A search comes whole; the plain trace (since only) a page at a time.
+    const listing = pager(`/trace${query(q)}`);
+    await listing.more();
+    show(results, listing);
   } catch (error) {
     showError(form, error);
   }
+}
+
+function show(results, listing) {
+  const events = listing.items;
+  const byMessage = new Map();
+  for (const e of events) {
+    if (!byMessage.has(e.queue_id)) byMessage.set(e.queue_id, []);
+    byMessage.get(e.queue_id).push(e);
+  }
+  const messages = [...byMessage.values()].reverse(); // newest first
+  const status = h('div');
+  replace(results,
+    h('p', { class: 'muted' }, `${messages.length} message(s), ${events.length} event(s).`),
+    messages.map(timeline),
+    status,
+    more(listing, () => show(results, listing), status));
 }

@@ -21,6 +21,7 @@ mod dkim;
 pub mod explain;
 mod objects;
 mod openapi;
+pub mod paging;
 mod quarantine;
 mod queue;
 pub mod scan;
@@ -77,6 +78,21 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Every queue entry.
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>>;
 
+    /// At most `limit` queue entries with an id after `after`, oldest first,
+    /// only those of `status` when given.
+    fn queue_page(
+        &self,
+        status: Option<QueueStatus>,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<paging::Listing<QueueEntryView>, AdminError>> {
+        Box::pin(async move {
+            let mut entries = self.queue().await?;
+            entries.retain(|entry| status.is_none_or(|status| entry.status == status));
+            Ok(paging::slice(entries, |e| e.id.clone(), after.as_deref(), limit))
+        })
+    }
+
     /// One queue entry, `None` when the id is unknown.
     fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>>;
 
@@ -90,6 +106,18 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Every quarantined message, oldest first, without headers.
     fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>>;
 
+    /// At most `limit` quarantined messages with an id after `after`, oldest first.
+    fn quarantine_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<paging::Listing<QuarantineView>, AdminError>> {
+        Box::pin(async move {
+            let held = self.quarantine().await?;
+            Ok(paging::slice(held, |q| q.id.clone(), after.as_deref(), limit))
+        })
+    }
+
     /// One quarantined message with its header fields, `None` when the id is unknown.
     fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>>;
 
@@ -102,6 +130,35 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Trace events matching `query`, oldest first.
     fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>>;
+
+    /// At most `limit` trace events after the key `after`, oldest first,
+    /// newer than `since_ms` (the unfiltered trace, read page by page).
+    fn trace_page(
+        &self,
+        since_ms: u64,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<paging::Listing<TraceEventView>, AdminError>> {
+        Box::pin(async move {
+            let events = self.trace(TraceQuery::default()).await?;
+            let keyed: Vec<(String, TraceEventView)> = events
+                .into_iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    humantime::parse_rfc3339(&e.at)
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .is_none_or(|t| t.as_millis() as u64 >= since_ms)
+                })
+                .map(|(i, e)| (format!("{i:032x}"), e))
+                .collect();
+            let page = paging::slice(keyed, |(key, _)| key.clone(), after.as_deref(), limit);
+            Ok(paging::Listing {
+                items: page.items.into_iter().map(|(_, e)| e).collect(),
+                next: page.next,
+            })
+        })
+    }
 
     /// Validates an outbound connector (connect, TLS, test message to
     /// `recipients`, or its stored validation recipients when empty) and

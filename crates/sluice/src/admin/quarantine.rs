@@ -4,7 +4,8 @@
 //! delete it.
 
 use super::{AdminError, ApiState};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,10 +66,29 @@ fn no_message(id: &str) -> AdminError {
     AdminError::NotFound(format!("quarantined message {id:?}"))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
 #[utoipa::path(get, path = "/quarantine", tag = "quarantine", operation_id = "quarantine_list",
-    responses((status = 200, description = "Without headers", body = Vec<QuarantineView>)))]
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<QuarantineView>>, AdminError> {
-    Ok(Json(state.backend.quarantine().await?))
+    params(("limit" = Option<usize>, Query, description = "Page size, 1 to 1000 (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "The X-Next-Cursor of the previous page")),
+    responses((status = 200, description = "One page, oldest first, without headers; X-Next-Cursor (and Link rel=next) names the next page when there is one", body = Vec<QuarantineView>,
+        headers(("X-Next-Cursor" = String, description = "Cursor of the next page; absent on the last page"))),
+        (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<(axum::http::HeaderMap, Json<Vec<QuarantineView>>), AdminError> {
+    let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
+    let limit = super::paging::limit(query.limit)?;
+    let after = super::paging::decode_cursor(query.cursor.as_deref())?;
+    let page = state.backend.quarantine_page(after, limit).await?;
+    let headers = super::paging::headers("quarantine", "", limit, page.next.as_deref());
+    Ok((headers, Json(page.items)))
 }
 
 #[utoipa::path(get, path = "/quarantine/{id}", tag = "quarantine", operation_id = "quarantine_show",

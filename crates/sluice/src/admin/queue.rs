@@ -229,6 +229,8 @@ impl QueueSummary {
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     status: Option<QueueStatus>,
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 pub(crate) fn routes() -> Router<ApiState> {
@@ -245,18 +247,22 @@ fn no_entry(id: &str) -> AdminError {
 }
 
 #[utoipa::path(get, path = "/queue", tag = "queue", operation_id = "queue_list",
-    params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status")),
-    responses((status = 200, description = "Queue entries, oldest first", body = Vec<QueueEntryView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+    params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 1000 (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "The X-Next-Cursor of the previous page")),
+    responses((status = 200, description = "One page of queue entries, oldest first; X-Next-Cursor (and Link rel=next) names the next page when there is one", body = Vec<QueueEntryView>,
+        headers(("X-Next-Cursor" = String, description = "Cursor of the next page; absent on the last page"))), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Vec<QueueEntryView>>, AdminError> {
+) -> Result<(axum::http::HeaderMap, Json<Vec<QueueEntryView>>), AdminError> {
     let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
-    let mut entries = state.backend.queue().await?;
-    if let Some(status) = query.status {
-        entries.retain(|entry| entry.status == status);
-    }
-    Ok(Json(entries))
+    let limit = super::paging::limit(query.limit)?;
+    let after = super::paging::decode_cursor(query.cursor.as_deref())?;
+    let page = state.backend.queue_page(query.status, after, limit).await?;
+    let filter = query.status.map(|s| format!("status={s}")).unwrap_or_default();
+    let headers = super::paging::headers("queue", &filter, limit, page.next.as_deref());
+    Ok((headers, Json(page.items)))
 }
 
 #[utoipa::path(get, path = "/queue/{id}", tag = "queue", operation_id = "queue_show",

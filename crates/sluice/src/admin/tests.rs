@@ -780,3 +780,96 @@ passed = true
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(*harness.backend.objects.lock().unwrap(), stored);
 }
+
+/// GET with the token; the status, the `X-Next-Cursor` and the body.
+async fn get_page(harness: &Harness, uri: &str) -> (StatusCode, Option<String>, String) {
+    let request = HttpRequest::builder()
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = harness.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let next = response
+        .headers()
+        .get("x-next-cursor")
+        .map(|v| v.to_str().unwrap().to_string());
+    if let Some(next) = &next {
+        let link = response.headers().get(header::LINK).unwrap().to_str().unwrap();
+        assert!(link.contains(&format!("cursor={next}>; rel=\"next\"")), "{link}");
+    }
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, next, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn queue_and_quarantine_lists_page_with_an_opaque_cursor() {
+    let backend = MemoryBackend {
+        queue: Mutex::new(
+            (1..=5)
+                .map(|i| entry(&format!("Q{i}"), QueueStatus::Deferred))
+                .collect(),
+        ),
+        quarantine: Mutex::new((1..=3).map(|i| held(&format!("H{i}"))).collect()),
+        ..MemoryBackend::default()
+    };
+    let harness = Harness::new(backend);
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/queue?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let (status, next, body) = get_page(&harness, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let entries: Vec<QueueEntryView> = serde_json::from_str(&body).unwrap();
+        assert!(entries.len() <= 2);
+        seen.extend(entries.into_iter().map(|e| e.id));
+        pages += 1;
+        match next {
+            Some(cursor) => {
+                assert!(!seen.contains(&cursor), "the cursor is opaque: {cursor}");
+                uri = format!("/api/v1/queue?limit=2&cursor={cursor}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["Q1", "Q2", "Q3", "Q4", "Q5"]);
+    assert_eq!(pages, 3);
+
+    // Without a limit the whole (small) list comes in one page, as before.
+    let (_, next, body) = get_page(&harness, "/api/v1/queue").await;
+    assert_eq!(next, None);
+    assert_eq!(
+        serde_json::from_str::<Vec<QueueEntryView>>(&body).unwrap().len(),
+        5
+    );
+
+    let (_, next, body) = get_page(&harness, "/api/v1/quarantine?limit=2").await;
+    assert_eq!(
+        serde_json::from_str::<Vec<QuarantineView>>(&body).unwrap().len(),
+        2
+    );
+    let (_, last, body) = get_page(
+        &harness,
+        &format!("/api/v1/quarantine?limit=2&cursor={}", next.unwrap()),
+    )
+    .await;
+    let rest: Vec<QuarantineView> = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), ["H3"]);
+    assert_eq!(last, None);
+
+    for bad in [
+        "/api/v1/queue?limit=0",
+        "/api/v1/queue?limit=100000",
+        "/api/v1/queue?cursor=%21%21",
+        "/api/v1/quarantine?cursor=%21%21",
+        "/api/v1/trace?to=a%40b&cursor=AA",
+    ] {
+        let (status, _, body) = get_page(&harness, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let text = error_text(&body);
+        assert!(
+            text.starts_with("limit:") || text.starts_with("cursor:"),
+            "{bad}: {text}"
+        );
+    }
+}

@@ -29,9 +29,21 @@ pub struct TraceQuery {
     /// Only events of messages that reached this outcome ("delivered", "bounced"...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// At most this many events, the newest kept.
+    /// Without other filters: the page size (1 to 1000, default 1000),
+    /// oldest first. With a filter: at most this many events, the newest kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// The X-Next-Cursor of the previous page (unfiltered trace only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl TraceQuery {
+    /// Whether a filter beyond `since` is given: such a search keeps every
+    /// event of each matching message, so it is answered whole, not paged.
+    pub fn is_search(&self) -> bool {
+        self.message_id.is_some() || self.from.is_some() || self.to.is_some() || self.status.is_some()
+    }
 }
 
 /// One trace event (`sluice trace --json`).
@@ -63,11 +75,12 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 #[utoipa::path(get, path = "/trace", tag = "trace", operation_id = "trace", params(TraceQuery),
-    responses((status = 200, description = "Oldest first", body = Vec<TraceEventView>), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+    responses((status = 200, description = "Oldest first; unfiltered, one page, X-Next-Cursor (and Link rel=next) naming the next page when there is one", body = Vec<TraceEventView>,
+        headers(("X-Next-Cursor" = String, description = "Cursor of the next page; absent on the last page"))), (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
 pub(super) async fn trace(
     State(state): State<ApiState>,
     query: Result<Query<TraceQuery>, QueryRejection>,
-) -> Result<Json<Vec<TraceEventView>>, AdminError> {
+) -> Result<(axum::http::HeaderMap, Json<Vec<TraceEventView>>), AdminError> {
     let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
     if let Some(since) = &query.since {
         crate::config::parse_duration(since)
@@ -82,5 +95,25 @@ pub(super) async fn trace(
             )));
         }
     }
-    Ok(Json(state.backend.trace(query).await?))
+    if query.is_search() {
+        if query.cursor.is_some() {
+            return Err(AdminError::Invalid(
+                "cursor: a filtered trace is answered whole; drop the cursor".into(),
+            ));
+        }
+        return Ok((Default::default(), Json(state.backend.trace(query).await?)));
+    }
+    let limit = super::paging::limit(query.limit)?;
+    let after = super::paging::decode_cursor(query.cursor.as_deref())?;
+    let since_ms = match &query.since {
+        Some(since) => {
+            let age = crate::config::parse_duration(since).map_err(AdminError::Invalid)?;
+            crate::trace::now_ms().saturating_sub(age.as_millis() as u64)
+        }
+        None => 0,
+    };
+    let page = state.backend.trace_page(since_ms, after, limit).await?;
+    // The cursor alone places the next page; `since` only set where the first began.
+    let headers = super::paging::headers("trace", "", limit, page.next.as_deref());
+    Ok((headers, Json(page.items)))
 }

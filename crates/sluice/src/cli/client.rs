@@ -22,6 +22,18 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Items asked for per page of a listing (the node's maximum), unless
+/// `SLUICE_PAGE_SIZE` asks for smaller pages.
+const PAGE_SIZE: usize = 1000;
+
+fn page_size() -> usize {
+    std::env::var("SLUICE_PAGE_SIZE")
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .map_or(PAGE_SIZE, |n| n.min(PAGE_SIZE))
+}
+
 /// Why an API call failed.
 #[derive(Debug)]
 pub(crate) enum ApiError {
@@ -116,6 +128,39 @@ impl ApiClient {
         self.call("GET", path, None)?.decode()
     }
 
+    /// `GET path` page by page (SPEC section 6), following `X-Next-Cursor`
+    /// until the last page or until `cap` items came; `each` gets every page.
+    pub(crate) fn each_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        cap: Option<usize>,
+        mut each: impl FnMut(Vec<T>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut cursor: Option<String> = None;
+        let mut left = cap.unwrap_or(usize::MAX);
+        let page_size = page_size();
+        while left > 0 {
+            let limit = left.min(page_size);
+            let mut page_path = format!("{path}{separator}limit={limit}");
+            if let Some(cursor) = &cursor {
+                page_path.push_str(&format!("&cursor={}", segment(cursor)));
+            }
+            let answer = self.call("GET", &page_path, None)?;
+            let next = answer.next_cursor.clone();
+            let mut items: Vec<T> = answer.decode()?;
+            items.truncate(left);
+            left -= items.len();
+            each(items)?;
+            match next {
+                // A cursor that does not move would loop forever.
+                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
     /// `POST path` with a JSON body.
     pub(crate) fn post(&self, path: &str, body: &impl Serialize) -> Result<Answer, ApiError> {
         self.call("POST", path, Some(to_json(body)?))
@@ -167,6 +212,11 @@ impl ApiClient {
             error: error.to_string(),
         })?;
         let status = response.status().as_u16();
+        let next_cursor = response
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         let text = response
             .body_mut()
             .read_to_string()
@@ -175,7 +225,11 @@ impl ApiClient {
                 error: error.to_string(),
             })?;
         if (200..300).contains(&status) {
-            return Ok(Answer { url, text });
+            return Ok(Answer {
+                url,
+                text,
+                next_cursor,
+            });
         }
         let message = serde_json::from_str::<ErrorBody>(&text)
             .map(|body| body.error)
@@ -188,6 +242,8 @@ impl ApiClient {
 pub(crate) struct Answer {
     url: String,
     text: String,
+    /// The next page of a paged listing, if any.
+    next_cursor: Option<String>,
 }
 
 impl Answer {

@@ -306,6 +306,9 @@ pub enum QueueCommand {
         /// Only entries with this status.
         #[arg(long, value_enum)]
         status: Option<QueueStatusArg>,
+        /// At most this many entries (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -381,7 +384,8 @@ pub struct TraceArgs {
     /// Only messages with an event of this status (rejected: refused in session).
     #[arg(long, value_name = "S", value_parser = trace_status_words())]
     pub status: Option<String>,
-    /// At most this many events.
+    /// At most this many events (default: all, fetched page by page; with
+    /// a filter, the newest this many).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Print JSON.

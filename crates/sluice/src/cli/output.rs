@@ -127,6 +127,69 @@ pub(crate) fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// Prints a paged listing as it arrives: a table per page (the header
+/// once), or one JSON array written item by item, so a listing of any
+/// length never sits whole in memory.
+pub(crate) struct PagePrinter {
+    json: bool,
+    printed: usize,
+}
+
+impl PagePrinter {
+    pub(crate) fn new(json: bool) -> PagePrinter {
+        PagePrinter { json, printed: 0 }
+    }
+
+    /// Prints one page; `table` renders it for humans.
+    pub(crate) fn page<T: Serialize>(
+        &mut self,
+        items: &[T],
+        table: impl Fn(&[T]) -> String,
+    ) -> Result<(), Failure> {
+        use std::io::Write;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        let mut text = String::new();
+        if self.json {
+            for item in items {
+                let item = json(item)?;
+                text.push_str(if self.printed == 0 { "[\n" } else { ",\n" });
+                for line in item.trim_end().lines() {
+                    text.push_str("  ");
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                text.pop();
+                self.printed += 1;
+            }
+        } else {
+            let rendered = table(items);
+            // Later pages repeat no header: the first line of a table is its header.
+            let body = if self.printed == 0 {
+                rendered.as_str()
+            } else {
+                rendered.split_once('\n').map_or("", |(_, rest)| rest)
+            };
+            text.push_str(body);
+            self.printed += items.len();
+        }
+        out.write_all(text.as_bytes())
+            .map_err(|error| Failure::runtime(format!("cannot write output: {error}")))
+    }
+
+    /// Ends the listing; `empty` renders it when nothing came.
+    pub(crate) fn finish(self, empty: impl Fn() -> String) -> Result<(), Failure> {
+        if self.json {
+            print!("{}", if self.printed == 0 { "[]\n" } else { "\n]\n" });
+        } else if self.printed == 0 {
+            print!("{}", empty());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

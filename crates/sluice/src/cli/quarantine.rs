@@ -1,8 +1,9 @@
 //! `sluice quarantine ...`: list, show, release, delete messages a rule held.
 
 use super::client::{segment, ApiClient, ApiError};
+use super::output::PagePrinter;
 use super::output::{human_size, json, or_dash, safe, Table};
-use super::{Failure, GlobalArgs, JsonFlag};
+use super::{Failure, GlobalArgs};
 use crate::admin::QuarantineView;
 use clap::Subcommand;
 
@@ -10,7 +11,14 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum QuarantineCommand {
     /// List quarantined messages.
-    List(JsonFlag),
+    List {
+        /// At most this many (default: all, fetched page by page).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one message: envelope, rule, reason and headers (never the body).
     Show {
         /// Quarantine id.
@@ -34,13 +42,12 @@ pub enum QuarantineCommand {
 pub(crate) fn run(global: &GlobalArgs, command: &QuarantineCommand) -> Result<(), Failure> {
     let client = ApiClient::connect(global)?;
     match command {
-        QuarantineCommand::List(flag) => {
-            let held: Vec<QuarantineView> = client.get("quarantine")?;
-            if flag.json {
-                print!("{}", json(&held)?);
-            } else {
-                print!("{}", quarantine_table(&held));
-            }
+        QuarantineCommand::List { limit, json: as_json } => {
+            let mut printer = PagePrinter::new(*as_json);
+            client.each_page("quarantine", *limit, |held: Vec<QuarantineView>| {
+                printer.page(&held, quarantine_table)
+            })?;
+            printer.finish(|| quarantine_table(&[]))?;
         }
         QuarantineCommand::Show { id, json: as_json } => {
             let view: QuarantineView = client.get(&message_path(id)).map_err(|e| unknown(e, id))?;

@@ -2,6 +2,7 @@
 //! postqueue/postsuper users expect them.
 
 use super::client::{query, segment, ApiClient};
+use super::output::PagePrinter;
 use super::output::{human_size, json, or_dash, Table};
 use super::{Failure, GlobalArgs, QueueCommand, QueueStatusArg};
 use crate::admin::{QueueActionResult, QueueEntryView, QueueStatus, QueueSummary, RetryAllResult};
@@ -11,6 +12,7 @@ pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Fai
     match command {
         QueueCommand::List {
             status,
+            limit,
             json: as_json,
         } => {
             let status = status.map(|s| match s {
@@ -22,12 +24,11 @@ pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Fai
                 "queue{}",
                 query(&[("status", status.map(|s| s.as_str().to_string()))])
             );
-            let entries: Vec<QueueEntryView> = client.get(&path)?;
-            if *as_json {
-                print!("{}", json(&entries)?);
-            } else {
-                print!("{}", queue_table(&entries));
-            }
+            let mut printer = PagePrinter::new(*as_json);
+            client.each_page(&path, *limit, |entries: Vec<QueueEntryView>| {
+                printer.page(&entries, queue_table)
+            })?;
+            printer.finish(|| queue_table(&[]))?;
         }
         QueueCommand::Show { id, json: as_json } => {
             let entry: QueueEntryView = client.get(&entry_path(id))?;

@@ -51,7 +51,7 @@ fn global_options_go_anywhere() {
     assert_eq!(cli.global.token.as_deref(), Some("t0k"));
     assert!(cli.global.verbose);
     match cli.command {
-        Command::Queue(QueueCommand::List { status, json }) => {
+        Command::Queue(QueueCommand::List { status, json, .. }) => {
             assert_eq!(status, Some(QueueStatusArg::Deferred));
             assert!(json);
         }
@@ -314,7 +314,7 @@ fn rule_and_quarantine_verbs_parse() {
     let cli = parse(&["quarantine", "list", "--json"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Quarantine(QuarantineCommand::List(JsonFlag { json: true }))
+        Command::Quarantine(QuarantineCommand::List { json: true, .. })
     ));
     let cli = parse(&["quarantine", "release", "01J0ABC"]).unwrap();
     assert!(matches!(

@@ -2,7 +2,7 @@
 //! grouped by message.
 
 use super::client::{query, ApiClient};
-use super::output::{json, safe, Table};
+use super::output::{json, safe, PagePrinter, Table};
 use super::{Failure, GlobalArgs, TraceArgs};
 use crate::admin::TraceEventView;
 
@@ -16,15 +16,31 @@ pub(crate) fn run(global: &GlobalArgs, args: &TraceArgs) -> Result<(), Failure> 
             ("to", args.to.clone()),
             ("since", args.since.clone()),
             ("status", args.status.clone()),
-            ("limit", args.limit.map(|n| n.to_string())),
         ])
     );
-    let events: Vec<TraceEventView> = client.get(&path)?;
-    if args.json {
-        print!("{}", json(&events)?);
-    } else {
-        print!("{}", timeline(&events));
+    let search =
+        args.message_id.is_some() || args.from.is_some() || args.to.is_some() || args.status.is_some();
+    if search {
+        // A search is answered whole (each matching message's full timeline).
+        let limited = match args.limit {
+            Some(n) => format!("{path}{}limit={n}", if path.contains('?') { "&" } else { "?" }),
+            None => path,
+        };
+        let events: Vec<TraceEventView> = client.get(&limited)?;
+        if args.json {
+            print!("{}", json(&events)?);
+        } else {
+            print!("{}", timeline(&events));
+        }
+        return Ok(());
     }
+    // The whole trace, page by page: a message whose events straddle two
+    // pages is printed as two blocks, in time order still.
+    let mut printer = PagePrinter::new(args.json);
+    client.each_page(&path, args.limit, |events: Vec<TraceEventView>| {
+        printer.page(&events, timeline)
+    })?;
+    printer.finish(|| timeline(&[]))?;
     Ok(())
 }
 

@@ -428,6 +428,28 @@ impl Store for FlakyContent {
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
         self.inner.trace_events(since_ms)
     }
+    fn queue_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<QueueEntry>, StoreError> {
+        self.inner.queue_page(after, limit)
+    }
+    fn quarantine_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<QuarantineEntry>, StoreError> {
+        self.inner.quarantine_page(after, limit)
+    }
+    fn trace_page(
+        &self,
+        since_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::store::Page<TraceEvent>, StoreError> {
+        self.inner.trace_page(since_ms, after, limit)
+    }
     fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.tls_state(prefix)
     }

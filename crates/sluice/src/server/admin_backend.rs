@@ -1,6 +1,7 @@
 //! The admin API's view of the node: objects in the store (validated, then
 //! swapped into the live policy), the queue, the quarantine and the trace.
 
+use crate::admin::paging::Listing;
 use crate::admin::{
     ActResult, AdminBackend, AdminError, BoxFuture, HeaderField, QuarantineAction, QuarantineView,
     QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult, TraceEventView,
@@ -116,6 +117,23 @@ pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
 }
 
 /// The API view of a quarantined message; `content` adds its header fields.
+/// Rows read from the store at most per filtered queue page.
+const MAX_SCANNED: usize = 10_000;
+
+fn trace_view(e: crate::trace::TraceEvent) -> TraceEventView {
+    TraceEventView {
+        at: rfc3339(e.at_ms),
+        queue_id: e.queue_id.to_string(),
+        message_id: e.message_id.unwrap_or_default(),
+        event: e.kind.as_str().to_string(),
+        from: e.from,
+        to: e.to,
+        connector: e.connector,
+        remote_host: e.remote_host,
+        detail: e.detail,
+    }
+}
+
 pub(crate) fn quarantine_view(held: &QuarantineEntry, content: Option<&[u8]>) -> QuarantineView {
     let entry = &held.entry;
     QuarantineView {
@@ -345,21 +363,88 @@ impl AdminBackend for NodeAdmin {
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;
-            Ok(filter
-                .select(events)
-                .into_iter()
-                .map(|e| TraceEventView {
-                    at: rfc3339(e.at_ms),
-                    queue_id: e.queue_id.to_string(),
-                    message_id: e.message_id.unwrap_or_default(),
-                    event: e.kind.as_str().to_string(),
-                    from: e.from,
-                    to: e.to,
-                    connector: e.connector,
-                    remote_host: e.remote_host,
-                    detail: e.detail,
-                })
-                .collect())
+            Ok(filter.select(events).into_iter().map(trace_view).collect())
+        })
+    }
+
+    fn trace_page(
+        &self,
+        since_ms: u64,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Listing<TraceEventView>, AdminError>> {
+        Box::pin(async move {
+            let store = self.store.clone();
+            let page =
+                tokio::task::spawn_blocking(move || store.trace_page(since_ms, after.as_deref(), limit))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            Ok(Listing {
+                items: page.items.into_iter().map(trace_view).collect(),
+                next: page.next,
+            })
+        })
+    }
+
+    fn queue_page(
+        &self,
+        status: Option<QueueStatus>,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Listing<QueueEntryView>, AdminError>> {
+        Box::pin(async move {
+            let store = self.store.clone();
+            let queue = self.queue.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut items = Vec::new();
+                let mut cursor = after;
+                let mut scanned = 0;
+                // A filter that matches little must not read the whole
+                // store in one request: past the scan bound the page comes
+                // back short, its cursor where the scan stopped.
+                while scanned < MAX_SCANNED {
+                    let want = limit - items.len();
+                    let page = store.queue_page(cursor.as_deref(), want).map_err(internal)?;
+                    scanned += page.items.len().max(1);
+                    for stored in page.items {
+                        // The live state where the message is in memory (an attempt in flight).
+                        let entry = queue.get(&stored.id).unwrap_or(stored);
+                        let view = queue_view(&entry);
+                        if status.is_none_or(|status| view.status == status) {
+                            items.push(view);
+                        }
+                        cursor = Some(entry.id.0);
+                    }
+                    if page.next.is_none() {
+                        return Ok(Listing { items, next: None });
+                    }
+                    if items.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(Listing { items, next: cursor })
+            })
+            .await
+            .map_err(internal)?
+        })
+    }
+
+    fn quarantine_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Listing<QuarantineView>, AdminError>> {
+        Box::pin(async move {
+            let store = self.store.clone();
+            let page = tokio::task::spawn_blocking(move || store.quarantine_page(after.as_deref(), limit))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(Listing {
+                items: page.items.iter().map(|q| quarantine_view(q, None)).collect(),
+                next: page.next,
+            })
         })
     }
 

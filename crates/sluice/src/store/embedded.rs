@@ -5,7 +5,7 @@
 //! (an fsync), then answers each waiter. While one commit is on disk the
 //! next batch gathers: group commit.
 
-use super::{Commit, Store, StoreError, Write};
+use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
 use crate::queue::{QuarantineEntry, QueueEntry};
@@ -211,6 +211,41 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
     txn.commit().map_err(err)
 }
 
+impl EmbeddedStore {
+    /// A range scan from just after `after`: reads `limit` rows, never the table.
+    fn keyed_page<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(table).map_err(err)?;
+        let lower = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for row in table.range::<&str>((lower, Bound::Unbounded)).map_err(err)? {
+            if items.len() >= limit {
+                break;
+            }
+            let (key, value) = row.map_err(err)?;
+            match serde_json::from_slice(value.value()) {
+                Ok(item) => items.push(item),
+                Err(error) => {
+                    tracing::error!(id = key.value(), error = %error, "unreadable entry kept in store")
+                }
+            }
+            last = Some(key.value().to_string());
+        }
+        let next = if items.len() >= limit { last } else { None };
+        Ok(Page { items, next })
+    }
+}
+
 impl Store for EmbeddedStore {
     fn commit(&self, writes: Vec<Write>) -> Commit {
         let (done, wait) = oneshot::channel();
@@ -299,6 +334,55 @@ impl Store for EmbeddedStore {
         Ok(events)
     }
 
+    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, StoreError> {
+        self.keyed_page(QUEUE_META, after, limit)
+    }
+
+    fn quarantine_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<QuarantineEntry>, StoreError> {
+        self.keyed_page(QUARANTINE_META, after, limit)
+    }
+
+    fn trace_page(
+        &self,
+        since_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TraceEvent>, StoreError> {
+        let start = (since_ms as u128) << 24;
+        let start = match after {
+            Some(key) => {
+                let after =
+                    u128::from_str_radix(key, 16).map_err(|_| StoreError("bad trace cursor".into()))?;
+                start.max(after.saturating_add(1))
+            }
+            None => start,
+        };
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(TRACE).map_err(err)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        for row in table.range(start..).map_err(err)? {
+            if items.len() >= limit {
+                break;
+            }
+            let (key, value) = row.map_err(err)?;
+            last = Some(key.value());
+            if let Ok(event) = serde_json::from_slice(value.value()) {
+                items.push(event);
+            }
+        }
+        let next = if items.len() >= limit {
+            last.map(|key| format!("{key:032x}"))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
     fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(TLS_STATE).map_err(err)?;
@@ -340,6 +424,88 @@ mod tests {
                 connector: None,
             },
         }
+    }
+
+    #[tokio::test]
+    async fn queue_pages_see_every_entry_once_in_order_despite_inserts_between_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for i in 0..23 {
+            store
+                .commit(vec![Write::Enqueue(
+                    entry(&format!("m{:03}", i * 2)),
+                    b"x".to_vec(),
+                )])
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = store.queue_page(cursor.as_deref(), 5).unwrap();
+            assert!(page.items.len() <= 5);
+            seen.extend(page.items.iter().map(|e| e.id.0.clone()));
+            pages += 1;
+            // Inserted between pages: one behind the cursor (not seen), one ahead (seen once).
+            if pages == 2 {
+                for id in ["m001", "m045"] {
+                    store
+                        .commit(vec![Write::Enqueue(entry(id), b"x".to_vec())])
+                        .await
+                        .unwrap();
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = (0..23).map(|i| format!("m{:03}", i * 2)).collect();
+        expected.push("m045".into());
+        expected.sort();
+        assert_eq!(seen, expected);
+        assert_eq!(pages, 5);
+    }
+
+    #[tokio::test]
+    async fn trace_pages_see_every_event_once_in_order_despite_inserts_between_pages() {
+        use crate::trace::{TraceEvent, TraceKind};
+        let event = |at_ms: u64, id: &str| TraceEvent {
+            at_ms,
+            queue_id: QueueId(id.into()),
+            message_id: None,
+            kind: TraceKind::Received,
+            from: String::new(),
+            to: None,
+            connector: None,
+            remote_host: None,
+            detail: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let first: Vec<TraceEvent> = (0..10).map(|i| event(1000 + i, &format!("e{i}"))).collect();
+        store.commit(vec![Write::Trace(first)]).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = store.trace_page(1003, cursor.as_deref(), 3).unwrap();
+            seen.extend(page.items.iter().map(|e| e.queue_id.0.clone()));
+            pages += 1;
+            if pages == 1 {
+                store
+                    .commit(vec![Write::Trace(vec![event(2000, "late")])])
+                    .await
+                    .unwrap();
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["e3", "e4", "e5", "e6", "e7", "e8", "e9", "late"]);
+        assert!(store.trace_page(0, Some("not hex"), 3).is_err());
     }
 
     #[tokio::test]

@@ -57,6 +57,19 @@ pub enum Write {
     DkimKeys(Vec<crate::auth::keys::StoredKey>),
 }
 
+/// One page of a keyed listing. `next` is the key of the last item when
+/// more may follow: the next page starts strictly after it, so entries
+/// added or removed between pages never shift what is still to come
+/// (keyset pagination: a range scan in redb, `WHERE key > $1 ORDER BY key
+/// LIMIT $2` in SQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// Where the next page starts, if another may follow.
+    pub next: Option<String>,
+}
+
 /// The storage interface every backend implements.
 pub trait Store: Send + Sync + 'static {
     /// Commits the writes atomically and durably, with others' writes.
@@ -75,6 +88,20 @@ pub trait Store: Send + Sync + 'static {
     fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Trace events at or after `since_ms`, oldest first.
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
+    /// At most `limit` queued messages with a queue id after `after`, by id
+    /// (queue ids grow with time, so oldest first).
+    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, StoreError>;
+    /// At most `limit` quarantined messages with an id after `after`, by id.
+    fn quarantine_page(&self, after: Option<&str>, limit: usize)
+        -> Result<Page<QuarantineEntry>, StoreError>;
+    /// At most `limit` trace events at or after `since_ms` and after the
+    /// key `after` (a key a previous page returned), oldest first.
+    fn trace_page(
+        &self,
+        since_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TraceEvent>, StoreError>;
     /// Outbound TLS policy state whose key starts with `prefix`, by key.
     fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// DKIM and ARC signing keys (private halves included: callers keep

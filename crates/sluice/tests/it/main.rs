@@ -23,6 +23,7 @@ mod mta_sts;
 mod mx_delivery;
 mod openapi;
 mod operator;
+mod paging;
 mod partner;
 mod peers;
 mod private_data;
