@@ -20,7 +20,7 @@ pub enum TenantCommand {
         /// Addresses (CIDR) the tenant's mail comes from.
         #[arg(long = "ip", value_name = "CIDR", required = true, num_args = 1..)]
         ips: Vec<String>,
-        /// Where scanned mail goes back, HOST[:PORT].
+        /// Where scanned mail goes back, `HOST[:PORT]`.
         #[arg(long, value_name = "HOST[:PORT]")]
         return_host: String,
     },

@@ -61,7 +61,7 @@ impl ValidationLog {
         }
     }
 
-    /// Appends one record and syncs it to disk; past [`KEEP`] records the
+    /// Appends one record and syncs it to disk; past `KEEP` records the
     /// oldest are dropped.
     pub fn append(&self, record: &ValidationRecord) -> std::io::Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
