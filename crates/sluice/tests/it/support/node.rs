@@ -180,11 +180,14 @@ impl Node {
             .stderr(Stdio::from(log));
         let mut process = Guarded::spawn(command);
         let token = self.data_dir().join("admin.token");
-        let smtp = self.smtp;
+        let (smtp, admin) = (self.smtp, self.admin);
+        // Ready means both listeners answer: the admin API is bound after
+        // SMTP, and the tests' first step is often a management verb.
+        let listening = |addr: &SocketAddr| {
+            std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+        };
         let ready = wait_until(BOOT_TIMEOUT, || {
-            process.exited().is_some()
-                || (token.exists()
-                    && std::net::TcpStream::connect_timeout(&smtp, Duration::from_millis(200)).is_ok())
+            process.exited().is_some() || (token.exists() && listening(&smtp) && listening(&admin))
         });
         if let Some(status) = process.exited() {
             panic!(
@@ -194,7 +197,7 @@ impl Node {
         }
         assert!(
             ready,
-            "sluice serve did not listen on {smtp} with {token:?} within {BOOT_TIMEOUT:?}:\n{}",
+            "sluice serve did not listen on {smtp} and {admin} with {token:?} within {BOOT_TIMEOUT:?}:\n{}",
             log_tail(&self.log_path(), 40)
         );
         self.process = Some(process);
