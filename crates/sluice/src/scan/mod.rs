@@ -15,12 +15,8 @@ pub const SCAN_HEADER: &str = "X-Sluice-Org-Scan";
 const VERDICT_CONFIDENCE: Confidence = Confidence::Medium;
 
 /// Scans a whole message within `limits` (the time budget included: what
-/// is not scanned in time makes the report `truncated`).
-pub fn scan(content: &[u8], limits: &ScanLimits) -> ScanReport {
-    sluice_dlp::scan_message(content, limits)
-}
-
-/// Scans a whole message within `limits` with the node's custom detectors too.
+/// is not scanned in time makes the report `truncated`), with the node's
+/// custom detectors beside the built-in ones.
 pub fn scan_with(content: &[u8], limits: &ScanLimits, scanner: &Scanner) -> ScanReport {
     sluice_dlp::scan_message_with(content, limits, scanner)
 }
@@ -102,7 +98,7 @@ mod tests {
 
     #[test]
     fn stamp_and_summary_never_carry_the_match() {
-        let report = scan(CARD.as_bytes(), &ScanLimits::default());
+        let report = scan_with(CARD.as_bytes(), &ScanLimits::default(), &Scanner::default());
         let stamp = stamp(&report, "scanner.test");
         assert!(
             stamp.starts_with("verdict=found; findings=credit_card:1"),
@@ -111,7 +107,11 @@ mod tests {
         assert!(!stamp.contains("1111") && !summary(&report).contains("1111"));
         assert!(meets(&report, &["credit_card".into()], Confidence::Medium, 1));
         assert!(!meets(&report, &["us_ssn".into()], Confidence::Low, 1));
-        let clean = scan(b"Subject: hi\r\n\r\nlunch at noon?\r\n", &ScanLimits::default());
+        let clean = scan_with(
+            b"Subject: hi\r\n\r\nlunch at noon?\r\n",
+            &ScanLimits::default(),
+            &Scanner::default(),
+        );
         assert_eq!(super::stamp(&clean, "s"), "verdict=pass; scanner=s");
     }
 }
