@@ -8,7 +8,7 @@
 
 use super::{swaks, Dns, Net, Node, NodeOptions, Record, Sink, SwaksRun};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 pub const GATEWAY: u8 = 10;
 pub const INTERNET_MX: u8 = 25;
@@ -17,7 +17,8 @@ pub const ON_PREM: u8 = 40;
 pub const INTERNET_CLIENT: u8 = 50;
 pub const DNS: u8 = 53;
 
-/// The text of the scanner's notice to senders of blocked mail.
+/// The text of the scanner's notice to senders of blocked mail (as
+/// examples/seed000/scanner.toml has it).
 pub const NOTICE: &str = "Your message contained a payment card number and was held for review.";
 
 /// A Visa number that passes Luhn and is not a published test number,
@@ -35,98 +36,47 @@ pub struct Seed000 {
     _dns: Dns,
 }
 
+/// The seed 000 files `sluice demo` runs too (examples/seed000/).
+const EXAMPLE_GATEWAY: &str = include_str!("../../../../../examples/seed000/gateway.toml");
+const EXAMPLE_GATEWAY_LOOP: &str = include_str!("../../../../../examples/seed000/gateway-loop.toml");
+const EXAMPLE_SCANNER: &str = include_str!("../../../../../examples/seed000/scanner.toml");
+
+/// An example file with the demo's addresses (127.0.0.0/24, SMTP on 2525)
+/// moved into `net`: each host to this fixture's host number, the two
+/// SMTP listeners to the nodes' real ports.
+fn localise(text: &str, net: Net, gateway: Option<SocketAddr>, scanner: Option<SocketAddr>) -> String {
+    let mut text = text.to_string();
+    for (demo, addr) in [("127.0.0.10:2525", gateway), ("127.0.0.30:2525", scanner)] {
+        if let Some(addr) = addr {
+            text = text.replace(demo, &addr.to_string());
+        }
+    }
+    for (demo, host) in [
+        ("127.0.0.10", GATEWAY),
+        ("127.0.0.20", ON_PREM),
+        ("127.0.0.30", SCANNER),
+        ("127.0.0.50", INTERNET_MX),
+    ] {
+        text = text.replace(demo, &net.ip(host).to_string());
+    }
+    assert!(
+        !text.contains("127.0.0."),
+        "an address of the example is not mapped into the test's net:\n{text}"
+    );
+    text
+}
+
 /// The gateway's objects: on-prem by IP, the scanner's return path
 /// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
 /// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
-pub fn gateway_objects(net: Net, scanner: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[[accepted_domain]]
-name = "contoso.test"
-type = "authoritative"
-
-[[inbound_connector]]
-name = "From on-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[inbound_connector]]
-name = "From scanner"
-type = "on_premises"
-sender_ip_addresses = ["{scanner_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "To scanner"
-type = "partner"
-smart_hosts = ["{scanner}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "External mail through the scanner"
-priority = 0
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.exceptions]
-header_contains = {{ header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }}
-[rule.actions]
-route_via_connector = "To scanner"
-{extra}"#,
-        on_prem = net.ip(ON_PREM),
-        scanner_ip = net.ip(SCANNER),
-    )
+pub fn gateway_objects(net: Net, scanner: SocketAddr, extra: &str) -> String {
+    let example = format!("{EXAMPLE_GATEWAY}\n{EXAMPLE_GATEWAY_LOOP}");
+    format!("{}\n{extra}", localise(&example, net, None, Some(scanner)))
 }
 
 /// The scanner's objects: seed 000's partner service, with DLP as rules.
-fn scanner_objects(net: Net, gateway: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-# Its own domain, for connector validation messages.
-[[accepted_domain]]
-name = "scanner.test"
-type = "authoritative"
-
-# The tenant's domain, so the relay back (and notices) are allowed.
-[[accepted_domain]]
-name = "contoso.test"
-type = "internal_relay"
-
-[[inbound_connector]]
-name = "From gateway"
-type = "on_premises"
-sender_ip_addresses = ["{gateway_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "Back to gateway"
-type = "partner"
-smart_hosts = ["{gateway}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "Block card numbers"
-priority = 0
-stop_processing = true
-[rule.conditions]
-contains_sensitive_info = {{ detectors = ["credit_card"], min_confidence = "medium", min_count = 1 }}
-[rule.actions]
-quarantine = true
-notify_sender = "{NOTICE}"
-stamp_scan = true
-
-[[rule]]
-name = "Stamp and return"
-priority = 1
-[rule.exceptions]
-recipient_domain_is = ["scanner.test"]
-[rule.actions]
-stamp_scan = true
-route_via_connector = "Back to gateway"
-"#,
-        gateway_ip = net.ip(GATEWAY),
-    )
+fn scanner_objects(net: Net, gateway: SocketAddr) -> String {
+    localise(EXAMPLE_SCANNER, net, Some(gateway), None)
 }
 
 impl Seed000 {
