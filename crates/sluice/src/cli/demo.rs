@@ -599,7 +599,7 @@ mod zone {
         }
 
         /// The reply to one query message, `limit` bytes at most.
-        fn answer(&self, query: &[u8], limit: usize) -> Option<Vec<u8>> {
+        pub(super) fn answer(&self, query: &[u8], limit: usize) -> Option<Vec<u8>> {
             let request = Message::from_vec(query).ok()?;
             let mut response = Message::response(request.metadata.id, request.metadata.op_code);
             response.metadata.authoritative = true;
@@ -673,6 +673,8 @@ mod zone {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = tcp.accept().await else {
+                    // Out of descriptors, most likely: give them time back.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -704,5 +706,82 @@ mod zone {
             stream.write_u16(length).await?;
             stream.write_all(&reply).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zone::{Data, Zone};
+    use hickory_resolver::proto::op::{Edns, Message, Query, ResponseCode};
+    use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+    /// The zone's reply to one question, `limit` bytes at most (512: plain
+    /// UDP; 65535: TCP); `edns` says the client takes 1232 bytes over UDP.
+    fn ask(zone: &Zone, name: &str, kind: RecordType, edns: bool, limit: usize) -> Message {
+        let mut message = Message::query();
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+        if edns {
+            let mut ours = Edns::new();
+            ours.set_max_payload(1232);
+            message.set_edns(ours);
+        }
+        let reply = zone.answer(&message.to_vec().unwrap(), limit).expect("a reply");
+        Message::from_vec(&reply).unwrap()
+    }
+
+    #[test]
+    fn the_zone_answers_its_records_and_nxdomain_for_the_rest() {
+        let zone = Zone::default();
+        zone.add("Fabrikam.test", Data::Txt("v=spf1 ip4:127.0.0.50 -all".into()))
+            .unwrap();
+        zone.add("fabrikam.test", Data::Mx(10, "mx.fabrikam.test".into()))
+            .unwrap();
+        let txt = ask(&zone, "fabrikam.test.", RecordType::TXT, false, 512);
+        assert_eq!(txt.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(txt.answers.len(), 1, "only the TXT record: {txt:?}");
+        let aaaa = ask(&zone, "fabrikam.test.", RecordType::AAAA, false, 512);
+        assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+        assert!(aaaa.answers.is_empty(), "{aaaa:?}");
+        let unknown = ask(&zone, "nowhere.test.", RecordType::A, false, 512);
+        assert_eq!(unknown.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn a_record_too_large_for_plain_udp_is_truncated_unless_the_client_says_edns() {
+        let zone = Zone::default();
+        // An RSA 4096 key's record: more than plain UDP's 512 bytes.
+        let record = format!("v=DKIM1; k=rsa; p={}", "A".repeat(736));
+        let name = "arc._domainkey.scanner.partner.test.";
+        zone.add(name, Data::Txt(record.clone())).unwrap();
+        let plain = ask(&zone, name, RecordType::TXT, false, 512);
+        assert!(plain.metadata.truncation && plain.answers.is_empty(), "{plain:?}");
+        let edns = ask(&zone, name, RecordType::TXT, true, 512);
+        assert!(!edns.metadata.truncation, "{edns:?}");
+        let RData::TXT(txt) = &edns.answers[0].data else {
+            panic!("not a TXT answer: {edns:?}");
+        };
+        assert_eq!(txt.txt_data.len(), 3, "split in 255-byte strings");
+        let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(joined, record.as_bytes());
+        let tcp = ask(&zone, name, RecordType::TXT, false, usize::from(u16::MAX));
+        assert_eq!(tcp.answers.len(), 1, "{tcp:?}");
+    }
+
+    #[tokio::test]
+    async fn the_nodes_resolver_reads_a_large_record_from_the_demo_server() {
+        let zone = std::sync::Arc::new(Zone::default());
+        let record = format!("v=DKIM1; k=rsa; p={}", "A".repeat(736));
+        zone.add("big._domainkey.fabrikam.test", Data::Txt(record.clone()))
+            .unwrap();
+        let addr = super::zone::serve(zone, "127.0.0.1").await.unwrap();
+        let resolver = crate::dns::resolver(&crate::config::DnsSource::Server(addr)).unwrap();
+        assert_eq!(
+            resolver.txt("big._domainkey.fabrikam.test").await.unwrap(),
+            vec![record]
+        );
+        assert!(matches!(
+            resolver.txt("small._domainkey.fabrikam.test").await,
+            Err(crate::dns::DnsError::NotFound { .. })
+        ));
     }
 }
