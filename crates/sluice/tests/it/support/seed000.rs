@@ -66,6 +66,40 @@ fn localise(text: &str, net: Net, gateway: Option<SocketAddr>, scanner: Option<S
     text
 }
 
+/// dnsmasq at the net's DNS host with seed 000's MX records: fabrikam.test
+/// at the internet's MX, contoso.test at the gateway.
+pub fn dns(net: Net) -> Dns {
+    Dns::start(
+        net.ip(DNS),
+        &[
+            Record::Mx {
+                domain: "fabrikam.test",
+                host: "mx.fabrikam.test",
+                preference: 10,
+            },
+            Record::A {
+                name: "mx.fabrikam.test",
+                ip: net.ip(INTERNET_MX),
+            },
+            Record::Mx {
+                domain: "contoso.test",
+                host: "gw.contoso.test",
+                preference: 10,
+            },
+            Record::A {
+                name: "gw.contoso.test",
+                ip: net.ip(GATEWAY),
+            },
+        ],
+    )
+}
+
+/// The organisation before onboarding (examples/seed000/gateway.toml): its
+/// domain and its own server.
+pub fn organisation_objects(net: Net) -> String {
+    localise(EXAMPLE_GATEWAY, net, None, None)
+}
+
 /// The gateway's objects: on-prem by IP, the scanner's return path
 /// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
 /// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
@@ -84,29 +118,7 @@ impl Seed000 {
     /// objects.
     pub fn start(net: Net, gateway_extra: &str) -> Seed000 {
         let internet = Sink::start(net.ip(INTERNET_MX));
-        let dns = Dns::start(
-            net.ip(DNS),
-            &[
-                Record::Mx {
-                    domain: "fabrikam.test",
-                    host: "mx.fabrikam.test",
-                    preference: 10,
-                },
-                Record::A {
-                    name: "mx.fabrikam.test",
-                    ip: net.ip(INTERNET_MX),
-                },
-                Record::Mx {
-                    domain: "contoso.test",
-                    host: "gw.contoso.test",
-                    preference: 10,
-                },
-                Record::A {
-                    name: "gw.contoso.test",
-                    ip: net.ip(GATEWAY),
-                },
-            ],
-        );
+        let dns = dns(net);
         // The gateway first and empty: its objects name the scanner's port,
         // the scanner's name the gateway's.
         let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), "");
