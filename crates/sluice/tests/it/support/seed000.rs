@@ -109,7 +109,7 @@ pub fn gateway_objects(net: Net, scanner: SocketAddr, extra: &str) -> String {
 }
 
 /// The scanner's objects: seed 000's partner service, with DLP as rules.
-fn scanner_objects(net: Net, gateway: SocketAddr) -> String {
+pub fn scanner_objects(net: Net, gateway: SocketAddr) -> String {
     localise(EXAMPLE_SCANNER, net, Some(gateway), None)
 }
 
