@@ -5,6 +5,9 @@
 //!
 //! Hosts inside the test's net: gateway .10, internet MX .25, scanner .30,
 //! on-prem client .40, anonymous internet client .50, dnsmasq .53.
+//!
+//! The nodes' objects are examples/seed000/, the files `sluice demo` reads,
+//! with the demo's addresses mapped into the test's net: one seed 000.
 
 use super::{swaks, Dns, Net, Node, NodeOptions, Record, Sink, SwaksRun};
 use serde_json::Value;
