@@ -28,15 +28,10 @@ use std::sync::Arc;
 /// Why a TLS server configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file could not be read or decoded.
-    #[error("cannot read PEM file {path}: {source}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: rustls_pki_types::pem::Error,
-    },
-    /// A certificate file holds no certificate.
+    /// A certificate or key file could not be loaded.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// A CA file holds no certificate usable as a trust root.
     #[error("no certificate in {0}")]
     NoCertificate(PathBuf),
     /// The generated certificate could not be stored.
@@ -66,6 +61,50 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// Why a PEM file gave no certificate chain or key: the one error of the
+/// node's one PEM loader ([`load_certificates`], [`load_private_key`]), for
+/// the SMTP server's certificate, the client CA, outbound TLS and
+/// `domain check` alike.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// The file could not be read or decoded.
+    #[error("cannot read PEM file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("no certificate in {0}")]
+    NoCertificate(PathBuf),
+}
+
+/// The certificates of a PEM file, in file order (a chain: leaf first; or
+/// a set of CA certificates). A file without any is an error.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let read_error = |source| PemError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(read_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_error)?;
+    if chain.is_empty() {
+        return Err(PemError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(chain)
+}
+
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| PemError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The crypto provider used by every TLS configuration of the node (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -84,13 +123,13 @@ pub fn server_config(
     hostname: &str,
 ) -> Result<ServerTls, TlsError> {
     let (chain, key) = match cert {
-        Some((cert_path, key_path)) => (load_chain(cert_path)?, load_key(key_path)?),
+        Some((cert_path, key_path)) => (load_certificates(cert_path)?, load_private_key(key_path)?),
         None => self_signed(data_dir, hostname)?,
     };
     let roots = match client_ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in load_chain(path)? {
+            for cert in load_certificates(path)? {
                 roots.add(cert).map_err(|source| TlsError::ClientCa {
                     path: path.to_path_buf(),
                     source,
@@ -132,7 +171,7 @@ pub fn check_files(
         None => {
             if let Some(path) = client_ca {
                 let mut roots = RootCertStore::empty();
-                for cert in load_chain(path)? {
+                for cert in load_certificates(path)? {
                     roots.add(cert).map_err(|source| TlsError::ClientCa {
                         path: path.to_path_buf(),
                         source,
@@ -143,7 +182,7 @@ pub fn check_files(
     }
     if let Some(path) = extra_ca {
         let mut roots = RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(load_chain(path)?);
+        let (added, _) = roots.add_parsable_certificates(load_certificates(path)?);
         if added == 0 {
             return Err(TlsError::NoCertificate(path.to_path_buf()));
         }
@@ -265,28 +304,6 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_error = |source| TlsError::Pem {
-        path: path.to_path_buf(),
-        source,
-    };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error)?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate(path.to_path_buf()));
-    }
-    Ok(chain)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Loads `data_dir/tls/self-signed.{crt,key}`, generating them first when
 /// either is missing.
 fn self_signed(
@@ -307,7 +324,7 @@ fn self_signed(
         write_atomically(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
         write_atomically(&cert_path, generated.cert.pem().as_bytes())?;
     }
-    Ok((load_chain(&cert_path)?, load_key(&key_path)?))
+    Ok((load_certificates(&cert_path)?, load_private_key(&key_path)?))
 }
 
 /// Writes a file readable by its owner only, through a temporary file and a
@@ -344,7 +361,7 @@ mod tests {
         server_config(None, None, data_dir.path(), "mx.contoso.test").unwrap();
         assert_eq!(std::fs::read(&cert_path).unwrap(), first);
 
-        let chain = load_chain(&cert_path).unwrap();
+        let chain = load_certificates(&cert_path).unwrap();
         assert_eq!(certificate_names(&chain[0]), vec!["mx.contoso.test"]);
         let mode = std::fs::metadata(data_dir.path().join("tls/self-signed.key"))
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
@@ -366,13 +383,13 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         assert!(matches!(
             server_config(Some((&missing, &key)), None, dir.path(), "gw.test"),
-            Err(TlsError::Pem { .. })
+            Err(TlsError::Pem(PemError::Read { .. }))
         ));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         assert!(matches!(
             server_config(Some((&empty, &key)), None, dir.path(), "gw.test"),
-            Err(TlsError::NoCertificate(_))
+            Err(TlsError::Pem(PemError::NoCertificate(_)))
         ));
     }
 

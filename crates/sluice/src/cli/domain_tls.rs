@@ -10,7 +10,6 @@ use crate::deliver::{mta_sts_id, tlsa_chain_matches, tlsa_usable, MtaStsFetcher,
 use crate::dns::{MxAnswer, Resolver, SecureResolver};
 use crate::message::Domain;
 use mail_auth::common::parse::TxtRecordParser;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 
@@ -127,10 +126,7 @@ async fn tls_rpt_line(resolver: &dyn Resolver, domain: &Domain) -> CheckLine {
 /// The node's own certificate chain (`smtp.tls_cert`), when configured.
 fn own_chain(config: &Config) -> Option<Vec<CertificateDer<'static>>> {
     let (cert, _) = config.tls_cert.as_ref()?;
-    CertificateDer::pem_file_iter(cert)
-        .ok()?
-        .collect::<Result<_, _>>()
-        .ok()
+    crate::tls::load_certificates(cert).ok()
 }
 
 async fn tlsa_lines(secure: &dyn SecureResolver, config: &Config, mx_hosts: &[String]) -> Vec<CheckLine> {

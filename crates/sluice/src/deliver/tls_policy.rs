@@ -17,7 +17,6 @@ use crate::route::TlsPolicy;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -467,17 +466,14 @@ fn trust_roots(extra_ca: Option<&Path>) -> Result<RootCertStore, DeliverError> {
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, DeliverError> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| DeliverError::Tls(format!("{}: {error}", path.display())))
+    crate::tls::load_certificates(path).map_err(|error| DeliverError::Tls(error.to_string()))
 }
 
 type Identity = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
 
 fn load_identity(cert: &Path, key: &Path) -> Result<Identity, DeliverError> {
     let chain = read_certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|error| DeliverError::Tls(format!("{}: {error}", key.display())))?;
+    let key = crate::tls::load_private_key(key).map_err(|error| DeliverError::Tls(error.to_string()))?;
     Ok((chain, Arc::new(key)))
 }
 

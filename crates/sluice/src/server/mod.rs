@@ -137,16 +137,7 @@ impl Node {
         Node::start_with_resolvers(config, resolver, secure).await
     }
 
-    /// As [`Node::start`], resolving names with `resolver` (the demo's
-    /// built-in DNS; tests with a table).
-    pub async fn start_with_resolver(
-        config: Config,
-        resolver: Arc<dyn crate::dns::Resolver>,
-    ) -> anyhow::Result<Node> {
-        Node::start_with_resolvers(config, resolver, None).await
-    }
-
-    /// As [`Node::start_with_resolver`], with DNSSEC-validating lookups
+    /// Builds every stage over `resolver`, with DNSSEC-validating lookups
     /// for DANE when `secure` is given.
     async fn start_with_resolvers(
         config: Config,

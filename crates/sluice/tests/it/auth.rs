@@ -641,38 +641,20 @@ fn a_trusted_scanners_arc_seal_keeps_stamped_mail_authenticated() {
     gateway_options.extra_toml = "\n[auth]\ntrusted_arc_sealers = [\"scan.partner.test\"]\n".into();
     let gateway = Node::start(gateway_options);
 
-    let mut scanner_options = NodeOptions::new(
-        net.ip(SCANNER),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-type = "internal_relay"
-
-[[inbound_connector]]
-name = "From gateway"
-type = "on_premises"
-sender_ip_addresses = ["{gateway_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "Back to gateway"
-type = "partner"
-smart_hosts = ["{gateway}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
+    // Seed 000's scanner, which also marks the Subject it scanned: a
+    // change the sender's DKIM signature covers.
+    let scanner_objects = format!(
+        "{}\n{}",
+        crate::support::seed000::scanner_objects(net, gateway.smtp),
+        r#"
 [[rule]]
-name = "Stamp and return"
+name = "Mark the subject"
+priority = 2
 [rule.actions]
-stamp_scan = true
 prepend_subject = "[scanned] "
-route_via_connector = "Back to gateway"
-"#,
-            gateway_ip = net.ip(GATEWAY),
-            gateway = gateway.smtp
-        ),
+"#
     );
+    let mut scanner_options = NodeOptions::new(net.ip(SCANNER), &scanner_objects);
     scanner_options.hostname = "scan.partner.test".into();
     scanner_options.dns = Some(dns_addr);
     scanner_options.bind_address = Some(net.ip(SCANNER));
@@ -690,13 +672,12 @@ route_via_connector = "Back to gateway"
     ]);
     let seal_record = key_record(&scanner, "scan.partner.test", "arc");
 
+    // Seed 000's organisation, whose connector for the scanner's return is
+    // a partner connector: the gateway judges what comes back.
     gateway.apply(
         "gateway.toml",
         &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
+            r#"{organisation}
 [[inbound_connector]]
 name = "From scanner"
 type = "partner"
@@ -719,6 +700,7 @@ header_contains = {{ header = "X-Sluice-Org-Scan", words = ["scanner=scan.partne
 [rule.actions]
 route_via_connector = "To scanner"
 "#,
+            organisation = crate::support::seed000::organisation_objects(net),
             scanner_ip = net.ip(SCANNER),
             scanner = scanner.smtp
         ),

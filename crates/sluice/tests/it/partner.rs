@@ -8,8 +8,8 @@
 //! from an unlisted address is refused and counted; `tenant remove` ends the
 //! flow with a clear refusal. Net 166.
 
-use crate::support::seed000::{events_of, field};
-use crate::support::{swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink};
+use crate::support::seed000::{self, events_of, field};
+use crate::support::{swaks, wait_until, Net, Node, NodeOptions, Sink};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ const INTERNET_MX: u8 = 25;
 const SCANNER: u8 = 30;
 const ON_PREM: u8 = 40;
 const STRANGER: u8 = 60;
-const DNS: u8 = 53;
 
 const CARD_BODY: &str = "Please charge my visa card 4556 7375 8689 9855 exp 12/29 for the order.";
 
@@ -26,41 +25,9 @@ const CARD_BODY: &str = "Please charge my visa card 4556 7375 8689 9855 exp 12/2
 fn kit_onboarded_gateway_validates_loops_once_quarantines_cards_and_stops_after_remove() {
     let net = Net(166);
     let internet = Sink::start(net.ip(INTERNET_MX));
-    let dns = Dns::start(
-        net.ip(DNS),
-        &[
-            Record::Mx {
-                domain: "fabrikam.test",
-                host: "mx.fabrikam.test",
-                preference: 10,
-            },
-            Record::A {
-                name: "mx.fabrikam.test",
-                ip: net.ip(INTERNET_MX),
-            },
-            Record::Mx {
-                domain: "contoso.test",
-                host: "gw.contoso.test",
-                preference: 10,
-            },
-            Record::A {
-                name: "gw.contoso.test",
-                ip: net.ip(GATEWAY),
-            },
-        ],
-    );
+    let dns = seed000::dns(net);
     // The organisation before onboarding: its domain and its own server.
-    let organisation = format!(
-        r#"
-[[accepted_domain]]
-name = "contoso.test"
-[[inbound_connector]]
-name = "From on-prem"
-type = "on_premises"
-sender_ip_addresses = ["{}/32"]
-"#,
-        net.ip(ON_PREM)
-    );
+    let organisation = seed000::organisation_objects(net);
     let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), &organisation);
     gateway_options.dns = Some(dns.addr);
     gateway_options.mx_port = Some(internet.addr.port());

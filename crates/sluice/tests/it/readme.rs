@@ -5,6 +5,10 @@
 //! smtp-sink as the peers. It uses the README's own addresses (127.0.0.1,
 //! ports 2525, 2526 and 8025; the demo owns the rest of 127.0.0.0/24).
 //! Every process it starts is in one process group, killed at the end.
+//! The one setting the README leaves at its default and the test does not
+//! is `delivery.dns`: `SLUICE_CONFIG` names a file holding only that, a
+//! dnsmasq of the test's on 127.0.0.1, so no lookup (MX, SPF, DMARC) of the
+//! walkthrough reaches the machine's resolver.
 //!
 //! Also: no link in README.md or docs/ leads outside the repository.
 
@@ -58,6 +62,13 @@ fn the_readme_walkthrough_works_as_printed() {
     assert!(script.contains("sluice serve"), "{script}");
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("walkthrough.sh"), &script).expect("write script");
+    let dns = super::support::Dns::start(std::net::Ipv4Addr::LOCALHOST, &[]);
+    // Beside the data the walkthrough makes, so its relative default
+    // (./sluice-data from sluice-tour/) is the same with this file as without.
+    let tour = dir.path().join("sluice-tour");
+    std::fs::create_dir_all(&tour).expect("tour dir");
+    let config = tour.join("dns.toml");
+    std::fs::write(&config, format!("[delivery]\ndns = \"{}\"\n", dns.addr)).expect("write config");
     let binaries = Path::new(env!("CARGO_BIN_EXE_sluice")).parent().expect("bin dir");
     let path = format!(
         "{}:{}",
@@ -70,7 +81,7 @@ fn the_readme_walkthrough_works_as_printed() {
         .current_dir(dir.path())
         .env("PATH", path)
         .env("NO_COLOR", "1")
-        .env_remove("SLUICE_CONFIG")
+        .env("SLUICE_CONFIG", &config)
         .env_remove("SLUICE_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -84,7 +95,6 @@ fn the_readme_walkthrough_works_as_printed() {
         .args(["-KILL", "--", &format!("-{group}")])
         .stderr(Stdio::null())
         .status();
-    let tour = dir.path().join("sluice-tour");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let log = std::fs::read_to_string(tour.join("sluice.log")).unwrap_or_default();
     let context = format!(

@@ -4,9 +4,7 @@
 //! differently treated copies, an in-session reject, and quarantine
 //! release/delete. Nets 110-115.
 
-use crate::support::{
-    pause, swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink, SinkMessage, SwaksRun,
-};
+use crate::support::{pause, swaks, wait_until, Net, Node, NodeOptions, Sink, SinkMessage, SwaksRun};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -18,7 +16,6 @@ const INTERNET_MX: u8 = 25;
 const SCANNER: u8 = 30;
 const ON_PREM: u8 = 40;
 const ELSEWHERE: u8 = 50;
-const DNS: u8 = 53;
 
 fn send_from(node: &Node, source: Ipv4Addr, from: &str, to: &str, extra: &[&str]) -> SwaksRun {
     let source = source.to_string();
@@ -86,74 +83,12 @@ fn subjects(messages: &[SinkMessage]) -> Vec<String> {
 
 #[test]
 fn scanner_loop_delivers_once_and_traces_every_hop() {
-    let net = Net(110);
-    let internet = Sink::start(net.ip(INTERNET_MX));
-    let dns = Dns::start(
-        net.ip(DNS),
-        &[
-            Record::Mx {
-                domain: "fabrikam.test",
-                host: "mx.fabrikam.test",
-                preference: 10,
-            },
-            Record::A {
-                name: "mx.fabrikam.test",
-                ip: net.ip(INTERNET_MX),
-            },
-        ],
-    );
-    // The scanner first, without objects: they name the gateway's port.
-    let mut scanner_options = NodeOptions::new(net.ip(SCANNER), "");
-    scanner_options.hostname = "scan.partner.test".into();
-    scanner_options.bind_address = Some(net.ip(SCANNER));
-    let scanner = Node::start(scanner_options);
-
-    // The gateway of seed 000, as topology A builds it.
-    let gateway_objects = crate::support::seed000::gateway_objects(net, scanner.smtp, "");
-    let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), &gateway_objects);
-    gateway_options.dns = Some(dns.addr);
-    gateway_options.mx_port = Some(internet.addr.port());
-    gateway_options.bind_address = Some(net.ip(GATEWAY));
-    let gateway = Node::start(gateway_options);
-
-    let scanner_objects = scanner.dir().join("scanner.toml");
-    std::fs::write(
-        &scanner_objects,
-        format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "From gateway"
-type = "on_premises"
-sender_ip_addresses = ["{gateway_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "Back to gateway"
-type = "partner"
-smart_hosts = ["{gateway}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "Scan and return"
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.actions]
-set_header = {{ header = "X-Sluice-Org-Scan", value = "verdict=pass; scanner=scan.partner.test" }}
-route_via_connector = "Back to gateway"
-"#,
-            gateway_ip = net.ip(GATEWAY),
-            gateway = gateway.smtp,
-        ),
-    )
-    .expect("write scanner objects");
-    scanner.cli_ok(&["apply", "-f", &scanner_objects.display().to_string()]);
+    // Seed 000 as examples/seed000/ has it.
+    let seed = crate::support::seed000::Seed000::start(Net(110), "");
+    let (net, internet, gateway, scanner) = (seed.net, &seed.internet, &seed.gateway, &seed.scanner);
 
     let run = send_from(
-        &gateway,
+        gateway,
         net.ip(ON_PREM),
         "alice@contoso.test",
         "x@fabrikam.test",
@@ -260,7 +195,7 @@ route_via_connector = "Back to gateway"
     );
 
     // The scanner's own trace: in from the gateway, rule, back out.
-    let scanner_timeline = timeline_of(&scanner);
+    let scanner_timeline = timeline_of(scanner);
     for (event, connector) in [
         ("received", "From gateway"),
         ("routed", "Back to gateway"),

@@ -14,7 +14,9 @@ pub struct NodeOptions {
     pub hostname: String,
     /// The address its SMTP listener (and admin API) binds.
     pub ip: Ipv4Addr,
-    /// `delivery.dns`: a test dnsmasq, never the system resolver.
+    /// `delivery.dns`: the test's dnsmasq. When unset, the node gets its own
+    /// dnsmasq serving no records (NXDOMAIN for `.test` names), so no lookup
+    /// (MX, SPF, DKIM, DMARC) ever reaches the system resolver.
     pub dns: Option<SocketAddr>,
     /// `delivery.mx_port`.
     pub mx_port: Option<u16>,
@@ -80,12 +82,21 @@ pub struct Node {
     process: Option<Guarded>,
     /// Bumped on each start so a restart's log does not overwrite the last.
     runs: u32,
+    /// The empty DNS of a node whose test serves none.
+    _own_dns: Option<super::Dns>,
 }
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Node {
-    pub fn start(options: NodeOptions) -> Node {
+    pub fn start(mut options: NodeOptions) -> Node {
+        let own_dns = match options.dns {
+            Some(_) => None,
+            None => Some(super::Dns::start(options.ip, &[])),
+        };
+        if let Some(dns) = &own_dns {
+            options.dns = Some(dns.addr);
+        }
         let dir = tempfile::tempdir().expect("node temp dir");
         let smtp = SocketAddr::new(options.ip.into(), super::free_port(options.ip));
         let admin = SocketAddr::new(options.ip.into(), super::free_port(options.ip));
@@ -101,6 +112,7 @@ impl Node {
             dir,
             process: None,
             runs: 0,
+            _own_dns: own_dns,
         };
         node.spawn();
         if !node.options.objects.trim().is_empty() {

@@ -5,10 +5,13 @@
 //!
 //! Hosts inside the test's net: gateway .10, internet MX .25, scanner .30,
 //! on-prem client .40, anonymous internet client .50, dnsmasq .53.
+//!
+//! The nodes' objects are examples/seed000/, the files `sluice demo` reads,
+//! with the demo's addresses mapped into the test's net: one seed 000.
 
 use super::{swaks, Dns, Net, Node, NodeOptions, Record, Sink, SwaksRun};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 pub const GATEWAY: u8 = 10;
 pub const INTERNET_MX: u8 = 25;
@@ -17,7 +20,8 @@ pub const ON_PREM: u8 = 40;
 pub const INTERNET_CLIENT: u8 = 50;
 pub const DNS: u8 = 53;
 
-/// The text of the scanner's notice to senders of blocked mail.
+/// The text of the scanner's notice to senders of blocked mail (as
+/// examples/seed000/scanner.toml has it).
 pub const NOTICE: &str = "Your message contained a payment card number and was held for review.";
 
 /// A Visa number that passes Luhn and is not a published test number,
@@ -35,98 +39,81 @@ pub struct Seed000 {
     _dns: Dns,
 }
 
-/// The gateway's objects: on-prem by IP, the scanner's return path
-/// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
-/// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
-pub fn gateway_objects(net: Net, scanner: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[[accepted_domain]]
-name = "contoso.test"
-type = "authoritative"
+/// The seed 000 files `sluice demo` runs too (examples/seed000/).
+const EXAMPLE_GATEWAY: &str = include_str!("../../../../../examples/seed000/gateway.toml");
+const EXAMPLE_GATEWAY_LOOP: &str = include_str!("../../../../../examples/seed000/gateway-loop.toml");
+const EXAMPLE_SCANNER: &str = include_str!("../../../../../examples/seed000/scanner.toml");
 
-[[inbound_connector]]
-name = "From on-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
+/// An example file with the demo's addresses (127.0.0.0/24, SMTP on 2525)
+/// moved into `net`: each host to this fixture's host number, the two
+/// SMTP listeners to the nodes' real ports.
+fn localise(text: &str, net: Net, gateway: Option<SocketAddr>, scanner: Option<SocketAddr>) -> String {
+    let mut text = text.to_string();
+    for (demo, addr) in [("127.0.0.10:2525", gateway), ("127.0.0.30:2525", scanner)] {
+        if let Some(addr) = addr {
+            text = text.replace(demo, &addr.to_string());
+        }
+    }
+    for (demo, host) in [
+        ("127.0.0.10", GATEWAY),
+        ("127.0.0.20", ON_PREM),
+        ("127.0.0.30", SCANNER),
+        ("127.0.0.50", INTERNET_MX),
+    ] {
+        text = text.replace(demo, &net.ip(host).to_string());
+    }
+    assert!(
+        !text.contains("127.0.0."),
+        "an address of the example is not mapped into the test's net:\n{text}"
+    );
+    text
+}
 
-[[inbound_connector]]
-name = "From scanner"
-type = "on_premises"
-sender_ip_addresses = ["{scanner_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "To scanner"
-type = "partner"
-smart_hosts = ["{scanner}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "External mail through the scanner"
-priority = 0
-[rule.conditions]
-sent_to_scope = "not_in_organization"
-[rule.exceptions]
-header_contains = {{ header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }}
-[rule.actions]
-route_via_connector = "To scanner"
-{extra}"#,
-        on_prem = net.ip(ON_PREM),
-        scanner_ip = net.ip(SCANNER),
+/// dnsmasq at the net's DNS host with seed 000's MX records: fabrikam.test
+/// at the internet's MX, contoso.test at the gateway.
+pub fn dns(net: Net) -> Dns {
+    Dns::start(
+        net.ip(DNS),
+        &[
+            Record::Mx {
+                domain: "fabrikam.test",
+                host: "mx.fabrikam.test",
+                preference: 10,
+            },
+            Record::A {
+                name: "mx.fabrikam.test",
+                ip: net.ip(INTERNET_MX),
+            },
+            Record::Mx {
+                domain: "contoso.test",
+                host: "gw.contoso.test",
+                preference: 10,
+            },
+            Record::A {
+                name: "gw.contoso.test",
+                ip: net.ip(GATEWAY),
+            },
+        ],
     )
 }
 
+/// The organisation before onboarding (examples/seed000/gateway.toml): its
+/// domain and its own server.
+pub fn organisation_objects(net: Net) -> String {
+    localise(EXAMPLE_GATEWAY, net, None, None)
+}
+
+/// The gateway's objects: on-prem by IP, the scanner's return path
+/// (on_premises, trusted headers), the rule-scoped "To scanner" connector and
+/// the rule that uses it; `extra` is appended (more `[[rule]]` tables).
+pub fn gateway_objects(net: Net, scanner: SocketAddr, extra: &str) -> String {
+    let example = format!("{EXAMPLE_GATEWAY}\n{EXAMPLE_GATEWAY_LOOP}");
+    format!("{}\n{extra}", localise(&example, net, None, Some(scanner)))
+}
+
 /// The scanner's objects: seed 000's partner service, with DLP as rules.
-fn scanner_objects(net: Net, gateway: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-# Its own domain, for connector validation messages.
-[[accepted_domain]]
-name = "scanner.test"
-type = "authoritative"
-
-# The tenant's domain, so the relay back (and notices) are allowed.
-[[accepted_domain]]
-name = "contoso.test"
-type = "internal_relay"
-
-[[inbound_connector]]
-name = "From gateway"
-type = "on_premises"
-sender_ip_addresses = ["{gateway_ip}/32"]
-retain_internal_headers = true
-
-[[outbound_connector]]
-name = "Back to gateway"
-type = "partner"
-smart_hosts = ["{gateway}"]
-transport_rule_scoped = true
-retain_internal_headers = true
-
-[[rule]]
-name = "Block card numbers"
-priority = 0
-stop_processing = true
-[rule.conditions]
-contains_sensitive_info = {{ detectors = ["credit_card"], min_confidence = "medium", min_count = 1 }}
-[rule.actions]
-quarantine = true
-notify_sender = "{NOTICE}"
-stamp_scan = true
-
-[[rule]]
-name = "Stamp and return"
-priority = 1
-[rule.exceptions]
-recipient_domain_is = ["scanner.test"]
-[rule.actions]
-stamp_scan = true
-route_via_connector = "Back to gateway"
-"#,
-        gateway_ip = net.ip(GATEWAY),
-    )
+pub fn scanner_objects(net: Net, gateway: SocketAddr) -> String {
+    localise(EXAMPLE_SCANNER, net, Some(gateway), None)
 }
 
 impl Seed000 {
@@ -134,29 +121,7 @@ impl Seed000 {
     /// objects.
     pub fn start(net: Net, gateway_extra: &str) -> Seed000 {
         let internet = Sink::start(net.ip(INTERNET_MX));
-        let dns = Dns::start(
-            net.ip(DNS),
-            &[
-                Record::Mx {
-                    domain: "fabrikam.test",
-                    host: "mx.fabrikam.test",
-                    preference: 10,
-                },
-                Record::A {
-                    name: "mx.fabrikam.test",
-                    ip: net.ip(INTERNET_MX),
-                },
-                Record::Mx {
-                    domain: "contoso.test",
-                    host: "gw.contoso.test",
-                    preference: 10,
-                },
-                Record::A {
-                    name: "gw.contoso.test",
-                    ip: net.ip(GATEWAY),
-                },
-            ],
-        );
+        let dns = dns(net);
         // The gateway first and empty: its objects name the scanner's port,
         // the scanner's name the gateway's.
         let mut gateway_options = NodeOptions::new(net.ip(GATEWAY), "");
