@@ -170,7 +170,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<ValidationReport, AdminError>>;
 
     /// The node's current objects, validated (for `route explain`).
-    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>>;
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::policy::Policy>, AdminError>>;
 
     /// Queue depth by status, the quarantine's size, the ids queued now and
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
@@ -353,8 +353,7 @@ async fn apply(
 /// i.e. the objects as the store would hold them after the write.
 pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -> Result<(), AdminError> {
     stored.merge(set, prune);
-    stored
-        .validate()
+    crate::policy::Policy::compile(&stored)
         .map(drop)
         .map_err(|error| AdminError::Invalid(error.to_string()))
 }

@@ -37,7 +37,7 @@ impl AdminBackend for MemoryBackend {
         let mut stored = self.objects.lock().unwrap();
         let mut merged = stored.clone();
         merged.merge(set, prune);
-        let result = match merged.validate() {
+        let result = match crate::policy::Policy::compile(&merged) {
             Ok(_) => {
                 *stored = merged;
                 Ok(())
@@ -168,11 +168,10 @@ impl AdminBackend for MemoryBackend {
         })
     }
 
-    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>> {
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::policy::Policy>, AdminError>> {
         let objects = self.objects.lock().unwrap().clone();
         ready(
-            objects
-                .validate()
+            crate::policy::Policy::compile(&objects)
                 .map(Arc::new)
                 .map_err(|e| AdminError::Invalid(e.to_string())),
         )

@@ -7,9 +7,10 @@ use crate::admin::{
     QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult, TraceEventView,
     TraceQuery,
 };
-use crate::config::objects::{LastValidation, ObjectKind, ObjectSet, Policy};
+use crate::config::objects::{LastValidation, ObjectKind, ObjectSet};
 use crate::deliver::{Deliverer, ValidationReport};
 use crate::message::{header_section_len, QueueId};
+use crate::policy::Policy;
 use crate::queue::{Hold, QuarantineEntry, Queue, QueueAction, QueueEntry, RecipientStatus};
 use crate::store::{Store, Write};
 use crate::trace::{now_ms, rfc3339, TraceFilter};
@@ -49,9 +50,8 @@ impl NodeAdmin {
         if !change(&mut objects)? {
             return Ok(false);
         }
-        let policy = objects
-            .validate()
-            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let policy =
+            crate::policy::Policy::compile(&objects).map_err(|e| AdminError::Invalid(e.to_string()))?;
         self.store
             .commit(vec![Write::Objects(objects)])
             .await
@@ -454,18 +454,17 @@ impl AdminBackend for NodeAdmin {
         recipients: Vec<String>,
     ) -> BoxFuture<'_, Result<ValidationReport, AdminError>> {
         Box::pin(async move {
-            let policy = self.policy.borrow().clone();
-            let connector = policy
-                .outbound_connector_named(&name)
-                .cloned()
-                .ok_or_else(|| AdminError::NotFound(format!("outbound connector {name:?}")))?;
+            // A disabled connector can be validated too: it is compiled
+            // from the stored object, not taken from the policy in force.
             let objects = self.store.objects().map_err(internal)?;
-            let stored = objects
+            let object = objects
                 .outbound_connectors
                 .iter()
                 .find(|c| c.name.eq_ignore_ascii_case(&name))
-                .map(|c| c.validation_recipients.clone())
-                .unwrap_or_default();
+                .ok_or_else(|| AdminError::NotFound(format!("outbound connector {name:?}")))?;
+            let connector = crate::route::OutboundConnector::from_object(object)
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+            let stored = object.validation_recipients.clone();
             let wanted = if recipients.is_empty() { stored } else { recipients };
             let recipients = wanted
                 .iter()

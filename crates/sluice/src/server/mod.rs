@@ -1,7 +1,7 @@
 //! The only module that knows every stage: builds them from the validated
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
-//! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
+//! Start reading here. Objects are loaded from the store into a [`Policy`](crate::policy::Policy)
 //! published on a watch channel: each SMTP transaction takes the snapshot in
 //! force at its MAIL FROM, the admin API replaces it after each validated
 //! change.
@@ -36,7 +36,7 @@ const ROUTE_HEADER: &str = "X-Sluice-Org-Route";
 /// the SMTP client or the Maildir.
 struct Outbound {
     deliverer: Arc<Deliverer>,
-    policy: watch::Receiver<Arc<crate::config::objects::Policy>>,
+    policy: watch::Receiver<Arc<crate::policy::Policy>>,
 }
 
 impl Transport for Outbound {
@@ -49,7 +49,6 @@ impl Transport for Outbound {
                 .policy
                 .borrow()
                 .outbound_connector(connector)
-                .filter(|c| c.enabled)
                 .map(Route::from);
             if let Some(route) = current {
                 job.route = route;
@@ -165,7 +164,7 @@ impl Node {
             settings,
             log: Arc::new(crate::tenant::validation::ValidationLog::new(&config.data_dir)),
         });
-        let policy = objects.validate().context("stored objects are invalid")?;
+        let policy = crate::policy::Policy::compile(&objects).context("stored objects are invalid")?;
         let policy = crate::tenant::PartnerNode::publish(partner.as_ref(), policy);
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
         let keys = Arc::new(
