@@ -10,7 +10,7 @@ mod admin_backend;
 mod intake;
 mod tls_reports;
 
-pub use admin_backend::{queue_view, NodeAdmin};
+pub use crate::admin::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
 
 use crate::config::Config;
@@ -286,15 +286,14 @@ impl Node {
 
         let token =
             crate::admin::load_or_create_token(&config.data_dir).context("cannot create the admin token")?;
-        let backend = Arc::new(NodeAdmin {
-            store: store.clone(),
-            queue: queue.clone(),
-            policy: policy_tx,
-            writes: tokio::sync::Mutex::new(()),
-            deliverer: deliverer.clone(),
+        let backend = admin_backend::node_admin(
+            store.clone(),
+            queue.clone(),
+            policy_tx,
+            deliverer.clone(),
             partner,
             keys,
-        });
+        );
         tasks.push(tls_reports::spawn_daily(
             deliverer,
             queue.clone(),
