@@ -1,7 +1,7 @@
 //! The import rules of ARCHITECTURE.md ("Import rules"), checked on the
-//! source: a module listed here must not name the modules it is listed
-//! with, in its product code (its `#[cfg(test)]` part may use anything to
-//! check what it produces).
+//! source: a module listed in [`RULES`] must not name the modules listed
+//! with it, in its product code (its `#[cfg(test)]` part may use anything to
+//! check what it produces). A rule is added here when it holds.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +11,48 @@ const STAGES: &[&str] = &[
     "server", "policy",
 ];
 
-/// (module, modules it must not import).
-const RULES: &[(&str, &[&str])] = &[("config", STAGES)];
+/// What only wires or serves the stages: no stage may import it.
+const ABOVE_STAGES: &[&str] = &["server", "admin", "cli"];
+
+/// Every module of the crate but `message`.
+const ALL_BUT_MESSAGE: &[&str] = &[
+    "classify",
+    "rules",
+    "route",
+    "deliver",
+    "queue",
+    "receive",
+    "auth",
+    "tenant",
+    "scan",
+    "store",
+    "admin",
+    "server",
+    "policy",
+    "config",
+    "cli",
+    "trace",
+    "dns",
+    "tls",
+    "private_dir",
+];
+
+/// (module, modules it must not import). queue/ and store/ still import
+/// each other (the spool trait is not drawn yet); add that pair once it holds.
+const RULES: &[(&str, &[&str])] = &[
+    ("message", ALL_BUT_MESSAGE),
+    ("config", STAGES),
+    ("classify", ABOVE_STAGES),
+    ("rules", ABOVE_STAGES),
+    ("scan", ABOVE_STAGES),
+    ("route", ABOVE_STAGES),
+    ("queue", ABOVE_STAGES),
+    ("deliver", ABOVE_STAGES),
+    ("receive", ABOVE_STAGES),
+    ("auth", ABOVE_STAGES),
+    ("trace", ABOVE_STAGES),
+    ("store", ABOVE_STAGES),
+];
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

@@ -55,6 +55,13 @@ impl Policy {
         })
     }
 
+    /// The policy as a scanner node publishes it: with its `[partner]
+    /// validation_address`, which relay control accepts from anyone.
+    pub fn with_validation_address(mut self, address: Option<Address>) -> Policy {
+        self.validation_address = address;
+        self
+    }
+
     /// The type of `domain` when it is accepted.
     pub fn accepted_domain(&self, domain: &Domain) -> Option<AcceptedDomainType> {
         self.routing.accepted_domain(domain)

@@ -81,7 +81,9 @@ impl AdminBackend for NodeAdmin {
                 .commit(vec![Write::Objects(objects)])
                 .await
                 .map_err(internal)?;
-            let policy = crate::tenant::PartnerNode::publish(self.partner.as_ref(), policy);
+            let policy = policy.with_validation_address(crate::tenant::PartnerNode::validation_address(
+                self.partner.as_ref(),
+            ));
             self.policy.send_replace(Arc::new(policy));
             Ok(true)
         })

@@ -165,7 +165,8 @@ impl Node {
             log: Arc::new(crate::tenant::validation::ValidationLog::new(&config.data_dir)),
         });
         let policy = crate::policy::Policy::compile(&objects).context("stored objects are invalid")?;
-        let policy = crate::tenant::PartnerNode::publish(partner.as_ref(), policy);
+        let policy =
+            policy.with_validation_address(crate::tenant::PartnerNode::validation_address(partner.as_ref()));
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
         let keys = Arc::new(
             crate::auth::keys::Keyring::load(store.clone(), Some(resolver.clone()))

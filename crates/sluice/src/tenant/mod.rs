@@ -22,7 +22,7 @@ use crate::config::objects::{
     OutboundConnectorObject, TlsLevel,
 };
 use crate::config::rule_object::{RuleActions, RuleMode, RuleObject, RulePredicates, SensitiveInfo};
-use crate::message::Domain;
+use crate::message::{Address, Domain};
 
 /// What a scanner node keeps for its tenants: its settings and the
 /// validation records.
@@ -35,10 +35,9 @@ pub struct PartnerNode {
 }
 
 impl PartnerNode {
-    /// `policy` as this node publishes it: with the validation address.
-    pub fn publish(node: Option<&PartnerNode>, mut policy: crate::policy::Policy) -> crate::policy::Policy {
-        policy.validation_address = node.map(|n| n.settings.validation_address.clone());
-        policy
+    /// The address tenants' connector validation messages go to.
+    pub fn validation_address(node: Option<&PartnerNode>) -> Option<Address> {
+        node.map(|n| n.settings.validation_address.clone())
     }
 }
 
