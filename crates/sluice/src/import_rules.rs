@@ -14,6 +14,9 @@ const STAGES: &[&str] = &[
 /// What only wires or serves the stages: no stage may import it.
 const ABOVE_STAGES: &[&str] = &["server", "admin", "cli"];
 
+/// For the stages that take their own table: neither the whole snapshot.
+const ABOVE_TABLES: &[&str] = &["server", "admin", "cli", "policy"];
+
 /// Every module of the crate but `message`.
 const ALL_BUT_MESSAGE: &[&str] = &[
     "classify",
@@ -42,10 +45,10 @@ const ALL_BUT_MESSAGE: &[&str] = &[
 const RULES: &[(&str, &[&str])] = &[
     ("message", ALL_BUT_MESSAGE),
     ("config", STAGES),
-    ("classify", ABOVE_STAGES),
+    ("classify", ABOVE_TABLES),
     ("rules", ABOVE_STAGES),
-    ("scan", ABOVE_STAGES),
-    ("route", ABOVE_STAGES),
+    ("scan", ABOVE_TABLES),
+    ("route", ABOVE_TABLES),
     ("queue", ABOVE_STAGES),
     ("deliver", ABOVE_STAGES),
     ("receive", ABOVE_STAGES),

@@ -7,7 +7,7 @@
 //! outbound connectors, scan the detectors and EDM sets, rules the rules.
 //! Here the tables are put together, and objects that are disabled are left
 //! out, so no stage ever sees, or filters, a disabled one. A change that
-//! fails here is refused whole (see `server::objects`).
+//! fails here is refused whole (`admin::AdminBackend::change_objects`).
 
 use crate::classify::InboundConnector;
 use crate::config::objects::{AcceptedDomainType, ObjectError, ObjectSet};
