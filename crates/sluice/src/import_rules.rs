@@ -70,14 +70,31 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The product code of a file: everything before its first `#[cfg(test)]`,
-/// comments left out (docs may speak of any module).
+/// The product code of a file: comments (docs may speak of any module) and
+/// the items under `#[cfg(test)]` left out. An item is one line, or, when
+/// that line opens a brace, everything to the brace that closes it.
 fn product_code(text: &str) -> String {
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-    code.lines()
-        .filter(|line| !line.trim_start().starts_with("//"))
-        .map(|line| format!("{line}\n"))
-        .collect()
+    let mut code = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#[cfg(test)]") {
+            let mut depth = 0i64;
+            for item in std::iter::once(trimmed.trim_start_matches("#[cfg(test)]")).chain(&mut lines) {
+                depth += item.matches('{').count() as i64 - item.matches('}').count() as i64;
+                let opened = item.contains('{') || depth > 0;
+                if !item.trim().is_empty() && depth <= 0 && (opened || !item.trim_start().starts_with("#[")) {
+                    break;
+                }
+            }
+            continue;
+        }
+        if !trimmed.starts_with("//") {
+            code.push_str(line);
+            code.push('\n');
+        }
+    }
+    code
 }
 
 /// Paths into the crate that `code` names: `crate::a::b` gives `a`, and
