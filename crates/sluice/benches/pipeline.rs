@@ -9,8 +9,9 @@
 //! `cargo bench -p sluice --bench pipeline`
 
 use sluice::classify::classify;
-use sluice::config::objects::{ObjectSet, Policy};
+use sluice::config::objects::ObjectSet;
 use sluice::message::{Address, BodyType, QueueId, ReversePath};
+use sluice::policy::Policy;
 use sluice::queue::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 use sluice::receive::relay_control::check_recipient;
 use sluice::rules::plan::{plan, PlanInput};
@@ -55,10 +56,8 @@ fn objects() -> Policy {
              [rule.actions]\n{action}\n"
         );
     }
-    toml::from_str::<ObjectSet>(&text)
-        .expect("bench objects parse")
-        .validate()
-        .expect("bench objects are valid")
+    let objects = toml::from_str::<ObjectSet>(&text).expect("bench objects parse");
+    Policy::compile(&objects).expect("bench objects are valid")
 }
 
 fn message(size: usize) -> Vec<u8> {
@@ -82,7 +81,7 @@ fn main() {
     let policy = objects();
     let content = message(100 * 1024);
     let peer = "10.1.2.3".parse().expect("ip");
-    let classification = classify(&policy, peer, &[]);
+    let classification = classify(&policy.inbound, peer, &[]);
     let from = ReversePath::try_from("alice@contoso.test".to_string()).expect("sender");
     let recipients: Vec<QueuedRecipient> = ["bob@fabrikam.test", "carol@contoso.test"]
         .iter()
@@ -155,7 +154,7 @@ fn main() {
     let started = Instant::now();
     let n = 20_000;
     for _ in 0..n {
-        let classification = classify(&policy, peer, &[]);
+        let classification = classify(&policy.inbound, peer, &[]);
         let input = PlanInput {
             classification: &classification,
             sender_in_organization: true,

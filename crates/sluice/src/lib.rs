@@ -25,6 +25,7 @@ pub mod config;
 pub mod deliver;
 pub mod dns;
 pub mod message;
+pub mod policy;
 pub mod private_dir;
 pub mod queue;
 pub mod receive;
@@ -36,3 +37,6 @@ pub mod store;
 pub mod tenant;
 pub mod tls;
 pub mod trace;
+
+#[cfg(test)]
+mod import_rules;

@@ -6,8 +6,9 @@
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification, MatchedBy};
-use crate::config::objects::{ConnectorType, Policy};
+use crate::config::objects::ConnectorType;
 use crate::message::{Address, ReversePath};
+use crate::policy::Policy;
 use crate::queue::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 use crate::receive::relay_control::{check_recipient, may_relay, sender_in_organization};
 use crate::route::{NextHop, Route};
@@ -126,14 +127,14 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
     }
     let peer = request.ip.unwrap_or_else(|| IpAddr::from([203, 0, 113, 25]));
     let names: Vec<String> = request.tls_cert_name.iter().cloned().collect();
-    let classification = classify(policy, peer, &names);
+    let classification = classify(&policy.inbound, peer, &names);
     let inbound = describe_classification(policy, &classification);
     let facts = SessionFacts {
         peer,
         tls: request.tls || !names.is_empty(),
         certificate_names: &names,
     };
-    let sender_refused = check_sender(policy, &classification, facts, &from)
+    let sender_refused = check_sender(&policy.inbound, &classification, facts, &from)
         .err()
         .map(|r| r.to_string());
     let relay_allowed = may_relay(policy, &classification, &from);
@@ -336,7 +337,7 @@ pub(super) async fn handle(
 /// The routing step that gave `address` its `route`: step 1 when a rule's
 /// connector replaced what routing alone decides, else routing's own step.
 fn routing_step(policy: &Policy, plan: &plan::Plan, address: &Address, route: &Route) -> String {
-    let (by_domain, step) = crate::route::decide(policy, address.domain());
+    let (by_domain, step) = crate::route::decide(&policy.routing, address.domain());
     match route.connector() {
         Some(connector) if by_domain != *route => {
             let rule = plan
@@ -497,10 +498,7 @@ route_via_connector = "To scanner"
 "#;
 
     fn policy() -> Policy {
-        toml::from_str::<ObjectSet>(SEED_000_GATEWAY)
-            .unwrap()
-            .validate()
-            .unwrap()
+        crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(SEED_000_GATEWAY).unwrap()).unwrap()
     }
 
     #[test]
@@ -580,8 +578,9 @@ route_via_connector = "To scanner"
 
     #[test]
     fn authoritative_domains_stay_in_their_mailboxes_even_with_a_star_connector() {
-        let policy = toml::from_str::<ObjectSet>(
-            r#"
+        let policy = crate::policy::Policy::compile(
+            &toml::from_str::<ObjectSet>(
+                r#"
 [[accepted_domain]]
 name = "contoso.test"
 [[accepted_domain]]
@@ -607,9 +606,9 @@ recipient_domain_is = ["fabrikam.test"]
 [rule.actions]
 route_via_connector = "Partner"
 "#,
+            )
+            .unwrap(),
         )
-        .unwrap()
-        .validate()
         .unwrap();
         let request = ExplainRequest {
             from: "alice@contoso.test".into(),

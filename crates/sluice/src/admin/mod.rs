@@ -5,13 +5,15 @@
 //! [`TraceEventView`], the object types of [`crate::config::objects`]) that
 //! the CLI deserialises too, so API and CLI cannot drift.
 //!
-//! The API never touches the store, queue or trace itself: it calls an
-//! [`AdminBackend`], which `server.rs` implements over the real stages and the
-//! tests implement in memory. Every object write is validated here first and
-//! again by the backend, both times as the merged result the store would hold
-//! (the submitted objects alone cannot be judged: a rule may name a connector
-//! stored earlier), so a bad object never reaches the store and an `apply` is
-//! all-or-nothing.
+//! The handlers never touch the store, queue or trace themselves: they call
+//! an [`AdminBackend`], which [`NodeAdmin`] implements over the node's parts
+//! (the tests run it on a temporary store). Every object write, whatever
+//! asks for it (API, `sluice apply`, the admin center, `tenant add`,
+//! connector validation), is one [`AdminBackend::change_objects`]: the edit
+//! is made on the stored objects and the merged result is compiled whole,
+//! under one lock (the submitted objects alone cannot be judged: a rule may
+//! name a connector stored earlier), so a bad object never reaches the store
+//! and an `apply` is all-or-nothing.
 //!
 //! Failures: [`AdminError`] maps to a status and a JSON body
 //! `{"error": "..."}`; internal details are logged, never sent.
@@ -19,6 +21,7 @@
 mod auth;
 mod dkim;
 pub mod explain;
+mod node;
 mod objects;
 mod openapi;
 pub mod paging;
@@ -27,12 +30,14 @@ mod queue;
 pub mod scan;
 mod stats;
 pub mod tenants;
-mod tls_reports;
+pub(crate) mod tls_reports;
 mod trace;
 mod ui;
 mod validation;
+mod views;
 
 pub use auth::load_or_create_token;
+pub use node::NodeAdmin;
 pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
     ActResult, QueueAction, QueueActionResult, QueueEntryView, QueueShapeRow, QueueStatus, QueueSummary,
@@ -41,6 +46,7 @@ pub use queue::{
 pub use stats::{EventStamp, NodeStats, StatsView};
 pub use tls_reports::TlsReportSent;
 pub use trace::{TraceEventView, TraceQuery};
+pub use views::queue_view;
 
 use crate::config::objects::{ObjectKind, ObjectSet};
 pub use crate::deliver::{ValidationReport, ValidationStep};
@@ -59,21 +65,39 @@ pub use validation::ValidateRequest;
 /// A boxed, sendable future: lets [`AdminBackend`] stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What the admin API needs from a running node. `server.rs` implements it
-/// over the store, queue and trace; arguments are owned so an implementation
-/// can move them into spawned work.
+/// An edit of the stored objects (see [`AdminBackend::change_objects`]):
+/// `Ok(false)` or an error leaves them as they are.
+pub type ObjectChange = Box<dyn FnOnce(&mut ObjectSet) -> Result<bool, AdminError> + Send>;
+
+/// What the admin API needs from a running node. [`NodeAdmin`] implements
+/// it over the store, queue and trace; arguments are owned so an
+/// implementation can move them into spawned work.
 pub trait AdminBackend: Send + Sync + 'static {
     /// Every stored object.
     fn objects(&self) -> BoxFuture<'_, Result<ObjectSet, AdminError>>;
 
+    /// The one write path of objects: under one lock, `change` edits the
+    /// stored objects (it may refuse: not found, conflict), the result is
+    /// compiled whole into the policy, stored in one commit and published.
+    /// On any error nothing changes ([`AdminError::Invalid`] carries the
+    /// [`crate::config::objects::ObjectError`] text). `false` when `change`
+    /// found nothing to do.
+    fn change_objects(&self, change: ObjectChange) -> BoxFuture<'_, Result<bool, AdminError>>;
+
     /// Upserts `set` into the stored objects ([`ObjectSet::merge`], with
-    /// `prune` dropping objects absent from `set`), validates the whole
-    /// result and stores it atomically: on error nothing changes
-    /// ([`AdminError::Invalid`] carries the [`crate::config::objects::ObjectError`] text).
-    fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>>;
+    /// `prune` dropping objects absent from `set`): one [`Self::change_objects`].
+    fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>> {
+        let change: ObjectChange = Box::new(move |objects| {
+            objects.merge(set, prune);
+            Ok(true)
+        });
+        Box::pin(async move { self.change_objects(change).await.map(drop) })
+    }
 
     /// Removes one object; `false` when it did not exist.
-    fn remove(&self, kind: ObjectKind, name: String) -> BoxFuture<'_, Result<bool, AdminError>>;
+    fn remove(&self, kind: ObjectKind, name: String) -> BoxFuture<'_, Result<bool, AdminError>> {
+        self.change_objects(Box::new(move |objects| Ok(objects.remove(kind, &name))))
+    }
 
     /// Every queue entry.
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>>;
@@ -170,7 +194,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<ValidationReport, AdminError>>;
 
     /// The node's current objects, validated (for `route explain`).
-    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>>;
+    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::policy::Policy>, AdminError>>;
 
     /// Queue depth by status, the quarantine's size, the ids queued now and
     /// the trace events since `since_ms` (for `/metrics` and the dashboard).
@@ -290,17 +314,11 @@ fn json_rejection_text(rejection: &JsonRejection) -> String {
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub(crate) backend: Arc<dyn AdminBackend>,
-    /// Serialises object writes through this API, so "create fails when the
-    /// name exists" is a check-and-write no other API write can interleave with.
-    pub(crate) object_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The admin API. `token` is the bearer token every `/api/v1` request must carry.
 pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
-    let state = ApiState {
-        backend,
-        object_writes: Arc::new(tokio::sync::Mutex::new(())),
-    };
+    let state = ApiState { backend };
     let public = Router::new()
         .merge(ui::routes())
         .merge(openapi::routes())
@@ -342,21 +360,8 @@ async fn apply(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<ApplyRequest>,
 ) -> Result<StatusCode, AdminError> {
-    let _writing = state.object_writes.lock().await;
-    let stored = state.backend.objects().await?;
-    check_merged(stored, request.objects.clone(), request.prune)?;
     state.backend.apply(request.objects, request.prune).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Validates `set` upserted into `stored` (dropping the rest with `prune`),
-/// i.e. the objects as the store would hold them after the write.
-pub(crate) fn check_merged(mut stored: ObjectSet, set: ObjectSet, prune: bool) -> Result<(), AdminError> {
-    stored.merge(set, prune);
-    stored
-        .validate()
-        .map(drop)
-        .map_err(|error| AdminError::Invalid(error.to_string()))
 }
 
 #[utoipa::path(get, path = "/export", tag = "objects", operation_id = "export",

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
 
 /// An object kind served as a REST collection.
 pub(crate) trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -182,12 +183,6 @@ fn not_found<T: Resource>(name: &str) -> AdminError {
     AdminError::NotFound(format!("{} {name:?}", T::NOUN))
 }
 
-/// Checks one object as it would be stored, among the others (a rule may
-/// name a stored connector), before the backend checks it again.
-fn validate<T: Resource>(stored: &ObjectSet, object: &T) -> Result<(), AdminError> {
-    super::check_merged(stored.clone(), object.clone().into_set(), false)
-}
-
 async fn list<T: Resource>(State(state): State<ApiState>) -> Result<Json<Vec<T>>, AdminError> {
     let set = state.backend.objects().await?;
     Ok(Json(T::all(&set).to_vec()))
@@ -208,39 +203,52 @@ async fn create<T: Resource>(
     State(state): State<ApiState>,
     JsonBody(object): JsonBody<T>,
 ) -> Result<(StatusCode, Json<T>), AdminError> {
-    let _writing = state.object_writes.lock().await;
-    let set = state.backend.objects().await?;
-    if let Some(existing) = find::<T>(&set, object.name()) {
-        return Err(AdminError::Conflict(format!("{} {:?}", T::NOUN, existing.name())));
-    }
-    validate(&set, &object)?;
-    state.backend.apply(object.clone().into_set(), false).await?;
+    let new = object.clone();
+    state
+        .backend
+        .change_objects(Box::new(move |set| {
+            if let Some(existing) = find::<T>(set, new.name()) {
+                return Err(AdminError::Conflict(format!("{} {:?}", T::NOUN, existing.name())));
+            }
+            set.merge(new.into_set(), false);
+            Ok(true)
+        }))
+        .await?;
     Ok((StatusCode::CREATED, Json(object)))
 }
 
 async fn replace<T: Resource>(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    JsonBody(mut object): JsonBody<T>,
+    JsonBody(object): JsonBody<T>,
 ) -> Result<Json<T>, AdminError> {
-    let _writing = state.object_writes.lock().await;
-    let set = state.backend.objects().await?;
-    // The stored spelling of the name is kept, so the upsert replaces the
-    // object instead of adding a second one differing only in case.
-    let stored_name = find::<T>(&set, &name)
-        .map(|o| o.name().to_string())
-        .ok_or_else(|| not_found::<T>(&name))?;
-    object.set_name(stored_name);
-    validate(&set, &object)?;
-    state.backend.apply(object.clone().into_set(), false).await?;
-    Ok(Json(object))
+    let stored = Arc::new(Mutex::new(None));
+    let written = stored.clone();
+    state
+        .backend
+        .change_objects(Box::new(move |set| {
+            // The stored spelling of the name is kept, so the upsert replaces
+            // the object instead of adding a second one differing only in case.
+            let stored_name = find::<T>(set, &name)
+                .map(|o| o.name().to_string())
+                .ok_or_else(|| not_found::<T>(&name))?;
+            let mut object = object;
+            object.set_name(stored_name);
+            *written.lock().unwrap_or_else(|e| e.into_inner()) = Some(object.clone());
+            set.merge(object.into_set(), false);
+            Ok(true)
+        }))
+        .await?;
+    let object = stored.lock().unwrap_or_else(|e| e.into_inner()).take();
+    object
+        .map(Json)
+        .ok_or_else(|| AdminError::Internal("replaced object not recorded".into()))
 }
 
 async fn remove<T: Resource>(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    let _writing = state.object_writes.lock().await;
     if state.backend.remove(T::KIND, name.clone()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -226,12 +226,11 @@ pub(super) fn routes() -> Router<ApiState> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{MemoryBackend, TOKEN};
+    use super::super::tests::{TestNode, TOKEN};
     use super::*;
     use axum::body::Body;
     use axum::http::{header, Request, StatusCode};
     use http_body_util::BodyExt;
-    use std::sync::Arc;
     use tower::ServiceExt;
 
     async fn get_json(router: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -244,7 +243,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_document_is_served_without_a_token_and_declares_bearer_auth() {
-        let router = super::super::router(Arc::new(MemoryBackend::default()), TOKEN.into());
+        let node = TestNode::new().await;
+        let router = super::super::router(node.backend(), TOKEN.into());
         let (status, doc) = get_json(&router, "/openapi.json").await;
         assert_eq!(status, StatusCode::OK);
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -270,7 +270,8 @@ mod tests {
     /// fallback, no 405), and the document lists what SPEC section 6 names.
     #[tokio::test]
     async fn every_documented_operation_is_routed() {
-        let router = super::super::router(Arc::new(MemoryBackend::default()), TOKEN.into());
+        let node = TestNode::new().await;
+        let router = super::super::router(node.backend(), TOKEN.into());
         let doc = serde_json::to_value(document()).unwrap();
         let mut operations = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -345,7 +346,8 @@ mod tests {
     /// Every `/api/v1` operation of the document answers 401 without the token.
     #[tokio::test]
     async fn every_api_operation_needs_the_token() {
-        let router = super::super::router(Arc::new(MemoryBackend::default()), TOKEN.into());
+        let node = TestNode::new().await;
+        let router = super::super::router(node.backend(), TOKEN.into());
         let doc = serde_json::to_value(document()).unwrap();
         let mut checked = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {

@@ -99,9 +99,12 @@ pub(super) async fn scan(
     let scanner = state
         .backend
         .objects()
-        .await?
-        .validate()
-        .map(|policy| policy.scanner)
+        .await
+        .and_then(|objects| {
+            crate::scan::compile(&objects.detectors, &objects.edm)
+                .map_err(|e| AdminError::Internal(e.to_string()))
+        })
+        .map(std::sync::Arc::new)
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     let result = tokio::task::spawn_blocking(move || scan_message(&body, query.show_matches, &scanner))
         .await

@@ -367,12 +367,13 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_need_no_token_and_stats_do() {
-        use super::super::tests::{MemoryBackend, TOKEN};
+        use super::super::tests::{TestNode, TOKEN};
         use axum::body::Body;
         use axum::http::{Request, StatusCode};
         use http_body_util::BodyExt;
         use tower::ServiceExt;
-        let router = super::super::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+        let node = TestNode::new().await;
+        let router = super::super::router(node.backend(), TOKEN.into());
         let send = |uri: &str, token: bool| {
             let mut request = Request::builder().uri(uri);
             if token {

@@ -86,10 +86,7 @@ pub(super) async fn add(
     JsonBody(request): JsonBody<TenantRequest>,
 ) -> Result<(StatusCode, Json<TenantView>), AdminError> {
     partner(&state)?;
-    let domain = {
-        let _writing = state.object_writes.lock().await;
-        add_tenant(&*state.backend, &request).await?
-    };
+    let domain = add_tenant(&*state.backend, &request).await?;
     let view = views(&state, Some(&domain))
         .await?
         .pop()
@@ -105,12 +102,16 @@ pub async fn add_tenant<B: super::AdminBackend + ?Sized>(
 ) -> Result<String, AdminError> {
     let new = tenants::scanner_objects(request).map_err(|e| AdminError::Invalid(e.0))?;
     let domain = new.accepted_domains[0].name.clone();
-    let stored = backend.objects().await?;
-    if let Some(clash) = tenants::conflicts(&stored, &new) {
-        return Err(AdminError::WrongState(format!("tenant {domain}: {clash}")));
-    }
-    super::check_merged(stored, new.clone(), false)?;
-    backend.apply(new, false).await?;
+    let tenant = domain.clone();
+    backend
+        .change_objects(Box::new(move |stored| {
+            if let Some(clash) = tenants::conflicts(stored, &new) {
+                return Err(AdminError::WrongState(format!("tenant {tenant}: {clash}")));
+            }
+            stored.merge(new, false);
+            Ok(true)
+        }))
+        .await?;
     Ok(domain)
 }
 
@@ -141,15 +142,18 @@ pub(super) async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AdminError> {
     partner(&state)?;
-    let _writing = state.object_writes.lock().await;
-    let stored = state.backend.objects().await?;
-    if tenants::tenant(&stored, &name).is_none() {
-        return Err(AdminError::NotFound(format!("tenant {name}")));
-    }
-    // One pruning write of everything else: the tenant's objects go together.
-    let rest = tenants::without_tenant(&stored, &name);
-    super::check_merged(stored, rest.clone(), true)?;
-    state.backend.apply(rest, true).await?;
+    state
+        .backend
+        .change_objects(Box::new(move |stored| {
+            if tenants::tenant(stored, &name).is_none() {
+                return Err(AdminError::NotFound(format!("tenant {name}")));
+            }
+            // One pruning write of everything else: the tenant's objects go together.
+            let rest = tenants::without_tenant(stored, &name);
+            stored.merge(rest, true);
+            Ok(true)
+        }))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,229 +1,178 @@
-//! Router tests: requests go through `router(...).oneshot(...)` against an
-//! in-memory backend that validates and merges as the real store does.
+//! Router tests: requests go through `router(...).oneshot(...)` against the
+//! node's own backend ([`NodeAdmin`]) on a temporary store, so the API is
+//! tested with the validation, merge, queue and quarantine it runs with.
 
 use super::*;
 use crate::config::objects::OutboundConnectorObject;
+use crate::deliver::{DeliveryAttempt, DeliveryJob};
+use crate::message::{Address, BodyType, Notify, QueueId, ReversePath};
+use crate::queue::{
+    Acceptance, Hold, QuarantineEntry, QueueEntry, QueueSettings, QueuedRecipient, RecipientStatus, Source,
+    Transport,
+};
+use crate::route::Route;
+use crate::store::{EmbeddedStore, Store, Write};
+use crate::trace::{now_ms, TraceEvent, TraceKind};
 use axum::body::Body;
 use axum::http::{header, Method, Request as HttpRequest};
 use http_body_util::BodyExt;
-use std::sync::Mutex;
+use std::time::Duration;
 use tower::ServiceExt;
 
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdef0123456789";
 
-/// Stands in for the node: objects, queue and trace in memory.
-#[derive(Default)]
-pub(crate) struct MemoryBackend {
-    objects: Mutex<ObjectSet>,
-    queue: Mutex<Vec<QueueEntryView>>,
-    events: Vec<TraceEventView>,
-    trace_queries: Mutex<Vec<TraceQuery>>,
-    /// Quarantined messages, headers included; the list leaves them out.
-    quarantine: Mutex<Vec<QuarantineView>>,
-    /// Ids released from quarantine, in order.
-    released: Mutex<Vec<String>>,
+/// Does nothing: an attempt never ends, so a message made due stays in
+/// the queue, in flight, as it was.
+struct NoDelivery;
+
+impl Transport for NoDelivery {
+    fn attempt(
+        &self,
+        _job: DeliveryJob,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = DeliveryAttempt> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
-fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
-    Box::pin(std::future::ready(value))
+/// The node's backend on a temporary store: an embedded store in a
+/// temporary directory, a real queue delivering nothing.
+pub(crate) struct TestNode {
+    pub(crate) admin: Arc<NodeAdmin>,
+    _dir: tempfile::TempDir,
 }
 
-impl AdminBackend for MemoryBackend {
-    fn objects(&self) -> BoxFuture<'_, Result<ObjectSet, AdminError>> {
-        ready(Ok(self.objects.lock().unwrap().clone()))
+impl TestNode {
+    /// An empty node.
+    pub(crate) async fn new() -> TestNode {
+        TestNode::with(Vec::new(), Vec::new()).await
     }
 
-    fn apply(&self, set: ObjectSet, prune: bool) -> BoxFuture<'_, Result<(), AdminError>> {
-        let mut stored = self.objects.lock().unwrap();
-        let mut merged = stored.clone();
-        merged.merge(set, prune);
-        let result = match merged.validate() {
-            Ok(_) => {
-                *stored = merged;
-                Ok(())
-            }
-            Err(error) => Err(AdminError::Invalid(error.to_string())),
-        };
-        ready(result)
-    }
-
-    fn remove(&self, kind: ObjectKind, name: String) -> BoxFuture<'_, Result<bool, AdminError>> {
-        ready(Ok(self.objects.lock().unwrap().remove(kind, &name)))
-    }
-
-    fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>> {
-        ready(Ok(self.queue.lock().unwrap().clone()))
-    }
-
-    fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>> {
-        let queue = self.queue.lock().unwrap();
-        ready(Ok(queue.iter().find(|e| e.id == id).cloned()))
-    }
-
-    fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<ActResult, AdminError>> {
-        let mut queue = self.queue.lock().unwrap();
-        let Some(index) = queue.iter().position(|e| e.id == id) else {
-            return ready(Ok(ActResult::Missing));
-        };
-        let held = queue[index].status == QueueStatus::Held;
-        let result = match action {
-            QueueAction::Delete => {
-                queue.remove(index);
-                ActResult::Done
-            }
-            QueueAction::Retry if held => ActResult::Held,
-            QueueAction::Hold if held => ActResult::Unchanged,
-            QueueAction::Release if !held => ActResult::Unchanged,
-            QueueAction::Hold => {
-                queue[index].status = QueueStatus::Held;
-                ActResult::Done
-            }
-            QueueAction::Release | QueueAction::Retry => {
-                queue[index].status = QueueStatus::Queued;
-                ActResult::Done
-            }
-        };
-        ready(Ok(result))
-    }
-
-    fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>> {
-        let mut queue = self.queue.lock().unwrap();
-        let mut result = RetryAllResult { retried: 0, held: 0 };
-        for entry in queue.iter_mut() {
-            match entry.status {
-                QueueStatus::Held => result.held += 1,
-                _ => {
-                    entry.status = QueueStatus::Queued;
-                    result.retried += 1;
-                }
-            }
-        }
-        ready(Ok(result))
-    }
-
-    fn quarantine(&self) -> BoxFuture<'_, Result<Vec<QuarantineView>, AdminError>> {
-        let held = self.quarantine.lock().unwrap();
-        let listed = held
-            .iter()
-            .map(|q| QuarantineView {
-                headers: None,
-                ..q.clone()
-            })
+    /// A node whose store already holds these queue entries and trace events.
+    pub(crate) async fn with(queued: Vec<QueueEntry>, events: Vec<TraceEvent>) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = EmbeddedStore::open(dir.path()).unwrap();
+        let mut writes: Vec<Write> = queued
+            .into_iter()
+            .map(|entry| Write::Enqueue(entry, b"Subject: queued\r\n\r\nbody\r\n".to_vec()))
             .collect();
-        ready(Ok(listed))
-    }
-
-    fn quarantined(&self, id: String) -> BoxFuture<'_, Result<Option<QuarantineView>, AdminError>> {
-        let held = self.quarantine.lock().unwrap();
-        ready(Ok(held.iter().find(|q| q.id == id).cloned()))
-    }
-
-    fn quarantine_action(
-        &self,
-        id: String,
-        action: QuarantineAction,
-    ) -> BoxFuture<'_, Result<bool, AdminError>> {
-        let mut held = self.quarantine.lock().unwrap();
-        let Some(index) = held.iter().position(|q| q.id == id) else {
-            return ready(Ok(false));
+        writes.push(Write::Trace(events));
+        store.commit(writes).await.unwrap();
+        let (policy, watching) = tokio::sync::watch::channel(Arc::new(crate::policy::Policy::default()));
+        let settings = QueueSettings {
+            hostname: "gw.test".into(),
+            retry: vec![Duration::from_secs(60)],
+            expire_after: Duration::from_secs(3600),
+            max_concurrency: 1,
+            delivery_memory: crate::queue::ContentMemory::new(64 << 20),
         };
-        held.remove(index);
-        if action == QuarantineAction::Release {
-            self.released.lock().unwrap().push(id);
-        }
-        ready(Ok(true))
-    }
-
-    fn trace(&self, query: TraceQuery) -> BoxFuture<'_, Result<Vec<TraceEventView>, AdminError>> {
-        let matching = self
-            .events
-            .iter()
-            .filter(|e| query.message_id.as_ref().is_none_or(|m| &e.message_id == m))
-            .cloned()
-            .collect();
-        self.trace_queries.lock().unwrap().push(query);
-        ready(Ok(matching))
-    }
-
-    fn validate_connector(
-        &self,
-        name: String,
-        _recipients: Vec<String>,
-    ) -> BoxFuture<'_, Result<crate::deliver::ValidationReport, AdminError>> {
-        let known = self
-            .objects
-            .lock()
-            .unwrap()
-            .outbound_connectors
-            .iter()
-            .any(|c| c.name == name);
-        ready(if known {
-            Ok(crate::deliver::ValidationReport {
-                connector: name,
-                passed: true,
-                steps: Vec::new(),
-            })
-        } else {
-            Err(AdminError::NotFound(format!("outbound connector {name:?}")))
-        })
-    }
-
-    fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::config::objects::Policy>, AdminError>> {
-        let objects = self.objects.lock().unwrap().clone();
-        ready(
-            objects
-                .validate()
-                .map(Arc::new)
-                .map_err(|e| AdminError::Invalid(e.to_string())),
+        let queue =
+            crate::queue::Queue::start(store.clone(), Arc::new(NoDelivery), settings, watching).unwrap();
+        let resolver = Arc::new(crate::dns::StaticResolver::default());
+        let deliverer = crate::deliver::Deliverer::new(
+            crate::deliver::DeliverySettings::new("gw.test", dir.path()),
+            resolver,
         )
+        .unwrap();
+        let keys = Arc::new(crate::auth::keys::Keyring::load(store.clone(), None).unwrap());
+        let admin = Arc::new(NodeAdmin {
+            store,
+            queue,
+            policy,
+            writes: tokio::sync::Mutex::new(()),
+            deliverer: Arc::new(deliverer),
+            partner: None,
+            keys,
+        });
+        TestNode { admin, _dir: dir }
     }
 
-    fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>> {
-        let queue = self.queue.lock().unwrap();
-        let mut stats = NodeStats::from_queue(queue.iter().map(|e| (e.id.as_str(), e.status)));
-        stats.quarantined = self.quarantine.lock().unwrap().len() as u64;
-        stats.events = self
-            .events
-            .iter()
-            .filter_map(|e| {
-                let at = humantime::parse_rfc3339(&e.at).ok()?;
-                let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
-                (at_ms >= since_ms).then(|| EventStamp {
-                    at_ms,
-                    event: e.event.clone(),
-                    queue_id: e.queue_id.clone(),
-                })
-            })
-            .collect();
-        ready(Ok(stats))
+    /// A node holding these messages in quarantine (see [`held`]).
+    pub(crate) async fn with_quarantine(ids: &[&str]) -> TestNode {
+        let node = TestNode::new().await;
+        let acceptance = Acceptance {
+            quarantined: ids.iter().map(|id| held_entry(id)).collect(),
+            ..Acceptance::default()
+        };
+        node.admin.queue.accept(acceptance).await.unwrap();
+        node
+    }
+
+    /// The backend, as the router takes it.
+    pub(crate) fn backend(&self) -> Arc<dyn AdminBackend> {
+        self.admin.clone()
+    }
+
+    /// The objects as stored.
+    async fn stored(&self) -> ObjectSet {
+        self.admin.store.objects().unwrap()
     }
 }
 
-fn entry(id: &str, status: QueueStatus) -> QueueEntryView {
-    QueueEntryView {
-        id: id.into(),
-        message_id: format!("<{id}@contoso.test>"),
-        from: "alice@contoso.test".into(),
-        recipients: vec![RecipientView {
-            address: "bob@fabrikam.test".into(),
+/// A message waiting in the queue, not due for an hour, as `status` says.
+fn entry(id: &str, status: QueueStatus) -> QueueEntry {
+    let now = now_ms();
+    let due_ms = now + 3_600_000;
+    QueueEntry {
+        id: QueueId(id.into()),
+        message_id: Some(format!("<{id}@contoso.test>")),
+        from: ReversePath::try_from("alice@contoso.test".to_string()).unwrap(),
+        body: BodyType::SevenBit,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        recipients: vec![QueuedRecipient {
+            address: Address::parse("bob@fabrikam.test").unwrap(),
+            notify: Notify::Default,
+            orcpt: None,
+            route: Route::Mx,
             status: match status {
-                QueueStatus::Queued => RecipientQueueStatus::Queued,
-                QueueStatus::Deferred => RecipientQueueStatus::Deferred,
-                QueueStatus::Held => RecipientQueueStatus::Held,
+                QueueStatus::Deferred => RecipientStatus::Deferred {
+                    due_ms,
+                    last_error: "451 4.4.1 down".into(),
+                    delay_notified: false,
+                    scheduled_ms: None,
+                    early_attempts: 0,
+                },
+                _ => RecipientStatus::Queued { due_ms },
             },
-            connector: Some("To fabrikam".into()),
-            last_error: None,
-            next_attempt: None,
             attempts: 0,
         }],
         size: 1234,
-        received_at: "2025-01-01T00:00:00Z".into(),
-        status,
-        last_error: None,
-        next_attempt: None,
+        received_at_ms: now,
+        expires_at_ms: now + 86_400_000,
+        hold: if status == QueueStatus::Held {
+            Hold::Held
+        } else {
+            Hold::Active
+        },
+        source: Source {
+            peer: "127.0.0.1".into(),
+            helo: "client".into(),
+            connector: None,
+        },
     }
 }
 
+/// A message quarantined by "Block card numbers" at 2025-01-01T00:00:00Z,
+/// for two recipients, with its content.
+fn held_entry(id: &str) -> (QuarantineEntry, Vec<u8>) {
+    let mut entry = entry(id, QueueStatus::Queued);
+    let mut carol = entry.recipients[0].clone();
+    carol.address = Address::parse("carol@fabrikam.test").unwrap();
+    entry.recipients.push(carol);
+    let content =
+        b"From: Alice <alice@contoso.test>\r\nSubject: Card details\r\n\r\n4111 1111 1111 1111\r\n".to_vec();
+    entry.size = content.len() as u64;
+    let held = QuarantineEntry {
+        entry,
+        rule: "Block card numbers".into(),
+        quarantined_at_ms: 1_735_689_600_000,
+        reason: "credit_card:2".into(),
+    };
+    (held, content)
+}
+
+/// How the API shows a quarantined message, for the CLI's rendering tests.
 pub(crate) fn held(id: &str) -> QuarantineView {
     QuarantineView {
         id: id.into(),
@@ -247,22 +196,15 @@ pub(crate) fn held(id: &str) -> QuarantineView {
     }
 }
 
-impl MemoryBackend {
-    /// A backend holding these quarantined messages.
-    pub(crate) fn with_quarantine(held: Vec<QuarantineView>) -> MemoryBackend {
-        MemoryBackend {
-            quarantine: Mutex::new(held),
-            ..MemoryBackend::default()
-        }
-    }
-}
-
-fn event(message_id: &str, kind: &str) -> TraceEventView {
-    TraceEventView {
-        at: "2025-01-01T00:00:00Z".into(),
-        queue_id: "Q1".into(),
-        message_id: message_id.into(),
-        event: kind.into(),
+/// A trace event of a message (stored, as the node stores it, by its
+/// Message-ID without brackets; its queue id made from it), a minute old.
+fn event(message_id: &str, kind: TraceKind) -> TraceEvent {
+    let id = message_id.trim_matches(['<', '>']);
+    TraceEvent {
+        at_ms: now_ms() - 60_000,
+        kind,
+        queue_id: QueueId(id.replace('@', ".")),
+        message_id: Some(id.into()),
         from: "alice@contoso.test".into(),
         to: Some("bob@fabrikam.test".into()),
         connector: None,
@@ -272,15 +214,18 @@ fn event(message_id: &str, kind: &str) -> TraceEventView {
 }
 
 struct Harness {
-    backend: Arc<MemoryBackend>,
+    node: TestNode,
     router: Router,
 }
 
 impl Harness {
-    fn new(backend: MemoryBackend) -> Harness {
-        let backend = Arc::new(backend);
-        let router = router(backend.clone(), TOKEN.into());
-        Harness { backend, router }
+    async fn new() -> Harness {
+        Harness::on(TestNode::new().await)
+    }
+
+    fn on(node: TestNode) -> Harness {
+        let router = router(node.backend(), TOKEN.into());
+        Harness { node, router }
     }
 
     async fn send(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, String) {
@@ -316,7 +261,7 @@ const SCANNER: &str = r#"{"name": "To scanner", "smart_hosts": ["127.0.0.30:2525
 
 #[tokio::test]
 async fn requests_without_the_right_token_are_refused() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     for authorization in [None, Some("Bearer wrong"), Some(TOKEN)] {
         let mut request = HttpRequest::builder().uri("/api/v1/accepted-domains");
         if let Some(value) = authorization {
@@ -341,7 +286,7 @@ async fn requests_without_the_right_token_are_refused() {
 
 #[tokio::test]
 async fn healthz_needs_no_token() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let request = HttpRequest::builder()
         .uri("/healthz")
         .body(Body::empty())
@@ -354,7 +299,7 @@ async fn healthz_needs_no_token() {
 
 #[tokio::test]
 async fn outbound_connector_create_list_get_put_delete_round_trip() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let base = "/api/v1/outbound-connectors";
 
     let (status, body) = harness.send(Method::POST, base, Some(SCANNER)).await;
@@ -382,7 +327,7 @@ async fn outbound_connector_create_list_get_put_delete_round_trip() {
         .send(Method::PUT, &format!("{base}/To%20scanner"), Some(replacement))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let stored = harness.backend.objects.lock().unwrap().clone();
+    let stored = harness.node.stored().await;
     assert_eq!(stored.outbound_connectors.len(), 1);
     let connector = &stored.outbound_connectors[0];
     assert_eq!(connector.name, "To scanner");
@@ -394,13 +339,7 @@ async fn outbound_connector_create_list_get_put_delete_round_trip() {
         .send(Method::DELETE, &format!("{base}/To%20scanner"), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(harness
-        .backend
-        .objects
-        .lock()
-        .unwrap()
-        .outbound_connectors
-        .is_empty());
+    assert!(harness.node.stored().await.outbound_connectors.is_empty());
     let (status, body) = harness
         .send(Method::GET, &format!("{base}/To%20scanner"), None)
         .await;
@@ -410,7 +349,7 @@ async fn outbound_connector_create_list_get_put_delete_round_trip() {
 
 #[tokio::test]
 async fn duplicate_create_is_a_conflict_and_changes_nothing() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let base = "/api/v1/accepted-domains";
     let (status, _) = harness
         .send(Method::POST, base, Some(r#"{"name": "contoso.test"}"#))
@@ -425,7 +364,7 @@ async fn duplicate_create_is_a_conflict_and_changes_nothing() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(error_text(&body).contains("contoso.test"));
-    let stored = harness.backend.objects.lock().unwrap().clone();
+    let stored = harness.node.stored().await;
     assert_eq!(
         stored.accepted_domains[0].kind,
         crate::config::objects::AcceptedDomainType::Authoritative
@@ -434,7 +373,7 @@ async fn duplicate_create_is_a_conflict_and_changes_nothing() {
 
 #[tokio::test]
 async fn invalid_objects_are_refused_naming_object_and_key() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let bad = r#"{"name": "Partner", "sender_ip_addresses": ["10.0.0.0/33"]}"#;
     let (status, body) = harness
         .send(Method::POST, "/api/v1/inbound-connectors", Some(bad))
@@ -459,12 +398,12 @@ async fn invalid_objects_are_refused_naming_object_and_key() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_text(&body).starts_with("invalid JSON body"));
-    assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
+    assert_eq!(harness.node.stored().await, ObjectSet::default());
 }
 
 #[tokio::test]
 async fn unknown_objects_are_not_found() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     for (method, body) in [
         (Method::GET, None),
         (Method::DELETE, None),
@@ -486,7 +425,7 @@ async fn unknown_objects_are_not_found() {
 
 #[tokio::test]
 async fn apply_is_all_or_nothing_and_export_returns_the_set() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let good = r#"{"objects": {"accepted_domain": [{"name": "contoso.test"}],
         "outbound_connector": [{"name": "To scanner", "smart_hosts": ["127.0.0.30:2525"],
         "transport_rule_scoped": true}]}}"#;
@@ -509,22 +448,19 @@ async fn apply_is_all_or_nothing_and_export_returns_the_set() {
     let prune = r#"{"objects": {"accepted_domain": [{"name": "fabrikam.test"}]}, "prune": true}"#;
     let (status, _) = harness.send(Method::POST, "/api/v1/apply", Some(prune)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let stored = harness.backend.objects.lock().unwrap().clone();
+    let stored = harness.node.stored().await;
     assert_eq!(stored.accepted_domains.len(), 1);
     assert!(stored.outbound_connectors.is_empty());
 }
 
 #[tokio::test]
 async fn queue_list_filters_and_actions_reach_the_backend() {
-    let backend = MemoryBackend {
-        queue: Mutex::new(vec![
-            entry("Q1", QueueStatus::Queued),
-            entry("Q2", QueueStatus::Deferred),
-            entry("Q3", QueueStatus::Deferred),
-        ]),
-        ..MemoryBackend::default()
-    };
-    let harness = Harness::new(backend);
+    let queued = vec![
+        entry("Q1", QueueStatus::Queued),
+        entry("Q2", QueueStatus::Deferred),
+        entry("Q3", QueueStatus::Deferred),
+    ];
+    let harness = Harness::on(TestNode::with(queued, Vec::new()).await);
 
     let (status, body) = harness
         .send(Method::GET, "/api/v1/queue?status=deferred", None)
@@ -580,16 +516,17 @@ async fn queue_list_filters_and_actions_reach_the_backend() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = harness.send(Method::POST, "/api/v1/queue/Q1/explode", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(harness.backend.queue.lock().unwrap().len(), 2);
+    assert_eq!(harness.node.admin.queue.list().len(), 2);
 }
 
 #[tokio::test]
 async fn trace_passes_the_query_and_checks_since() {
-    let backend = MemoryBackend {
-        events: vec![event("<a@x>", "received"), event("<b@x>", "delivered")],
-        ..MemoryBackend::default()
-    };
-    let harness = Harness::new(backend);
+    let events = vec![
+        event("<a@x>", TraceKind::Received),
+        event("<b@x>", TraceKind::Received),
+        event("<b@x>", TraceKind::Delivered),
+    ];
+    let harness = Harness::on(TestNode::with(Vec::new(), events).await);
     let (status, body) = harness
         .send(
             Method::GET,
@@ -599,18 +536,23 @@ async fn trace_passes_the_query_and_checks_since() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let events: Vec<TraceEventView> = serde_json::from_str(&body).unwrap();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event, "delivered");
-    let seen = harness.backend.trace_queries.lock().unwrap().clone();
+    // Every filter reached the node's trace: only <b@x>'s timeline, which
+    // reached "delivered", within the hour.
     assert_eq!(
-        seen,
-        vec![TraceQuery {
-            message_id: Some("<b@x>".into()),
-            since: Some("1h".into()),
-            status: Some("delivered".into()),
-            ..TraceQuery::default()
-        }]
+        events
+            .iter()
+            .map(|e| (e.message_id.as_str(), e.event.as_str()))
+            .collect::<Vec<_>>(),
+        [("b@x", "received"), ("b@x", "delivered")]
     );
+    let (status, body) = harness
+        .send(
+            Method::GET,
+            "/api/v1/trace?message_id=%3Ca%40x%3E&status=delivered",
+            None,
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
 
     let (status, body) = harness
         .send(Method::GET, "/api/v1/trace?since=yesterday", None)
@@ -621,7 +563,7 @@ async fn trace_passes_the_query_and_checks_since() {
 
 #[tokio::test]
 async fn quarantine_list_show_release_delete() {
-    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1"), held("Q2")]));
+    let harness = Harness::on(TestNode::with_quarantine(&["Q1", "Q2"]).await);
 
     let (status, body) = harness.send(Method::GET, "/api/v1/quarantine", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -638,9 +580,15 @@ async fn quarantine_list_show_release_delete() {
     let (status, body) = harness.send(Method::GET, "/api/v1/quarantine/Q2", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let shown: QuarantineView = serde_json::from_str(&body).unwrap();
-    assert_eq!(shown, held("Q2"));
+    assert_eq!(shown.id, "Q2");
+    assert_eq!(shown.recipients, ["bob@fabrikam.test", "carol@fabrikam.test"]);
+    assert_eq!(
+        (shown.rule.as_str(), shown.reason.as_str()),
+        ("Block card numbers", "credit_card:2")
+    );
     let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(raw["quarantined_at"], "2025-01-01T00:00:00Z");
+    assert_eq!(raw["quarantined_at"], "2025-01-01T00:00:00.000Z");
+    assert_eq!(raw["headers"][0]["value"], "Alice <alice@contoso.test>");
     assert_eq!(raw["headers"][1]["name"], "Subject");
     assert_eq!(raw["headers"][1]["value"], "Card details");
     assert!(
@@ -653,19 +601,23 @@ async fn quarantine_list_show_release_delete() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert!(body.is_empty());
-    assert_eq!(*harness.backend.released.lock().unwrap(), vec!["Q1".to_string()]);
+    let queue = &harness.node.admin.queue;
+    assert!(
+        queue.get(&QueueId("Q1".into())).is_some(),
+        "released into the queue"
+    );
     let (status, _) = harness.send(Method::DELETE, "/api/v1/quarantine/Q2", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(harness.backend.quarantine.lock().unwrap().is_empty());
+    assert!(harness.node.admin.queue.quarantine().unwrap().is_empty());
     // Deleting is not releasing.
-    assert_eq!(harness.backend.released.lock().unwrap().len(), 1);
+    assert!(queue.get(&QueueId("Q2".into())).is_none(), "deleted, not queued");
     let (status, body) = harness.send(Method::GET, "/api/v1/quarantine", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
 }
 
 #[tokio::test]
 async fn unknown_quarantined_messages_are_not_found() {
-    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1")]));
+    let harness = Harness::on(TestNode::with_quarantine(&["Q1"]).await);
     for (method, uri) in [
         (Method::GET, "/api/v1/quarantine/Q9"),
         (Method::POST, "/api/v1/quarantine/Q9/release"),
@@ -678,12 +630,12 @@ async fn unknown_quarantined_messages_are_not_found() {
             assert_eq!(error_text(&body), "no such quarantined message \"Q9\"");
         }
     }
-    assert_eq!(harness.backend.quarantine.lock().unwrap().len(), 1);
+    assert_eq!(harness.node.admin.queue.quarantine().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn quarantine_needs_the_token() {
-    let harness = Harness::new(MemoryBackend::with_quarantine(vec![held("Q1")]));
+    let harness = Harness::on(TestNode::with_quarantine(&["Q1"]).await);
     for (method, uri) in [
         (Method::GET, "/api/v1/quarantine"),
         (Method::GET, "/api/v1/quarantine/Q1"),
@@ -698,8 +650,11 @@ async fn quarantine_needs_the_token() {
         let (status, _) = send_raw(&harness.router, request).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
     }
-    assert_eq!(harness.backend.quarantine.lock().unwrap().len(), 1);
-    assert!(harness.backend.released.lock().unwrap().is_empty());
+    assert_eq!(harness.node.admin.queue.quarantine().unwrap().len(), 1);
+    assert!(
+        harness.node.admin.queue.get(&QueueId("Q1".into())).is_none(),
+        "not released"
+    );
 }
 
 #[tokio::test]
@@ -715,7 +670,7 @@ async fn internal_errors_hide_their_detail() {
 /// refusal of an object write names the object and the key.
 #[tokio::test]
 async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let cases = [
         (
             "/api/v1/outbound-connectors",
@@ -750,12 +705,12 @@ async fn refusals_name_the_key_the_admin_center_maps_to_a_field() {
         let error = error_text(&answer);
         assert!(error.contains(expected), "{uri} {body}: {error}");
     }
-    assert_eq!(*harness.backend.objects.lock().unwrap(), ObjectSet::default());
+    assert_eq!(harness.node.stored().await, ObjectSet::default());
 }
 
 #[tokio::test]
 async fn export_leaves_out_runtime_state_and_apply_keeps_it() {
-    let harness = Harness::new(MemoryBackend::default());
+    let harness = Harness::new().await;
     let stored: ObjectSet = toml::from_str(
         r#"
 [[outbound_connector]]
@@ -768,7 +723,13 @@ passed = true
 "#,
     )
     .unwrap();
-    *harness.backend.objects.lock().unwrap() = stored.clone();
+    harness
+        .node
+        .admin
+        .store
+        .commit(vec![Write::Objects(stored.clone())])
+        .await
+        .unwrap();
 
     let (status, exported) = harness.send(Method::GET, "/api/v1/export", None).await;
     assert_eq!(status, StatusCode::OK, "{exported}");
@@ -778,7 +739,7 @@ passed = true
     let apply = format!(r#"{{"objects": {exported}}}"#);
     let (status, body) = harness.send(Method::POST, "/api/v1/apply", Some(&apply)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    assert_eq!(*harness.backend.objects.lock().unwrap(), stored);
+    assert_eq!(harness.node.stored().await, stored);
 }
 
 /// GET with the token; the status, the `X-Next-Cursor` and the body.
@@ -804,16 +765,16 @@ async fn get_page(harness: &Harness, uri: &str) -> (StatusCode, Option<String>, 
 
 #[tokio::test]
 async fn queue_and_quarantine_lists_page_with_an_opaque_cursor() {
-    let backend = MemoryBackend {
-        queue: Mutex::new(
-            (1..=5)
-                .map(|i| entry(&format!("Q{i}"), QueueStatus::Deferred))
-                .collect(),
-        ),
-        quarantine: Mutex::new((1..=3).map(|i| held(&format!("H{i}"))).collect()),
-        ..MemoryBackend::default()
+    let queued = (1..=5)
+        .map(|i| entry(&format!("Q{i}"), QueueStatus::Deferred))
+        .collect();
+    let node = TestNode::with(queued, Vec::new()).await;
+    let acceptance = Acceptance {
+        quarantined: (1..=3).map(|i| held_entry(&format!("H{i}"))).collect(),
+        ..Acceptance::default()
     };
-    let harness = Harness::new(backend);
+    node.admin.queue.accept(acceptance).await.unwrap();
+    let harness = Harness::on(node);
     let mut seen = Vec::new();
     let mut uri = "/api/v1/queue?limit=2".to_string();
     let mut pages = 0;
@@ -872,4 +833,78 @@ async fn queue_and_quarantine_lists_page_with_an_opaque_cursor() {
             "{bad}: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_rule_may_name_a_connector_stored_earlier() {
+    let node = TestNode::new().await;
+    let admin = node.backend();
+    let connector: OutboundConnectorObject = serde_json::from_value(serde_json::json!({
+        "name": "To scanner", "smart_hosts": ["127.0.0.30:2525"], "transport_rule_scoped": true
+    }))
+    .unwrap();
+    let rule: crate::config::rule_object::RuleObject = serde_json::from_value(serde_json::json!({
+        "name": "Scan", "actions": {"route_via_connector": "To scanner"}
+    }))
+    .unwrap();
+    let rules_only = ObjectSet {
+        rules: vec![rule],
+        ..ObjectSet::default()
+    };
+    let refused = admin.apply(rules_only.clone(), false).await.unwrap_err();
+    assert!(refused.to_string().contains("route_via_connector"), "{refused}");
+    let connectors = ObjectSet {
+        outbound_connectors: vec![connector],
+        ..ObjectSet::default()
+    };
+    admin.apply(connectors, false).await.unwrap();
+    admin.apply(rules_only, false).await.unwrap();
+    assert_eq!(admin.objects().await.unwrap().rules.len(), 1);
+    // What is stored is what sessions see: the write published the policy.
+    let policy = admin.policy().await.unwrap();
+    assert_eq!(policy.rules.len(), 1);
+    assert!(policy.outbound_connector("To scanner").is_some());
+}
+
+/// Every write path is the one `change_objects`: a refused change (by the
+/// edit itself or by the compiled result) stores and publishes nothing.
+#[tokio::test]
+async fn a_refused_change_stores_and_publishes_nothing() {
+    let node = TestNode::new().await;
+    let admin = node.backend();
+    admin
+        .apply(
+            toml::from_str("[[accepted_domain]]\nname = \"contoso.test\"\n").unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+    let before = (admin.objects().await.unwrap(), admin.policy().await.unwrap());
+    let conflict = admin
+        .change_objects(Box::new(|objects| {
+            objects.accepted_domains.clear();
+            Err(AdminError::Conflict("test".into()))
+        }))
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict, AdminError::Conflict(_)));
+    let invalid = admin
+        .change_objects(Box::new(|objects| {
+            objects.accepted_domains[0].name = "not a domain".into();
+            Ok(true)
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        invalid
+            .to_string()
+            .starts_with("accepted_domain \"not a domain\": name: "),
+        "{invalid}"
+    );
+    assert!(!admin.change_objects(Box::new(|_| Ok(false))).await.unwrap());
+    assert_eq!(admin.objects().await.unwrap(), before.0);
+    assert!(
+        Arc::ptr_eq(&admin.policy().await.unwrap(), &before.1),
+        "nothing published"
+    );
 }

@@ -3,6 +3,8 @@
 //! (`sluice tlsrpt send`).
 
 use super::{AdminError, ApiState};
+use crate::deliver::Deliverer;
+use crate::queue::{Queue, QueueError};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -27,4 +29,29 @@ pub(crate) fn routes() -> Router<ApiState> {
     responses((status = 200, description = "The reports queued, one per policy domain and day", body = [TlsReportSent])))]
 pub(super) async fn send(State(state): State<ApiState>) -> Result<Json<Vec<TlsReportSent>>, AdminError> {
     Ok(Json(state.backend.send_tls_reports().await?))
+}
+
+/// Queues the due reports (today's too when `include_today`).
+pub(crate) async fn queue_reports(
+    deliverer: &Deliverer,
+    queue: &Queue,
+    include_today: bool,
+) -> Result<Vec<TlsReportSent>, QueueError> {
+    let mut sent = Vec::new();
+    for report in deliverer.take_tls_reports(include_today).await {
+        let mut queue_ids = Vec::new();
+        for to in &report.to {
+            let detail = format!("TLS report for {} to {to}", report.domain);
+            let id = queue
+                .enqueue_report(to.clone(), report.content.clone(), detail)
+                .await?;
+            queue_ids.push(id.0);
+        }
+        sent.push(TlsReportSent {
+            domain: report.domain,
+            to: report.to.iter().map(ToString::to_string).collect(),
+            queue_ids,
+        });
+    }
+    Ok(sent)
 }

@@ -70,6 +70,18 @@ pub struct TraceEventView {
     pub detail: Option<String>,
 }
 
+/// The start of the time range `since` ("30m", "2d") names: that long
+/// before now, in milliseconds; `None` when no range is given.
+pub(crate) fn since_ms(since: Option<&str>) -> Result<Option<u64>, AdminError> {
+    since
+        .map(|text| {
+            let age = crate::config::parse_duration(text)
+                .map_err(|message| AdminError::Invalid(format!("since: {message}")))?;
+            Ok(crate::trace::now_ms().saturating_sub(age.as_millis() as u64))
+        })
+        .transpose()
+}
+
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new().route("/trace", get(trace))
 }
@@ -82,10 +94,7 @@ pub(super) async fn trace(
     query: Result<Query<TraceQuery>, QueryRejection>,
 ) -> Result<(axum::http::HeaderMap, Json<Vec<TraceEventView>>), AdminError> {
     let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
-    if let Some(since) = &query.since {
-        crate::config::parse_duration(since)
-            .map_err(|message| AdminError::Invalid(format!("since: {message}")))?;
-    }
+    since_ms(query.since.as_deref())?;
     if let Some(status) = &query.status {
         if crate::trace::TraceKind::parse(status).is_none() {
             let words: Vec<&str> = crate::trace::TraceKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -105,13 +114,7 @@ pub(super) async fn trace(
     }
     let limit = super::paging::limit(query.limit)?;
     let after = super::paging::decode_cursor(query.cursor.as_deref())?;
-    let since_ms = match &query.since {
-        Some(since) => {
-            let age = crate::config::parse_duration(since).map_err(AdminError::Invalid)?;
-            crate::trace::now_ms().saturating_sub(age.as_millis() as u64)
-        }
-        None => 0,
-    };
+    let since_ms = since_ms(query.since.as_deref())?.unwrap_or(0);
     let page = state.backend.trace_page(since_ms, after, limit).await?;
     // The cursor alone places the next page; `since` only set where the first began.
     let headers = super::paging::headers("trace", "", limit, page.next.as_deref());

@@ -110,11 +110,12 @@ mod tests {
 
     #[tokio::test]
     async fn pages_are_served_without_a_token_under_a_strict_policy() {
-        use super::super::tests::{MemoryBackend, TOKEN};
+        use super::super::tests::{TestNode, TOKEN};
         use axum::body::Body;
         use axum::http::{Request, StatusCode};
         use tower::ServiceExt;
-        let router = super::super::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+        let node = TestNode::new().await;
+        let router = super::super::router(node.backend(), TOKEN.into());
         for (uri, kind) in [
             ("/", "text/html"),
             ("/js/main.js", "text/javascript"),

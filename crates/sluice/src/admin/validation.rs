@@ -2,6 +2,7 @@
 //! validation of SPEC section 6, step by step.
 
 use super::{AdminError, ApiState, JsonBody};
+use crate::config::objects::{LastValidation, ObjectSet};
 use crate::deliver::ValidationReport;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -30,4 +31,34 @@ pub(super) async fn validate(
     Ok(Json(
         state.backend.validate_connector(name, request.recipients).await?,
     ))
+}
+
+/// What a connector keeps of a validation run (Exchange's IsValidated and
+/// LastValidationTimestamp): when, whether it passed, the first failed step.
+pub(crate) fn last_validation(report: &ValidationReport, at_ms: u64) -> LastValidation {
+    LastValidation {
+        at: crate::trace::rfc3339(at_ms),
+        passed: report.passed,
+        failed_step: report
+            .steps
+            .iter()
+            .find(|s| !s.passed)
+            .map(|s| format!("{}: {}: {}", s.host, s.step, s.detail)),
+    }
+}
+
+/// Records `summary` on the outbound connector `name` (any case); `false`
+/// when it is gone (removed while it was being validated).
+pub(crate) fn record(objects: &mut ObjectSet, name: &str, summary: LastValidation) -> bool {
+    match objects
+        .outbound_connectors
+        .iter_mut()
+        .find(|c| c.name.eq_ignore_ascii_case(name))
+    {
+        Some(c) => {
+            c.last_validation = Some(summary);
+            true
+        }
+        None => false,
+    }
 }

@@ -27,10 +27,10 @@
 
 pub mod keys;
 
-use crate::config::objects::Policy;
 use crate::config::DnsSource;
 use crate::message::Reply;
 use crate::message::{Address, Domain};
+use crate::policy::Policy;
 use keys::{Keyring, StoredKey};
 use mail_auth::arc::ArcSealer;
 use mail_auth::common::headers::HeaderWriter;
@@ -100,36 +100,7 @@ pub enum AuthError {
     },
 }
 
-/// `[auth]` in `sluice.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
-    /// Refuse or hold DMARC failures as the sender's policy asks.
-    pub dmarc_enforce: bool,
-    /// ARC sealers (their `d=` domains) whose results this node trusts.
-    pub trusted_arc_sealers: Vec<String>,
-    /// Seal what this node relays, with the key of this domain and selector.
-    pub arc_seal: Option<ArcSealIdentity>,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        AuthSettings {
-            dmarc_enforce: true,
-            trusted_arc_sealers: Vec::new(),
-            arc_seal: None,
-        }
-    }
-}
-
-/// `arc_seal = { domain, selector }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArcSealIdentity {
-    /// `d=` of the seal.
-    pub domain: String,
-    /// `s=` of the seal.
-    pub selector: String,
-}
+pub use crate::config::auth_settings::{ArcSealIdentity, AuthSettings};
 
 /// One protocol's answer, in RFC 8601's words (the rule conditions'
 /// vocabulary).
@@ -456,7 +427,7 @@ impl Authenticator {
         recipients: &[Address],
         checked: Option<&Checked<'_>>,
     ) -> Vec<u8> {
-        let inside = |domain: &Domain| policy.accepted.keys().any(|d| domain.is_within(d));
+        let inside = |domain: &Domain| policy.routing.is_inside(domain);
         let mut content = content;
         if recipients.iter().any(|r| !inside(r.domain())) {
             let from = from_header_domain(&content).filter(|d| Domain::parse(d).is_ok_and(|d| inside(&d)));

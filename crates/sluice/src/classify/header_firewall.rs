@@ -4,8 +4,7 @@
 //! connectors that retain them; everywhere else they are removed, so an
 //! internet sender cannot forge a stamp to change what happens to its mail.
 
-/// Prefix of internal header names (compared case-insensitively).
-pub const INTERNAL_PREFIX: &str = "x-sluice-org-";
+pub use crate::message::header::INTERNAL_PREFIX;
 
 use crate::message::header::fields;
 

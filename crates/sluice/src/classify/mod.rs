@@ -2,14 +2,15 @@
 //! TLS client certificate name or by source address (longest prefix wins),
 //! or leaves it anonymous (the internet).
 //!
-//! Pure: takes the session facts and the node's policy, returns a
+//! Pure: takes the session facts and the enabled inbound connectors (the
+//! table [`compile`] builds from `[[inbound_connector]]`), returns a
 //! [`Classification`]. Never rejects by itself; relay control and the
 //! connector restrictions use its answer.
 
 pub mod header_firewall;
 pub mod restrictions;
 
-use crate::config::objects::{ConnectorType, Policy};
+use crate::config::objects::{ConnectorType, InboundConnectorObject, ObjectError};
 use crate::message::DomainPattern;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -38,8 +39,85 @@ pub struct InboundConnector {
     pub retain_internal_headers: bool,
     /// Judge SPF/DMARC on the hop before this connector's (SPEC section 9).
     pub enhanced_filtering: bool,
-    /// Disabled connectors never match.
-    pub enabled: bool,
+}
+
+impl InboundConnector {
+    /// Checks one `[[inbound_connector]]`; the error names the key.
+    pub fn from_object(c: &InboundConnectorObject) -> Result<InboundConnector, ObjectError> {
+        let err = |key: &'static str, message: String| ObjectError {
+            kind: "inbound_connector",
+            name: c.name.clone(),
+            key,
+            message,
+        };
+        if c.name.trim().is_empty() {
+            return Err(err("name", "must not be empty".into()));
+        }
+        let sender_ips = c
+            .sender_ip_addresses
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            "sender_ip_addresses",
+                            format!("{s:?} is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let certificate_name = match c.tls_sender_certificate_name.trim() {
+            "" => None,
+            n => {
+                Some(DomainPattern::parse(n).map_err(|e| err("tls_sender_certificate_name", e.to_string()))?)
+            }
+        };
+        if sender_ips.is_empty() && certificate_name.is_none() {
+            return Err(err(
+                "sender_ip_addresses",
+                "a connector needs sender_ip_addresses or tls_sender_certificate_name".into(),
+            ));
+        }
+        let sender_domains = c
+            .sender_domains
+            .iter()
+            .map(|s| DomainPattern::parse(s).map_err(|e| err("sender_domains", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InboundConnector {
+            name: c.name.clone(),
+            kind: c.kind,
+            sender_ips,
+            certificate_name,
+            sender_domains,
+            require_tls: c.require_tls,
+            restrict_domains_to_ip_addresses: c.restrict_domains_to_ip_addresses,
+            restrict_domains_to_certificate: c.restrict_domains_to_certificate,
+            retain_internal_headers: c.retain_internal_headers,
+            enhanced_filtering: c.enhanced_filtering,
+        })
+    }
+}
+
+/// Checks every `[[inbound_connector]]` (names unique, ignoring case) and
+/// compiles them, in order. Which of them are in force (enabled) is the
+/// caller's choice: the stage only ever sees the ones that are.
+pub fn compile(objects: &[InboundConnectorObject]) -> Result<Vec<InboundConnector>, ObjectError> {
+    let mut names = std::collections::HashSet::new();
+    objects
+        .iter()
+        .map(|c| {
+            if !c.name.trim().is_empty() && !names.insert(c.name.to_ascii_lowercase()) {
+                return Err(ObjectError {
+                    kind: "inbound_connector",
+                    name: c.name.clone(),
+                    key: "name",
+                    message: "defined twice".into(),
+                });
+            }
+            InboundConnector::from_object(c)
+        })
+        .collect()
 }
 
 /// Where a session's mail comes from, as far as policy is concerned.
@@ -89,8 +167,8 @@ impl Classification {
 /// Chooses the inbound connector for a session: a connector whose
 /// `tls_sender_certificate_name` matches a name of the verified client
 /// certificate wins; else the longest source-prefix match; else anonymous.
-pub fn classify(policy: &Policy, peer: IpAddr, certificate_names: &[String]) -> Classification {
-    let by_certificate = policy.inbound.iter().filter(|c| c.enabled).find_map(|c| {
+pub fn classify(inbound: &[InboundConnector], peer: IpAddr, certificate_names: &[String]) -> Classification {
+    let by_certificate = inbound.iter().find_map(|c| {
         let pattern = c.certificate_name.as_ref()?;
         certificate_names
             .iter()
@@ -98,10 +176,8 @@ pub fn classify(policy: &Policy, peer: IpAddr, certificate_names: &[String]) -> 
             .map(|name| (MatchedBy::Certificate(name.to_ascii_lowercase()), c))
     });
     let by_ip = || {
-        policy
-            .inbound
+        inbound
             .iter()
-            .filter(|c| c.enabled)
             .filter_map(|c| {
                 c.sender_ips
                     .iter()
@@ -166,8 +242,11 @@ mod tests {
     use super::*;
     use crate::config::objects::ObjectSet;
 
-    fn policy(toml: &str) -> Policy {
-        toml::from_str::<ObjectSet>(toml).unwrap().validate().unwrap()
+    /// The enabled inbound connectors, as the node's policy holds them.
+    fn policy(toml: &str) -> Vec<InboundConnector> {
+        crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(toml).unwrap())
+            .unwrap()
+            .inbound
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! Inbound connector restrictions, checked at MAIL FROM: `require_tls`,
 //! `restrict_domains_to_ip_addresses`, `restrict_domains_to_certificate`.
 //!
-//! The restrictions of every enabled connector apply, not only the one the
+//! The restrictions of every enabled connector (every one in the table) apply, not only the one the
 //! session matched: a connector that claims `fabrikam.test` for its IPs
 //! means fabrikam.test mail from anywhere else is forged.
 
 use super::{certificate_name_matches, Classification, InboundConnector};
-use crate::config::objects::Policy;
 use crate::message::{Reply, ReversePath};
 use std::net::IpAddr;
 
@@ -23,12 +22,12 @@ pub struct SessionFacts<'a> {
 
 /// Accepts or refuses a sender for this session.
 pub fn check_sender(
-    policy: &Policy,
+    inbound: &[InboundConnector],
     classification: &Classification,
     facts: SessionFacts<'_>,
     mail_from: &ReversePath,
 ) -> Result<(), Reply> {
-    if let Some(connector) = classification.connector().and_then(|name| find(policy, name)) {
+    if let Some(connector) = classification.connector().and_then(|name| find(inbound, name)) {
         if connector.require_tls && !facts.tls {
             return Err(Reply::new(
                 530,
@@ -40,7 +39,7 @@ pub fn check_sender(
     let Some(domain) = mail_from.domain() else {
         return Ok(());
     };
-    for c in policy.inbound.iter().filter(|c| c.enabled) {
+    for c in inbound {
         let covers = c.sender_domains.iter().any(|p| p.matches(domain).is_some());
         if !covers {
             continue;
@@ -69,8 +68,8 @@ pub fn check_sender(
     Ok(())
 }
 
-fn find<'a>(policy: &'a Policy, name: &str) -> Option<&'a InboundConnector> {
-    policy.inbound.iter().find(|c| c.name == name)
+fn find<'a>(inbound: &'a [InboundConnector], name: &str) -> Option<&'a InboundConnector> {
+    inbound.iter().find(|c| c.name == name)
 }
 
 #[cfg(test)]
@@ -94,17 +93,17 @@ mod tests {
     "#;
 
     fn check(ip: &str, tls: bool, names: &[&str], from: &str) -> Result<(), Reply> {
-        let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+        let policy = crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(OBJECTS).unwrap()).unwrap();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let peer = ip.parse().unwrap();
-        let classification = classify(&policy, peer, &names);
+        let classification = classify(&policy.inbound, peer, &names);
         let facts = SessionFacts {
             peer,
             tls,
             certificate_names: &names,
         };
         check_sender(
-            &policy,
+            &policy.inbound,
             &classification,
             facts,
             &ReversePath::try_from(from.to_string()).unwrap(),

@@ -19,7 +19,7 @@ use std::path::Path;
 /// reported (exit 2) before the node is contacted.
 pub(crate) fn read_object_file(file: &Path) -> Result<ObjectSet, Failure> {
     let set = parse_object_file(file)?;
-    set.validate()
+    crate::policy::Policy::compile(&set)
         .map_err(|error| Failure::usage(format!("{}: {error}", file.display())))?;
     Ok(set)
 }
@@ -63,18 +63,18 @@ pub(crate) fn apply(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure
     let objects = parse_object_file(&args.file)?;
     let summary = summary(&objects);
     let client = ApiClient::connect(global)?;
-    // Check the result as the node will hold it (a rule may name a
-    // connector the node already has), so errors still exit 2 up front.
-    let mut merged: ObjectSet = client.get("export")?;
-    merged.merge(objects.clone(), args.prune);
-    merged
-        .validate()
-        .map_err(|error| Failure::usage(format!("{}: {error}", args.file.display())))?;
     let request = ApplyRequest {
         objects,
         prune: args.prune,
     };
-    client.post("apply", &request)?;
+    // The node checks the result as it will hold it (a rule may name a
+    // connector it already has); its refusal is a bad file: exit 2.
+    client.post("apply", &request).map_err(|error| match error {
+        super::client::ApiError::Status { status: 400, message } => {
+            Failure::usage(format!("{}: {message}", args.file.display()))
+        }
+        other => Failure::from(other),
+    })?;
     let pruned = if args.prune {
         "; objects not in the file were removed"
     } else {

@@ -84,7 +84,7 @@ pub(crate) fn run(global: &GlobalArgs, command: &RouteCommand) -> Result<(), Fai
 }
 
 fn locally(objects: &ObjectSet, request: &ExplainRequest) -> Result<Explanation, Failure> {
-    let policy = objects.validate().map_err(|e| Failure::usage(e.to_string()))?;
+    let policy = crate::policy::Policy::compile(objects).map_err(|e| Failure::usage(e.to_string()))?;
     explain(&policy, request).map_err(Failure::usage)
 }
 

@@ -209,15 +209,16 @@ fn path_segments_and_queries_are_encoded() {
 }
 
 /// The client against a real HTTP listener on loopback, serving the admin
-/// router over the in-memory backend.
+/// router over the node backend on a temporary store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_talks_to_a_live_admin_api() {
-    use crate::admin::tests::{MemoryBackend, TOKEN};
+    use crate::admin::tests::{TestNode, TOKEN};
     use crate::config::objects::{AcceptedDomain, AcceptedDomainType, OutboundConnectorObject};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = crate::admin::router(std::sync::Arc::new(MemoryBackend::default()), TOKEN.into());
+    let node = TestNode::new().await;
+    let router = crate::admin::router(node.backend(), TOKEN.into());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     // A port that was just free and is closed again: nothing listens there.
     let closed = {
@@ -334,18 +335,18 @@ fn rule_and_quarantine_verbs_parse() {
 }
 
 /// `rule new`, `rule list`, `connector new-outbound`, `connector set` and
-/// `quarantine ...` against the admin router over the in-memory backend, on
+/// `quarantine ...` against the admin router over the node backend, on
 /// a real loopback listener, as a user runs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_and_quarantine_verbs_against_a_live_admin_api() {
-    use crate::admin::tests::{held, MemoryBackend, TOKEN};
+    use crate::admin::tests::{TestNode, TOKEN};
     use crate::config::objects::{OutboundConnectorObject, TlsLevel};
     use crate::config::rule_object::RuleObject;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let backend = MemoryBackend::with_quarantine(vec![held("Q1")]);
-    let router = crate::admin::router(std::sync::Arc::new(backend), TOKEN.into());
+    let node = TestNode::with_quarantine(&["Q1"]).await;
+    let router = crate::admin::router(node.backend(), TOKEN.into());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     tokio::task::spawn_blocking(move || {

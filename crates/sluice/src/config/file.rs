@@ -24,7 +24,7 @@ pub struct NodeFile {
     dlp: DlpSection,
     #[serde(default)]
     reporting: ReportingSection,
-    partner: Option<crate::tenant::PartnerSection>,
+    partner: Option<super::partner::PartnerSection>,
     #[serde(default)]
     auth: AuthSection,
 }
@@ -106,7 +106,7 @@ struct TraceSection {
 struct AuthSection {
     dmarc_enforce: Option<bool>,
     trusted_arc_sealers: Option<Vec<String>>,
-    arc_seal: Option<crate::auth::ArcSealIdentity>,
+    arc_seal: Option<super::auth_settings::ArcSealIdentity>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -266,7 +266,7 @@ impl NodeFile {
                 "admin.listen",
                 self.admin.listen.as_deref().unwrap_or("127.0.0.1:8025"),
             )?,
-            auth: crate::auth::AuthSettings {
+            auth: super::auth_settings::AuthSettings {
                 dmarc_enforce: self.auth.dmarc_enforce.unwrap_or(true),
                 trusted_arc_sealers: self
                     .auth

@@ -2,10 +2,17 @@
 //! a validated [`Config`] that the stages read and never re-check.
 //!
 //! Objects (accepted domains, connectors, rules) are not node settings: they
-//! live in the store; their schema and validation are in [`objects`].
+//! live in the store; their serde shape is in [`objects`], and each stage
+//! compiles the objects it owns (see `crate::policy`).
+//!
+//! config/ is data: it imports `message/`, serde and std, never a stage, so
+//! the stages can depend on it and nothing here depends back on them (a
+//! test in `lib.rs` checks it).
 
+pub mod auth_settings;
 mod file;
 pub mod objects;
+pub mod partner;
 pub mod powershell;
 pub mod rule_object;
 
@@ -120,9 +127,9 @@ pub struct Config {
     /// Trace retention.
     pub trace_retention: Duration,
     /// `[partner]`: this node scans mail for tenants (SPEC section 12).
-    pub partner: Option<crate::tenant::PartnerSettings>,
+    pub partner: Option<partner::PartnerSettings>,
     /// `[auth]`: mail authentication (SPEC section 9).
-    pub auth: crate::auth::AuthSettings,
+    pub auth: auth_settings::AuthSettings,
 }
 
 impl Config {

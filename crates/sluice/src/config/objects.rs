@@ -1,15 +1,13 @@
 //! Objects of SPEC section 4 (accepted domains, inbound and outbound
-//! connectors): their serde shape, shared by `apply -f`, `export`, the
-//! store and the admin API, and their validation into a [`Policy`] that the
-//! stages read. Every write goes through [`ObjectSet::validate`] first.
+//! connectors, rules, detectors, EDM sets): their serde shape, shared by
+//! `apply -f`, `export`, the store and the admin API, and the edits of a set
+//! (merge, remove). Data only: each stage compiles the objects it owns into
+//! its own table (`classify::compile`, `route::compile_*`, `rules::compile`,
+//! `scan::compile`), and `crate::policy` assembles those tables; an
+//! [`ObjectError`] names the object and the key.
 
 use super::rule_object::RuleObject;
-use crate::classify::InboundConnector;
-use crate::message::{Domain, DomainPattern};
-use crate::route::{AddressSpace, HostPort, NextHop, OutboundConnector, Scope, TlsPolicy};
-use crate::rules::Rule;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 fn yes() -> bool {
     true
@@ -103,41 +101,6 @@ fn default_detector_confidence() -> String {
     "high".into()
 }
 
-impl DetectorObject {
-    /// Compiles the detector for the scanner.
-    pub fn compile(&self) -> Result<sluice_dlp::CustomDetector, (&'static str, String)> {
-        let validator = match self.validator.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(v) => Some(sluice_dlp::Validator::parse(v).ok_or_else(|| {
-                (
-                    "validator",
-                    format!(
-                        "unknown validator {v:?} (expected one of {})",
-                        sluice_dlp::Validator::NAMES.join(", ")
-                    ),
-                )
-            })?),
-        };
-        let confidence = self
-            .confidence
-            .parse::<sluice_dlp::Confidence>()
-            .map_err(|e| ("confidence", e.to_string()))?;
-        sluice_dlp::CustomDetector::new(
-            &self.name,
-            &self.pattern,
-            &self.keywords,
-            self.proximity as usize,
-            validator,
-            confidence,
-        )
-        .map_err(|e| match e {
-            sluice_dlp::CustomError::Name(m) => ("name", m),
-            sluice_dlp::CustomError::Pattern(m) => ("pattern", m),
-            sluice_dlp::CustomError::Keywords(m) => ("keywords", m),
-        })
-    }
-}
-
 /// `[[edm]]`: an exact-data-match set, as `sluice edm load` stores it:
 /// salted hashes of the listed values, never the values (SPEC section 7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -182,46 +145,6 @@ impl EdmObject {
             kinds: d.kinds,
             digests: engine.encode(d.digests.concat()),
         }
-    }
-
-    /// Loads the set for the scanner.
-    pub fn compile(&self) -> Result<sluice_dlp::EdmSet, (&'static str, String)> {
-        use base64::Engine;
-        let engine = base64::engine::general_purpose::STANDARD;
-        let salt = engine
-            .decode(&self.salt)
-            .map_err(|e| ("salt", format!("not base64: {e}")))?;
-        let raw = engine
-            .decode(&self.digests)
-            .map_err(|e| ("digests", format!("not base64: {e}")))?;
-        if raw.len() % sluice_dlp::DIGEST_LEN != 0
-            || (raw.len() / sluice_dlp::DIGEST_LEN) as u64 != self.values
-        {
-            return Err((
-                "digests",
-                format!(
-                    "must be {} digests of {} bytes",
-                    self.values,
-                    sluice_dlp::DIGEST_LEN
-                ),
-            ));
-        }
-        let digests = raw
-            .chunks_exact(sluice_dlp::DIGEST_LEN)
-            .map(|c| {
-                let mut d = [0u8; sluice_dlp::DIGEST_LEN];
-                d.copy_from_slice(c);
-                d
-            })
-            .collect();
-        let stored = sluice_dlp::EdmDigests {
-            salt,
-            digests,
-            min_len: self.min_len as usize,
-            max_len: self.max_len as usize,
-            kinds: self.kinds,
-        };
-        sluice_dlp::EdmSet::new(&self.name, &stored).map_err(|e| ("name", e.to_string()))
     }
 }
 
@@ -409,42 +332,6 @@ pub struct ObjectError {
     pub message: String,
 }
 
-/// The validated objects the stages read. Rebuilt on every change and
-/// swapped atomically; a session keeps the one it started with.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Accepted domains.
-    pub accepted: BTreeMap<Domain, AcceptedDomainType>,
-    /// Inbound connectors.
-    pub inbound: Vec<InboundConnector>,
-    /// Outbound connectors.
-    pub outbound: Vec<OutboundConnector>,
-    /// Enabled mail flow rules in evaluation order (priority, then name).
-    pub rules: Vec<Rule>,
-    /// The DLP scanner with the custom detectors.
-    pub scanner: std::sync::Arc<sluice_dlp::Scanner>,
-    /// A scanner node's `[partner] validation_address`: accepted from
-    /// anyone, recorded, never relayed (set by the node, not by objects).
-    pub validation_address: Option<crate::message::Address>,
-}
-
-impl Policy {
-    /// The type of `domain` when it is accepted.
-    pub fn accepted_domain(&self, domain: &Domain) -> Option<AcceptedDomainType> {
-        self.accepted.get(domain).copied()
-    }
-
-    /// An outbound connector by name.
-    pub fn outbound_connector(&self, name: &str) -> Option<&OutboundConnector> {
-        self.outbound.iter().find(|c| c.name == name)
-    }
-
-    /// An outbound connector by name, ignoring case (as the admin API names objects).
-    pub fn outbound_connector_named(&self, name: &str) -> Option<&OutboundConnector> {
-        self.outbound.iter().find(|c| c.name.eq_ignore_ascii_case(name))
-    }
-}
-
 impl ObjectSet {
     /// Upserts every object of `other` (whole-object replacement by kind and
     /// name); with `prune`, objects absent from `other` are dropped.
@@ -519,338 +406,11 @@ impl ObjectSet {
             ObjectKind::Edm => drop_named(&mut self.edm, name, |o| &o.name),
         }
     }
-
-    /// Checks every object and resolves it for the stages.
-    pub fn validate(&self) -> Result<Policy, ObjectError> {
-        let mut policy = Policy::default();
-        for d in &self.accepted_domains {
-            let err = |message: String| ObjectError {
-                kind: "accepted_domain",
-                name: d.name.clone(),
-                key: "name",
-                message,
-            };
-            let domain = Domain::parse(&d.name).map_err(|e| err(e.to_string()))?;
-            if policy.accepted.insert(domain, d.kind).is_some() {
-                return Err(err("defined twice".into()));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for c in &self.inbound_connectors {
-            let err = |key: &'static str, message: String| ObjectError {
-                kind: "inbound_connector",
-                name: c.name.clone(),
-                key,
-                message,
-            };
-            if c.name.trim().is_empty() {
-                return Err(err("name", "must not be empty".into()));
-            }
-            if !names.insert(c.name.to_ascii_lowercase()) {
-                return Err(err("name", "defined twice".into()));
-            }
-            let sender_ips = c
-                .sender_ip_addresses
-                .iter()
-                .map(|s| {
-                    s.parse::<ipnet::IpNet>()
-                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            err(
-                                "sender_ip_addresses",
-                                format!("{s:?} is not an IP address or CIDR range"),
-                            )
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let certificate_name = match c.tls_sender_certificate_name.trim() {
-                "" => None,
-                n => Some(
-                    DomainPattern::parse(n).map_err(|e| err("tls_sender_certificate_name", e.to_string()))?,
-                ),
-            };
-            if sender_ips.is_empty() && certificate_name.is_none() {
-                return Err(err(
-                    "sender_ip_addresses",
-                    "a connector needs sender_ip_addresses or tls_sender_certificate_name".into(),
-                ));
-            }
-            let sender_domains = c
-                .sender_domains
-                .iter()
-                .map(|s| DomainPattern::parse(s).map_err(|e| err("sender_domains", e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            policy.inbound.push(InboundConnector {
-                name: c.name.clone(),
-                kind: c.kind,
-                sender_ips,
-                certificate_name,
-                sender_domains,
-                require_tls: c.require_tls,
-                restrict_domains_to_ip_addresses: c.restrict_domains_to_ip_addresses,
-                restrict_domains_to_certificate: c.restrict_domains_to_certificate,
-                retain_internal_headers: c.retain_internal_headers,
-                enhanced_filtering: c.enhanced_filtering,
-                enabled: c.enabled,
-            });
-        }
-        names.clear();
-        for c in &self.outbound_connectors {
-            let err = |key: &'static str, message: String| ObjectError {
-                kind: "outbound_connector",
-                name: c.name.clone(),
-                key,
-                message,
-            };
-            if c.name.trim().is_empty() {
-                return Err(err("name", "must not be empty".into()));
-            }
-            if !names.insert(c.name.to_ascii_lowercase()) {
-                return Err(err("name", "defined twice".into()));
-            }
-            let patterns = c
-                .recipient_domains
-                .iter()
-                .map(|s| AddressSpace::parse(s).map_err(|m| err("recipient_domains", m)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let hosts = c
-                .smart_hosts
-                .iter()
-                .map(|s| {
-                    HostPort::parse_with_port(s, c.port.unwrap_or(25)).map_err(|m| err("smart_hosts", m))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let max_message_size = c
-                .max_message_size
-                .as_deref()
-                .map(|s| {
-                    crate::config::parse_size(s)
-                        .map(|n| n as u64)
-                        .map_err(|m| err("max_message_size", m))
-                })
-                .transpose()?;
-            let next_hop = match (hosts.is_empty(), c.use_mx_record) {
-                (false, false) => NextHop::SmartHosts(hosts),
-                (true, true) => NextHop::Mx,
-                (false, true) => {
-                    return Err(err(
-                        "use_mx_record",
-                        "smart_hosts and use_mx_record exclude each other".into(),
-                    ))
-                }
-                (true, false) => {
-                    return Err(err(
-                        "smart_hosts",
-                        "give smart_hosts, or set use_mx_record = true".into(),
-                    ))
-                }
-            };
-            let scope = if c.transport_rule_scoped {
-                Scope::RuleScoped
-            } else {
-                if patterns.is_empty() {
-                    return Err(err(
-                        "recipient_domains",
-                        "a connector that is not transport_rule_scoped needs recipient_domains".into(),
-                    ));
-                }
-                Scope::Domains(patterns)
-            };
-            let tls_domain = Some(c.tls_domain.trim().to_ascii_lowercase()).filter(|d| !d.is_empty());
-            let tls = match c.tls {
-                TlsLevel::Opportunistic => TlsPolicy::Opportunistic,
-                TlsLevel::EncryptionOnly => TlsPolicy::EncryptionOnly,
-                TlsLevel::CertificateValidation => TlsPolicy::CertificateValidation,
-                TlsLevel::DomainValidation => TlsPolicy::DomainValidation {
-                    domain: tls_domain.clone(),
-                },
-            };
-            if tls_domain.is_some() && c.tls != TlsLevel::DomainValidation {
-                return Err(err(
-                    "tls_domain",
-                    "only used with tls = \"domain_validation\"".into(),
-                ));
-            }
-            policy.outbound.push(OutboundConnector {
-                name: c.name.clone(),
-                kind: c.kind,
-                scope,
-                next_hop,
-                tls,
-                helo_name: Some(c.helo_name.trim().to_string()).filter(|h| !h.is_empty()),
-                retain_internal_headers: c.retain_internal_headers,
-                max_message_size,
-                enabled: c.enabled,
-            });
-        }
-        names.clear();
-        let mut custom = Vec::new();
-        for d in &self.detectors {
-            let err = |key: &'static str, message: String| ObjectError {
-                kind: "detector",
-                name: d.name.clone(),
-                key,
-                message,
-            };
-            if !names.insert(d.name.clone()) {
-                return Err(err("name", "defined twice".into()));
-            }
-            custom.push(d.compile().map_err(|(key, m)| err(key, m))?);
-        }
-        let mut sets = Vec::new();
-        for e in &self.edm {
-            let err = |key: &'static str, message: String| ObjectError {
-                kind: "edm",
-                name: e.name.clone(),
-                key,
-                message,
-            };
-            // One namespace with the custom detectors: a finding names one.
-            if !names.insert(e.name.clone()) {
-                return Err(err("name", "defined twice (as a detector or an edm set)".into()));
-            }
-            sets.push(e.compile().map_err(|(key, m)| err(key, m))?);
-        }
-        policy.scanner = std::sync::Arc::new(sluice_dlp::Scanner::new(custom, sets));
-        names.clear();
-        let mut rules = Vec::new();
-        for r in &self.rules {
-            // Detector names: a built-in's or a `[[detector]]`'s.
-            let named = [&r.conditions, &r.exceptions]
-                .into_iter()
-                .filter_map(|p| p.contains_sensitive_info.as_ref())
-                .flat_map(|info| &info.detectors);
-            for d in named {
-                if d.parse::<sluice_dlp::Detector>().is_err() && !policy.scanner.names().any(|n| n == d) {
-                    return Err(ObjectError {
-                        kind: "rule",
-                        name: r.name.clone(),
-                        key: "contains_sensitive_info",
-                        message: format!(
-                            "detectors: unknown detector `{d}` (neither built in nor a [[detector]])"
-                        ),
-                    });
-                }
-            }
-            if !names.insert(r.name.to_ascii_lowercase()) {
-                return Err(ObjectError {
-                    kind: "rule",
-                    name: r.name.clone(),
-                    key: "name",
-                    message: "defined twice".into(),
-                });
-            }
-            let rule = Rule::from_object(r, &policy)?;
-            if r.enabled {
-                rules.push(rule);
-            }
-        }
-        rules.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        policy.rules = rules;
-        Ok(policy)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn custom_detectors_validate_and_rules_name_them() {
-        let set: ObjectSet = toml::from_str(
-            r#"
-            [[detector]]
-            name = "employee_id"
-            pattern = '\bEMP-\d{6}\b'
-            keywords = ["employee"]
-            proximity = 50
-            validator = "luhn"
-            confidence = "medium"
-
-            [[rule]]
-            name = "staff"
-            [rule.conditions]
-            contains_sensitive_info = { detectors = ["employee_id", "credit_card"] }
-            [rule.actions]
-            quarantine = true
-            "#,
-        )
-        .unwrap();
-        let policy = set.validate().unwrap();
-        assert_eq!(policy.scanner.names().collect::<Vec<_>>(), ["employee_id"]);
-        let back: ObjectSet = toml::from_str(&toml::to_string(&set).unwrap()).unwrap();
-        assert_eq!(back, set);
-
-        let mut unknown = set.clone();
-        unknown.detectors.clear();
-        let e = unknown.validate().unwrap_err();
-        assert_eq!((e.kind, e.key), ("rule", "contains_sensitive_info"), "{e}");
-        for (field, value, key) in [
-            ("pattern", "EMP-(", "pattern"),
-            ("name", "Employee", "name"),
-            ("name", "us_ssn", "name"),
-            ("validator", "crc32", "validator"),
-            ("confidence", "sure", "confidence"),
-        ] {
-            let mut bad = set.clone();
-            bad.rules.clear();
-            match field {
-                "pattern" => bad.detectors[0].pattern = value.into(),
-                "name" => bad.detectors[0].name = value.into(),
-                "validator" => bad.detectors[0].validator = Some(value.into()),
-                _ => bad.detectors[0].confidence = value.into(),
-            }
-            let e = bad.validate().unwrap_err();
-            assert_eq!((e.kind, e.key), ("detector", key), "{e}");
-        }
-    }
-
-    #[test]
-    fn spec_example_validates_and_round_trips() {
-        let text = r#"
-            [[accepted_domain]]
-            name = "contoso.test"
-            type = "authoritative"
-
-            [[inbound_connector]]
-            name = "From scanner"
-            type = "on_premises"
-            sender_ip_addresses = ["127.0.0.30/32", "::1"]
-            retain_internal_headers = true
-
-            [[outbound_connector]]
-            name = "To scanner"
-            smart_hosts = ["127.0.0.30:2525"]
-            transport_rule_scoped = true
-            retain_internal_headers = true
-            tls = "domain_validation"
-            tls_domain = "scanner.test"
-        "#;
-        let set: ObjectSet = toml::from_str(text).unwrap();
-        let policy = set.validate().unwrap();
-        assert_eq!(policy.outbound[0].scope, Scope::RuleScoped);
-        assert_eq!(
-            policy.outbound[0].tls,
-            TlsPolicy::DomainValidation {
-                domain: Some("scanner.test".into())
-            }
-        );
-        let exported = toml::to_string(&set).unwrap();
-        assert_eq!(toml::from_str::<ObjectSet>(&exported).unwrap(), set);
-    }
-
-    #[test]
-    fn bad_objects_name_the_key() {
-        let set: ObjectSet = toml::from_str(
-            "[[outbound_connector]]\nname = \"x\"\nrecipient_domains = [\"*\"]\nsmart_hosts = [\"h:99999\"]\n",
-        )
-        .unwrap();
-        let e = set.validate().unwrap_err();
-        assert_eq!((e.name.as_str(), e.key), ("x", "smart_hosts"));
-        let unknown =
-            toml::from_str::<ObjectSet>("[[outbound_connector]]\nname = \"x\"\nbogus = 1\n").unwrap_err();
-        assert!(unknown.to_string().contains("bogus"));
-    }
 
     #[test]
     fn merge_upserts_and_prunes() {
@@ -865,42 +425,6 @@ mod tests {
         assert_eq!(a.accepted_domains[1].kind, AcceptedDomainType::InternalRelay);
         a.merge(b, true);
         assert_eq!(a.accepted_domains.len(), 1);
-    }
-
-    #[test]
-    fn stored_objects_round_trip_through_toml() {
-        let text = r#"
-            [[accepted_domain]]
-            name = "contoso.test"
-            [[outbound_connector]]
-            name = "To scanner"
-            smart_hosts = ["127.0.0.30:2525"]
-            transport_rule_scoped = true
-            max_message_size = "25MB"
-            port = 2525
-            [outbound_connector.last_validation]
-            at = "2026-11-24T10:00:00.000Z"
-            passed = false
-            failed_step = "127.0.0.30:2525: certificate: 454 4.7.5 ..."
-            [[rule]]
-            name = "External mail through the scanner"
-            priority = 3
-            mode = "audit"
-            enabled = false
-            [rule.conditions]
-            sent_to_scope = "not_in_organization"
-            contains_sensitive_info = { detectors = ["credit_card"], min_confidence = "high", min_count = 2 }
-            [rule.exceptions]
-            header_contains = { header = "X-Sluice-Org-Scan", words = ["verdict=pass"] }
-            [rule.actions]
-            route_via_connector = "To scanner"
-            reject = { code = "5.7.1", text = "no" }
-            stamp_scan = true
-        "#;
-        let set: ObjectSet = toml::from_str(text).unwrap();
-        set.validate().unwrap();
-        let exported = toml::to_string(&set).unwrap();
-        assert_eq!(toml::from_str::<ObjectSet>(&exported).unwrap(), set, "{exported}");
     }
 
     #[test]

@@ -873,7 +873,7 @@ mod tests {
         assert_eq!(c.tls, TlsLevel::DomainValidation);
         assert_eq!(c.helo_name, "mail.contoso.test");
         assert!(c.retain_internal_headers);
-        set.validate().unwrap();
+        crate::policy::Policy::compile(&set).unwrap();
     }
 
     #[test]
@@ -889,8 +889,8 @@ mod tests {
         assert!(
             set.outbound_connectors[1].use_mx_record && set.outbound_connectors[1].max_message_size.is_none()
         );
-        let policy = set.validate().unwrap();
-        match &policy.outbound[0].next_hop {
+        let policy = crate::policy::Policy::compile(&set).unwrap();
+        match &policy.routing.outbound[0].next_hop {
             crate::route::NextHop::SmartHosts(hosts) => {
                 assert_eq!(
                     hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -901,10 +901,12 @@ mod tests {
         }
         let domain = crate::message::Domain::parse("eu.contoso.test").unwrap();
         assert_eq!(
-            crate::route::select_connector(&policy, &domain).unwrap().name,
+            crate::route::select_connector(&policy.routing, &domain)
+                .unwrap()
+                .name,
             "Cheap"
         );
-        assert_eq!(policy.outbound[0].max_message_size, Some(25_000_000));
+        assert_eq!(policy.routing.outbound[0].max_message_size, Some(25_000_000));
     }
 
     #[test]
@@ -932,7 +934,7 @@ New-TransportRule -Name Block -Mode Audit -SubjectOrBodyContainsWords "forbidden
             set.rules[1].conditions.subject_or_body_contains,
             vec!["forbidden", "secret plan"]
         );
-        set.validate().unwrap();
+        crate::policy::Policy::compile(&set).unwrap();
         let e = import("New-TransportRule -Name x -ApplyHtmlDisclaimerText hi").unwrap_err();
         assert!(e.message.contains("-ApplyHtmlDisclaimerText"), "{e}");
         let e = import("New-TransportRule -Name x -HeaderContainsWords a").unwrap_err();
@@ -958,7 +960,7 @@ New-OutboundConnector -Name 'To scanner' -ConnectorType Partner -SmartHosts @("1
             (out.name.as_str(), out.transport_rule_scoped, out.tls),
             ("To scanner", true, TlsLevel::EncryptionOnly)
         );
-        set.validate().unwrap();
+        crate::policy::Policy::compile(&set).unwrap();
     }
 
     #[test]
@@ -1006,7 +1008,7 @@ New-InboundConnector -Name \"From on-prem\" -ConnectorType OnPremises \r\n\
         // The cmdlet on the next line started a statement of its own.
         assert_eq!(set.inbound_connectors[0].name, "From on-prem");
         assert_eq!(set.inbound_connectors[0].sender_ip_addresses, vec!["127.0.0.40"]);
-        set.validate().unwrap();
+        crate::policy::Policy::compile(&set).unwrap();
         // LF line ends and indented parameter lines read the same.
         let unix = SEED_001_AS_PRINTED.replace("\r\n-", "\n    -");
         assert_eq!(import(&unix).unwrap().objects, set);
@@ -1103,7 +1105,7 @@ New-TransportRule -Name Watch -Mode AuditAndNotify -SubjectOrBodyContainsWords s
         assert_eq!(imported.warnings[2].to_string().split(':').next(), Some("line 7"));
         let c = &imported.objects.outbound_connectors[0];
         assert!(c.use_mx_record && c.port.is_none(), "{c:?}");
-        imported.objects.validate().unwrap();
+        crate::policy::Policy::compile(&imported.objects).unwrap();
     }
 
     #[test]
@@ -1126,6 +1128,6 @@ New-TransportRule -Name Watch -Mode AuditAndNotify -SubjectOrBodyContainsWords s
             ),
             (1, 1, 1)
         );
-        set.validate().unwrap();
+        crate::policy::Policy::compile(&set).unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! `[[rule]]`: a mail flow rule as written (SPEC section 4). Validated into
-//! [`crate::rules::Rule`] by [`crate::rules::Rule::from_object`].
+//! a `Rule` by the rules stage (`rules::compile`).
 
 use serde::{Deserialize, Serialize};
 

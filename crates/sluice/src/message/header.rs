@@ -76,6 +76,10 @@ pub enum MalformedHeader {
     FoldedInternalName(usize),
 }
 
+/// Prefix of internal header names (`X-Sluice-Org-*`, compared
+/// case-insensitively): the header firewall's (classify/) to strip.
+pub const INTERNAL_PREFIX: &str = "x-sluice-org-";
+
 /// Length of the header section, including the blank line that ends it.
 pub fn section_len(content: &[u8]) -> usize {
     if content.starts_with(b"\r\n") {
@@ -182,7 +186,7 @@ pub fn check(content: &[u8]) -> Result<(), MalformedHeader> {
                 name: trim_wsp(line),
                 raw: line,
             };
-            if folded.has_prefix(crate::classify::header_firewall::INTERNAL_PREFIX) {
+            if folded.has_prefix(INTERNAL_PREFIX) {
                 return Err(MalformedHeader::FoldedInternalName(number));
             }
             continue;
@@ -250,7 +254,7 @@ pub fn agreement(content: &[u8]) -> Result<(), String> {
             String::from_utf8_lossy(content)
         ));
     }
-    let prefix = crate::classify::header_firewall::INTERNAL_PREFIX;
+    let prefix = INTERNAL_PREFIX;
     if let Some(internal) = ours.iter().find(|name| name.starts_with(prefix)) {
         return Err(format!(
             "internal field {internal:?} left in {:?}",

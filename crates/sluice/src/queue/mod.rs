@@ -20,9 +20,9 @@ pub use entry::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
 
-use crate::config::objects::Policy;
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
 use crate::message::{QueueId, Reply, ReversePath};
+use crate::policy::Policy;
 use crate::route::Route;
 use crate::store::{Store, StoreError, Write};
 use crate::trace::{now_ms, TraceEvent, TraceKind};
@@ -835,7 +835,7 @@ impl Queue {
     fn generated(&self, to: crate::message::Address, content: &[u8]) -> QueueEntry {
         let now = now_ms();
         let policy = self.inner.policy.borrow().clone();
-        let route = crate::route::route(&policy, to.domain()).unwrap_or(Route::Mx);
+        let route = crate::route::route(&policy.routing, to.domain()).unwrap_or(Route::Mx);
         QueueEntry {
             id: QueueId::generate(),
             message_id: crate::message::header_message_id(content),

@@ -36,8 +36,8 @@ mod tests;
 pub use listener::serve;
 
 use crate::classify::Classification;
-use crate::config::objects::Policy;
 use crate::message::{Address, Envelope, QueueId, Reply, ReversePath};
+use crate::policy::Policy;
 use crate::route::Route;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,8 +3,8 @@
 //! matching the recipient domain does not by itself make it reachable.
 
 use crate::classify::{Classification, MatchedBy};
-use crate::config::objects::Policy;
 use crate::message::{Address, Domain, Reply, ReversePath};
+use crate::policy::Policy;
 use crate::route::{self, Route};
 
 /// Decides one RCPT TO: the route it will take, or the 550 that refuses it.
@@ -38,7 +38,7 @@ pub fn check_recipient(
         };
         return Err(Reply::new(550, [5, 7, 1], text));
     }
-    Ok(route::route(policy, domain).unwrap_or(Route::Mx))
+    Ok(route::route(&policy.routing, domain).unwrap_or(Route::Mx))
 }
 
 /// Whether the sender counts as inside the organisation (rules' from_scope):
@@ -55,7 +55,7 @@ pub fn sender_in_organization(
 pub fn may_relay(policy: &Policy, classification: &Classification, mail_from: &ReversePath) -> bool {
     match classification {
         Classification::Internal { matched_by, .. } => {
-            let accepted = |domain: &Domain| policy.accepted.keys().any(|d| domain.is_within(d));
+            let accepted = |domain: &Domain| policy.routing.is_inside(domain);
             let certificate_domain = match matched_by {
                 MatchedBy::Certificate(name) => Domain::parse(name.trim_start_matches("*.")).ok(),
                 MatchedBy::SourceIp(_) => None,
@@ -95,8 +95,8 @@ mod tests {
     "#;
 
     fn check(ip: &str, from: &str, to: &str) -> Result<Route, Reply> {
-        let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
-        let classification = classify(&policy, ip.parse().unwrap(), &[]);
+        let policy = crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(OBJECTS).unwrap()).unwrap();
+        let classification = classify(&policy.inbound, ip.parse().unwrap(), &[]);
         let from = ReversePath::try_from(from.to_string()).unwrap();
         check_recipient(&policy, &classification, &from, &Address::parse(to).unwrap())
     }
@@ -138,9 +138,10 @@ mod tests {
 
     #[test]
     fn a_scanners_validation_address_is_open_to_all_and_its_refusals_name_tenants() {
-        let mut policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+        let mut policy =
+            crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(OBJECTS).unwrap()).unwrap();
         policy.validation_address = Some(Address::parse("check@scan.partner.test").unwrap());
-        let anonymous = classify(&policy, "10.1.1.1".parse().unwrap(), &[]);
+        let anonymous = classify(&policy.inbound, "10.1.1.1".parse().unwrap(), &[]);
         let from = ReversePath::try_from("postmaster@evil.test".to_string()).unwrap();
         let to = |a: &str| Address::parse(a).unwrap();
         assert_eq!(

@@ -15,10 +15,10 @@ use super::relay_control::check_recipient;
 use super::{Content, Refusal, SessionInfo, SessionLimits, Submission, TlsInfo};
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification};
-use crate::config::objects::Policy;
 use crate::message::{
     Address, BodyType, DsnReturn, Envelope, EnvelopeRecipient, Notify, QueueId, Reply, ReversePath,
 };
+use crate::policy::Policy;
 use crate::route::Route;
 use smtp_proto::{MailFrom, RcptTo, Request};
 use std::net::SocketAddr;
@@ -114,7 +114,7 @@ impl Session {
         tls_offered: bool,
     ) -> Self {
         let policy = objects.borrow_and_update().clone();
-        let classification = classify(&policy, peer.ip(), &[]);
+        let classification = classify(&policy.inbound, peer.ip(), &[]);
         Session {
             hostname,
             limits,
@@ -227,7 +227,7 @@ impl Session {
             .tls
             .as_ref()
             .map_or(&[][..], |tls| tls.client_cert_names.as_slice());
-        self.classification = classify(&self.policy, self.info.peer.ip(), names);
+        self.classification = classify(&self.policy.inbound, self.info.peer.ip(), names);
     }
 
     /// Takes the objects in force now, at the start of a transaction.
@@ -467,7 +467,7 @@ impl Session {
                 .as_ref()
                 .map_or(&[], |t| t.client_cert_names.as_slice()),
         };
-        if let Err(reply) = check_sender(&self.policy, &self.classification, facts, &mail_from) {
+        if let Err(reply) = check_sender(&self.policy.inbound, &self.classification, facts, &mail_from) {
             return self.refused(QueueId::generate(), mail_from, None, reply);
         }
         let mut envelope = Envelope::new(mail_from);

@@ -48,10 +48,8 @@ impl TestServer {
     async fn start_with_client_ca(limits: SessionLimits, client_ca: Option<&std::path::Path>) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let tls = crate::tls::server_config(None, client_ca, data_dir.path(), "mx.contoso.test").unwrap();
-        let policy = toml::from_str::<ObjectSet>("[[accepted_domain]]\nname = \"contoso.test\"\n")
-            .unwrap()
-            .validate()
-            .unwrap();
+        let objects = toml::from_str::<ObjectSet>("[[accepted_domain]]\nname = \"contoso.test\"\n").unwrap();
+        let policy = crate::policy::Policy::compile(&objects).unwrap();
         let (_policy_sender, policy) = watch::channel(Arc::new(policy));
         let intake = Arc::new(RecordingIntake::default());
         let context = Arc::new(ReceiveContext {

@@ -22,7 +22,7 @@ fn limits() -> SessionLimits {
 }
 
 fn new_session(limits: SessionLimits, tls_offered: bool) -> Session {
-    let policy = toml::from_str::<ObjectSet>(OBJECTS).unwrap().validate().unwrap();
+    let policy = crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(OBJECTS).unwrap()).unwrap();
     let peer = "192.0.2.1:40000".parse().unwrap();
     let (_publisher, objects) = tokio::sync::watch::channel(Arc::new(policy));
     Session::new(
@@ -579,7 +579,9 @@ fn each_transaction_is_judged_with_the_objects_at_its_mail_from() {
         type = "on_premises"
         sender_ip_addresses = ["192.0.2.1/32"]
     "#;
-    let policy = |text: &str| Arc::new(toml::from_str::<ObjectSet>(text).unwrap().validate().unwrap());
+    let policy = |text: &str| {
+        Arc::new(crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(text).unwrap()).unwrap())
+    };
     let (publisher, objects) = tokio::sync::watch::channel(policy(with_connector));
     let mut session = Session::new(
         "mx.contoso.test".to_string(),

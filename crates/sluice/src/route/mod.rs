@@ -1,7 +1,7 @@
 //! Stage 4: routing policy. For each accepted recipient, decide which
 //! outbound connector carries it, to which next hop, at which TLS level.
 //!
-//! Input: the recipient's domain and the node's [`Policy`]. Output: a
+//! Input: the recipient's domain and the [`RoutingTable`]. Output: a
 //! [`Route`], stored with the queued recipient. Routing never touches the
 //! message and never resolves addresses: MX lookup and smart-host failover
 //! happen at each delivery attempt (stage 6), because DNS and host health
@@ -12,10 +12,12 @@
 //! domain's MX; MX for relayed mail.
 
 mod host;
+mod table;
 
 pub use host::HostPort;
+pub use table::{compile_accepted_domains, compile_outbound, RoutingTable};
 
-use crate::config::objects::{AcceptedDomainType, ConnectorType, Policy};
+use crate::config::objects::{AcceptedDomainType, ConnectorType};
 use crate::message::{Domain, DomainPattern};
 use serde::{Deserialize, Serialize};
 
@@ -122,8 +124,6 @@ pub struct OutboundConnector {
     pub retain_internal_headers: bool,
     /// Larger messages are refused for this connector.
     pub max_message_size: Option<u64>,
-    /// Disabled connectors are never chosen.
-    pub enabled: bool,
 }
 
 /// How one recipient leaves this node: decided at acceptance, stored with
@@ -233,13 +233,13 @@ impl RoutingStep {
 /// Routes one recipient domain by steps 2 to 5 of SPEC section 4 (step 1,
 /// a rule's connector, is applied by the caller after this) and says which
 /// step decided.
-pub fn decide(policy: &Policy, domain: &Domain) -> (Route, RoutingStep) {
+pub fn decide(table: &RoutingTable, domain: &Domain) -> (Route, RoutingStep) {
     // Mail for the organisation's own mailboxes never leaves through a
     // connector: a `*` connector is for mail that leaves the organisation.
-    if policy.accepted_domain(domain) == Some(AcceptedDomainType::Authoritative) {
+    if table.accepted_domain(domain) == Some(AcceptedDomainType::Authoritative) {
         return (Route::Mailbox, RoutingStep::OwnMailboxes);
     }
-    if let Some((connector, space)) = best_connector(policy, domain) {
+    if let Some((connector, space)) = best_connector(table, domain) {
         let address_space = if space.cost == 1 {
             space.pattern.to_string()
         } else {
@@ -247,7 +247,7 @@ pub fn decide(policy: &Policy, domain: &Domain) -> (Route, RoutingStep) {
         };
         return (Route::from(connector), RoutingStep::Connector { address_space });
     }
-    match policy.accepted_domain(domain) {
+    match table.accepted_domain(domain) {
         Some(AcceptedDomainType::InternalRelay) => (Route::Mx, RoutingStep::InternalRelayMx),
         _ => (Route::Mx, RoutingStep::RelayMx),
     }
@@ -256,28 +256,27 @@ pub fn decide(policy: &Policy, domain: &Domain) -> (Route, RoutingStep) {
 /// Routes one recipient domain (steps 2 to 5 of SPEC section 4). Returns
 /// `None` when the domain is neither accepted nor served by a connector,
 /// meaning MX delivery that only relay-permitted senders may use.
-pub fn route(policy: &Policy, domain: &Domain) -> Option<Route> {
-    match decide(policy, domain) {
+pub fn route(table: &RoutingTable, domain: &Domain) -> Option<Route> {
+    match decide(table, domain) {
         (_, RoutingStep::RelayMx) => None,
         (route, _) => Some(route),
     }
 }
 
-/// The enabled, domain-scoped connector whose pattern matches `domain` most
+/// The domain-scoped connector whose pattern matches `domain` most
 /// specifically, then at the lowest cost; ties keep the earlier connector.
-pub fn select_connector<'a>(policy: &'a Policy, domain: &Domain) -> Option<&'a OutboundConnector> {
-    best_connector(policy, domain).map(|(connector, _)| connector)
+pub fn select_connector<'a>(table: &'a RoutingTable, domain: &Domain) -> Option<&'a OutboundConnector> {
+    best_connector(table, domain).map(|(connector, _)| connector)
 }
 
 /// [`select_connector`] with the address space that matched.
 fn best_connector<'a>(
-    policy: &'a Policy,
+    table: &'a RoutingTable,
     domain: &Domain,
 ) -> Option<(&'a OutboundConnector, &'a AddressSpace)> {
-    policy
+    table
         .outbound
         .iter()
-        .filter(|c| c.enabled)
         .filter_map(|c| match &c.scope {
             Scope::Domains(spaces) => spaces
                 .iter()

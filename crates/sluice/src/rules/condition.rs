@@ -2,9 +2,9 @@
 //! `[rule.conditions]` and tested against one recipient of a message.
 
 use crate::classify::Classification;
-use crate::config::objects::Policy;
 use crate::config::rule_object::{OrganizationScope, RulePredicates};
 use crate::message::{Address, Domain, ReversePath};
+use crate::policy::Policy;
 use ipnet::IpNet;
 use regex::Regex;
 use std::net::IpAddr;
@@ -237,11 +237,7 @@ impl Condition {
         let recipient = &facts.recipients[index];
         match self {
             Condition::SentToScope(scope) => {
-                let inside = facts
-                    .policy
-                    .accepted
-                    .keys()
-                    .any(|d| recipient.domain().is_within(d));
+                let inside = facts.policy.routing.is_inside(recipient.domain());
                 inside == (*scope == OrganizationScope::InOrganization)
             }
             Condition::FromScope(scope) => {
@@ -534,7 +530,7 @@ pub fn compile(p: &RulePredicates) -> Result<Vec<Condition>, (&'static str, Stri
     }
     if let Some(info) = &p.contains_sensitive_info {
         // Built-in names or custom ones; that a custom one exists is checked
-        // with the other objects (`ObjectSet::validate`).
+        // with the other objects (`rules::compile`).
         let detectors = info
             .detectors
             .iter()

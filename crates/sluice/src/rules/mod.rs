@@ -21,7 +21,7 @@ pub use condition::{Condition, MessageFacts};
 pub use edit::apply_edits;
 pub use effects::{Disposition, Effects, HeaderEdit};
 
-use crate::config::objects::{ObjectError, Policy};
+use crate::config::objects::{ObjectError, OutboundConnectorObject};
 use crate::config::rule_object::{RuleMode, RuleObject};
 use crate::message::{Address, Reply};
 use serde::Serialize;
@@ -113,9 +113,61 @@ pub struct Evaluation {
     pub effects: Vec<Effects>,
 }
 
+/// Checks every `[[rule]]` (names unique, ignoring case) against the
+/// objects rules may name: outbound connectors (`route_via_connector`,
+/// enabled or not) and the scanner's detectors (`contains_sensitive_info`).
+/// Returns the rules in object order, enabled or not: which are in force
+/// is the caller's choice; [`evaluation_order`] sorts those.
+pub fn compile(
+    objects: &[RuleObject],
+    connectors: &[OutboundConnectorObject],
+    scanner: &crate::scan::Scanner,
+) -> Result<Vec<Rule>, ObjectError> {
+    let mut names = std::collections::HashSet::new();
+    objects
+        .iter()
+        .map(|r| {
+            // Detector names: a built-in's or a `[[detector]]`'s.
+            let named = [&r.conditions, &r.exceptions]
+                .into_iter()
+                .filter_map(|p| p.contains_sensitive_info.as_ref())
+                .flat_map(|info| &info.detectors);
+            for d in named {
+                if d.parse::<sluice_dlp::Detector>().is_err() && !scanner.names().any(|n| n == d) {
+                    return Err(ObjectError {
+                        kind: "rule",
+                        name: r.name.clone(),
+                        key: "contains_sensitive_info",
+                        message: format!(
+                            "detectors: unknown detector `{d}` (neither built in nor a [[detector]])"
+                        ),
+                    });
+                }
+            }
+            if !names.insert(r.name.to_ascii_lowercase()) {
+                return Err(ObjectError {
+                    kind: "rule",
+                    name: r.name.clone(),
+                    key: "name",
+                    message: "defined twice".into(),
+                });
+            }
+            Rule::from_object(r, connectors)
+        })
+        .collect()
+}
+
+/// Sorts rules into evaluation order: priority, then name.
+pub fn evaluation_order(rules: &mut [Rule]) {
+    rules.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+}
+
 impl Rule {
-    /// Validates a `[[rule]]` against the rest of the objects.
-    pub fn from_object(object: &RuleObject, policy: &Policy) -> Result<Rule, ObjectError> {
+    /// Validates a `[[rule]]` against the outbound connectors it may name.
+    pub fn from_object(
+        object: &RuleObject,
+        connectors: &[OutboundConnectorObject],
+    ) -> Result<Rule, ObjectError> {
         let err = |key: &'static str, message: String| ObjectError {
             kind: "rule",
             name: object.name.clone(),
@@ -155,7 +207,7 @@ impl Rule {
             actions.push(Action::Bcc(addresses("actions.bcc", &a.bcc)?));
         }
         if let Some(name) = &a.route_via_connector {
-            let connector = policy.outbound_connector(name).ok_or_else(|| {
+            let connector = connectors.iter().find(|c| &c.name == name).ok_or_else(|| {
                 err(
                     "actions.route_via_connector",
                     format!("no outbound connector named {name:?}"),

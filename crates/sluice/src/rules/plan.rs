@@ -5,8 +5,8 @@
 //! Runs after classification and relay control, which the caller did.
 
 use crate::classify::Classification;
-use crate::config::objects::Policy;
 use crate::message::{Address, Reply};
+use crate::policy::Policy;
 use crate::queue::{QueueEntry, QueuedRecipient, RecipientStatus};
 use crate::route::Route;
 use crate::rules::{self, Disposition, Effects, Evaluation, HeaderEdit, MessageFacts};
@@ -168,7 +168,7 @@ fn copy_recipients(
     notes: &mut Vec<String>,
 ) -> Vec<QueuedRecipient> {
     let rule_route = copy.effects.route_via.as_deref().and_then(|name| {
-        let connector = policy.outbound_connector(name).filter(|c| c.enabled);
+        let connector = policy.outbound_connector(name);
         if connector.is_none() {
             notes.push(format!(
                 "rule connector {name:?} is missing or disabled; normal routing used"
@@ -180,7 +180,7 @@ fn copy_recipients(
         address: address.clone(),
         notify: crate::message::Notify::Default,
         orcpt: None,
-        route: crate::route::route(policy, address.domain()).unwrap_or(Route::Mx),
+        route: crate::route::route(&policy.routing, address.domain()).unwrap_or(Route::Mx),
         status: RecipientStatus::Queued {
             due_ms: base.received_at_ms,
         },

@@ -4,6 +4,7 @@ use super::*;
 use crate::classify::Classification;
 use crate::config::objects::ObjectSet;
 use crate::message::ReversePath;
+use crate::policy::Policy;
 
 const BASE: &str = r#"
 [[accepted_domain]]
@@ -16,7 +17,7 @@ transport_rule_scoped = true
 
 fn run(rules: &str, from: &str, to: &[&str], content: &str) -> (Policy, Evaluation) {
     let set: ObjectSet = toml::from_str(&format!("{BASE}{rules}")).unwrap();
-    let policy = set.validate().unwrap();
+    let policy = crate::policy::Policy::compile(&set).unwrap();
     let recipients: Vec<Address> = to.iter().map(|a| Address::parse(a).unwrap()).collect();
     let from = ReversePath::try_from(from.to_string()).unwrap();
     let classification = Classification::Anonymous;
@@ -157,7 +158,7 @@ fn invalid_rules_name_the_rule_and_key() {
         ("[[rule]]\nname = \"r\"\n[rule.conditions]\ncontains_sensitive_info = { detectors = [\"credit_cards\"] }\n[rule.actions]\ndelete = true\n", "contains_sensitive_info"),
     ] {
         let set: ObjectSet = toml::from_str(&format!("{BASE}{text}")).unwrap();
-        let error = set.validate().unwrap_err();
+        let error = crate::policy::Policy::compile(&set).unwrap_err();
         assert_eq!((error.kind, error.name.as_str(), error.key), ("rule", "r", key), "{error}");
     }
     let unknown =
@@ -193,7 +194,7 @@ route_via_connector = "Back to gateway"
 "#;
 
 fn scanner_plan(body: &str) -> plan::Plan {
-    let policy = toml::from_str::<ObjectSet>(SCANNER).unwrap().validate().unwrap();
+    let policy = crate::policy::Policy::compile(&toml::from_str::<ObjectSet>(SCANNER).unwrap()).unwrap();
     let classification = Classification::Anonymous;
     let from = ReversePath::try_from("a@contoso.test".to_string()).unwrap();
     let base = crate::queue::QueueEntry {
@@ -281,7 +282,7 @@ header_contains = { header = "X-Exempt", words = ["yes"] }
 prepend_subject = "[external] "
 "#;
     let set: ObjectSet = toml::from_str(&format!("{BASE}{rules}")).unwrap();
-    let policy = set.validate().unwrap();
+    let policy = crate::policy::Policy::compile(&set).unwrap();
     let recipients: Vec<Address> = (0..200)
         .map(|n| Address::parse(&format!("r{n}@fabrikam.test")).unwrap())
         .collect();

@@ -4,6 +4,9 @@
 //! leave this module only as detector names and counts (stamps, traces,
 //! quarantine reasons), never as matched text.
 
+mod objects;
+
+pub use objects::compile;
 pub use sluice_dlp::{Confidence, Detector, Finding, Location, ScanLimits, ScanReport, Scanner};
 
 use std::collections::BTreeMap;

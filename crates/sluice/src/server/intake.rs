@@ -12,8 +12,8 @@
 
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
-use crate::config::objects::Policy;
 use crate::message::{header_message_id, QueueId, Reply};
+use crate::policy::Policy;
 use crate::queue::{
     self, Acceptance, ContentMemory, DsnAction, DsnRecipient, Hold, QuarantineEntry, Queue, QueueEntry,
     QueuedRecipient, RecipientStatus, Source,

@@ -1,7 +1,7 @@
 //! The only module that knows every stage: builds them from the validated
 //! [`Config`], connects them, runs the listeners, and stops them.
 //!
-//! Start reading here. Objects are loaded from the store into a [`Policy`](crate::config::objects::Policy)
+//! Start reading here. Objects are loaded from the store into a [`Policy`](crate::policy::Policy)
 //! published on a watch channel: each SMTP transaction takes the snapshot in
 //! force at its MAIL FROM, the admin API replaces it after each validated
 //! change.
@@ -10,7 +10,7 @@ mod admin_backend;
 mod intake;
 mod tls_reports;
 
-pub use admin_backend::{queue_view, NodeAdmin};
+pub use crate::admin::{queue_view, NodeAdmin};
 pub use intake::Pipeline;
 
 use crate::config::Config;
@@ -36,7 +36,7 @@ const ROUTE_HEADER: &str = "X-Sluice-Org-Route";
 /// the SMTP client or the Maildir.
 struct Outbound {
     deliverer: Arc<Deliverer>,
-    policy: watch::Receiver<Arc<crate::config::objects::Policy>>,
+    policy: watch::Receiver<Arc<crate::policy::Policy>>,
 }
 
 impl Transport for Outbound {
@@ -49,7 +49,6 @@ impl Transport for Outbound {
                 .policy
                 .borrow()
                 .outbound_connector(connector)
-                .filter(|c| c.enabled)
                 .map(Route::from);
             if let Some(route) = current {
                 job.route = route;
@@ -156,8 +155,9 @@ impl Node {
             settings,
             log: Arc::new(crate::tenant::validation::ValidationLog::new(&config.data_dir)),
         });
-        let policy = objects.validate().context("stored objects are invalid")?;
-        let policy = crate::tenant::PartnerNode::publish(partner.as_ref(), policy);
+        let policy = crate::policy::Policy::compile(&objects).context("stored objects are invalid")?;
+        let policy =
+            policy.with_validation_address(crate::tenant::PartnerNode::validation_address(partner.as_ref()));
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
         let keys = Arc::new(
             crate::auth::keys::Keyring::load(store.clone(), Some(resolver.clone()))
@@ -278,15 +278,14 @@ impl Node {
 
         let token =
             crate::admin::load_or_create_token(&config.data_dir).context("cannot create the admin token")?;
-        let backend = Arc::new(NodeAdmin {
-            store: store.clone(),
-            queue: queue.clone(),
-            policy: policy_tx,
-            writes: tokio::sync::Mutex::new(()),
-            deliverer: deliverer.clone(),
+        let backend = admin_backend::node_admin(
+            store.clone(),
+            queue.clone(),
+            policy_tx,
+            deliverer.clone(),
             partner,
             keys,
-        });
+        );
         tasks.push(tls_reports::spawn_daily(
             deliverer,
             queue.clone(),

@@ -42,7 +42,7 @@ fn ps1_kit_is_seed_000_and_imports_with_the_powershell_importer() {
     let imported = crate::config::powershell::import(&script).unwrap();
     assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
     let set = imported.objects;
-    set.validate().unwrap();
+    crate::policy::Policy::compile(&set).unwrap();
     let out = &set.outbound_connectors[0];
     assert_eq!(out.name, "To scanner");
     assert_eq!(out.kind, ConnectorType::Partner);
@@ -160,7 +160,7 @@ stamp_scan = true
     assert_eq!(conflicts(&existing, &new), None);
     let mut merged = existing.clone();
     merged.merge(new.clone(), false);
-    merged.validate().unwrap();
+    crate::policy::Policy::compile(&merged).unwrap();
     let mut fabrikam = request();
     fabrikam.domain = "fabrikam.com".into();
     fabrikam.ips = vec!["40.93.1.0/24".into()];
@@ -176,7 +176,7 @@ stamp_scan = true
     assert_eq!(listed[0].objects.len(), 5);
     assert_eq!(owned_objects(&merged, "contoso.com"), new);
     assert_eq!(without_tenant(&merged, "contoso.com"), existing);
-    without_tenant(&merged, "contoso.com").validate().unwrap();
+    crate::policy::Policy::compile(&without_tenant(&merged, "contoso.com")).unwrap();
 }
 
 #[test]
