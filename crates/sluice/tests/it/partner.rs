@@ -241,7 +241,16 @@ fn kit_onboarded_gateway_validates_loops_once_quarantines_cards_and_stops_after_
         refused.transcript
     );
 
-    let show: Value = scanner.cli_json(&["tenant", "show", "contoso.test", "--json"]);
+    // A refusal's trace event is stored with the next group commit, not
+    // before the 550: wait for it rather than read once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let show: Value = loop {
+        let show: Value = scanner.cli_json(&["tenant", "show", "contoso.test", "--json"]);
+        if show["refused_unlisted"] == 1 || std::time::Instant::now() > deadline {
+            break show;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(show["arrived_last_day"], 2, "{show:#}");
     assert_eq!(show["quarantined"], 1, "{show:#}");
     assert_eq!(show["refused_unlisted"], 1, "{show:#}");
