@@ -98,11 +98,7 @@ pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
             }
         })
         .collect();
-    let status = match entry.status_word() {
-        "held" => QueueStatus::Held,
-        "deferred" => QueueStatus::Deferred,
-        _ => QueueStatus::Queued,
-    };
+    let status = entry.status();
     QueueEntryView {
         id: entry.id.to_string(),
         message_id: entry.message_id.clone().unwrap_or_default(),
