@@ -180,21 +180,23 @@ impl AdminBackend for MemoryBackend {
 
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>> {
         let queue = self.queue.lock().unwrap();
-        let mut stats = NodeStats::from_queue(queue.iter().map(|e| (e.id.as_str(), e.status)));
-        stats.quarantined = self.quarantine.lock().unwrap().len() as u64;
-        stats.events = self
-            .events
-            .iter()
-            .filter_map(|e| {
-                let at = humantime::parse_rfc3339(&e.at).ok()?;
-                let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
-                (at_ms >= since_ms).then(|| EventStamp {
-                    at_ms,
-                    event: e.event.clone(),
-                    queue_id: e.queue_id.clone(),
-                })
-            })
-            .collect();
+        let counters = crate::trace::TraceCounters::default();
+        counters.set_quarantined(self.quarantine.lock().unwrap().len() as u64);
+        for e in &self.events {
+            let at = humantime::parse_rfc3339(&e.at).ok();
+            let at_ms = at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok());
+            if let (Some(at_ms), Some(kind)) = (at_ms, crate::trace::TraceKind::parse(&e.event)) {
+                let tally = crate::trace::Tally {
+                    events: vec![(at_ms.as_millis() as u64, kind)],
+                    ..Default::default()
+                };
+                counters.count(&tally, at_ms.as_millis() as u64);
+            }
+        }
+        let stats = NodeStats {
+            queue: crate::queue::QueueDepth::count(queue.iter().map(|e| e.status)),
+            activity: counters.activity(since_ms),
+        };
         ready(Ok(stats))
     }
 }
