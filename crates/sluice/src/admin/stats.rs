@@ -103,25 +103,24 @@ pub fn summarize(stats: &NodeStats, now_ms: u64, since_ms: u64, bucket_ms: u64) 
         })
         .collect();
     let mut totals = EventCounts::default();
-    let minutes: Vec<_> = stats
+    // Messages in and out of the queue per bucket, to work the depth back.
+    let mut moved = vec![(0u64, 0u64); series.len()];
+    let window = stats
         .activity
         .minutes
         .iter()
-        .filter(|m| m.start_ms >= start_ms && m.start_ms < end_ms)
-        .collect();
-    for minute in &minutes {
+        .filter(|m| m.start_ms >= start_ms && m.start_ms < end_ms);
+    for minute in window {
         let index = ((minute.start_ms - start_ms) / bucket_ms).min(buckets - 1) as usize;
         series[index].counts.merge(&minute.counts);
         totals.merge(&minute.counts);
+        moved[index].0 += minute.entered;
+        moved[index].1 += minute.left;
     }
-    for (i, bucket) in series.iter_mut().enumerate() {
-        let end = start_ms + (i as u64 + 1) * bucket_ms;
-        let (entered, left) = minutes
-            .iter()
-            .filter(|m| m.start_ms >= end)
-            .fold((0, 0), |(e, l), m| (e + m.entered, l + m.left));
-        let depth = stats.queue.total as i64 - entered as i64 + left as i64;
+    let mut depth = stats.queue.total as i64;
+    for (bucket, (entered, left)) in series.iter_mut().zip(moved).rev() {
         bucket.queue_depth = depth.max(0) as u64;
+        depth = depth - entered as i64 + left as i64;
     }
     StatsView {
         now: crate::trace::rfc3339(now_ms),

@@ -131,14 +131,12 @@ impl RecipientStatus {
         }
     }
 
-    /// The status word of SPEC section 4 (`queued`, `deferred`, ...).
-    pub fn word(&self) -> &'static str {
+    /// The last failure (a deferral's reply or error, a bounce's reason).
+    pub fn last_error(&self) -> Option<&str> {
         match self {
-            RecipientStatus::Queued { .. } => "queued",
-            RecipientStatus::Deferred { .. } => "deferred",
-            RecipientStatus::Delivered { .. } => "delivered",
-            RecipientStatus::Failed { expired: true, .. } => "expired",
-            RecipientStatus::Failed { .. } => "bounced",
+            RecipientStatus::Deferred { last_error, .. } => Some(last_error),
+            RecipientStatus::Failed { reason, .. } => Some(reason),
+            RecipientStatus::Queued { .. } | RecipientStatus::Delivered { .. } => None,
         }
     }
 }

@@ -4,13 +4,12 @@
 use crate::admin::paging::Listing;
 use crate::admin::{
     ActResult, AdminBackend, AdminError, BoxFuture, HeaderField, QuarantineAction, QuarantineView,
-    QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView, RetryAllResult, TraceEventView,
-    TraceQuery,
+    QueueEntryView, QueueStatus, RecipientView, RetryAllResult, TraceEventView, TraceQuery,
 };
 use crate::config::objects::{LastValidation, ObjectKind, ObjectSet, Policy};
 use crate::deliver::{Deliverer, ValidationReport};
 use crate::message::{header_section_len, QueueId};
-use crate::queue::{Hold, QuarantineEntry, Queue, QueueAction, QueueEntry, RecipientStatus};
+use crate::queue::{QuarantineEntry, Queue, QueueAction, QueueEntry};
 use crate::store::{Store, Write};
 use crate::trace::{now_ms, rfc3339, TraceFilter};
 use mail_parser::{Address, HeaderValue};
@@ -64,38 +63,16 @@ impl NodeAdmin {
 
 /// The API view of a queue entry.
 pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
-    let held = entry.hold == Hold::Held;
     let recipients: Vec<RecipientView> = entry
         .recipients
         .iter()
-        .map(|r| {
-            let (status, last_error, next) = match &r.status {
-                RecipientStatus::Queued { due_ms } => (RecipientQueueStatus::Queued, None, Some(*due_ms)),
-                RecipientStatus::Deferred {
-                    due_ms, last_error, ..
-                } => (
-                    RecipientQueueStatus::Deferred,
-                    Some(last_error.clone()),
-                    Some(*due_ms),
-                ),
-                RecipientStatus::Delivered { .. } => (RecipientQueueStatus::Delivered, None, None),
-                RecipientStatus::Failed { reason, .. } => {
-                    (RecipientQueueStatus::Bounced, Some(reason.clone()), None)
-                }
-            };
-            let status = if held && next.is_some() {
-                RecipientQueueStatus::Held
-            } else {
-                status
-            };
-            RecipientView {
-                address: r.address.to_string(),
-                status,
-                connector: r.route.connector().map(str::to_string),
-                last_error,
-                next_attempt: next.map(rfc3339),
-                attempts: r.attempts,
-            }
+        .map(|r| RecipientView {
+            address: r.address.to_string(),
+            status: entry.recipient_status(r),
+            connector: r.route.connector().map(str::to_string),
+            last_error: r.status.last_error().map(str::to_string),
+            next_attempt: r.status.due_ms().map(rfc3339),
+            attempts: r.attempts,
         })
         .collect();
     let status = entry.status();
@@ -520,7 +497,9 @@ mod tests {
     use crate::config::rule_object::RuleObject;
     use crate::deliver::{DeliveryAttempt, DeliveryJob, Outcome};
     use crate::message::{Address, BodyType, Notify, Reply, ReversePath};
-    use crate::queue::{Acceptance, QueueSettings, QueuedRecipient, Source, Transport};
+    use crate::queue::{
+        Acceptance, Hold, QueueSettings, QueuedRecipient, RecipientStatus, Source, Transport,
+    };
     use crate::route::Route;
     use crate::store::EmbeddedStore;
     use std::future::Future;
