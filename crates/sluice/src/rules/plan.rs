@@ -334,20 +334,6 @@ impl Reports for NoReports {
     }
 }
 
-impl Reports for queue::Queue {
-    fn failure_report(
-        &self,
-        entry: &QueueEntry,
-        content: &[u8],
-        recipients: &[DsnRecipient],
-    ) -> Option<(QueueEntry, Vec<u8>)> {
-        queue::Queue::failure_report(self, entry, content, recipients)
-    }
-    fn sender_notice(&self, entry: &QueueEntry, content: &[u8], text: &str) -> Option<(QueueEntry, Vec<u8>)> {
-        queue::Queue::sender_notice(self, entry, content, text)
-    }
-}
-
 /// One arrived message, after the header firewall and the authentication
 /// checks: the inputs of [`decide`] that come from the session.
 pub struct Arrival<'a> {

@@ -15,9 +15,9 @@
 use crate::classify::Classification;
 use crate::config::objects::Policy;
 use crate::message::{QueueId, Reply};
-use crate::queue::{Acceptance, ContentMemory, Queue};
+use crate::queue::{Acceptance, ContentMemory, DsnRecipient, Queue, QueueEntry};
 use crate::receive::{Intake, Refusal, Submission};
-use crate::rules::plan::{self, Arrival, Node, Verdict};
+use crate::rules::plan::{self, Arrival, Node, Reports, Verdict};
 use crate::scan::ScanLimits;
 use crate::trace::{now_ms, TraceEvent, TraceKind};
 use std::future::Future;
@@ -231,6 +231,21 @@ impl ContentWork {
                 Decision::Accept(Box::new(accepted.into_acceptance(decision.events)), id)
             }
         }
+    }
+}
+
+/// The queue writes the node's reports (its name, its expiry).
+impl Reports for Queue {
+    fn failure_report(
+        &self,
+        entry: &QueueEntry,
+        content: &[u8],
+        recipients: &[DsnRecipient],
+    ) -> Option<(QueueEntry, Vec<u8>)> {
+        Queue::failure_report(self, entry, content, recipients)
+    }
+    fn sender_notice(&self, entry: &QueueEntry, content: &[u8], text: &str) -> Option<(QueueEntry, Vec<u8>)> {
+        Queue::sender_notice(self, entry, content, text)
     }
 }
 
