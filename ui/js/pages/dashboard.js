@@ -45,7 +45,7 @@ export async function render(main) {
     h('div', { class: 'charts' },
       lineChart({
         title: 'Queue depth',
-        unit: 'messages; past values worked back from the trace',
+        unit: 'messages; worked back from what entered and left the queue since the node started',
         times,
         lines: [{ name: 'in queue', cls: 's-queue', values: stats.series.map((b) => b.queue_depth) }],
       }),

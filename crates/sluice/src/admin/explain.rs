@@ -1,21 +1,21 @@
 //! `sluice route explain` / `POST /api/v1/route/explain`: a dry run of one
-//! message through classification, sender checks, relay control, the
-//! header firewall, the rules and routing, with the same functions live
-//! mail uses ([`crate::rules::plan`] included). Nothing is queued.
+//! message through classification, sender checks, relay control, then the
+//! pre-queue step live mail takes ([`crate::rules::plan::inbound_content`]
+//! and [`crate::rules::plan::decide`]: header firewall, rules, copies,
+//! routes, quarantine, rejects), without the DNS of sender
+//! authentication. Nothing is queued.
 
-use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::restrictions::{check_sender, SessionFacts};
 use crate::classify::{classify, Classification, MatchedBy};
 use crate::config::objects::ConnectorType;
-use crate::message::{Address, ReversePath};
+use crate::message::{Address, Envelope, EnvelopeRecipient, ReversePath};
 use crate::policy::Policy;
-use crate::queue::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
 use crate::receive::relay_control::{check_recipient, may_relay, sender_in_organization};
 use crate::route::{NextHop, Route};
-use crate::rules::plan::{self, PlanInput};
+use crate::rules::plan;
 use crate::rules::{self, MessageFacts};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// What to explain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -147,29 +147,23 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
     let malformed = crate::message::header::check(&content).err().map(|defect| {
         crate::message::Reply::new(550, [5, 6, 0], format!("Malformed header: {defect}")).to_string()
     });
-    let internal_headers_retained = classification
-        .connector()
-        .and_then(|name| policy.inbound.iter().find(|c| c.name == name))
-        .is_some_and(|c| c.retain_internal_headers);
-    let (filtered, removed) = strip_internal_headers(&content);
-    let (content, headers_removed) = if internal_headers_retained {
-        (content, Vec::new())
-    } else {
-        (filtered, removed)
-    };
+    let internal_headers_retained = plan::retains_internal_headers(policy, &classification);
+    let (content, headers_removed) = plan::inbound_content(policy, &classification, content, None);
 
     let mut recipients = Vec::new();
-    let mut accepted = Vec::new();
+    let mut envelope = Envelope::new(from.clone());
+    envelope.body = crate::message::BodyType::EightBitMime;
+    let mut routes = Vec::new();
     for address in &to {
         match check_recipient(policy, &classification, &from, address) {
-            Ok(route) => accepted.push(QueuedRecipient {
-                address: address.clone(),
-                notify: crate::message::Notify::Default,
-                orcpt: None,
-                route,
-                status: RecipientStatus::Queued { due_ms: 0 },
-                attempts: 0,
-            }),
+            Ok(route) => {
+                envelope.recipients.push(EnvelopeRecipient {
+                    address: address.clone(),
+                    notify: crate::message::Notify::Default,
+                    orcpt: None,
+                });
+                routes.push(route);
+            }
             Err(reply) => recipients.push(RecipientExplanation {
                 address: address.to_string(),
                 accepted: false,
@@ -182,40 +176,31 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             }),
         }
     }
-    let base = QueueEntry {
-        id: crate::message::QueueId("explain".into()),
-        message_id: crate::message::header_message_id(&content),
-        from: from.clone(),
-        body: crate::message::BodyType::EightBitMime,
-        smtputf8: false,
-        ret: None,
-        envid: None,
-        recipients: accepted,
-        size: content.len() as u64,
-        received_at_ms: 0,
-        expires_at_ms: 0,
-        hold: Hold::Active,
-        source: Source {
-            peer: peer.to_string(),
-            helo: "explain".into(),
-            connector: classification.connector().map(str::to_string),
-        },
-    };
-    let sender_in_organization = sender_in_organization(policy, &classification, &from);
     let refused_at_rcpt = recipients.len();
-    let plan = plan::plan(
-        policy,
-        &PlanInput {
-            classification: &classification,
-            sender_in_organization,
-            peer,
-            base: &base,
-            content: &content,
+    let decision = plan::decide(
+        &plan::Node {
+            policy,
             scanner: "route-explain",
             scan_limits: &crate::scan::ScanLimits::default(),
-            auth: None,
+            authenticator: None,
+            reports: &plan::NoReports,
+        },
+        plan::Arrival {
+            id: crate::message::QueueId("explain".into()),
+            peer: SocketAddr::new(peer, 0),
+            helo: "explain",
+            tls: None,
+            classification: &classification,
+            envelope: &envelope,
+            routes,
+            content: &content,
+            checked: None,
+            now_ms: 0,
+            expires_at_ms: 0,
         },
     );
+    let (base, plan) = (&decision.base, &decision.plan);
+    let sender_in_organization = sender_in_organization(policy, &classification, &from);
 
     let addresses: Vec<Address> = base.recipients.iter().map(|r| r.address.clone()).collect();
     let facts = MessageFacts::new(
@@ -260,21 +245,24 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
             None,
         ));
     }
-    for copy in &plan.copies {
-        let word = if copy.quarantined_by.is_some() {
-            "quarantine"
-        } else {
-            "deliver"
-        };
-        for r in &copy.recipients {
-            recipients.push(outcome(
-                &r.address,
-                word,
-                copy.quarantined_by
-                    .as_ref()
-                    .map(|rule| format!("quarantined by rule {rule:?}")),
-                Some((&r.route, routing_step(policy, &plan, &r.address, &r.route))),
-            ));
+    if let plan::Verdict::Accepted(accepted) = &decision.verdict {
+        for copy in &accepted.copies {
+            let (entry, word, reply) = match copy {
+                plan::CopyFate::Queued(entry, _) => (entry, "deliver", None),
+                plan::CopyFate::Quarantined(held, _) => (
+                    &held.entry,
+                    "quarantine",
+                    Some(format!("quarantined by rule {:?}", held.rule)),
+                ),
+            };
+            for r in &entry.recipients {
+                recipients.push(outcome(
+                    &r.address,
+                    word,
+                    reply.clone(),
+                    Some((&r.route, routing_step(policy, plan, &r.address, &r.route))),
+                ));
+            }
         }
     }
     if let Some(reply) = &plan.refused {
@@ -295,9 +283,9 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
         internal_headers_retained,
         headers_removed,
         rules,
-        refused: malformed.or(plan.refused.map(|r| r.to_string())),
+        refused: malformed.or(plan.refused.as_ref().map(|r| r.to_string())),
         recipients,
-        notes: plan.notes,
+        notes: plan.notes.clone(),
     })
 }
 

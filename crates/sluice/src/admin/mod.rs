@@ -43,7 +43,7 @@ pub use queue::{
     ActResult, QueueAction, QueueActionResult, QueueEntryView, QueueShapeRow, QueueStatus, QueueSummary,
     RecipientQueueStatus, RecipientView, RetryAllResult, AGE_BUCKETS_MINUTES,
 };
-pub use stats::{EventStamp, NodeStats, StatsView};
+pub use stats::{NodeStats, StatsView};
 pub use tls_reports::TlsReportSent;
 pub use trace::{TraceEventView, TraceQuery};
 pub use views::queue_view;
@@ -196,8 +196,8 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// The node's current objects, validated (for `route explain`).
     fn policy(&self) -> BoxFuture<'_, Result<Arc<crate::policy::Policy>, AdminError>>;
 
-    /// Queue depth by status, the quarantine's size, the ids queued now and
-    /// the trace events since `since_ms` (for `/metrics` and the dashboard).
+    /// Queue depth by status and the counted activity since `since_ms`
+    /// (for `/metrics` and the dashboard): from memory, never the stored trace.
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<NodeStats, AdminError>>;
 
     /// The TLS policy `domain` publishes for MX delivery (DANE, MTA-STS),

@@ -9,72 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// Status of a queue entry as a whole (`queue list --status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum QueueStatus {
-    /// Waiting for its first attempt.
-    Queued,
-    /// A temporary failure; retried at `next_attempt`.
-    Deferred,
-    /// Held by an administrator; not attempted until released.
-    Held,
-}
-
-impl QueueStatus {
-    /// The JSON word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueStatus::Queued => "queued",
-            QueueStatus::Deferred => "deferred",
-            QueueStatus::Held => "held",
-        }
-    }
-}
-
-impl fmt::Display for QueueStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Status of one recipient of a queue entry: the entry's statuses plus the
-/// final outcomes a recipient reaches while others still wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RecipientQueueStatus {
-    /// Waiting for its first attempt.
-    Queued,
-    /// A temporary failure; retried at `next_attempt`.
-    Deferred,
-    /// Held by an administrator.
-    Held,
-    /// Accepted by the next hop.
-    Delivered,
-    /// Failed permanently or expired; a DSN went to the sender.
-    Bounced,
-}
-
-impl RecipientQueueStatus {
-    /// The JSON word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecipientQueueStatus::Queued => "queued",
-            RecipientQueueStatus::Deferred => "deferred",
-            RecipientQueueStatus::Held => "held",
-            RecipientQueueStatus::Delivered => "delivered",
-            RecipientQueueStatus::Bounced => "bounced",
-        }
-    }
-}
-
-impl fmt::Display for RecipientQueueStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::queue::{QueueStatus, RecipientQueueStatus};
 
 /// One recipient of a queue entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,112 +1,46 @@
 //! Queue depth and recent activity: `GET /api/v1/stats` (the admin
-//! center's dashboard) and `GET /metrics` (Prometheus text, no token).
+//! center's dashboard) and `GET /metrics` (Prometheus, OpenMetrics text
+//! made by prometheus-client, no token).
 //!
-//! The backend hands over raw counts and the trace events of the window
-//! ([`NodeStats`]); [`summarize`] turns them into per-bucket series. Queue
-//! depth in the past is not stored: it is worked back from the depth now,
-//! minus the messages received since, plus those that left the queue since
-//! (their last delivered/bounced/expired/deleted/quarantined event, for
-//! messages no longer queued). It is an estimate, exact when every message
-//! left the queue in one piece.
+//! Both read counters, never the stored trace: the backend hands over the
+//! queue's depth now and the [`TraceCounters`](crate::trace::TraceCounters)'
+//! per-minute activity ([`NodeStats`]); [`summarize`] turns them into
+//! per-bucket series. Queue depth in the past is worked back from the
+//! depth now, minus the messages that entered the queue since, plus those
+//! that left it since (both counted at the queue's commits, so it is exact
+//! since the node started; before that, the series shows no change).
 //!
 //! Metric names: `sluice_` + what is counted + unit-less plural noun
 //! (`sluice_queue_messages`), labels for the breakdown, `_last_hour` for
-//! counts over a sliding window (gauges: they go down as the window moves).
+//! counts over a sliding window (gauges: they go down as the window moves),
+//! `_total` for counters since the node started
+//! (`sluice_trace_events_total`).
 
-use super::{AdminError, ApiState, QueueStatus};
+use super::{AdminError, ApiState};
+use crate::trace::{Activity, TraceKind, MINUTE_MS};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::time::Duration;
+
+pub use crate::queue::QueueDepth;
+pub use crate::trace::EventCounts;
 
 /// What the backend reports (see [`super::AdminBackend::stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStats {
     /// Queue entries now, by status.
     pub queue: QueueDepth,
-    /// Messages in quarantine now.
-    pub quarantined: u64,
-    /// Ids of the messages in the queue now.
-    pub queued_ids: Vec<String>,
-    /// Trace events of the window, any order.
-    pub events: Vec<EventStamp>,
-}
-
-impl NodeStats {
-    /// Counts queue entries given as (id, status).
-    pub fn from_queue<'a>(entries: impl IntoIterator<Item = (&'a str, QueueStatus)>) -> NodeStats {
-        let mut stats = NodeStats::default();
-        for (id, status) in entries {
-            stats.queued_ids.push(id.to_string());
-            match status {
-                QueueStatus::Queued => stats.queue.queued += 1,
-                QueueStatus::Deferred => stats.queue.deferred += 1,
-                QueueStatus::Held => stats.queue.held += 1,
-            }
-        }
-        stats.queue.total = stats.queue.queued + stats.queue.deferred + stats.queue.held;
-        stats
-    }
-}
-
-/// One trace event, as much as statistics need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventStamp {
-    /// Milliseconds since the epoch.
-    pub at_ms: u64,
-    /// The trace word (`received`, `delivered`...).
-    pub event: String,
-    /// The message.
-    pub queue_id: String,
-}
-
-/// Queue entries by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct QueueDepth {
-    /// Waiting for a first attempt.
-    pub queued: u64,
-    /// Waiting for a retry.
-    pub deferred: u64,
-    /// Held by an administrator.
-    pub held: u64,
-    /// All of them.
-    pub total: u64,
-}
-
-/// Trace events counted over a span of time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EventCounts {
-    /// Messages accepted (one per message).
-    pub received: u64,
-    /// Recipients accepted by the next hop.
-    pub delivered: u64,
-    /// Temporary failures (per recipient and attempt).
-    pub deferred: u64,
-    /// Permanent failures and expiries (per recipient).
-    pub bounced: u64,
-    /// Messages a rule put in quarantine.
-    pub quarantined: u64,
-    /// Messages or recipients refused in session.
-    pub rejected: u64,
-}
-
-impl EventCounts {
-    fn add(&mut self, event: &str) {
-        match event {
-            "received" => self.received += 1,
-            "delivered" => self.delivered += 1,
-            "deferred" => self.deferred += 1,
-            "bounced" | "expired" => self.bounced += 1,
-            "quarantined" => self.quarantined += 1,
-            "rejected" => self.rejected += 1,
-            _ => {}
-        }
-    }
+    /// Counted activity of the window, the quarantine's size and the
+    /// totals since start.
+    pub activity: Activity,
 }
 
 /// One bucket of the series.
@@ -153,19 +87,14 @@ pub struct StatsQuery {
 const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_BUCKETS: u64 = 1440;
 
-/// Events that end a message's stay in the queue.
-fn leaves_queue(event: &str) -> bool {
-    matches!(
-        event,
-        "delivered" | "bounced" | "expired" | "deleted" | "quarantined"
-    )
-}
-
-/// The series of `stats` from `since_ms` to `now_ms` in buckets of `bucket_ms`.
+/// The series of `stats` from `since_ms` to `now_ms` in buckets of
+/// `bucket_ms`. Buckets end on a minute's end (the last one at the end of
+/// the current minute), so each counted minute falls in one bucket.
 pub fn summarize(stats: &NodeStats, now_ms: u64, since_ms: u64, bucket_ms: u64) -> StatsView {
     let bucket_ms = bucket_ms.max(1);
     let buckets = now_ms.saturating_sub(since_ms).div_ceil(bucket_ms).max(1);
-    let start_ms = now_ms.saturating_sub(buckets * bucket_ms);
+    let end_ms = (now_ms / MINUTE_MS + 1) * MINUTE_MS;
+    let start_ms = end_ms.saturating_sub(buckets * bucket_ms);
     let mut series: Vec<StatsBucket> = (0..buckets)
         .map(|i| StatsBucket {
             start: crate::trace::rfc3339(start_ms + i * bucket_ms),
@@ -174,39 +103,30 @@ pub fn summarize(stats: &NodeStats, now_ms: u64, since_ms: u64, bucket_ms: u64) 
         })
         .collect();
     let mut totals = EventCounts::default();
-    let still_queued: HashSet<&str> = stats.queued_ids.iter().map(String::as_str).collect();
-    let mut arrived: HashMap<&str, u64> = HashMap::new();
-    let mut left: HashMap<&str, u64> = HashMap::new();
-    for event in &stats.events {
-        if event.at_ms < start_ms || event.at_ms > now_ms {
-            continue;
-        }
-        let index = ((event.at_ms - start_ms) / bucket_ms).min(buckets - 1) as usize;
-        series[index].counts.add(&event.event);
-        totals.add(&event.event);
-        if event.event == "received" {
-            let first = arrived.entry(&event.queue_id).or_insert(event.at_ms);
-            *first = (*first).min(event.at_ms);
-        } else if leaves_queue(&event.event) && !still_queued.contains(event.queue_id.as_str()) {
-            let last = left.entry(&event.queue_id).or_insert(event.at_ms);
-            *last = (*last).max(event.at_ms);
-        }
+    // Messages in and out of the queue per bucket, to work the depth back.
+    let mut moved = vec![(0u64, 0u64); series.len()];
+    let window = stats
+        .activity
+        .minutes
+        .iter()
+        .filter(|m| m.start_ms >= start_ms && m.start_ms < end_ms);
+    for minute in window {
+        let index = ((minute.start_ms - start_ms) / bucket_ms).min(buckets - 1) as usize;
+        series[index].counts.merge(&minute.counts);
+        totals.merge(&minute.counts);
+        moved[index].0 += minute.entered;
+        moved[index].1 += minute.left;
     }
-    let mut arrivals: Vec<u64> = arrived.into_values().collect();
-    let mut departures: Vec<u64> = left.into_values().collect();
-    arrivals.sort_unstable();
-    departures.sort_unstable();
-    let after = |times: &[u64], t: u64| (times.len() - times.partition_point(|&x| x <= t)) as u64;
-    for (i, bucket) in series.iter_mut().enumerate() {
-        let end = start_ms + (i as u64 + 1) * bucket_ms;
-        let depth = stats.queue.total as i64 - after(&arrivals, end) as i64 + after(&departures, end) as i64;
+    let mut depth = stats.queue.total as i64;
+    for (bucket, (entered, left)) in series.iter_mut().zip(moved).rev() {
         bucket.queue_depth = depth.max(0) as u64;
+        depth = depth - entered as i64 + left as i64;
     }
     StatsView {
         now: crate::trace::rfc3339(now_ms),
         bucket_seconds: bucket_ms / 1000,
         queue: stats.queue,
-        quarantined: stats.quarantined,
+        quarantined: stats.activity.quarantined,
         totals,
         series,
     }
@@ -255,13 +175,14 @@ pub(super) async fn stats(
     Ok(Json(summarize(&raw, now, since, bucket.as_millis() as u64)))
 }
 
-/// Prometheus text exposition of the queue and the last hour's activity.
+/// The exposition of the queue, the quarantine, the last hour's activity
+/// and the trace counters. Reads only memory: cheap to scrape every second.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "node",
     security(()),
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String))
+    responses((status = 200, description = "OpenMetrics text format 1.0.0 (Prometheus reads it)", content_type = "application/openmetrics-text", body = String))
 )]
 pub(super) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, AdminError> {
     let now = crate::trace::now_ms();
@@ -269,98 +190,139 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Result<impl IntoRe
     let raw = state.backend.stats(since).await?;
     let view = summarize(&raw, now, since, 3_600_000);
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        prometheus_text(&view),
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        exposition(&view, &raw.activity),
     ))
 }
 
-/// The exposition text of `view` (its totals are the last hour's).
-pub fn prometheus_text(view: &StatsView) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(Option<(&str, &str)>, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (label, value) in samples {
-            match label {
-                Some((key, word)) => {
-                    let _ = writeln!(out, "{name}{{{key}=\"{word}\"}} {value}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name} {value}");
-                }
-            }
-        }
+/// The exposition text of `view` (its totals are the last hour's) and of
+/// the counters since start in `activity`.
+pub fn exposition(view: &StatsView, activity: &Activity) -> String {
+    let mut registry = Registry::default();
+    let gauge = |value: u64| {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        gauge
     };
     let queue = view.queue;
-    gauge(
+    registry.register(
         "sluice_queue_messages",
-        "Messages in the queue.",
-        &[(None, queue.total)],
+        "Messages in the queue",
+        gauge(queue.total),
     );
-    gauge(
+    let by_status = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+    for status in crate::queue::QueueStatus::ALL {
+        let count = match status {
+            crate::queue::QueueStatus::Queued => queue.queued,
+            crate::queue::QueueStatus::Deferred => queue.deferred,
+            crate::queue::QueueStatus::Held => queue.held,
+        };
+        by_status
+            .get_or_create(&[("status", status.as_str())])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
         "sluice_queue_messages_by_status",
-        "Messages in the queue, by status.",
-        &[
-            (Some(("status", "queued")), queue.queued),
-            (Some(("status", "deferred")), queue.deferred),
-            (Some(("status", "held")), queue.held),
-        ],
+        "Messages in the queue, by status",
+        by_status,
     );
-    gauge(
+    registry.register(
         "sluice_quarantine_messages",
-        "Messages held in quarantine.",
-        &[(None, view.quarantined)],
+        "Messages held in quarantine",
+        gauge(view.quarantined),
     );
+    let last_hour = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     let t = view.totals;
-    gauge(
+    for (event, count) in [
+        ("received", t.received),
+        ("delivered", t.delivered),
+        ("deferred", t.deferred),
+        ("bounced", t.bounced),
+        ("quarantined", t.quarantined),
+        ("rejected", t.rejected),
+    ] {
+        last_hour
+            .get_or_create(&[("event", event)])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
         "sluice_trace_events_last_hour",
-        "Trace events in the last hour, by event (received per message; delivered, deferred, bounced per recipient).",
-        &[
-            (Some(("event", "received")), t.received),
-            (Some(("event", "delivered")), t.delivered),
-            (Some(("event", "deferred")), t.deferred),
-            (Some(("event", "bounced")), t.bounced),
-            (Some(("event", "quarantined")), t.quarantined),
-            (Some(("event", "rejected")), t.rejected),
-        ],
+        "Trace events in the last hour, by event (received per message; delivered, deferred, bounced per recipient)",
+        last_hour,
     );
-    out
+    let since_start = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for &(kind, count) in &activity.totals {
+        since_start
+            .get_or_create(&[("event", TraceKind::as_str(kind))])
+            .inc_by(count);
+    }
+    registry.register(
+        "sluice_trace_events",
+        "Trace events since the node started, by event",
+        since_start,
+    );
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::QueueStatus;
+    use crate::trace::{Tally, TraceCounters};
 
-    fn stamp(at_ms: u64, event: &str, id: &str) -> EventStamp {
-        EventStamp {
-            at_ms,
-            event: event.into(),
-            queue_id: id.into(),
-        }
+    fn count(counters: &TraceCounters, at_ms: u64, kind: TraceKind) {
+        let tally = Tally {
+            events: vec![(at_ms, kind)],
+            ..Tally::default()
+        };
+        counters.count(&tally, at_ms);
+    }
+
+    fn moved(counters: &TraceCounters, at_ms: u64, entered: u64, left: u64) {
+        let tally = Tally {
+            entered,
+            left,
+            ..Tally::default()
+        };
+        counters.count(&tally, at_ms);
     }
 
     #[test]
     fn events_fall_into_buckets_and_depth_is_worked_back() {
-        // Now = 10 min; buckets of 1 min over the last 5 min.
+        // Now = 10 min 30 s; buckets of 1 min over the last 5 min: the last
+        // bucket is the current minute.
         let minute = 60_000;
-        let now = 10 * minute;
-        let mut stats = NodeStats::from_queue([("B", QueueStatus::Deferred)]);
-        stats.events = vec![
-            stamp(6 * minute + 10, "received", "A"),
-            stamp(6 * minute + 1, "received", "B"),
-            stamp(7 * minute + 5, "deferred", "B"),
-            stamp(8 * minute + 5, "delivered", "A"),
-            stamp(9 * minute + 5, "delivered", "B"), // B still queued: another recipient waits
-            stamp(2 * minute, "received", "old"),    // before the window
-        ];
+        let now = 10 * minute + 30_000;
+        let counters = TraceCounters::default();
+        count(&counters, 6 * minute + 10, TraceKind::Received); // A
+        count(&counters, 6 * minute + 1, TraceKind::Received); // B
+        moved(&counters, 6 * minute + 20, 2, 0);
+        count(&counters, 7 * minute + 5, TraceKind::Deferred); // B
+        count(&counters, 8 * minute + 5, TraceKind::Delivered); // A
+        moved(&counters, 8 * minute + 5, 0, 1);
+        count(&counters, 9 * minute + 5, TraceKind::Delivered); // B: another recipient waits
+        count(&counters, 2 * minute, TraceKind::Received); // before the window
+        moved(&counters, 2 * minute, 1, 0);
+        let stats = NodeStats {
+            queue: QueueDepth::count([QueueStatus::Deferred]),
+            activity: counters.activity(now - 5 * minute),
+        };
         let view = summarize(&stats, now, now - 5 * minute, minute);
         assert_eq!(view.series.len(), 5);
-        assert_eq!(view.series[1].counts.received, 2);
-        assert_eq!(view.series[2].counts.deferred, 1);
-        assert_eq!(view.series[3].counts.delivered, 1);
+        assert_eq!(view.series[0].start, crate::trace::rfc3339(6 * minute));
+        assert_eq!(view.series[0].counts.received, 2);
+        assert_eq!(view.series[1].counts.deferred, 1);
+        assert_eq!(view.series[2].counts.delivered, 1);
         assert_eq!(view.totals.received, 2);
         assert_eq!(view.totals.delivered, 2);
         let depths: Vec<u64> = view.series.iter().map(|b| b.queue_depth).collect();
-        assert_eq!(depths, [0, 2, 2, 1, 1]);
+        assert_eq!(depths, [2, 2, 1, 1, 1]);
         assert_eq!(view.queue.total, 1);
         assert_eq!(view.queue.deferred, 1);
     }
@@ -394,8 +356,11 @@ mod tests {
         };
         let (status, content_type, body) = send("/metrics", false).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(content_type.unwrap().starts_with("text/plain; version=0.0.4"));
+        assert!(content_type
+            .unwrap()
+            .starts_with("application/openmetrics-text; version=1.0.0"));
         assert!(body.contains("sluice_queue_messages 0\n"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
 
         assert_eq!(send("/api/v1/stats", false).await.0, StatusCode::UNAUTHORIZED);
         let (status, _, body) = send("/api/v1/stats?since=2h&bucket=10m", true).await;
@@ -415,27 +380,29 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_the_queue_gauge() {
-        let mut stats = NodeStats::from_queue([("A", QueueStatus::Queued), ("B", QueueStatus::Held)]);
-        stats.quarantined = 3;
-        stats.events = vec![stamp(1_000, "received", "A"), stamp(2_000, "bounced", "C")];
-        let text = prometheus_text(&summarize(&stats, 3_000, 0, 3_000));
-        assert!(
-            text.contains("# TYPE sluice_queue_messages gauge\nsluice_queue_messages 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sluice_queue_messages_by_status{status=\"held\"} 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("sluice_quarantine_messages 3\n"), "{text}");
-        assert!(
-            text.contains("sluice_trace_events_last_hour{event=\"bounced\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sluice_trace_events_last_hour{event=\"received\"} 1\n"),
-            "{text}"
-        );
+    fn exposition_has_the_documented_gauges_and_the_counters() {
+        let counters = TraceCounters::default();
+        counters.set_quarantined(3);
+        count(&counters, 1_000, TraceKind::Received);
+        count(&counters, 2_000, TraceKind::Bounced);
+        count(&counters, 2_500, TraceKind::Routed);
+        let stats = NodeStats {
+            queue: QueueDepth::count([QueueStatus::Queued, QueueStatus::Held]),
+            activity: counters.activity(0),
+        };
+        let text = exposition(&summarize(&stats, 3_000, 0, 3_600_000), &stats.activity);
+        for line in [
+            "# TYPE sluice_queue_messages gauge\nsluice_queue_messages 2\n",
+            "sluice_queue_messages_by_status{status=\"held\"} 1\n",
+            "sluice_queue_messages_by_status{status=\"deferred\"} 0\n",
+            "sluice_quarantine_messages 3\n",
+            "sluice_trace_events_last_hour{event=\"bounced\"} 1\n",
+            "sluice_trace_events_last_hour{event=\"received\"} 1\n",
+            "# TYPE sluice_trace_events counter\n",
+            "sluice_trace_events_total{event=\"routed\"} 1\n",
+            "sluice_trace_events_total{event=\"scanned\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

@@ -2,56 +2,27 @@
 //! messages (with their header fields as an administrator reads them) and
 //! trace events. Pure mappings; the backend reads, these shape.
 
-use super::{
-    HeaderField, QuarantineView, QueueEntryView, QueueStatus, RecipientQueueStatus, RecipientView,
-    TraceEventView,
-};
+use super::{HeaderField, QuarantineView, QueueEntryView, RecipientView, TraceEventView};
 use crate::message::header_section_len;
-use crate::queue::{Hold, QuarantineEntry, QueueEntry, RecipientStatus};
+use crate::queue::{QuarantineEntry, QueueEntry};
 use crate::trace::rfc3339;
 use mail_parser::{Address, HeaderValue};
 
 /// The API view of a queue entry.
 pub fn queue_view(entry: &QueueEntry) -> QueueEntryView {
-    let held = entry.hold == Hold::Held;
     let recipients: Vec<RecipientView> = entry
         .recipients
         .iter()
-        .map(|r| {
-            let (status, last_error, next) = match &r.status {
-                RecipientStatus::Queued { due_ms } => (RecipientQueueStatus::Queued, None, Some(*due_ms)),
-                RecipientStatus::Deferred {
-                    due_ms, last_error, ..
-                } => (
-                    RecipientQueueStatus::Deferred,
-                    Some(last_error.clone()),
-                    Some(*due_ms),
-                ),
-                RecipientStatus::Delivered { .. } => (RecipientQueueStatus::Delivered, None, None),
-                RecipientStatus::Failed { reason, .. } => {
-                    (RecipientQueueStatus::Bounced, Some(reason.clone()), None)
-                }
-            };
-            let status = if held && next.is_some() {
-                RecipientQueueStatus::Held
-            } else {
-                status
-            };
-            RecipientView {
-                address: r.address.to_string(),
-                status,
-                connector: r.route.connector().map(str::to_string),
-                last_error,
-                next_attempt: next.map(rfc3339),
-                attempts: r.attempts,
-            }
+        .map(|r| RecipientView {
+            address: r.address.to_string(),
+            status: entry.recipient_status(r),
+            connector: r.route.connector().map(str::to_string),
+            last_error: r.status.last_error().map(str::to_string),
+            next_attempt: r.status.due_ms().map(rfc3339),
+            attempts: r.attempts,
         })
         .collect();
-    let status = match entry.status_word() {
-        "held" => QueueStatus::Held,
-        "deferred" => QueueStatus::Deferred,
-        _ => QueueStatus::Queued,
-    };
+    let status = entry.status();
     QueueEntryView {
         id: entry.id.to_string(),
         message_id: entry.message_id.clone().unwrap_or_default(),

@@ -14,9 +14,12 @@ mod dsn;
 mod entry;
 mod memory;
 mod quarantine;
+mod tally;
 
 pub use dsn::{DsnAction, DsnRecipient};
-pub use entry::{Hold, QueueEntry, QueuedRecipient, RecipientStatus, Source};
+pub use entry::{
+    Hold, QueueDepth, QueueEntry, QueueStatus, QueuedRecipient, RecipientQueueStatus, RecipientStatus, Source,
+};
 pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
 
@@ -127,6 +130,8 @@ struct Inner {
     /// Held from reading a quarantined message to committing its release
     /// or deletion, so two administrators acting at once cannot both win.
     quarantine_ops: tokio::sync::Mutex<()>,
+    /// What was stored, counted for `/metrics` and the dashboard.
+    counters: Arc<crate::trace::TraceCounters>,
 }
 
 #[derive(Default)]
@@ -161,6 +166,8 @@ impl Queue {
             state.entries.insert(entry.id.clone(), entry);
         }
         tracing::info!(messages = state.entries.len(), "spool loaded");
+        let counters = Arc::new(crate::trace::TraceCounters::default());
+        counters.set_quarantined(store.quarantine()?.len() as u64);
         let slots = Arc::new(Semaphore::new(settings.max_concurrency));
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -172,6 +179,7 @@ impl Queue {
                 wake: Notify::new(),
                 slots,
                 quarantine_ops: tokio::sync::Mutex::new(()),
+                counters,
             }),
         };
         tokio::spawn(queue.clone().run_scheduler());
@@ -215,7 +223,7 @@ impl Queue {
         let mut writes: Vec<Write> = queued.into_iter().map(|(e, c)| Write::Enqueue(e, c)).collect();
         writes.extend(quarantined.into_iter().map(|(q, c)| Write::Quarantine(q, c)));
         writes.push(Write::Trace(events));
-        self.inner.store.commit(writes).await?;
+        self.commit(writes).await?;
         let mut state = self.state();
         for entry in entries {
             state.schedule(&entry);
@@ -228,7 +236,7 @@ impl Queue {
 
     /// Records trace events with the next commit, without waiting.
     pub fn record(&self, events: Vec<TraceEvent>) {
-        self.inner.store.submit(vec![Write::Trace(events)]);
+        self.submit(vec![Write::Trace(events)]);
     }
 
     /// Quarantined messages, oldest first.
@@ -276,7 +284,7 @@ impl Queue {
             Write::Enqueue(entry.clone(), content),
             Write::Trace(events),
         ];
-        self.inner.store.commit(writes).await?;
+        self.commit(writes).await?;
         let mut state = self.state();
         state.schedule(&entry);
         state.entries.insert(entry.id.clone(), entry);
@@ -299,9 +307,7 @@ impl Queue {
             None,
             Some("deleted from quarantine".into()),
         )];
-        self.inner
-            .store
-            .commit(vec![Write::Unquarantine(id.clone()), Write::Trace(events)])
+        self.commit(vec![Write::Unquarantine(id.clone()), Write::Trace(events)])
             .await?;
         Ok(true)
     }
@@ -380,7 +386,7 @@ impl Queue {
             }
             (writes, entry)
         };
-        self.inner.store.commit(writes).await?;
+        self.commit(writes).await?;
         tracing::info!(id = %entry.id, action = ?action, "queue action");
         self.inner.wake.notify_one();
         Ok(ActResult::Done)
@@ -563,7 +569,7 @@ impl Queue {
                 _ => None,
             })
             .collect();
-        if let Err(error) = self.inner.store.commit(writes).await {
+        if let Err(error) = self.commit(writes).await {
             // The outcome is lost from disk: the attempt repeats after a restart. Keep memory as is.
             tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
         }
@@ -836,32 +842,27 @@ impl Queue {
         let now = now_ms();
         let policy = self.inner.policy.borrow().clone();
         let route = crate::route::route(&policy.routing, to.domain()).unwrap_or(Route::Mx);
-        QueueEntry {
-            id: QueueId::generate(),
-            message_id: crate::message::header_message_id(content),
-            from: ReversePath::Null,
-            body: crate::message::BodyType::EightBitMime,
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            recipients: vec![QueuedRecipient {
-                address: to,
-                notify: crate::message::Notify::Never,
-                orcpt: None,
-                route,
-                status: RecipientStatus::Queued { due_ms: now },
-                attempts: 0,
-            }],
-            size: content.len() as u64,
-            received_at_ms: now,
-            expires_at_ms: self.expiry_from(now),
-            hold: Hold::Active,
-            source: Source {
-                peer: "local".into(),
-                helo: self.inner.settings.hostname.clone(),
-                connector: None,
-            },
-        }
+        let mut envelope = crate::message::Envelope::new(ReversePath::Null);
+        envelope.body = crate::message::BodyType::EightBitMime;
+        envelope.recipients.push(crate::message::EnvelopeRecipient {
+            address: to,
+            notify: crate::message::Notify::Never,
+            orcpt: None,
+        });
+        let source = Source {
+            peer: "local".into(),
+            helo: self.inner.settings.hostname.clone(),
+            connector: None,
+        };
+        QueueEntry::new(
+            QueueId::generate(),
+            &envelope,
+            [route],
+            content,
+            source,
+            now,
+            self.expiry_from(now),
+        )
     }
 
     /// Expiry time for a message accepted now.

@@ -6,6 +6,12 @@
 //!
 //! Recording never blocks a session or a delivery: events ride the store's
 //! next group commit. Matched sensitive text never appears in an event.
+//! As they are recorded, [`TraceCounters`] counts them (for `/metrics` and
+//! the dashboard, which never read the stored trace).
+
+mod counters;
+
+pub use counters::{Activity, EventCounts, Minute, Tally, TraceCounters, MINUTE_MS};
 
 use crate::message::QueueId;
 use serde::{Deserialize, Serialize};

@@ -19,6 +19,7 @@ mod durability;
 mod header_forgery;
 mod limits;
 mod liveness;
+mod metrics;
 mod mta_sts;
 mod mx_delivery;
 mod openapi;

@@ -249,7 +249,7 @@ fn kit_onboarded_gateway_validates_loops_once_quarantines_cards_and_stops_after_
         if show["refused_unlisted"] == 1 || std::time::Instant::now() > deadline {
             break show;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        crate::support::pause(Duration::from_millis(100));
     };
     assert_eq!(show["arrived_last_day"], 2, "{show:#}");
     assert_eq!(show["quarantined"], 1, "{show:#}");

@@ -1,13 +1,30 @@
 //! What an accepted message becomes, decided before the final reply and
-//! without I/O: the rules' verdict per recipient, grouped into copies
-//! (bifurcation), each with its content and routes. The live intake
-//! carries a plan out; `route explain` prints it. One code path for both.
-//! Runs after classification and relay control, which the caller did.
+//! without I/O: the pre-queue step. [`inbound_content`] is the header
+//! firewall; [`decide`] takes the firewalled message, its envelope, the
+//! session's classification, the policy, the authentication results and
+//! the clock, and returns the decision: a refusal (the in-session reply)
+//! or everything to commit (copies with their content, signed; quarantined
+//! copies; failure reports and sender notices), with the trace events.
+//! Inside, [`plan`] is the rules' verdict per recipient, grouped into
+//! copies (bifurcation), each with its content and routes.
+//!
+//! The live intake carries a decision out; `route explain` prints it. One
+//! code path for both, so the dry run cannot drift from live mail. What
+//! needs I/O stays with the caller: reading the spooled content, the DNS
+//! of sender authentication, the store's commit. Runs after classification
+//! and relay control, which the session did.
+
+mod decide;
+
+pub use decide::{
+    decide, describe_route, inbound_content, retains_internal_headers, Accepted, Arrival, CopyFate, Decision,
+    NoReports, Node, Reports, Verdict,
+};
 
 use crate::classify::Classification;
 use crate::message::{Address, Reply};
 use crate::policy::Policy;
-use crate::queue::{QueueEntry, QueuedRecipient, RecipientStatus};
+use crate::queue::{QueueEntry, QueuedRecipient};
 use crate::route::Route;
 use crate::rules::{self, Disposition, Effects, Evaluation, HeaderEdit, MessageFacts};
 use std::net::IpAddr;
@@ -176,15 +193,16 @@ fn copy_recipients(
         }
         connector.map(Route::from)
     });
-    let fresh = |address: &Address| QueuedRecipient {
-        address: address.clone(),
-        notify: crate::message::Notify::Default,
-        orcpt: None,
-        route: crate::route::route(&policy.routing, address.domain()).unwrap_or(Route::Mx),
-        status: RecipientStatus::Queued {
-            due_ms: base.received_at_ms,
-        },
-        attempts: 0,
+    let fresh = |address: &Address| {
+        QueuedRecipient::new(
+            &crate::message::EnvelopeRecipient {
+                address: address.clone(),
+                notify: crate::message::Notify::Default,
+                orcpt: None,
+            },
+            crate::route::route(&policy.routing, address.domain()).unwrap_or(Route::Mx),
+            base.received_at_ms,
+        )
     };
     let mut recipients: Vec<QueuedRecipient> = match &copy.effects.redirect_to {
         Some(targets) => targets.iter().map(fresh).collect(),
