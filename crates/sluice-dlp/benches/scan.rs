@@ -19,6 +19,7 @@ mod zip_writer;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use sluice_dlp::{
     scan_message, scan_message_with, scan_text, EdmDigests, EdmSet, Location, ScanLimits, Scanner,
 };
@@ -100,26 +101,15 @@ fn plain_corpus(bytes: usize, rng: &mut Rng) -> String {
     s
 }
 
+/// Base64 in lines of 76 characters, as mail agents write attachments.
 fn base64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 38);
-    for (i, chunk) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push_str("\r\n");
-        }
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (k, &b)| acc | (u32::from(b) << (16 - 8 * k)));
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).expect("base64 is ASCII"))
+        .collect();
+    lines.join("\r\n")
 }
 
 fn docx(text: &str) -> Vec<u8> {
