@@ -39,25 +39,6 @@ const HTML_BLOCKS: &[&str] = &[
     "address",
 ];
 
-/// XML (Office Open XML, OpenDocument) elements that end a paragraph, a cell
-/// or a row, by local name (`t`, a run of text, is not one: runs join).
-fn is_xml_break(name: &str) -> bool {
-    matches!(
-        name,
-        "p" | "br"
-            | "cr"
-            | "tr"
-            | "tc"
-            | "si"
-            | "c"
-            | "row"
-            | "h"
-            | "line-break"
-            | "table-cell"
-            | "table-row"
-    )
-}
-
 fn entity(s: &str) -> Option<(char, usize)> {
     let end = s.bytes().take(12).position(|c| c == b';')?;
     let name = &s[1..end];
@@ -139,7 +120,12 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
         }
         out.push(c);
     };
-    while let Some(i) = rest.find(['<', '&', ' ', '\n', '\r', '\t', '-']) {
+    // Byte by byte: prose has a space every few bytes, and a search call
+    // per word costs more than the test of each byte.
+    while let Some(i) = rest
+        .bytes()
+        .position(|c| matches!(c, b'<' | b'&' | b' ' | b'\n' | b'\r' | b'\t' | b'-'))
+    {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -309,42 +295,34 @@ fn next_markup(b: &[u8], from: usize) -> Option<usize> {
 }
 
 /// What an XML tag (the text between `<` and `>`) puts in the text: a tab
-/// between cells, a line break after a row or paragraph, a space between
-/// paragraphs inside a cell (`cell_depth` counts the open cells).
+/// between cells, a line break after a row, paragraph, shared string or
+/// line break, a space between paragraphs inside a cell (`cell_depth` counts
+/// the open cells).
 fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<char> {
-    let closing = tag.starts_with('/');
-    let ends = closing || tag.ends_with('/');
-    let local = local_name(tag.trim_start_matches('/'));
-    let mut lower = [0u8; 16];
-    let name = if local.len() > lower.len() {
-        // No element of interest has a long name.
-        return None;
-    } else if !local.bytes().any(|b| b.is_ascii_uppercase()) {
-        local
-    } else {
-        lower[..local.len()].copy_from_slice(local.as_bytes());
-        lower[..local.len()].make_ascii_lowercase();
-        std::str::from_utf8(&lower[..local.len()]).unwrap_or("")
-    };
-    let cell = name == "tc" || name == "table-cell";
-    let row = name == "tr" || name == "table-row";
-    if cell && !ends {
-        *cell_depth += 1;
-        return None;
-    }
-    if name == "tab" {
-        Some('\t')
-    } else if cell {
-        *cell_depth = cell_depth.saturating_sub(1);
-        Some('\t')
-    } else if row && ends {
-        Some('\n')
-    } else if ends && *cell_depth > 0 && is_xml_break(name) {
-        Some(' ')
-    } else if ends && is_xml_break(name) {
-        Some('\n')
-    } else {
-        None
+    let slashes = tag.bytes().take_while(|&c| c == b'/').count();
+    let ends = slashes > 0 || tag.ends_with('/');
+    let local = local_name(&tag[slashes..]).as_bytes();
+    // Element names are matched without regard to case, without allocating;
+    // none of interest is longer than `table-cell`.
+    let mut lower = [0u8; 10];
+    let name = lower.get_mut(..local.len())?;
+    name.copy_from_slice(local);
+    name.make_ascii_lowercase();
+    match &*name {
+        b"tc" | b"table-cell" if !ends => {
+            *cell_depth += 1;
+            None
+        }
+        b"tc" | b"table-cell" => {
+            *cell_depth = cell_depth.saturating_sub(1);
+            Some('\t')
+        }
+        b"tab" => Some('\t'),
+        _ if !ends => None,
+        b"tr" | b"table-row" => Some('\n'),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" if *cell_depth > 0 => Some(' '),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" => Some('\n'),
+        _ => None,
     }
 }
 
