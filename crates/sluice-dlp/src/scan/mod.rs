@@ -313,6 +313,12 @@ impl<'t> Ctx<'t> {
 
     /// Byte range reaching `chars` characters before `start` and after `end`.
     fn window(&self, start: usize, end: usize, chars: usize) -> (usize, usize) {
+        // Mostly ASCII, where a character is a byte: one fast check instead
+        // of a step per character, hundreds per candidate.
+        let (lo, hi) = (start.saturating_sub(chars), self.b.len().min(end + chars));
+        if self.b[lo..start].is_ascii() && self.b[end..hi].is_ascii() {
+            return (lo, hi);
+        }
         let mut lo = start;
         for _ in 0..chars {
             if lo == 0 {

@@ -948,3 +948,18 @@ fn digit_search_eight_bytes_at_once() {
         }
     }
 }
+
+/// The window of N characters around a match, in ASCII and in text with
+/// multi-byte characters on either side.
+#[test]
+fn windows_count_characters_not_bytes() {
+    use super::Ctx;
+
+    let text = "ab\u{e9}cd 4111 xy\u{4e2d}z";
+    let ctx = Ctx::new(text, Vec::new());
+    let (start, end) = (text.find('4').unwrap(), text.find(" xy").unwrap());
+    assert_eq!(ctx.window(start, end, 2), (start - 2, end + 2));
+    assert_eq!(ctx.window(start, end, 5), (start - 6, text.len()));
+    assert_eq!(ctx.window(start, end, 99), (0, text.len()));
+    assert_eq!(ctx.window(0, 1, 3), (0, 5));
+}
