@@ -301,14 +301,34 @@ fn next_markup(b: &[u8], from: usize) -> Option<usize> {
 fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<char> {
     let slashes = tag.bytes().take_while(|&c| c == b'/').count();
     let ends = slashes > 0 || tag.ends_with('/');
-    let local = local_name(&tag[slashes..]).as_bytes();
-    // Element names are matched without regard to case, without allocating;
-    // none of interest is longer than `table-cell`.
+    // The local name (as `local_name` reads it), lower-cased as it is read:
+    // element names are matched without regard to case, without allocating,
+    // and none of interest is longer than `table-cell`.
     let mut lower = [0u8; 10];
-    let name = lower.get_mut(..local.len())?;
-    name.copy_from_slice(local);
-    name.make_ascii_lowercase();
-    match &*name {
+    let mut len = 0;
+    for &c in &tag.as_bytes()[slashes..] {
+        match c {
+            b'/' | b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' => break,
+            b':' => len = 0,
+            // Non-ASCII (and so possibly Unicode whitespace): rare.
+            0x80.. => {
+                let local = local_name(&tag[slashes..]).as_bytes();
+                len = local.len();
+                lower.get_mut(..len)?.copy_from_slice(local);
+                lower.make_ascii_lowercase();
+                break;
+            }
+            _ => {
+                // Past ten bytes no name of interest is left, unless a `:`
+                // starts the local name again.
+                if let Some(slot) = lower.get_mut(len) {
+                    *slot = c.to_ascii_lowercase();
+                }
+                len += 1;
+            }
+        }
+    }
+    match lower.get(..len)? {
         b"tc" | b"table-cell" if !ends => {
             *cell_depth += 1;
             None
