@@ -228,7 +228,7 @@ pub(crate) fn xml_to_text(xml: &str) -> String {
 
 /// [`xml_to_text`] appending to `out`.
 ///
-/// Its own loop rather than [`strip_into`]'s: a spreadsheet's shared strings
+/// Its own loop rather than [`strip`]'s: a spreadsheet's shared strings
 /// carry a tag every few bytes, so the next `<`, `&` or `-` is looked for by
 /// hand over a few bytes before memchr is called, and a tag's `>` by hand.
 /// XML whitespace is kept as it is; only comments' `<!--` and `-->` become
