@@ -21,7 +21,7 @@ mod password;
 mod secrets;
 mod tables;
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::cmp::Reverse;
 use std::sync::LazyLock;
 
@@ -166,8 +166,8 @@ const TRIGGERS: &[(&str, Trigger)] = &[
 
 /// The triggers, then the keywords, in one automaton. Case-insensitive so one
 /// pass also finds `PASSWORD=`; the vendor prefixes are re-checked
-/// case-sensitively by their validators. A DFA (a few hundred KiB once) that
-/// reports every occurrence ([`literals`] picks among them), without a
+/// case-sensitively by their validators. A DFA, built once, that reports
+/// every occurrence ([`literals`] picks among them), without a
 /// prefilter: the patterns start with most letters, so a prefilter would
 /// stop at nearly every byte.
 static LITERALS: LazyLock<DFA> = LazyLock::new(|| {
@@ -267,7 +267,7 @@ struct Ctx<'t> {
     text: &'t str,
     b: &'t [u8],
     /// Every keyword occurrence, until the first candidate asks for the index.
-    keyword_occurrences: Vec<Literal>,
+    keyword_occurrences: Cell<Vec<Literal>>,
     keywords: OnceCell<KeywordIndex>,
     tables: TableIndex,
     hits: Vec<Hit>,
@@ -284,7 +284,7 @@ impl<'t> Ctx<'t> {
         Ctx {
             text,
             b: text.as_bytes(),
-            keyword_occurrences,
+            keyword_occurrences: Cell::new(keyword_occurrences),
             keywords: OnceCell::new(),
             tables: TableIndex::new(),
             hits: Vec::new(),
@@ -353,7 +353,7 @@ impl<'t> Ctx<'t> {
 
     fn keywords(&self) -> &KeywordIndex {
         self.keywords.get_or_init(|| {
-            let mut found = self.keyword_occurrences.clone();
+            let mut found = self.keyword_occurrences.take();
             leftmost_longest(&mut found);
             KeywordIndex::build(self.text, &found)
         })
