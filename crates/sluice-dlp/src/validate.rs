@@ -412,45 +412,6 @@ pub(crate) fn char_classes(s: &[u8]) -> usize {
     [lo, up, di, ot].iter().filter(|&&x| x).count()
 }
 
-/// Decode unpadded (or padded) base64url or base64; `None` on a bad character.
-pub(crate) fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    for &c in s {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// CRC-32 (IEEE 802.3, the zip and GitHub-token polynomial).
-pub(crate) fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
-
 /// GitHub's classic token checksum: the last 6 characters are the base62
 /// (0-9A-Za-z) CRC-32 of the 30 random characters before them.
 pub(crate) fn github_checksum_ok(body: &[u8]) -> bool {
@@ -468,13 +429,13 @@ pub(crate) fn github_checksum_ok(body: &[u8]) -> bool {
         };
         value = value * 62 + u64::from(v);
     }
-    value == u64::from(crc32(random))
+    value == u64::from(crc32fast::hash(random))
 }
 
 #[cfg(test)]
 pub(crate) fn github_checksum_encode(random: &[u8]) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut v = u64::from(crc32(random));
+    let mut v = u64::from(crc32fast::hash(random));
     let mut out = [b'0'; 6];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(v % 62) as usize];
@@ -582,16 +543,6 @@ mod tests {
         assert!((entropy(b"abcd") - 2.0).abs() < 1e-9);
         assert_eq!(char_classes(b"aB3$"), 4);
         assert_eq!(char_classes(b"hunter"), 1);
-    }
-
-    #[test]
-    fn base64url_and_crc() {
-        assert_eq!(
-            base64url_decode(b"eyJhbGciOiJIUzI1NiJ9").unwrap(),
-            br#"{"alg":"HS256"}"#
-        );
-        assert!(base64url_decode(b"ey!J").is_none());
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]

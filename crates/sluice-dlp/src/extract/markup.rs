@@ -39,25 +39,6 @@ const HTML_BLOCKS: &[&str] = &[
     "address",
 ];
 
-/// XML (Office Open XML, OpenDocument) elements that end a paragraph, a cell
-/// or a row, by local name (`t`, a run of text, is not one: runs join).
-fn is_xml_break(name: &str) -> bool {
-    matches!(
-        name,
-        "p" | "br"
-            | "cr"
-            | "tr"
-            | "tc"
-            | "si"
-            | "c"
-            | "row"
-            | "h"
-            | "line-break"
-            | "table-cell"
-            | "table-row"
-    )
-}
-
 fn entity(s: &str) -> Option<(char, usize)> {
     let end = s.bytes().take(12).position(|c| c == b';')?;
     let name = &s[1..end];
@@ -121,35 +102,16 @@ fn local_name(name_part: &str) -> &str {
     colon.map_or(name_part, |c| &name_part[c + 1..])
 }
 
-/// Shared tag walker. `classify(name, closing_or_selfclosing)` says what a tag
-/// inserts; `collapse` applies HTML whitespace rules.
-fn strip(
-    src: &str,
-    collapse: bool,
-    hidden: &[&str],
-    breaks: impl FnMut(&str, bool) -> Option<char>,
-) -> String {
+/// The HTML tag walker. `breaks(name, closing_or_selfclosing)` says what a
+/// tag inserts; whitespace collapses as a browser renders it.
+fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Option<char>) -> String {
     let mut out = String::with_capacity(src.len());
-    strip_into(src, collapse, hidden, breaks, &mut out);
-    out
-}
-
-/// [`strip`] appending to `out` (an Office document's parts go into one text
-/// without a copy each).
-fn strip_into(
-    src: &str,
-    collapse: bool,
-    hidden: &[&str],
-    mut breaks: impl FnMut(&str, bool) -> Option<char>,
-    out: &mut String,
-) {
-    out.reserve(src.len() / 2);
     let mut rest = src;
     // Once an end tag is known to be missing, stop looking for it (else many
     // unclosed `<style>` tags would rescan the rest of the text each).
     let mut unclosed = false;
     let push_space = |out: &mut String, c: char| {
-        if collapse && out.ends_with([' ', '\n', '\t']) {
+        if out.ends_with([' ', '\n', '\t']) {
             if c != ' ' && out.ends_with(' ') {
                 out.pop();
                 out.push(c);
@@ -158,16 +120,12 @@ fn strip_into(
         }
         out.push(c);
     };
-    // Whitespace matters only when it collapses (HTML); XML keeps it as is,
-    // so its loop stops on three bytes, found with memchr.
-    let next = |rest: &str| {
-        if collapse {
-            rest.find(['<', '&', ' ', '\n', '\r', '\t', '-'])
-        } else {
-            memchr::memchr3(b'<', b'&', b'-', rest.as_bytes())
-        }
-    };
-    while let Some(i) = next(rest) {
+    // Byte by byte: prose has a space every few bytes, and a search call
+    // per word costs more than the test of each byte.
+    while let Some(i) = rest
+        .bytes()
+        .position(|c| matches!(c, b'<' | b'&' | b' ' | b'\n' | b'\r' | b'\t' | b'-'))
+    {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -183,7 +141,7 @@ fn strip_into(
             },
             b'<' => {
                 if let Some(after) = tail.strip_prefix("<!--") {
-                    push_space(out, '\n');
+                    push_space(&mut out, '\n');
                     rest = after;
                     continue;
                 }
@@ -223,12 +181,12 @@ fn strip_into(
                 }
                 let ends = closing || tag.ends_with('/');
                 if let Some(c) = breaks(local, ends) {
-                    push_space(out, c);
+                    push_space(&mut out, c);
                 }
             }
             b'-' => {
                 if let Some(after) = tail.strip_prefix("-->") {
-                    push_space(out, '\n');
+                    push_space(&mut out, '\n');
                     rest = after;
                 } else {
                     out.push('-');
@@ -236,21 +194,18 @@ fn strip_into(
                 }
             }
             _ => {
-                if collapse {
-                    push_space(out, ' ');
-                } else {
-                    out.push(char::from(tail.as_bytes()[0]));
-                }
+                push_space(&mut out, ' ');
                 rest = &tail[1..];
             }
         }
     }
     out.push_str(rest);
+    out
 }
 
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
 pub(crate) fn html_to_text(html: &str) -> String {
-    strip(html, true, HIDDEN, |name, _| {
+    strip(html, HIDDEN, |name, _| {
         if name == "td" || name == "th" {
             Some('\t')
         } else if HTML_BLOCKS.contains(&name) {
@@ -272,36 +227,123 @@ pub(crate) fn xml_to_text(xml: &str) -> String {
 }
 
 /// [`xml_to_text`] appending to `out`.
+///
+/// Its own loop rather than [`strip`]'s: a spreadsheet's shared strings
+/// carry a tag every few bytes, so the next `<`, `&` or `-` is looked for by
+/// hand over a few bytes before memchr is called, and a tag's `>` by hand.
+/// XML whitespace is kept as it is; only comments' `<!--` and `-->` become
+/// line breaks, as in HTML.
 pub(crate) fn xml_to_text_into(xml: &str, out: &mut String) {
+    out.reserve(xml.len() / 2);
+    let b = xml.as_bytes();
     let mut cell_depth = 0usize;
-    strip_into(
-        xml,
-        false,
-        &[],
-        move |name, ends| {
-            let cell = name == "tc" || name == "table-cell";
-            let row = name == "tr" || name == "table-row";
-            if cell && !ends {
-                cell_depth += 1;
-                return None;
+    // `xml[copied..at]` is text not yet copied to `out`.
+    let mut copied = 0;
+    while let Some(at) = next_markup(b, copied) {
+        out.push_str(&xml[copied..at]);
+        copied = match b[at] {
+            b'&' => match entity(&xml[at..]) {
+                Some((c, n)) => {
+                    out.push(c);
+                    at + n
+                }
+                None => {
+                    out.push('&');
+                    at + 1
+                }
+            },
+            b'-' if b[at..].starts_with(b"-->") => {
+                out.push('\n');
+                at + 3
             }
-            if name == "tab" {
-                Some('\t')
-            } else if cell {
-                cell_depth = cell_depth.saturating_sub(1);
-                Some('\t')
-            } else if row && ends {
-                Some('\n')
-            } else if ends && cell_depth > 0 && is_xml_break(name) {
-                Some(' ')
-            } else if ends && is_xml_break(name) {
-                Some('\n')
-            } else {
-                None
+            b'-' => {
+                out.push('-');
+                at + 1
             }
-        },
-        out,
-    );
+            _ if b[at..].starts_with(b"<!--") => {
+                out.push('\n');
+                at + 4
+            }
+            _ => match b[at..].iter().position(|&c| c == b'>') {
+                Some(close) => {
+                    if let Some(c) = xml_break(&xml[at + 1..at + close], &mut cell_depth) {
+                        out.push(c);
+                    }
+                    at + close + 1
+                }
+                // An unterminated tag is text.
+                None => at,
+            },
+        };
+        if copied == at {
+            break;
+        }
+    }
+    out.push_str(&xml[copied..]);
+}
+
+/// Offset of the next `<`, `&` or `-` in `b` from `from`.
+fn next_markup(b: &[u8], from: usize) -> Option<usize> {
+    let near = b.len().min(from + 16);
+    match b[from..near]
+        .iter()
+        .position(|&c| matches!(c, b'<' | b'&' | b'-'))
+    {
+        Some(k) => Some(from + k),
+        None => memchr::memchr3(b'<', b'&', b'-', &b[near..]).map(|k| near + k),
+    }
+}
+
+/// What an XML tag (the text between `<` and `>`) puts in the text: a tab
+/// between cells, a line break after a row, paragraph, shared string or
+/// line break, a space between paragraphs inside a cell (`cell_depth` counts
+/// the open cells).
+fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<char> {
+    let slashes = tag.bytes().take_while(|&c| c == b'/').count();
+    let ends = slashes > 0 || tag.ends_with('/');
+    // The local name (as `local_name` reads it), lower-cased as it is read:
+    // element names are matched without regard to case, without allocating,
+    // and none of interest is longer than `table-cell`.
+    let mut lower = [0u8; 10];
+    let mut len = 0;
+    for &c in &tag.as_bytes()[slashes..] {
+        match c {
+            b'/' | b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' => break,
+            b':' => len = 0,
+            // Non-ASCII (and so possibly Unicode whitespace): rare.
+            0x80.. => {
+                let local = local_name(&tag[slashes..]).as_bytes();
+                len = local.len();
+                lower.get_mut(..len)?.copy_from_slice(local);
+                lower.make_ascii_lowercase();
+                break;
+            }
+            _ => {
+                // Past ten bytes no name of interest is left, unless a `:`
+                // starts the local name again.
+                if let Some(slot) = lower.get_mut(len) {
+                    *slot = c.to_ascii_lowercase();
+                }
+                len += 1;
+            }
+        }
+    }
+    match lower.get(..len)? {
+        b"tc" | b"table-cell" if !ends => {
+            *cell_depth += 1;
+            None
+        }
+        b"tc" | b"table-cell" => {
+            *cell_depth = cell_depth.saturating_sub(1);
+            Some('\t')
+        }
+        b"tab" => Some('\t'),
+        _ if !ends => None,
+        b"tr" | b"table-row" => Some('\n'),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" if *cell_depth > 0 => Some(' '),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" => Some('\n'),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +419,10 @@ mod tests {
         assert_eq!(
             xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
             "1\nx & y\n"
+        );
+        assert_eq!(
+            xml_to_text("a-b --> c<!--x-->d &amp;&bogus; <W:P/>e<w:p unterminated"),
+            "a-b \n c\nx\nd &&bogus; \ne<w:p unterminated"
         );
         let table = "<w:p><w:r><w:t>Staff</w:t></w:r></w:p><w:tbl>\
             <w:tr><w:tc><w:p><w:r><w:t>Name</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>SSN</w:t></w:r></w:p></w:tc></w:tr>\

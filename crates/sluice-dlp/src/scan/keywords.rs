@@ -1,12 +1,9 @@
 //! Supporting keywords: the words that raise a validated match's confidence.
 //!
-//! Built once per text, lazily, by one aho-corasick pass over the whole text;
-//! queries are binary searches. A keyword counts only as a whole word (no ASCII
-//! letter or digit either side), so `exp` does not fire inside `expect`.
-
-use std::sync::LazyLock;
-
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+//! Indexed once per text from the literal pass (the trigger automaton finds
+//! them too, see `scan::literals`); queries are binary searches. A keyword
+//! counts only as a whole word (no ASCII letter or digit either side), so
+//! `exp` does not fire inside `expect`.
 
 /// The evidence families, one per detector that uses proximity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +56,7 @@ fn slot(kind: Keyword) -> usize {
 /// Purview's Keyword_cc_verification / Keyword_cc_name / expiration terms and
 /// the AWS Macie card words; Keyword_ssn; Keyword_ABA_Routing; phone and email
 /// labels as they appear in signatures.
-const KEYWORDS: &[(&str, Keyword)] = &[
+pub(super) const KEYWORDS: &[(&str, Keyword)] = &[
     ("card", Keyword::Card),
     ("cards", Keyword::Card),
     ("cardholder", Keyword::Card),
@@ -224,41 +221,28 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("documento nacional de identidad", Keyword::EsDni),
 ];
 
-static KEYWORD_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostLongest)
-        // A DFA: a few hundred KiB once, and the fastest search per byte on
-        // text with few matches.
-        .kind(Some(AhoCorasickKind::DFA))
-        .build(KEYWORDS.iter().map(|(k, _)| k))
-        // A panic here is a broken invariant: the keywords are constants.
-        .expect("keyword patterns are valid")
-});
-
 /// Word-bounded keyword positions of one text, by family, in text order.
 pub(super) struct KeywordIndex {
     starts: [Vec<usize>; KINDS],
 }
 
 impl KeywordIndex {
-    pub(super) fn build(text: &str) -> Self {
+    /// The index of `text` from its keyword matches (start, end, index into
+    /// [`KEYWORDS`]), leftmost-longest and in text order.
+    pub(super) fn build(text: &str, matches: &[(usize, usize, usize)]) -> Self {
         let b = text.as_bytes();
         let mut starts: [Vec<usize>; KINDS] = Default::default();
-        for m in KEYWORD_AC.find_iter(text) {
-            let before = m.start().checked_sub(1).map(|i| b[i]);
+        for &(start, end, keyword) in matches {
+            let before = start.checked_sub(1).map(|i| b[i]);
             // `cc#4111...` still counts: a keyword ending in punctuation needs no
             // boundary after it.
-            let after = b
-                .get(m.end())
-                .copied()
-                .filter(|_| b[m.end() - 1].is_ascii_alphanumeric());
+            let after = b.get(end).copied().filter(|_| b[end - 1].is_ascii_alphanumeric());
             if before.is_some_and(|c| c.is_ascii_alphanumeric())
                 || after.is_some_and(|c| c.is_ascii_alphanumeric())
             {
                 continue;
             }
-            starts[slot(KEYWORDS[m.pattern().as_usize()].1)].push(m.start());
+            starts[slot(KEYWORDS[keyword].1)].push(start);
         }
         KeywordIndex { starts }
     }

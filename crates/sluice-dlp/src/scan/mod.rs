@@ -4,12 +4,12 @@
 //! HTML-to-text) and the [`Location`] it came from. Output: findings whose
 //! `matched` is a slice of that text, in text order.
 //!
-//! How: a single case-insensitive aho-corasick automaton finds the literal
+//! How: one pass of a case-insensitive aho-corasick automaton finds the literal
 //! triggers (vendor prefixes, `-----BEGIN`, `eyJ`, `@`, password and AWS secret
-//! keywords) and a digit-run scanner walks the digits (cards, SSNs, IBANs, ABA,
-//! phones). Only candidates are validated. Keywords that raise confidence are
-//! indexed lazily, once per text, the first time a candidate needs them, so text
-//! without candidates costs two linear scans and nothing more.
+//! keywords) and the supporting keywords together, and a digit-run scanner
+//! walks the digits (cards, SSNs, IBANs, ABA, phones). Only candidates are
+//! validated, so text without candidates costs two linear scans and nothing
+//! more.
 //!
 //! Never: logs, allocates per byte, or rescans the text per detector.
 
@@ -21,13 +21,16 @@ mod password;
 mod secrets;
 mod tables;
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
+use std::cmp::Reverse;
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind};
 
 use crate::finding::{Confidence, Detector, Finding, Location};
-use keywords::{Keyword, KeywordIndex, LABELS};
+use keywords::{Keyword, KeywordIndex, KEYWORDS, LABELS};
 use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's
@@ -161,20 +164,93 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("bearer", Trigger::GenericKeyName),
 ];
 
-/// The trigger automaton. Case-insensitive so one pass also finds `PASSWORD=`;
-/// the vendor prefixes are re-checked case-sensitively by their validators.
-/// Leftmost-longest so `aws_secret_access_key` wins over the `secret` inside it.
-static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::builder()
+/// The triggers, then the keywords, in one automaton. Case-insensitive so one
+/// pass also finds `PASSWORD=`; the vendor prefixes are re-checked
+/// case-sensitively by their validators. A DFA, built once, that reports
+/// every occurrence ([`literals`] picks among them), without a
+/// prefilter: the patterns start with most letters, so a prefilter would
+/// stop at nearly every byte.
+static LITERALS: LazyLock<DFA> = LazyLock::new(|| {
+    DFA::builder()
         .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostLongest)
-        // A DFA: a few hundred KiB once, and the fastest search per byte on
-        // text with few matches.
-        .kind(Some(AhoCorasickKind::DFA))
-        .build(TRIGGERS.iter().map(|(p, _)| p))
+        .match_kind(MatchKind::Standard)
+        .prefilter(false)
+        .build(
+            TRIGGERS
+                .iter()
+                .map(|(p, _)| *p)
+                .chain(KEYWORDS.iter().map(|(k, _)| *k)),
+        )
         // A panic here is a broken invariant: the patterns are constants.
-        .expect("trigger patterns are valid")
+        .expect("literal patterns are valid")
 });
+
+/// An occurrence of a literal: start, end, and its index in [`TRIGGERS`] or
+/// [`KEYWORDS`].
+type Literal = (usize, usize, usize);
+
+/// The triggers of `text` and every occurrence of a keyword, in text order,
+/// from one pass over the bytes. The triggers are what a leftmost-longest
+/// search of their list finds (`aws_secret_access_key`, not the `secret`
+/// inside it); the keywords become so with [`leftmost_longest`], when a
+/// candidate first asks for them (`purchase order`, not the `order`).
+///
+/// The pass drives the automaton by hand, a table lookup per byte: the
+/// crate's iterators would take two passes (one per list) and cost a call per
+/// occurrence, and the keyword list has one in every few words (`id` in
+/// `provide`).
+fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
+    let dfa = &*LITERALS;
+    let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
+    // A panic here is a broken invariant: the DFA is built unanchored.
+    let mut state = dfa.start_state(Anchored::No).expect("unanchored DFA");
+    for (i, &byte) in text.as_bytes().iter().enumerate() {
+        state = dfa.next_state(Anchored::No, state, byte);
+        // Without a prefilter and unanchored, the only special states are
+        // match states.
+        if !dfa.is_special(state) || !dfa.is_match(state) {
+            continue;
+        }
+        for k in 0..dfa.match_len(state) {
+            let pattern = dfa.match_pattern(state, k);
+            let start = i + 1 - dfa.pattern_len(pattern);
+            match pattern.as_usize().checked_sub(TRIGGERS.len()) {
+                None => insert_ordered(&mut triggers, (start, i + 1, pattern.as_usize())),
+                Some(keyword) => insert_ordered(&mut keywords, (start, i + 1, keyword)),
+            }
+        }
+    }
+    leftmost_longest(&mut triggers);
+    (triggers, keywords)
+}
+
+/// Insert `found` in order of start, the longest first at one start.
+/// Occurrences come in order of their end, so nearly in order: one starting
+/// before the last ones (a longer pattern) moves back a few places at most.
+fn insert_ordered(list: &mut Vec<Literal>, found: Literal) {
+    let key = |&(start, end, _): &Literal| (start, Reverse(end));
+    let at = list.len()
+        - list
+            .iter()
+            .rev()
+            .take_while(|other| key(other) > key(&found))
+            .count();
+    list.insert(at, found);
+}
+
+/// Keep, of occurrences in the order of [`insert_ordered`], what a
+/// leftmost-longest search reports: the longest of those starting first, then
+/// the same from its end on.
+fn leftmost_longest(found: &mut Vec<Literal>) {
+    let mut free = 0;
+    found.retain(|&(start, end, _)| {
+        let keep = start >= free;
+        if keep {
+            free = end;
+        }
+        keep
+    });
+}
 
 /// A validated candidate, as byte offsets into the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +266,8 @@ struct Hit {
 struct Ctx<'t> {
     text: &'t str,
     b: &'t [u8],
+    /// Every keyword occurrence, until the first candidate asks for the index.
+    keyword_occurrences: Cell<Vec<Literal>>,
     keywords: OnceCell<KeywordIndex>,
     tables: TableIndex,
     hits: Vec<Hit>,
@@ -202,10 +280,11 @@ struct Ctx<'t> {
 }
 
 impl<'t> Ctx<'t> {
-    fn new(text: &'t str) -> Self {
+    fn new(text: &'t str, keyword_occurrences: Vec<Literal>) -> Self {
         Ctx {
             text,
             b: text.as_bytes(),
+            keyword_occurrences: Cell::new(keyword_occurrences),
             keywords: OnceCell::new(),
             tables: TableIndex::new(),
             hits: Vec::new(),
@@ -234,6 +313,12 @@ impl<'t> Ctx<'t> {
 
     /// Byte range reaching `chars` characters before `start` and after `end`.
     fn window(&self, start: usize, end: usize, chars: usize) -> (usize, usize) {
+        // Mostly ASCII, where a character is a byte: one fast check instead
+        // of a step per character, hundreds per candidate.
+        let (lo, hi) = (start.saturating_sub(chars), self.b.len().min(end + chars));
+        if self.b[lo..start].is_ascii() && self.b[end..hi].is_ascii() {
+            return (lo, hi);
+        }
         let mut lo = start;
         for _ in 0..chars {
             if lo == 0 {
@@ -267,7 +352,11 @@ impl<'t> Ctx<'t> {
     }
 
     fn keywords(&self) -> &KeywordIndex {
-        self.keywords.get_or_init(|| KeywordIndex::build(self.text))
+        self.keywords.get_or_init(|| {
+            let mut found = self.keyword_occurrences.take();
+            leftmost_longest(&mut found);
+            KeywordIndex::build(self.text, &found)
+        })
     }
 
     /// A keyword of `kind` lies within `chars` characters of `start..end`.
@@ -359,10 +448,10 @@ impl<'t> Ctx<'t> {
 /// `matched` in each finding is the exact text as it stands in `text`. Findings
 /// come in text order. The function is pure and never logs.
 pub fn scan_text(text: &str, location: Location) -> Vec<Finding> {
-    let mut ctx = Ctx::new(text);
-    for m in TRIGGER_AC.find_iter(text) {
-        let (p, e) = (m.start(), m.end());
-        match TRIGGERS[m.pattern().as_usize()].1 {
+    let (triggers, keywords) = literals(text);
+    let mut ctx = Ctx::new(text, keywords);
+    for (p, e, trigger) in triggers {
+        match TRIGGERS[trigger].1 {
             Trigger::AwsKeyId => secrets::aws_key_id(&mut ctx, p),
             Trigger::GithubToken => secrets::github_token(&mut ctx, p),
             Trigger::GithubPat => secrets::github_pat(&mut ctx, p),

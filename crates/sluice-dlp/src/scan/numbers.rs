@@ -114,8 +114,8 @@ pub(super) fn scan(ctx: &mut Ctx<'_>) {
     let mut phone_until = 0;
     let mut i = 0;
     while i < b.len() {
-        match b[i..].iter().position(u8::is_ascii_digit) {
-            Some(k) => i += k,
+        match next_digit(b, i) {
+            Some(at) => i = at,
             None => break,
         }
         groups.clear();
@@ -123,6 +123,30 @@ pub(super) fn scan(ctx: &mut Ctx<'_>) {
         on_run(ctx, &groups, &mut phone_until);
         i = end;
     }
+}
+
+/// Offset of the first ASCII digit at or after `from`. This walk covers the
+/// whole text, which is mostly letters: eight bytes are tested at once
+/// (a byte strictly between `/` and `:`, bytes from 0x80 never counting),
+/// and only the eight holding a digit byte by byte.
+pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const LOW7: u64 = ONES * 0x7F;
+    let (above, below) = (u64::from(b'0' - 1), u64::from(b'9' + 1));
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        let t = x & LOW7;
+        // Per byte c < 0x80, no carry between bytes: the high bit of
+        // 0x7F + below - c is set when c < below, of c + 0x7F - above when
+        // c > above; `!x` clears bytes from 0x80.
+        let digits = (ONES * (0x7F + below) - t) & !x & (t + ONES * (0x7F - above)) & (ONES * 0x80);
+        if digits != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..].iter().position(u8::is_ascii_digit).map(|k| i + k)
 }
 
 fn read_run(b: &[u8], start: usize, groups: &mut Vec<Group>) -> usize {

@@ -7,9 +7,13 @@
 //! `.`, `<`, CJK), so secrets in prose and in URLs are found, and a string of
 //! the wrong length is not.
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+
 use super::{is_word, Ctx, PROXIMITY};
 use crate::finding::{Confidence, Detector};
-use crate::validate::{base64url_decode, entropy, github_checksum_ok};
+use crate::validate::{entropy, github_checksum_ok};
 
 /// Length of the run of bytes from `pos` satisfying `f`.
 fn run_len(b: &[u8], pos: usize, f: impl Fn(u8) -> bool) -> usize {
@@ -301,8 +305,17 @@ pub(super) fn private_key(ctx: &mut Ctx<'_>, p: usize) {
 /// The JWT of jwt.io's debugger, copied into countless documents.
 const JWT_IO_SIGNATURE: &[u8] = b"SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
 
+/// JWT parts are base64url, unpadded as RFC 7519 asks or padded as some
+/// encoders write them; a few leave stray bits in the last character.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 fn json_object(part: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    match serde_json::from_slice(&base64url_decode(part)?).ok()? {
+    match serde_json::from_slice(&BASE64URL.decode(part).ok()?).ok()? {
         serde_json::Value::Object(map) => Some(map),
         _ => None,
     }

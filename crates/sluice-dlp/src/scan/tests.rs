@@ -851,3 +851,115 @@ fn generic_secrets_after_key_names() {
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].detector, Detector::GithubToken);
 }
+
+/// The one literal pass finds, for each list, exactly what a leftmost-longest
+/// search of that list alone finds, overlaps between the lists included
+/// (`client_secret` is a trigger, `client` a keyword).
+#[test]
+fn one_literal_pass_reads_as_two_searches() {
+    use aho_corasick::{AhoCorasick, MatchKind};
+
+    use super::keywords::KEYWORDS;
+    use super::{leftmost_longest, literals, TRIGGERS};
+
+    let searcher = |patterns: Vec<&str>| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns)
+            .expect("patterns")
+    };
+    let triggers_alone = searcher(TRIGGERS.iter().map(|t| t.0).collect());
+    let keywords_alone = searcher(KEYWORDS.iter().map(|k| k.0).collect());
+    let search = |ac: &AhoCorasick, text: &str| -> Vec<(usize, usize, usize)> {
+        ac.find_iter(text)
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+            .collect()
+    };
+    let pieces = [
+        "client_secret: ",
+        "purchase order ",
+        "xmaster card ",
+        "AWS_SECRET_ACCESS_KEY=",
+        "secret",
+        "card number",
+        "cardnumber ",
+        "social security number",
+        "ss#",
+        "cc#",
+        "provide ",
+        "id ",
+        "Téléphone ",
+        "téléphone",
+        "クレジットカード",
+        "contraseña",
+        "MOT DE PASSE",
+        "tokens ",
+        "github_pat_",
+        "ghp_",
+        "sk-",
+        "sk_live_",
+        "@",
+        "eyJ",
+        "dob",
+        "d.o.b.",
+        "born",
+        "a",
+        " ",
+        "routing transit number",
+        "aba#",
+        "AccountKey=",
+        "storage account key",
+        "\"private_key_id\"",
+        "4111 1111 1111 1111",
+        "\n",
+        "\t",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..(seed % 24) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            text.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        let (triggers, mut keywords) = literals(&text);
+        leftmost_longest(&mut keywords);
+        assert_eq!(triggers, search(&triggers_alone, &text), "{text:?}");
+        assert_eq!(keywords, search(&keywords_alone, &text), "{text:?}");
+    }
+}
+
+/// The digit search that tests eight bytes at once finds what a byte-by-byte
+/// search finds, whatever the bytes around the digits (0x80 and above too).
+#[test]
+fn digit_search_eight_bytes_at_once() {
+    use super::numbers::next_digit;
+
+    let mut bytes: Vec<u8> = (0..=255u8).collect();
+    bytes.extend(b"no digits here at all, none: /:/:/:\xb0\xb9\xff".repeat(3));
+    bytes.extend(b"x9");
+    for from in 0..=bytes.len() {
+        for end in from..=bytes.len().min(from + 40) {
+            let b = &bytes[..end];
+            let expected = b[from..].iter().position(u8::is_ascii_digit).map(|k| from + k);
+            assert_eq!(next_digit(b, from), expected, "from {from} to {end}");
+        }
+    }
+}
+
+/// The window of N characters around a match, in ASCII and in text with
+/// multi-byte characters on either side.
+#[test]
+fn windows_count_characters_not_bytes() {
+    use super::Ctx;
+
+    let text = "ab\u{e9}cd 4111 xy\u{4e2d}z";
+    let ctx = Ctx::new(text, Vec::new());
+    let (start, end) = (text.find('4').unwrap(), text.find(" xy").unwrap());
+    assert_eq!(ctx.window(start, end, 2), (start - 2, end + 2));
+    assert_eq!(ctx.window(start, end, 5), (start - 6, text.len()));
+    assert_eq!(ctx.window(start, end, 99), (0, text.len()));
+    assert_eq!(ctx.window(0, 1, 3), (0, 5));
+}
