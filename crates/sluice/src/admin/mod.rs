@@ -19,6 +19,7 @@
 mod auth;
 mod dkim;
 pub mod explain;
+mod nodes;
 mod objects;
 mod openapi;
 pub mod paging;
@@ -50,6 +51,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub use nodes::NodeView;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -203,6 +205,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
         None
     }
+
+    /// The nodes sharing this node's store, by name.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeView>, AdminError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -320,6 +327,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/stats", get(stats::stats))
         .merge(tenants::routes())
         .merge(dkim::routes())
+        .merge(nodes::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

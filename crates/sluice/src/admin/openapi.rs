@@ -173,6 +173,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::dkim::show,
         super::dkim::remove,
         super::dkim::activate,
+        super::nodes::list,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]

@@ -33,6 +33,8 @@ pub struct NodeAdmin {
     pub partner: Option<crate::tenant::PartnerNode>,
     /// DKIM and ARC keys.
     pub keys: Arc<crate::auth::keys::Keyring>,
+    /// The nodes sharing the store, known once the listeners are bound.
+    pub directory: std::sync::OnceLock<super::cluster::Directory>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -508,6 +510,15 @@ impl AdminBackend for NodeAdmin {
         Some(self.keys.clone())
     }
 
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<crate::admin::NodeView>, AdminError>> {
+        Box::pin(async move {
+            match self.directory.get() {
+                Some(directory) => directory.nodes().map_err(internal),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<crate::admin::NodeStats, AdminError>> {
         Box::pin(async move {
             let views: Vec<QueueEntryView> = self.queue.list().iter().map(queue_view).collect();
@@ -599,6 +610,7 @@ mod tests {
             deliverer: Arc::new(deliverer),
             partner: None,
             keys,
+            directory: Default::default(),
         }
     }
 

@@ -1,0 +1,78 @@
+//! Several nodes on one PostgreSQL store (SPEC section 8): objects changed
+//! through one node are in force on the others within 2 s, and every node
+//! lists the whole cluster.
+
+use crate::support::postgres::{store_toml, ScratchPostgres};
+use crate::support::{wait_until, Net, Node, NodeOptions, RawSmtp};
+use std::time::{Duration, Instant};
+
+const NET: Net = Net(231);
+
+fn cluster_node(server: &ScratchPostgres, host: u8, name: &str, objects: &str) -> Node {
+    let mut options = NodeOptions::new(NET.ip(host), objects);
+    options.hostname = name.to_string();
+    options.extra_toml = store_toml(server, "sluice");
+    Node::start(options)
+}
+
+/// The reply to RCPT TO:<rcpt> in a fresh session.
+fn rcpt_reply(node: &Node, rcpt: &str) -> u16 {
+    let (mut client, greeting) = RawSmtp::connect(node.smtp).expect("connect");
+    assert_eq!(greeting.code, 220);
+    assert_eq!(client.command("EHLO client.test").expect("EHLO").code, 250);
+    assert_eq!(
+        client
+            .command("MAIL FROM:<someone@outside.test>")
+            .expect("MAIL")
+            .code,
+        250
+    );
+    let code = client.command(&format!("RCPT TO:<{rcpt}>")).expect("RCPT").code;
+    let _ = client.command("QUIT");
+    code
+}
+
+#[test]
+fn an_object_applied_on_one_node_is_in_force_on_the_other_within_two_seconds() {
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    let a = cluster_node(
+        &server,
+        1,
+        "gw1.cluster.test",
+        "[[accepted_domain]]\nname = \"contoso.test\"\ntype = \"authoritative\"\n",
+    );
+    let b = cluster_node(&server, 2, "gw2.cluster.test", "");
+
+    // B never had the objects applied to it: it uses what A stored.
+    assert_eq!(rcpt_reply(&b, "alice@contoso.test"), 250);
+    assert_eq!(rcpt_reply(&b, "bob@fabrikam.test"), 550, "not yet accepted");
+
+    a.cli_ok(&["domain", "add", "fabrikam.test"]);
+    let applied = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(2), || rcpt_reply(&b, "bob@fabrikam.test")
+            == 250),
+        "B still refuses the new domain {:?} after A applied it\n{}",
+        applied.elapsed(),
+        b.log()
+    );
+
+    // Both list both, each marking itself.
+    for (node, me) in [(&a, "gw1.cluster.test"), (&b, "gw2.cluster.test")] {
+        let nodes = node.cli_json(&["node", "list", "--json"]);
+        let nodes = nodes.as_array().expect("a list");
+        let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["gw1.cluster.test", "gw2.cluster.test"]);
+        for n in nodes {
+            assert_eq!(n["this_node"].as_bool(), Some(n["name"] == me));
+            assert!(n["heartbeat_age_ms"].as_u64().unwrap() < 30_000);
+            assert_eq!(n["leased"].as_u64(), Some(0));
+            assert!(!n["smtp"].as_array().unwrap().is_empty());
+        }
+        assert_eq!(nodes[1]["smtp"][0].as_str(), Some(b.smtp.to_string().as_str()));
+        assert_eq!(nodes[0]["admin"].as_str(), Some(a.admin.to_string().as_str()));
+        let table = node.cli_ok(&["node", "list"]);
+        assert!(table.contains(&format!("{me} *")), "{table}");
+    }
+}
