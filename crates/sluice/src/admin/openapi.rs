@@ -307,6 +307,7 @@ mod tests {
             "GET /api/v1/dkim/{domain}",
             "DELETE /api/v1/dkim/{domain}/{selector}",
             "POST /api/v1/dkim/{domain}/{selector}/activate",
+            "GET /api/v1/nodes",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -315,7 +316,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 61, "{operations:?}");
+        assert_eq!(operations.len(), 62, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -384,6 +385,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 58);
+        assert_eq!(checked, 2 * 59);
     }
 }

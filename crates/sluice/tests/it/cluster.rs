@@ -76,3 +76,18 @@ fn an_object_applied_on_one_node_is_in_force_on_the_other_within_two_seconds() {
         assert!(table.contains(&format!("{me} *")), "{table}");
     }
 }
+
+#[test]
+fn node_list_on_the_embedded_store_shows_this_node_alone() {
+    let net = Net(232);
+    let mut options = NodeOptions::new(net.ip(1), "");
+    options.hostname = "solo.contoso.test".to_string();
+    let node = Node::start(options);
+    let nodes = node.cli_json(&["node", "list", "--json"]);
+    let nodes = nodes.as_array().expect("a list");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["name"].as_str(), Some("solo.contoso.test"));
+    assert_eq!(nodes[0]["this_node"].as_bool(), Some(true));
+    assert_eq!(nodes[0]["smtp"][0].as_str(), Some(node.smtp.to_string().as_str()));
+    assert_eq!(nodes[0]["admin"].as_str(), Some(node.admin.to_string().as_str()));
+}
