@@ -91,3 +91,62 @@ fn node_list_on_the_embedded_store_shows_this_node_alone() {
     assert_eq!(nodes[0]["smtp"][0].as_str(), Some(node.smtp.to_string().as_str()));
     assert_eq!(nodes[0]["admin"].as_str(), Some(node.admin.to_string().as_str()));
 }
+
+/// A whole transaction to alice@contoso.test; the reply to the final dot.
+fn send(node: &Node, subject: &str) -> (u16, String) {
+    let (mut client, _) = RawSmtp::connect(node.smtp).expect("connect");
+    let reply = client
+        .send_message(
+            "someone@outside.test",
+            &["alice@contoso.test"],
+            &format!(
+                "From: someone@outside.test\r\nTo: alice@contoso.test\r\nSubject: {subject}\r\n\r\nbody"
+            ),
+        )
+        .expect("transaction");
+    let _ = client.command("QUIT");
+    (reply.code, reply.text)
+}
+
+fn subjects(node: &Node) -> Vec<String> {
+    node.mailbox("contoso.test", "alice")
+        .iter()
+        .filter_map(|message| {
+            String::from_utf8_lossy(message)
+                .lines()
+                .find_map(|line| line.strip_prefix("Subject: ").map(String::from))
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_whose_database_is_away_never_says_250_and_resumes_when_it_returns() {
+    let net = Net(233);
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    let mut options = NodeOptions::new(
+        net.ip(1),
+        "[[accepted_domain]]\nname = \"contoso.test\"\ntype = \"authoritative\"\n",
+    );
+    options.extra_toml = store_toml(&server, "sluice");
+    let node = Node::start(options);
+
+    assert_eq!(send(&node, "before").0, 250);
+    assert!(wait_until(Duration::from_secs(20), || subjects(&node) == ["before"]));
+
+    server.stop().expect("stop PostgreSQL");
+    let (code, text) = send(&node, "while away");
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains("4.3.0"), "{text}");
+
+    server.start_again().expect("start PostgreSQL again");
+    assert!(
+        wait_until(Duration::from_secs(30), || send(&node, "after").0 == 250),
+        "the node does not accept again\n{}",
+        node.log()
+    );
+    assert!(wait_until(Duration::from_secs(20), || subjects(&node).len() >= 2));
+    let got = subjects(&node);
+    assert!(got.contains(&"after".to_string()), "{got:?}");
+    assert!(!got.contains(&"while away".to_string()), "{got:?}");
+}

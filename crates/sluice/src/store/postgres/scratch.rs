@@ -93,40 +93,45 @@ impl ScratchPostgres {
             ],
         )?;
         // A port free now; another process taking it before the server
-        // binds makes the start fail, and the start is retried once.
-        for attempt in 0..3 {
+        // binds makes the start fail, and the start is retried.
+        let mut attempt = 0;
+        loop {
             server.port = free_port()?;
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=100",
-                server.port,
-                path_str(server.dir.path())?
-            );
-            let log = server.dir.path().join("server.log");
-            let started = server.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&data)?,
-                    "-o",
-                    &options,
-                    "-l",
-                    path_str(&log)?,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            );
-            match started {
+            match server.start_again() {
                 Ok(()) => return Ok(server),
-                Err(error) if attempt == 2 => {
-                    let log = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(fail(format!("{error}\n{log}")));
-                }
-                Err(_) => continue,
+                Err(error) if attempt == 2 => return Err(error),
+                Err(_) => attempt += 1,
             }
         }
-        unreachable!("the loop returns")
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port.
+    pub fn start_again(&self) -> Result<(), ScratchError> {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=100",
+            self.port,
+            path_str(self.dir.path())?
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.data_dir())?,
+                "-o",
+                &options,
+                "-l",
+                path_str(&log)?,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .map_err(|error| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            fail(format!("{error}\n{log}"))
+        })
     }
 
     fn data_dir(&self) -> PathBuf {
