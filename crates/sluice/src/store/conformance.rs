@@ -236,6 +236,25 @@ async fn queue_minimal_path(store: &dyn Store) {
         store.content(&QueueId("m07".into())).unwrap().as_deref(),
         Some(&b"abc"[..])
     );
+    // In one batch, each write sees the ones before it.
+    let mut grown = entry("z2");
+    grown.size = 99;
+    store
+        .commit(vec![
+            Write::Enqueue(entry("z1"), b"1".to_vec()),
+            Write::Remove(QueueId("z1".into())),
+            Write::Enqueue(entry("z2"), b"2".to_vec()),
+            Write::Update(grown),
+        ])
+        .await
+        .unwrap();
+    let entries = store.queue_entries().unwrap();
+    assert!(!entries.iter().any(|e| e.id.0 == "z1"));
+    assert_eq!(entries.iter().find(|e| e.id.0 == "z2").map(|e| e.size), Some(99));
+    assert_eq!(
+        store.content(&QueueId("z2".into())).unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
     let page = store.queue_page(Some("m05"), 3).unwrap();
     let ids: Vec<&str> = page.items.iter().map(|e| e.id.0.as_str()).collect();
     assert_eq!(ids, ["m06", "m07", "m08"]);

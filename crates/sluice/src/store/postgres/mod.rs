@@ -388,13 +388,87 @@ fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Messages gathered for one multi-row insert.
+#[derive(Default)]
+struct NewMessages {
+    ids: std::collections::HashSet<String>,
+    id: Vec<String>,
+    envelope: Vec<String>,
+    received_at_ms: Vec<i64>,
+    expires_at_ms: Vec<i64>,
+    content: Vec<Vec<u8>>,
+}
+
+impl NewMessages {
+    fn push(&mut self, entry: QueueEntry, content: Vec<u8>) -> Result<(), StoreError> {
+        self.envelope.push(json(&entry)?);
+        self.received_at_ms.push(ms(entry.received_at_ms));
+        self.expires_at_ms.push(ms(entry.expires_at_ms));
+        self.ids.insert(entry.id.0.clone());
+        self.id.push(entry.id.0);
+        self.content.push(content);
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        txn: &deadpool_postgres::Transaction<'_>,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        let statement = txn
+            .prepare_cached(
+                "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms) \
+                 SELECT id, $2, envelope::json, received, expires \
+                 FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+                 AS t(id, envelope, received, expires) \
+                 ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope",
+            )
+            .await
+            .map_err(err)?;
+        txn.execute(
+            &statement,
+            &[
+                &self.id,
+                &node,
+                &self.envelope,
+                &self.received_at_ms,
+                &self.expires_at_ms,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        let statement = txn
+            .prepare_cached(
+                "INSERT INTO spool_content (id, content) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content",
+            )
+            .await
+            .map_err(err)?;
+        txn.execute(&statement, &[&self.id, &self.content])
+            .await
+            .map_err(err)?;
+        *self = NewMessages::default();
+        Ok(())
+    }
+}
+
 async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(err)?;
     let txn = client.transaction().await.map_err(err)?;
     let mut trace_at: Vec<i64> = Vec::new();
     let mut trace_doc: Vec<String> = Vec::new();
+    // New messages of the batch go in as one statement per table; any
+    // other write is applied after them, in the order it came.
+    let mut new_messages = NewMessages::default();
     for job in batch.iter_mut() {
         for write in job.writes.drain(..) {
+            if !matches!(write, Write::Enqueue(..) | Write::Trace(_)) {
+                new_messages.flush(&txn, node).await?;
+            }
             match write {
                 Write::Objects(set) => {
                     let statement = txn
@@ -419,36 +493,10 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     .map_err(err)?;
                 }
                 Write::Enqueue(entry, body) => {
-                    let statement = txn
-                        .prepare_cached(
-                            "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms) \
-                             VALUES ($1, $2, $3::text::json, $4, $5) \
-                             ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope",
-                        )
-                        .await
-                        .map_err(err)?;
-                    txn.execute(
-                        &statement,
-                        &[
-                            &entry.id.0,
-                            &node,
-                            &json(&entry)?,
-                            &ms(entry.received_at_ms),
-                            &ms(entry.expires_at_ms),
-                        ],
-                    )
-                    .await
-                    .map_err(err)?;
-                    let statement = txn
-                        .prepare_cached(
-                            "INSERT INTO spool_content (id, content) VALUES ($1, $2) \
-                             ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content",
-                        )
-                        .await
-                        .map_err(err)?;
-                    txn.execute(&statement, &[&entry.id.0, &body])
-                        .await
-                        .map_err(err)?;
+                    if new_messages.ids.contains(&entry.id.0) {
+                        new_messages.flush(&txn, node).await?;
+                    }
+                    new_messages.push(entry, body)?;
                 }
                 Write::Update(entry) => {
                     // An update racing a delete must not resurrect the message.
@@ -536,6 +584,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
             }
         }
     }
+    new_messages.flush(&txn, node).await?;
     if !trace_at.is_empty() {
         // Every event of the batch in one statement.
         let statement = txn
