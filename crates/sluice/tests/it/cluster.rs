@@ -58,6 +58,26 @@ fn an_object_applied_on_one_node_is_in_force_on_the_other_within_two_seconds() {
         b.log()
     );
 
+    // A message accepted by A is in the trace B reads.
+    let (mut client, _) = RawSmtp::connect(a.smtp).expect("connect");
+    let reply = client
+        .send_message(
+            "someone@outside.test",
+            &["alice@contoso.test"],
+            "From: someone@outside.test\r\nTo: alice@contoso.test\r\nMessage-ID: <shared@outside.test>\r\nSubject: hi\r\n\r\nbody",
+        )
+        .expect("transaction");
+    assert_eq!(reply.code, 250, "{}", reply.text);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let events = b.trace(&["--message-id", "shared@outside.test"]);
+            let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+            kinds.contains(&"received") && kinds.contains(&"delivered")
+        }),
+        "B's trace lacks A's message: {:?}",
+        b.trace(&["--message-id", "shared@outside.test"])
+    );
+
     // Both list both, each marking itself.
     for (node, me) in [(&a, "gw1.cluster.test"), (&b, "gw2.cluster.test")] {
         let nodes = node.cli_json(&["node", "list", "--json"]);

@@ -120,6 +120,7 @@ impl PostgresStore {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError(format!("store.url is not a PostgreSQL URL: {e}")))?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (writer_running, writer_ended) = std::sync::mpsc::channel::<()>();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("store-postgres".into())
@@ -138,8 +139,10 @@ impl PostgresStore {
                 };
                 let _ = handle_tx.send(Ok(runtime.handle().clone()));
                 // Runs until the store is dropped; the runtime then ends here,
-                // outside any async context.
+                // outside any async context, once the writer has committed
+                // what was submitted before (its channel closed with the store).
                 let _ = stopped.recv();
+                let _ = writer_ended.recv_timeout(Duration::from_secs(10));
             })
             .map_err(err)?;
         let runtime = handle_rx
@@ -171,7 +174,11 @@ impl PostgresStore {
             _stop: stop,
         };
         store.block(migrate(pool.clone()))?;
-        runtime.spawn(write_loop(pool, jobs, node.to_string(), transactions));
+        let writer_node = node.to_string();
+        runtime.spawn(async move {
+            write_loop(pool, jobs, writer_node, transactions).await;
+            drop(writer_running);
+        });
         Ok(Arc::new(store))
     }
 

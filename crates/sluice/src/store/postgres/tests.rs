@@ -374,3 +374,35 @@ async fn a_deferred_recipient_comes_back_when_due_and_release_frees_leases() {
         .await
         .unwrap());
 }
+
+#[tokio::test]
+async fn writes_submitted_before_the_store_is_dropped_are_committed() {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let store = PostgresStore::connect(&url, "a").unwrap();
+    for i in 0..50 {
+        store.submit(vec![Write::Trace(vec![crate::trace::TraceEvent {
+            at_ms: i,
+            queue_id: QueueId(format!("s{i}")),
+            message_id: None,
+            kind: crate::trace::TraceKind::Received,
+            from: String::new(),
+            to: None,
+            connector: None,
+            remote_host: None,
+            detail: None,
+        }])]);
+    }
+    drop(store);
+    // The old store's thread finishes its writer before its runtime ends.
+    let mut count = 0;
+    for _ in 0..100 {
+        let again = PostgresStore::connect(&url, "a").unwrap();
+        count = again.trace_events(0).unwrap().len();
+        if count == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count, 50);
+}
