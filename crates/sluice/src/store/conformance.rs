@@ -117,6 +117,17 @@ async fn trace_prune_drops_only_older_events(store: &dyn Store) {
     store.commit(vec![Write::PruneTrace(300)]).await.unwrap();
     let left: Vec<u64> = store.trace_events(0).unwrap().iter().map(|e| e.at_ms).collect();
     assert_eq!(left, [300, 400, 500]);
+    // Writes apply in order within one batch too.
+    store
+        .commit(vec![
+            Write::Trace(vec![event(350, "old"), event(900, "new")]),
+            Write::PruneTrace(450),
+            Write::Trace(vec![event(10, "after the prune")]),
+        ])
+        .await
+        .unwrap();
+    let left: Vec<u64> = store.trace_events(0).unwrap().iter().map(|e| e.at_ms).collect();
+    assert_eq!(left, [10, 500, 900]);
 }
 
 async fn quarantine_pages_and_content(store: &dyn Store) {

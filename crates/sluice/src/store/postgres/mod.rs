@@ -553,6 +553,8 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     txn.execute(&statement, &[&id.0]).await.map_err(err)?;
                 }
                 Write::PruneTrace(before_ms) => {
+                    // Events of this batch written before the prune are pruned too.
+                    insert_trace(&txn, &mut trace_at, &mut trace_doc).await?;
                     let statement = txn
                         .prepare_cached("DELETE FROM trace_event WHERE at_ms < $1")
                         .await
@@ -592,20 +594,30 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
         }
     }
     new_messages.flush(&txn, node).await?;
-    if !trace_at.is_empty() {
-        // Every event of the batch in one statement.
-        let statement = txn
-            .prepare_cached(
-                "INSERT INTO trace_event (at_ms, doc) \
-                 SELECT at_ms, doc::json FROM unnest($1::bigint[], $2::text[]) AS t(at_ms, doc)",
-            )
-            .await
-            .map_err(err)?;
-        txn.execute(&statement, &[&trace_at, &trace_doc])
-            .await
-            .map_err(err)?;
-    }
+    insert_trace(&txn, &mut trace_at, &mut trace_doc).await?;
     txn.commit().await.map_err(err)
+}
+
+/// The trace events gathered so far, in one statement.
+async fn insert_trace(
+    txn: &deadpool_postgres::Transaction<'_>,
+    at_ms: &mut Vec<i64>,
+    doc: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    if at_ms.is_empty() {
+        return Ok(());
+    }
+    let statement = txn
+        .prepare_cached(
+            "INSERT INTO trace_event (at_ms, doc) \
+             SELECT at_ms, doc::json FROM unnest($1::bigint[], $2::text[]) AS t(at_ms, doc)",
+        )
+        .await
+        .map_err(err)?;
+    txn.execute(&statement, &[&*at_ms, &*doc]).await.map_err(err)?;
+    at_ms.clear();
+    doc.clear();
+    Ok(())
 }
 
 /// Keeps a LISTEN connection open (reconnecting after a failure) and
