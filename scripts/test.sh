@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing the real peers the integration
 # tests start (Postfix, smtp-sink/smtp-source, swaks, dnsmasq, openssl,
-# BIND 9 with its DNSSEC tools, chromium + playwright-core,
+# BIND 9 with its DNSSEC tools, PostgreSQL, chromium + playwright-core,
 # openapi-spec-validator) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,24 @@ if ((${#missing[@]})); then
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         postfix swaks libnet-ssleay-perl dnsmasq-base openssl bind9 bind9-dnsutils
+fi
+
+# PostgreSQL for the cluster tests (crates/sluice/tests/it/cluster.rs and
+# the store's own): only the binaries are used; each test runs initdb and
+# pg_ctl in a temporary directory of its own, so the cluster the package
+# starts is stopped right after installation.
+if ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
+    echo "test.sh: installing PostgreSQL for the cluster tests" >&2
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+    # The package starts a cluster of its own; the tests never use it.
+    for cluster in /etc/postgresql/*/*/; do
+        [[ -d $cluster ]] || continue
+        version=$(basename "$(dirname "$cluster")")
+        "${sudo[@]}" pg_ctlcluster "$version" "$(basename "$cluster")" stop >/dev/null 2>&1 || true
+    done
 fi
 
 # The independent OpenAPI 3 validator that checks /openapi.json

@@ -22,6 +22,7 @@ mod auth;
 mod dkim;
 pub mod explain;
 mod node;
+pub mod nodes;
 mod objects;
 mod openapi;
 pub mod paging;
@@ -56,6 +57,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub use nodes::NodeView;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -227,6 +229,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn dkim(&self) -> Option<Arc<crate::auth::keys::Keyring>> {
         None
     }
+
+    /// The nodes sharing this node's store, by name.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeView>, AdminError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why an admin request failed; each variant is one HTTP status.
@@ -338,6 +345,7 @@ pub fn router(backend: Arc<dyn AdminBackend>, token: String) -> Router {
         .route("/stats", get(stats::stats))
         .merge(tenants::routes())
         .merge(dkim::routes())
+        .merge(nodes::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::BearerToken::new(token)),

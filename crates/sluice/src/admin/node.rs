@@ -37,6 +37,8 @@ pub struct NodeAdmin {
     pub partner: Option<crate::tenant::PartnerNode>,
     /// DKIM and ARC keys.
     pub keys: Arc<crate::auth::keys::Keyring>,
+    /// The nodes sharing the store, known once the listeners are bound.
+    pub directory: std::sync::OnceLock<super::nodes::Directory>,
 }
 
 fn internal(error: impl std::fmt::Display) -> AdminError {
@@ -47,6 +49,15 @@ fn internal(error: impl std::fmt::Display) -> AdminError {
 const MAX_SCANNED: usize = 10_000;
 
 impl AdminBackend for NodeAdmin {
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<super::NodeView>, AdminError>> {
+        Box::pin(async move {
+            match self.directory.get() {
+                Some(directory) => directory.nodes().map_err(internal),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
     fn partner(&self) -> Option<crate::tenant::PartnerSettings> {
         self.partner.as_ref().map(|p| p.settings.clone())
     }

@@ -173,6 +173,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::dkim::show,
         super::dkim::remove,
         super::dkim::activate,
+        super::nodes::list,
     ),
     components(schemas(ErrorBody, ApplyRequest))
 )]
@@ -307,6 +308,7 @@ mod tests {
             "GET /api/v1/dkim/{domain}",
             "DELETE /api/v1/dkim/{domain}/{selector}",
             "POST /api/v1/dkim/{domain}/{selector}/activate",
+            "GET /api/v1/nodes",
             "GET /metrics",
             "GET /healthz",
         ] {
@@ -315,7 +317,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 61, "{operations:?}");
+        assert_eq!(operations.len(), 62, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -385,6 +387,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 58);
+        assert_eq!(checked, 2 * 59);
     }
 }

@@ -82,6 +82,7 @@ impl TestNode {
             deliverer: Arc::new(deliverer),
             partner: None,
             keys,
+            directory: Default::default(),
         });
         TestNode { admin, _dir: dir }
     }

@@ -126,6 +126,16 @@ pub enum Command {
     /// DKIM keys: made by the node, records to publish, rotation.
     #[command(subcommand)]
     Dkim(DkimCommand),
+    /// The nodes sharing this node's store.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+/// `sluice node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Every node sharing the store: addresses, version, last heartbeat, leased work.
+    List(JsonFlag),
 }
 
 /// `sluice dkim ...`.
@@ -480,6 +490,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Tenant(command) => tenant::run(global, command),
         Command::Demo => demo::run(),
         Command::Dkim(command) => dkim::run(global, command),
+        Command::Node(NodeCommand::List(flag)) => node::list(global, flag.json),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Verbs that need no running node: `serve` starts one, `check-config`
-//! validates its configuration.
+//! The node itself: `serve` starts one, `check-config` validates its
+//! configuration (neither needs a running node), `node list` asks a
+//! running node which nodes share its store.
 
 use super::{Failure, GlobalArgs};
 use crate::config::{Config, DnsSource};
@@ -31,6 +32,30 @@ pub(crate) fn check_config(global: &GlobalArgs) -> Result<(), Failure> {
     crate::tls::check_files(cert, config.client_ca.as_deref(), config.extra_ca.as_deref())
         .map_err(|error| Failure::usage(error.to_string()))?;
     print!("{}", effective_settings(&config));
+    Ok(())
+}
+
+/// `sluice node list`: every node sharing the store of the node asked.
+pub(crate) fn list(global: &GlobalArgs, as_json: bool) -> Result<(), Failure> {
+    let client = super::client::ApiClient::connect(global)?;
+    let nodes: Vec<crate::admin::NodeView> = client.get("nodes")?;
+    if as_json {
+        print!("{}", super::output::json(&nodes)?);
+        return Ok(());
+    }
+    let mut table = super::output::Table::new(&["NAME", "SMTP", "ADMIN", "VERSION", "HEARTBEAT", "LEASED"]);
+    for node in &nodes {
+        let marker = if node.this_node { " *" } else { "" };
+        table.row(vec![
+            format!("{}{marker}", node.name),
+            node.smtp.join(","),
+            node.admin.clone(),
+            node.version.clone(),
+            format!("{}s ago", node.heartbeat_age_ms / 1000),
+            node.leased.to_string(),
+        ]);
+    }
+    print!("{}", table.render());
     Ok(())
 }
 

@@ -98,9 +98,15 @@ fn from_node(global: &GlobalArgs, request: &ExplainRequest) -> Result<Explanatio
         // Without a running node, read its store directly (SPEC section 2).
         Err(ApiError::Unreachable { .. }) if global.config.is_some() => {
             let config = Config::load(global.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
-            let store = crate::store::EmbeddedStore::open(&config.data_dir).map_err(|e| {
-                Failure::runtime(format!("node unreachable and its store cannot be opened: {e}"))
-            })?;
+            let store: std::sync::Arc<dyn crate::store::Store> = if config.store_url == "embedded" {
+                crate::store::EmbeddedStore::open(&config.data_dir).map_err(|e| {
+                    Failure::runtime(format!("node unreachable and its store cannot be opened: {e}"))
+                })?
+            } else {
+                crate::store::PostgresStore::connect(&config.store_url, &config.hostname).map_err(|e| {
+                    Failure::runtime(format!("node unreachable and its store cannot be opened: {e}"))
+                })?
+            };
             let objects =
                 crate::store::Store::objects(store.as_ref()).map_err(|e| Failure::runtime(e.to_string()))?;
             locally(&objects, request)

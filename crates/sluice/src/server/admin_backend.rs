@@ -27,5 +27,6 @@ pub(super) fn node_admin(
         deliverer,
         partner,
         keys,
+        directory: Default::default(),
     })
 }

@@ -7,6 +7,7 @@
 //! change.
 
 mod admin_backend;
+mod cluster;
 mod intake;
 mod tls_reports;
 
@@ -19,7 +20,7 @@ use crate::message::Reply;
 use crate::queue::{Queue, QueueSettings, Transport};
 use crate::receive::{ReceiveContext, SessionLimits};
 use crate::route::Route;
-use crate::store::{EmbeddedStore, Store, Write};
+use crate::store::{EmbeddedStore, PostgresStore, Store, Write};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,9 +147,16 @@ impl Node {
         raise_open_files_limit(config.max_connections);
         crate::private_dir::secure_data_dir(&config.data_dir)
             .with_context(|| format!("cannot create a private data_dir {}", config.data_dir.display()))?;
+        let mut shared = None;
         let store: Arc<dyn Store> = match config.store_url.as_str() {
             "embedded" => EmbeddedStore::open(&config.data_dir)?,
-            other => anyhow::bail!("store.url {other:?} is not supported by this build (use \"embedded\")"),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let postgres = PostgresStore::connect(url, &config.hostname)
+                    .context("cannot open the PostgreSQL store")?;
+                shared = Some(postgres.clone());
+                postgres
+            }
+            other => anyhow::bail!("store.url {other:?} is neither \"embedded\" nor postgres://..."),
         };
         let objects = store.objects()?;
         let partner = config.partner.clone().map(|settings| crate::tenant::PartnerNode {
@@ -309,6 +317,21 @@ impl Node {
             }
         }));
 
+        let _ = backend.directory.set(crate::admin::nodes::Directory {
+            name: config.hostname.clone(),
+            smtp: smtp.clone(),
+            admin,
+            shared: shared.clone(),
+        });
+        if let Some(postgres) = shared {
+            tasks.extend(cluster::start(
+                postgres,
+                backend.clone(),
+                &smtp,
+                admin,
+                shutdown_rx.clone(),
+            )?);
+        }
         tasks.push(tokio::spawn(prune_trace(
             store,
             config.trace_retention,

@@ -7,9 +7,13 @@
 //! backend (redb, one file under data_dir) is the default; a shared backend
 //! (PostgreSQL) implements the same [`Store`] trait.
 
+#[cfg(test)]
+mod conformance;
 mod embedded;
+pub mod postgres;
 
 pub use embedded::EmbeddedStore;
+pub use postgres::PostgresStore;
 
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;

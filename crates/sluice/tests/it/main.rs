@@ -7,6 +7,7 @@ mod support;
 
 mod admin_ui;
 mod auth;
+mod cluster;
 mod connectors;
 mod content_work;
 mod dane;

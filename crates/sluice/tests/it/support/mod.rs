@@ -14,6 +14,7 @@ mod dns;
 mod https;
 mod node;
 mod postfix;
+pub mod postgres;
 mod process;
 pub mod seed000;
 mod sink;
