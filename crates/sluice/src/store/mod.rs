@@ -8,6 +8,7 @@
 //! (PostgreSQL) implements the same [`Store`] trait.
 
 mod embedded;
+pub mod space;
 
 pub use embedded::EmbeddedStore;
 
