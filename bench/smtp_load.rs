@@ -157,20 +157,29 @@ async fn send(args: SendArgs) -> Result<()> {
                     break;
                 }
                 let count = args.per_connection.max(1).min(args.messages - first);
-                match tokio::time::timeout(TIMEOUT * 4, connection(&args, tls.as_ref(), &body, first, count))
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    outcome => {
-                        failed.fetch_add(count, Ordering::Relaxed);
-                        if !reported {
-                            reported = true;
-                            let error = match outcome {
-                                Ok(Err(error)) => format!("{error:#}"),
-                                _ => "timed out".to_string(),
-                            };
-                            eprintln!("smtp-load: a session failed: {error}");
-                        }
+                let mut outcome = Err(anyhow::anyhow!("not tried"));
+                // A server still closing this client's last session may
+                // find it at its per-address limit (421 at the greeting):
+                // come back shortly, as an MTA would.
+                for attempt in 0..50 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let attempt = connection(&args, tls.as_ref(), &body, first, count);
+                    outcome = match tokio::time::timeout(TIMEOUT * 4, attempt).await {
+                        Ok(result) => result,
+                        Err(_) => Err(anyhow::anyhow!("timed out")),
+                    };
+                    match &outcome {
+                        Err(error) if error.is::<Busy>() => continue,
+                        _ => break,
+                    }
+                }
+                if let Err(error) = outcome {
+                    failed.fetch_add(count, Ordering::Relaxed);
+                    if !reported {
+                        reported = true;
+                        eprintln!("smtp-load: a session failed: {error:#}");
                     }
                 }
             }
@@ -219,7 +228,9 @@ async fn connection(
     let stream = socket.connect(args.server).await.context("connect")?;
     stream.set_nodelay(true)?;
     let mut client = Client::new(stream);
-    client.expect(2, "greeting").await?;
+    if client.expect(2, "greeting").await.is_err() {
+        return Err(Busy.into());
+    }
     client
         .command(&format!("EHLO {}\r\n", args.helo), 2, "EHLO")
         .await?;
@@ -326,6 +337,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(())
     }
 }
+
+/// The server turned the connection away at the greeting.
+#[derive(Debug, thiserror::Error)]
+#[error("refused at the greeting")]
+struct Busy;
 
 // ---- sink ----
 
