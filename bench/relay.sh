@@ -192,6 +192,11 @@ data_dir = "$dir/data"
 
 [smtp]
 listen = ["$sluice_ip:$smtp_port"]
+# All the load comes from one address; Postfix exempts its mynetworks
+# from its per-client limits (smtpd_client_event_limit_exceptions), and
+# at 50 a client reconnecting before its last session is closed here
+# would get 421 at the banner (smtp-source gives up on it).
+max_connections_per_ip = 1000
 $smtp_tls
 
 [admin]
