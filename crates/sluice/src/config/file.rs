@@ -41,6 +41,7 @@ struct NodeSection {
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     url: Option<String>,
+    min_free: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +221,12 @@ impl NodeFile {
             content_memory,
             data_dir: path(self.node.data_dir.as_deref().unwrap_or("./sluice-data")),
             store_url: self.store.url.unwrap_or_else(|| "embedded".to_string()),
+            min_free: self
+                .store
+                .min_free
+                .map(|v| crate::store::space::MinFree::parse(&v).map_err(|m| invalid("store.min_free", m)))
+                .transpose()?
+                .unwrap_or_default(),
             smtp_listen,
             tls_cert,
             client_ca: self.smtp.client_ca.map(|p| path(&p)),

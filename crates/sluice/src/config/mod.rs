@@ -72,6 +72,9 @@ pub struct Config {
     pub content_memory: usize,
     /// Store location: embedded, or a URL for a shared backend.
     pub store_url: String,
+    /// Free space kept on the data_dir's filesystem; below it new mail
+    /// gets 452 4.3.1.
+    pub min_free: crate::store::space::MinFree,
     /// SMTP listeners.
     pub smtp_listen: Vec<SocketAddr>,
     /// Server certificate and key (PEM); `None` generates a self-signed pair.

@@ -9,6 +9,7 @@
 use super::session::{Event, Session};
 use super::{ReceiveContext, TlsInfo};
 use crate::message::Reply;
+use crate::store::space::FreeSpace;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -139,7 +140,14 @@ where
                 Event::Submit(submission) => {
                     // Earlier replies go out first: the intake may take a while.
                     send(transport, &mut output, limits.command_timeout).await?;
-                    let reply = context.intake.accept(*submission).await;
+                    let mut reply = context.intake.accept(*submission).await;
+                    // A store write that failed because the disk filled up
+                    // is said as such: the client retries later.
+                    if reply.code / 100 == 4 {
+                        if let Some(full) = limits.free_space.as_ref().and_then(FreeSpace::refusal_now) {
+                            reply = full;
+                        }
+                    }
                     output.extend_from_slice(reply.to_wire().as_bytes());
                 }
             }

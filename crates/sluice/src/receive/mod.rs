@@ -72,6 +72,9 @@ pub struct SessionLimits {
     /// a session holds a small buffer whatever the message size; `None`
     /// keeps every message in memory.
     pub spool: Option<framing::Spool>,
+    /// Free space of the store's filesystem: below `[store] min_free`, new
+    /// mail gets 452 4.3.1; `None` never checks.
+    pub free_space: Option<crate::store::space::FreeSpace>,
 }
 
 impl Default for SessionLimits {
@@ -87,6 +90,7 @@ impl Default for SessionLimits {
             data_timeout: Duration::from_secs(5 * 60),
             session_timeout: Duration::from_secs(10 * 60),
             spool: None,
+            free_space: None,
         }
     }
 }

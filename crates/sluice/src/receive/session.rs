@@ -20,6 +20,7 @@ use crate::message::{
 };
 use crate::policy::Policy;
 use crate::route::Route;
+use crate::store::space::FreeSpace;
 use smtp_proto::{MailFrom, RcptTo, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -419,6 +420,9 @@ impl Session {
         if self.transaction.is_some() {
             return self.bad_sequence("Nested MAIL command");
         }
+        if let Some(reply) = self.storage_refusal() {
+            return Event::Reply(reply);
+        }
         if from.size > self.limits.max_message_size {
             return self.error(Reply::new(
                 552,
@@ -498,6 +502,9 @@ impl Session {
         let Some(transaction) = &self.transaction else {
             return self.bad_sequence("Need MAIL before RCPT");
         };
+        if let Some(reply) = self.storage_refusal() {
+            return Event::Reply(reply);
+        }
         if transaction.chunks.is_some() {
             return self.bad_sequence("RCPT not allowed after BDAT");
         }
@@ -647,13 +654,16 @@ impl Session {
             }
             Err(BodyDefect::Spool(error)) => {
                 tracing::error!(error = %error, "cannot spool message content");
-                return Event::Reply(Reply::new(
-                    451,
-                    [4, 3, 0],
-                    "Temporary local problem, try again later",
-                ));
+                let disk_full = self.limits.free_space.as_ref().and_then(FreeSpace::refusal_now);
+                return Event::Reply(disk_full.unwrap_or_else(|| {
+                    Reply::new(451, [4, 3, 0], "Temporary local problem, try again later")
+                }));
             }
         };
+        // Space may have run short while the message arrived.
+        if let Some(reply) = self.storage_refusal() {
+            return Event::Reply(reply);
+        }
         // One reading of headers for every stage and every reader downstream:
         // a section RFC 5322 readers could split differently is refused. A
         // spooled body is judged on its first octets, so its header section
@@ -691,6 +701,12 @@ impl Session {
             routes: transaction.routes,
             content: message,
         }))
+    }
+
+    /// `452 4.3.1` while the store's filesystem is short of space: new
+    /// mail waits at the client, which retries.
+    fn storage_refusal(&self) -> Option<Reply> {
+        self.limits.free_space.as_ref().and_then(FreeSpace::refusal)
     }
 
     fn refused(&mut self, id: QueueId, from: ReversePath, to: Option<Address>, reply: Reply) -> Event {

@@ -623,3 +623,30 @@ fn each_transaction_is_judged_with_the_objects_at_its_mail_from() {
         ]
     );
 }
+
+#[test]
+fn short_of_space_new_mail_gets_452_4_3_1_and_the_session_goes_on() {
+    use crate::store::space::{FreeSpace, MinFree};
+    let dir = tempfile::tempdir().unwrap();
+    // No filesystem has all of itself free.
+    let short = SessionLimits {
+        free_space: Some(FreeSpace::new(dir.path(), MinFree::Percent(100.0))),
+        ..limits()
+    };
+    let transcript = run_with(
+        short,
+        b"EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nNOOP\r\n",
+    );
+    assert_eq!(transcript.codes(), ["250", "452 4.3.1", "503 5.5.1", "250 2.0.0"]);
+    assert!(transcript.submissions.is_empty() && !transcript.closed);
+
+    let roomy = SessionLimits {
+        free_space: Some(FreeSpace::new(dir.path(), MinFree::Bytes(0))),
+        ..limits()
+    };
+    let transcript = run_with(
+        roomy,
+        &concat(&[HELLO.as_bytes(), b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"]),
+    );
+    assert_eq!(transcript.submissions.len(), 1, "{:?}", transcript.codes());
+}

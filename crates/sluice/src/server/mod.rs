@@ -262,6 +262,10 @@ impl Node {
                     dir: spool_dir,
                     threshold: crate::receive::framing::SPOOL_CHUNK,
                 }),
+                free_space: Some(crate::store::space::FreeSpace::new(
+                    &config.data_dir,
+                    config.min_free,
+                )),
                 ..SessionLimits::default()
             },
             tls: Some(tls),

@@ -11,6 +11,7 @@
 mod conformance;
 mod embedded;
 pub mod postgres;
+pub mod space;
 
 pub use embedded::EmbeddedStore;
 pub use postgres::PostgresStore;

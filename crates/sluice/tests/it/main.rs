@@ -13,6 +13,7 @@ mod content_work;
 mod dane;
 mod delivery_tls;
 mod demo;
+mod disk_full;
 mod display_safety;
 mod dlp;
 mod dsn;
