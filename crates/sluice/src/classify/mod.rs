@@ -44,12 +44,7 @@ pub struct InboundConnector {
 impl InboundConnector {
     /// Checks one `[[inbound_connector]]`; the error names the key.
     pub fn from_object(c: &InboundConnectorObject) -> Result<InboundConnector, ObjectError> {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "inbound_connector",
-            name: c.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("inbound_connector", &c.name);
         if c.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }

@@ -332,6 +332,19 @@ pub struct ObjectError {
     pub message: String,
 }
 
+impl ObjectError {
+    /// The errors of one object, `err(key, message)`: what each stage's
+    /// compile step reports, so every error names the object the same way.
+    pub fn of<'a>(kind: &'static str, name: &'a str) -> impl Fn(&'static str, String) -> ObjectError + 'a {
+        move |key, message| ObjectError {
+            kind,
+            name: name.to_string(),
+            key,
+            message,
+        }
+    }
+}
+
 impl ObjectSet {
     /// Upserts every object of `other` (whole-object replacement by kind and
     /// name); with `prune`, objects absent from `other` are dropped.

@@ -80,12 +80,7 @@ pub fn compile_outbound(objects: &[OutboundConnectorObject]) -> Result<Vec<Outbo
 impl OutboundConnector {
     /// Checks one `[[outbound_connector]]`; the error names the key.
     pub fn from_object(c: &OutboundConnectorObject) -> Result<OutboundConnector, ObjectError> {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "outbound_connector",
-            name: c.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("outbound_connector", &c.name);
         if c.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }
