@@ -98,21 +98,12 @@ impl InboundConnector {
 /// compiles them, in order. Which of them are in force (enabled) is the
 /// caller's choice: the stage only ever sees the ones that are.
 pub fn compile(objects: &[InboundConnectorObject]) -> Result<Vec<InboundConnector>, ObjectError> {
-    let mut names = std::collections::HashSet::new();
-    objects
-        .iter()
-        .map(|c| {
-            if !c.name.trim().is_empty() && !names.insert(c.name.to_ascii_lowercase()) {
-                return Err(ObjectError {
-                    kind: "inbound_connector",
-                    name: c.name.clone(),
-                    key: "name",
-                    message: "defined twice".into(),
-                });
-            }
-            InboundConnector::from_object(c)
-        })
-        .collect()
+    crate::config::objects::compile_each(
+        "inbound_connector",
+        objects,
+        |c| &c.name,
+        InboundConnector::from_object,
+    )
 }
 
 /// Where a session's mail comes from, as far as policy is concerned.

@@ -345,6 +345,28 @@ impl ObjectError {
     }
 }
 
+/// Compiles `objects` in order with `compile`, refusing a name given twice
+/// (ignoring case) as `kind`'s; an empty name is left to `compile`, which
+/// reports it.
+pub fn compile_each<O, T>(
+    kind: &'static str,
+    objects: &[O],
+    name: impl Fn(&O) -> &str,
+    compile: impl Fn(&O) -> Result<T, ObjectError>,
+) -> Result<Vec<T>, ObjectError> {
+    let mut names = std::collections::HashSet::new();
+    objects
+        .iter()
+        .map(|object| {
+            let name = name(object);
+            if !name.trim().is_empty() && !names.insert(name.to_ascii_lowercase()) {
+                return Err(ObjectError::of(kind, name)("name", "defined twice".into()));
+            }
+            compile(object)
+        })
+        .collect()
+}
+
 impl ObjectSet {
     /// Upserts every object of `other` (whole-object replacement by kind and
     /// name); with `prune`, objects absent from `other` are dropped.
