@@ -130,6 +130,13 @@ fn opportunistic_job(ports: &[u16], recipients: &[&str]) -> DeliveryJob {
     job(smart_hosts(ports, TlsPolicy::Opportunistic), recipients)
 }
 
+/// One attempt by a new deliverer with the default settings.
+async fn attempt_once(dir: &Path, ports: &[u16], recipients: &[&str]) -> DeliveryAttempt {
+    deliverer(settings(dir))
+        .attempt(&opportunistic_job(ports, recipients))
+        .await
+}
+
 fn codes(attempt: &DeliveryAttempt) -> Vec<(&'static str, u16)> {
     attempt
         .outcomes
@@ -185,9 +192,7 @@ async fn delivers_without_pipelining() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-p"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[port], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(dumps(dir.path()).len(), 1);
 }
@@ -217,9 +222,7 @@ async fn falls_back_to_helo_when_ehlo_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-f", "EHLO"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[port], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     let dump = &dumps(dir.path())[0];
     assert!(dump.contains("X-Client-Proto: SMTP\n"), "{dump}");
@@ -231,9 +234,7 @@ async fn fails_over_from_a_closed_port_to_the_next_smart_host() {
     let closed = free_port();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &[]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[closed, port], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[closed, port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{port}")));
 }
@@ -242,9 +243,7 @@ async fn fails_over_from_a_closed_port_to_the_next_smart_host() {
 async fn all_hosts_down_reports_the_last_failure() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (free_port(), free_port());
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[first, second], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[first, second], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 451)]);
     let reply = reply_of(&attempt, 0);
     assert_eq!(reply.status, Some([4, 4, 1]));
@@ -258,9 +257,7 @@ async fn greeting_4xx_fails_over_to_the_next_host() {
     let busy_dir = tempfile::tempdir().unwrap();
     let _busy = smtp_sink(busy, busy_dir.path(), &["-r", "CONNECT"]).await;
     let _good = smtp_sink(good, dir.path(), &[]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[busy, good], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[busy, good], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{good}")));
 }
@@ -290,9 +287,7 @@ async fn service_closing_at_data_defers_every_recipient() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-Q", "DATA"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[port], &["b@example.test", "c@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test", "c@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 421), ("temp", 421)]);
 }
 
@@ -301,9 +296,7 @@ async fn dropped_connection_mid_transaction_defers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-q", "."]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&opportunistic_job(&[port], &["b@example.test"]))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 451)]);
     assert!(
         reply_of(&attempt, 0).text.contains("end of data"),
