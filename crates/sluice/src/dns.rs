@@ -20,7 +20,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,16 +132,7 @@ fn hickory_builder(
             TokioResolver::builder(provider).map_err(|error| DnsError::Setup(error.to_string()))?
         }
         DnsSource::Server(addr) => {
-            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-            for connection in &mut server.connections {
-                connection.port = addr.port();
-            }
-            let config = ResolverConfig::from_parts(None, Vec::new(), vec![server]);
-            let mut options = ResolverOpts::default();
-            options.use_hosts_file = ResolveHosts::Never;
-            options.ndots = 0;
-            options.timeout = Duration::from_secs(3);
-            options.attempts = 2;
+            let (config, options) = server_config(*addr);
             TokioResolver::builder_with_config(config, provider).with_options(options)
         }
     };
@@ -154,6 +145,23 @@ struct HickoryResolver {
 }
 
 /// The name as a fully qualified query, so search domains never apply.
+/// The resolver setup for `[dns] server`: that one server (UDP and TCP, on
+/// its port), names taken as absolute, no hosts file, short retries. The
+/// DNS of sender authentication (mail-auth) uses it too, so both ask alike.
+pub fn server_config(addr: SocketAddr) -> (ResolverConfig, ResolverOpts) {
+    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+    for connection in &mut server.connections {
+        connection.port = addr.port();
+    }
+    let config = ResolverConfig::from_parts(None, Vec::new(), vec![server]);
+    let mut options = ResolverOpts::default();
+    options.use_hosts_file = ResolveHosts::Never;
+    options.ndots = 0;
+    options.timeout = Duration::from_secs(3);
+    options.attempts = 2;
+    (config, options)
+}
+
 fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }

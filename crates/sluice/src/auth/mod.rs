@@ -37,7 +37,6 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy as RecordPolicy;
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
@@ -325,16 +324,7 @@ impl Authenticator {
         let resolver = match dns {
             DnsSource::System => MessageAuthenticator::new_system_conf(),
             DnsSource::Server(addr) => {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                let config = ResolverConfig::from_parts(None, Vec::new(), vec![server]);
-                let mut options = ResolverOpts::default();
-                options.use_hosts_file = ResolveHosts::Never;
-                options.ndots = 0;
-                options.timeout = Duration::from_secs(3);
-                options.attempts = 2;
+                let (config, options) = crate::dns::server_config(*addr);
                 MessageAuthenticator::new(config, options)
             }
         }

@@ -44,12 +44,7 @@ pub struct InboundConnector {
 impl InboundConnector {
     /// Checks one `[[inbound_connector]]`; the error names the key.
     pub fn from_object(c: &InboundConnectorObject) -> Result<InboundConnector, ObjectError> {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "inbound_connector",
-            name: c.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("inbound_connector", &c.name);
         if c.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }
@@ -103,21 +98,12 @@ impl InboundConnector {
 /// compiles them, in order. Which of them are in force (enabled) is the
 /// caller's choice: the stage only ever sees the ones that are.
 pub fn compile(objects: &[InboundConnectorObject]) -> Result<Vec<InboundConnector>, ObjectError> {
-    let mut names = std::collections::HashSet::new();
-    objects
-        .iter()
-        .map(|c| {
-            if !c.name.trim().is_empty() && !names.insert(c.name.to_ascii_lowercase()) {
-                return Err(ObjectError {
-                    kind: "inbound_connector",
-                    name: c.name.clone(),
-                    key: "name",
-                    message: "defined twice".into(),
-                });
-            }
-            InboundConnector::from_object(c)
-        })
-        .collect()
+    crate::config::objects::compile_each(
+        "inbound_connector",
+        objects,
+        |c| &c.name,
+        InboundConnector::from_object,
+    )
 }
 
 /// Where a session's mail comes from, as far as policy is concerned.

@@ -332,6 +332,41 @@ pub struct ObjectError {
     pub message: String,
 }
 
+impl ObjectError {
+    /// The errors of one object, `err(key, message)`: what each stage's
+    /// compile step reports, so every error names the object the same way.
+    pub fn of<'a>(kind: &'static str, name: &'a str) -> impl Fn(&'static str, String) -> ObjectError + 'a {
+        move |key, message| ObjectError {
+            kind,
+            name: name.to_string(),
+            key,
+            message,
+        }
+    }
+}
+
+/// Compiles `objects` in order with `compile`, refusing a name given twice
+/// (ignoring case) as `kind`'s; an empty name is left to `compile`, which
+/// reports it.
+pub fn compile_each<O, T>(
+    kind: &'static str,
+    objects: &[O],
+    name: impl Fn(&O) -> &str,
+    compile: impl Fn(&O) -> Result<T, ObjectError>,
+) -> Result<Vec<T>, ObjectError> {
+    let mut names = std::collections::HashSet::new();
+    objects
+        .iter()
+        .map(|object| {
+            let name = name(object);
+            if !name.trim().is_empty() && !names.insert(name.to_ascii_lowercase()) {
+                return Err(ObjectError::of(kind, name)("name", "defined twice".into()));
+            }
+            compile(object)
+        })
+        .collect()
+}
+
 impl ObjectSet {
     /// Upserts every object of `other` (whole-object replacement by kind and
     /// name); with `prune`, objects absent from `other` are dropped.

@@ -10,12 +10,10 @@
 
 use crate::dns::Tlsa;
 use ring::digest;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::sync::Arc;
+use rustls::{CertificateError, RootCertStore};
 
 const DANE_TA: u8 = 2;
 const DANE_EE: u8 = 3;
@@ -64,97 +62,52 @@ pub fn chain_matches(records: &[Tlsa], chain: &[CertificateDer<'_>]) -> bool {
         })
 }
 
-/// Verifies a server against the usable TLSA records of its MX host.
-/// With no usable record (published but all unusable), any certificate
-/// is accepted: TLS is still mandatory (RFC 7672 2.2).
-#[derive(Debug)]
-pub(super) struct DaneVerifier {
-    pub(super) records: Arc<Vec<Tlsa>>,
-    pub(super) algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl DaneVerifier {
-    fn trust_anchor_chain(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        now: UnixTime,
-    ) -> bool {
-        let anchors = self
-            .records
-            .iter()
-            .filter(|record| record.usage == DANE_TA)
-            .flat_map(|record| intermediates.iter().filter(move |cert| matches(record, cert)));
-        for anchor in anchors {
-            let mut roots = RootCertStore::empty();
-            if roots.add(anchor.clone().into_owned()).is_err() {
-                continue;
-            }
-            let Ok(parsed) = ParsedCertificate::try_from(end_entity) else {
-                return false;
-            };
-            let chained = rustls::client::verify_server_cert_signed_by_trust_anchor(
+/// Checks a server's certificate against the usable TLSA records of its MX
+/// host (the handshake signatures are checked by the caller's verifier).
+/// With no usable record (published but all unusable), any certificate is
+/// accepted: TLS is still mandatory (RFC 7672 2.2).
+pub(super) fn verify(
+    records: &[Tlsa],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> Result<(), rustls::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let end_entity_matches = records
+        .iter()
+        .any(|record| record.usage == DANE_EE && matches(record, end_entity));
+    // DANE-TA: a certificate of the presented chain that a record names,
+    // which the end entity chains to and which carries the name.
+    let mut anchors = records
+        .iter()
+        .filter(|record| record.usage == DANE_TA)
+        .flat_map(|record| intermediates.iter().filter(move |cert| matches(record, cert)));
+    let anchored = |anchor: &CertificateDer<'_>| {
+        let mut roots = RootCertStore::empty();
+        let Ok(parsed) = ParsedCertificate::try_from(end_entity) else {
+            return false;
+        };
+        roots.add(anchor.clone().into_owned()).is_ok()
+            && rustls::client::verify_server_cert_signed_by_trust_anchor(
                 &parsed,
                 &roots,
                 intermediates,
                 now,
-                self.algorithms.all,
+                algorithms.all,
             )
-            .is_ok();
-            if chained && rustls::client::verify_server_name(&parsed, server_name).is_ok() {
-                return true;
-            }
-        }
-        false
+            .is_ok()
+            && rustls::client::verify_server_name(&parsed, server_name).is_ok()
+    };
+    if end_entity_matches || anchors.any(anchored) {
+        return Ok(());
     }
-}
-
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.records.is_empty() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let end_entity_matches = self
-            .records
-            .iter()
-            .any(|record| record.usage == DANE_EE && matches(record, end_entity));
-        if end_entity_matches || self.trust_anchor_chain(end_entity, intermediates, server_name, now) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::ApplicationVerificationFailure,
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    Err(rustls::Error::InvalidCertificate(
+        CertificateError::ApplicationVerificationFailure,
+    ))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! - chain and name (`DomainValidation`): rustls' webpki verifier with the
 //!   required name as the server name (RFC 6125 wildcards).
 
-use super::dane::DaneVerifier;
 use super::DeliverError;
 use crate::dns::Tlsa;
 use crate::message::Reply;
@@ -53,12 +52,12 @@ impl TlsConfigs {
             .map(|(cert, key)| load_identity(cert, key))
             .transpose()?;
 
-        let any: Arc<dyn ServerCertVerifier> = Arc::new(LevelVerifier {
-            chain: ChainCheck::None,
+        let any: Arc<dyn ServerCertVerifier> = Arc::new(CheckingVerifier {
+            check: CertificateCheck::None,
             algorithms,
         });
-        let chain: Arc<dyn ServerCertVerifier> = Arc::new(LevelVerifier {
-            chain: ChainCheck::TrustAnchors(roots.clone()),
+        let chain: Arc<dyn ServerCertVerifier> = Arc::new(CheckingVerifier {
+            check: CertificateCheck::TrustAnchors(roots.clone()),
             algorithms,
         });
         let named: Arc<dyn ServerCertVerifier> =
@@ -107,8 +106,8 @@ impl TlsConfigs {
 
     /// A config that accepts only a server matching `records` (DANE).
     fn for_tlsa(&self, records: &Arc<Vec<Tlsa>>) -> Result<Arc<ClientConfig>, DeliverError> {
-        let verifier = Arc::new(DaneVerifier {
-            records: records.clone(),
+        let verifier = Arc::new(CheckingVerifier {
+            check: CertificateCheck::Dane(records.clone()),
             algorithms: self.provider.signature_verification_algorithms,
         });
         client_config(&self.provider, verifier, self.identity.clone())
@@ -500,38 +499,54 @@ fn client_config(
 /// are always checked (so the session is encrypted to whoever holds the
 /// presented key).
 #[derive(Debug)]
-enum ChainCheck {
+enum CertificateCheck {
     /// Nothing (Exchange's `EncryptionOnly`, and opportunistic TLS).
     None,
     /// A chain to the trust roots, names ignored (`CertificateValidation`).
     TrustAnchors(Arc<RootCertStore>),
+    /// DANE: a match with one of these usable TLSA records (`dane::verify`).
+    Dane(Arc<Vec<Tlsa>>),
 }
 
-/// The verifier of the two levels the web PKI verifier does not cover.
+/// The verifier of what the web PKI verifier does not cover: the two
+/// levels below `DomainValidation`, and DANE.
 #[derive(Debug)]
-struct LevelVerifier {
-    chain: ChainCheck,
+struct CheckingVerifier {
+    check: CertificateCheck,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for LevelVerifier {
+impl ServerCertVerifier for CheckingVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let ChainCheck::TrustAnchors(roots) = &self.chain {
-            let cert = ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                roots,
-                intermediates,
-                now,
-                self.algorithms.all,
-            )?;
+        match &self.check {
+            CertificateCheck::None => {}
+            CertificateCheck::TrustAnchors(roots) => {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    self.algorithms.all,
+                )?;
+            }
+            CertificateCheck::Dane(records) => {
+                super::dane::verify(
+                    records,
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    now,
+                    &self.algorithms,
+                )?;
+            }
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -122,6 +122,51 @@ impl<S: AsyncRead + Unpin> Client<S> {
         assert!(reply.starts_with(prefix), "expected {prefix}, got {reply:?}");
         reply
     }
+
+    /// The next replies, in order, each starting with its prefix.
+    async fn expect_all(&mut self, prefixes: &[&str]) {
+        for prefix in prefixes {
+            self.expect(prefix).await;
+        }
+    }
+}
+
+impl Client<TcpStream> {
+    /// Upgrades with STARTTLS already answered 220, trusting the test
+    /// server's certificate and presenting `client_cert`.
+    async fn start_tls(
+        self,
+        server: &TestServer,
+        client_cert: rustls_pki_types::CertificateDer<'static>,
+        client_key: rustls_pki_types::PrivateKeyDer<'static>,
+    ) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&server.certificate).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![client_cert], client_key)
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let server_name = rustls_pki_types::ServerName::try_from("mx.contoso.test").unwrap();
+        let tls = tokio::time::timeout(STEP, connector.connect(server_name, self.stream.into_inner()))
+            .await
+            .unwrap()
+            .expect("the TLS handshake must succeed");
+        Client {
+            stream: BufReader::new(tls),
+        }
+    }
+}
+
+/// A connection whose 220 greeting has been read.
+async fn connect_greeted(address: SocketAddr) -> Client<TcpStream> {
+    let mut client = connect(address).await;
+    client.expect("220").await;
+    client
 }
 
 async fn connect(address: SocketAddr) -> Client<TcpStream> {
@@ -169,21 +214,17 @@ async fn ehlo_lists_capabilities() {
 #[tokio::test]
 async fn pipelined_transaction_in_one_write() {
     let server = TestServer::start(fast_limits()).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client
         .send(b"EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n")
         .await;
-    client.expect("250-").await;
-    client.expect("250 2.1.0").await;
-    client.expect("250 2.1.5").await;
-    client.expect("550 5.7.1").await;
-    client.expect("354").await;
+    client
+        .expect_all(&["250-", "250 2.1.0", "250 2.1.5", "550 5.7.1", "354"])
+        .await;
     client
         .send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
         .await;
-    client.expect("250 2.0.0 Queued").await;
-    client.expect("221").await;
+    client.expect_all(&["250 2.0.0 Queued", "221"]).await;
     let submissions = server.stop().await;
     assert_eq!(submissions.len(), 1);
     assert_eq!(submissions[0].envelope.recipients.len(), 1);
@@ -197,20 +238,19 @@ async fn pipelined_transaction_in_one_write() {
 #[tokio::test]
 async fn bdat_chunks_make_one_message() {
     let server = TestServer::start(fast_limits()).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client
         .send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nBDAT 12\r\nSubject: b\r\nBDAT 9 LAST\r\n\r\nchunk\r\n")
         .await;
-    for expected in [
-        "250-",
-        "250 2.1.0",
-        "250 2.1.5",
-        "250 2.0.0 12 octets",
-        "250 2.0.0 Queued",
-    ] {
-        client.expect(expected).await;
-    }
+    client
+        .expect_all(&[
+            "250-",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0 12 octets",
+            "250 2.0.0 Queued",
+        ])
+        .await;
     let submissions = server.stop().await;
     assert_eq!(submissions.len(), 1);
     assert!(submissions[0]
@@ -222,14 +262,13 @@ async fn bdat_chunks_make_one_message() {
 #[tokio::test]
 async fn client_vanishing_mid_data_leaves_nothing() {
     let server = TestServer::start(fast_limits()).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client
         .send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n")
         .await;
-    for expected in ["250-", "250 2.1.0", "250 2.1.5", "354"] {
-        client.expect(expected).await;
-    }
+    client
+        .expect_all(&["250-", "250 2.1.0", "250 2.1.5", "354"])
+        .await;
     client.send(b"Subject: cut\r\n\r\nhalf a mess").await;
     drop(client);
     // stop() waits for every session, the abandoned one included.
@@ -239,15 +278,13 @@ async fn client_vanishing_mid_data_leaves_nothing() {
 #[tokio::test]
 async fn relay_is_denied_over_the_wire() {
     let server = TestServer::start(fast_limits()).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client
         .send(b"HELO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<z@example.org>\r\nDATA\r\n")
         .await;
-    client.expect("250 mx.contoso.test").await;
-    client.expect("250 2.1.0").await;
-    client.expect("550 5.7.1").await;
-    client.expect("554 5.5.1").await;
+    client
+        .expect_all(&["250 mx.contoso.test", "250 2.1.0", "550 5.7.1", "554 5.5.1"])
+        .await;
     assert_eq!(server.submission_count(), 0);
     server.stop().await;
 }
@@ -259,8 +296,7 @@ async fn connections_over_the_limit_get_421() {
         ..fast_limits()
     })
     .await;
-    let mut first = connect(server.address).await;
-    first.expect("220").await;
+    let mut first = connect_greeted(server.address).await;
     let mut second = connect(server.address).await;
     second.expect("421 4.3.2").await;
     assert_eq!(second.reply().await, "");
@@ -276,8 +312,7 @@ async fn idle_client_times_out_with_421() {
         ..fast_limits()
     })
     .await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client.expect("421 4.4.2").await;
     assert_eq!(client.reply().await, "");
     server.stop().await;
@@ -290,10 +325,8 @@ async fn connections_per_address_over_the_limit_get_421_4_7_0() {
         ..fast_limits()
     })
     .await;
-    let mut first = connect(server.address).await;
-    first.expect("220").await;
-    let mut second = connect(server.address).await;
-    second.expect("220").await;
+    let mut first = connect_greeted(server.address).await;
+    let mut second = connect_greeted(server.address).await;
     let mut third = connect(server.address).await;
     let refusal = third.expect("421 4.7.0").await;
     assert!(refusal.contains("from your address"), "{refusal}");
@@ -302,8 +335,7 @@ async fn connections_per_address_over_the_limit_get_421_4_7_0() {
     first.send(b"QUIT\r\n").await;
     first.expect("221").await;
     assert_eq!(first.reply().await, "");
-    let mut fourth = connect(server.address).await;
-    fourth.expect("220").await;
+    let _fourth = connect_greeted(server.address).await;
     second.send(b"NOOP\r\n").await;
     second.expect("250 2.0.0").await;
     server.stop().await;
@@ -316,11 +348,9 @@ async fn refused_recipients_count_as_errors_until_421() {
         ..fast_limits()
     })
     .await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\n").await;
-    client.expect("250").await;
-    client.expect("250 2.1.0").await;
+    client.expect_all(&["250", "250 2.1.0"]).await;
     for n in 0..3 {
         client
             .send(format!("RCPT TO:<probe{n}@example.org>\r\n").as_bytes())
@@ -346,8 +376,7 @@ async fn a_busy_session_still_ends_at_the_session_time_limit() {
         ..fast_limits()
     })
     .await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     // Never idle: a NOOP every 100 ms keeps the command timeout away.
     let mut answered = 0;
     let ending = loop {
@@ -374,15 +403,11 @@ async fn a_trickled_message_ends_at_the_data_time_limit() {
         ..fast_limits()
     })
     .await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client
         .send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n")
         .await;
-    client.expect("250").await;
-    client.expect("250 2.1.0").await;
-    client.expect("250 2.1.5").await;
-    client.expect("354").await;
+    client.expect_all(&["250", "250 2.1.0", "250 2.1.5", "354"]).await;
     // One short line every 100 ms: each read is quick, the transfer is not.
     let (read_half, mut write_half) = client.stream.into_inner().into_split();
     let trickle = tokio::spawn(async move {
@@ -409,8 +434,7 @@ async fn a_trickled_message_ends_at_the_data_time_limit() {
 #[tokio::test]
 async fn shutdown_tells_idle_sessions_421() {
     let server = TestServer::start(fast_limits()).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     let stopping = tokio::spawn(server.stop());
     client.expect("421 4.3.2").await;
     tokio::time::timeout(STEP, stopping).await.unwrap().unwrap();
@@ -449,44 +473,23 @@ async fn starttls_with_a_client_certificate() {
     let pki_dir = tempfile::tempdir().unwrap();
     let (ca_path, client_cert, client_key) = client_pki(pki_dir.path(), "relay.fabrikam.test");
     let server = TestServer::start_with_client_ca(fast_limits(), Some(&ca_path)).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     // The command after STARTTLS is injected in clear: it must be dropped.
     client
         .send(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
         .await;
-    client.expect("250-").await;
-    client.expect("220 2.0.0").await;
+    client.expect_all(&["250-", "220 2.0.0"]).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&server.certificate).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![client_cert], client_key)
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let plain = client.stream.into_inner();
-    let server_name = rustls_pki_types::ServerName::try_from("mx.contoso.test").unwrap();
-    let tls = tokio::time::timeout(STEP, connector.connect(server_name, plain))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut client = Client {
-        stream: BufReader::new(tls),
-    };
+    let mut client = client.start_tls(&server, client_cert, client_key).await;
     client.send(b"MAIL FROM:<a@x.test>\r\n").await;
     client.expect("503 5.5.1").await;
     client.send(b"EHLO c\r\n").await;
     let ehlo = client.expect("250-").await;
     assert!(!ehlo.contains("STARTTLS"));
     client.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\nSubject: tls\r\n\r\nsecret\r\n.\r\n").await;
-    for expected in ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"] {
-        client.expect(expected).await;
-    }
+    client
+        .expect_all(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+        .await;
     let submissions = server.stop().await;
     assert_eq!(submissions.len(), 1);
     let tls = submissions[0].session.tls.clone().unwrap();
@@ -560,37 +563,17 @@ async fn untrusted_client_certificate_still_gets_tls_but_identifies_nothing() {
     let other_dir = tempfile::tempdir().unwrap();
     let (_, foreign_cert, foreign_key) = client_pki(other_dir.path(), "relay.fabrikam.test");
     let server = TestServer::start_with_client_ca(fast_limits(), Some(&trusted_ca)).await;
-    let mut client = connect(server.address).await;
-    client.expect("220").await;
+    let mut client = connect_greeted(server.address).await;
     client.send(b"EHLO c\r\nSTARTTLS\r\n").await;
-    client.expect("250-").await;
-    client.expect("220 2.0.0").await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&server.certificate).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![foreign_cert], foreign_key)
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let server_name = rustls_pki_types::ServerName::try_from("mx.contoso.test").unwrap();
-    let tls = tokio::time::timeout(STEP, connector.connect(server_name, client.stream.into_inner()))
-        .await
-        .unwrap()
-        .expect("a certificate from an unknown CA must not break the handshake");
-    let mut client = Client {
-        stream: BufReader::new(tls),
-    };
+    client.expect_all(&["250-", "220 2.0.0"]).await;
+    // A certificate from an unknown CA must not break the handshake.
+    let mut client = client.start_tls(&server, foreign_cert, foreign_key).await;
     client
         .send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\n\r\nx\r\n.\r\n")
         .await;
-    client.expect("250-").await;
-    for expected in ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"] {
-        client.expect(expected).await;
-    }
+    client
+        .expect_all(&["250-", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+        .await;
     let submissions = server.stop().await;
     let tls = submissions[0].session.tls.clone().unwrap();
     assert!(tls.client_cert_names.is_empty(), "{:?}", tls.client_cert_names);

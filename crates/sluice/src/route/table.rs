@@ -42,15 +42,10 @@ pub fn compile_accepted_domains(
 ) -> Result<BTreeMap<Domain, AcceptedDomainType>, ObjectError> {
     let mut accepted = BTreeMap::new();
     for d in objects {
-        let err = |message: String| ObjectError {
-            kind: "accepted_domain",
-            name: d.name.clone(),
-            key: "name",
-            message,
-        };
-        let domain = Domain::parse(&d.name).map_err(|e| err(e.to_string()))?;
+        let err = ObjectError::of("accepted_domain", &d.name);
+        let domain = Domain::parse(&d.name).map_err(|e| err("name", e.to_string()))?;
         if accepted.insert(domain, d.kind).is_some() {
-            return Err(err("defined twice".into()));
+            return Err(err("name", "defined twice".into()));
         }
     }
     Ok(accepted)
@@ -60,32 +55,18 @@ pub fn compile_accepted_domains(
 /// compiles them, in order, enabled or not: which are in force is the
 /// caller's choice.
 pub fn compile_outbound(objects: &[OutboundConnectorObject]) -> Result<Vec<OutboundConnector>, ObjectError> {
-    let mut names = std::collections::HashSet::new();
-    objects
-        .iter()
-        .map(|c| {
-            if !c.name.trim().is_empty() && !names.insert(c.name.to_ascii_lowercase()) {
-                return Err(ObjectError {
-                    kind: "outbound_connector",
-                    name: c.name.clone(),
-                    key: "name",
-                    message: "defined twice".into(),
-                });
-            }
-            OutboundConnector::from_object(c)
-        })
-        .collect()
+    crate::config::objects::compile_each(
+        "outbound_connector",
+        objects,
+        |c| &c.name,
+        OutboundConnector::from_object,
+    )
 }
 
 impl OutboundConnector {
     /// Checks one `[[outbound_connector]]`; the error names the key.
     pub fn from_object(c: &OutboundConnectorObject) -> Result<OutboundConnector, ObjectError> {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "outbound_connector",
-            name: c.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("outbound_connector", &c.name);
         if c.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }

@@ -168,12 +168,7 @@ impl Rule {
         object: &RuleObject,
         connectors: &[OutboundConnectorObject],
     ) -> Result<Rule, ObjectError> {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "rule",
-            name: object.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("rule", &object.name);
         if object.name.trim().is_empty() {
             return Err(err("name", "must not be empty".into()));
         }

@@ -11,12 +11,7 @@ pub fn compile(detectors: &[DetectorObject], edm: &[EdmObject]) -> Result<Scanne
     let mut names = HashSet::new();
     let mut custom = Vec::new();
     for d in detectors {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "detector",
-            name: d.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("detector", &d.name);
         if !names.insert(d.name.clone()) {
             return Err(err("name", "defined twice".into()));
         }
@@ -24,12 +19,7 @@ pub fn compile(detectors: &[DetectorObject], edm: &[EdmObject]) -> Result<Scanne
     }
     let mut sets = Vec::new();
     for e in edm {
-        let err = |key: &'static str, message: String| ObjectError {
-            kind: "edm",
-            name: e.name.clone(),
-            key,
-            message,
-        };
+        let err = ObjectError::of("edm", &e.name);
         if !names.insert(e.name.clone()) {
             return Err(err("name", "defined twice (as a detector or an edm set)".into()));
         }

@@ -2,14 +2,11 @@
 //! node's cursors page by page, sees every entry once in order, and
 //! `--limit` caps the total. Net 224.
 
-use crate::support::{swaks, wait_until, Net, Node, NodeOptions, Sink};
+use crate::support::{wait_until, DeferringRelay, Net, Node};
 use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const NODE: u8 = 1;
-const DESTINATION: u8 = 21;
-const ON_PREM: u8 = 40;
 const MESSAGES: usize = 5;
 
 /// `sluice ARGS` with pages of `page_size` items.
@@ -43,50 +40,10 @@ fn json_list(output: &Output) -> Vec<Value> {
 
 #[test]
 fn listings_are_fetched_page_by_page() {
-    let net = Net(224);
-    let destination = Sink::start_with(
-        net.ip(DESTINATION),
-        &["-r", "RCPT", "-b", "451 4.3.0 try again later"],
-    );
-    let mut options = NodeOptions::new(
-        net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Fabrikam"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{destination}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            destination = destination.addr
-        ),
-    );
-    options.retry = vec!["1h".to_string()];
-    let node = Node::start(options);
-    let on_prem = net.ip(ON_PREM).to_string();
+    let relay = DeferringRelay::start(Net(224));
+    let node = &relay.node;
     for i in 0..MESSAGES {
-        let run = swaks(
-            node.smtp,
-            &[
-                "--local-interface",
-                &on_prem,
-                "--from",
-                "alice@contoso.test",
-                "--to",
-                "bob@fabrikam.test",
-                "--header",
-                &format!("Message-ID: <paging-{i}@contoso.test>"),
-            ],
-        );
-        assert!(run.delivered(), "{}", run.transcript);
+        relay.relay("bob@fabrikam.test", &format!("paging-{i}@contoso.test"));
     }
     // Every message tried once and deferred: nothing changes after (retry in 1h).
     assert!(wait_until(Duration::from_secs(30), || {
@@ -105,8 +62,8 @@ smart_hosts = ["{destination}"]
             .map(|e| e["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let whole = json_list(&paged(&node, 1000, &["queue", "list", "--json"]));
-    let by_twos = json_list(&paged(&node, 2, &["queue", "list", "--json"]));
+    let whole = json_list(&paged(node, 1000, &["queue", "list", "--json"]));
+    let by_twos = json_list(&paged(node, 2, &["queue", "list", "--json"]));
     assert_eq!(ids(&by_twos), ids(&whole));
     let mut sorted = ids(&whole);
     sorted.sort();
@@ -114,22 +71,22 @@ smart_hosts = ["{destination}"]
     assert_eq!(sorted, ids(&whole), "oldest first, each once");
     assert_eq!(whole.len(), MESSAGES);
 
-    let capped = json_list(&paged(&node, 2, &["queue", "list", "--limit", "3", "--json"]));
+    let capped = json_list(&paged(node, 2, &["queue", "list", "--limit", "3", "--json"]));
     assert_eq!(ids(&capped), ids(&whole)[..3]);
 
     // The table streams page by page with one header.
-    let table = paged(&node, 2, &["queue", "list"]);
+    let table = paged(node, 2, &["queue", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert_eq!(text.lines().count(), MESSAGES + 1, "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("ID ")).count(), 1, "{text}");
 
     // The trace, unfiltered, pages the same way; each event once.
-    let events = json_list(&paged(&node, 1000, &["trace", "--json"]));
-    let events_by_twos = json_list(&paged(&node, 2, &["trace", "--json"]));
+    let events = json_list(&paged(node, 1000, &["trace", "--json"]));
+    let events_by_twos = json_list(&paged(node, 2, &["trace", "--json"]));
     assert!(events.len() >= 2 * MESSAGES, "{events:?}");
     assert_eq!(events_by_twos, events);
     let received = events.iter().filter(|e| e["event"] == "received").count();
     assert_eq!(received, MESSAGES);
-    let capped = json_list(&paged(&node, 2, &["trace", "--limit", "3", "--json"]));
+    let capped = json_list(&paged(node, 2, &["trace", "--limit", "3", "--json"]));
     assert_eq!(capped[..], events[..3]);
 }

@@ -4,14 +4,10 @@
 //! never retried, and `queue summary` shapes the queue as qshape does.
 //! Net 223.
 
-use crate::support::{pause, swaks, wait_until, Net, Node, NodeOptions, Sink};
+use crate::support::{pause, wait_until, DeferringRelay, Net};
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
-
-const NODE: u8 = 1;
-const DESTINATION: u8 = 21;
-const ON_PREM: u8 = 40;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -23,50 +19,12 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn queue_verbs_behave_as_postsuper() {
-    let net = Net(223);
-    let destination = Sink::start_with(
-        net.ip(DESTINATION),
-        &["-r", "RCPT", "-b", "451 4.3.0 try again later"],
+    let relay = DeferringRelay::start(Net(223));
+    let node = &relay.node;
+    relay.relay(
+        "bob@fabrikam.test,carol@fabrikam.test",
+        "queue-verbs-1@contoso.test",
     );
-    let mut options = NodeOptions::new(
-        net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Fabrikam"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{destination}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            destination = destination.addr
-        ),
-    );
-    // Far enough out that only a manual retry can attempt again in the test.
-    options.retry = vec!["1h".to_string()];
-    let node = Node::start(options);
-    let on_prem = net.ip(ON_PREM).to_string();
-    let run = swaks(
-        node.smtp,
-        &[
-            "--local-interface",
-            &on_prem,
-            "--from",
-            "alice@contoso.test",
-            "--to",
-            "bob@fabrikam.test,carol@fabrikam.test",
-            "--header",
-            "Message-ID: <queue-verbs-1@contoso.test>",
-        ],
-    );
-    assert!(run.delivered(), "{}", run.transcript);
 
     let entry = || -> Value {
         node.queue_json()

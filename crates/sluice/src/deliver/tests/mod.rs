@@ -125,6 +125,18 @@ fn job(route: Route, recipients: &[&str]) -> DeliveryJob {
     }
 }
 
+/// A job for `recipients` through the smart hosts on `ports`, opportunistic TLS.
+fn opportunistic_job(ports: &[u16], recipients: &[&str]) -> DeliveryJob {
+    job(smart_hosts(ports, TlsPolicy::Opportunistic), recipients)
+}
+
+/// One attempt by a new deliverer with the default settings.
+async fn attempt_once(dir: &Path, ports: &[u16], recipients: &[&str]) -> DeliveryAttempt {
+    deliverer(settings(dir))
+        .attempt(&opportunistic_job(ports, recipients))
+        .await
+}
+
 fn codes(attempt: &DeliveryAttempt) -> Vec<(&'static str, u16)> {
     attempt
         .outcomes
@@ -149,10 +161,7 @@ async fn delivers_to_smtp_sink_with_pipelining() {
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &[]).await;
     let deliverer = deliverer(settings(dir.path()));
-    let mut job = job(
-        smart_hosts(&[port], TlsPolicy::Opportunistic),
-        &["b@example.test", "c@example.test"],
-    );
+    let mut job = opportunistic_job(&[port], &["b@example.test", "c@example.test"]);
     job.ret = Some(DsnReturn::Headers);
     job.envid = Some("id+1".into());
     job.recipients[1].notify = Notify::Never;
@@ -183,12 +192,7 @@ async fn delivers_without_pipelining() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-p"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[port], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(dumps(dir.path()).len(), 1);
 }
@@ -218,12 +222,7 @@ async fn falls_back_to_helo_when_ehlo_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-f", "EHLO"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[port], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     let dump = &dumps(dir.path())[0];
     assert!(dump.contains("X-Client-Proto: SMTP\n"), "{dump}");
@@ -235,12 +234,7 @@ async fn fails_over_from_a_closed_port_to_the_next_smart_host() {
     let closed = free_port();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &[]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[closed, port], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[closed, port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{port}")));
 }
@@ -249,12 +243,7 @@ async fn fails_over_from_a_closed_port_to_the_next_smart_host() {
 async fn all_hosts_down_reports_the_last_failure() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (free_port(), free_port());
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[first, second], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[first, second], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 451)]);
     let reply = reply_of(&attempt, 0);
     assert_eq!(reply.status, Some([4, 4, 1]));
@@ -268,12 +257,7 @@ async fn greeting_4xx_fails_over_to_the_next_host() {
     let busy_dir = tempfile::tempdir().unwrap();
     let _busy = smtp_sink(busy, busy_dir.path(), &["-r", "CONNECT"]).await;
     let _good = smtp_sink(good, dir.path(), &[]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[busy, good], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[busy, good], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(attempt.host.as_deref(), Some(&*format!("127.0.0.1:{good}")));
 }
@@ -287,18 +271,12 @@ async fn refused_recipients_fail_by_reply_class() {
     let deliverer = deliverer(settings(dir.path()));
 
     let attempt = deliverer
-        .attempt(&job(
-            smart_hosts(&[hard], TlsPolicy::Opportunistic),
-            &["b@example.test", "c@example.test"],
-        ))
+        .attempt(&opportunistic_job(&[hard], &["b@example.test", "c@example.test"]))
         .await;
     assert_eq!(codes(&attempt), vec![("perm", 500), ("perm", 500)]);
 
     let attempt = deliverer
-        .attempt(&job(
-            smart_hosts(&[soft], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
+        .attempt(&opportunistic_job(&[soft], &["b@example.test"]))
         .await;
     assert_eq!(codes(&attempt), vec![("temp", 450)]);
     assert!(dumps(dir.path()).is_empty(), "nothing may be delivered");
@@ -309,12 +287,7 @@ async fn service_closing_at_data_defers_every_recipient() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-Q", "DATA"]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[port], TlsPolicy::Opportunistic),
-            &["b@example.test", "c@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test", "c@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 421), ("temp", 421)]);
 }
 
@@ -323,12 +296,7 @@ async fn dropped_connection_mid_transaction_defers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &["-q", "."]).await;
-    let attempt = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[port], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
-        .await;
+    let attempt = attempt_once(dir.path(), &[port], &["b@example.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 451)]);
     assert!(
         reply_of(&attempt, 0).text.contains("end of data"),
@@ -346,10 +314,7 @@ async fn idle_connections_are_reused() {
     let deliverer = deliverer(settings(dir.path()));
     for round in 0..3 {
         let attempt = deliverer
-            .attempt(&job(
-                smart_hosts(&[port], TlsPolicy::Opportunistic),
-                &["b@example.test"],
-            ))
+            .attempt(&opportunistic_job(&[port], &["b@example.test"]))
             .await;
         assert_eq!(codes(&attempt), vec![("delivered", 250)], "round {round}");
         assert_eq!(deliverer.idle_connections(), 1);
@@ -366,10 +331,7 @@ async fn expired_idle_connections_are_closed_with_quit() {
     settings.idle_timeout = Duration::from_millis(300);
     let deliverer = deliverer(settings);
     let attempt = deliverer
-        .attempt(&job(
-            smart_hosts(&[port], TlsPolicy::Opportunistic),
-            &["b@example.test"],
-        ))
+        .attempt(&opportunistic_job(&[port], &["b@example.test"]))
         .await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert_eq!(deliverer.idle_connections(), 1);
@@ -394,10 +356,7 @@ async fn concurrent_jobs_share_a_bounded_number_of_connections() {
         tasks.push(tokio::spawn(async move {
             let recipient = format!("r{i}@example.test");
             deliverer
-                .attempt(&job(
-                    smart_hosts(&[port], TlsPolicy::Opportunistic),
-                    &[recipient.as_str()],
-                ))
+                .attempt(&opportunistic_job(&[port], &[recipient.as_str()]))
                 .await
         }));
     }
@@ -413,10 +372,7 @@ async fn smtputf8_needed_but_not_offered_is_permanent() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _sink = smtp_sink(port, dir.path(), &[]).await;
-    let mut job = job(
-        smart_hosts(&[port], TlsPolicy::Opportunistic),
-        &["b@example.test"],
-    );
+    let mut job = opportunistic_job(&[port], &["b@example.test"]);
     job.smtputf8 = true;
     let attempt = deliverer(settings(dir.path())).attempt(&job).await;
     // smtp-sink does advertise SMTPUTF8; whichever it does, the outcome
@@ -572,10 +528,7 @@ async fn throughput_to_one_smart_host() {
     for _ in 0..50 {
         let (deliverer, next) = (deliverer.clone(), next.clone());
         workers.push(tokio::spawn(async move {
-            let job = job(
-                smart_hosts(&[port], TlsPolicy::Opportunistic),
-                &["b@example.test"],
-            );
+            let job = opportunistic_job(&[port], &["b@example.test"]);
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let attempt = deliverer.attempt(&job).await;
                 assert_eq!(codes(&attempt), vec![("delivered", 250)]);

@@ -42,6 +42,16 @@ impl Drop for ScriptedServer {
 }
 
 impl ScriptedServer {
+    /// A server that offers STARTTLS with `tls` (none: clear text only)
+    /// and completes the handshake.
+    async fn serving(tls: Option<Arc<rustls::ServerConfig>>) -> ScriptedServer {
+        ScriptedServer::start(Script {
+            tls,
+            break_handshake: false,
+        })
+        .await
+    }
+
     async fn start(script: Script) -> ScriptedServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -238,6 +248,17 @@ fn scanner_policy() -> TlsPolicy {
     }
 }
 
+/// A `DomainValidation` (scanner.test) attempt at a server whose
+/// certificate, from a trusted CA, names `names`.
+async fn scanner_attempt(names: &[&str]) -> (ScriptedServer, DeliveryAttempt) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let server = ScriptedServer::serving(Some(pki.signed(names))).await;
+    let ca = Some(pki.write_ca(dir.path()));
+    let attempt = tls_attempt(&server, scanner_policy(), ca, dir.path()).await;
+    (server, attempt)
+}
+
 fn sent_mail_in_clear(server: &ScriptedServer) -> bool {
     server
         .commands()
@@ -247,20 +268,7 @@ fn sent_mail_in_clear(server: &ScriptedServer) -> bool {
 
 #[tokio::test]
 async fn domain_validation_accepts_the_right_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new();
-    let server = ScriptedServer::start(Script {
-        tls: Some(pki.signed(&["scanner.test"])),
-        break_handshake: false,
-    })
-    .await;
-    let attempt = tls_attempt(
-        &server,
-        scanner_policy(),
-        Some(pki.write_ca(dir.path())),
-        dir.path(),
-    )
-    .await;
+    let (server, attempt) = scanner_attempt(&["scanner.test"]).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     let tls = attempt.tls.expect("delivered over TLS");
     assert!(tls.version.starts_with("TLSv1_"), "{tls:?}");
@@ -274,11 +282,7 @@ async fn domain_validation_accepts_the_right_name() {
 async fn domain_validation_accepts_a_wildcard() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new();
-    let server = ScriptedServer::start(Script {
-        tls: Some(pki.signed(&["*.partner.test"])),
-        break_handshake: false,
-    })
-    .await;
+    let server = ScriptedServer::serving(Some(pki.signed(&["*.partner.test"]))).await;
     let policy = TlsPolicy::DomainValidation {
         domain: Some("mx.partner.test".into()),
     };
@@ -288,20 +292,7 @@ async fn domain_validation_accepts_a_wildcard() {
 
 #[tokio::test]
 async fn domain_validation_refuses_another_name_and_sends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new();
-    let server = ScriptedServer::start(Script {
-        tls: Some(pki.signed(&["other.test"])),
-        break_handshake: false,
-    })
-    .await;
-    let attempt = tls_attempt(
-        &server,
-        scanner_policy(),
-        Some(pki.write_ca(dir.path())),
-        dir.path(),
-    )
-    .await;
+    let (server, attempt) = scanner_attempt(&["other.test"]).await;
     assert_eq!(codes(&attempt), vec![("temp", 454)]);
     let reply = reply_of(&attempt, 0);
     assert_eq!(reply.status, Some([4, 7, 5]));
@@ -318,19 +309,11 @@ async fn certificate_validation_checks_the_chain_not_the_name() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new();
     let ca = Some(pki.write_ca(dir.path()));
-    let trusted = ScriptedServer::start(Script {
-        tls: Some(pki.signed(&["other.test"])),
-        break_handshake: false,
-    })
-    .await;
+    let trusted = ScriptedServer::serving(Some(pki.signed(&["other.test"]))).await;
     let attempt = tls_attempt(&trusted, TlsPolicy::CertificateValidation, ca.clone(), dir.path()).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
 
-    let untrusted = ScriptedServer::start(Script {
-        tls: Some(TestPki::self_signed("scanner.test")),
-        break_handshake: false,
-    })
-    .await;
+    let untrusted = ScriptedServer::serving(Some(TestPki::self_signed("scanner.test"))).await;
     let attempt = tls_attempt(&untrusted, TlsPolicy::CertificateValidation, ca, dir.path()).await;
     assert_eq!(codes(&attempt), vec![("temp", 454)]);
     assert!(
@@ -344,20 +327,12 @@ async fn certificate_validation_checks_the_chain_not_the_name() {
 #[tokio::test]
 async fn encryption_only_accepts_self_signed_but_requires_starttls() {
     let dir = tempfile::tempdir().unwrap();
-    let self_signed = ScriptedServer::start(Script {
-        tls: Some(TestPki::self_signed("whatever.test")),
-        break_handshake: false,
-    })
-    .await;
+    let self_signed = ScriptedServer::serving(Some(TestPki::self_signed("whatever.test"))).await;
     let attempt = tls_attempt(&self_signed, TlsPolicy::EncryptionOnly, None, dir.path()).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert!(attempt.tls.is_some());
 
-    let clear_only = ScriptedServer::start(Script {
-        tls: None,
-        break_handshake: false,
-    })
-    .await;
+    let clear_only = ScriptedServer::serving(None).await;
     let attempt = tls_attempt(&clear_only, TlsPolicy::EncryptionOnly, None, dir.path()).await;
     assert_eq!(codes(&attempt), vec![("temp", 454)]);
     let reply = reply_of(&attempt, 0);
@@ -390,11 +365,7 @@ async fn opportunistic_falls_back_to_clear_after_a_failed_handshake() {
 #[tokio::test]
 async fn opportunistic_uses_tls_when_offered() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start(Script {
-        tls: Some(TestPki::self_signed("anything.test")),
-        break_handshake: false,
-    })
-    .await;
+    let server = ScriptedServer::serving(Some(TestPki::self_signed("anything.test"))).await;
     let attempt = tls_attempt(&server, TlsPolicy::Opportunistic, None, dir.path()).await;
     assert_eq!(codes(&attempt), vec![("delivered", 250)]);
     assert!(attempt.tls.is_some());
@@ -404,11 +375,7 @@ async fn opportunistic_uses_tls_when_offered() {
 #[tokio::test]
 async fn mixed_recipient_answers_are_kept_per_recipient() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ScriptedServer::start(Script {
-        tls: None,
-        break_handshake: false,
-    })
-    .await;
+    let server = ScriptedServer::serving(None).await;
     let attempt = deliverer(settings(dir.path()))
         .attempt(&job(
             smart_hosts(&[server.port], TlsPolicy::Opportunistic),
@@ -432,10 +399,7 @@ async fn mixed_recipient_answers_are_kept_per_recipient() {
     assert_eq!(reply_of(&attempt, 1).status, Some([5, 1, 1]));
     assert_eq!(server.messages(), 1);
     let all_refused = deliverer(settings(dir.path()))
-        .attempt(&job(
-            smart_hosts(&[server.port], TlsPolicy::Opportunistic),
-            &["reject@example.test"],
-        ))
+        .attempt(&opportunistic_job(&[server.port], &["reject@example.test"]))
         .await;
     assert_eq!(codes(&all_refused), vec![("perm", 550)]);
     assert_eq!(server.messages(), 1, "no message without an accepted recipient");

@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test uses a different part of the harness
 
 mod bind;
+mod deferring;
 mod dns;
 mod https;
 mod node;
@@ -22,6 +23,7 @@ mod smtp;
 mod tls;
 
 pub use bind::{Bind, Zones};
+pub use deferring::DeferringRelay;
 pub use dns::{Dns, Record};
 pub use https::PolicyServer;
 pub use node::{Node, NodeOptions};
