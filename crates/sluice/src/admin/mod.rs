@@ -78,6 +78,14 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Every queue entry.
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>>;
 
+    /// The queue's shape (`queue summary`) as of now.
+    fn queue_summary(&self) -> BoxFuture<'_, Result<QueueSummary, AdminError>> {
+        Box::pin(async move {
+            let entries = self.queue().await?;
+            Ok(QueueSummary::of(&entries, std::time::SystemTime::now()))
+        })
+    }
+
     /// At most `limit` queue entries with an id after `after`, oldest first,
     /// only those of `status` when given.
     fn queue_page(

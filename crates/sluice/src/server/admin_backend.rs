@@ -266,7 +266,32 @@ impl AdminBackend for NodeAdmin {
     }
 
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>> {
-        Box::pin(async move { Ok(self.queue.list().iter().map(queue_view).collect()) })
+        Box::pin(async move {
+            Ok(self
+                .queue
+                .list()
+                .map_err(internal)?
+                .iter()
+                .map(queue_view)
+                .collect())
+        })
+    }
+
+    fn queue_summary(&self) -> BoxFuture<'_, Result<crate::admin::QueueSummary, AdminError>> {
+        Box::pin(async move {
+            // Counters kept by the spool: no scan, whatever the queue's size.
+            let queue = self.queue.clone();
+            let counts = tokio::task::spawn_blocking(move || queue.shape())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(crate::admin::QueueSummary::from_counts(
+                counts
+                    .into_iter()
+                    .map(|c| (c.domain, c.received_minute, c.recipients)),
+                now_ms(),
+            ))
+        })
     }
 
     fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>> {
@@ -394,7 +419,6 @@ impl AdminBackend for NodeAdmin {
         limit: usize,
     ) -> BoxFuture<'_, Result<Listing<QueueEntryView>, AdminError>> {
         Box::pin(async move {
-            let store = self.store.clone();
             let queue = self.queue.clone();
             tokio::task::spawn_blocking(move || {
                 let mut items = Vec::new();
@@ -405,11 +429,9 @@ impl AdminBackend for NodeAdmin {
                 // back short, its cursor where the scan stopped.
                 while scanned < MAX_SCANNED {
                     let want = limit - items.len();
-                    let page = store.queue_page(cursor.as_deref(), want).map_err(internal)?;
+                    let page = queue.page(cursor.as_deref(), want).map_err(internal)?;
                     scanned += page.items.len().max(1);
-                    for stored in page.items {
-                        // The live state where the message is in memory (an attempt in flight).
-                        let entry = queue.get(&stored.id).unwrap_or(stored);
+                    for entry in page.items {
                         let view = queue_view(&entry);
                         if status.is_none_or(|status| view.status == status) {
                             items.push(view);
@@ -436,8 +458,8 @@ impl AdminBackend for NodeAdmin {
         limit: usize,
     ) -> BoxFuture<'_, Result<Listing<QuarantineView>, AdminError>> {
         Box::pin(async move {
-            let store = self.store.clone();
-            let page = tokio::task::spawn_blocking(move || store.quarantine_page(after.as_deref(), limit))
+            let queue = self.queue.clone();
+            let page = tokio::task::spawn_blocking(move || queue.quarantine_page(after.as_deref(), limit))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;
@@ -510,7 +532,13 @@ impl AdminBackend for NodeAdmin {
 
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<crate::admin::NodeStats, AdminError>> {
         Box::pin(async move {
-            let views: Vec<QueueEntryView> = self.queue.list().iter().map(queue_view).collect();
+            let views: Vec<QueueEntryView> = self
+                .queue
+                .list()
+                .map_err(internal)?
+                .iter()
+                .map(queue_view)
+                .collect();
             let mut stats =
                 crate::admin::NodeStats::from_queue(views.iter().map(|v| (v.id.as_str(), v.status)));
             let (store, queue) = (self.store.clone(), self.queue.clone());
@@ -579,13 +607,12 @@ mod tests {
     fn node(dir: &std::path::Path) -> NodeAdmin {
         let store: Arc<dyn Store> = EmbeddedStore::open(dir).unwrap();
         let (policy, watching) = watch::channel(Arc::new(Policy::default()));
-        let settings = QueueSettings {
-            hostname: "gw.test".into(),
-            retry: vec![Duration::from_secs(60)],
-            expire_after: Duration::from_secs(3600),
-            max_concurrency: 1,
-            delivery_memory: crate::queue::ContentMemory::new(64 << 20),
-        };
+        let settings = QueueSettings::new(
+            "gw.test".into(),
+            vec![Duration::from_secs(60)],
+            Duration::from_secs(3600),
+            1,
+        );
         let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching).unwrap();
         let resolver = Arc::new(crate::dns::StaticResolver::default());
         let deliverer =

@@ -210,11 +210,13 @@ impl Node {
                 policy: policy_rx.clone(),
             }),
             QueueSettings {
-                hostname: config.hostname.clone(),
-                retry: config.retry.clone(),
-                expire_after: config.expire_after,
-                max_concurrency: config.max_concurrency,
                 delivery_memory: crate::queue::ContentMemory::new(config.content_memory / 2),
+                ..QueueSettings::new(
+                    config.hostname.clone(),
+                    config.retry.clone(),
+                    config.expire_after,
+                    config.max_concurrency,
+                )
             },
             policy_rx.clone(),
         )?;
