@@ -101,6 +101,12 @@ pub struct Config {
     pub max_concurrency: usize,
     /// Concurrent connections to one destination host.
     pub max_per_destination: usize,
+    /// Consecutive connection failures after which a destination is down.
+    pub destination_down_after: u32,
+    /// Wait before the first probe of a down destination (then doubling).
+    pub destination_probe: Duration,
+    /// Longest wait between probes of a down destination.
+    pub destination_probe_max: Duration,
     /// Source address of outbound connections.
     pub bind_address: Option<std::net::IpAddr>,
     /// Port of MX deliveries.

@@ -711,3 +711,28 @@ async fn retry_all_streams_through_the_spool_in_batches() {
     wait_for(&queue, |l| l.len() == 1).await;
     assert_eq!(transport.calls.lock().unwrap().len(), BATCH + 87);
 }
+
+/// The queue defines what it needs from storage; the store implements it.
+/// One direction only: product code under queue/ never names store/
+/// (these tests run on the real embedded store, so this file may).
+#[test]
+fn the_queue_does_not_import_the_store() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/queue");
+    let mut checked = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.file_name().is_some_and(|name| name == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in ["crate::store", "super::super::store", "store::"] {
+            assert!(
+                !text.contains(needle),
+                "{} names the store ({needle}): the queue's storage is its Spool trait",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} files under {}", dir.display());
+}

@@ -211,6 +211,11 @@ impl Node {
             }),
             QueueSettings {
                 delivery_memory: crate::queue::ContentMemory::new(config.content_memory / 2),
+                destinations: crate::queue::DestinationSettings {
+                    down_after: config.destination_down_after,
+                    probe_first: config.destination_probe,
+                    probe_max: config.destination_probe_max,
+                },
                 ..QueueSettings::new(
                     config.hostname.clone(),
                     config.retry.clone(),

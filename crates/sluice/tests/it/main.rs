@@ -10,6 +10,7 @@ mod auth;
 mod connectors;
 mod content_work;
 mod dane;
+mod dead_destination;
 mod delivery_tls;
 mod demo;
 mod display_safety;
