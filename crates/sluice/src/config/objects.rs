@@ -317,6 +317,13 @@ pub struct OutboundConnectorObject {
     /// Larger messages are refused for this connector (`25MB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<String>,
+    /// Concurrent connections to each of its hosts (default:
+    /// `delivery.max_per_destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Messages sent over one connection before it is closed (default: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_connection: Option<usize>,
     /// The last `connector validate` result, recorded by the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation: Option<LastValidation>,
@@ -671,6 +678,14 @@ impl ObjectSet {
                     "only used with tls = \"domain_validation\"".into(),
                 ));
             }
+            for (key, value) in [
+                ("max_connections", c.max_connections),
+                ("max_messages_per_connection", c.max_messages_per_connection),
+            ] {
+                if value == Some(0) {
+                    return Err(err(key, "must be at least 1".into()));
+                }
+            }
             policy.outbound.push(OutboundConnector {
                 name: c.name.clone(),
                 kind: c.kind,
@@ -680,6 +695,8 @@ impl ObjectSet {
                 helo_name: Some(c.helo_name.trim().to_string()).filter(|h| !h.is_empty()),
                 retain_internal_headers: c.retain_internal_headers,
                 max_message_size,
+                max_connections: c.max_connections,
+                max_messages_per_connection: c.max_messages_per_connection,
                 enabled: c.enabled,
             });
         }

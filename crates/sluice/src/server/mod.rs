@@ -44,13 +44,20 @@ impl Transport for Outbound {
         // The connector chosen at acceptance is used as it is configured
         // now, as Exchange does: a fixed TLS name or smart host takes effect
         // on the next retry of mail already queued.
+        let mut limits = crate::deliver::ConnectionLimits::default();
         if let Route::Connector { connector, .. } = &job.route {
             let current = self
                 .policy
                 .borrow()
                 .outbound_connector(connector)
                 .filter(|c| c.enabled)
-                .map(Route::from);
+                .map(|c| {
+                    limits = crate::deliver::ConnectionLimits {
+                        max_connections: c.max_connections,
+                        max_messages_per_connection: c.max_messages_per_connection,
+                    };
+                    Route::from(c)
+                });
             if let Some(route) = current {
                 job.route = route;
             }
@@ -105,7 +112,7 @@ impl Transport for Outbound {
                 });
             }
         }
-        Box::pin(async move { self.deliverer.attempt(&job).await })
+        Box::pin(async move { self.deliverer.attempt_with(&job, limits).await })
     }
 }
 
