@@ -154,6 +154,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::queue::act,
         super::queue::delete,
         super::queue::retry_all,
+        super::queue::delete_all,
         super::queue::summary,
         super::quarantine::list,
         super::quarantine::show,
@@ -291,6 +292,7 @@ mod tests {
             "GET /api/v1/queue/summary",
             "POST /api/v1/queue/{id}/{action}",
             "DELETE /api/v1/queue/{id}",
+            "DELETE /api/v1/queue",
             "GET /api/v1/trace",
             "GET /api/v1/quarantine",
             "POST /api/v1/quarantine/{id}/release",
@@ -314,7 +316,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 61, "{operations:?}");
+        assert_eq!(operations.len(), 62, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -383,6 +385,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 58);
+        assert_eq!(checked, 2 * 59);
     }
 }

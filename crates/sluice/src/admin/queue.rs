@@ -128,6 +128,13 @@ pub struct RetryAllResult {
     pub held: usize,
 }
 
+/// Body of `DELETE /api/v1/queue?status=S&domain=D`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeleteAllResult {
+    /// Entries deleted.
+    pub deleted: usize,
+}
+
 /// Body of `POST /api/v1/queue/{id}/{action}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueActionResult {
@@ -265,7 +272,7 @@ pub(super) struct ListQuery {
 
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/queue", get(list))
+        .route("/queue", get(list).delete(delete_all))
         .route("/queue/retry", post(retry_all))
         .route("/queue/summary", get(summary))
         .route("/queue/{id}", get(show).delete(delete))
@@ -359,6 +366,27 @@ pub(super) async fn delete(
         ActResult::Missing => Err(no_entry(&id)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    status: Option<QueueStatus>,
+    domain: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/queue", tag = "queue", operation_id = "queue_delete_all",
+    params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status"),
+        ("domain" = Option<String>, Query, description = "Only entries with a waiting recipient in this domain")),
+    responses((status = 200, description = "Every matching entry deleted, without bounces", body = DeleteAllResult),
+        (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+pub(super) async fn delete_all(
+    State(state): State<ApiState>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Json<DeleteAllResult>, AdminError> {
+    let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
+    let deleted = state.backend.delete_all(query.status, query.domain).await?;
+    Ok(Json(DeleteAllResult { deleted }))
 }
 
 #[utoipa::path(post, path = "/queue/retry", tag = "queue", operation_id = "queue_retry_all",

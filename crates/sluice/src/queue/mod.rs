@@ -149,6 +149,30 @@ pub struct RetryAll {
     pub held: usize,
 }
 
+/// Which entries `delete --all` removes: every one, or those of a status
+/// (`queued`, `deferred`, `held`) and with a waiting recipient in a domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// The entry's status word (SPEC section 4).
+    pub status: Option<String>,
+    /// A waiting recipient's domain (case-insensitive).
+    pub domain: Option<String>,
+}
+
+impl EntryFilter {
+    /// Whether `entry` is one of those.
+    pub fn matches(&self, entry: &QueueEntry) -> bool {
+        self.status
+            .as_deref()
+            .is_none_or(|status| entry.status_word() == status)
+            && self.domain.as_deref().is_none_or(|domain| {
+                entry.recipients.iter().any(|r| {
+                    r.status.due_ms().is_some() && r.address.domain().to_string().eq_ignore_ascii_case(domain)
+                })
+            })
+    }
+}
+
 /// Why the queue refused something.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -510,6 +534,47 @@ impl Queue {
             match page.next {
                 Some(next) => after = Some(next),
                 None => return Ok(result),
+            }
+        }
+    }
+
+    /// Deletes every entry `filter` matches, without bounces (`postsuper
+    /// -d ALL`), streaming through the spool a batch at a time: one read,
+    /// one commit (with a `deleted` trace event each) per batch.
+    pub async fn delete_all(&self, filter: &EntryFilter) -> Result<usize, QueueError> {
+        let mut deleted = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.inner.spool.queue_page(after.as_deref(), BATCH)?;
+            let matching: Vec<QueueEntry> = page.items.into_iter().filter(|e| filter.matches(e)).collect();
+            if !matching.is_empty() {
+                let events = matching
+                    .iter()
+                    .map(|e| {
+                        event(
+                            e,
+                            TraceKind::Deleted,
+                            None,
+                            None,
+                            Some("deleted by filter".into()),
+                        )
+                    })
+                    .collect();
+                let mut writes: Vec<SpoolWrite> = matching
+                    .iter()
+                    .map(|e| SpoolWrite::Remove(e.id.clone()))
+                    .collect();
+                writes.push(SpoolWrite::Trace(events));
+                self.inner.spool.commit_spool(writes).await?;
+                let mut state = self.state();
+                for entry in &matching {
+                    state.near.forget(&entry.id);
+                }
+                deleted += matching.len();
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(deleted),
             }
         }
     }

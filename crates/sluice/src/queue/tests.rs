@@ -736,3 +736,31 @@ fn the_queue_does_not_import_the_store() {
     }
     assert!(checked >= 5, "only {checked} files under {}", dir.display());
 }
+
+#[tokio::test(start_paused = true)]
+async fn delete_by_filter_streams_through_the_spool_and_traces_each_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let later = now_ms() + 86_400_000;
+    let doomed = fill(store.as_ref(), BATCH + 10, "r@b.test", later).await;
+    let kept = fill(store.as_ref(), 20, "r@a.test", later).await;
+    let queue = start_over(store.clone(), Flappy::new(), settings());
+    queue.act(&kept[0], QueueAction::Hold).await.unwrap();
+    let filter = |status: Option<&str>, domain: Option<&str>| EntryFilter {
+        status: status.map(str::to_string),
+        domain: domain.map(str::to_string),
+    };
+    assert_eq!(queue.delete_all(&filter(None, Some("B.test"))).await.unwrap(), BATCH + 10);
+    assert!(queue.get(&doomed[BATCH]).is_none());
+    assert_eq!(queue.delete_all(&filter(Some("held"), None)).await.unwrap(), 1);
+    assert_eq!(queue.list().unwrap().len(), 19);
+    let deleted = store
+        .trace_events(0)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == TraceKind::Deleted)
+        .count();
+    assert_eq!(deleted, BATCH + 11);
+    assert_eq!(queue.delete_all(&EntryFilter::default()).await.unwrap(), 19);
+    assert!(queue.shape().unwrap().is_empty(), "the counters follow deletions");
+}

@@ -318,6 +318,20 @@ impl AdminBackend for NodeAdmin {
         })
     }
 
+    fn delete_all(
+        &self,
+        status: Option<QueueStatus>,
+        domain: Option<String>,
+    ) -> BoxFuture<'_, Result<usize, AdminError>> {
+        Box::pin(async move {
+            let filter = crate::queue::EntryFilter {
+                status: status.map(|s| s.as_str().to_string()),
+                domain,
+            };
+            self.queue.delete_all(&filter).await.map_err(internal)
+        })
+    }
+
     fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>> {
         Box::pin(async move {
             let done = self.queue.retry_all().await.map_err(internal)?;
