@@ -12,7 +12,7 @@
 # attempt, and connection attempts per minute.
 #
 #   bench/queue_backlog.sh                       # 1,000,000 messages
-#   BENCH_MESSAGES=200000 bench/queue_backlog.sh
+#   BENCH_MESSAGES=200000 BENCH_WATCH=60 bench/queue_backlog.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,8 @@ edge=10000
 ((messages > 2 * edge)) || { echo "queue_backlog.sh: BENCH_MESSAGES must exceed $((2 * edge))" >&2; exit 2; }
 # How long to watch connection attempts after the restart.
 watch_s=${BENCH_WATCH:-120}
+# BENCH_BUILD=0 uses the release binary as it is.
+build=${BENCH_BUILD:-1}
 
 # 127.0.202.0/24 is not used by the integration tests or relay.sh.
 sluice_ip=127.0.202.1
@@ -30,8 +32,10 @@ dead_ip=127.0.202.9
 
 [[ -x /usr/sbin/smtp-source ]] || { echo "queue_backlog.sh: needs smtp-source (postfix)" >&2; exit 2; }
 
-echo "queue_backlog.sh: building sluice (release)" >&2
-cargo build --release -q -p sluice --bin sluice
+if [[ $build == 1 ]]; then
+    echo "queue_backlog.sh: building sluice (release)" >&2
+    cargo build --release -q -p sluice --bin sluice
+fi
 sluice_bin=${CARGO_TARGET_DIR:-target}/release/sluice
 
 work=$(mktemp -d /tmp/sluice-backlog.XXXXXX)
