@@ -69,6 +69,8 @@ data_dir = "$work/data"
 
 [smtp]
 listen = ["$sluice_ip:$smtp_port"]
+# smtp-source reconnects for each message: closing sessions overlap new ones.
+max_connections_per_ip = 1000
 
 [admin]
 listen = "$sluice_ip:$admin_port"
@@ -77,6 +79,12 @@ cat >"$work/objects.toml" <<TOML
 [[accepted_domain]]
 name = "contoso.test"
 type = "internal_relay"
+
+# The load comes from on premises: no SPF/DKIM/DMARC lookups per message.
+[[inbound_connector]]
+name = "Load"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.0/8"]
 
 [[outbound_connector]]
 name = "Dead"
