@@ -55,7 +55,10 @@ async fn rate(store: Arc<dyn Store>, writers: usize, tag: &str) -> f64 {
             while start.elapsed() < RUN {
                 let id = format!("{tag}-{writer:03}-{n:08}");
                 store
-                    .commit(vec![Write::Enqueue(entry(id), content.clone())])
+                    .commit(vec![Write::Spool(sluice::queue::SpoolWrite::Enqueue(
+                        entry(id),
+                        content.clone(),
+                    ))])
                     .await
                     .expect("commit");
                 n += 1;

@@ -40,8 +40,11 @@ const ALL_BUT_MESSAGE: &[&str] = &[
     "private_dir",
 ];
 
-/// (module, modules it must not import). queue/ and store/ still import
-/// each other (the spool trait is not drawn yet); add that pair once it holds.
+/// The queue states what it needs from storage (`queue::Spool`); the
+/// store implements it, so the arrow goes one way only.
+const ABOVE_STAGES_AND_STORE: &[&str] = &["server", "admin", "cli", "store"];
+
+/// (module, modules it must not import).
 const RULES: &[(&str, &[&str])] = &[
     ("message", ALL_BUT_MESSAGE),
     ("config", STAGES),
@@ -49,7 +52,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("rules", ABOVE_STAGES),
     ("scan", ABOVE_TABLES),
     ("route", ABOVE_TABLES),
-    ("queue", ABOVE_STAGES),
+    ("queue", ABOVE_STAGES_AND_STORE),
     ("deliver", ABOVE_STAGES),
     ("receive", ABOVE_STAGES),
     ("auth", ABOVE_STAGES),
@@ -61,6 +64,11 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        // `tests.rs` and `tests/` are `#[cfg(test)]` modules: test code.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name == "tests" || name == "tests.rs" {
+            continue;
+        }
         if path.is_dir() {
             files.extend(sources(&path));
         } else if path.extension().is_some_and(|e| e == "rs") {

@@ -41,8 +41,8 @@ pub use auth::load_or_create_token;
 pub use node::NodeAdmin;
 pub use quarantine::{HeaderField, QuarantineAction, QuarantineView};
 pub use queue::{
-    ActResult, QueueAction, QueueActionResult, QueueEntryView, QueueShapeRow, QueueStatus, QueueSummary,
-    RecipientQueueStatus, RecipientView, RetryAllResult, AGE_BUCKETS_MINUTES,
+    ActResult, DeleteAllResult, QueueAction, QueueActionResult, QueueEntryView, QueueShapeRow, QueueStatus,
+    QueueSummary, RecipientQueueStatus, RecipientView, RetryAllResult, AGE_BUCKETS_MINUTES,
 };
 pub use stats::{NodeStats, StatsView};
 pub use tls_reports::TlsReportSent;
@@ -104,6 +104,14 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Every queue entry.
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>>;
 
+    /// The queue's shape (`queue summary`) as of now.
+    fn queue_summary(&self) -> BoxFuture<'_, Result<QueueSummary, AdminError>> {
+        Box::pin(async move {
+            let entries = self.queue().await?;
+            Ok(QueueSummary::of(&entries, std::time::SystemTime::now()))
+        })
+    }
+
     /// At most `limit` queue entries with an id after `after`, oldest first,
     /// only those of `status` when given.
     fn queue_page(
@@ -125,6 +133,32 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Retries, holds, releases or deletes an entry, as postsuper does
     /// ([`crate::queue::Queue::act`]).
     fn queue_action(&self, id: String, action: QueueAction) -> BoxFuture<'_, Result<ActResult, AdminError>>;
+
+    /// Deletes every entry of `status` with a waiting recipient in
+    /// `domain` (each when given), without bounces; says how many.
+    fn delete_all(
+        &self,
+        status: Option<QueueStatus>,
+        domain: Option<String>,
+    ) -> BoxFuture<'_, Result<usize, AdminError>> {
+        Box::pin(async move {
+            let mut deleted = 0;
+            for entry in self.queue().await? {
+                let in_domain = domain.as_deref().is_none_or(|domain| {
+                    entry.recipients.iter().any(|r| {
+                        r.address
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                    })
+                });
+                if status.is_none_or(|s| entry.status == s) && in_domain {
+                    self.queue_action(entry.id, QueueAction::Delete).await?;
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+    }
 
     /// Makes every waiting entry due now, held ones excepted; says how many of each.
     fn retry_all(&self) -> BoxFuture<'_, Result<RetryAllResult, AdminError>>;

@@ -101,7 +101,46 @@ impl AdminBackend for NodeAdmin {
     }
 
     fn queue(&self) -> BoxFuture<'_, Result<Vec<QueueEntryView>, AdminError>> {
-        Box::pin(async move { Ok(self.queue.list().iter().map(queue_view).collect()) })
+        Box::pin(async move {
+            Ok(self
+                .queue
+                .list()
+                .map_err(internal)?
+                .iter()
+                .map(queue_view)
+                .collect())
+        })
+    }
+
+    fn queue_summary(&self) -> BoxFuture<'_, Result<super::QueueSummary, AdminError>> {
+        Box::pin(async move {
+            // Counters kept by the spool: no scan, whatever the queue's size.
+            let queue = self.queue.clone();
+            let counts = tokio::task::spawn_blocking(move || queue.shape())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(super::QueueSummary::from_counts(
+                counts
+                    .into_iter()
+                    .map(|c| (c.domain, c.received_minute, c.recipients)),
+                now_ms(),
+            ))
+        })
+    }
+
+    fn delete_all(
+        &self,
+        status: Option<QueueStatus>,
+        domain: Option<String>,
+    ) -> BoxFuture<'_, Result<usize, AdminError>> {
+        Box::pin(async move {
+            let filter = crate::queue::EntryFilter {
+                status: status.map(|s| s.as_str().to_string()),
+                domain,
+            };
+            self.queue.delete_all(&filter).await.map_err(internal)
+        })
     }
 
     fn queue_entry(&self, id: String) -> BoxFuture<'_, Result<Option<QueueEntryView>, AdminError>> {
@@ -223,7 +262,6 @@ impl AdminBackend for NodeAdmin {
         limit: usize,
     ) -> BoxFuture<'_, Result<Listing<QueueEntryView>, AdminError>> {
         Box::pin(async move {
-            let store = self.store.clone();
             let queue = self.queue.clone();
             tokio::task::spawn_blocking(move || {
                 let mut items = Vec::new();
@@ -234,11 +272,9 @@ impl AdminBackend for NodeAdmin {
                 // back short, its cursor where the scan stopped.
                 while scanned < MAX_SCANNED {
                     let want = limit - items.len();
-                    let page = store.queue_page(cursor.as_deref(), want).map_err(internal)?;
+                    let page = queue.page(cursor.as_deref(), want).map_err(internal)?;
                     scanned += page.items.len().max(1);
-                    for stored in page.items {
-                        // The live state where the message is in memory (an attempt in flight).
-                        let entry = queue.get(&stored.id).unwrap_or(stored);
+                    for entry in page.items {
                         let view = queue_view(&entry);
                         if status.is_none_or(|status| view.status == status) {
                             items.push(view);
@@ -265,8 +301,8 @@ impl AdminBackend for NodeAdmin {
         limit: usize,
     ) -> BoxFuture<'_, Result<Listing<QuarantineView>, AdminError>> {
         Box::pin(async move {
-            let store = self.store.clone();
-            let page = tokio::task::spawn_blocking(move || store.quarantine_page(after.as_deref(), limit))
+            let queue = self.queue.clone();
+            let page = tokio::task::spawn_blocking(move || queue.quarantine_page(after.as_deref(), limit))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;
@@ -321,10 +357,11 @@ impl AdminBackend for NodeAdmin {
     }
 
     fn stats(&self, since_ms: u64) -> BoxFuture<'_, Result<crate::admin::NodeStats, AdminError>> {
-        let stats = crate::admin::NodeStats {
-            queue: self.queue.depth(),
-            activity: self.queue.counters().activity(since_ms),
-        };
-        Box::pin(async move { Ok(stats) })
+        Box::pin(async move {
+            Ok(crate::admin::NodeStats {
+                queue: self.queue.depth().map_err(internal)?,
+                activity: self.queue.counters().activity(since_ms),
+            })
+        })
     }
 }

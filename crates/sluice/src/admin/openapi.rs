@@ -154,6 +154,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         super::queue::act,
         super::queue::delete,
         super::queue::retry_all,
+        super::queue::delete_all,
         super::queue::summary,
         super::quarantine::list,
         super::quarantine::show,
@@ -293,6 +294,7 @@ mod tests {
             "GET /api/v1/queue/summary",
             "POST /api/v1/queue/{id}/{action}",
             "DELETE /api/v1/queue/{id}",
+            "DELETE /api/v1/queue",
             "GET /api/v1/trace",
             "GET /api/v1/quarantine",
             "POST /api/v1/quarantine/{id}/release",
@@ -317,7 +319,7 @@ mod tests {
                 "{expected} not in {operations:?}"
             );
         }
-        assert_eq!(operations.len(), 62, "{operations:?}");
+        assert_eq!(operations.len(), 63, "{operations:?}");
         for operation in &operations {
             let (method, path) = operation.split_once(' ').unwrap();
             let uri = path
@@ -387,6 +389,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 59);
+        assert_eq!(checked, 2 * 60);
     }
 }

@@ -64,6 +64,13 @@ pub struct RetryAllResult {
     pub held: usize,
 }
 
+/// Body of `DELETE /api/v1/queue?status=S&domain=D`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeleteAllResult {
+    /// Entries deleted.
+    pub deleted: usize,
+}
+
 /// Body of `POST /api/v1/queue/{id}/{action}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueActionResult {
@@ -102,6 +109,50 @@ pub struct QueueSummary {
 }
 
 impl QueueSummary {
+    /// Shapes counters as the spool keeps them: (domain, minute of
+    /// receipt, waiting recipients), as of `now_ms`.
+    pub fn from_counts(counts: impl IntoIterator<Item = (String, u64, u64)>, now_ms: u64) -> QueueSummary {
+        let buckets = AGE_BUCKETS_MINUTES.len() + 1;
+        let row = |destination: &str| QueueShapeRow {
+            destination: destination.to_string(),
+            total: 0,
+            by_age: vec![0; buckets],
+        };
+        let mut total = row("TOTAL");
+        let mut rows: std::collections::BTreeMap<String, QueueShapeRow> = Default::default();
+        let now_minute = now_ms / 60_000;
+        for (domain, received_minute, recipients) in counts {
+            let age_minutes = now_minute.saturating_sub(received_minute);
+            let bucket = AGE_BUCKETS_MINUTES
+                .iter()
+                .position(|&bound| age_minutes < bound)
+                .unwrap_or(buckets - 1);
+            let row = rows.entry(domain.clone()).or_insert_with(|| row(&domain));
+            for counted in [row, &mut total] {
+                counted.total += recipients;
+                counted.by_age[bucket] += recipients;
+            }
+        }
+        Self::ranked(total, rows.into_values().collect())
+    }
+
+    fn ranked(total: QueueShapeRow, mut destinations: Vec<QueueShapeRow>) -> QueueSummary {
+        destinations.sort_by(|a, b| {
+            b.total
+                .cmp(&a.total)
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+        QueueSummary {
+            age_buckets_minutes: AGE_BUCKETS_MINUTES
+                .iter()
+                .map(|&m| Some(m))
+                .chain([None])
+                .collect(),
+            total,
+            destinations,
+        }
+    }
+
     /// Shapes `entries` as of `now`: each waiting recipient counts once,
     /// in the row of its domain and the bucket of its message's age.
     pub fn of(entries: &[QueueEntryView], now: std::time::SystemTime) -> QueueSummary {
@@ -143,21 +194,7 @@ impl QueueSummary {
                 }
             }
         }
-        let mut destinations: Vec<QueueShapeRow> = rows.into_values().collect();
-        destinations.sort_by(|a, b| {
-            b.total
-                .cmp(&a.total)
-                .then_with(|| a.destination.cmp(&b.destination))
-        });
-        QueueSummary {
-            age_buckets_minutes: AGE_BUCKETS_MINUTES
-                .iter()
-                .map(|&m| Some(m))
-                .chain([None])
-                .collect(),
-            total,
-            destinations,
-        }
+        Self::ranked(total, rows.into_values().collect())
     }
 }
 
@@ -171,7 +208,7 @@ pub(super) struct ListQuery {
 
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/queue", get(list))
+        .route("/queue", get(list).delete(delete_all))
         .route("/queue/retry", post(retry_all))
         .route("/queue/summary", get(summary))
         .route("/queue/{id}", get(show).delete(delete))
@@ -217,8 +254,7 @@ pub(super) async fn show(
 #[utoipa::path(get, path = "/queue/summary", tag = "queue", operation_id = "queue_summary",
     responses((status = 200, description = "Waiting recipients by destination domain and age, as qshape", body = QueueSummary)))]
 pub(super) async fn summary(State(state): State<ApiState>) -> Result<Json<QueueSummary>, AdminError> {
-    let entries = state.backend.queue().await?;
-    Ok(Json(QueueSummary::of(&entries, std::time::SystemTime::now())))
+    Ok(Json(state.backend.queue_summary().await?))
 }
 
 #[utoipa::path(post, path = "/queue/{id}/{action}", tag = "queue", operation_id = "queue_act",
@@ -266,6 +302,27 @@ pub(super) async fn delete(
         ActResult::Missing => Err(no_entry(&id)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    status: Option<QueueStatus>,
+    domain: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/queue", tag = "queue", operation_id = "queue_delete_all",
+    params(("status" = Option<QueueStatus>, Query, description = "Only entries with this status"),
+        ("domain" = Option<String>, Query, description = "Only entries with a waiting recipient in this domain")),
+    responses((status = 200, description = "Every matching entry deleted, without bounces", body = DeleteAllResult),
+        (status = 400, description = "Invalid request; the text names the key", body = super::ErrorBody)))]
+pub(super) async fn delete_all(
+    State(state): State<ApiState>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Json<DeleteAllResult>, AdminError> {
+    let Query(query) = query.map_err(|rejection| AdminError::Invalid(rejection.body_text()))?;
+    let deleted = state.backend.delete_all(query.status, query.domain).await?;
+    Ok(Json(DeleteAllResult { deleted }))
 }
 
 #[utoipa::path(post, path = "/queue/retry", tag = "queue", operation_id = "queue_retry_all",

@@ -358,10 +358,21 @@ pub enum QueueCommand {
         /// Queue id.
         id: String,
     },
-    /// Delete an entry without notifying the sender.
+    /// Delete an entry (or, with --all, every entry, or those a filter
+    /// names) without notifying the sender.
     Delete {
         /// Queue id.
-        id: String,
+        #[arg(required_unless_present = "all", conflicts_with_all = ["all", "status", "domain"])]
+        id: Option<String>,
+        /// Every entry (`postsuper -d ALL`), or those --status and --domain name.
+        #[arg(long)]
+        all: bool,
+        /// With --all: only entries with this status.
+        #[arg(long, value_enum, requires = "all")]
+        status: Option<QueueStatusArg>,
+        /// With --all: only entries with a waiting recipient in this domain.
+        #[arg(long, requires = "all")]
+        domain: Option<String>,
     },
 }
 

@@ -5,7 +5,9 @@ use super::client::{query, segment, ApiClient};
 use super::output::PagePrinter;
 use super::output::{human_size, json, or_dash, Table};
 use super::{Failure, GlobalArgs, QueueCommand, QueueStatusArg};
-use crate::admin::{QueueActionResult, QueueEntryView, QueueStatus, QueueSummary, RetryAllResult};
+use crate::admin::{
+    DeleteAllResult, QueueActionResult, QueueEntryView, QueueStatus, QueueSummary, RetryAllResult,
+};
 
 pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Failure> {
     let client = ApiClient::connect(global)?;
@@ -15,11 +17,7 @@ pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Fai
             limit,
             json: as_json,
         } => {
-            let status = status.map(|s| match s {
-                QueueStatusArg::Queued => QueueStatus::Queued,
-                QueueStatusArg::Deferred => QueueStatus::Deferred,
-                QueueStatusArg::Held => QueueStatus::Held,
-            });
+            let status = status.map(status_of);
             let path = format!(
                 "queue{}",
                 query(&[("status", status.map(|s| s.as_str().to_string()))])
@@ -57,12 +55,36 @@ pub(crate) fn run(global: &GlobalArgs, command: &QueueCommand) -> Result<(), Fai
         }
         QueueCommand::Hold { id } => act(&client, id, "hold")?,
         QueueCommand::Release { id } => act(&client, id, "release")?,
-        QueueCommand::Delete { id } => {
+        QueueCommand::Delete { id: Some(id), .. } => {
             client.delete(&entry_path(id))?;
             println!("{id}: deleted");
         }
+        QueueCommand::Delete {
+            id: None,
+            status,
+            domain,
+            ..
+        } => {
+            let path = format!(
+                "queue{}",
+                query(&[
+                    ("status", status.map(|s| status_of(s).as_str().to_string())),
+                    ("domain", domain.clone()),
+                ])
+            );
+            let result: DeleteAllResult = client.delete(&path)?.decode()?;
+            println!("{} entries deleted", result.deleted);
+        }
     }
     Ok(())
+}
+
+fn status_of(arg: QueueStatusArg) -> QueueStatus {
+    match arg {
+        QueueStatusArg::Queued => QueueStatus::Queued,
+        QueueStatusArg::Deferred => QueueStatus::Deferred,
+        QueueStatusArg::Held => QueueStatus::Held,
+    }
 }
 
 /// Posts an action; prints what the node says it did (a retry of a held

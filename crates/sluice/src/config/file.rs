@@ -70,6 +70,9 @@ struct DeliverySection {
     extra_ca: Option<String>,
     max_concurrency: Option<usize>,
     max_per_destination: Option<usize>,
+    destination_down_after: Option<u32>,
+    destination_probe: Option<String>,
+    destination_probe_max: Option<String>,
     bind_address: Option<String>,
     mx_port: Option<u16>,
     dane: Option<bool>,
@@ -224,7 +227,7 @@ impl NodeFile {
             min_free: self
                 .store
                 .min_free
-                .map(|v| crate::store::space::MinFree::parse(&v).map_err(|m| invalid("store.min_free", m)))
+                .map(|v| super::MinFree::parse(&v).map_err(|m| invalid("store.min_free", m)))
                 .transpose()?
                 .unwrap_or_default(),
             smtp_listen,
@@ -261,6 +264,20 @@ impl NodeFile {
             max_per_destination: positive(
                 "delivery.max_per_destination",
                 self.delivery.max_per_destination.unwrap_or(20),
+            )?,
+            destination_down_after: positive(
+                "delivery.destination_down_after",
+                self.delivery.destination_down_after.unwrap_or(5) as usize,
+            )? as u32,
+            destination_probe: duration(
+                "delivery.destination_probe",
+                self.delivery.destination_probe.as_deref(),
+                "1m",
+            )?,
+            destination_probe_max: duration(
+                "delivery.destination_probe_max",
+                self.delivery.destination_probe_max.as_deref(),
+                "30m",
             )?,
             bind_address,
             mx_port: self.delivery.mx_port.unwrap_or(25),

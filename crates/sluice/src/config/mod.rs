@@ -74,7 +74,7 @@ pub struct Config {
     pub store_url: String,
     /// Free space kept on the data_dir's filesystem; below it new mail
     /// gets 452 4.3.1.
-    pub min_free: crate::store::space::MinFree,
+    pub min_free: MinFree,
     /// SMTP listeners.
     pub smtp_listen: Vec<SocketAddr>,
     /// Server certificate and key (PEM); `None` generates a self-signed pair.
@@ -111,6 +111,12 @@ pub struct Config {
     pub max_concurrency: usize,
     /// Concurrent connections to one destination host.
     pub max_per_destination: usize,
+    /// Consecutive connection failures after which a destination is down.
+    pub destination_down_after: u32,
+    /// Wait before the first probe of a down destination (then doubling).
+    pub destination_probe: Duration,
+    /// Longest wait between probes of a down destination.
+    pub destination_probe_max: Duration,
     /// Source address of outbound connections.
     pub bind_address: Option<std::net::IpAddr>,
     /// Port of MX deliveries.
@@ -266,5 +272,48 @@ mod tests {
     fn unknown_keys_are_refused() {
         let error = toml::from_str::<NodeFile>("[smtp]\nlisten = []\nbogus = 1\n").unwrap_err();
         assert!(error.to_string().contains("bogus"), "{error}");
+    }
+}
+
+/// How much free space to keep: `[store] min_free`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    /// Octets.
+    Bytes(u64),
+    /// Per cent of the filesystem's size, 0 to 100.
+    Percent(f64),
+}
+
+impl Default for MinFree {
+    /// 1 GB.
+    fn default() -> Self {
+        MinFree::Bytes(1_000_000_000)
+    }
+}
+
+impl MinFree {
+    /// `"1GB"`, `"500MB"`, `"5%"`.
+    pub fn parse(text: &str) -> Result<MinFree, String> {
+        match text.trim().strip_suffix('%') {
+            Some(percent) => {
+                let value: f64 = percent
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{text:?} is not a percentage"))?;
+                if !(0.0..=100.0).contains(&value) {
+                    return Err(format!("{text:?} is not between 0% and 100%"));
+                }
+                Ok(MinFree::Percent(value))
+            }
+            None => parse_size(text).map(|octets| MinFree::Bytes(octets as u64)),
+        }
+    }
+
+    /// The octets to keep free on a filesystem of `total` octets.
+    pub fn threshold(self, total: u64) -> u64 {
+        match self {
+            MinFree::Bytes(octets) => octets,
+            MinFree::Percent(percent) => (total as f64 * percent / 100.0) as u64,
+        }
     }
 }

@@ -240,6 +240,13 @@ pub struct OutboundConnectorObject {
     /// Larger messages are refused for this connector (`25MB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<String>,
+    /// Concurrent connections to each of its hosts (default:
+    /// `delivery.max_per_destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Messages sent over one connection before it is closed (default: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_connection: Option<usize>,
     /// The last `connector validate` result, recorded by the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation: Option<LastValidation>,

@@ -568,6 +568,8 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
                     validation_recipients: p.list("ValidationRecipients"),
                     port: None,
                     max_message_size: None,
+                    max_connections: None,
+                    max_messages_per_connection: None,
                     last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });
@@ -663,6 +665,8 @@ pub fn import(text: &str) -> Result<Imported, ImportError> {
                     validation_recipients: Vec::new(),
                     port: if dns_routing { None } else { port },
                     max_message_size: exchange_size(&p, "MaxMessageSize", p.string("MaxMessageSize")?)?,
+                    max_connections: None,
+                    max_messages_per_connection: None,
                     last_validation: None,
                     enabled: p.flag("Enabled")?.unwrap_or(true),
                 });

@@ -168,6 +168,8 @@ pub(super) struct Connection {
     pub(super) tls: Option<TlsInfo>,
     /// When the TCP connection was made (reuse has an age limit).
     pub(super) opened: Instant,
+    /// Transactions finished on it (a connector may cap them).
+    pub(super) transactions: usize,
 }
 
 impl Connection {
@@ -207,6 +209,7 @@ impl Connection {
             capabilities: None,
             tls: None,
             opened: Instant::now(),
+            transactions: 0,
         })
     }
 
@@ -360,6 +363,7 @@ impl Connection {
             capabilities: None,
             tls: Some(info),
             opened: self.opened,
+            transactions: self.transactions,
         })
     }
 

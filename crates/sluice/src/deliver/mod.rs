@@ -38,6 +38,7 @@ use crate::route::{NextHop, Route, TlsPolicy};
 use connection::establish;
 use mail_auth::report::tlsrpt::{PolicyType, ResultType};
 use next_hop::HopHost;
+pub use pool::ConnectionLimits;
 use pool::ConnectionPool;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -292,6 +293,11 @@ impl Deliverer {
 
     /// One attempt for `job`: one outcome per job recipient, same order.
     pub async fn attempt(&self, job: &DeliveryJob) -> DeliveryAttempt {
+        self.attempt_with(job, ConnectionLimits::default()).await
+    }
+
+    /// One attempt for `job` under its connector's connection limits.
+    pub async fn attempt_with(&self, job: &DeliveryJob, limits: ConnectionLimits) -> DeliveryAttempt {
         if job.recipients.is_empty() {
             return DeliveryAttempt {
                 host: None,
@@ -305,13 +311,16 @@ impl Deliverer {
             .call_once(|| pool::spawn_reaper(Arc::downgrade(&self.pool), self.settings.idle_timeout));
         match &job.route {
             Route::Mailbox => self.deliver_to_mailboxes(job).await,
-            Route::Mx => self.deliver_by_mx(job, &TlsPolicy::Opportunistic, None).await,
+            Route::Mx => {
+                self.deliver_by_mx(job, &TlsPolicy::Opportunistic, None, limits)
+                    .await
+            }
             Route::Connector {
                 next_hop: NextHop::Mx,
                 tls,
                 helo_name,
                 ..
-            } => self.deliver_by_mx(job, tls, helo_name.as_deref()).await,
+            } => self.deliver_by_mx(job, tls, helo_name.as_deref(), limits).await,
             Route::Connector {
                 next_hop: NextHop::SmartHosts(hosts),
                 tls,
@@ -326,7 +335,7 @@ impl Deliverer {
                         report: None,
                     })
                     .collect();
-                self.deliver_via(job, hosts, helo_name.as_deref()).await
+                self.deliver_via(job, hosts, helo_name.as_deref(), limits).await
             }
         }
     }
@@ -341,6 +350,7 @@ impl Deliverer {
         job: &DeliveryJob,
         level: &TlsPolicy,
         helo: Option<&str>,
+        limits: ConnectionLimits,
     ) -> DeliveryAttempt {
         if let Some(host) = next_hop::address_literal(&job.domain, self.settings.mx_port) {
             let plan = HostPlan {
@@ -348,7 +358,7 @@ impl Deliverer {
                 tls: Ok(PeerTls::Level(level.clone())),
                 report: None,
             };
-            return self.deliver_via(job, vec![plan], helo).await;
+            return self.deliver_via(job, vec![plan], helo, limits).await;
         }
         let (answer, mx_secure) = match self.lookup_mx(&job.domain).await {
             Ok(found) => found,
@@ -394,7 +404,7 @@ impl Deliverer {
                 .await;
             plans.push(plan);
         }
-        self.deliver_via(job, plans, helo).await
+        self.deliver_via(job, plans, helo, limits).await
     }
 
     /// The policy `domain` publishes beyond the connector's level, as
@@ -597,6 +607,7 @@ impl Deliverer {
         job: &DeliveryJob,
         hosts: Vec<HostPlan>,
         helo: Option<&str>,
+        limits: ConnectionLimits,
     ) -> DeliveryAttempt {
         let helo = helo
             .filter(|name| !name.is_empty())
@@ -622,10 +633,13 @@ impl Deliverer {
             };
             let _permit = self
                 .pool
-                .permit(&pool::destination_key(&host.name, host.port))
+                .permit(
+                    &pool::destination_key(&host.name, host.port),
+                    limits.max_connections,
+                )
                 .await;
             let key = pool::pool_key(&host.name, host.port, &policy.pool_label(), helo);
-            if let Some(attempt) = self.reuse(&key, job).await {
+            if let Some(attempt) = self.reuse(&key, job, limits).await {
                 return with_policy(attempt, &policy);
             }
             let answer = self.resolver.ips(&host.name).await;
@@ -655,7 +669,7 @@ impl Deliverer {
                             };
                             self.report(&job.domain, report, outcome);
                         }
-                        let attempt = self.transact(connection, key, job).await;
+                        let attempt = self.transact(connection, key, job, limits).await;
                         return with_policy(attempt, &policy);
                     }
                     Err(connection::Refusal { reply, tls }) => {
@@ -684,7 +698,7 @@ impl Deliverer {
 
     /// Runs the job on a cached connection for `key`, if one is alive.
     /// `None` when there is none, or when it died before MAIL was answered.
-    async fn reuse(&self, key: &str, job: &DeliveryJob) -> Option<DeliveryAttempt> {
+    async fn reuse(&self, key: &str, job: &DeliveryJob, limits: ConnectionLimits) -> Option<DeliveryAttempt> {
         loop {
             let (cached, expired) = self.pool.take(key);
             pool::close_all(expired);
@@ -694,7 +708,7 @@ impl Deliverer {
                     tracing::debug!(peer = connection.peer, %error, "cached connection went stale");
                 }
                 Transaction::Finished { outcomes, reusable } => {
-                    return Some(self.finish(connection, key.to_string(), job, outcomes, reusable));
+                    return Some(self.finish(connection, key.to_string(), job, outcomes, reusable, limits));
                 }
             }
         }
@@ -706,6 +720,7 @@ impl Deliverer {
         mut connection: connection::Connection,
         key: String,
         job: &DeliveryJob,
+        limits: ConnectionLimits,
     ) -> DeliveryAttempt {
         match transaction::run(&mut connection, job, &self.settings).await {
             Transaction::NotStarted(error) => {
@@ -718,24 +733,26 @@ impl Deliverer {
                 )
             }
             Transaction::Finished { outcomes, reusable } => {
-                self.finish(connection, key, job, outcomes, reusable)
+                self.finish(connection, key, job, outcomes, reusable, limits)
             }
         }
     }
 
     fn finish(
         &self,
-        connection: connection::Connection,
+        mut connection: connection::Connection,
         key: String,
         job: &DeliveryJob,
         outcomes: Vec<Outcome>,
         reusable: bool,
+        limits: ConnectionLimits,
     ) -> DeliveryAttempt {
+        connection.transactions += 1;
         let host = Some(connection.peer.clone());
         let tls = connection.tls.clone();
         let dsn_passed_on = connection.offers(smtp_proto::EXT_DSN);
         if reusable {
-            if let Some(unwanted) = self.pool.put(key, connection) {
+            if let Some(unwanted) = self.pool.put(key, connection, limits.max_messages_per_connection) {
                 pool::close_all(vec![unwanted]);
             }
         }

@@ -2,10 +2,13 @@
 //!
 //! Idle, healthy connections are kept for `idle_timeout` per (host, port,
 //! TLS policy, EHLO name), so consecutive jobs to one destination skip the
-//! TCP, greeting, EHLO and TLS round trips. A semaphore per destination
-//! host caps concurrent transactions at `max_per_destination`; a cached
-//! connection is only handed to a job that holds a permit, so open
-//! connections stay near that cap. Expired connections get a QUIT.
+//! TCP, greeting, EHLO and TLS round trips: messages to one destination
+//! share connections. A semaphore per destination host caps concurrent
+//! transactions at `max_per_destination`, or at the connector's
+//! `max_connections`; a cached connection is only handed to a job that
+//! holds a permit, so open connections stay near that cap. A connection
+//! that carried the connector's `max_messages_per_connection` is closed
+//! instead of kept. Expired connections get a QUIT.
 
 use super::connection::Connection;
 use std::collections::HashMap;
@@ -26,6 +29,16 @@ pub(super) fn pool_key(host: &str, port: u16, policy: &str, helo: &str) -> Strin
 /// What the concurrency cap counts: one destination host.
 pub(super) fn destination_key(host: &str, port: u16) -> String {
     format!("{host}:{port}")
+}
+
+/// An outbound connector's limits on its connections; `None` takes the
+/// node's defaults (`delivery.max_per_destination`, no message cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Concurrent connections to each host.
+    pub max_connections: Option<usize>,
+    /// Messages over one connection before it is closed.
+    pub max_messages_per_connection: Option<usize>,
 }
 
 struct IdleConnection {
@@ -58,11 +71,15 @@ impl ConnectionPool {
         }
     }
 
-    /// Waits for a transaction slot towards `destination`.
-    pub(super) async fn permit(&self, destination: &str) -> OwnedSemaphorePermit {
+    /// Waits for a transaction slot towards `destination`, at most `max`
+    /// at once (the node's `max_per_destination` when `None`).
+    pub(super) async fn permit(&self, destination: &str, max: Option<usize>) -> OwnedSemaphorePermit {
+        let max = max.unwrap_or(self.max_per_destination).max(1);
+        // Keyed by the cap too: a connector whose limit changed gets a
+        // semaphore of the new size.
         let semaphore = lock(&self.limits)
-            .entry(destination.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_destination)))
+            .entry(format!("{destination}|{max}"))
+            .or_insert_with(|| Arc::new(Semaphore::new(max)))
             .clone();
         semaphore
             .acquire_owned()
@@ -91,9 +108,17 @@ impl ConnectionPool {
     }
 
     /// Keeps `connection` for reuse; returns it when it should be closed
-    /// instead (too old, or enough idle connections already).
-    pub(super) fn put(&self, key: String, connection: Connection) -> Option<Connection> {
-        if connection.opened.elapsed() >= MAX_CONNECTION_AGE {
+    /// instead (too old, carried `max_messages` already, or enough idle
+    /// connections already).
+    pub(super) fn put(
+        &self,
+        key: String,
+        connection: Connection,
+        max_messages: Option<usize>,
+    ) -> Option<Connection> {
+        if connection.opened.elapsed() >= MAX_CONNECTION_AGE
+            || max_messages.is_some_and(|max| connection.transactions >= max)
+        {
             return Some(connection);
         }
         let mut idle = lock(&self.idle);

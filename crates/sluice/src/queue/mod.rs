@@ -6,30 +6,47 @@
 //! grouped by route, applies each outcome (delivered, deferred with the
 //! next retry time, bounced), expires recipients past `expire_after`, and
 //! sends DSNs to the sender (never to `<>`). A restart, kill -9 included,
-//! reloads the spool and resumes: nothing acknowledged is lost (a message
-//! may be delivered twice if the node dies between the remote 250 and the
-//! state commit, as with every MTA).
+//! resumes from the store: nothing acknowledged is lost (a message may be
+//! delivered twice if the node dies between the remote 250 and the state
+//! commit, as with every MTA).
+//!
+//! Memory holds only what is due soon and what is being worked: the
+//! scheduler reads the store's due index a window at a time
+//! ([`schedule`]), so a start reads nothing but the first window, and
+//! entries overdue after a restart are spread over `restart_spread`
+//! (their stored schedule is kept). Destinations that stop answering are
+//! probed instead of tried once per message ([`destination`]). Storage is
+//! behind the [`Spool`] trait, in this module's types.
 
+mod destination;
 mod dsn;
 mod entry;
 mod memory;
 mod quarantine;
+mod schedule;
+mod spool;
 mod tally;
 
+pub use destination::DestinationSettings;
 pub use dsn::{DsnAction, DsnRecipient};
 pub use entry::{
     Hold, QueueDepth, QueueEntry, QueueStatus, QueuedRecipient, RecipientQueueStatus, RecipientStatus, Source,
 };
 pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
+pub use spool::{
+    destination, Claim, Due, DueKey, Lease, Page, ShapeCount, Spool, SpoolCommit, SpoolError, SpoolIndex,
+    SpoolWrite,
+};
 
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
 use crate::message::{QueueId, Reply, ReversePath};
 use crate::policy::Policy;
 use crate::route::Route;
-use crate::store::{Store, StoreError, Write};
 use crate::trace::{now_ms, TraceEvent, TraceKind};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use destination::{DestinationStates, Verdict};
+use schedule::{Destinations, NearSchedule};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +83,36 @@ pub struct QueueSettings {
     pub max_concurrency: usize,
     /// Content that delivery attempts hold in memory at once.
     pub delivery_memory: ContentMemory,
+    /// Down destinations and their probes.
+    pub destinations: DestinationSettings,
+    /// Entries of the due index held in memory at most.
+    pub schedule_capacity: usize,
+    /// How far ahead the scheduler reads the due index.
+    pub schedule_window: Duration,
+    /// Entries overdue at start are spread over this long.
+    pub restart_spread: Duration,
+}
+
+impl QueueSettings {
+    /// Settings with the defaults for everything a node config does not set.
+    pub fn new(
+        hostname: String,
+        retry: Vec<Duration>,
+        expire_after: Duration,
+        max_concurrency: usize,
+    ) -> Self {
+        QueueSettings {
+            hostname,
+            retry,
+            expire_after,
+            max_concurrency,
+            delivery_memory: ContentMemory::new(64 << 20),
+            destinations: DestinationSettings::default(),
+            schedule_capacity: 10_000,
+            schedule_window: Duration::from_secs(60),
+            restart_spread: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What an administrator does to a queued message.
@@ -105,13 +152,44 @@ pub struct RetryAll {
     pub held: usize,
 }
 
+/// Which entries `delete --all` removes: every one, or those of a status
+/// (`queued`, `deferred`, `held`) and with a waiting recipient in a domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// The entry's status word (SPEC section 4).
+    pub status: Option<String>,
+    /// A waiting recipient's domain (case-insensitive).
+    pub domain: Option<String>,
+}
+
+impl EntryFilter {
+    /// Whether `entry` is one of those.
+    pub fn matches(&self, entry: &QueueEntry) -> bool {
+        self.status
+            .as_deref()
+            .is_none_or(|status| entry.status_word() == status)
+            && self.domain.as_deref().is_none_or(|domain| {
+                entry.recipients.iter().any(|r| {
+                    r.status.due_ms().is_some() && r.address.domain().to_string().eq_ignore_ascii_case(domain)
+                })
+            })
+    }
+}
+
 /// Why the queue refused something.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The store failed: the message is not accepted.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Spool(#[from] SpoolError),
 }
+
+/// Entries read, changed and committed per transaction by the bulk
+/// operations (`retry --all`, deferring a down destination's mail).
+const BATCH: usize = 512;
+
+/// Stripes of [`Inner::entry_locks`].
+const ENTRY_LOCKS: usize = 64;
 
 /// The spool handle; cheap to clone.
 #[derive(Clone)]
@@ -120,7 +198,7 @@ pub struct Queue {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    spool: Arc<dyn Spool>,
     transport: Arc<dyn Transport>,
     settings: QueueSettings,
     policy: watch::Receiver<Arc<Policy>>,
@@ -132,46 +210,53 @@ struct Inner {
     quarantine_ops: tokio::sync::Mutex<()>,
     /// What was stored, counted for `/metrics` and the dashboard.
     counters: Arc<crate::trace::TraceCounters>,
+    /// Held by an administrative action from reading an entry to
+    /// committing it, and by an attempt while it records its outcome, so
+    /// neither overwrites the other (striped by id: unrelated entries
+    /// still share group commits).
+    entry_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The queue's clock: wall time at start plus tokio's monotonic time
+    /// since, so tests drive retries, probes and expiry with paused time.
+    started_ms: u64,
+    started: tokio::time::Instant,
 }
 
-#[derive(Default)]
 struct State {
-    entries: HashMap<QueueId, QueueEntry>,
-    /// (due ms, id): may hold stale pairs, checked against the entry when popped.
-    due: BTreeSet<(u64, QueueId)>,
+    near: NearSchedule,
     in_flight: HashSet<QueueId>,
-    /// Deleted or retried while an attempt ran: applied when it ends.
-    pending_action: HashMap<QueueId, QueueAction>,
+    destinations: DestinationStates,
 }
 
 impl State {
+    /// An entry changed: its due-index row goes to the near schedule when
+    /// it falls in the covered part.
     fn schedule(&mut self, entry: &QueueEntry) {
-        if let Some(due) = entry.next_due_ms() {
-            self.due.insert((due, entry.id.clone()));
-        }
+        let index = SpoolIndex::of(entry);
+        self.near
+            .arrive(index.due_ms, &entry.id, index.destinations.into());
     }
 }
 
 impl Queue {
-    /// Loads the spool from the store and starts the scheduler.
+    /// Starts the scheduler over the spool. Reads nothing up front: the
+    /// first window of the due index is read as the scheduler starts.
     pub fn start(
-        store: Arc<dyn Store>,
+        spool: Arc<dyn Spool>,
         transport: Arc<dyn Transport>,
         settings: QueueSettings,
         policy: watch::Receiver<Arc<Policy>>,
     ) -> Result<Queue, QueueError> {
-        let mut state = State::default();
-        for entry in store.queue_entries()? {
-            state.schedule(&entry);
-            state.entries.insert(entry.id.clone(), entry);
-        }
-        tracing::info!(messages = state.entries.len(), "spool loaded");
+        let state = State {
+            near: NearSchedule::new(settings.schedule_capacity),
+            in_flight: HashSet::new(),
+            destinations: DestinationStates::new(settings.destinations.clone()),
+        };
         let counters = Arc::new(crate::trace::TraceCounters::default());
-        counters.set_quarantined(store.quarantine()?.len() as u64);
+        counters.set_quarantined(spool.quarantine()?.len() as u64);
         let slots = Arc::new(Semaphore::new(settings.max_concurrency));
         let queue = Queue {
             inner: Arc::new(Inner {
-                store,
+                spool,
                 transport,
                 settings,
                 policy,
@@ -180,6 +265,9 @@ impl Queue {
                 slots,
                 quarantine_ops: tokio::sync::Mutex::new(()),
                 counters,
+                entry_locks: (0..ENTRY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+                started_ms: now_ms(),
+                started: tokio::time::Instant::now(),
             }),
         };
         tokio::spawn(queue.clone().run_scheduler());
@@ -193,6 +281,16 @@ impl Queue {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry_lock(&self, id: &QueueId) -> &tokio::sync::Mutex<()> {
+        let stripe = spread_of(id, ENTRY_LOCKS as u64) as usize;
+        &self.inner.entry_locks[stripe]
+    }
+
+    /// Now on the queue's clock, ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.started_ms + self.inner.started.elapsed().as_millis() as u64
     }
 
     /// Stores a new message durably, then schedules it. Returns after fsync.
@@ -219,15 +317,20 @@ impl Queue {
             quarantined,
             events,
         } = acceptance;
-        let entries: Vec<QueueEntry> = queued.iter().map(|(e, _)| e.clone()).collect();
-        let mut writes: Vec<Write> = queued.into_iter().map(|(e, c)| Write::Enqueue(e, c)).collect();
-        writes.extend(quarantined.into_iter().map(|(q, c)| Write::Quarantine(q, c)));
-        writes.push(Write::Trace(events));
+        let indexes: Vec<(QueueId, SpoolIndex)> = queued
+            .iter()
+            .map(|(e, _)| (e.id.clone(), SpoolIndex::of(e)))
+            .collect();
+        let mut writes: Vec<SpoolWrite> = queued
+            .into_iter()
+            .map(|(e, c)| SpoolWrite::Enqueue(e, c))
+            .collect();
+        writes.extend(quarantined.into_iter().map(|(q, c)| SpoolWrite::Quarantine(q, c)));
+        writes.push(SpoolWrite::Trace(events));
         self.commit(writes).await?;
         let mut state = self.state();
-        for entry in entries {
-            state.schedule(&entry);
-            state.entries.insert(entry.id.clone(), entry);
+        for (id, index) in indexes {
+            state.near.arrive(index.due_ms, &id, index.destinations.into());
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -236,30 +339,33 @@ impl Queue {
 
     /// Records trace events with the next commit, without waiting.
     pub fn record(&self, events: Vec<TraceEvent>) {
-        self.submit(vec![Write::Trace(events)]);
+        self.submit(vec![SpoolWrite::Trace(events)]);
     }
 
     /// Quarantined messages, oldest first.
     pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>, QueueError> {
-        let mut list = self.inner.store.quarantine()?;
+        let mut list = self.inner.spool.quarantine()?;
         list.sort_by(|a, b| a.entry.id.cmp(&b.entry.id));
         Ok(list)
     }
 
+    /// One page of quarantined messages, by id.
+    pub fn quarantine_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<QuarantineEntry>, QueueError> {
+        Ok(self.inner.spool.quarantine_page(after, limit)?)
+    }
+
     /// One quarantined message and its content.
     pub fn quarantined(&self, id: &QueueId) -> Result<Option<(QuarantineEntry, Vec<u8>)>, QueueError> {
-        let Some(entry) = self
-            .inner
-            .store
-            .quarantine()?
-            .into_iter()
-            .find(|q| &q.entry.id == id)
-        else {
+        let Some(entry) = self.inner.spool.quarantined(id)? else {
             return Ok(None);
         };
         Ok(self
             .inner
-            .store
+            .spool
             .quarantined_content(id)?
             .map(|content| (entry, content)))
     }
@@ -271,7 +377,7 @@ impl Queue {
         let Some((held, content)) = self.quarantined(id)? else {
             return Ok(false);
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let mut entry = held.entry;
         for r in &mut entry.recipients {
             r.status = RecipientStatus::Queued { due_ms: now };
@@ -280,15 +386,12 @@ impl Queue {
         let detail = format!("released from quarantine (rule {:?})", held.rule);
         let events = vec![event(&entry, TraceKind::Released, None, None, Some(detail))];
         let writes = vec![
-            Write::Unquarantine(id.clone()),
-            Write::Enqueue(entry.clone(), content),
-            Write::Trace(events),
+            SpoolWrite::Unquarantine(id.clone()),
+            SpoolWrite::Enqueue(entry.clone(), content),
+            SpoolWrite::Trace(events),
         ];
         self.commit(writes).await?;
-        let mut state = self.state();
-        state.schedule(&entry);
-        state.entries.insert(entry.id.clone(), entry);
-        drop(state);
+        self.state().schedule(&entry);
         self.inner.wake.notify_one();
         Ok(true)
     }
@@ -307,109 +410,193 @@ impl Queue {
             None,
             Some("deleted from quarantine".into()),
         )];
-        self.commit(vec![Write::Unquarantine(id.clone()), Write::Trace(events)])
-            .await?;
+        self.commit(vec![
+            SpoolWrite::Unquarantine(id.clone()),
+            SpoolWrite::Trace(events),
+        ])
+        .await?;
         Ok(true)
     }
 
-    /// All queued messages, oldest first.
-    pub fn list(&self) -> Vec<QueueEntry> {
-        let mut entries: Vec<QueueEntry> = self.state().entries.values().cloned().collect();
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
-        entries
+    /// Every queued message, oldest first: reads the whole spool, a page
+    /// at a time. Listings that can be long use [`Queue::page`].
+    pub fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.inner.spool.queue_page(after.as_deref(), BATCH)?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// At most `limit` queued messages with an id after `after`, oldest first.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, QueueError> {
+        Ok(self.inner.spool.queue_page(after, limit)?)
     }
 
     /// One queued message.
     pub fn get(&self, id: &QueueId) -> Option<QueueEntry> {
-        self.state().entries.get(id).cloned()
+        match self.inner.spool.entry(id) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::error!(id = %id, error = %error, "cannot read queue entry");
+                None
+            }
+        }
+    }
+
+    /// Waiting recipients per domain and minute of receipt, from the
+    /// spool's counters (no scan): what `queue summary` shows.
+    pub fn shape(&self) -> Result<Vec<ShapeCount>, QueueError> {
+        Ok(self.inner.spool.shape()?)
     }
 
     /// Applies an administrative action, as postsuper does: a retry never
     /// releases a held entry, and holding a held entry (or releasing an
     /// active one) changes nothing and records no second event.
     pub async fn act(&self, id: &QueueId, action: QueueAction) -> Result<ActResult, QueueError> {
-        let (writes, entry) = {
-            let mut state = self.state();
-            let in_flight = state.in_flight.contains(id);
-            let Some(entry) = state.entries.get_mut(id) else {
-                return Ok(ActResult::Missing);
-            };
-            let held = entry.hold == Hold::Held;
-            let now = now_ms();
-            let kind = match action {
-                QueueAction::Retry if held => return Ok(ActResult::Held),
-                QueueAction::Hold if held => return Ok(ActResult::Unchanged),
-                QueueAction::Release if !held => return Ok(ActResult::Unchanged),
-                QueueAction::Retry => {
-                    for r in &mut entry.recipients {
-                        match &mut r.status {
-                            RecipientStatus::Queued { due_ms } => *due_ms = (*due_ms).min(now),
-                            RecipientStatus::Deferred {
-                                due_ms, scheduled_ms, ..
-                            } => {
-                                // Remember the schedule, so a failed early
-                                // attempt does not push the next one out.
-                                if *due_ms > now && scheduled_ms.is_none() {
-                                    *scheduled_ms = Some(*due_ms);
-                                }
-                                *due_ms = (*due_ms).min(now);
-                            }
-                            _ => {}
-                        }
-                    }
-                    None
-                }
-                QueueAction::Hold => {
-                    entry.hold = Hold::Held;
-                    Some(TraceKind::Held)
-                }
-                QueueAction::Release => {
-                    entry.hold = Hold::Active;
-                    Some(TraceKind::Released)
-                }
-                QueueAction::Delete => Some(TraceKind::Deleted),
-            };
-            let entry = entry.clone();
-            if in_flight {
-                state.pending_action.insert(id.clone(), action);
+        let _entry = self.entry_lock(id).lock().await;
+        let Some(mut entry) = self.inner.spool.entry(id)? else {
+            return Ok(ActResult::Missing);
+        };
+        let now = self.now_ms();
+        let held = entry.hold == Hold::Held;
+        let kind = match action {
+            QueueAction::Retry if held => return Ok(ActResult::Held),
+            QueueAction::Hold if held => return Ok(ActResult::Unchanged),
+            QueueAction::Release if !held => return Ok(ActResult::Unchanged),
+            QueueAction::Retry => {
+                retry_now(&mut entry, now);
+                None
             }
-            let mut writes = Vec::new();
+            QueueAction::Hold => {
+                entry.hold = Hold::Held;
+                Some(TraceKind::Held)
+            }
+            QueueAction::Release => {
+                entry.hold = Hold::Active;
+                Some(TraceKind::Released)
+            }
+            QueueAction::Delete => Some(TraceKind::Deleted),
+        };
+        let mut writes = Vec::new();
+        if action == QueueAction::Delete {
+            writes.push(SpoolWrite::Remove(id.clone()));
+        } else {
+            writes.push(SpoolWrite::Update(entry.clone()));
+        }
+        if let Some(kind) = kind {
+            writes.push(SpoolWrite::Trace(vec![event(&entry, kind, None, None, None)]));
+        }
+        self.commit(writes).await?;
+        {
+            let mut state = self.state();
             if action == QueueAction::Delete {
-                state.entries.remove(id);
-                writes.push(Write::Remove(id.clone()));
+                state.near.forget(id);
             } else {
                 state.schedule(&entry);
-                writes.push(Write::Update(entry.clone()));
             }
-            if let Some(kind) = kind {
-                writes.push(Write::Trace(vec![event(&entry, kind, None, None, None)]));
-            }
-            (writes, entry)
-        };
-        self.commit(writes).await?;
+        }
         tracing::info!(id = %entry.id, action = ?action, "queue action");
         self.inner.wake.notify_one();
         Ok(ActResult::Done)
     }
 
     /// Makes every waiting entry due now, except held ones (`postqueue -f`
-    /// does not touch the hold queue either).
+    /// does not touch the hold queue either). Streams through the spool a
+    /// batch at a time: one read and one commit per batch.
     pub async fn retry_all(&self) -> Result<RetryAll, QueueError> {
-        let ids: Vec<QueueId> = self.state().entries.keys().cloned().collect();
         let mut result = RetryAll::default();
-        for id in ids {
-            match self.act(&id, QueueAction::Retry).await? {
-                ActResult::Done => result.retried += 1,
-                ActResult::Held => result.held += 1,
-                ActResult::Missing | ActResult::Unchanged => {}
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.inner.spool.queue_page(after.as_deref(), BATCH)?;
+            let now = self.now_ms();
+            let mut changed = Vec::new();
+            for mut entry in page.items {
+                if entry.hold == Hold::Held {
+                    result.held += 1;
+                } else if entry.next_due_ms().is_some() {
+                    retry_now(&mut entry, now);
+                    result.retried += 1;
+                    changed.push(entry);
+                }
+            }
+            if !changed.is_empty() {
+                let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
+                self.commit(writes).await?;
+                let mut state = self.state();
+                for entry in &changed {
+                    if !state.in_flight.contains(&entry.id) {
+                        state.schedule(entry);
+                    }
+                }
+                drop(state);
+                self.inner.wake.notify_one();
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(result),
             }
         }
-        Ok(result)
+    }
+
+    /// Deletes every entry `filter` matches, without bounces (`postsuper
+    /// -d ALL`), streaming through the spool a batch at a time: one read,
+    /// one commit (with a `deleted` trace event each) per batch.
+    pub async fn delete_all(&self, filter: &EntryFilter) -> Result<usize, QueueError> {
+        let mut deleted = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.inner.spool.queue_page(after.as_deref(), BATCH)?;
+            let matching: Vec<QueueEntry> = page.items.into_iter().filter(|e| filter.matches(e)).collect();
+            if !matching.is_empty() {
+                let events = matching
+                    .iter()
+                    .map(|e| {
+                        event(
+                            e,
+                            TraceKind::Deleted,
+                            None,
+                            None,
+                            Some("deleted by filter".into()),
+                        )
+                    })
+                    .collect();
+                let mut writes: Vec<SpoolWrite> = matching
+                    .iter()
+                    .map(|e| SpoolWrite::Remove(e.id.clone()))
+                    .collect();
+                writes.push(SpoolWrite::Trace(events));
+                self.commit(writes).await?;
+                let mut state = self.state();
+                for entry in &matching {
+                    state.near.forget(&entry.id);
+                }
+                deleted += matching.len();
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(deleted),
+            }
+        }
     }
 
     async fn run_scheduler(self) {
+        let window_ms = self.inner.settings.schedule_window.as_millis() as u64;
         loop {
-            let (ready, next) = self.take_due(now_ms());
+            self.refill(window_ms).await;
+            let now = self.now_ms();
+            // As many attempts as there are free slots: the rest stays in
+            // the near schedule, not in a list of its own.
+            let room = self.inner.slots.available_permits();
+            let (ready, parked, next) = self.take_due(now, room);
+            if !parked.is_empty() {
+                self.park(parked).await;
+            }
             for id in ready {
                 let permit = match self.inner.slots.clone().acquire_owned().await {
                     Ok(permit) => permit,
@@ -419,53 +606,239 @@ impl Queue {
                 tokio::spawn(async move {
                     queue.attempt(id).await;
                     drop(permit);
+                    queue.inner.wake.notify_one();
                 });
             }
-            let sleep = next
-                .map(|due| due.saturating_sub(now_ms()))
-                .unwrap_or(60_000)
-                .min(60_000);
+            let refill_at = self.state().near.refill_at(window_ms);
+            let wake_at = next.map_or(refill_at, |next| next.min(refill_at));
+            let sleep = wake_at.saturating_sub(self.now_ms()).clamp(1, window_ms.max(1));
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(sleep.max(1))) => {}
+                _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
             }
         }
     }
 
-    /// Pops the due, active, idle messages; returns them and the next due time.
-    fn take_due(&self, now: u64) -> (Vec<QueueId>, Option<u64>) {
+    /// Reads the next part of the due index when memory has room and the
+    /// window moved on.
+    async fn refill(&self, window_ms: u64) {
+        let now = self.now_ms();
+        let Some((from, room)) = ({
+            let state = self.state();
+            state
+                .near
+                .refill_from(now, window_ms, state.destinations.waiting())
+        }) else {
+            return;
+        };
+        let before = now + window_ms;
+        let spool = self.inner.spool.clone();
+        let read_from = from.clone();
+        let rows = match tokio::task::spawn_blocking(move || spool.due_before(before, &read_from, room)).await
+        {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "cannot read the due index");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot read the due index");
+                return;
+            }
+        };
+        let started = self.inner.started_ms;
+        let spread = self.inner.settings.restart_spread.as_millis() as u64;
+        let mut state = self.state();
+        let State { near, in_flight, .. } = &mut *state;
+        near.refilled(
+            &from,
+            rows,
+            before,
+            room,
+            // Overdue at start (the node was down): spread, so a restart
+            // never attempts the whole backlog at once.
+            |row| match row.due_ms < started {
+                true => started + spread_of(&row.id, spread),
+                false => row.due_ms,
+            },
+            |id| in_flight.contains(id),
+        );
+    }
+
+    /// Takes the entries due now out of the near schedule: those to
+    /// attempt, those whose every destination is down (to defer in bulk),
+    /// and the next due time.
+    #[allow(clippy::type_complexity)]
+    fn take_due(&self, now: u64, room: usize) -> (Vec<QueueId>, Vec<(QueueId, Destinations)>, Option<u64>) {
         let mut state = self.state();
         let mut ready = Vec::new();
-        while let Some((due, id)) = state.due.first().cloned() {
-            if due > now {
-                return (ready, Some(due));
-            }
-            state.due.pop_first();
-            let Some(entry) = state.entries.get(&id) else {
-                continue;
-            };
-            if entry.hold == Hold::Held || state.in_flight.contains(&id) || entry.next_due_ms() != Some(due) {
+        let mut parked = Vec::new();
+        while let Some((id, destinations)) = state.near.pop_due(now) {
+            if state.in_flight.contains(&id) {
                 continue;
             }
-            state.in_flight.insert(id.clone());
-            ready.push(id);
+            if ready.len() >= room {
+                // No slot for an attempt: back in its place (a parked
+                // entry would wait one pass too, which costs nothing).
+                state.near.put_back(now, id, destinations);
+                break;
+            }
+            match state.destinations.decide(&id, &destinations, now) {
+                Verdict::Attempt => {
+                    state.in_flight.insert(id.clone());
+                    ready.push(id);
+                }
+                Verdict::Wait(destination) => state.destinations.wait(&destination, id, destinations),
+                Verdict::Park => {
+                    state.in_flight.insert(id.clone());
+                    parked.push((id, destinations));
+                }
+            }
         }
-        (ready, None)
+        (ready, parked, state.near.next_due())
+    }
+
+    /// Defers the mail of down destinations to their next probe, in
+    /// batches: one read and one commit per batch, no connection.
+    async fn park(&self, parked: Vec<(QueueId, Destinations)>) {
+        for batch in parked.chunks(BATCH) {
+            let ids: Vec<QueueId> = batch.iter().map(|(id, _)| id.clone()).collect();
+            // An administrator's action on one of these waits for the
+            // commit (stripes taken in order: no deadlock).
+            let mut stripes: Vec<usize> = ids
+                .iter()
+                .map(|id| spread_of(id, ENTRY_LOCKS as u64) as usize)
+                .collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let mut _locked = Vec::with_capacity(stripes.len());
+            for stripe in stripes {
+                _locked.push(self.inner.entry_locks[stripe].lock().await);
+            }
+            let spool = self.inner.spool.clone();
+            let read = ids.clone();
+            let entries = tokio::task::spawn_blocking(move || {
+                read.iter()
+                    .map(|id| spool.entry(id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+            let entries = match entries {
+                Ok(Ok(entries)) => entries,
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        Err(error) => error.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::error!(error = %why, "cannot read entries to defer");
+                    // Back to the schedule: tried again at the next pass.
+                    let mut state = self.state();
+                    for (id, destinations) in batch {
+                        state.in_flight.remove(id);
+                        state
+                            .near
+                            .put_back(self.now_ms() + 1000, id.clone(), destinations.clone());
+                    }
+                    continue;
+                }
+            };
+            let now = self.now_ms();
+            let mut changed = Vec::new();
+            let mut unchanged = Vec::new();
+            let mut expired = Vec::new();
+            {
+                let state = self.state();
+                for entry in entries.into_iter().flatten() {
+                    if entry.hold == Hold::Held {
+                        continue;
+                    }
+                    if now >= entry.expires_at_ms {
+                        // Expiry needs the attempt path (bounce, DSN).
+                        expired.push(entry.id.clone());
+                        continue;
+                    }
+                    let mut entry = entry;
+                    if postpone_blocked(&mut entry, &state.destinations, now) {
+                        changed.push(entry);
+                    } else {
+                        unchanged.push(entry);
+                    }
+                }
+            }
+            if !changed.is_empty() {
+                let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
+                if let Err(error) = self.commit(writes).await {
+                    tracing::error!(error = %error, "cannot defer a down destination's mail");
+                }
+            }
+            tracing::debug!(
+                deferred = changed.len(),
+                "mail of down destinations deferred in bulk"
+            );
+            let mut state = self.state();
+            for id in &ids {
+                if !expired.contains(id) {
+                    state.in_flight.remove(id);
+                }
+            }
+            // Every entry read goes back on its schedule, moved or not.
+            for entry in changed.iter().chain(&unchanged) {
+                state.schedule(entry);
+            }
+            drop(state);
+            for id in expired {
+                let queue = self.clone();
+                tokio::spawn(async move { queue.attempt(id).await });
+            }
+        }
+    }
+
+    /// The attempt of entry `id` ended (or never started): its probes end,
+    /// entries that waited on them return, it leaves the in-flight set.
+    fn settle(&self, id: &QueueId) {
+        let now = self.now_ms();
+        let mut state = self.state();
+        state.in_flight.remove(id);
+        for (waiting, destinations) in state.destinations.release(id) {
+            state.near.put_back(now, waiting, destinations);
+        }
     }
 
     async fn attempt(&self, id: QueueId) {
-        let Some(mut entry) = self.get(&id) else {
-            self.state().in_flight.remove(&id);
-            return;
+        let now = self.now_ms();
+        let mut entry = match self.inner.spool.entry(&id) {
+            Ok(Some(entry))
+                if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
+            {
+                entry
+            }
+            Ok(Some(entry)) => {
+                // Not due after all (a stale row): back on its real schedule.
+                self.settle(&id);
+                self.state().schedule(&entry);
+                return;
+            }
+            Ok(None) => {
+                self.settle(&id);
+                return;
+            }
+            Err(error) => {
+                tracing::error!(id = %id, error = %error, "cannot read queue entry; retrying later");
+                self.settle(&id);
+                let mut state = self.state();
+                state.near.put_back(now + 60_000, id, Arc::from(Vec::new()));
+                return;
+            }
         };
         // Loaded content and its copies on the way out stay within the budget.
         let _memory = self.inner.settings.delivery_memory.reserve(entry.size).await;
-        let store = self.inner.store.clone();
+        let spool = self.inner.spool.clone();
         let load_id = id.clone();
         // Content that cannot be loaded is an attempt that failed
         // temporarily: the recipients are deferred on the retry schedule
         // (and expire in time), never left out of the schedule.
-        let (content, load_failure) = match tokio::task::spawn_blocking(move || store.content(&load_id)).await
+        let (content, load_failure) = match tokio::task::spawn_blocking(move || spool.content(&load_id)).await
         {
             Ok(Ok(Some(content))) => (Arc::new(content), None),
             outcome => {
@@ -479,23 +852,43 @@ impl Queue {
                 (Arc::new(Vec::new()), Some(reply))
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
+        let expired = now >= entry.expires_at_ms;
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in entry.recipients.iter().enumerate() {
             if r.status.due_ms().is_some_and(|due| due <= now) {
-                groups
-                    .entry(r.route.destination_key(r.address.domain()))
-                    .or_default()
-                    .push(i);
+                groups.entry(destination(r)).or_default().push(i);
+            }
+        }
+        // Recipients for a down destination wait for its probe, without a
+        // connection (unless they expire now: then they bounce).
+        let mut postponed = false;
+        {
+            let state = self.state();
+            groups.retain(|key, _| {
+                if expired || state.destinations.blocked(key, &id).is_none() {
+                    return true;
+                }
+                postponed = true;
+                false
+            });
+            if postponed {
+                postpone_blocked(&mut entry, &state.destinations, now);
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
         let mut task_recipients = HashMap::new();
         let mut results = Vec::new();
-        for indexes in groups.into_values() {
+        for (key, indexes) in groups {
             if let Some(reply) = &load_failure {
                 let attempt = temporary_failure(&entry, &indexes, reply);
-                results.push((indexes, attempt));
+                results.push((key, indexes, attempt));
+                continue;
+            }
+            if expired && self.state().destinations.blocked(&key, &id).is_some() {
+                let reply = Reply::new(451, [4, 4, 1], "destination not answering");
+                let attempt = temporary_failure(&entry, &indexes, &reply);
+                results.push((key, indexes, attempt));
                 continue;
             }
             let first = &entry.recipients[indexes[0]];
@@ -523,66 +916,102 @@ impl Queue {
             let transport = self.inner.transport.clone();
             let task = tasks.spawn({
                 let indexes = indexes.clone();
-                async move { (indexes, transport.attempt(job).await) }
+                let key = key.clone();
+                async move { (key, indexes, transport.attempt(job).await) }
             });
-            task_recipients.insert(task.id(), indexes);
+            task_recipients.insert(task.id(), (key, indexes));
         }
         while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok((_, result)) => results.push(result),
+                Ok((_, result)) => {
+                    let (key, _, attempt) = &result;
+                    self.record_destination(key, &id, attempt);
+                    results.push(result);
+                }
                 // A delivery that panicked is a failed attempt like any
                 // other: its recipients are deferred with the error and
                 // the attempt counts, so retries and expiry still apply.
                 Err(error) => {
                     tracing::error!(id = %id, error = %error, "delivery task failed");
-                    if let Some(indexes) = task_recipients.remove(&error.id()) {
+                    if let Some((key, indexes)) = task_recipients.remove(&error.id()) {
                         let reply = Reply::new(451, [4, 3, 0], "delivery failed with an internal error");
                         let attempt = temporary_failure(&entry, &indexes, &reply);
-                        results.push((indexes, attempt));
+                        results.push((key, indexes, attempt));
                     }
                 }
             }
         }
+        let results = results
+            .into_iter()
+            .map(|(_, indexes, attempt)| (indexes, attempt))
+            .collect();
         let writes = self.apply_results(&mut entry, results, &content);
-        let pending = {
-            let mut state = self.state();
-            state.in_flight.remove(&id);
-            state.pending_action.remove(&id)
-        };
-        if pending == Some(QueueAction::Delete) {
-            return;
+        // An administrator may have held or deleted the entry while the
+        // attempt ran: the stored entry says so (read under the entry's
+        // lock, so no action slips in between).
+        let _entry = self.entry_lock(&id).lock().await;
+        match self.inner.spool.entry(&id) {
+            Ok(None) => {
+                self.settle(&id);
+                return;
+            }
+            Ok(Some(stored)) if stored.hold == Hold::Held => entry.hold = Hold::Held,
+            _ => {}
         }
         let mut writes = writes;
-        if pending == Some(QueueAction::Hold) {
-            entry.hold = Hold::Held;
-        }
         let finished = entry.is_finished();
         writes.push(if finished {
-            Write::Remove(id.clone())
+            SpoolWrite::Remove(id.clone())
         } else {
-            Write::Update(entry.clone())
+            SpoolWrite::Update(entry.clone())
         });
         let new_entries: Vec<QueueEntry> = writes
             .iter()
             .filter_map(|w| match w {
-                Write::Enqueue(e, _) => Some(e.clone()),
+                SpoolWrite::Enqueue(e, _) => Some(e.clone()),
                 _ => None,
             })
             .collect();
         if let Err(error) = self.commit(writes).await {
-            // The outcome is lost from disk: the attempt repeats after a restart. Keep memory as is.
+            // The outcome is lost from disk: the attempt repeats after a restart.
             tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
         }
+        self.settle(&id);
         let mut state = self.state();
-        if finished {
-            state.entries.remove(&id);
-        } else {
+        if !finished {
             state.schedule(&entry);
-            state.entries.insert(id.clone(), entry);
         }
         for e in new_entries {
             state.schedule(&e);
-            state.entries.insert(e.id.clone(), e);
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+    }
+
+    /// Updates the destination's state with an attempt's result; entries
+    /// that waited on it go back to the schedule or are deferred in bulk.
+    fn record_destination(&self, key: &str, id: &QueueId, attempt: &DeliveryAttempt) {
+        let now = self.now_ms();
+        let change = self.state().destinations.record(key, id, attempt, now);
+        if change.went_down {
+            tracing::warn!(
+                destination = key,
+                "destination not answering: deferring its mail until a probe answers"
+            );
+        }
+        if change.came_up {
+            tracing::info!(destination = key, "destination answers again: resuming its mail");
+        }
+        let mut state = self.state();
+        for (waiting, destinations) in change.resume {
+            state.near.put_back(now, waiting, destinations);
+        }
+        if !change.park.is_empty() {
+            // Due now again: the scheduler finds the destination down and
+            // defers them in one batch.
+            for (waiting, destinations) in change.park {
+                state.near.put_back(now, waiting, destinations);
+            }
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -594,8 +1023,8 @@ impl Queue {
         entry: &mut QueueEntry,
         results: Vec<(Vec<usize>, DeliveryAttempt)>,
         content: &[u8],
-    ) -> Vec<Write> {
-        let now = now_ms();
+    ) -> Vec<SpoolWrite> {
+        let now = self.now_ms();
         let mut events = Vec::new();
         let mut failed = Vec::new();
         let mut delayed = Vec::new();
@@ -765,10 +1194,10 @@ impl Queue {
                     None,
                     Some("generated delivery status notification".into()),
                 ));
-                writes.push(Write::Enqueue(dsn, content));
+                writes.push(SpoolWrite::Enqueue(dsn, content));
             }
         }
-        writes.insert(0, Write::Trace(events));
+        writes.insert(0, SpoolWrite::Trace(events));
         writes
     }
 
@@ -839,7 +1268,7 @@ impl Queue {
 
     /// A message this node writes itself, from `<>` to `to`, routed now.
     fn generated(&self, to: crate::message::Address, content: &[u8]) -> QueueEntry {
-        let now = now_ms();
+        let now = self.now_ms();
         let policy = self.inner.policy.borrow().clone();
         let route = crate::route::route(&policy.routing, to.domain()).unwrap_or(Route::Mx);
         let mut envelope = crate::message::Envelope::new(ReversePath::Null);
@@ -869,6 +1298,78 @@ impl Queue {
     pub fn expiry_from(&self, received_ms: u64) -> u64 {
         received_ms + self.inner.settings.expire_after.as_millis() as u64
     }
+}
+
+/// Makes every waiting recipient due now, remembering a later schedule
+/// so a failed early attempt does not push the next one out.
+fn retry_now(entry: &mut QueueEntry, now: u64) {
+    for r in &mut entry.recipients {
+        match &mut r.status {
+            RecipientStatus::Queued { due_ms } => *due_ms = (*due_ms).min(now),
+            RecipientStatus::Deferred {
+                due_ms, scheduled_ms, ..
+            } => {
+                if *due_ms > now && scheduled_ms.is_none() {
+                    *scheduled_ms = Some(*due_ms);
+                }
+                *due_ms = (*due_ms).min(now);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Defers the waiting recipients of `entry` whose destination is down
+/// to the destination's next probe (never past the entry's expiry): no
+/// attempt is counted, the schedule moves. `true` when something changed.
+fn postpone_blocked(entry: &mut QueueEntry, destinations: &DestinationStates, now: u64) -> bool {
+    let id = entry.id.clone();
+    let latest = entry.expires_at_ms.max(now + 1000);
+    let mut changed = false;
+    for r in &mut entry.recipients {
+        let Some(due) = r.status.due_ms() else { continue };
+        let Some(blocked) = destinations.blocked(&destination(r), &id) else {
+            continue;
+        };
+        let target = blocked.next_probe_ms.max(now).min(latest);
+        if due >= target {
+            continue;
+        }
+        match &mut r.status {
+            RecipientStatus::Deferred {
+                due_ms,
+                last_error,
+                scheduled_ms,
+                ..
+            } => {
+                *due_ms = target;
+                *last_error = blocked.reason;
+                *scheduled_ms = None;
+            }
+            status => {
+                *status = RecipientStatus::Deferred {
+                    due_ms: target,
+                    last_error: blocked.reason,
+                    delay_notified: false,
+                    scheduled_ms: None,
+                    early_attempts: 0,
+                }
+            }
+        }
+        changed = true;
+    }
+    changed
+}
+
+/// A stable offset in `0..spread` ms for entry `id` (FNV-1a of the id).
+fn spread_of(id: &QueueId, spread: u64) -> u64 {
+    if spread == 0 {
+        return 0;
+    }
+    let hash = id.0.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % spread
 }
 
 /// The same temporary failure for recipients `indexes` of `entry`, for

@@ -2,8 +2,8 @@
 //! record goes through here, so `/metrics` and the dashboard count what
 //! was stored, without reading it back.
 
+use super::spool::{SpoolError, SpoolWrite};
 use super::{Queue, QueueDepth, QueueStatus};
-use crate::store::{StoreError, Write};
 use crate::trace::{now_ms, Tally, TraceCounters};
 use std::future::Future;
 use std::sync::Arc;
@@ -12,10 +12,10 @@ impl Queue {
     /// Commits `writes` and, once they are stored, counts them.
     pub(super) fn commit(
         &self,
-        writes: Vec<Write>,
-    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        writes: Vec<SpoolWrite>,
+    ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
         let tally = tally(&writes);
-        let committed = self.inner.store.commit(writes);
+        let committed = self.inner.spool.commit_spool(writes);
         let counters = self.inner.counters.clone();
         async move {
             committed.await?;
@@ -25,9 +25,9 @@ impl Queue {
     }
 
     /// Records `writes` with the next commit, without waiting, and counts them.
-    pub(super) fn submit(&self, writes: Vec<Write>) {
+    pub(super) fn submit(&self, writes: Vec<SpoolWrite>) {
         self.inner.counters.count(&tally(&writes), now_ms());
-        self.inner.store.submit(writes);
+        self.inner.spool.submit_spool(writes);
     }
 
     /// The counters of what this queue stored.
@@ -35,28 +35,24 @@ impl Queue {
         self.inner.counters.clone()
     }
 
-    /// Queue entries now, by status (memory only: cheap to ask every second).
-    pub fn depth(&self) -> QueueDepth {
-        let state = self.state();
-        QueueDepth::count(state.entries.values().map(|e| e.status()))
+    /// Queue entries now, by status: counters the spool keeps with every
+    /// write (no scan: cheap to ask every second).
+    pub fn depth(&self) -> Result<QueueDepth, SpoolError> {
+        self.inner.spool.depth()
     }
 }
 
 /// What `writes` change, for the counters.
-pub(super) fn tally(writes: &[Write]) -> Tally {
+pub(super) fn tally(writes: &[SpoolWrite]) -> Tally {
     let mut tally = Tally::default();
     for write in writes {
         match write {
-            Write::Trace(events) => tally.events(events),
-            Write::Enqueue(..) => tally.entered += 1,
-            Write::Remove(_) => tally.left += 1,
-            Write::Quarantine(..) => tally.quarantined += 1,
-            Write::Unquarantine(_) => tally.unquarantined += 1,
-            Write::Objects(_)
-            | Write::Update(_)
-            | Write::PruneTrace(_)
-            | Write::TlsState { .. }
-            | Write::DkimKeys(_) => {}
+            SpoolWrite::Trace(events) => tally.events(events),
+            SpoolWrite::Enqueue(..) => tally.entered += 1,
+            SpoolWrite::Remove(_) => tally.left += 1,
+            SpoolWrite::Quarantine(..) => tally.quarantined += 1,
+            SpoolWrite::Unquarantine(_) => tally.unquarantined += 1,
+            SpoolWrite::Update(_) => {}
         }
     }
     tally

@@ -1,10 +1,12 @@
-//! Queue behaviour with a scripted transport: retry, bounce, DSN, hold.
+//! Queue behaviour with a scripted transport: retry, bounce, DSN, hold,
+//! restart, down destinations. Time is tokio's paused clock: retries,
+//! probes and expiry run on virtual time, never on wall-clock sleeps.
 use mail_parser::MimeHeaders;
 
 use super::*;
 use crate::deliver::DeliveryAttempt;
 use crate::message::{Address, BodyType, Notify};
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, Store as _};
 use std::sync::Mutex as StdMutex;
 
 /// Answers each attempt from a script, per recipient address.
@@ -61,7 +63,7 @@ fn entry(from: &str, to: &[&str]) -> QueueEntry {
             .collect(),
         size: 10,
         received_at_ms: now,
-        expires_at_ms: now + 60_000,
+        expires_at_ms: now + 86_400_000,
         hold: Hold::Active,
         source: Source {
             peer: "127.0.0.1".into(),
@@ -71,38 +73,60 @@ fn entry(from: &str, to: &[&str]) -> QueueEntry {
     }
 }
 
+/// Waits until the store's writer thread has committed everything sent
+/// before (a blocking wait keeps tokio's paused clock still), then lets
+/// the queue's tasks run.
+async fn settle_io(queue: &Queue) {
+    let barrier = queue.inner.spool.commit_spool(Vec::new());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(barrier))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
 async fn wait_for(queue: &Queue, what: impl Fn(&[QueueEntry]) -> bool) -> Vec<QueueEntry> {
-    for _ in 0..200 {
-        let list = queue.list();
+    for _ in 0..1000 {
+        let list = queue.list().unwrap();
         if what(&list) {
             return list;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle_io(queue).await;
     }
-    panic!("queue never reached the expected state: {:#?}", queue.list());
+    let state = queue.state();
+    panic!(
+        "queue never reached the expected state (in memory {}, in flight {:?}, waiting {}): {:#?}",
+        state.near.len(),
+        state.in_flight,
+        state.destinations.waiting(),
+        queue.list()
+    );
 }
 
 fn start(dir: &std::path::Path, answers: Vec<(&str, Outcome)>) -> (Queue, Arc<Scripted>) {
+    let (queue, transport, _) = start_with_store(dir, answers);
+    (queue, transport)
+}
+
+fn start_with_store(
+    dir: &std::path::Path,
+    answers: Vec<(&str, Outcome)>,
+) -> (Queue, Arc<Scripted>, Arc<EmbeddedStore>) {
     let store = EmbeddedStore::open(dir).unwrap();
     let transport = Arc::new(Scripted {
         answers: StdMutex::new(answers.into_iter().map(|(a, o)| (a.to_string(), o)).collect()),
         seen: StdMutex::new(Vec::new()),
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
-    let settings = QueueSettings {
-        hostname: "gw.test".into(),
-        retry: vec![Duration::from_millis(100)],
-        expire_after: Duration::from_secs(60),
-        max_concurrency: 4,
-        delivery_memory: crate::queue::ContentMemory::new(64 << 20),
-    };
     (
-        Queue::start(store, transport.clone(), settings, policy).unwrap(),
+        Queue::start(store.clone(), transport.clone(), settings(), policy).unwrap(),
         transport,
+        store,
     )
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn deferred_then_delivered_and_bounce_dsn_for_the_failed_one() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, transport) = start(
@@ -132,8 +156,7 @@ async fn deferred_then_delivered_and_bounce_dsn_for_the_failed_one() {
     let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
     let dsn = list.iter().find(|q| q.from == ReversePath::Null).unwrap();
     assert_eq!(dsn.recipients[0].address.to_string(), "sender@y.test");
-    let store = queue.inner.store.clone();
-    let report = store.content(&dsn.id).unwrap().unwrap();
+    let report = queue.inner.spool.content(&dsn.id).unwrap().unwrap();
     let parsed = mail_parser::MessageParser::new().parse(&report).unwrap();
     let ct = parsed.root_part().content_type().unwrap();
     assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
@@ -151,7 +174,7 @@ async fn deferred_then_delivered_and_bounce_dsn_for_the_failed_one() {
     assert_eq!(seen.iter().filter(|a| *a == "ok@x.test").count(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn null_sender_never_gets_a_bounce_and_hold_stops_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, transport) = start(
@@ -170,18 +193,27 @@ async fn null_sender_never_gets_a_bounce_and_hold_stops_attempts() {
         .await
         .unwrap();
     queue.act(&held.id, QueueAction::Hold).await.unwrap();
-    let _ = queue.list();
     // Either the first attempt already ran (delivered) or the hold stopped it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = transport.seen.lock().unwrap().clone();
-    if !seen.contains(&"h@x.test".to_string()) {
-        assert_eq!(queue.get(&held.id).unwrap().status_word(), "held");
-        queue.act(&held.id, QueueAction::Release).await.unwrap();
-        wait_for(&queue, |l| l.is_empty()).await;
+    for _ in 0..20 {
+        settle_io(&queue).await;
+    }
+    // The entry first, then what the transport saw: an attempt that was
+    // already running may still finish between the two reads.
+    let stored = queue.get(&held.id);
+    let attempted = transport.seen.lock().unwrap().contains(&"h@x.test".to_string());
+    match stored {
+        None => assert!(attempted, "the entry left the queue without an attempt"),
+        Some(entry) => {
+            if !attempted {
+                assert_eq!(entry.status_word(), "held");
+            }
+            queue.act(&held.id, QueueAction::Release).await.unwrap();
+            wait_for(&queue, |l| l.is_empty()).await;
+        }
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_recipients_bounce() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = start(
@@ -204,7 +236,7 @@ async fn expired_recipients_bounce() {
     assert!(list.iter().all(|q| q.id != e.id));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dsn_status_keeps_the_servers_subject_and_detail() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = start(
@@ -224,7 +256,7 @@ async fn dsn_status_keeps_the_servers_subject_and_detail() {
         .unwrap();
     let list = wait_for(&queue, |l| l.iter().any(|q| q.from == ReversePath::Null)).await;
     let dsn = list.iter().find(|q| q.from == ReversePath::Null).unwrap();
-    let report = queue.inner.store.content(&dsn.id).unwrap().unwrap();
+    let report = queue.inner.spool.content(&dsn.id).unwrap().unwrap();
     let text = String::from_utf8_lossy(&report);
     assert!(text.contains("Status: 5.4.4\r\n"), "{text}");
 }
@@ -248,10 +280,10 @@ fn dsn_status_adjusts_only_the_class_digit() {
     assert_eq!(status(DsnAction::Failed, 550, None), "5.0.0");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn hold_is_idempotent_and_retry_never_releases() {
     let dir = tempfile::tempdir().unwrap();
-    let (queue, _) = start(
+    let (queue, _, store) = start_with_store(
         dir.path(),
         vec![("h@x.test", Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy")))],
     );
@@ -275,7 +307,7 @@ async fn hold_is_idempotent_and_retry_never_releases() {
     assert_eq!(queue.get(&held.id).unwrap().status_word(), "held");
     let all = queue.retry_all().await.unwrap();
     assert_eq!(all, RetryAll { retried: 0, held: 1 });
-    let events = queue.inner.store.trace_events(0).unwrap();
+    let events = store.trace_events(0).unwrap();
     let held_events = events
         .iter()
         .filter(|e| e.queue_id == held.id && e.kind == TraceKind::Held)
@@ -296,13 +328,15 @@ async fn hold_is_idempotent_and_retry_never_releases() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_manual_retry_keeps_the_schedule_and_the_backoff_step() {
     let dir = tempfile::tempdir().unwrap();
     let busy = || Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"));
     let (queue, transport) = start(dir.path(), vec![("d@x.test", busy())]);
     let mut e = entry("a@y.test", &["d@x.test"]);
-    let scheduled = now_ms() + 60_000;
+    // Far enough that the paused clock, which leaps to the next timer
+    // while the store's thread writes, does not reach it.
+    let scheduled = now_ms() + 86_400_000;
     e.expires_at_ms = scheduled + 600_000;
     e.recipients[0].attempts = 1;
     e.recipients[0].status = RecipientStatus::Deferred {
@@ -349,15 +383,17 @@ impl Transport for Panicking {
 
 fn settings() -> QueueSettings {
     QueueSettings {
-        hostname: "gw.test".into(),
-        retry: vec![Duration::from_millis(100)],
-        expire_after: Duration::from_secs(60),
-        max_concurrency: 4,
-        delivery_memory: crate::queue::ContentMemory::new(64 << 20),
+        restart_spread: Duration::from_secs(10),
+        ..QueueSettings::new(
+            "gw.test".into(),
+            vec![Duration::from_millis(100)],
+            Duration::from_secs(86_400),
+            4,
+        )
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panicking_delivery_defers_its_recipients_and_counts_the_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -392,20 +428,17 @@ struct FlakyContent {
     failures: std::sync::atomic::AtomicUsize,
 }
 
-impl Store for FlakyContent {
-    fn commit(&self, writes: Vec<Write>) -> crate::store::Commit {
-        self.inner.commit(writes)
+impl Spool for FlakyContent {
+    fn commit_spool(&self, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        self.inner.commit_spool(writes)
     }
-    fn submit(&self, writes: Vec<Write>) {
-        self.inner.submit(writes)
+    fn submit_spool(&self, writes: Vec<SpoolWrite>) {
+        self.inner.submit_spool(writes)
     }
-    fn objects(&self) -> Result<crate::config::objects::ObjectSet, StoreError> {
-        self.inner.objects()
+    fn entry(&self, id: &QueueId) -> Result<Option<QueueEntry>, SpoolError> {
+        self.inner.entry(id)
     }
-    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        self.inner.queue_entries()
-    }
-    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         let failed = self
             .failures
             .fetch_update(
@@ -415,47 +448,41 @@ impl Store for FlakyContent {
             )
             .is_ok();
         if failed {
-            return Err(StoreError("read error".into()));
+            return Err(SpoolError("read error".into()));
         }
         self.inner.content(id)
     }
-    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, SpoolError> {
+        self.inner.queue_page(after, limit)
+    }
+    fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
+        self.inner.due_before(before_ms, from, limit)
+    }
+    fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
+        self.inner.shape()
+    }
+    fn depth(&self) -> Result<QueueDepth, SpoolError> {
+        self.inner.depth()
+    }
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, SpoolError> {
         self.inner.quarantine()
     }
-    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
+    fn quarantined(&self, id: &QueueId) -> Result<Option<QuarantineEntry>, SpoolError> {
+        self.inner.quarantined(id)
+    }
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         self.inner.quarantined_content(id)
-    }
-    fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
-        self.inner.trace_events(since_ms)
-    }
-    fn queue_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<crate::store::Page<QueueEntry>, StoreError> {
-        self.inner.queue_page(after, limit)
     }
     fn quarantine_page(
         &self,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<crate::store::Page<QuarantineEntry>, StoreError> {
+    ) -> Result<Page<QuarantineEntry>, SpoolError> {
         self.inner.quarantine_page(after, limit)
-    }
-    fn trace_page(
-        &self,
-        since_ms: u64,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<crate::store::Page<TraceEvent>, StoreError> {
-        self.inner.trace_page(since_ms, after, limit)
-    }
-    fn tls_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.tls_state(prefix)
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FlakyContent {
@@ -485,4 +512,269 @@ async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
     // Two failed reads, then the third attempt delivers: nothing waits for a restart.
     wait_for(&queue, |l| l.iter().all(|q| q.id != e.id)).await;
     assert_eq!(transport.seen.lock().unwrap().as_slice(), ["r@x.test"]);
+}
+
+/// Counts attempts and answers 451 4.4.1 (no answer from the host) until
+/// `up` is set, then delivers. Records when (virtual time) each came.
+struct Flappy {
+    up: std::sync::atomic::AtomicBool,
+    calls: StdMutex<Vec<(tokio::time::Instant, usize, bool)>>,
+}
+
+impl Flappy {
+    fn new() -> Arc<Self> {
+        Arc::new(Flappy {
+            up: Default::default(),
+            calls: StdMutex::new(Vec::new()),
+        })
+    }
+
+    fn connections(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl Transport for Flappy {
+    fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+        Box::pin(async move {
+            let up = self.up.load(std::sync::atomic::Ordering::SeqCst);
+            self.calls
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), job.recipients.len(), up));
+            let outcome = if up {
+                Outcome::Delivered(Reply::new(250, [2, 0, 0], "ok"))
+            } else {
+                Outcome::TempFail(Reply::new(451, [4, 4, 1], "connect to 127.0.0.9:25: refused"))
+            };
+            DeliveryAttempt {
+                host: None,
+                tls: None,
+                dsn_passed_on: false,
+                tls_policy: None,
+                outcomes: job
+                    .recipients
+                    .iter()
+                    .map(|r| (r.address.clone(), outcome.clone()))
+                    .collect(),
+            }
+        })
+    }
+}
+
+fn start_over(spool: Arc<dyn Spool>, transport: Arc<dyn Transport>, settings: QueueSettings) -> Queue {
+    let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
+    Queue::start(spool, transport, settings, policy).unwrap()
+}
+
+/// `n` messages to one recipient each, due at `due_ms`, in one commit.
+async fn fill(spool: &dyn Spool, n: usize, to: &str, due_ms: u64) -> Vec<QueueId> {
+    let mut ids = Vec::new();
+    let mut writes = Vec::new();
+    for _ in 0..n {
+        let mut e = entry("s@y.test", &[to]);
+        e.recipients[0].status = RecipientStatus::Queued { due_ms };
+        ids.push(e.id.clone());
+        writes.push(SpoolWrite::Enqueue(e, b"Subject: t\r\n\r\nx\r\n".to_vec()));
+    }
+    spool.commit_spool(writes).await.unwrap();
+    ids
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Flappy::new();
+    let mut settings = settings();
+    settings.destinations = DestinationSettings {
+        down_after: 3,
+        probe_first: Duration::from_secs(30),
+        probe_max: Duration::from_secs(120),
+    };
+    settings.retry = vec![Duration::from_secs(1)];
+    settings.restart_spread = Duration::ZERO;
+    let ids = fill(store.as_ref(), 200, "r@dead.test", now_ms()).await;
+    let queue = start_over(store.clone(), transport.clone(), settings);
+    // Every message is deferred, only a handful of connections made.
+    wait_for(&queue, |l| {
+        l.len() == 200
+            && l.iter()
+                .all(|q| matches!(q.recipients[0].status, RecipientStatus::Deferred { .. }))
+    })
+    .await;
+    let first_wave = transport.connections();
+    assert!(first_wave <= 3 + 4, "{first_wave} connections for 200 messages");
+    // Ten minutes down: one probe per backoff step (30 s, 60 s, then every 120 s).
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(600) {
+        settle_io(&queue).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let probes = transport.connections() - first_wave;
+    assert!((3..=8).contains(&probes), "{probes} probes in ten minutes");
+    let parked = ids
+        .iter()
+        .filter_map(|id| queue.get(id))
+        .find(|e| e.recipients[0].attempts == 0)
+        .expect("most messages were never attempted");
+    match &parked.recipients[0].status {
+        RecipientStatus::Deferred { last_error, .. } => {
+            assert!(last_error.contains("destination not answering"), "{last_error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // It answers: the next probe delivers, and the rest follows at once.
+    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let up_at = tokio::time::Instant::now();
+    while !queue.list().unwrap().is_empty() {
+        assert!(
+            up_at.elapsed() <= Duration::from_secs(125),
+            "{:?}",
+            up_at.elapsed()
+        );
+        settle_io(&queue).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let calls = transport.calls.lock().unwrap();
+    let delivered: usize = calls.iter().filter(|c| c.2).map(|c| c.1).sum();
+    assert_eq!(delivered, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_reads_no_backlog_up_front_keeps_the_schedule_and_spreads_overdue_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let overdue_at = now_ms() - 3_600_000;
+    let overdue = fill(store.as_ref(), 100, "r@x.test", overdue_at).await;
+    let later = fill(store.as_ref(), 1, "r@x.test", now_ms() + 3_600_000).await;
+    let transport = Flappy::new();
+    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut settings = settings();
+    settings.schedule_capacity = 16;
+    let started = tokio::time::Instant::now();
+    let queue = start_over(store.clone(), transport.clone(), settings);
+    settle_io(&queue).await;
+    // Memory holds at most the capacity; the stored schedule is untouched.
+    assert!(queue.state().near.len() <= 16);
+    let waiting = overdue
+        .iter()
+        .filter_map(|id| queue.get(id))
+        .find(|e| e.recipients[0].attempts == 0)
+        .expect("some overdue mail still waits its turn");
+    assert_eq!(waiting.next_due_ms(), Some(overdue_at));
+    wait_for(&queue, |l| l.len() == 1).await;
+    let calls = transport.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 100);
+    let offsets: Vec<Duration> = calls.iter().map(|c| c.0 - started).collect();
+    let (first, last) = (offsets.iter().min().unwrap(), offsets.iter().max().unwrap());
+    assert!(*last - *first >= Duration::from_secs(5), "{first:?}..{last:?}");
+    assert!(*last <= Duration::from_secs(11), "{last:?}");
+    let at_once = offsets.iter().filter(|o| **o == *first).count();
+    assert!(at_once < 20, "{at_once} attempts at the same instant");
+    assert_eq!(queue.get(&later[0]).unwrap().recipients[0].attempts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_holds_the_due_window_not_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    /// Never answers: attempts stay in flight.
+    struct Stuck;
+    impl Transport for Stuck {
+        fn attempt(&self, _job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let mut settings = settings();
+    settings.schedule_capacity = 32;
+    settings.restart_spread = Duration::ZERO;
+    fill(store.as_ref(), 300, "r@x.test", now_ms()).await;
+    fill(store.as_ref(), 300, "r@x.test", now_ms() + 86_400_000).await;
+    let queue = start_over(store.clone(), Arc::new(Stuck), settings);
+    for _ in 0..50 {
+        settle_io(&queue).await;
+        let state = queue.state();
+        assert!(state.near.len() <= 32, "{} in memory", state.near.len());
+        assert!(state.in_flight.len() <= 4);
+    }
+    assert_eq!(queue.state().in_flight.len(), 4);
+    assert_eq!(queue.list().unwrap().len(), 600);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_all_streams_through_the_spool_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Flappy::new();
+    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ids = fill(store.as_ref(), BATCH + 88, "r@x.test", now_ms() + 86_400_000).await;
+    let queue = start_over(store.clone(), transport.clone(), settings());
+    queue.act(&ids[0], QueueAction::Hold).await.unwrap();
+    let done = queue.retry_all().await.unwrap();
+    assert_eq!(
+        done,
+        RetryAll {
+            retried: BATCH + 87,
+            held: 1
+        }
+    );
+    wait_for(&queue, |l| l.len() == 1).await;
+    assert_eq!(transport.calls.lock().unwrap().len(), BATCH + 87);
+}
+
+/// The queue defines what it needs from storage; the store implements it.
+/// One direction only: product code under queue/ never names store/
+/// (these tests run on the real embedded store, so this file may).
+#[test]
+fn the_queue_does_not_import_the_store() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/queue");
+    let mut checked = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.file_name().is_some_and(|name| name == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in ["crate::store", "super::super::store", "store::"] {
+            assert!(
+                !text.contains(needle),
+                "{} names the store ({needle}): the queue's storage is its Spool trait",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} files under {}", dir.display());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_by_filter_streams_through_the_spool_and_traces_each_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let later = now_ms() + 86_400_000;
+    let doomed = fill(store.as_ref(), BATCH + 10, "r@b.test", later).await;
+    let kept = fill(store.as_ref(), 20, "r@a.test", later).await;
+    let queue = start_over(store.clone(), Flappy::new(), settings());
+    queue.act(&kept[0], QueueAction::Hold).await.unwrap();
+    let filter = |status: Option<&str>, domain: Option<&str>| EntryFilter {
+        status: status.map(str::to_string),
+        domain: domain.map(str::to_string),
+    };
+    assert_eq!(
+        queue.delete_all(&filter(None, Some("B.test"))).await.unwrap(),
+        BATCH + 10
+    );
+    assert!(queue.get(&doomed[BATCH]).is_none());
+    assert_eq!(queue.delete_all(&filter(Some("held"), None)).await.unwrap(), 1);
+    assert_eq!(queue.list().unwrap().len(), 19);
+    let deleted = store
+        .trace_events(0)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == TraceKind::Deleted)
+        .count();
+    assert_eq!(deleted, BATCH + 11);
+    assert_eq!(queue.delete_all(&EntryFilter::default()).await.unwrap(), 19);
+    assert!(queue.shape().unwrap().is_empty(), "the counters follow deletions");
 }

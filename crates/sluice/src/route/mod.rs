@@ -124,6 +124,10 @@ pub struct OutboundConnector {
     pub retain_internal_headers: bool,
     /// Larger messages are refused for this connector.
     pub max_message_size: Option<u64>,
+    /// Concurrent connections to each of its hosts, when capped.
+    pub max_connections: Option<usize>,
+    /// Messages over one connection, when capped.
+    pub max_messages_per_connection: Option<usize>,
 }
 
 /// How one recipient leaves this node: decided at acceptance, stored with

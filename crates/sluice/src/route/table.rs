@@ -131,6 +131,14 @@ impl OutboundConnector {
                 "only used with tls = \"domain_validation\"".into(),
             ));
         }
+        for (key, value) in [
+            ("max_connections", c.max_connections),
+            ("max_messages_per_connection", c.max_messages_per_connection),
+        ] {
+            if value == Some(0) {
+                return Err(err(key, "must be at least 1".into()));
+            }
+        }
         Ok(OutboundConnector {
             name: c.name.clone(),
             kind: c.kind,
@@ -140,6 +148,8 @@ impl OutboundConnector {
             helo_name: Some(c.helo_name.trim().to_string()).filter(|h| !h.is_empty()),
             retain_internal_headers: c.retain_internal_headers,
             max_message_size,
+            max_connections: c.max_connections,
+            max_messages_per_connection: c.max_messages_per_connection,
         })
     }
 }

@@ -45,12 +45,15 @@ impl Transport for Outbound {
         // The connector chosen at acceptance is used as it is configured
         // now, as Exchange does: a fixed TLS name or smart host takes effect
         // on the next retry of mail already queued.
+        let mut limits = crate::deliver::ConnectionLimits::default();
         if let Route::Connector { connector, .. } = &job.route {
-            let current = self
-                .policy
-                .borrow()
-                .outbound_connector(connector)
-                .map(Route::from);
+            let current = self.policy.borrow().outbound_connector(connector).map(|c| {
+                limits = crate::deliver::ConnectionLimits {
+                    max_connections: c.max_connections,
+                    max_messages_per_connection: c.max_messages_per_connection,
+                };
+                Route::from(c)
+            });
             if let Some(route) = current {
                 job.route = route;
             }
@@ -105,7 +108,7 @@ impl Transport for Outbound {
                 });
             }
         }
-        Box::pin(async move { self.deliverer.attempt(&job).await })
+        Box::pin(async move { self.deliverer.attempt_with(&job, limits).await })
     }
 }
 
@@ -209,11 +212,18 @@ impl Node {
                 policy: policy_rx.clone(),
             }),
             QueueSettings {
-                hostname: config.hostname.clone(),
-                retry: config.retry.clone(),
-                expire_after: config.expire_after,
-                max_concurrency: config.max_concurrency,
                 delivery_memory: crate::queue::ContentMemory::new(config.content_memory / 2),
+                destinations: crate::queue::DestinationSettings {
+                    down_after: config.destination_down_after,
+                    probe_first: config.destination_probe,
+                    probe_max: config.destination_probe_max,
+                },
+                ..QueueSettings::new(
+                    config.hostname.clone(),
+                    config.retry.clone(),
+                    config.expire_after,
+                    config.max_concurrency,
+                )
             },
             policy_rx.clone(),
         )?;

@@ -5,6 +5,7 @@ use super::{EmbeddedStore, PostgresStore, Store, Write};
 use crate::auth::keys::{KeyAlgorithm, StoredKey};
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType, ObjectSet};
 use crate::message::{QueueId, ReversePath};
+use crate::queue::SpoolWrite;
 use crate::queue::{Hold, QuarantineEntry, QueueEntry, Source};
 use crate::trace::{TraceEvent, TraceKind};
 use std::sync::Arc;
@@ -139,12 +140,15 @@ async fn quarantine_pages_and_content(store: &dyn Store) {
             reason: "credit_card x1".into(),
         };
         store
-            .commit(vec![Write::Quarantine(held, format!("body {i}").into_bytes())])
+            .commit(vec![Write::Spool(SpoolWrite::Quarantine(
+                held,
+                format!("body {i}").into_bytes(),
+            ))])
             .await
             .unwrap();
     }
     store
-        .commit(vec![Write::Unquarantine(QueueId("q3".into()))])
+        .commit(vec![Write::Spool(SpoolWrite::Unquarantine(QueueId("q3".into())))])
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -230,18 +234,27 @@ async fn dkim_keys_round_trip(store: &dyn Store) {
 
 async fn queue_minimal_path(store: &dyn Store) {
     let commits: Vec<_> = (0..20)
-        .map(|i| store.commit(vec![Write::Enqueue(entry(&format!("m{i:02}")), b"abc".to_vec())]))
+        .map(|i| {
+            store.commit(vec![Write::Spool(SpoolWrite::Enqueue(
+                entry(&format!("m{i:02}")),
+                b"abc".to_vec(),
+            ))])
+        })
         .collect();
     for commit in commits {
         commit.await.unwrap();
     }
     store
-        .commit(vec![Write::Remove(QueueId("m00".into()))])
+        .commit(vec![Write::Spool(SpoolWrite::Remove(QueueId("m00".into())))])
         .await
         .unwrap();
     // An update racing a delete must not resurrect the message.
-    store.commit(vec![Write::Update(entry("m00"))]).await.unwrap();
-    assert_eq!(store.queue_entries().unwrap().len(), 19);
+    store
+        .commit(vec![Write::Spool(SpoolWrite::Update(entry("m00")))])
+        .await
+        .unwrap();
+    assert_eq!(store.queue_page(None, 100).unwrap().items.len(), 19);
+    assert_eq!(store.depth().unwrap().total, 19);
     assert_eq!(store.content(&QueueId("m00".into())).unwrap(), None);
     assert_eq!(
         store.content(&QueueId("m07".into())).unwrap().as_deref(),
@@ -252,14 +265,15 @@ async fn queue_minimal_path(store: &dyn Store) {
     grown.size = 99;
     store
         .commit(vec![
-            Write::Enqueue(entry("z1"), b"1".to_vec()),
-            Write::Remove(QueueId("z1".into())),
-            Write::Enqueue(entry("z2"), b"2".to_vec()),
-            Write::Update(grown),
+            Write::Spool(SpoolWrite::Enqueue(entry("z1"), b"1".to_vec())),
+            Write::Spool(SpoolWrite::Remove(QueueId("z1".into()))),
+            Write::Spool(SpoolWrite::Enqueue(entry("z2"), b"2".to_vec())),
+            Write::Spool(SpoolWrite::Update(grown)),
         ])
         .await
         .unwrap();
-    let entries = store.queue_entries().unwrap();
+    let entries = store.queue_page(None, 100).unwrap().items;
+    assert_eq!(store.depth().unwrap().total as usize, entries.len());
     assert!(!entries.iter().any(|e| e.id.0 == "z1"));
     assert_eq!(entries.iter().find(|e| e.id.0 == "z2").map(|e| e.size), Some(99));
     assert_eq!(

@@ -17,8 +17,7 @@ pub use embedded::EmbeddedStore;
 pub use postgres::PostgresStore;
 
 use crate::config::objects::ObjectSet;
-use crate::message::QueueId;
-use crate::queue::{QuarantineEntry, QueueEntry};
+use crate::queue::{Spool, SpoolError, SpoolWrite};
 use crate::trace::TraceEvent;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,18 +35,10 @@ pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 pub enum Write {
     /// Replace all objects.
     Objects(ObjectSet),
-    /// A new message: envelope and content together, so no orphan survives a crash.
-    Enqueue(QueueEntry, Vec<u8>),
-    /// New state of a queued message.
-    Update(QueueEntry),
-    /// A message left the queue (all recipients final, or deleted).
-    Remove(QueueId),
+    /// A change to the queue's spool (messages, quarantine, their trace).
+    Spool(SpoolWrite),
     /// Trace events.
     Trace(Vec<TraceEvent>),
-    /// A message held by a rule, with its content.
-    Quarantine(QuarantineEntry, Vec<u8>),
-    /// A quarantined message released (into the queue, in the same batch) or deleted.
-    Unquarantine(QueueId),
     /// Drop trace events older than this (ms).
     PruneTrace(u64),
     /// Outbound TLS policy state (SPEC section 10: cached MTA-STS
@@ -62,43 +53,25 @@ pub enum Write {
     DkimKeys(Vec<crate::auth::keys::StoredKey>),
 }
 
-/// One page of a keyed listing. `next` is the key of the last item when
-/// more may follow: the next page starts strictly after it, so entries
-/// added or removed between pages never shift what is still to come
-/// (keyset pagination: a range scan in redb, `WHERE key > $1 ORDER BY key
-/// LIMIT $2` in SQL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<T> {
-    /// The items, in key order.
-    pub items: Vec<T>,
-    /// Where the next page starts, if another may follow.
-    pub next: Option<String>,
+pub use crate::queue::Page;
+
+impl From<StoreError> for SpoolError {
+    fn from(error: StoreError) -> Self {
+        SpoolError(error.0)
+    }
 }
 
-/// The storage interface every backend implements.
-pub trait Store: Send + Sync + 'static {
+/// The storage interface every backend implements: the queue's [`Spool`]
+/// and the rest of the node's state.
+pub trait Store: Spool {
     /// Commits the writes atomically and durably, with others' writes.
     fn commit(&self, writes: Vec<Write>) -> Commit;
     /// Queues writes for the next commit without waiting (trace events).
     fn submit(&self, writes: Vec<Write>);
     /// All objects.
     fn objects(&self) -> Result<ObjectSet, StoreError>;
-    /// Every message in the spool (at start-up).
-    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError>;
-    /// The content of a queued message.
-    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Quarantined messages, oldest first.
-    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
-    /// The content of a quarantined message.
-    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Trace events at or after `since_ms`, oldest first.
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError>;
-    /// At most `limit` queued messages with a queue id after `after`, by id
-    /// (queue ids grow with time, so oldest first).
-    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, StoreError>;
-    /// At most `limit` quarantined messages with an id after `after`, by id.
-    fn quarantine_page(&self, after: Option<&str>, limit: usize)
-        -> Result<Page<QuarantineEntry>, StoreError>;
     /// At most `limit` trace events at or after `since_ms` and after the
     /// key `after` (a key a previous page returned), oldest first.
     fn trace_page(

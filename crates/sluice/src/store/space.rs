@@ -22,48 +22,7 @@ use std::time::Instant;
 /// How long a measurement stands.
 const REFRESH_MS: u64 = 1000;
 
-/// How much free space to keep: `[store] min_free`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MinFree {
-    /// Octets.
-    Bytes(u64),
-    /// Per cent of the filesystem's size, 0 to 100.
-    Percent(f64),
-}
-
-impl Default for MinFree {
-    /// 1 GB.
-    fn default() -> Self {
-        MinFree::Bytes(1_000_000_000)
-    }
-}
-
-impl MinFree {
-    /// `"1GB"`, `"500MB"`, `"5%"`.
-    pub fn parse(text: &str) -> Result<MinFree, String> {
-        match text.trim().strip_suffix('%') {
-            Some(percent) => {
-                let value: f64 = percent
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{text:?} is not a percentage"))?;
-                if !(0.0..=100.0).contains(&value) {
-                    return Err(format!("{text:?} is not between 0% and 100%"));
-                }
-                Ok(MinFree::Percent(value))
-            }
-            None => crate::config::parse_size(text).map(|octets| MinFree::Bytes(octets as u64)),
-        }
-    }
-
-    /// The octets to keep free on a filesystem of `total` octets.
-    pub fn threshold(self, total: u64) -> u64 {
-        match self {
-            MinFree::Bytes(octets) => octets,
-            MinFree::Percent(percent) => (total as f64 * percent / 100.0) as u64,
-        }
-    }
-}
+pub use crate::config::MinFree;
 
 /// Space on a filesystem, in octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -178,6 +178,8 @@ pub fn scanner_objects(request: &TenantRequest) -> Result<ObjectSet, TenantError
             validation_recipients: Vec::new(),
             port: None,
             max_message_size: None,
+            max_connections: None,
+            max_messages_per_connection: None,
             last_validation: None,
             enabled: true,
         }],

@@ -11,6 +11,7 @@ mod cluster;
 mod connectors;
 mod content_work;
 mod dane;
+mod dead_destination;
 mod delivery_tls;
 mod demo;
 mod disk_full;

@@ -544,3 +544,60 @@ async fn throughput_to_one_smart_host() {
         total as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_connectors_limits_cap_messages_per_connection_and_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Two sessions only: four messages at two per connection need exactly two.
+    let _sink = smtp_sink(port, dir.path(), &["-n", "2"]).await;
+    let deliverer = Arc::new(deliverer(settings(dir.path())));
+    let limits = crate::deliver::ConnectionLimits {
+        max_connections: Some(1),
+        max_messages_per_connection: Some(2),
+    };
+    let mut idle = Vec::new();
+    for round in 0..4 {
+        let attempt = deliverer
+            .attempt_with(
+                &job(
+                    smart_hosts(&[port], TlsPolicy::Opportunistic),
+                    &["b@example.test"],
+                ),
+                limits,
+            )
+            .await;
+        assert_eq!(codes(&attempt), vec![("delivered", 250)], "round {round}");
+        idle.push(deliverer.idle_connections());
+    }
+    assert_eq!(idle, [1, 0, 1, 0], "closed after two messages");
+
+    // One connection at a time: concurrent jobs queue for it.
+    let port = free_port();
+    let _sink = smtp_sink(port, dir.path(), &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let deliverer = deliverer.clone();
+        let limits = crate::deliver::ConnectionLimits {
+            max_connections: Some(1),
+            max_messages_per_connection: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            let recipient = format!("r{i}@example.test");
+            deliverer
+                .attempt_with(
+                    &job(
+                        smart_hosts(&[port], TlsPolicy::Opportunistic),
+                        &[recipient.as_str()],
+                    ),
+                    limits,
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(codes(&task.await.unwrap()), vec![("delivered", 250)]);
+    }
+    assert_eq!(deliverer.idle_connections(), 1, "one connection carried all ten");
+    assert_eq!(dumps(dir.path()).len(), 14);
+}

@@ -112,11 +112,13 @@ async fn live(policy: &Arc<Policy>, request: &ExplainRequest) -> (Reply, BTreeSe
     let store: Arc<dyn Store> = EmbeddedStore::open(dir.path()).unwrap();
     let (_publish, watching) = watch::channel(policy.clone());
     let settings = QueueSettings {
-        hostname: "gw.contoso.test".into(),
-        retry: vec![Duration::from_secs(3600)],
-        expire_after: Duration::from_secs(86_400),
-        max_concurrency: 1,
         delivery_memory: ContentMemory::new(16 << 20),
+        ..QueueSettings::new(
+            "gw.contoso.test".into(),
+            vec![Duration::from_secs(3600)],
+            Duration::from_secs(86_400),
+            1,
+        )
     };
     let queue = Queue::start(store.clone(), Arc::new(Unreachable), settings, watching.clone()).unwrap();
     let pipeline = Pipeline {
@@ -167,7 +169,7 @@ async fn live(policy: &Arc<Policy>, request: &ExplainRequest) -> (Reply, BTreeSe
     store.commit(Vec::new()).await.unwrap();
 
     let mut fates = BTreeSet::new();
-    for entry in queue.list() {
+    for entry in queue.list().unwrap() {
         if entry.source.peer == "local" {
             continue; // reports this node wrote
         }

@@ -26,7 +26,10 @@ mod tests;
 use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
-use crate::queue::{QuarantineEntry, QueueEntry};
+use crate::queue::{
+    Due, DueKey, QuarantineEntry, QueueDepth, QueueEntry, ShapeCount, Spool, SpoolCommit, SpoolError,
+    SpoolIndex, SpoolWrite,
+};
 use crate::trace::TraceEvent;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
@@ -381,7 +384,9 @@ fn content_bytes(job: &Job) -> usize {
     job.writes
         .iter()
         .map(|write| match write {
-            Write::Enqueue(_, content) | Write::Quarantine(_, content) => content.len(),
+            Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
+                content.len()
+            }
             _ => 0,
         })
         .sum()
@@ -473,7 +478,10 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
     let mut new_messages = NewMessages::default();
     for job in batch.iter_mut() {
         for write in job.writes.drain(..) {
-            if !matches!(write, Write::Enqueue(..) | Write::Trace(_)) {
+            if !matches!(
+                write,
+                Write::Spool(SpoolWrite::Enqueue(..) | SpoolWrite::Trace(_)) | Write::Trace(_)
+            ) {
                 new_messages.flush(&txn, node).await?;
             }
             match write {
@@ -499,13 +507,13 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     .await
                     .map_err(err)?;
                 }
-                Write::Enqueue(entry, body) => {
+                Write::Spool(SpoolWrite::Enqueue(entry, body)) => {
                     if new_messages.ids.contains(&entry.id.0) {
                         new_messages.flush(&txn, node).await?;
                     }
                     new_messages.push(entry, body)?;
                 }
-                Write::Update(entry) => {
+                Write::Spool(SpoolWrite::Update(entry)) => {
                     // An update racing a delete must not resurrect the message.
                     let statement = txn
                         .prepare_cached(
@@ -520,20 +528,20 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     .await
                     .map_err(err)?;
                 }
-                Write::Remove(id) => {
+                Write::Spool(SpoolWrite::Remove(id)) => {
                     let statement = txn
                         .prepare_cached("DELETE FROM spool_message WHERE id = $1")
                         .await
                         .map_err(err)?;
                     txn.execute(&statement, &[&id.0]).await.map_err(err)?;
                 }
-                Write::Trace(events) => {
+                Write::Trace(events) | Write::Spool(SpoolWrite::Trace(events)) => {
                     for event in events {
                         trace_at.push(ms(event.at_ms));
                         trace_doc.push(json(&event)?);
                     }
                 }
-                Write::Quarantine(entry, body) => {
+                Write::Spool(SpoolWrite::Quarantine(entry, body)) => {
                     let statement = txn
                         .prepare_cached(
                             "INSERT INTO quarantine_entry (id, doc, content) VALUES ($1, $2::text::json, $3) \
@@ -545,7 +553,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                         .await
                         .map_err(err)?;
                 }
-                Write::Unquarantine(id) => {
+                Write::Spool(SpoolWrite::Unquarantine(id)) => {
                     let statement = txn
                         .prepare_cached("DELETE FROM quarantine_entry WHERE id = $1")
                         .await
@@ -802,43 +810,6 @@ impl Store for PostgresStore {
         }
     }
 
-    // Minimal queue path: this node's messages only, so two nodes never
-    // both deliver one message. The shared spool replaces it.
-    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let rows = self.query(
-            "SELECT id, envelope::text FROM spool_message WHERE accepted_by = $1 ORDER BY id",
-            vec![Box::new(self.node.clone())],
-        )?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| decode("queue entry", row.get(0), row.get(1)))
-            .collect())
-    }
-
-    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        let rows = self.query(
-            "SELECT content FROM spool_content WHERE id = $1",
-            vec![Box::new(id.0.clone())],
-        )?;
-        Ok(rows.first().map(|row| row.get(0)))
-    }
-
-    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
-        let rows = self.query("SELECT id, doc::text FROM quarantine_entry ORDER BY id", vec![])?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| decode("quarantine entry", row.get(0), row.get(1)))
-            .collect())
-    }
-
-    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        let rows = self.query(
-            "SELECT content FROM quarantine_entry WHERE id = $1",
-            vec![Box::new(id.0.clone())],
-        )?;
-        Ok(rows.first().map(|row| row.get(0)))
-    }
-
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {
         let rows = self.query(
             "SELECT id, doc::text FROM trace_event WHERE at_ms >= $1 ORDER BY at_ms, id",
@@ -848,29 +819,6 @@ impl Store for PostgresStore {
             .iter()
             .filter_map(|row| decode("trace event", &row.get::<_, i64>(0).to_string(), row.get(1)))
             .collect())
-    }
-
-    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, StoreError> {
-        self.keyed_page(
-            "SELECT id, envelope::text FROM spool_message \
-             WHERE id > $1 AND accepted_by = $3 ORDER BY id LIMIT $2",
-            Some(self.node.clone()),
-            after,
-            limit,
-        )
-    }
-
-    fn quarantine_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<QuarantineEntry>, StoreError> {
-        self.keyed_page(
-            "SELECT id, doc::text FROM quarantine_entry WHERE id > $1 ORDER BY id LIMIT $2",
-            None,
-            after,
-            limit,
-        )
     }
 
     fn trace_page(
@@ -913,5 +861,158 @@ impl Store for PostgresStore {
             vec![Box::new(prefix.to_string())],
         )?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+}
+
+impl PostgresStore {
+    /// This node's queued messages (the minimal queue path reads them
+    /// whole: the shared spool with leases replaces it).
+    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let rows = self.query(
+            "SELECT id, envelope::text FROM spool_message WHERE accepted_by = $1 ORDER BY id",
+            vec![Box::new(self.node.clone())],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| decode("queue entry", row.get(0), row.get(1)))
+            .collect())
+    }
+
+    /// The index rows of this node's queued messages.
+    fn spool_indexes(&self) -> Result<Vec<(QueueEntry, SpoolIndex)>, StoreError> {
+        Ok(self
+            .queue_entries()?
+            .into_iter()
+            .map(|entry| {
+                let index = SpoolIndex::of(&entry);
+                (entry, index)
+            })
+            .collect())
+    }
+}
+
+// Minimal queue path: each node works the messages it accepted, read
+// whole from the database (so two nodes never both deliver one message);
+// the due index, counters and leases of `postgres/spool.rs` replace it.
+impl Spool for PostgresStore {
+    fn commit_spool(&self, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let committed = self.commit(writes.into_iter().map(Write::Spool).collect());
+        Box::pin(async move { Ok(committed.await?) })
+    }
+
+    fn submit_spool(&self, writes: Vec<SpoolWrite>) {
+        self.submit(writes.into_iter().map(Write::Spool).collect());
+    }
+
+    fn entry(&self, id: &QueueId) -> Result<Option<QueueEntry>, SpoolError> {
+        let rows = self.query(
+            "SELECT id, envelope::text FROM spool_message WHERE id = $1",
+            vec![Box::new(id.0.clone())],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|row| decode("queue entry", row.get(0), row.get(1))))
+    }
+
+    fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
+        let mut due: Vec<Due> = self
+            .spool_indexes()?
+            .into_iter()
+            .filter_map(|(entry, index)| {
+                let due_ms = index.due_ms?;
+                (due_ms < before_ms && (due_ms, &entry.id) >= (from.0, &from.1)).then_some(Due {
+                    due_ms,
+                    id: entry.id,
+                    destinations: index.destinations,
+                })
+            })
+            .collect();
+        due.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
+        let mut counts: std::collections::BTreeMap<(String, u64), u64> = Default::default();
+        for (_, index) in self.spool_indexes()? {
+            for (domain, n) in index.domains {
+                *counts.entry((domain, index.received_minute)).or_default() += n;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((domain, received_minute), recipients)| ShapeCount {
+                domain,
+                received_minute,
+                recipients,
+            })
+            .collect())
+    }
+
+    fn depth(&self) -> Result<QueueDepth, SpoolError> {
+        Ok(QueueDepth::count(
+            self.queue_entries()?.iter().map(QueueEntry::status),
+        ))
+    }
+
+    fn quarantined(&self, id: &QueueId) -> Result<Option<QuarantineEntry>, SpoolError> {
+        let rows = self.query(
+            "SELECT id, doc::text FROM quarantine_entry WHERE id = $1",
+            vec![Box::new(id.0.clone())],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|row| decode("quarantine entry", row.get(0), row.get(1))))
+    }
+
+    // Minimal queue path: this node's messages only, so two nodes never
+    // both deliver one message. The shared spool replaces it.
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        let rows = self.query(
+            "SELECT content FROM spool_content WHERE id = $1",
+            vec![Box::new(id.0.clone())],
+        )?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, SpoolError> {
+        let rows = self.query("SELECT id, doc::text FROM quarantine_entry ORDER BY id", vec![])?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| decode("quarantine entry", row.get(0), row.get(1)))
+            .collect())
+    }
+
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        let rows = self.query(
+            "SELECT content FROM quarantine_entry WHERE id = $1",
+            vec![Box::new(id.0.clone())],
+        )?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, SpoolError> {
+        self.keyed_page(
+            "SELECT id, envelope::text FROM spool_message \
+             WHERE id > $1 AND accepted_by = $3 ORDER BY id LIMIT $2",
+            Some(self.node.clone()),
+            after,
+            limit,
+        )
+        .map_err(SpoolError::from)
+    }
+
+    fn quarantine_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<QuarantineEntry>, SpoolError> {
+        self.keyed_page(
+            "SELECT id, doc::text FROM quarantine_entry WHERE id > $1 ORDER BY id LIMIT $2",
+            None,
+            after,
+            limit,
+        )
+        .map_err(SpoolError::from)
     }
 }

@@ -79,10 +79,10 @@ async fn concurrent_commits_share_transactions() {
     let before = store.transactions();
     let commits: Vec<_> = (0..200)
         .map(|i| {
-            store.commit(vec![Write::Enqueue(
+            store.commit(vec![Write::Spool(crate::queue::SpoolWrite::Enqueue(
                 crate::store::conformance::entry(&format!("m{i:03}")),
                 vec![b'x'; 1000],
-            )])
+            ))])
         })
         .collect();
     for commit in commits {
@@ -119,7 +119,7 @@ async fn a_failed_batch_is_reported_to_every_waiter_and_leaves_nothing() {
     };
     let result = store
         .commit(vec![
-            Write::Enqueue(bad, b"abc".to_vec()),
+            Write::Spool(crate::queue::SpoolWrite::Enqueue(bad, b"abc".to_vec())),
             Write::Trace(vec![event]),
         ])
         .await;

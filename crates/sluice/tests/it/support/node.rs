@@ -42,6 +42,8 @@ pub struct NodeOptions {
     pub umask: Option<u32>,
     /// Extra `key = value` lines for `[smtp]` (limits of SPEC section 11).
     pub smtp_extra: Vec<String>,
+    /// Extra `key = value` lines for `[delivery]`.
+    pub delivery_extra: Vec<String>,
     /// `[dlp]` lines, e.g. `scan_budget = "2s"`.
     pub dlp: Vec<String>,
     /// Runs the node under `prlimit --nofile=N:N`, soft and hard, so it
@@ -67,6 +69,7 @@ impl NodeOptions {
             objects: objects.to_string(),
             umask: None,
             smtp_extra: Vec::new(),
+            delivery_extra: Vec::new(),
             dlp: Vec::new(),
             open_files: None,
         }
@@ -471,6 +474,9 @@ fn node_toml(options: &NodeOptions, smtp: SocketAddr, admin: SocketAddr, data: &
     }
     if let Some(port) = options.mta_sts_port {
         toml += &format!("mta_sts_port = {port}\n");
+    }
+    for line in &options.delivery_extra {
+        toml += &format!("{line}\n");
     }
     toml += &format!("\n[admin]\nlisten = {}\n", quote(&admin.to_string()));
     toml += &options.extra_toml;

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# A queue holding a real backlog: N messages of 1 KB deferred to a dead
+# smart host (a loopback port where nothing listens, so every connection
+# is refused). Prints figures; does not gate.
+#
+#   smtp-source --> sluice --> 127.0.202.9:PORT (refuses)
+#
+# Figures: enqueue rate over the first and the last 10,000 messages, RSS
+# with the backlog queued, store size, first page of `queue list` and
+# `queue summary` times, connection attempts to the dead host, then after
+# a kill -9 and a restart: time to the first 220 and to the first delivery
+# attempt, and connection attempts per minute.
+#
+#   bench/queue_backlog.sh                       # 1,000,000 messages
+#   BENCH_MESSAGES=200000 BENCH_WATCH=60 bench/queue_backlog.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+messages=${BENCH_MESSAGES:-1000000}
+sessions=${BENCH_SESSIONS:-50}
+size=1024
+edge=10000
+((messages > 2 * edge)) || { echo "queue_backlog.sh: BENCH_MESSAGES must exceed $((2 * edge))" >&2; exit 2; }
+# How long to watch connection attempts after the restart.
+watch_s=${BENCH_WATCH:-120}
+# BENCH_BUILD=0 uses the release binary as it is.
+build=${BENCH_BUILD:-1}
+
+# 127.0.202.0/24 is not used by the integration tests or relay.sh.
+sluice_ip=127.0.202.1
+dead_ip=127.0.202.9
+
+[[ -x /usr/sbin/smtp-source ]] || { echo "queue_backlog.sh: needs smtp-source (postfix)" >&2; exit 2; }
+
+if [[ $build == 1 ]]; then
+    echo "queue_backlog.sh: building sluice (release)" >&2
+    cargo build --release -q -p sluice --bin sluice
+fi
+sluice_bin=${CARGO_TARGET_DIR:-target}/release/sluice
+
+work=$(mktemp -d /tmp/sluice-backlog.XXXXXX)
+sluice_pid=
+stop_sluice() {
+    if [[ -n $sluice_pid ]]; then
+        kill -9 "$sluice_pid" 2>/dev/null || true
+        wait "$sluice_pid" 2>/dev/null || true
+        sluice_pid=
+    fi
+}
+cleanup() {
+    stop_sluice
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
+}
+now() { date +%s.%N; }
+elapsed() { python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.3f}")' "$1" "$2"; }
+
+smtp_port=$(free_port $sluice_ip)
+admin_port=$(free_port $sluice_ip)
+dead_port=$(free_port $dead_ip)
+cat >"$work/node.toml" <<TOML
+[node]
+hostname = "backlog.contoso.test"
+data_dir = "$work/data"
+
+[smtp]
+listen = ["$sluice_ip:$smtp_port"]
+# smtp-source reconnects for each message: closing sessions overlap new ones.
+max_connections_per_ip = 1000
+
+[admin]
+listen = "$sluice_ip:$admin_port"
+TOML
+cat >"$work/objects.toml" <<TOML
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+
+# The load comes from on premises: no SPF/DKIM/DMARC lookups per message.
+[[inbound_connector]]
+name = "Load"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.0/8"]
+
+[[outbound_connector]]
+name = "Dead"
+recipient_domains = ["contoso.test"]
+smart_hosts = ["$dead_ip:$dead_port"]
+TOML
+
+log=$work/serve.log
+start_sluice() {
+    RUST_LOG="warn,sluice::deliver=info" "$sluice_bin" serve --config "$work/node.toml" >>"$log" 2>&1 &
+    sluice_pid=$!
+}
+
+# Seconds until the node greets with 220 (polled every 10 ms).
+wait_greeting() {
+    python3 - "$sluice_ip" "$smtp_port" <<'PY'
+import socket, sys, time
+start = time.monotonic()
+while time.monotonic() - start < 600:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+            if s.recv(512).startswith(b"220"):
+                print(f"{time.monotonic() - start:.3f}")
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.01)
+sys.exit(1)
+PY
+}
+
+attempts() { grep -c "next hop failed" "$log" || true; }
+
+api() { # path -> seconds (body to $work/api.out)
+    local token t0 t1
+    token=$(cat "$work/data/admin.token")
+    t0=$(now)
+    curl -sf -H "Authorization: Bearer $token" "http://$sluice_ip:$admin_port/api/v1/$1" >"$work/api.out"
+    t1=$(now)
+    elapsed "$t0" "$t1"
+}
+
+rss_mb() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$sluice_pid/status"; }
+
+send() { # count -> seconds
+    local t0 t1
+    t0=$(now)
+    /usr/sbin/smtp-source -s "$sessions" -m "$1" -l "$size" \
+        -f load@fabrikam.test -t bob@contoso.test -M bench-client.test "$sluice_ip:$smtp_port"
+    t1=$(now)
+    elapsed "$t0" "$t1"
+}
+
+start_sluice
+wait_greeting >/dev/null
+until [[ -s $work/data/admin.token ]]; do sleep 0.1; done
+"$sluice_bin" apply -f "$work/objects.toml" --config "$work/node.toml" >/dev/null
+
+echo "queue_backlog.sh: $messages messages of $size bytes to a dead smart host ($sessions sessions)" >&2
+fill_start=$(now)
+first_s=$(send $edge)
+send $((messages - 2 * edge)) >/dev/null
+last_s=$(send $edge)
+fill_end=$(now)
+fill_s=$(elapsed "$fill_start" "$fill_end")
+fill_attempts=$(attempts)
+
+summary_s=$(api "queue/summary")
+queued=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["total"])' "$work/api.out")
+list_s=$(api "queue?limit=100")
+rss=$(rss_mb)
+store_mb=$(du -m "$work/data/sluice.redb" | cut -f1)
+
+# kill -9, then a restart with the backlog on disk.
+stop_sluice
+before=$(attempts)
+restart=$(now)
+start_sluice
+greet_s=$(wait_greeting)
+first_attempt_s=
+deadline=$((SECONDS + 120))
+while ((SECONDS < deadline)); do
+    if (($(attempts) > before)); then
+        first_attempt_s=$(elapsed "$restart" "$(now)")
+        break
+    fi
+    sleep 0.05
+done
+restart_rss=$(rss_mb)
+sleep "$watch_s"
+watched=$(($(attempts) - before))
+restart_summary_s=$(api "queue/summary")
+restart_list_s=$(api "queue?limit=100")
+
+rate() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / float(sys.argv[2]):.0f}")' "$1" "$2"; }
+cat <<REPORT
+messages queued (queue summary)   $queued of $messages
+enqueue rate, first $edge          $(rate $edge "$first_s") msg/s
+enqueue rate, last $edge           $(rate $edge "$last_s") msg/s
+whole fill                        ${fill_s} s ($(rate "$messages" "$fill_s") msg/s)
+RSS with the backlog queued       ${rss} MB
+store file                        ${store_mb} MB
+queue summary                     ${summary_s} s
+queue list, first page (100)      ${list_s} s
+connections to the dead host      ${fill_attempts} during the fill
+restart (kill -9) to first 220    ${greet_s} s
+restart to first delivery attempt ${first_attempt_s:-none within 120} s
+RSS after restart                 ${restart_rss} MB
+connections after restart         ${watched} in ${watch_s} s ($(python3 -c "print(f'{$watched * 60 / $watch_s:.1f}')")/min)
+queue summary after restart       ${restart_summary_s} s
+queue list after restart          ${restart_list_s} s
+REPORT

@@ -1,0 +1,89 @@
+//! A dead smart host is a destination, not a list of messages: after a
+//! few refused connections it is marked down, its mail waits for a probe
+//! without a connection per message, and it all goes when the host
+//! answers. Net 180.
+
+use crate::support::{pause, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
+use std::time::Duration;
+
+const NODE: u8 = 1;
+const SMART_HOST: u8 = 21;
+const ON_PREM: u8 = 40;
+const MESSAGES: usize = 40;
+
+fn connection_failures(node: &Node) -> usize {
+    node.log().matches("next hop failed").count()
+}
+
+#[test]
+fn a_dead_smart_host_gets_probes_not_a_connection_per_message_and_its_mail_goes_when_it_answers() {
+    let net = Net(180);
+    // Nothing listens here until the sink starts: connections are refused.
+    let smart_host = net.addr(SMART_HOST);
+    let objects = format!(
+        r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{}/32"]
+
+[[outbound_connector]]
+name = "Smart host"
+recipient_domains = ["*"]
+smart_hosts = ["{smart_host}"]
+"#,
+        net.ip(ON_PREM)
+    );
+    let mut options = NodeOptions::new(net.ip(NODE), &objects);
+    options.delivery_extra = vec![
+        "destination_down_after = 3".into(),
+        "destination_probe = \"2s\"".into(),
+        "destination_probe_max = \"2s\"".into(),
+    ];
+    let node = Node::start(options);
+    let (mut client, greeting) = RawSmtp::connect_from(node.smtp, net.ip(ON_PREM)).unwrap();
+    assert_eq!(greeting.code, 220);
+    for i in 0..MESSAGES {
+        let reply = client
+            .send_message(
+                "alice@contoso.test",
+                &["bob@fabrikam.test"],
+                &format!("Subject: backlog {i}\r\n\r\nbody {i}"),
+            )
+            .unwrap();
+        assert_eq!(reply.code, 250, "message {i}: {reply:?}");
+    }
+    drop(client);
+    let all_deferred = wait_until(Duration::from_secs(30), || {
+        let recipients = node.queued_recipients();
+        recipients.len() == MESSAGES && recipients.iter().all(|(_, status, _)| status == "deferred")
+    });
+    assert!(all_deferred, "not all deferred: {:?}", node.queued_recipients());
+    // Five seconds down: the first failures, then one probe every 2 s.
+    pause(Duration::from_secs(5));
+    let attempts = connection_failures(&node);
+    assert!(
+        (3..=12).contains(&attempts),
+        "{attempts} connection attempts for {MESSAGES} messages:\n{}",
+        node.log()
+    );
+    let waiting = node.queued_recipients();
+    assert!(
+        waiting
+            .iter()
+            .any(|(_, _, error)| error.contains("destination not answering")),
+        "{waiting:?}"
+    );
+    // It answers: the next probe goes through and the rest follows.
+    let sink = Sink::start_on(smart_host);
+    let arrived = sink.wait_for(MESSAGES, Duration::from_secs(30));
+    assert_eq!(arrived.len(), MESSAGES);
+    assert!(
+        node.wait_for_empty_queue(Duration::from_secs(15)),
+        "{:?}",
+        node.queue_json()
+    );
+}
