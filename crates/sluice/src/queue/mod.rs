@@ -12,7 +12,7 @@
 //!
 //! Memory holds only what is due soon and what is being worked: the
 //! scheduler reads the store's due index a window at a time
-//! ([`schedule`]), so a start reads nothing but the first window, and
+//! (`schedule.rs`), so a start reads nothing but the first window, and
 //! entries overdue after a restart are spread over `restart_spread`
 //! (their stored schedule is kept). Destinations that stop answering are
 //! probed instead of tried once per message ([`destination`]). Storage is
