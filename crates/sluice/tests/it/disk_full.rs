@@ -3,7 +3,7 @@
 //! `[store] min_free`, new mail gets `452 4.3.1` at MAIL, at RCPT and at
 //! the end of DATA, mail accepted before is still delivered, and once space
 //! returns mail is accepted again. A spool write that fails for want of
-//! space is a 452 too, never a 250 and never a crash. Net 233.
+//! space is a 452 too, never a 250 and never a crash. Net 234.
 
 use crate::support::{pause, running_as_root, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
 use std::io::Write;
@@ -135,7 +135,7 @@ fn message(subject: &str, body: &str) -> String {
 
 #[test]
 fn below_min_free_new_mail_is_deferred_while_delivery_goes_on() {
-    let net = Net(233);
+    let net = Net(234);
     let sink_addr = net.addr(SINK);
     let mut options = NodeOptions::new(net.ip(NODE), &objects(sink_addr));
     options.extra_toml = format!("[store]\nmin_free = \"{MIN_FREE}\"\n");
