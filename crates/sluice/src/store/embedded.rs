@@ -640,32 +640,11 @@ impl Spool for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conformance::entry;
     use super::*;
-    use crate::message::{Address, ReversePath};
-    use crate::queue::{Hold, QueuedRecipient, RecipientStatus, Source};
+    use crate::message::Address;
+    use crate::queue::{Hold, QueuedRecipient, RecipientStatus};
     use crate::route::Route;
-
-    fn entry(id: &str) -> QueueEntry {
-        QueueEntry {
-            id: QueueId(id.into()),
-            message_id: None,
-            from: ReversePath::Null,
-            body: Default::default(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            recipients: vec![],
-            size: 3,
-            received_at_ms: 0,
-            expires_at_ms: 0,
-            hold: Hold::Active,
-            source: Source {
-                peer: "local".into(),
-                helo: String::new(),
-                connector: None,
-            },
-        }
-    }
 
     #[tokio::test]
     async fn queue_pages_see_every_entry_once_in_order_despite_inserts_between_pages() {
