@@ -624,10 +624,9 @@ impl Queue {
     async fn refill(&self, window_ms: u64) {
         let now = self.now_ms();
         let Some((from, room)) = ({
-            let state = self.state();
-            state
-                .near
-                .refill_from(now, window_ms, state.destinations.waiting())
+            let mut state = self.state();
+            let waiting = state.destinations.waiting();
+            state.near.refill_from(now, window_ms, waiting)
         }) else {
             return;
         };

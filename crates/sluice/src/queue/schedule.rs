@@ -7,6 +7,12 @@
 //! destination's wait) and comes back when that ends. A change whose key
 //! falls below `covered` is kept in memory when there is room; when there
 //! is none, `covered` moves down to it and the next refill reads it.
+//!
+//! A refill reads the store outside the queue's lock, so a change can be
+//! committed after the read and arrive before the refill lands, with a key
+//! above the old `covered` but below the new one. Changes that arrive while
+//! a refill is in flight are recorded, and the refill applies them: they
+//! are newer than any row it read.
 
 use super::spool::{Due, DueKey};
 use crate::message::QueueId;
@@ -21,6 +27,16 @@ pub(super) struct NearSchedule {
     items: HashMap<QueueId, (u64, Destinations)>,
     covered: DueKey,
     capacity: usize,
+    /// Changes since the refill in flight read the store, by entry.
+    changed_during_refill: Option<HashMap<QueueId, Change>>,
+}
+
+/// A change recorded during a refill: the entry's new key time (`None`
+/// when it left the index) and whether `arrive` already put it in memory.
+struct Change {
+    due_ms: Option<u64>,
+    destinations: Destinations,
+    in_memory: bool,
 }
 
 /// The smallest key with this due time: every id sorts after the empty one.
@@ -35,6 +51,7 @@ impl NearSchedule {
             items: HashMap::new(),
             covered: key_at(0),
             capacity: capacity.max(2),
+            changed_during_refill: None,
         }
     }
 
@@ -47,15 +64,29 @@ impl NearSchedule {
     /// key time, `None` when it left the index (held, final, removed).
     pub(super) fn arrive(&mut self, due_ms: Option<u64>, id: &QueueId, destinations: Destinations) {
         self.forget(id);
-        let Some(due_ms) = due_ms else { return };
-        let key = (due_ms, id.clone());
-        if key >= self.covered {
-            return;
+        let in_memory = due_ms.is_some_and(|due_ms| self.keep(due_ms, id, destinations.clone()));
+        if let Some(changes) = &mut self.changed_during_refill {
+            let change = Change {
+                due_ms,
+                destinations,
+                in_memory,
+            };
+            changes.insert(id.clone(), change);
+        }
+    }
+
+    /// Keeps a due-index row in memory when it falls in the covered part
+    /// and there is room; says whether it did.
+    fn keep(&mut self, due_ms: u64, id: &QueueId, destinations: Destinations) -> bool {
+        if (due_ms, id.clone()) >= self.covered {
+            return false;
         }
         if self.items.len() < self.capacity {
             self.insert(due_ms, id.clone(), destinations);
+            true
         } else {
             self.covered = key_at(due_ms);
+            false
         }
     }
 
@@ -98,12 +129,21 @@ impl NearSchedule {
     /// part of the index ends less than half a window ahead of `now`.
     /// `elsewhere` entries taken from the schedule are still in memory
     /// (waiting for a destination's probe) and count against the capacity.
-    pub(super) fn refill_from(&self, now: u64, window_ms: u64, elsewhere: usize) -> Option<(DueKey, usize)> {
+    /// From here until `refilled`, changes are recorded.
+    pub(super) fn refill_from(
+        &mut self,
+        now: u64,
+        window_ms: u64,
+        elsewhere: usize,
+    ) -> Option<(DueKey, usize)> {
         let held = self.items.len() + elsewhere;
         let room = self.capacity - held.min(self.capacity);
         if room < self.capacity / 2 || self.covered.0 >= now + window_ms / 2 {
             return None;
         }
+        // A refill that failed left its record behind: the next read sees
+        // everything it holds, so it starts afresh.
+        self.changed_during_refill = Some(HashMap::new());
         Some((self.covered.clone(), room))
     }
 
@@ -125,15 +165,18 @@ impl NearSchedule {
         effective: impl Fn(&Due) -> u64,
         skip: impl Fn(&QueueId) -> bool,
     ) {
+        let changes = self.changed_during_refill.take().unwrap_or_default();
         // A change that moved `covered` below where this read started
-        // means the read missed rows: keep the lower bound.
+        // means the read missed rows: keep the lower bound, and the next
+        // refill reads every recorded change that is not in memory.
         if self.covered < *from {
             return;
         }
         let full = rows.len() >= limit;
         let last = rows.last().map(|row| (row.due_ms, row.id.clone()));
         for row in rows {
-            if skip(&row.id) {
+            // A recorded change is newer than the row read.
+            if skip(&row.id) || changes.contains_key(&row.id) {
                 continue;
             }
             let due = effective(&row);
@@ -146,6 +189,13 @@ impl NearSchedule {
             (true, Some((due, id))) => (due, QueueId(format!("{}\0", id.0))),
             _ => key_at(before_ms),
         };
+        for (id, change) in changes {
+            let Some(due_ms) = change.due_ms else { continue };
+            if change.in_memory || skip(&id) {
+                continue;
+            }
+            self.keep(due_ms, &id, change.destinations);
+        }
     }
 }
 
@@ -221,5 +271,51 @@ mod tests {
         near.arrive(None, &QueueId("a".into()), dests());
         assert_eq!(near.len(), 0);
         assert!(near.pop_due(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn a_change_committed_after_the_refill_read_the_store_is_not_lost() {
+        let mut near = NearSchedule::new(10);
+        let (from, room) = near.refill_from(0, 1000, 0).unwrap();
+        // The refill read the store: it saw "a" due at 5 and "b" due at 7.
+        let rows = vec![due(5, "a"), due(7, "b")];
+        // Before it lands, "c" is committed (above the old covered key, so
+        // not kept by itself), "b" is rescheduled and "a" is delivered.
+        near.arrive(Some(3), &QueueId("c".into()), dests());
+        near.arrive(Some(900), &QueueId("b".into()), dests());
+        near.arrive(None, &QueueId("a".into()), dests());
+        assert_eq!(near.len(), 0);
+        near.refilled(&from, rows, 1000, room, |d| d.due_ms, |_| false);
+        let mut order = Vec::new();
+        while let Some((id, _)) = near.pop_due(u64::MAX) {
+            order.push(id.0);
+        }
+        assert_eq!(order, ["c", "b"]);
+        // Outside a refill nothing is recorded.
+        near.arrive(Some(2000), &QueueId("d".into()), dests());
+        assert!(near.changed_during_refill.is_none());
+    }
+
+    #[test]
+    fn a_change_recorded_during_a_refill_respects_the_capacity() {
+        let mut near = NearSchedule::new(2);
+        let (from, room) = near.refill_from(0, 1000, 0).unwrap();
+        near.arrive(Some(40), &QueueId("late".into()), dests());
+        // An entry back from a destination's wait takes the last place.
+        near.put_back(9, QueueId("back".into()), dests());
+        near.refilled(&from, vec![due(1, "a")], 1000, room, |d| d.due_ms, |_| false);
+        // Full: "late" stays in the store and the covered key moves down
+        // to it, so the next refill reads it.
+        assert_eq!(near.len(), 2);
+        assert_eq!(near.covered, key_at(40));
+    }
+
+    #[test]
+    fn a_change_to_an_entry_in_flight_waits_for_the_attempt() {
+        let mut near = NearSchedule::new(10);
+        let (from, room) = near.refill_from(0, 1000, 0).unwrap();
+        near.arrive(Some(3), &QueueId("busy".into()), dests());
+        near.refilled(&from, vec![], 1000, room, |d| d.due_ms, |id| id.0 == "busy");
+        assert_eq!(near.len(), 0);
     }
 }

@@ -9,6 +9,67 @@ use crate::message::{Address, BodyType, Notify};
 use crate::store::{EmbeddedStore, Store as _};
 use std::sync::Mutex as StdMutex;
 
+/// A spool with every commit awaited on a blocking thread.
+/// tokio's paused clock auto-advances whenever the runtime is idle, but
+/// not while a blocking task runs: without this, time would jump to the
+/// scheduler's next timer (hours, over many commits on a loaded machine)
+/// each time the queue waits for the disk, and mail due tomorrow would
+/// fall due in the middle of a test.
+struct SteadyClock(Arc<dyn Spool>);
+
+fn steady(store: Arc<dyn Spool>) -> Arc<dyn Spool> {
+    Arc::new(SteadyClock(store))
+}
+
+impl Spool for SteadyClock {
+    fn commit_spool(&self, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let commit = self.0.commit_spool(writes);
+        let handle = tokio::runtime::Handle::current();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || handle.block_on(commit))
+                .await
+                .expect("the commit's waiter panicked")
+        })
+    }
+    fn submit_spool(&self, writes: Vec<SpoolWrite>) {
+        self.0.submit_spool(writes)
+    }
+    fn entry(&self, id: &QueueId) -> Result<Option<QueueEntry>, SpoolError> {
+        self.0.entry(id)
+    }
+    fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        self.0.content(id)
+    }
+    fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, SpoolError> {
+        self.0.queue_page(after, limit)
+    }
+    fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
+        self.0.due_before(before_ms, from, limit)
+    }
+    fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
+        self.0.shape()
+    }
+    fn depth(&self) -> Result<QueueDepth, SpoolError> {
+        self.0.depth()
+    }
+    fn quarantine(&self) -> Result<Vec<QuarantineEntry>, SpoolError> {
+        self.0.quarantine()
+    }
+    fn quarantined(&self, id: &QueueId) -> Result<Option<QuarantineEntry>, SpoolError> {
+        self.0.quarantined(id)
+    }
+    fn quarantined_content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        self.0.quarantined_content(id)
+    }
+    fn quarantine_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<QuarantineEntry>, SpoolError> {
+        self.0.quarantine_page(after, limit)
+    }
+}
+
 /// Answers each attempt from a script, per recipient address.
 struct Scripted {
     answers: StdMutex<Vec<(String, Outcome)>>,
@@ -87,7 +148,9 @@ async fn settle_io(queue: &Queue) {
 }
 
 async fn wait_for(queue: &Queue, what: impl Fn(&[QueueEntry]) -> bool) -> Vec<QueueEntry> {
-    for _ in 0..1000 {
+    // Each round lets 10 ms of the paused clock pass: 60 s in all, well
+    // past any test's restart spread or retry schedule.
+    for _ in 0..6000 {
         let list = queue.list().unwrap();
         if what(&list) {
             return list;
@@ -120,7 +183,7 @@ fn start_with_store(
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
     (
-        Queue::start(store.clone(), transport.clone(), settings(), policy).unwrap(),
+        Queue::start(steady(store.clone()), transport.clone(), settings(), policy).unwrap(),
         transport,
         store,
     )
@@ -227,7 +290,9 @@ async fn expired_recipients_bounce() {
         ],
     );
     let mut e = entry("s@y.test", &["slow@x.test"]);
-    e.expires_at_ms = now_ms();
+    // The queue's clock, not the wall clock: on a loaded machine the wall
+    // clock runs ahead of the paused one, and the entry would not expire.
+    e.expires_at_ms = queue.now_ms();
     queue
         .enqueue(e.clone(), b"\r\nx\r\n".to_vec(), vec![])
         .await
@@ -401,7 +466,7 @@ async fn a_panicking_delivery_defers_its_recipients_and_counts_the_attempt() {
         calls: Default::default(),
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
-    let queue = Queue::start(store, transport.clone(), settings(), policy).unwrap();
+    let queue = Queue::start(steady(store), transport.clone(), settings(), policy).unwrap();
     let e = entry("s@y.test", &["r@x.test"]);
     queue
         .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
@@ -494,7 +559,7 @@ async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
         seen: StdMutex::new(Vec::new()),
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
-    let queue = Queue::start(store, transport.clone(), settings(), policy).unwrap();
+    let queue = Queue::start(steady(store), transport.clone(), settings(), policy).unwrap();
     let e = entry("s@y.test", &["r@x.test"]);
     queue
         .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
@@ -595,7 +660,7 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
     settings.retry = vec![Duration::from_secs(1)];
     settings.restart_spread = Duration::ZERO;
     let ids = fill(store.as_ref(), 200, "r@dead.test", now_ms()).await;
-    let queue = start_over(store.clone(), transport.clone(), settings);
+    let queue = start_over(steady(store.clone()), transport.clone(), settings);
     // Every message is deferred, only a handful of connections made.
     wait_for(&queue, |l| {
         l.len() == 200
@@ -653,7 +718,7 @@ async fn a_restart_reads_no_backlog_up_front_keeps_the_schedule_and_spreads_over
     let mut settings = settings();
     settings.schedule_capacity = 16;
     let started = tokio::time::Instant::now();
-    let queue = start_over(store.clone(), transport.clone(), settings);
+    let queue = start_over(steady(store.clone()), transport.clone(), settings);
     settle_io(&queue).await;
     // Memory holds at most the capacity; the stored schedule is untouched.
     assert!(queue.state().near.len() <= 16);
@@ -691,7 +756,7 @@ async fn memory_holds_the_due_window_not_the_backlog() {
     settings.restart_spread = Duration::ZERO;
     fill(store.as_ref(), 300, "r@x.test", now_ms()).await;
     fill(store.as_ref(), 300, "r@x.test", now_ms() + 86_400_000).await;
-    let queue = start_over(store.clone(), Arc::new(Stuck), settings);
+    let queue = start_over(steady(store.clone()), Arc::new(Stuck), settings);
     for _ in 0..50 {
         settle_io(&queue).await;
         let state = queue.state();
@@ -709,7 +774,7 @@ async fn retry_all_streams_through_the_spool_in_batches() {
     let transport = Flappy::new();
     transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
     let ids = fill(store.as_ref(), BATCH + 88, "r@x.test", now_ms() + 86_400_000).await;
-    let queue = start_over(store.clone(), transport.clone(), settings());
+    let queue = start_over(steady(store.clone()), transport.clone(), settings());
     queue.act(&ids[0], QueueAction::Hold).await.unwrap();
     let done = queue.retry_all().await.unwrap();
     assert_eq!(
@@ -755,7 +820,7 @@ async fn delete_by_filter_streams_through_the_spool_and_traces_each_entry() {
     let later = now_ms() + 86_400_000;
     let doomed = fill(store.as_ref(), BATCH + 10, "r@b.test", later).await;
     let kept = fill(store.as_ref(), 20, "r@a.test", later).await;
-    let queue = start_over(store.clone(), Flappy::new(), settings());
+    let queue = start_over(steady(store.clone()), Flappy::new(), settings());
     queue.act(&kept[0], QueueAction::Hold).await.unwrap();
     let filter = |status: Option<&str>, domain: Option<&str>| EntryFilter {
         status: status.map(str::to_string),
