@@ -25,7 +25,7 @@ use std::cell::{Cell, OnceCell};
 use std::cmp::Reverse;
 use std::sync::LazyLock;
 
-use aho_corasick::automaton::Automaton;
+use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind};
 
@@ -198,17 +198,16 @@ type Literal = (usize, usize, usize);
 /// The pass drives the automaton by hand, a table lookup per byte: the
 /// crate's iterators would take two passes (one per list) and cost a call per
 /// occurrence, and the keyword list has one in every few words (`id` in
-/// `provide`).
+/// `provide`). Each lookup needs the state the previous one gave, so one walk
+/// waits on memory at every byte; [`match_ends`] walks [`LANES`] stretches
+/// of the text side by side instead, whose lookups overlap.
 fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     let dfa = &*LITERALS;
     let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
-    // A panic here is a broken invariant: the DFA is built unanchored.
-    let mut state = dfa.start_state(Anchored::No).expect("unanchored DFA");
-    for (i, &byte) in text.as_bytes().iter().enumerate() {
-        state = dfa.next_state(Anchored::No, state, byte);
+    for (i, state) in match_ends(dfa, text.as_bytes()).into_iter().flatten() {
         // Without a prefilter and unanchored, the only special states are
         // match states.
-        if !dfa.is_special(state) || !dfa.is_match(state) {
+        if !dfa.is_match(state) {
             continue;
         }
         for k in 0..dfa.match_len(state) {
@@ -222,6 +221,63 @@ fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     }
     leftmost_longest(&mut triggers);
     (triggers, keywords)
+}
+
+/// Stretches of a text that [`match_ends`] walks side by side.
+const LANES: usize = 4;
+
+/// Texts shorter than this are walked in one lane: each further lane first
+/// reads up to the longest pattern's length before its stretch.
+const LANE_MIN: usize = 2048;
+
+/// Where the automaton is in a special (match) state: the index of the byte
+/// that led there and the state, per lane; the lanes in text order and each
+/// in order of the index, so read one after the other they are exactly what
+/// one walk over the whole text meets.
+///
+/// A lane starts in the start state the longest pattern's length before its
+/// stretch, without reporting: the automaton's state is the longest suffix of
+/// what it read that begins a pattern, never longer than a pattern, so by the
+/// stretch's first byte it is the state one walk from the text's start has
+/// there.
+fn match_ends(dfa: &DFA, b: &[u8]) -> [Vec<(usize, StateID)>; LANES] {
+    // A panic here is a broken invariant: the DFA is built unanchored.
+    let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
+    let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
+    let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
+    let bound = |k: usize| bounds[k];
+    let mut ends: [Vec<(usize, StateID)>; LANES] = Default::default();
+    let mut states = [start; LANES];
+    for (k, state) in states.iter_mut().enumerate().skip(1) {
+        let from = bound(k);
+        if from < b.len() {
+            for &byte in &b[from.saturating_sub(dfa.max_pattern_len())..from] {
+                *state = dfa.next_state(Anchored::No, *state, byte);
+            }
+        }
+    }
+    // The lanes in lockstep over the length of the shortest, then each to its
+    // end.
+    let shortest = (0..LANES).map(|k| bound(k + 1) - bound(k)).min().unwrap_or(0);
+    let lane = |k: usize| &b[bound(k)..bound(k) + shortest];
+    for (j, (((&b0, &b1), &b2), &b3)) in lane(0).iter().zip(lane(1)).zip(lane(2)).zip(lane(3)).enumerate() {
+        for (k, byte) in [b0, b1, b2, b3].into_iter().enumerate() {
+            states[k] = dfa.next_state(Anchored::No, states[k], byte);
+            if dfa.is_special(states[k]) {
+                ends[k].push((bounds[k] + j, states[k]));
+            }
+        }
+    }
+    for k in 0..LANES {
+        let from = bound(k) + shortest;
+        for (i, &byte) in b[from..bound(k + 1)].iter().enumerate() {
+            states[k] = dfa.next_state(Anchored::No, states[k], byte);
+            if dfa.is_special(states[k]) {
+                ends[k].push((from + i, states[k]));
+            }
+        }
+    }
+    ends
 }
 
 /// Insert `found` in order of start, the longest first at one start.
