@@ -39,7 +39,8 @@ use crate::edm::EdmSet;
 use crate::finding::{Confidence, Detector, Finding, Location};
 use crate::scan::scan_text;
 
-pub(crate) use markup::{html_to_text, xml_to_text_into};
+pub(crate) use markup::html_to_text;
+use markup::{into_string, xml_to_text_into};
 
 /// Bounds on the work one message may cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,7 +463,7 @@ impl Walker<'_> {
                 ),
             );
         }
-        let mut office_text = String::new();
+        let mut office_text = Vec::new();
         let mut parts = Vec::with_capacity(wanted.len());
         for e in wanted {
             if self.out_of_time() || self.out_of_text_budget() {
@@ -502,19 +503,19 @@ impl Walker<'_> {
             let xml = lossy(xml);
             match &shared {
                 Some(shared) if is_sheet(part) => {
-                    office_text.push_str(&xlsx::sheet_text(&xml, shared, &mut used));
+                    office_text.extend_from_slice(xlsx::sheet_text(&xml, shared, &mut used).as_bytes());
                 }
                 Some(_) if *part == "xl/sharedStrings.xml" => continue,
                 _ => xml_to_text_into(&xml, &mut office_text),
             }
-            office_text.push('\n');
+            office_text.push(b'\n');
         }
         // Strings no cell points to are still content (a hiding place otherwise).
         for (s, _) in shared.iter().flatten().zip(&used).filter(|(_, u)| !**u) {
-            office_text.push_str(s);
-            office_text.push('\n');
+            office_text.extend_from_slice(s.as_bytes());
+            office_text.push(b'\n');
         }
-        self.scan(&office_text, Location::Attachment(name.to_owned()));
+        self.scan(&into_string(office_text), Location::Attachment(name.to_owned()));
     }
 
     fn pdf(&mut self, data: &[u8], name: &str) {
