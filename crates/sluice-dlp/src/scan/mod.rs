@@ -19,18 +19,20 @@ mod keywords;
 mod numbers;
 mod password;
 mod secrets;
+mod table;
 mod tables;
 
 use std::cell::{Cell, OnceCell};
 use std::cmp::Reverse;
 use std::sync::LazyLock;
 
-use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, MatchKind};
+use aho_corasick::MatchKind;
 
 use crate::finding::{Confidence, Detector, Finding, Location};
 use keywords::{Keyword, KeywordIndex, KEYWORDS, LABELS};
+use table::{Table, LANES};
 use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's
@@ -170,19 +172,21 @@ const TRIGGERS: &[(&str, Trigger)] = &[
 /// every occurrence ([`literals`] picks among them), without a
 /// prefilter: the patterns start with most letters, so a prefilter would
 /// stop at nearly every byte.
-static LITERALS: LazyLock<DFA> = LazyLock::new(|| {
-    DFA::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::Standard)
-        .prefilter(false)
-        .build(
-            TRIGGERS
-                .iter()
-                .map(|(p, _)| *p)
-                .chain(KEYWORDS.iter().map(|(k, _)| *k)),
-        )
-        // A panic here is a broken invariant: the patterns are constants.
-        .expect("literal patterns are valid")
+static LITERALS: LazyLock<Table> = LazyLock::new(|| {
+    Table::new(
+        DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(
+                TRIGGERS
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .chain(KEYWORDS.iter().map(|(k, _)| *k)),
+            )
+            // A panic here is a broken invariant: the patterns are constants.
+            .expect("literal patterns are valid"),
+    )
 });
 
 /// An occurrence of a literal: start, end, and its index in [`TRIGGERS`] or
@@ -199,17 +203,27 @@ type Literal = (usize, usize, usize);
 /// crate's iterators would take two passes (one per list) and cost a call per
 /// occurrence, and the keyword list has one in every few words (`id` in
 /// `provide`). Each lookup needs the state the previous one gave, so one walk
-/// waits on memory at every byte; [`match_ends`] walks [`LANES`] stretches
-/// of the text side by side instead, whose lookups overlap.
+/// waits on memory at every byte; [`Table::match_ends`] walks [`LANES`]
+/// stretches of the text side by side instead, whose lookups overlap.
+///
+/// Each lane starts in the start state the longest pattern's length before
+/// its stretch, without reporting: the automaton's state is the longest
+/// suffix of what it read that begins a pattern, never longer than a pattern,
+/// so by the stretch's first byte it is the state one walk from the text's
+/// start has there. The lanes' matches, read one lane after the other, are
+/// then exactly what one walk over the whole text meets.
 fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
-    let dfa = &*LITERALS;
+    let table = &*LITERALS;
+    let dfa = &table.dfa;
     let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
-    for (i, state) in match_ends(dfa, text.as_bytes()).into_iter().flatten() {
-        // Without a prefilter and unanchored, the only special states are
-        // match states.
-        if !dfa.is_match(state) {
-            continue;
-        }
+    let b = text.as_bytes();
+    let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
+    for (i, state) in table
+        .match_ends(b, lanes, dfa.max_pattern_len())
+        .into_iter()
+        .flatten()
+    {
+        let state = table.dfa_state(state);
         for k in 0..dfa.match_len(state) {
             let pattern = dfa.match_pattern(state, k);
             let start = i + 1 - dfa.pattern_len(pattern);
@@ -223,62 +237,9 @@ fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     (triggers, keywords)
 }
 
-/// Stretches of a text that [`match_ends`] walks side by side.
-const LANES: usize = 4;
-
 /// Texts shorter than this are walked in one lane: each further lane first
 /// reads up to the longest pattern's length before its stretch.
 const LANE_MIN: usize = 2048;
-
-/// Where the automaton is in a special (match) state: the index of the byte
-/// that led there and the state, per lane; the lanes in text order and each
-/// in order of the index, so read one after the other they are exactly what
-/// one walk over the whole text meets.
-///
-/// A lane starts in the start state the longest pattern's length before its
-/// stretch, without reporting: the automaton's state is the longest suffix of
-/// what it read that begins a pattern, never longer than a pattern, so by the
-/// stretch's first byte it is the state one walk from the text's start has
-/// there.
-fn match_ends(dfa: &DFA, b: &[u8]) -> [Vec<(usize, StateID)>; LANES] {
-    // A panic here is a broken invariant: the DFA is built unanchored.
-    let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
-    let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
-    let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
-    let bound = |k: usize| bounds[k];
-    let mut ends: [Vec<(usize, StateID)>; LANES] = Default::default();
-    let mut states = [start; LANES];
-    for (k, state) in states.iter_mut().enumerate().skip(1) {
-        let from = bound(k);
-        if from < b.len() {
-            for &byte in &b[from.saturating_sub(dfa.max_pattern_len())..from] {
-                *state = dfa.next_state(Anchored::No, *state, byte);
-            }
-        }
-    }
-    // The lanes in lockstep over the length of the shortest, then each to its
-    // end.
-    let shortest = (0..LANES).map(|k| bound(k + 1) - bound(k)).min().unwrap_or(0);
-    let lane = |k: usize| &b[bound(k)..bound(k) + shortest];
-    for (j, (((&b0, &b1), &b2), &b3)) in lane(0).iter().zip(lane(1)).zip(lane(2)).zip(lane(3)).enumerate() {
-        for (k, byte) in [b0, b1, b2, b3].into_iter().enumerate() {
-            states[k] = dfa.next_state(Anchored::No, states[k], byte);
-            if dfa.is_special(states[k]) {
-                ends[k].push((bounds[k] + j, states[k]));
-            }
-        }
-    }
-    for k in 0..LANES {
-        let from = bound(k) + shortest;
-        for (i, &byte) in b[from..bound(k + 1)].iter().enumerate() {
-            states[k] = dfa.next_state(Anchored::No, states[k], byte);
-            if dfa.is_special(states[k]) {
-                ends[k].push((from + i, states[k]));
-            }
-        }
-    }
-    ends
-}
 
 /// Insert `found` in order of start, the longest first at one start.
 /// Occurrences come in order of their end, so nearly in order: one starting

@@ -1,0 +1,152 @@
+//! The literal automaton as a plain transition table, for the hot loop.
+//!
+//! The aho-corasick crate builds the DFA (case folding, failure links, every
+//! pattern that ends in a state); this copies its transitions into a table the
+//! scanning loop can keep in registers: a byte's column from a 256-entry
+//! array, the next state from one `u32` array (premultiplied, so a lookup is
+//! an add and a load; a `u16` table at `state << 7 | column` measured slower),
+//! and the states in which a pattern ends numbered first, so "a match ends
+//! here" is one comparison. Going through the crate's
+//! `Automaton` trait from a `static`, the compiler reloads the DFA's fields at
+//! every byte (the loop also writes to the heap, and the static may change
+//! behind its back as far as it knows).
+
+use std::collections::HashMap;
+
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
+use aho_corasick::Anchored;
+
+pub(super) struct Table {
+    /// The automaton the table was read from: it says which patterns end in a
+    /// match state.
+    pub(super) dfa: DFA,
+    /// Byte to column: bytes that lead every state to the same state share one.
+    columns: [u8; 256],
+    /// `trans[state + column]`, states premultiplied by the number of columns.
+    trans: Vec<u32>,
+    /// Premultiplied states below this are match states.
+    matching: u32,
+    start: u32,
+    /// This table's state (divided by the number of columns) to the DFA's.
+    states: Vec<StateID>,
+    width: u32,
+}
+
+impl Table {
+    /// The table of `dfa`, an unanchored DFA without a prefilter.
+    pub(super) fn new(dfa: DFA) -> Self {
+        // A panic here is a broken invariant: the DFA is built unanchored.
+        let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
+        // Every state reachable from the start, in the order first met.
+        let mut states = vec![start];
+        let mut index: HashMap<StateID, usize> = HashMap::from([(start, 0)]);
+        let mut k = 0;
+        while k < states.len() {
+            let from = states[k];
+            for byte in 0..=255u8 {
+                let to = dfa.next_state(Anchored::No, from, byte);
+                index.entry(to).or_insert_with(|| {
+                    states.push(to);
+                    states.len() - 1
+                });
+            }
+            k += 1;
+        }
+        // Match states first.
+        states.sort_by_key(|&s| !dfa.is_match(s));
+        let index: HashMap<StateID, usize> = states.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+        let matching = states.iter().take_while(|&&s| dfa.is_match(s)).count();
+        // Columns: bytes whose transitions agree in every state.
+        let mut column_of: HashMap<Vec<usize>, u8> = HashMap::new();
+        let mut representative = Vec::new();
+        let mut columns = [0u8; 256];
+        for byte in 0..=255u8 {
+            let column: Vec<usize> = states
+                .iter()
+                .map(|&s| index[&dfa.next_state(Anchored::No, s, byte)])
+                .collect();
+            let next = column_of.len();
+            columns[usize::from(byte)] = *column_of.entry(column).or_insert_with(|| {
+                representative.push(byte);
+                // At most 256 columns: one per byte.
+                u8::try_from(next).unwrap_or(u8::MAX)
+            });
+        }
+        let width = representative.len();
+        // A panic here is a broken invariant: 1285 states of 75 columns.
+        let premultiplied = |i: usize| u32::try_from(i * width).expect("a table under 4 GiB");
+        let mut trans = Vec::with_capacity(states.len() * width);
+        for &s in &states {
+            for &byte in &representative {
+                trans.push(premultiplied(index[&dfa.next_state(Anchored::No, s, byte)]));
+            }
+        }
+        Table {
+            start: premultiplied(index[&start]),
+            matching: premultiplied(matching),
+            width: premultiplied(1),
+            dfa,
+            columns,
+            trans,
+            states,
+        }
+    }
+
+    /// The DFA's state for a state of this table.
+    pub(super) fn dfa_state(&self, state: u32) -> StateID {
+        self.states[(state / self.width) as usize]
+    }
+
+    /// Where a pattern ends in `b`, each lane of [`LANES`] walked over its
+    /// stretch; see [`super::match_ends`].
+    pub(super) fn match_ends(&self, b: &[u8], lanes: usize, warm_up: usize) -> [Vec<(usize, u32)>; LANES] {
+        let (trans, columns, matching) = (&self.trans[..], &self.columns, self.matching);
+        let step = |state: u32, byte: u8| trans[state as usize + usize::from(columns[usize::from(byte)])];
+        let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
+        let mut ends: [Vec<(usize, u32)>; LANES] = Default::default();
+        let mut states = [self.start; LANES];
+        for (k, state) in states.iter_mut().enumerate().skip(1) {
+            let from = bounds[k];
+            if from < b.len() {
+                for &byte in &b[from.saturating_sub(warm_up)..from] {
+                    *state = step(*state, byte);
+                }
+            }
+        }
+        // The lanes in lockstep over the length of the shortest, then each to
+        // its end.
+        let shortest = (0..LANES).map(|k| bounds[k + 1] - bounds[k]).min().unwrap_or(0);
+        let lane = |k: usize| &b[bounds[k]..bounds[k] + shortest];
+        let [mut s0, mut s1, mut s2, mut s3] = states;
+        for (j, (((&b0, &b1), &b2), &b3)) in lane(0).iter().zip(lane(1)).zip(lane(2)).zip(lane(3)).enumerate()
+        {
+            s0 = step(s0, b0);
+            s1 = step(s1, b1);
+            s2 = step(s2, b2);
+            s3 = step(s3, b3);
+            // One test for the four: a match state is rare.
+            if s0.min(s1).min(s2).min(s3) < matching {
+                for (k, s) in [s0, s1, s2, s3].into_iter().enumerate() {
+                    if s < matching {
+                        ends[k].push((bounds[k] + j, s));
+                    }
+                }
+            }
+        }
+        states = [s0, s1, s2, s3];
+        for k in 0..LANES {
+            let from = bounds[k] + shortest;
+            for (i, &byte) in b[from..bounds[k + 1]].iter().enumerate() {
+                states[k] = step(states[k], byte);
+                if states[k] < matching {
+                    ends[k].push((from + i, states[k]));
+                }
+            }
+        }
+        ends
+    }
+}
+
+/// Stretches of a text that [`Table::match_ends`] walks side by side.
+pub(super) const LANES: usize = 4;
