@@ -82,6 +82,9 @@ impl Table {
                 trans.push(premultiplied(index[&dfa.next_state(Anchored::No, s, byte)]));
             }
         }
+        // A panic here is a broken invariant: the states fit beside a lane
+        // and an offset in a found match end.
+        assert!(trans.len() <= STATE_MASK as usize, "a table under 2^20 entries");
         Table {
             start: premultiplied(index[&start]),
             matching: premultiplied(matching),
@@ -119,20 +122,32 @@ impl Table {
         let shortest = (0..LANES).map(|k| bounds[k + 1] - bounds[k]).min().unwrap_or(0);
         let lane = |k: usize| &b[bounds[k]..bounds[k] + shortest];
         let [mut s0, mut s1, mut s2, mut s3] = states;
-        for (j, (((&b0, &b1), &b2), &b3)) in lane(0).iter().zip(lane(1)).zip(lane(2)).zip(lane(3)).enumerate()
-        {
-            s0 = step(s0, b0);
-            s1 = step(s1, b1);
-            s2 = step(s2, b2);
-            s3 = step(s3, b3);
-            // One test for the four: a match state is rare.
-            if s0.min(s1).min(s2).min(s3) < matching {
+        let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+        // Match ends are written without a branch (a match state is met
+        // every few words, too often for a branch to be predicted), a block
+        // at a time: (offset in the block, lane, state) in one u32, the
+        // count advanced by one where a lane met a match state.
+        let mut found = [0u32; LANES * BLOCK];
+        let mut block = 0;
+        while block < shortest {
+            let end = shortest.min(block + BLOCK);
+            let mut n = 0;
+            for j in block..end {
+                s0 = step(s0, l0[j]);
+                s1 = step(s1, l1[j]);
+                s2 = step(s2, l2[j]);
+                s3 = step(s3, l3[j]);
+                let at = ((j - block) as u32) << OFFSET_SHIFT;
                 for (k, s) in [s0, s1, s2, s3].into_iter().enumerate() {
-                    if s < matching {
-                        ends[k].push((bounds[k] + j, s));
-                    }
+                    found[n % (LANES * BLOCK)] = at | (k as u32) << LANE_SHIFT | s;
+                    n += usize::from(s < matching);
                 }
             }
+            for &f in &found[..n] {
+                let k = (f >> LANE_SHIFT & 3) as usize;
+                ends[k].push((bounds[k] + block + (f >> OFFSET_SHIFT) as usize, f & STATE_MASK));
+            }
+            block = end;
         }
         states = [s0, s1, s2, s3];
         for k in 0..LANES {
@@ -150,3 +165,11 @@ impl Table {
 
 /// Stretches of a text that [`Table::match_ends`] walks side by side.
 pub(super) const LANES: usize = 4;
+
+/// Bytes per lane between two reads of the match ends found.
+const BLOCK: usize = 64;
+/// A found match end: the state in the low bits (premultiplied, under
+/// 2^20), the lane, then the offset in the block.
+const STATE_MASK: u32 = (1 << 20) - 1;
+const LANE_SHIFT: u32 = 20;
+const OFFSET_SHIFT: u32 = 22;
