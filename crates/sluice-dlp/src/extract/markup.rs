@@ -121,11 +121,10 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
         out.push(c);
     };
     // Byte by byte: prose has a space every few bytes, and a search call
-    // per word costs more than the test of each byte.
-    while let Some(i) = rest
-        .bytes()
-        .position(|c| matches!(c, b'<' | b'&' | b' ' | b'\n' | b'\r' | b'\t' | b'-'))
-    {
+    // per word costs more than the test of each byte. A single space after
+    // a character copied with it is copied as it is (what `push_space`
+    // would do), so a run of words is one copy.
+    while let Some(i) = next_special(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -201,6 +200,21 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
     }
     out.push_str(rest);
     out
+}
+
+/// Offset of the next byte [`strip`] must look at: markup, a line break or
+/// tab, or a space that is not the first after a copied character.
+fn next_special(b: &[u8]) -> Option<usize> {
+    let mut after_copied = false;
+    for (k, &c) in b.iter().enumerate() {
+        match c {
+            b'<' | b'&' | b'\n' | b'\r' | b'\t' | b'-' => return Some(k),
+            b' ' if !after_copied => return Some(k),
+            b' ' => after_copied = false,
+            _ => after_copied = true,
+        }
+    }
+    None
 }
 
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
@@ -400,6 +414,8 @@ mod tests {
             "\t123-45-6789\t555\t"
         );
         assert_eq!(html_to_text("a\n   b\r\n\tc"), "a b c");
+        assert_eq!(html_to_text("one two  three <b> four</b>"), "one two three four");
+        assert_eq!(html_to_text(" lead <p> x y</p>  tail "), " lead\nx y\ntail ");
         assert_eq!(html_to_text("x<br/>y"), "x\ny");
     }
 
