@@ -173,19 +173,21 @@ const TRIGGERS: &[(&str, Trigger)] = &[
 /// prefilter: the patterns start with most letters, so a prefilter would
 /// stop at nearly every byte.
 static LITERALS: LazyLock<Table> = LazyLock::new(|| {
+    let patterns = || {
+        TRIGGERS
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(KEYWORDS.iter().map(|(k, _)| *k))
+    };
     Table::new(
         DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .prefilter(false)
-            .build(
-                TRIGGERS
-                    .iter()
-                    .map(|(p, _)| *p)
-                    .chain(KEYWORDS.iter().map(|(k, _)| *k)),
-            )
+            .build(patterns())
             // A panic here is a broken invariant: the patterns are constants.
             .expect("literal patterns are valid"),
+        patterns(),
     )
 });
 

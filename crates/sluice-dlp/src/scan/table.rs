@@ -11,8 +11,6 @@
 //! every byte (the loop also writes to the heap, and the static may change
 //! behind its back as far as it knows).
 
-use std::collections::HashMap;
-
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::Anchored;
@@ -34,65 +32,93 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// The table of `dfa`, an unanchored DFA without a prefilter.
-    pub(super) fn new(dfa: DFA) -> Self {
+    /// The table of `dfa`, an unanchored, ASCII case-insensitive DFA
+    /// without a prefilter, built from `patterns`.
+    ///
+    /// Cheap to build (it runs on the first scan, within its time budget,
+    /// in debug builds too): no hashing, and each state is read once per
+    /// column, not per byte. The columns come from the patterns: a byte
+    /// that is in no pattern leads every state where any other such byte
+    /// does (back to the start of the longest pattern prefix that ends
+    /// there, which it cannot extend), and an ASCII letter where its other
+    /// case does; every other byte has a column of its own.
+    pub(super) fn new<'p>(dfa: DFA, patterns: impl IntoIterator<Item = &'p str>) -> Self {
+        const OTHER: usize = 256;
+        let mut in_pattern = [false; 256];
+        for p in patterns {
+            for &c in p.as_bytes() {
+                in_pattern[usize::from(c.to_ascii_lowercase())] = true;
+            }
+        }
+        let mut column_of_key = [u8::MAX; 257];
+        let mut representative: Vec<u8> = Vec::new();
+        let mut columns = [0u8; 256];
+        for byte in 0..=255u8 {
+            let folded = byte.to_ascii_lowercase();
+            let key = if in_pattern[usize::from(folded)] {
+                usize::from(folded)
+            } else {
+                OTHER
+            };
+            if column_of_key[key] == u8::MAX {
+                // At most 255 columns: 256 bytes, the two cases of a letter
+                // share one.
+                column_of_key[key] = u8::try_from(representative.len()).unwrap_or(u8::MAX - 1);
+                representative.push(byte);
+            }
+            columns[usize::from(byte)] = column_of_key[key];
+        }
         // A panic here is a broken invariant: the DFA is built unanchored.
         let start = dfa.start_state(Anchored::No).expect("unanchored DFA");
-        // Every state reachable from the start, in the order first met.
-        let mut states = vec![start];
-        let mut index: HashMap<StateID, usize> = HashMap::from([(start, 0)]);
+        // Every state reachable from the start, in the order first met; the
+        // DFA's state ids are dense, so a vector maps them.
+        const UNSEEN: usize = usize::MAX;
+        let mut order = vec![start];
+        let mut seen = vec![UNSEEN; start.as_usize() + 1];
+        seen[start.as_usize()] = 0;
         let mut k = 0;
-        while k < states.len() {
-            let from = states[k];
-            for byte in 0..=255u8 {
+        while k < order.len() {
+            let from = order[k];
+            for &byte in &representative {
                 let to = dfa.next_state(Anchored::No, from, byte);
-                index.entry(to).or_insert_with(|| {
-                    states.push(to);
-                    states.len() - 1
-                });
+                if to.as_usize() >= seen.len() {
+                    seen.resize(to.as_usize() + 1, UNSEEN);
+                }
+                if seen[to.as_usize()] == UNSEEN {
+                    seen[to.as_usize()] = order.len();
+                    order.push(to);
+                }
             }
             k += 1;
         }
         // Match states first.
-        states.sort_by_key(|&s| !dfa.is_match(s));
-        let index: HashMap<StateID, usize> = states.iter().enumerate().map(|(i, &s)| (s, i)).collect();
-        let matching = states.iter().take_while(|&&s| dfa.is_match(s)).count();
-        // Columns: bytes whose transitions agree in every state.
-        let mut column_of: HashMap<Vec<usize>, u8> = HashMap::new();
-        let mut representative = Vec::new();
-        let mut columns = [0u8; 256];
-        for byte in 0..=255u8 {
-            let column: Vec<usize> = states
-                .iter()
-                .map(|&s| index[&dfa.next_state(Anchored::No, s, byte)])
-                .collect();
-            let next = column_of.len();
-            columns[usize::from(byte)] = *column_of.entry(column).or_insert_with(|| {
-                representative.push(byte);
-                // At most 256 columns: one per byte.
-                u8::try_from(next).unwrap_or(u8::MAX)
-            });
+        order.sort_by_key(|&s| !dfa.is_match(s));
+        let matching = order.iter().take_while(|&&s| dfa.is_match(s)).count();
+        for (i, s) in order.iter().enumerate() {
+            seen[s.as_usize()] = i;
         }
         let width = representative.len();
         // A panic here is a broken invariant: 1285 states of 75 columns.
         let premultiplied = |i: usize| u32::try_from(i * width).expect("a table under 4 GiB");
-        let mut trans = Vec::with_capacity(states.len() * width);
-        for &s in &states {
+        let mut trans = Vec::with_capacity(order.len() * width);
+        for &s in &order {
             for &byte in &representative {
-                trans.push(premultiplied(index[&dfa.next_state(Anchored::No, s, byte)]));
+                trans.push(premultiplied(
+                    seen[dfa.next_state(Anchored::No, s, byte).as_usize()],
+                ));
             }
         }
         // A panic here is a broken invariant: the states fit beside a lane
         // and an offset in a found match end.
         assert!(trans.len() <= STATE_MASK as usize, "a table under 2^20 entries");
         Table {
-            start: premultiplied(index[&start]),
+            start: premultiplied(seen[start.as_usize()]),
             matching: premultiplied(matching),
             width: premultiplied(1),
             dfa,
             columns,
             trans,
-            states,
+            states: order,
         }
     }
 
@@ -173,3 +199,38 @@ const BLOCK: usize = 64;
 const STATE_MASK: u32 = (1 << 20) - 1;
 const LANE_SHIFT: u32 = 20;
 const OFFSET_SHIFT: u32 = 22;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table walks exactly as the automaton: every state, every byte.
+    #[test]
+    fn the_table_is_the_automaton() {
+        let table = &*super::super::LITERALS;
+        let index = |s: StateID| {
+            table
+                .states
+                .iter()
+                .position(|&t| t == s)
+                .expect("a state of the table")
+        };
+        for (i, &s) in table.states.iter().enumerate() {
+            for byte in 0..=255u8 {
+                let here =
+                    table.trans[i * table.width as usize + usize::from(table.columns[usize::from(byte)])];
+                let there = index(table.dfa.next_state(Anchored::No, s, byte));
+                assert_eq!(
+                    here as usize,
+                    there * table.width as usize,
+                    "state {i}, byte {byte}"
+                );
+            }
+            assert_eq!(table.dfa.is_match(s), (i as u32) * table.width < table.matching);
+        }
+        assert_eq!(
+            table.dfa_state(table.start),
+            table.dfa.start_state(Anchored::No).unwrap()
+        );
+    }
+}
