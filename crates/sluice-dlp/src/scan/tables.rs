@@ -54,8 +54,11 @@ pub(super) struct TableIndex {
     /// The last line asked about (its start) and its table, if it is a body
     /// row of one with a header: several values on a line, and several rules
     /// for each value, ask about one line in turn.
-    row: Cell<Option<(usize, Option<(Shape, Block)>)>>,
+    row: Cell<Option<(usize, Option<Row>)>>,
 }
+
+/// A body row's separator shape and its table.
+type Row = (Shape, Block);
 
 /// A stretch `lo..hi` without a newline and the line it lies on (`None`: a
 /// line longer than [`MAX_LINE`]).
