@@ -121,11 +121,10 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
         out.push(c);
     };
     // Byte by byte: prose has a space every few bytes, and a search call
-    // per word costs more than the test of each byte.
-    while let Some(i) = rest
-        .bytes()
-        .position(|c| matches!(c, b'<' | b'&' | b' ' | b'\n' | b'\r' | b'\t' | b'-'))
-    {
+    // per word costs more than the test of each byte. A single space after
+    // a character copied with it is copied as it is (what `push_space`
+    // would do), so a run of words is one copy.
+    while let Some(i) = next_special(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -203,6 +202,21 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
     out
 }
 
+/// Offset of the next byte [`strip`] must look at: markup, a line break or
+/// tab, or a space that is not the first after a copied character.
+fn next_special(b: &[u8]) -> Option<usize> {
+    let mut after_copied = false;
+    for (k, &c) in b.iter().enumerate() {
+        match c {
+            b'<' | b'&' | b'\n' | b'\r' | b'\t' | b'-' => return Some(k),
+            b' ' if !after_copied => return Some(k),
+            b' ' => after_copied = false,
+            _ => after_copied = true,
+        }
+    }
+    None
+}
+
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
 pub(crate) fn html_to_text(html: &str) -> String {
     strip(html, HIDDEN, |name, _| {
@@ -221,76 +235,114 @@ pub(crate) fn html_to_text(html: &str) -> String {
 /// by tabs (paragraphs inside a cell joined by a space), so a header row sits
 /// above its columns as in a spreadsheet.
 pub(crate) fn xml_to_text(xml: &str) -> String {
-    let mut out = String::with_capacity(xml.len() / 2);
+    let mut out = Vec::new();
     xml_to_text_into(xml, &mut out);
-    out
+    into_string(out)
 }
 
-/// [`xml_to_text`] appending to `out`.
+/// Bytes that [`xml_to_text_into`] wrote as a `String`. They are UTF-8 by
+/// construction (whole characters of a `str` and whole encoded ones); the
+/// check is still made, and a failure would only cost replacement characters.
+pub(crate) fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`xml_to_text`] appending UTF-8 to `out`.
 ///
-/// Its own loop rather than [`strip`]'s: a spreadsheet's shared strings
-/// carry a tag every few bytes, so the next `<`, `&` or `-` is looked for by
-/// hand over a few bytes before memchr is called, and a tag's `>` by hand.
-/// XML whitespace is kept as it is; only comments' `<!--` and `-->` become
-/// line breaks, as in HTML.
-pub(crate) fn xml_to_text_into(xml: &str, out: &mut String) {
-    out.reserve(xml.len() / 2);
+/// Its own loop rather than [`strip`]'s, since a spreadsheet's shared strings
+/// carry a tag every few bytes: the text never grows (a tag, an entity or a
+/// comment mark is longer than what it becomes), so it is written by index
+/// into room as long as the XML, eight bytes at a time where no `<`, `&` or
+/// `-` is among them, and a tag's `>` is looked for by hand over a few bytes
+/// before memchr is called. XML whitespace is kept as it is; only comments'
+/// `<!--` and `-->` become line breaks, as in HTML.
+pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
     let b = xml.as_bytes();
+    let base = out.len();
+    out.resize(base + b.len(), 0);
+    let dst = &mut out[base..];
+    let (mut r, mut w) = (0, 0);
     let mut cell_depth = 0usize;
-    // `xml[copied..at]` is text not yet copied to `out`.
-    let mut copied = 0;
-    while let Some(at) = next_markup(b, copied) {
-        out.push_str(&xml[copied..at]);
-        copied = match b[at] {
-            b'&' => match entity(&xml[at..]) {
-                Some((c, n)) => {
-                    out.push(c);
-                    at + n
+    while r < b.len() {
+        let c = match b.get(r..r + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+            Some(chunk) => {
+                // Copied whole, kept up to the first markup byte.
+                dst[w..w + 8].copy_from_slice(&chunk);
+                let k = markup_in(u64::from_le_bytes(chunk));
+                w += k;
+                r += k;
+                if k == 8 {
+                    continue;
                 }
-                None => {
-                    out.push('&');
-                    at + 1
+                b[r]
+            }
+            None => match b[r] {
+                c @ (b'<' | b'&' | b'-') => c,
+                c => {
+                    dst[w] = c;
+                    w += 1;
+                    r += 1;
+                    continue;
                 }
-            },
-            b'-' if b[at..].starts_with(b"-->") => {
-                out.push('\n');
-                at + 3
-            }
-            b'-' => {
-                out.push('-');
-                at + 1
-            }
-            _ if b[at..].starts_with(b"<!--") => {
-                out.push('\n');
-                at + 4
-            }
-            _ => match b[at..].iter().position(|&c| c == b'>') {
-                Some(close) => {
-                    if let Some(c) = xml_break(&xml[at + 1..at + close], &mut cell_depth) {
-                        out.push(c);
-                    }
-                    at + close + 1
-                }
-                // An unterminated tag is text.
-                None => at,
             },
         };
-        if copied == at {
-            break;
-        }
+        let (put, next) = match c {
+            b'&' => match entity(&xml[r..]) {
+                Some((ch, n)) => {
+                    w += ch.encode_utf8(&mut dst[w..]).len();
+                    r += n;
+                    continue;
+                }
+                None => (b'&', r + 1),
+            },
+            b'-' if b[r..].starts_with(b"-->") => (b'\n', r + 3),
+            b'-' => (b'-', r + 1),
+            _ if b[r..].starts_with(b"<!--") => (b'\n', r + 4),
+            _ => match tag_end(b, r + 1) {
+                Some(close) => {
+                    if let Some(ch) = xml_break(&xml[r + 1..close], &mut cell_depth) {
+                        dst[w] = ch;
+                        w += 1;
+                    }
+                    r = close + 1;
+                    continue;
+                }
+                // An unterminated tag is text, and so is the rest.
+                None => {
+                    let rest = b.len() - r;
+                    dst[w..w + rest].copy_from_slice(&b[r..]);
+                    w += rest;
+                    break;
+                }
+            },
+        };
+        dst[w] = put;
+        w += 1;
+        r = next;
     }
-    out.push_str(&xml[copied..]);
+    out.truncate(base + w);
 }
 
-/// Offset of the next `<`, `&` or `-` in `b` from `from`.
-fn next_markup(b: &[u8], from: usize) -> Option<usize> {
+/// How many of the eight bytes in `v` (little-endian: the first byte lowest)
+/// come before the first `<`, `&` or `-`: 8 if none is there.
+fn markup_in(v: u64) -> usize {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The high bit of each zero byte of x, and perhaps of bytes above the
+    // first zero byte (a borrow): the lowest one set is exact.
+    let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    let splat = |c: u8| u64::from_ne_bytes([c; 8]);
+    let found = zero(v ^ splat(b'<')) | zero(v ^ splat(b'&')) | zero(v ^ splat(b'-'));
+    (found.trailing_zeros() / 8) as usize
+}
+
+/// Offset of the `>` that closes a tag whose name starts at `from`: by hand
+/// over the first bytes (Office tags are short), then with memchr.
+fn tag_end(b: &[u8], from: usize) -> Option<usize> {
     let near = b.len().min(from + 16);
-    match b[from..near]
-        .iter()
-        .position(|&c| matches!(c, b'<' | b'&' | b'-'))
-    {
+    match b[from..near].iter().position(|&c| c == b'>') {
         Some(k) => Some(from + k),
-        None => memchr::memchr3(b'<', b'&', b'-', &b[near..]).map(|k| near + k),
+        None => memchr::memchr(b'>', &b[near..]).map(|k| near + k),
     }
 }
 
@@ -298,7 +350,7 @@ fn next_markup(b: &[u8], from: usize) -> Option<usize> {
 /// between cells, a line break after a row, paragraph, shared string or
 /// line break, a space between paragraphs inside a cell (`cell_depth` counts
 /// the open cells).
-fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<char> {
+fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<u8> {
     let slashes = tag.bytes().take_while(|&c| c == b'/').count();
     let ends = slashes > 0 || tag.ends_with('/');
     // The local name (as `local_name` reads it), lower-cased as it is read:
@@ -335,13 +387,13 @@ fn xml_break(tag: &str, cell_depth: &mut usize) -> Option<char> {
         }
         b"tc" | b"table-cell" => {
             *cell_depth = cell_depth.saturating_sub(1);
-            Some('\t')
+            Some(b'\t')
         }
-        b"tab" => Some('\t'),
+        b"tab" => Some(b'\t'),
         _ if !ends => None,
-        b"tr" | b"table-row" => Some('\n'),
-        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" if *cell_depth > 0 => Some(' '),
-        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" => Some('\n'),
+        b"tr" | b"table-row" => Some(b'\n'),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" if *cell_depth > 0 => Some(b' '),
+        b"p" | b"br" | b"cr" | b"si" | b"c" | b"row" | b"h" | b"line-break" => Some(b'\n'),
         _ => None,
     }
 }
@@ -362,6 +414,8 @@ mod tests {
             "\t123-45-6789\t555\t"
         );
         assert_eq!(html_to_text("a\n   b\r\n\tc"), "a b c");
+        assert_eq!(html_to_text("one two  three <b> four</b>"), "one two three four");
+        assert_eq!(html_to_text(" lead <p> x y</p>  tail "), " lead\nx y\ntail ");
         assert_eq!(html_to_text("x<br/>y"), "x\ny");
     }
 
@@ -408,6 +462,47 @@ mod tests {
         ] {
             assert_eq!(local_name(tag), reference(tag), "{tag:?}");
         }
+    }
+
+    /// The eight-byte test finds the first `<`, `&` or `-` exactly, whatever
+    /// the bytes before and after it (0x80 and above, bytes one off the
+    /// markup bytes, several markup bytes).
+    #[test]
+    fn markup_found_eight_bytes_at_once() {
+        let mut bytes: Vec<u8> = (0..=255u8).collect();
+        bytes.extend(b"plain text;=,.%'\xff\xbc\xa6\xad no markup<&-<<&&--");
+        for from in 0..bytes.len().saturating_sub(8) {
+            let chunk: [u8; 8] = bytes[from..from + 8].try_into().unwrap();
+            let expected = chunk
+                .iter()
+                .position(|c| matches!(c, b'<' | b'&' | b'-'))
+                .unwrap_or(8);
+            assert_eq!(markup_in(u64::from_le_bytes(chunk)), expected, "{chunk:?}");
+        }
+    }
+
+    /// Long text between tags (read eight bytes at a time) and markup at
+    /// every offset of an eight-byte step read the same as short pieces.
+    #[test]
+    fn long_runs_read_as_short_ones() {
+        for pad in 0..9 {
+            let lead = "x".repeat(pad);
+            let xml = format!(
+                "{lead}<w:p><w:r><w:t>Card number 4111 1111</w:t></w:r><w:r><w:t> 1111 1111 \
+                 &amp; &#x42;&bogus; a-b --&gt; c</w:t></w:r></w:p>{lead}<!--note-->tail<w:p unterminated"
+            );
+            assert_eq!(
+                xml_to_text(&xml),
+                format!(
+                    "{lead}Card number 4111 1111 1111 1111 & B&bogus; a-b --> c\n{lead}\nnote\ntail<w:p unterminated"
+                ),
+                "pad {pad}"
+            );
+        }
+        assert_eq!(
+            xml_to_text("caf\u{e9} &euro;5 \u{4e2d}\u{6587}<p/>"),
+            "caf\u{e9} \u{20ac}5 \u{4e2d}\u{6587}\n"
+        );
     }
 
     #[test]

@@ -224,6 +224,9 @@ pub(super) const KEYWORDS: &[(&str, Keyword)] = &[
 /// Word-bounded keyword positions of one text, by family, in text order.
 pub(super) struct KeywordIndex {
     starts: [Vec<usize>; KINDS],
+    /// The labels (every family in [`LABELS`]) together, in text order: the
+    /// last one before a number is one search, not one per family.
+    labels: Vec<(usize, Keyword)>,
 }
 
 impl KeywordIndex {
@@ -232,6 +235,7 @@ impl KeywordIndex {
     pub(super) fn build(text: &str, matches: &[(usize, usize, usize)]) -> Self {
         let b = text.as_bytes();
         let mut starts: [Vec<usize>; KINDS] = Default::default();
+        let mut labels = Vec::new();
         for &(start, end, keyword) in matches {
             let before = start.checked_sub(1).map(|i| b[i]);
             // `cc#4111...` still counts: a keyword ending in punctuation needs no
@@ -242,21 +246,22 @@ impl KeywordIndex {
             {
                 continue;
             }
-            starts[slot(KEYWORDS[keyword].1)].push(start);
+            let kind = KEYWORDS[keyword].1;
+            starts[slot(kind)].push(start);
+            if LABELS.contains(&kind) {
+                labels.push((start, kind));
+            }
         }
-        KeywordIndex { starts }
+        KeywordIndex { starts, labels }
     }
 
     /// The family of the label starting last in `lo..hi`, if any.
     pub(super) fn last_label_in(&self, lo: usize, hi: usize) -> Option<(Keyword, usize)> {
-        LABELS
-            .iter()
-            .filter_map(|&kind| {
-                let v = &self.starts[slot(kind)];
-                let i = v.partition_point(|&s| s < hi);
-                v[..i].last().filter(|&&s| s >= lo).map(|&s| (kind, s))
-            })
-            .max_by_key(|&(_, s)| s)
+        let i = self.labels.partition_point(|&(s, _)| s < hi);
+        self.labels[..i]
+            .last()
+            .filter(|&&(s, _)| s >= lo)
+            .map(|&(s, kind)| (kind, s))
     }
 
     /// A keyword of `kind` starts within `lo..hi`.

@@ -19,6 +19,7 @@ mod keywords;
 mod numbers;
 mod password;
 mod secrets;
+mod table;
 mod tables;
 
 use std::cell::{Cell, OnceCell};
@@ -27,10 +28,11 @@ use std::sync::LazyLock;
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, MatchKind};
+use aho_corasick::MatchKind;
 
 use crate::finding::{Confidence, Detector, Finding, Location};
 use keywords::{Keyword, KeywordIndex, KEYWORDS, LABELS};
+use table::{Table, LANES};
 use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's
@@ -170,19 +172,23 @@ const TRIGGERS: &[(&str, Trigger)] = &[
 /// every occurrence ([`literals`] picks among them), without a
 /// prefilter: the patterns start with most letters, so a prefilter would
 /// stop at nearly every byte.
-static LITERALS: LazyLock<DFA> = LazyLock::new(|| {
-    DFA::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::Standard)
-        .prefilter(false)
-        .build(
-            TRIGGERS
-                .iter()
-                .map(|(p, _)| *p)
-                .chain(KEYWORDS.iter().map(|(k, _)| *k)),
-        )
-        // A panic here is a broken invariant: the patterns are constants.
-        .expect("literal patterns are valid")
+static LITERALS: LazyLock<Table> = LazyLock::new(|| {
+    let patterns = || {
+        TRIGGERS
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(KEYWORDS.iter().map(|(k, _)| *k))
+    };
+    Table::new(
+        DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(patterns())
+            // A panic here is a broken invariant: the patterns are constants.
+            .expect("literal patterns are valid"),
+        patterns(),
+    )
 });
 
 /// An occurrence of a literal: start, end, and its index in [`TRIGGERS`] or
@@ -198,19 +204,28 @@ type Literal = (usize, usize, usize);
 /// The pass drives the automaton by hand, a table lookup per byte: the
 /// crate's iterators would take two passes (one per list) and cost a call per
 /// occurrence, and the keyword list has one in every few words (`id` in
-/// `provide`).
+/// `provide`). Each lookup needs the state the previous one gave, so one walk
+/// waits on memory at every byte; [`Table::match_ends`] walks [`LANES`]
+/// stretches of the text side by side instead, whose lookups overlap.
+///
+/// Each lane starts in the start state the longest pattern's length before
+/// its stretch, without reporting: the automaton's state is the longest
+/// suffix of what it read that begins a pattern, never longer than a pattern,
+/// so by the stretch's first byte it is the state one walk from the text's
+/// start has there. The lanes' matches, read one lane after the other, are
+/// then exactly what one walk over the whole text meets.
 fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
-    let dfa = &*LITERALS;
+    let table = &*LITERALS;
+    let dfa = &table.dfa;
     let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
-    // A panic here is a broken invariant: the DFA is built unanchored.
-    let mut state = dfa.start_state(Anchored::No).expect("unanchored DFA");
-    for (i, &byte) in text.as_bytes().iter().enumerate() {
-        state = dfa.next_state(Anchored::No, state, byte);
-        // Without a prefilter and unanchored, the only special states are
-        // match states.
-        if !dfa.is_special(state) || !dfa.is_match(state) {
-            continue;
-        }
+    let b = text.as_bytes();
+    let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
+    for (i, state) in table
+        .match_ends(b, lanes, dfa.max_pattern_len())
+        .into_iter()
+        .flatten()
+    {
+        let state = table.dfa_state(state);
         for k in 0..dfa.match_len(state) {
             let pattern = dfa.match_pattern(state, k);
             let start = i + 1 - dfa.pattern_len(pattern);
@@ -223,6 +238,10 @@ fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     leftmost_longest(&mut triggers);
     (triggers, keywords)
 }
+
+/// Texts shorter than this are walked in one lane: each further lane first
+/// reads up to the longest pattern's length before its stretch.
+const LANE_MIN: usize = 2048;
 
 /// Insert `found` in order of start, the longest first at one start.
 /// Occurrences come in order of their end, so nearly in order: one starting

@@ -128,7 +128,9 @@ pub(super) fn scan(ctx: &mut Ctx<'_>) {
 /// Offset of the first ASCII digit at or after `from`. This walk covers the
 /// whole text, which is mostly letters: eight bytes are tested at once
 /// (a byte strictly between `/` and `:`, bytes from 0x80 never counting),
-/// and only the eight holding a digit byte by byte.
+/// and only the eight holding a digit byte by byte. Not inlined: inside the
+/// large [`scan`] its loop kept its position on the stack.
+#[inline(never)]
 pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const LOW7: u64 = ONES * 0x7F;

@@ -51,7 +51,14 @@ pub(super) struct TableIndex {
     /// than [`MAX_LINE`]: values on one line (or one endless line) are
     /// looked up without searching for its ends again.
     line: Cell<Option<KnownLine>>,
+    /// The last line asked about (its start) and its table, if it is a body
+    /// row of one with a header: several values on a line, and several rules
+    /// for each value, ask about one line in turn.
+    row: Cell<Option<(usize, Option<Row>)>>,
 }
+
+/// A body row's separator shape and its table.
+type Row = (Shape, Block);
 
 /// A stretch `lo..hi` without a newline and the line it lies on (`None`: a
 /// line longer than [`MAX_LINE`]).
@@ -144,6 +151,7 @@ impl TableIndex {
         TableIndex {
             last: Cell::new(None),
             line: Cell::new(None),
+            row: Cell::new(None),
         }
     }
 
@@ -216,10 +224,18 @@ impl TableIndex {
     pub(super) fn header_cell(&self, b: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
         let (ls, le) = self.line_of(b, start, end)?;
         let line = &b[ls..le];
-        let want = shape(line)?;
-        let blk = self
-            .block(b, ls, le, want)
-            .filter(|blk| blk.named && blk.start < ls)?;
+        let (want, blk) = match self.row.get() {
+            Some((at, row)) if at == ls => row?,
+            _ => {
+                let row = shape(line).and_then(|want| {
+                    self.block(b, ls, le, want)
+                        .filter(|blk| blk.named && blk.start < ls)
+                        .map(|blk| (want, blk))
+                });
+                self.row.set(Some((ls, row)));
+                row?
+            }
+        };
         let sep = want.sep;
         let at = start - ls;
         let col = separators(line, sep).take_while(|&p| p < at).count();

@@ -854,13 +854,14 @@ fn generic_secrets_after_key_names() {
 
 /// The one literal pass finds, for each list, exactly what a leftmost-longest
 /// search of that list alone finds, overlaps between the lists included
-/// (`client_secret` is a trigger, `client` a keyword).
+/// (`client_secret` is a trigger, `client` a keyword), in one lane and in
+/// several.
 #[test]
 fn one_literal_pass_reads_as_two_searches() {
     use aho_corasick::{AhoCorasick, MatchKind};
 
     use super::keywords::KEYWORDS;
-    use super::{leftmost_longest, literals, TRIGGERS};
+    use super::{leftmost_longest, literals, LANE_MIN, TRIGGERS};
 
     let searcher = |patterns: Vec<&str>| {
         AhoCorasick::builder()
@@ -916,9 +917,18 @@ fn one_literal_pass_reads_as_two_searches() {
         "\t",
     ];
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..3000 {
+    // Short texts (one lane), then texts long enough to be walked in lanes,
+    // whose pieces fall across the lanes' edges at every offset.
+    for round in 0..3300 {
         let mut text = String::new();
-        for _ in 0..(seed % 24) {
+        let length = if round < 3000 {
+            0
+        } else {
+            LANE_MIN + (seed % 4000) as usize
+        };
+        let mut pieces_left = seed % 24;
+        while pieces_left > 0 || text.len() < length {
+            pieces_left = pieces_left.saturating_sub(1);
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
