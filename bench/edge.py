@@ -163,7 +163,18 @@ def connect(ip, port, source=None, timeout=600):
 
 
 def send_message(ip, port, source, content, results, index, sent=None):
-    """One transaction; records (reply code, seconds from end of data to reply)."""
+    """One transaction; records (reply code, seconds from end of data to reply),
+    code 0 when the connection failed (the error is printed)."""
+    try:
+        transaction(ip, port, source, content, results, index, sent)
+    except (OSError, ConnectionError) as error:
+        print(f"  client {index}: {error}", file=sys.stderr)
+        results[index] = (0, 0.0)
+        if sent is not None:
+            sent.release()
+
+
+def transaction(ip, port, source, content, results, index, sent):
     sock = connect(ip, port, source)
     reader = sock.makefile("r", encoding="latin-1", newline="\n")
     read_reply(reader)

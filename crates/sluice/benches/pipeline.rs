@@ -118,6 +118,7 @@ fn main() {
         },
     };
     let limits = sluice::scan::ScanLimits::default();
+    let content = sluice::message::MessageContent::new(content);
     let input = PlanInput {
         classification: &classification,
         sender_in_organization: true,
@@ -150,7 +151,7 @@ fn main() {
     );
 
     // classify → relay control/route → rules plan, small messages.
-    let small = message(4 * 1024);
+    let small = sluice::message::MessageContent::new(message(4 * 1024));
     let started = Instant::now();
     let n = 20_000;
     for _ in 0..n {

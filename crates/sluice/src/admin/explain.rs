@@ -210,7 +210,7 @@ pub fn explain(policy: &Policy, request: &ExplainRequest) -> Result<Explanation,
         peer,
         &from,
         &addresses,
-        &content,
+        content.original(),
     );
     let rules = policy
         .rules

@@ -29,7 +29,7 @@ pub mod keys;
 
 use crate::config::DnsSource;
 use crate::message::Reply;
-use crate::message::{Address, Domain};
+use crate::message::{Address, Domain, MessageContent};
 use crate::policy::Policy;
 use keys::{Keyring, StoredKey};
 use mail_auth::arc::ArcSealer;
@@ -413,17 +413,18 @@ impl Authenticator {
     pub fn outgoing(
         &self,
         policy: &Policy,
-        content: Vec<u8>,
+        content: MessageContent,
         recipients: &[Address],
         checked: Option<&Checked<'_>>,
-    ) -> Vec<u8> {
+    ) -> MessageContent {
         let inside = |domain: &Domain| policy.routing.is_inside(domain);
         let mut content = content;
         if recipients.iter().any(|r| !inside(r.domain())) {
-            let from = from_header_domain(&content).filter(|d| Domain::parse(d).is_ok_and(|d| inside(&d)));
+            let from =
+                from_header_domain(content.header()).filter(|d| Domain::parse(d).is_ok_and(|d| inside(&d)));
             if let Some(from) = from {
                 match self.sign(&content, &from) {
-                    Ok(Some(signed)) => content = signed,
+                    Ok(Some(signature)) => content = content.prepend(signature.as_bytes()),
                     Ok(None) => {}
                     Err(error) => tracing::warn!(error = %error, "not signed"),
                 }
@@ -431,7 +432,7 @@ impl Authenticator {
         }
         if let Some(checked) = checked {
             match self.seal(&content, checked) {
-                Ok(Some(sealed)) => content = sealed,
+                Ok(Some(set)) => content = content.prepend(set.as_bytes()),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(error = %error, "not sealed"),
             }
@@ -439,19 +440,20 @@ impl Authenticator {
         content
     }
 
-    /// Signs `content` with the active key of its From domain, when the
-    /// node has one; otherwise returns it unchanged.
-    pub fn sign(&self, content: &[u8], from_domain: &str) -> Result<Option<Vec<u8>>, AuthError> {
+    /// The `DKIM-Signature` field of `content` by the active key of its
+    /// From domain, when the node has one. The header section and the
+    /// shared body are hashed where they are, never joined.
+    pub fn sign(&self, content: &MessageContent, from_domain: &str) -> Result<Option<String>, AuthError> {
         let Some(key) = self.keys.active(from_domain) else {
             return Ok(None);
         };
-        sign_with(&key, content).map(Some)
+        signature(&key, content.fields_and_rest()).map(Some)
     }
 
-    /// Seals `content` (a copy of a checked message, after the rules
-    /// changed it) with `[auth] arc_seal`, when configured and the chain
-    /// that arrived can be extended.
-    pub fn seal(&self, content: &[u8], checked: &Checked<'_>) -> Result<Option<Vec<u8>>, AuthError> {
+    /// The ARC set sealing `content` (a copy of a checked message, after
+    /// the rules changed it) with `[auth] arc_seal`, when configured and
+    /// the chain that arrived can be extended.
+    pub fn seal(&self, content: &MessageContent, checked: &Checked<'_>) -> Result<Option<String>, AuthError> {
         let Some(identity) = &self.settings.arc_seal else {
             return Ok(None);
         };
@@ -466,7 +468,17 @@ impl Authenticator {
             );
             return Ok(None);
         };
-        let Some(message) = AuthenticatedMessage::parse(content) else {
+        // The sealer reads a parsed message, which wants one buffer: a copy
+        // changed by the rules is joined for it, one copy at a time.
+        let joined;
+        let whole = match content.contiguous() {
+            Some(whole) => whole,
+            None => {
+                joined = content.to_vec();
+                &joined
+            }
+        };
+        let Some(message) = AuthenticatedMessage::parse(whole) else {
             return Ok(None);
         };
         let signing = key.signing_key().map_err(|detail| key_error(&key, detail))?;
@@ -477,9 +489,7 @@ impl Authenticator {
             .seal(&message, &checked.results, &checked.arc)
             .map_err(|error| key_error(&key, error))?
             .to_header();
-        let mut sealed = set.into_bytes();
-        sealed.extend_from_slice(content);
-        Ok(Some(sealed))
+        Ok(Some(set))
     }
 }
 
@@ -493,17 +503,21 @@ fn key_error(key: &StoredKey, detail: impl ToString) -> AuthError {
 
 /// Signs `content` with `key`: the `DKIM-Signature` header prepended.
 pub fn sign_with(key: &StoredKey, content: &[u8]) -> Result<Vec<u8>, AuthError> {
+    let mut signed = signature(key, [content])?.into_bytes();
+    signed.extend_from_slice(content);
+    Ok(signed)
+}
+
+/// The `DKIM-Signature` field by `key` over the message made of `pieces`.
+fn signature<'x>(key: &StoredKey, pieces: impl IntoIterator<Item = &'x [u8]>) -> Result<String, AuthError> {
     let signing = key.signing_key().map_err(|detail| key_error(key, detail))?;
-    let header = DkimSigner::from_key(signing)
+    Ok(DkimSigner::from_key(signing)
         .domain(key.domain.clone())
         .selector(key.selector.clone())
         .headers(SIGNED_HEADERS)
-        .sign(content)
+        .sign_chained(pieces)
         .map_err(|error| key_error(key, error))?
-        .to_header();
-    let mut signed = header.into_bytes();
-    signed.extend_from_slice(content);
-    Ok(signed)
+        .to_header())
 }
 
 /// The sealer that vouches for DMARC: the chain validated, its latest seal

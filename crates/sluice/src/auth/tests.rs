@@ -95,3 +95,29 @@ fn the_client_of_a_received_header_is_found() {
         "an address after `by` is the recorder's"
     );
 }
+
+#[test]
+fn a_copy_is_signed_over_its_own_header_and_the_shared_body_as_if_joined() {
+    let key = keys::StoredKey::generate("contoso.test", "s1", keys::KeyAlgorithm::Ed25519).unwrap();
+    let original = MessageContent::new(
+        b"From: a@contoso.test\r\nSubject: one\r\n\r\nline one\r\n\r\nSubject: not a field\r\n".to_vec(),
+    );
+    let copy = original.with_header(b"From: a@contoso.test\r\nSubject: two\r\nX-Copy: 2\r\n\r\n".to_vec());
+    for content in [&original, &copy] {
+        // Signed within the same second the two signatures are the same
+        // octets; across a second boundary only t= and b= may differ.
+        let (in_pieces, joined) = loop {
+            let in_pieces = signature(&key, content.fields_and_rest()).unwrap();
+            let joined = signature(&key, [content.to_vec().as_slice()]).unwrap();
+            let tag = |s: &str, name: &str| {
+                s.split(';')
+                    .map(|t| t.split_whitespace().collect::<String>())
+                    .find(|t| t.starts_with(&format!("{name}=")))
+            };
+            if tag(&in_pieces, "t") == tag(&joined, "t") {
+                break (in_pieces, joined);
+            }
+        };
+        assert_eq!(in_pieces, joined);
+    }
+}

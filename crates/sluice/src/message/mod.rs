@@ -1,14 +1,17 @@
 //! Shared data of the pipeline, no logic beyond parsing and formatting:
-//! addresses, domains, the envelope, SMTP replies and identifiers.
+//! addresses, domains, the envelope, a message's content (header section
+//! per copy, body shared), SMTP replies and identifiers.
 //!
 //! Every stage speaks these types; none of them performs I/O.
 
 mod address;
+mod content;
 mod domain_pattern;
 pub mod header;
 mod reply;
 
 pub use address::{Address, AddressError, Domain, ReversePath};
+pub use content::MessageContent;
 pub use domain_pattern::{DomainPattern, Specificity};
 pub use reply::Reply;
 

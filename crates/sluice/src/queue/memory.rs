@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Copies of a message's content a stage holds at its peak (the loaded
-/// content, the header-firewalled copy, the edited or wire-format copy).
+/// Copies of a message's content a stage holds at its peak: at delivery
+/// the loaded content, a header-edited copy and the wire format; at intake
+/// the loaded content (every rule copy shares its body), a copy joined for
+/// an ARC seal or a report, and the store's write of it.
 const COPIES: u64 = 3;
 
 /// Bytes of message content in memory, shared by everyone holding a

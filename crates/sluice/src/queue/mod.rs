@@ -40,7 +40,7 @@ pub use spool::{
 };
 
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
-use crate::message::{QueueId, Reply, ReversePath};
+use crate::message::{MessageContent, QueueId, Reply, ReversePath};
 use crate::policy::Policy;
 use crate::route::Route;
 use crate::trace::{now_ms, TraceEvent, TraceKind};
@@ -56,8 +56,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 /// Everything one accepted message turns into, committed together.
 #[derive(Debug, Default)]
 pub struct Acceptance {
-    /// Copies to deliver (and reports to send), with their content.
-    pub queued: Vec<(QueueEntry, Vec<u8>)>,
+    /// Copies to deliver (and reports to send), with their content; copies
+    /// of one message share its body, and the store keeps it once.
+    pub queued: Vec<(QueueEntry, MessageContent)>,
     /// Copies held by a rule.
     pub quarantined: Vec<(QuarantineEntry, Vec<u8>)>,
     /// Trace events of the acceptance.
@@ -301,7 +302,7 @@ impl Queue {
         events: Vec<TraceEvent>,
     ) -> Result<(), QueueError> {
         self.accept(Acceptance {
-            queued: vec![(entry, content)],
+            queued: vec![(entry, content.into())],
             quarantined: Vec::new(),
             events,
         })
@@ -321,9 +322,19 @@ impl Queue {
             .iter()
             .map(|(e, _)| (e.id.clone(), SpoolIndex::of(e)))
             .collect();
+        // Copies sharing a body store it once, under the first one's id.
+        let bodies: Vec<Option<QueueId>> = queued
+            .iter()
+            .map(|(_, content)| {
+                let mut sharing = queued.iter().filter(|(_, c)| c.shares_body_with(content));
+                let first = sharing.next().map(|(e, _)| e.id.clone());
+                sharing.next().and(first)
+            })
+            .collect();
         let mut writes: Vec<SpoolWrite> = queued
             .into_iter()
-            .map(|(e, c)| SpoolWrite::Enqueue(e, c))
+            .zip(bodies)
+            .map(|((entry, content), body)| SpoolWrite::EnqueueCopy { entry, content, body })
             .collect();
         writes.extend(quarantined.into_iter().map(|(q, c)| SpoolWrite::Quarantine(q, c)));
         writes.push(SpoolWrite::Trace(events));

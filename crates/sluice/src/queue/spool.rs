@@ -8,7 +8,7 @@
 //! (PostgreSQL, several nodes) adds real leases behind [`Spool::claim`].
 
 use super::{QuarantineEntry, QueueDepth, QueueEntry, QueueStatus, QueuedRecipient};
-use crate::message::QueueId;
+use crate::message::{MessageContent, QueueId};
 use crate::route::{NextHop, Route};
 use crate::trace::TraceEvent;
 use std::future::Future;
@@ -27,6 +27,19 @@ pub type SpoolCommit = Pin<Box<dyn Future<Output = Result<(), SpoolError>> + Sen
 pub enum SpoolWrite {
     /// A new message: envelope and content together, so no orphan survives a crash.
     Enqueue(QueueEntry, Vec<u8>),
+    /// A new message as the pipeline made it: its header section over a
+    /// body other copies of the same message may share. With `body`, the
+    /// copies naming the same id (the first copy's) share one stored body
+    /// until the last of them leaves; a store that cannot share stores
+    /// each whole.
+    EnqueueCopy {
+        /// The copy's envelope.
+        entry: QueueEntry,
+        /// Its content.
+        content: MessageContent,
+        /// The stored body it shares with other copies in the same batch.
+        body: Option<QueueId>,
+    },
     /// New state of a queued message (never resurrects a removed one).
     Update(QueueEntry),
     /// A message left the queue (all recipients final, or deleted).

@@ -48,7 +48,7 @@ pub(super) fn tally(writes: &[SpoolWrite]) -> Tally {
     for write in writes {
         match write {
             SpoolWrite::Trace(events) => tally.events(events),
-            SpoolWrite::Enqueue(..) => tally.entered += 1,
+            SpoolWrite::Enqueue(..) | SpoolWrite::EnqueueCopy { .. } => tally.entered += 1,
             SpoolWrite::Remove(_) => tally.left += 1,
             SpoolWrite::Quarantine(..) => tally.quarantined += 1,
             SpoolWrite::Unquarantine(_) => tally.unquarantined += 1,

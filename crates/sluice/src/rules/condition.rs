@@ -83,8 +83,12 @@ pub struct MessageFacts<'a> {
     pub mail_from: &'a ReversePath,
     /// Envelope recipients.
     pub recipients: &'a [Address],
-    /// The message.
+    /// The message as received (after the header firewall).
     pub content: &'a [u8],
+    /// Fields the node put in front of it (its `Authentication-Results`):
+    /// header conditions and the size see them, the scan looks at what the
+    /// sender wrote.
+    added_fields: &'a [u8],
     /// Authentication results, when this node checked the message.
     pub auth: Option<&'a crate::auth::AuthSummary>,
     parsed: OnceLock<ParsedContent>,
@@ -126,6 +130,7 @@ impl<'a> MessageFacts<'a> {
             mail_from,
             recipients,
             content,
+            added_fields: &[],
             auth: None,
             parsed: OnceLock::new(),
             scanned: OnceLock::new(),
@@ -139,6 +144,17 @@ impl<'a> MessageFacts<'a> {
     pub fn with_scan_limits(mut self, limits: crate::scan::ScanLimits) -> Self {
         self.scan_limits = limits;
         self
+    }
+
+    /// With `fields` (whole header lines) the node put in front of the message.
+    pub fn with_added_fields(mut self, fields: &'a [u8]) -> Self {
+        self.added_fields = fields;
+        self
+    }
+
+    /// Octets of the message with the fields the node added.
+    pub fn size(&self) -> usize {
+        self.added_fields.len() + self.content.len()
     }
 
     /// With the message's authentication results.
@@ -160,7 +176,21 @@ impl<'a> MessageFacts<'a> {
     }
 
     fn parsed(&self) -> &ParsedContent {
-        self.parsed.get_or_init(|| parse(self.content))
+        self.parsed.get_or_init(|| {
+            let mut parsed = parse(self.content);
+            if !self.added_fields.is_empty() {
+                let mut headers: Vec<(String, String)> = crate::message::header::fields(self.added_fields)
+                    .iter()
+                    .map(|field| {
+                        let name = String::from_utf8_lossy(field.name).to_ascii_lowercase();
+                        (name, field.value())
+                    })
+                    .collect();
+                headers.append(&mut parsed.headers);
+                parsed.headers = headers;
+            }
+            parsed
+        })
     }
 }
 
@@ -288,7 +318,7 @@ impl Condition {
                 .attachments
                 .iter()
                 .any(|name| patterns.iter().any(|p| p.is_match(name))),
-            Condition::MessageSizeOver(limit) => facts.content.len() > *limit,
+            Condition::MessageSizeOver(limit) => facts.size() > *limit,
             Condition::SenderIpRanges(ranges) => ranges.iter().any(|r| r.contains(&facts.peer)),
             Condition::ContainsSensitiveInfo {
                 detectors,

@@ -20,9 +20,21 @@ pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
         return content.to_vec();
     }
     let split = header_section_len(content);
-    let body = &content[split..];
+    // `body` starts after the blank line (empty for a header-only message).
+    let mut out = edit_header(&content[..split], edits);
+    out.extend_from_slice(&content[split..]);
+    out
+}
+
+/// Applies edits in order to a header section (blank line included, when
+/// there is one); returns the new header section. A copy's content is this
+/// over the body it shares with the other copies.
+pub fn edit_header(header: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
+    if edits.is_empty() {
+        return header.to_vec();
+    }
     // (lower-case name, raw field): the names the firewall and conditions read.
-    let mut lines: Vec<(String, Vec<u8>)> = fields(content)
+    let mut lines: Vec<(String, Vec<u8>)> = fields(header)
         .into_iter()
         .map(|f| {
             let mut raw = f.raw.to_vec();
@@ -72,13 +84,11 @@ pub fn apply_edits(content: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
             HeaderEdit::StampScan => {}
         }
     }
-    let mut out = Vec::with_capacity(content.len() + 64);
+    let mut out = Vec::with_capacity(header.len() + 64);
     for (_, line) in lines {
         out.extend_from_slice(&line);
     }
     out.extend_from_slice(b"\r\n");
-    // `body` starts after the blank line (empty for a header-only message).
-    out.extend_from_slice(body);
     out
 }
 

@@ -18,7 +18,7 @@ mod effects;
 pub mod plan;
 
 pub use condition::{Condition, MessageFacts};
-pub use edit::apply_edits;
+pub use edit::{apply_edits, edit_header};
 pub use effects::{Disposition, Effects, HeaderEdit};
 
 use crate::config::objects::{ObjectError, OutboundConnectorObject};

@@ -223,7 +223,8 @@ fn scanner_plan(body: &str) -> plan::Plan {
             connector: None,
         },
     };
-    let content = format!("Subject: order\r\n\r\n{body}\r\n");
+    let content =
+        crate::message::MessageContent::new(format!("Subject: order\r\n\r\n{body}\r\n").into_bytes());
     plan::plan(
         &policy,
         &plan::PlanInput {
@@ -231,7 +232,7 @@ fn scanner_plan(body: &str) -> plan::Plan {
             sender_in_organization: false,
             peer: "127.0.0.10".parse().unwrap(),
             base: &base,
-            content: content.as_bytes(),
+            content: &content,
             scanner: "scanner.test",
             scan_limits: &crate::scan::ScanLimits::default(),
             auth: None,
@@ -244,7 +245,7 @@ fn scanner_policy_quarantines_cards_and_stamps_clean_mail() {
     let found = scanner_plan("my visa card is 4111 1111 1111 1111, exp 12/29");
     assert_eq!(found.copies.len(), 1);
     assert_eq!(found.copies[0].quarantined_by.as_deref(), Some("Block cards"));
-    let text = String::from_utf8_lossy(&found.copies[0].content).to_string();
+    let text = String::from_utf8_lossy(&found.copies[0].content.to_vec()).to_string();
     assert!(
         text.contains("X-Sluice-Org-Scan: verdict=found; findings=credit_card:1; scanner=scanner.test"),
         "{text}"
@@ -256,7 +257,7 @@ fn scanner_policy_quarantines_cards_and_stamps_clean_mail() {
 
     let clean = scanner_plan("lunch at noon?");
     assert_eq!(clean.copies[0].quarantined_by, None);
-    let text = String::from_utf8_lossy(&clean.copies[0].content).to_string();
+    let text = String::from_utf8_lossy(&clean.copies[0].content.to_vec()).to_string();
     assert!(
         text.contains("X-Sluice-Org-Scan: verdict=pass; scanner=scanner.test"),
         "{text}"

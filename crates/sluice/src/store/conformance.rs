@@ -4,7 +4,7 @@
 use super::{EmbeddedStore, PostgresStore, Store, Write};
 use crate::auth::keys::{KeyAlgorithm, StoredKey};
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType, ObjectSet};
-use crate::message::{QueueId, ReversePath};
+use crate::message::{MessageContent, QueueId, ReversePath};
 use crate::queue::SpoolWrite;
 use crate::queue::{Hold, QuarantineEntry, QueueEntry, Source};
 use crate::trace::{TraceEvent, TraceKind};
@@ -286,6 +286,72 @@ async fn queue_minimal_path(store: &dyn Store) {
     assert_eq!(page.next.as_deref(), Some("m08"));
 }
 
+/// Copies of one message naming a shared body read back whole, each with
+/// its own header section, until the last one leaves: the body goes with
+/// it (a later copy under the same body id gets its own body, not a
+/// leftover).
+async fn copies_share_a_body_until_the_last_leaves(store: &dyn Store) {
+    let original = MessageContent::new(b"Subject: a\r\n\r\nthe shared body\r\n".to_vec());
+    let copies = [
+        ("c1", original.with_header(b"Subject: one\r\n\r\n".to_vec())),
+        ("c2", original.clone()),
+        (
+            "c3",
+            original.with_header(b"X-Copy: 3\r\nSubject: a\r\n\r\n".to_vec()),
+        ),
+    ];
+    let body = Some(QueueId("c1".into()));
+    let mut writes: Vec<Write> = copies
+        .iter()
+        .map(|(id, content)| {
+            Write::Spool(SpoolWrite::EnqueueCopy {
+                entry: entry(id),
+                content: content.clone(),
+                body: body.clone(),
+            })
+        })
+        .collect();
+    writes.push(Write::Spool(SpoolWrite::EnqueueCopy {
+        entry: entry("c4"),
+        content: original.with_header(b"Subject: alone\r\n\r\n".to_vec()),
+        body: None,
+    }));
+    store.commit(writes).await.unwrap();
+    let read = |id: &str| store.content(&QueueId(id.into())).unwrap();
+    for (id, content) in &copies {
+        assert_eq!(read(id), Some(content.to_vec()), "{id}");
+    }
+    assert_eq!(
+        read("c4").as_deref(),
+        Some(&b"Subject: alone\r\n\r\nthe shared body\r\n"[..])
+    );
+    for (gone, (id, _)) in copies.iter().enumerate() {
+        store
+            .commit(vec![Write::Spool(SpoolWrite::Remove(QueueId(id.to_string())))])
+            .await
+            .unwrap();
+        assert_eq!(read(id), None);
+        for (left, content) in &copies[gone + 1..] {
+            assert_eq!(read(left), Some(content.to_vec()), "{left} after {id} left");
+        }
+    }
+    let next = MessageContent::new(b"Subject: b\r\n\r\nanother body\r\n".to_vec());
+    store
+        .commit(vec![Write::Spool(SpoolWrite::EnqueueCopy {
+            entry: entry("c5"),
+            content: next.clone(),
+            body,
+        })])
+        .await
+        .unwrap();
+    assert_eq!(read("c5"), Some(next.to_vec()));
+    assert_eq!(
+        read("c4").as_deref(),
+        Some(&b"Subject: alone\r\n\r\nthe shared body\r\n"[..]),
+        "a copy stored whole does not depend on the shared body"
+    );
+}
+
 /// Every check, each on a fresh store from `fresh`.
 async fn run_all<F: FnMut() -> Arc<dyn Store>>(mut fresh: F) {
     objects_are_replaced_whole(fresh().as_ref()).await;
@@ -295,6 +361,7 @@ async fn run_all<F: FnMut() -> Arc<dyn Store>>(mut fresh: F) {
     tls_state_by_prefix(fresh().as_ref()).await;
     dkim_keys_round_trip(fresh().as_ref()).await;
     queue_minimal_path(fresh().as_ref()).await;
+    copies_share_a_body_until_the_last_leaves(fresh().as_ref()).await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
-use crate::message::QueueId;
+use crate::message::{MessageContent, QueueId};
 use crate::queue::{
     Due, DueKey, QuarantineEntry, QueueDepth, QueueEntry, QueueStatus, ShapeCount, Spool, SpoolCommit,
     SpoolError, SpoolIndex, SpoolWrite,
@@ -22,6 +22,14 @@ use tokio::sync::oneshot;
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const QUEUE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_meta");
 const QUEUE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_content");
+/// A copy whose body other copies of its message share: queue id ->
+/// (body id, the copy's own header section). Its content is not in
+/// `queue_content`.
+const QUEUE_COPY: TableDefinition<&str, (&str, &[u8])> = TableDefinition::new("queue_copy");
+/// Bodies shared by copies: body id (the first copy's queue id) -> body.
+const QUEUE_BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_body");
+/// Body id -> copies still referring to it; the body goes with the last.
+const QUEUE_BODY_REFS: TableDefinition<&str, u64> = TableDefinition::new("queue_body_refs");
 const QUARANTINE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_meta");
 const QUARANTINE_CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_content");
 /// Key: (time ms << 24) | sequence, so events sort by time and never collide.
@@ -99,6 +107,9 @@ impl EmbeddedStore {
             txn.open_table(OBJECTS).map_err(err)?;
             txn.open_table(QUEUE_META).map_err(err)?;
             txn.open_table(QUEUE_CONTENT).map_err(err)?;
+            txn.open_table(QUEUE_COPY).map_err(err)?;
+            txn.open_table(QUEUE_BODY).map_err(err)?;
+            txn.open_table(QUEUE_BODY_REFS).map_err(err)?;
             txn.open_table(TRACE).map_err(err)?;
             txn.open_table(QUARANTINE_META).map_err(err)?;
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
@@ -173,6 +184,9 @@ fn index_spool_once(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 struct SpoolTables<'txn> {
     meta: Table<'txn, &'static str, &'static [u8]>,
     content: Table<'txn, &'static str, &'static [u8]>,
+    copies: Table<'txn, &'static str, (&'static str, &'static [u8])>,
+    bodies: Table<'txn, &'static str, &'static [u8]>,
+    body_refs: Table<'txn, &'static str, u64>,
     due: Table<'txn, (u64, &'static str), &'static [u8]>,
     index: Table<'txn, &'static str, &'static [u8]>,
     shape: Table<'txn, (&'static str, u64), u64>,
@@ -184,6 +198,9 @@ impl SpoolTables<'_> {
         Ok(SpoolTables {
             meta: txn.open_table(QUEUE_META).map_err(err)?,
             content: txn.open_table(QUEUE_CONTENT).map_err(err)?,
+            copies: txn.open_table(QUEUE_COPY).map_err(err)?,
+            bodies: txn.open_table(QUEUE_BODY).map_err(err)?,
+            body_refs: txn.open_table(QUEUE_BODY_REFS).map_err(err)?,
             due: txn.open_table(QUEUE_DUE).map_err(err)?,
             index: txn.open_table(QUEUE_INDEX).map_err(err)?,
             shape: txn.open_table(QUEUE_SHAPE).map_err(err)?,
@@ -258,9 +275,71 @@ impl SpoolTables<'_> {
     fn remove(&mut self, id: &str) -> Result<(), StoreError> {
         self.unindex(id)?;
         self.meta.remove(id).map_err(err)?;
+        self.drop_content(id)
+    }
+
+    /// Stores a copy: whole, or its header section over a body shared
+    /// with the other copies naming `body`.
+    fn put_copy(
+        &mut self,
+        entry: &QueueEntry,
+        content: &MessageContent,
+        body: Option<&QueueId>,
+    ) -> Result<(), StoreError> {
+        let id = entry.id.0.as_str();
+        self.drop_content(id)?;
+        match body {
+            None => insert_pieces(&mut self.content, id, content.pieces())?,
+            Some(body) => {
+                let key = body.0.as_str();
+                let refs = self.body_refs.get(key).map_err(err)?.map_or(0, |v| v.value());
+                if refs == 0 {
+                    self.bodies.insert(key, content.body()).map_err(err)?;
+                }
+                self.body_refs.insert(key, refs + 1).map_err(err)?;
+                self.copies.insert(id, (key, content.header())).map_err(err)?;
+            }
+        }
+        self.put(entry)
+    }
+
+    /// Removes an entry's content; a shared body goes with its last copy.
+    fn drop_content(&mut self, id: &str) -> Result<(), StoreError> {
         self.content.remove(id).map_err(err)?;
+        let body = self
+            .copies
+            .remove(id)
+            .map_err(err)?
+            .map(|copy| copy.value().0.to_string());
+        let Some(key) = body else { return Ok(()) };
+        let refs = self
+            .body_refs
+            .get(key.as_str())
+            .map_err(err)?
+            .map_or(0, |v| v.value());
+        if refs <= 1 {
+            self.body_refs.remove(key.as_str()).map_err(err)?;
+            self.bodies.remove(key.as_str()).map_err(err)?;
+        } else {
+            self.body_refs.insert(key.as_str(), refs - 1).map_err(err)?;
+        }
         Ok(())
     }
+}
+
+/// Writes `pieces` as one value, in place: no joined copy is made.
+fn insert_pieces(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    pieces: [&[u8]; 2],
+) -> Result<(), StoreError> {
+    let mut value = table
+        .insert_reserve(key, pieces[0].len() + pieces[1].len())
+        .map_err(err)?;
+    let (first, second) = value.as_mut().split_at_mut(pieces[0].len());
+    first.copy_from_slice(pieces[0]);
+    second.copy_from_slice(pieces[1]);
+    Ok(())
 }
 
 fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
@@ -296,6 +375,7 @@ fn content_bytes(job: &Job) -> usize {
             Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
                 content.len()
             }
+            Write::Spool(SpoolWrite::EnqueueCopy { content, .. }) => content.len(),
             _ => 0,
         })
         .sum()
@@ -324,6 +404,9 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                             .insert(entry.id.0.as_str(), body.as_slice())
                             .map_err(err)?;
                         spool.put(&entry)?;
+                    }
+                    Write::Spool(SpoolWrite::EnqueueCopy { entry, content, body }) => {
+                        spool.put_copy(&entry, &content, body.as_ref())?;
                     }
                     Write::Spool(SpoolWrite::Update(entry)) => {
                         // An update racing a delete must not resurrect the message.
@@ -531,7 +614,20 @@ impl Spool for EmbeddedStore {
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(QUEUE_CONTENT).map_err(err)?;
-        Ok(table.get(id.0.as_str()).map_err(err)?.map(|v| v.value().to_vec()))
+        if let Some(whole) = table.get(id.0.as_str()).map_err(err)? {
+            return Ok(Some(whole.value().to_vec()));
+        }
+        let copies = txn.open_table(QUEUE_COPY).map_err(err)?;
+        let Some(copy) = copies.get(id.0.as_str()).map_err(err)? else {
+            return Ok(None);
+        };
+        let (key, header) = copy.value();
+        let bodies = txn.open_table(QUEUE_BODY).map_err(err)?;
+        let body = bodies
+            .get(key)
+            .map_err(err)?
+            .ok_or_else(|| SpoolError(format!("the body {key} of {id} is missing")))?;
+        Ok(Some([header, body.value()].concat()))
     }
 
     fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, SpoolError> {

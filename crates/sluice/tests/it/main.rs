@@ -37,6 +37,7 @@ mod refusals;
 mod relay_control;
 mod rules;
 mod scanner;
+mod shared_content;
 mod smart_host;
 mod smuggling;
 mod spooling;

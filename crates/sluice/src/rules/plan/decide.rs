@@ -6,7 +6,7 @@ use super::{plan, Plan, PlanInput};
 use crate::auth::{Authenticator, Checked};
 use crate::classify::header_firewall::strip_internal_headers;
 use crate::classify::Classification;
-use crate::message::{Envelope, QueueId, Reply};
+use crate::message::{Envelope, MessageContent, QueueId, Reply};
 use crate::policy::Policy;
 use crate::queue::{
     self, Acceptance, DsnAction, DsnRecipient, QuarantineEntry, QueueEntry, QueuedRecipient, Source,
@@ -29,23 +29,36 @@ pub fn retains_internal_headers(policy: &Policy, classification: &Classification
 /// when the node judges the message (`forged_for` = this node's name),
 /// `Authentication-Results` fields forged in that name removed. Returns the
 /// content and the names of the internal fields removed.
+///
+/// Both read and rewrite the header section only, in the buffer the
+/// message came in: the body is neither read nor copied here.
 pub fn inbound_content(
     policy: &Policy,
     classification: &Classification,
-    content: Vec<u8>,
+    mut content: Vec<u8>,
     forged_for: Option<&str>,
-) -> (Vec<u8>, Vec<String>) {
-    let (content, removed) = if retains_internal_headers(policy, classification) {
-        (content, Vec::new())
+) -> (MessageContent, Vec<String>) {
+    let header_len = crate::message::header_section_len(&content);
+    let header = &content[..header_len];
+    let (firewalled, removed) = if retains_internal_headers(policy, classification) {
+        (None, Vec::new())
     } else {
-        // The received form is not needed again: dropped here, so one copy
-        // is held, not two.
-        strip_internal_headers(&content)
+        let (kept, removed) = strip_internal_headers(header);
+        (Some(kept).filter(|_| !removed.is_empty()), removed)
     };
-    match forged_for {
-        Some(hostname) => (crate::auth::remove_forged_results(&content, hostname), removed),
-        None => (content, removed),
+    let checked = firewalled.as_deref().unwrap_or(header);
+    let header = match forged_for {
+        Some(hostname) => {
+            let kept = crate::auth::remove_forged_results(checked, hostname);
+            (kept.len() != checked.len()).then_some(kept).or(firewalled)
+        }
+        None => firewalled,
+    };
+    if let Some(header) = header {
+        // Shorter than what it replaces: the body moves up in place.
+        content.splice(..header_len, header);
     }
+    (MessageContent::new(content), removed)
 }
 
 /// Reports the node writes itself while deciding (the queue makes them:
@@ -93,7 +106,7 @@ pub struct Arrival<'a> {
     /// One route per envelope recipient (decided at RCPT).
     pub routes: Vec<Route>,
     /// The content from [`inbound_content`].
-    pub content: &'a [u8],
+    pub content: &'a MessageContent,
     /// SPF/DKIM/DMARC/ARC results, when the node checked the message.
     pub checked: Option<&'a Checked<'a>>,
     /// Now, ms since the epoch.
@@ -120,9 +133,9 @@ pub struct Node<'a> {
 #[derive(Debug)]
 pub enum CopyFate {
     /// Queued for delivery, with its (edited, signed) content.
-    Queued(QueueEntry, Vec<u8>),
+    Queued(QueueEntry, MessageContent),
     /// Held in quarantine (by a rule, or by DMARC).
-    Quarantined(QuarantineEntry, Vec<u8>),
+    Quarantined(QuarantineEntry, MessageContent),
 }
 
 /// Everything an accepted message turns into.
@@ -168,10 +181,15 @@ impl Accepted {
         for copy in self.copies {
             match copy {
                 CopyFate::Queued(entry, content) => acceptance.queued.push((entry, content)),
-                CopyFate::Quarantined(held, content) => acceptance.quarantined.push((held, content)),
+                // Held copies are few, and read back whole on release.
+                CopyFate::Quarantined(held, content) => acceptance.quarantined.push((held, content.to_vec())),
             }
         }
-        acceptance.queued.extend(self.reports);
+        acceptance.queued.extend(
+            self.reports
+                .into_iter()
+                .map(|(entry, content)| (entry, content.into())),
+        );
         acceptance
     }
 }
@@ -185,15 +203,17 @@ pub fn decide(node: &Node<'_>, arrival: Arrival<'_>) -> Decision {
     let classification = arrival.classification;
     let now = arrival.now_ms;
     let verdict = arrival.checked.map(|c| &c.summary);
-    let content: std::borrow::Cow<'_, [u8]> = match arrival.checked {
-        Some(checked) => [checked.header.as_bytes(), arrival.content].concat().into(),
-        None => arrival.content.into(),
+    // The node's results go in front of the header section; the body is
+    // the one that arrived, shared by every copy made below.
+    let content = match arrival.checked {
+        Some(checked) => arrival.content.prepend(checked.header.as_bytes()),
+        None => arrival.content.clone(),
     };
-    let base = QueueEntry::new(
+    let mut base = QueueEntry::new(
         arrival.id.clone(),
         arrival.envelope,
         arrival.routes,
-        &content,
+        content.header(),
         Source {
             peer: arrival.peer.ip().to_string(),
             helo: arrival.helo.to_string(),
@@ -202,6 +222,7 @@ pub fn decide(node: &Node<'_>, arrival: Arrival<'_>) -> Decision {
         now,
         arrival.expires_at_ms,
     );
+    base.size = content.len() as u64;
     let event = |entry: &QueueEntry, kind, to: Option<String>, remote: Option<String>, detail: String| {
         let mut event = queue::event(entry, kind, to, remote, Some(detail));
         event.at_ms = now;
@@ -359,14 +380,14 @@ pub fn decide(node: &Node<'_>, arrival: Arrival<'_>) -> Decision {
             let to = Some(base.recipients[*i].address.to_string());
             events.push(event(&base, TraceKind::Bounced, to, None, reply.to_string()));
         }
-        if let Some(report) = node.reports.failure_report(&base, &content, &failed) {
+        if let Some(report) = node.reports.failure_report(&base, &content.to_vec(), &failed) {
             let detail = format!("failure report for {}", base.id);
             events.push(event(&report.0, TraceKind::Received, None, None, detail));
             accepted.reports.push(report);
         }
     }
     for text in &plan.notices {
-        if let Some(notice) = node.reports.sender_notice(&base, &content, text) {
+        if let Some(notice) = node.reports.sender_notice(&base, &content.to_vec(), text) {
             let detail = format!("notice queued as {}", notice.0.id);
             let to = Some(base.from.to_string());
             events.push(event(&base, TraceKind::SenderNotified, to, None, detail));

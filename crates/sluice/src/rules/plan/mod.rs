@@ -22,7 +22,7 @@ pub use decide::{
 };
 
 use crate::classify::Classification;
-use crate::message::{Address, Reply};
+use crate::message::{Address, MessageContent, Reply};
 use crate::policy::Policy;
 use crate::queue::{QueueEntry, QueuedRecipient};
 use crate::route::Route;
@@ -38,8 +38,9 @@ const MAX_RULE_REROUTES: u32 = 3;
 pub struct PlannedCopy {
     /// Recipients (after redirect and bcc) with their routes.
     pub recipients: Vec<QueuedRecipient>,
-    /// Content after the rules' header changes.
-    pub content: Vec<u8>,
+    /// Content after the rules' header changes: its own header section
+    /// over the body every copy shares.
+    pub content: MessageContent,
     /// The rule that quarantines this copy, if one does.
     pub quarantined_by: Option<String>,
     /// Header changes made, for the explanation.
@@ -78,8 +79,9 @@ pub struct PlanInput<'a> {
     pub peer: IpAddr,
     /// The message as queued (recipients with their RCPT-time routes).
     pub base: &'a QueueEntry,
-    /// Content after the inbound header firewall.
-    pub content: &'a [u8],
+    /// Content after the inbound header firewall (and the node's
+    /// `Authentication-Results`, when it checked the message).
+    pub content: &'a MessageContent,
     /// This node's name in `X-Sluice-Org-Scan` (`scanner=`).
     pub scanner: &'a str,
     /// Bounds of the DLP scan, when a rule makes it run.
@@ -99,8 +101,9 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         input.peer,
         &base.from,
         &recipients,
-        input.content,
+        input.content.original(),
     )
+    .with_added_fields(input.content.added_fields().unwrap_or_default())
     .with_scan_limits(input.scan_limits.clone())
     .with_auth(input.auth);
     let evaluation = rules::evaluate(&policy.rules, &facts);
@@ -113,7 +116,7 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
         plan.scan_summary = facts.scan_if_run().map(crate::scan::summary);
         return plan;
     }
-    let reroutes = rule_loop_count(input.content);
+    let reroutes = rule_loop_count(input.content.header());
     for copy in group(evaluation.effects.clone()) {
         for text in &copy.effects.notify_sender {
             if !plan.notices.contains(text) {
@@ -158,7 +161,14 @@ pub fn plan(policy: &Policy, input: &PlanInput<'_>) -> Plan {
                 value: (reroutes + 1).to_string(),
             });
         }
-        let content = rules::apply_edits(input.content, &edits);
+        // One header section per copy; the body stays where it is.
+        let content = if edits.is_empty() {
+            input.content.clone()
+        } else {
+            input
+                .content
+                .with_header(rules::edit_header(input.content.header(), &edits))
+        };
         let recipients = copy_recipients(policy, base, &copy, &mut plan.notes);
         let quarantined_by = match &copy.effects.disposition {
             Disposition::Quarantine { rule } => Some(rule.clone()),
@@ -267,8 +277,8 @@ fn group(effects: Vec<Effects>) -> Vec<Copy> {
     copies
 }
 
-fn rule_loop_count(content: &[u8]) -> u32 {
-    crate::message::header::fields(content)
+fn rule_loop_count(header: &[u8]) -> u32 {
+    crate::message::header::fields(header)
         .iter()
         .filter(|field| field.is(RULE_LOOP_HEADER))
         .filter_map(|field| field.value().parse::<u32>().ok())

@@ -144,9 +144,11 @@ impl ContentWork {
         // saw.
         let internal = matches!(classification, Classification::Internal { .. });
         let auth = self.auth.as_deref().filter(|a| !internal || a.seals());
-        let (original, _) =
+        // The one copy of the message in memory: every rule copy made
+        // from it shares its body.
+        let (content, _) =
             plan::inbound_content(policy, &classification, content, auth.map(|a| a.hostname()));
-        let message = auth.and(crate::auth::parse(&original));
+        let message = auth.and(crate::auth::parse(content.original()));
         let mail_from = envelope.mail_from.to_string();
         let checked = match (auth, &message) {
             (Some(auth), Some(message)) => {
@@ -154,7 +156,7 @@ impl ContentWork {
                     policy,
                     classification.connector(),
                     session.peer.ip(),
-                    &original,
+                    content.header(),
                 )
                 .unwrap_or_else(|| (session.peer.ip(), session.helo.clone()));
                 let facts = crate::auth::Envelope {
@@ -215,7 +217,7 @@ impl ContentWork {
                 classification: &classification,
                 envelope: &envelope,
                 routes,
-                content: &original,
+                content: &content,
                 checked: checked.as_ref(),
                 now_ms: now,
                 expires_at_ms: self.queue.expiry_from(now),

@@ -387,6 +387,7 @@ fn content_bytes(job: &Job) -> usize {
             Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
                 content.len()
             }
+            Write::Spool(SpoolWrite::EnqueueCopy { content, .. }) => content.len(),
             _ => 0,
         })
         .sum()
@@ -480,7 +481,8 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
         for write in job.writes.drain(..) {
             if !matches!(
                 write,
-                Write::Spool(SpoolWrite::Enqueue(..) | SpoolWrite::Trace(_)) | Write::Trace(_)
+                Write::Spool(SpoolWrite::Enqueue(..) | SpoolWrite::EnqueueCopy { .. } | SpoolWrite::Trace(_))
+                    | Write::Trace(_)
             ) {
                 new_messages.flush(&txn, node).await?;
             }
@@ -512,6 +514,14 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                         new_messages.flush(&txn, node).await?;
                     }
                     new_messages.push(entry, body)?;
+                }
+                // Each copy is stored whole here (rows go in one statement
+                // per table; the body is not shared).
+                Write::Spool(SpoolWrite::EnqueueCopy { entry, content, .. }) => {
+                    if new_messages.ids.contains(&entry.id.0) {
+                        new_messages.flush(&txn, node).await?;
+                    }
+                    new_messages.push(entry, content.to_vec())?;
                 }
                 Write::Spool(SpoolWrite::Update(entry)) => {
                     // An update racing a delete must not resurrect the message.

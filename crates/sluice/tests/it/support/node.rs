@@ -397,6 +397,18 @@ impl Node {
             .join("\n--- restart ---\n")
     }
 
+    /// The node's peak resident memory so far (`VmHWM`), in octets.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.process.as_ref().and_then(Guarded::id).expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc status")
+            * 1024
+    }
+
     /// Messages in `data_dir/mailboxes/DOMAIN/LOCAL/new/`.
     pub fn mailbox(&self, domain: &str, local: &str) -> Vec<Vec<u8>> {
         let new = self

@@ -102,6 +102,11 @@ impl RawSmtp {
         self.writer.flush()
     }
 
+    /// Waits up to `timeout` for each reply from now on.
+    pub fn set_reply_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.writer.set_read_timeout(Some(timeout))
+    }
+
     /// Sends `line` plus CRLF and reads one reply.
     pub fn command(&mut self, line: &str) -> std::io::Result<RawReply> {
         self.send_raw(format!("{line}\r\n").as_bytes())?;
