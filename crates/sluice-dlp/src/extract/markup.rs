@@ -300,6 +300,10 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
             _ if b[r..].starts_with(b"<!--") => (b'\n', r + 4),
             _ => match tag_end(b, r + 1) {
                 Some(close) => {
+                    if silent(&b[r + 1..close]) {
+                        r = close + 1;
+                        continue;
+                    }
                     if let Some(ch) = xml_break(&xml[r + 1..close], &mut cell_depth) {
                         dst[w] = ch;
                         w += 1;
@@ -321,6 +325,16 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
         r = next;
     }
     out.truncate(base + w);
+}
+
+/// The commonest tags of Word and Excel text, which put nothing in the
+/// text (runs, text elements, the start of a shared string): matched whole
+/// before the tag's name is read.
+fn silent(tag: &[u8]) -> bool {
+    matches!(
+        tag,
+        b"t" | b"/t" | b"si" | b"r" | b"/r" | b"w:t" | b"/w:t" | b"w:r" | b"/w:r" | b"w:rPr" | b"/w:rPr"
+    )
 }
 
 /// How many of the eight bytes in `v` (little-endian: the first byte lowest)
@@ -503,6 +517,22 @@ mod tests {
             xml_to_text("caf\u{e9} &euro;5 \u{4e2d}\u{6587}<p/>"),
             "caf\u{e9} \u{20ac}5 \u{4e2d}\u{6587}\n"
         );
+    }
+
+    #[test]
+    fn silent_tags_put_nothing_in_the_text() {
+        let tags = [
+            "t", "/t", "si", "r", "/r", "w:t", "/w:t", "w:r", "/w:r", "w:rPr", "/w:rPr",
+        ];
+        for name in tags {
+            let mut depth = 0;
+            assert!(silent(name.as_bytes()), "{name}");
+            assert_eq!(xml_break(name, &mut depth), None, "{name}");
+            assert_eq!(depth, 0, "{name}");
+        }
+        for name in ["/si", "w:p", "/w:p", "p", "tc", "/tc", "tab", "t x", "T"] {
+            assert!(!silent(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -16,10 +16,10 @@
 mod dob;
 mod email;
 mod keywords;
+mod literal_table;
 mod numbers;
 mod password;
 mod secrets;
-mod table;
 mod tables;
 
 use std::cell::{Cell, OnceCell};
@@ -32,7 +32,7 @@ use aho_corasick::MatchKind;
 
 use crate::finding::{Confidence, Detector, Finding, Location};
 use keywords::{Keyword, KeywordIndex, KEYWORDS, LABELS};
-use table::{Table, LANES};
+use literal_table::{Table, LANES};
 use tables::TableIndex;
 
 /// Characters either side of a match in which a keyword counts (Purview's

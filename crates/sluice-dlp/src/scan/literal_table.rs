@@ -128,7 +128,9 @@ impl Table {
     }
 
     /// Where a pattern ends in `b`, each lane of [`LANES`] walked over its
-    /// stretch; see [`super::match_ends`].
+    /// stretch (`lanes` of them in use, each read from `warm_up` bytes
+    /// before it without reporting): the index of the byte that led to a
+    /// match state and the state, per lane, in order; see [`super::literals`].
     pub(super) fn match_ends(&self, b: &[u8], lanes: usize, warm_up: usize) -> [Vec<(usize, u32)>; LANES] {
         let (trans, columns, matching) = (&self.trans[..], &self.columns, self.matching);
         let step = |state: u32, byte: u8| trans[state as usize + usize::from(columns[usize::from(byte)])];
