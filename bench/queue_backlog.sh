@@ -81,6 +81,11 @@ max_connections_per_ip = 1000
 
 [admin]
 listen = "$sluice_ip:$admin_port"
+
+# Parked mail is due again within a minute: a node stopped for longer has
+# due mail at its restart, and the restart's first attempt is measured.
+[delivery]
+destination_probe_max = "1m"
 TOML
 cat >"$work/objects.toml" <<TOML
 [[accepted_domain]]
@@ -165,11 +170,13 @@ list_s=$(api "queue?limit=100")
 rss=$(rss_mb)
 store_mb=$(du -m "$work/data/sluice.redb" | cut -f1)
 
-# Restarts with the backlog on disk: seconds to the first 220 and to the
-# first delivery attempt (a connection to the dead host), in $greet and
+# Restarts with the backlog on disk, all of it due: seconds to the first
+# 220 and to the first delivery attempt (a connection to the dead host), in $greet and
 # $first (set here, not in a subshell: start_sluice sets $sluice_pid).
 restart_times() {
     local before restart deadline
+    # Down for longer than destination_probe_max: all the mail is overdue.
+    sleep 65
     before=$(attempts)
     restart=$(now)
     start_sluice
