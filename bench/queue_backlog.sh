@@ -7,12 +7,14 @@
 #
 # Figures: enqueue rate over the first and the last 10,000 messages, RSS
 # with the backlog queued, store size, first page of `queue list` and
-# `queue summary` times, connection attempts to the dead host, then after
-# a kill -9 and a restart: time to the first 220 and to the first delivery
-# attempt, and connection attempts per minute.
+# `queue summary` times, connection attempts to the dead host; then twice,
+# after a clean stop (SIGTERM) and after a kill -9: time from the restart
+# to the first 220 and to the first delivery attempt; then connection
+# attempts per minute.
 #
 #   bench/queue_backlog.sh                       # 1,000,000 messages
 #   BENCH_MESSAGES=200000 BENCH_WATCH=60 bench/queue_backlog.sh
+#   BENCH_KEEP=1 ...                             # keep the data directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,11 @@ edge=10000
 watch_s=${BENCH_WATCH:-120}
 # BENCH_BUILD=0 uses the release binary as it is.
 build=${BENCH_BUILD:-1}
+keep=${BENCH_KEEP:-0}
+# Seconds the node stays down before each restart. Mail parked for a dead
+# destination is due at its next probe (1 min, doubling to 30 min), so only
+# mail overdue at the restart is attempted at once.
+down_s=${BENCH_DOWN:-0}
 
 # 127.0.202.0/24 is not used by the integration tests or relay.sh.
 sluice_ip=127.0.202.1
@@ -40,16 +47,20 @@ sluice_bin=${CARGO_TARGET_DIR:-target}/release/sluice
 
 work=$(mktemp -d /tmp/sluice-backlog.XXXXXX)
 sluice_pid=
-stop_sluice() {
+stop_sluice() { # [signal]
     if [[ -n $sluice_pid ]]; then
-        kill -9 "$sluice_pid" 2>/dev/null || true
+        kill "-${1:-9}" "$sluice_pid" 2>/dev/null || true
         wait "$sluice_pid" 2>/dev/null || true
         sluice_pid=
     fi
 }
 cleanup() {
     stop_sluice
-    rm -rf "$work"
+    if [[ $keep == 1 ]]; then
+        echo "queue_backlog.sh: data kept in $work" >&2
+    else
+        rm -rf "$work"
+    fi
 }
 trap cleanup EXIT
 
@@ -158,21 +169,37 @@ list_s=$(api "queue?limit=100")
 rss=$(rss_mb)
 store_mb=$(du -m "$work/data/sluice.redb" | cut -f1)
 
-# kill -9, then a restart with the backlog on disk.
-stop_sluice
+# Restarts with the backlog on disk: seconds to the first 220 and to the
+# first delivery attempt (a connection to the dead host), in $greet and
+# $first (set here, not in a subshell: start_sluice sets $sluice_pid).
+restart_times() {
+    local before restart deadline
+    sleep "$down_s"
+    before=$(attempts)
+    restart=$(now)
+    start_sluice
+    greet=$(wait_greeting)
+    first="none within 120"
+    deadline=$((SECONDS + 120))
+    while ((SECONDS < deadline)); do
+        if (($(attempts) > before)); then
+            first=$(elapsed "$restart" "$(now)")
+            break
+        fi
+        sleep 0.05
+    done
+}
+
+# A clean stop first (SIGTERM: the node closes its store), then a kill -9.
+stop_start=$(now)
+stop_sluice TERM
+stop_s=$(elapsed "$stop_start" "$(now)")
+restart_times
+clean_greet_s=$greet clean_first_s=$first
+stop_sluice 9
+restart_times
+greet_s=$greet first_attempt_s=$first
 before=$(attempts)
-restart=$(now)
-start_sluice
-greet_s=$(wait_greeting)
-first_attempt_s=
-deadline=$((SECONDS + 120))
-while ((SECONDS < deadline)); do
-    if (($(attempts) > before)); then
-        first_attempt_s=$(elapsed "$restart" "$(now)")
-        break
-    fi
-    sleep 0.05
-done
 restart_rss=$(rss_mb)
 sleep "$watch_s"
 watched=$(($(attempts) - before))
@@ -186,12 +213,15 @@ enqueue rate, first $edge          $(rate $edge "$first_s") msg/s
 enqueue rate, last $edge           $(rate $edge "$last_s") msg/s
 whole fill                        ${fill_s} s ($(rate "$messages" "$fill_s") msg/s)
 RSS with the backlog queued       ${rss} MB
-store file                        ${store_mb} MB
+store file                        ${store_mb} MB ($(python3 -c "print(f'{$store_mb * 1048576 / $messages:.0f}')") bytes per message)
 queue summary                     ${summary_s} s
 queue list, first page (100)      ${list_s} s
 connections to the dead host      ${fill_attempts} during the fill
+clean stop (SIGTERM)              ${stop_s} s
+restart after it, to first 220    ${clean_greet_s} s
+  to first delivery attempt       ${clean_first_s} s
 restart (kill -9) to first 220    ${greet_s} s
-restart to first delivery attempt ${first_attempt_s:-none within 120} s
+  to first delivery attempt       ${first_attempt_s} s
 RSS after restart                 ${restart_rss} MB
 connections after restart         ${watched} in ${watch_s} s ($(python3 -c "print(f'{$watched * 60 / $watch_s:.1f}')")/min)
 queue summary after restart       ${restart_summary_s} s

@@ -124,6 +124,7 @@ pub struct Node {
     pub management: Arc<NodeAdmin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: Arc<dyn Store>,
 }
 
 impl Node {
@@ -347,7 +348,7 @@ impl Node {
             )?);
         }
         tasks.push(tokio::spawn(prune_trace(
-            store,
+            store.clone(),
             config.trace_retention,
             shutdown_rx,
         )));
@@ -359,14 +360,23 @@ impl Node {
             management: backend,
             shutdown,
             tasks,
+            store,
         })
     }
 
-    /// Stops accepting, lets sessions end, and returns.
+    /// Stops accepting, lets sessions end, waits for the writes already
+    /// handed to the store, and returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        // Trace events are submitted without waiting for their commit; an
+        // empty commit queues behind them, so its answer means they are on disk.
+        if let Ok(Err(error)) =
+            tokio::time::timeout(Duration::from_secs(10), self.store.commit(Vec::new())).await
+        {
+            tracing::error!(error = %error, "writes pending at stop were not committed");
         }
     }
 }
