@@ -501,3 +501,92 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
         refused.len()
     );
 }
+
+#[test]
+fn any_node_shows_and_acts_on_the_whole_clusters_queue_and_quarantine() {
+    let net = Net(243);
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    let sink = Sink::start(net.ip(21));
+    let dead = format!("{}:{}", net.ip(26), crate::support::free_port(net.ip(26)));
+    let objects = format!(
+        r#"{}
+[[accepted_domain]]
+name = "legacy.test"
+type = "internal_relay"
+
+[[outbound_connector]]
+name = "Legacy"
+recipient_domains = ["legacy.test"]
+smart_hosts = ["{dead}"]
+
+[[rule]]
+name = "Hold invoices"
+[rule.conditions]
+subject_or_body_contains = ["invoice"]
+[rule.actions]
+quarantine = true
+"#,
+        relay_objects(&sink)
+    );
+    let a = leased_node(&server, net, 1, &objects);
+    let b = leased_node(&server, net, 2, "");
+    let send_to = |node: &Node, to: &str, subject: &str| {
+        let (mut client, _) = RawSmtp::connect(node.smtp).expect("connect");
+        let reply = client
+            .send_message(
+                "someone@fabrikam.test",
+                &[to],
+                &format!("From: someone@fabrikam.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody"),
+            )
+            .expect("transaction");
+        assert_eq!(reply.code, 250, "{}", reply.text);
+    };
+
+    // Accepted by A for a host that does not answer: B lists it, deferred.
+    send_to(&a, "old@legacy.test", "stuck");
+    assert!(
+        wait_until(Duration::from_secs(20), || b
+            .queue_json()
+            .iter()
+            .any(|e| e["status"] == "deferred")),
+        "B does not list A's deferred message: {:?}\n{}",
+        b.queue_json(),
+        a.log()
+    );
+    let id = b.queue_json()[0]["id"].as_str().expect("queue id").to_string();
+    let shown = b.cli_json(&["queue", "show", &id, "--json"]);
+    assert_eq!(shown["id"].as_str(), Some(id.as_str()));
+    let summary = b.cli_ok(&["queue", "summary"]);
+    assert!(summary.contains("legacy.test"), "{summary}");
+    // Deleted through B: gone from A's view too.
+    b.cli_ok(&["queue", "delete", &id]);
+    assert!(a.queue_json().is_empty(), "{:?}", a.queue_json());
+
+    // Quarantined by A's rule on B's intake, released through A, delivered.
+    send_to(&b, "bob@contoso.test", "invoice 42");
+    let held = a.cli_json(&["quarantine", "list", "--json"]);
+    let held = held.as_array().expect("a list");
+    assert_eq!(held.len(), 1, "{held:?}");
+    let held_id = held[0]["id"].as_str().expect("held id").to_string();
+    a.cli_ok(&["quarantine", "release", &held_id]);
+    assert!(
+        wait_until(Duration::from_secs(20), || sink_deliveries_by_subject(
+            &sink,
+            "invoice 42"
+        )),
+        "the released message never reached the sink\nA: {}\nB: {}",
+        a.log(),
+        b.log()
+    );
+    assert!(b
+        .cli_json(&["quarantine", "list", "--json"])
+        .as_array()
+        .is_some_and(|list| list.is_empty()));
+}
+
+fn sink_deliveries_by_subject(sink: &Sink, subject: &str) -> bool {
+    sink.messages()
+        .iter()
+        .any(|m| m.header("subject").as_deref() == Some(subject))
+}
