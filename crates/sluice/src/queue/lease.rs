@@ -72,6 +72,23 @@ impl Queue {
         }
     }
 
+    /// Reads an entry for an attempt. A shared spool's read is a round
+    /// trip to the database: it waits off the runtime's threads, which
+    /// keep serving SMTP sessions meanwhile.
+    pub(super) async fn read_entry(
+        &self,
+        id: &QueueId,
+    ) -> Result<Option<super::QueueEntry>, super::SpoolError> {
+        if !self.inner.shared {
+            return self.inner.spool.entry(id);
+        }
+        let spool = self.inner.spool.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || spool.entry(&id))
+            .await
+            .map_err(|error| super::SpoolError(error.to_string()))?
+    }
+
     /// The claim this node holds on `id`, if the spool is shared.
     pub(super) fn claim_of(&self, id: &QueueId) -> Option<Claim> {
         self.state().claims.get(id).cloned()

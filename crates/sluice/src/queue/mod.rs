@@ -826,7 +826,7 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
-        let mut entry = match self.inner.spool.entry(&id) {
+        let mut entry = match self.read_entry(&id).await {
             Ok(Some(entry))
                 if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
             {
@@ -972,7 +972,7 @@ impl Queue {
         // attempt ran: the stored entry says so (read under the entry's
         // lock, so no action slips in between).
         let _entry = self.entry_lock(&id).lock().await;
-        match self.inner.spool.entry(&id) {
+        match self.read_entry(&id).await {
             Ok(None) => {
                 self.unclaim(&id);
                 self.settle(&id);
