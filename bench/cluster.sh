@@ -18,6 +18,7 @@
 #   bench/cluster.sh                          # 10,000 messages of 10 KB at c=50
 #   BENCH_MESSAGES=2000 bench/cluster.sh      # shorter
 #   BENCH_RUNS="postgres postgres2" bench/cluster.sh
+#   SLUICE_BIN=target/debug/sluice BENCH_MESSAGES=500 bench/cluster.sh   # try the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,9 +45,13 @@ for tool in /usr/sbin/smtp-source /usr/sbin/smtp-sink "$pg_bin/pg_ctl" dnsmasq s
     }
 done
 
-echo "cluster.sh: building sluice (release)" >&2
-cargo build --release -q -p sluice --bin sluice
-sluice_bin=$PWD/${CARGO_TARGET_DIR:-target}/release/sluice
+if [[ -n ${SLUICE_BIN:-} ]]; then
+    sluice_bin=$SLUICE_BIN
+else
+    echo "cluster.sh: building sluice (release)" >&2
+    cargo build --release -q -p sluice --bin sluice
+    sluice_bin=$PWD/${CARGO_TARGET_DIR:-target}/release/sluice
+fi
 
 work=$(mktemp -d /tmp/sluice-cluster-bench.XXXXXX)
 chmod 755 "$work"
@@ -67,9 +72,16 @@ pg() {
 }
 
 stop_nodes() {
-    local pid
+    local pid child
     for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
+        # Under strace the node is strace's child: stopping the node ends
+        # strace, which then writes its counts.
+        child=$(pgrep -P "$pid" || true)
+        if [[ -n $child ]]; then
+            kill $child 2>/dev/null || true
+        else
+            kill "$pid" 2>/dev/null || true
+        fi
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
@@ -209,7 +221,7 @@ now() { date +%s.%N; }
 
 # run NAME NODES: sends $messages at c=$sessions split over the nodes.
 run() {
-    local name=$1 nodes=$2 start done_at count deadline syncs_before=0 syncs=0 commits=- n
+    local name=$1 nodes=$2 start accepted done_at count deadline syncs_before=0 syncs=0 commits=- n
     local per_node=$((messages / nodes)) per_session=$((sessions / nodes))
     start_sink
     targets=()
@@ -232,6 +244,7 @@ run() {
     for n in "${senders[@]}"; do
         wait "$n" || echo "cluster.sh: smtp-source against $name ended early" >&2
     done
+    accepted=$(now)
     local total=$((per_node * nodes))
     deadline=$((SECONDS + timeout_s))
     count=$(sink_count)
@@ -253,13 +266,13 @@ run() {
         stop_postgres
     fi
     stop_sink
-    awk -v n="$count" -v s="$start" -v d="$done_at" -v y="$syncs" -v name="$name" -v nodes="$nodes" \
-        'BEGIN { t = d - s; printf "%-10s %5d %10d %12.0f %12.0f %14.1f\n", name, nodes, n, n / t, y / t, n / (y > 0 ? y : 1) }'
+    awk -v n="$count" -v s="$start" -v a="$accepted" -v d="$done_at" -v y="$syncs" -v name="$name" -v nodes="$nodes" \
+        'BEGIN { t = d - s; printf "%-10s %5d %10d %12.0f %12.0f %12.0f %12.1f\n", name, nodes, n, n / (a - s), n / t, y / t, n / (y > 0 ? y : 1) }'
 }
 
 printf 'cluster benchmark: %d messages of %d bytes at c=%d, loopback, %s cores\n' \
     "$messages" "$size" "$sessions" "$(nproc)"
-printf '%-10s %5s %10s %12s %12s %14s\n' store nodes delivered "msgs/s" "commits/s" "msgs/commit"
+printf '%-10s %5s %10s %12s %12s %12s %12s\n' store nodes delivered "accepted/s" "end-end/s" "commits/s" "msgs/commit"
 for name in $runs; do
     case $name in
     embedded) run embedded 1 ;;

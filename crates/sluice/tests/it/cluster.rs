@@ -333,7 +333,18 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
         "B got too few 250s to make the test meaningful\n{}",
         b.log()
     );
+    // Deliveries take a second at the sink: the nodes hold work under leases.
     let leased_before_kill = c.cli_json(&["node", "list", "--json"]);
+    let leased: u64 = leased_before_kill
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|n| n["leased"].as_u64())
+        .sum();
+    assert!(
+        leased > 0,
+        "no node shows leased work under load: {leased_before_kill}"
+    );
     b.kill9();
     let killed = Instant::now();
     // A goes on taking mail while B's work waits for its leases to lapse.
