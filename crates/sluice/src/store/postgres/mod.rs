@@ -57,8 +57,8 @@ const MAX_BATCH: usize = 2048;
 /// Message content gathered per transaction at most.
 const MAX_BATCH_CONTENT: usize = 64 << 20;
 
-/// Connections per node: the writer, reads, the change listener.
-const POOL_SIZE: usize = 8;
+/// Connections per node for reads, claims and renewals.
+const POOL_SIZE: usize = 16;
 
 /// How long a caller waits for a connection (or for one to be made)
 /// before the store reports the database unreachable.
@@ -168,20 +168,26 @@ impl PostgresStore {
         let runtime = handle_rx
             .recv()
             .map_err(|_| StoreError("the store's runtime did not start".into()))??;
-        let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(err)?;
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(CONNECT_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(err)
+        };
+        let pool = pool_of(POOL_SIZE)?;
+        // The writer's connection is its own: reads of busy deliveries
+        // never make a commit (an acceptance, an outcome) wait for one.
+        let writer_pool = pool_of(1)?;
         let (writer, jobs) = mpsc::unbounded_channel();
         let transactions = Arc::new(AtomicU64::new(0));
         let store = PostgresStore {
@@ -196,7 +202,7 @@ impl PostgresStore {
         store.block(migrate(pool.clone()))?;
         let writer_node = node.to_string();
         runtime.spawn(async move {
-            write_loop(pool, jobs, writer_node, transactions).await;
+            write_loop(writer_pool, jobs, writer_node, transactions).await;
             drop(writer_running);
         });
         Ok(Arc::new(store))
