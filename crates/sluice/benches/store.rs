@@ -9,7 +9,11 @@
 
 use sluice::message::{QueueId, ReversePath};
 use sluice::queue::{Hold, QueueEntry, Source};
-use sluice::store::postgres::scratch::ScratchPostgres;
+// The test PostgreSQL launcher, compiled in (it is not in the library).
+#[path = "../src/store/postgres/scratch.rs"]
+#[allow(dead_code)]
+mod scratch;
+use scratch::ScratchPostgres;
 use sluice::store::{EmbeddedStore, PostgresStore, Store, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

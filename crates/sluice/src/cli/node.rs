@@ -109,6 +109,7 @@ pub(crate) fn effective_settings(config: &Config) -> String {
     lines.push(format!("data_dir = {:?}", path(&config.data_dir)));
     lines.push("\n[store]".to_string());
     lines.push(format!("url = {:?}", redact_password(&config.store_url)));
+    lines.push(format!("lease = {:?}", duration(config.store_lease)));
     lines.push("\n[smtp]".to_string());
     lines.push(format!(
         "listen = {}",

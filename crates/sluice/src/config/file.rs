@@ -42,6 +42,7 @@ struct NodeSection {
 struct StoreSection {
     url: Option<String>,
     min_free: Option<String>,
+    lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +231,7 @@ impl NodeFile {
                 .map(|v| super::MinFree::parse(&v).map_err(|m| invalid("store.min_free", m)))
                 .transpose()?
                 .unwrap_or_default(),
+            store_lease: duration("store.lease", self.store.lease.as_deref(), "60s")?,
             smtp_listen,
             tls_cert,
             client_ca: self.smtp.client_ca.map(|p| path(&p)),

@@ -75,6 +75,9 @@ pub struct Config {
     /// Free space kept on the data_dir's filesystem; below it new mail
     /// gets 452 4.3.1.
     pub min_free: MinFree,
+    /// On a shared store, how long a node's claim on queued mail lasts
+    /// unless renewed: a node that dies holds its work this long.
+    pub store_lease: Duration,
     /// SMTP listeners.
     pub smtp_listen: Vec<SocketAddr>,
     /// Server certificate and key (PEM); `None` generates a self-signed pair.

@@ -21,6 +21,7 @@
 mod destination;
 mod dsn;
 mod entry;
+mod lease;
 mod memory;
 mod quarantine;
 mod schedule;
@@ -36,7 +37,7 @@ pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
 pub use spool::{
     destination, Claim, Due, DueKey, Lease, Page, ShapeCount, Spool, SpoolCommit, SpoolError, SpoolIndex,
-    SpoolWrite,
+    SpoolNews, SpoolWrite, LEASE_LOST,
 };
 
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
@@ -92,6 +93,10 @@ pub struct QueueSettings {
     pub schedule_window: Duration,
     /// Entries overdue at start are spread over this long.
     pub restart_spread: Duration,
+    /// On a spool shared by several nodes, how long a claim on an entry
+    /// lasts unless renewed (`[store] lease`): a node that dies holds its
+    /// work this long before the others take it over.
+    pub lease: Duration,
 }
 
 impl QueueSettings {
@@ -112,6 +117,7 @@ impl QueueSettings {
             schedule_capacity: 10_000,
             schedule_window: Duration::from_secs(60),
             restart_spread: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -220,12 +226,16 @@ struct Inner {
     /// since, so tests drive retries, probes and expiry with paused time.
     started_ms: u64,
     started: tokio::time::Instant,
+    /// Other nodes share the spool: entries are attempted under claims.
+    shared: bool,
 }
 
 struct State {
     near: NearSchedule,
     in_flight: HashSet<QueueId>,
     destinations: DestinationStates,
+    /// Claims this node holds on a shared spool, by entry.
+    claims: HashMap<QueueId, Claim>,
 }
 
 impl State {
@@ -251,7 +261,9 @@ impl Queue {
             near: NearSchedule::new(settings.schedule_capacity),
             in_flight: HashSet::new(),
             destinations: DestinationStates::new(settings.destinations.clone()),
+            claims: HashMap::new(),
         };
+        let news = spool.news();
         let counters = Arc::new(crate::trace::TraceCounters::default());
         counters.set_quarantined(spool.quarantine()?.len() as u64);
         let slots = Arc::new(Semaphore::new(settings.max_concurrency));
@@ -269,8 +281,13 @@ impl Queue {
                 entry_locks: (0..ENTRY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
                 started_ms: now_ms(),
                 started: tokio::time::Instant::now(),
+                shared: news.is_some(),
             }),
         };
+        if let Some(news) = news {
+            tokio::spawn(queue.clone().follow_news(news));
+            tokio::spawn(queue.clone().renew_leases());
+        }
         tokio::spawn(queue.clone().run_scheduler());
         Ok(queue)
     }
@@ -608,6 +625,7 @@ impl Queue {
             if !parked.is_empty() {
                 self.park(parked).await;
             }
+            let ready = self.claim_ready(ready).await;
             for id in ready {
                 let permit = match self.inner.slots.clone().acquire_owned().await {
                     Ok(permit) => permit,
@@ -810,6 +828,7 @@ impl Queue {
         let now = self.now_ms();
         let mut state = self.state();
         state.in_flight.remove(id);
+        state.claims.remove(id);
         for (waiting, destinations) in state.destinations.release(id) {
             state.near.put_back(now, waiting, destinations);
         }
@@ -817,7 +836,7 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
-        let mut entry = match self.inner.spool.entry(&id) {
+        let mut entry = match self.read_entry(&id).await {
             Ok(Some(entry))
                 if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
             {
@@ -825,16 +844,19 @@ impl Queue {
             }
             Ok(Some(entry)) => {
                 // Not due after all (a stale row): back on its real schedule.
+                self.unclaim(&id);
                 self.settle(&id);
                 self.state().schedule(&entry);
                 return;
             }
             Ok(None) => {
+                self.unclaim(&id);
                 self.settle(&id);
                 return;
             }
             Err(error) => {
                 tracing::error!(id = %id, error = %error, "cannot read queue entry; retrying later");
+                self.unclaim(&id);
                 self.settle(&id);
                 let mut state = self.state();
                 state.near.put_back(now + 60_000, id, Arc::from(Vec::new()));
@@ -960,8 +982,9 @@ impl Queue {
         // attempt ran: the stored entry says so (read under the entry's
         // lock, so no action slips in between).
         let _entry = self.entry_lock(&id).lock().await;
-        match self.inner.spool.entry(&id) {
+        match self.read_entry(&id).await {
             Ok(None) => {
+                self.unclaim(&id);
                 self.settle(&id);
                 return;
             }
@@ -982,13 +1005,22 @@ impl Queue {
                 _ => None,
             })
             .collect();
-        if let Err(error) = self.commit(writes).await {
-            // The outcome is lost from disk: the attempt repeats after a restart.
-            tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
+        let claim = self.claim_of(&id);
+        let recorded = self.commit_under(claim.as_ref(), writes).await;
+        if let Err(error) = &recorded {
+            if error.0.contains(LEASE_LOST) {
+                tracing::warn!(id = %id, "outcome not recorded: another node took the entry over");
+            } else {
+                // The outcome is lost from disk: the attempt repeats (after
+                // a restart, or when a shared spool's lease lapses).
+                tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
+            }
         }
         self.settle(&id);
         let mut state = self.state();
-        if !finished {
+        // On a shared spool an unrecorded outcome leaves the entry to
+        // whichever node claims it next (a rescan finds it).
+        if !finished && (recorded.is_ok() || !self.inner.shared) {
             state.schedule(&entry);
         }
         for e in new_entries {

@@ -147,6 +147,13 @@ impl NearSchedule {
         Some((self.covered.clone(), room))
     }
 
+    /// Forgets how far the due index was read, so the next refill reads
+    /// it again from the start: on a shared spool other nodes change rows
+    /// (and leases lapse) without this schedule seeing the change.
+    pub(super) fn rewind(&mut self) {
+        self.covered = key_at(0);
+    }
+
     /// When the covered part of the index stops reaching half a window ahead.
     pub(super) fn refill_at(&self, window_ms: u64) -> u64 {
         (self.covered.0 + 1).saturating_sub(window_ms / 2)

@@ -92,14 +92,15 @@ pub struct ShapeCount {
 }
 
 /// Who works a claimed entry, for a store shared by several nodes: the
-/// node's name and how long the claim lasts. A store with one node grants
+/// node's name and how long the claim lasts unless renewed (by the store's
+/// clock, so nodes with skewed clocks agree). A store with one node grants
 /// every claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// The node working the entries.
     pub owner: String,
-    /// The claim lapses at this time (ms) unless renewed.
-    pub until_ms: u64,
+    /// The claim lapses this long after it is granted or renewed, ms.
+    pub for_ms: u64,
 }
 
 /// A granted claim: the entry and its fencing token. A write carrying an
@@ -111,6 +112,20 @@ pub struct Claim {
     /// Grows with every grant of this entry.
     pub fence: u64,
 }
+
+/// What other nodes did to a shared spool, as far as this node's schedule
+/// cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolNews {
+    /// New entries another node stored, due soon: any node may claim them.
+    Arrived(Vec<Due>),
+    /// Something may have been missed (a notification lost with its
+    /// connection, a lease that lapsed): read the due index again.
+    Rescan,
+}
+
+/// Why an outcome was not written: another node holds the entry now.
+pub const LEASE_LOST: &str = "lease lost: another node took the entry over";
 
 /// What the queue needs from storage.
 pub trait Spool: Send + Sync + 'static {
@@ -141,8 +156,9 @@ pub trait Spool: Send + Sync + 'static {
     /// At most `limit` quarantined messages with an id after `after`, by id.
     fn quarantine_page(&self, after: Option<&str>, limit: usize)
         -> Result<Page<QuarantineEntry>, SpoolError>;
-    /// Claims `ids` for `lease`; returns the claims granted. One node owns
-    /// its whole spool: every claim is granted, with a fence of 0.
+    /// Claims `ids` for `lease`; returns the claims granted (those no
+    /// other node holds). One node owns its whole spool: every claim is
+    /// granted, with a fence of 0.
     fn claim(&self, ids: &[QueueId], lease: &Lease) -> Result<Vec<Claim>, SpoolError> {
         let _ = lease;
         Ok(ids
@@ -153,9 +169,28 @@ pub trait Spool: Send + Sync + 'static {
             })
             .collect())
     }
-    /// Gives claims back before their lease lapses.
+    /// Extends the leases of `claims`; returns the ids still held (the
+    /// others lapsed and were taken over, or their entry is gone).
+    fn renew(&self, claims: &[Claim], lease: &Lease) -> Result<Vec<QueueId>, SpoolError> {
+        let _ = lease;
+        Ok(claims.iter().map(|claim| claim.id.clone()).collect())
+    }
+    /// Gives claims back before their lease lapses (nothing was attempted).
     fn release(&self, claims: &[Claim]) {
         let _ = claims;
+    }
+    /// Commits an attempt's outcome: applied only while `claim` still
+    /// holds (else nothing is written and the commit fails with
+    /// [`LEASE_LOST`]), and it ends the lease.
+    fn commit_claimed(&self, claim: &Claim, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let _ = claim;
+        self.commit_spool(writes)
+    }
+    /// For a spool shared by several nodes, what the others store and
+    /// when to look again; `None` for a store this node alone writes.
+    /// Called once, when the queue starts.
+    fn news(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<SpoolNews>> {
+        None
     }
 }
 

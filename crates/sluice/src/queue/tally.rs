@@ -14,8 +14,21 @@ impl Queue {
         &self,
         writes: Vec<SpoolWrite>,
     ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
+        self.commit_under(None, writes)
+    }
+
+    /// Commits an attempt's outcome under its claim (a shared spool writes
+    /// it only while the claim holds), and counts it once committed.
+    pub(super) fn commit_under(
+        &self,
+        claim: Option<&super::Claim>,
+        writes: Vec<SpoolWrite>,
+    ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
         let tally = tally(&writes);
-        let committed = self.inner.spool.commit_spool(writes);
+        let committed = match claim {
+            Some(claim) => self.inner.spool.commit_claimed(claim, writes),
+            None => self.inner.spool.commit_spool(writes),
+        };
         let counters = self.inner.counters.clone();
         async move {
             committed.await?;

@@ -1,6 +1,7 @@
 //! A node's part in a cluster sharing one PostgreSQL store (SPEC section
-//! 8): it registers itself and heartbeats, and it puts in force the
-//! objects another node changed.
+//! 8): it registers itself and heartbeats, puts in force the objects
+//! another node changed, and gives its leases back when it stops. (The
+//! queue's claims and renewals are the queue's: `queue/lease.rs`.)
 
 use crate::admin::NodeAdmin;
 use crate::store::PostgresStore;
@@ -36,9 +37,20 @@ pub(super) fn start(
 
 async fn heartbeat(store: Arc<PostgresStore>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            // A clean stop hands this node's queued work to the others
+            // now, not when its leases lapse.
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.release_leases()).await {
+                Ok(Ok(released)) if released > 0 => tracing::info!(released, "leases given back"),
+                Ok(Err(error)) => tracing::warn!(error = %error, "cannot give back leases"),
+                _ => {}
+            }
+            return;
         }
         if let Err(error) = store.heartbeat() {
             tracing::warn!(error = %error, "cannot record this node's heartbeat");

@@ -219,6 +219,7 @@ impl Node {
                     probe_first: config.destination_probe,
                     probe_max: config.destination_probe_max,
                 },
+                lease: config.store_lease,
                 ..QueueSettings::new(
                     config.hostname.clone(),
                     config.retry.clone(),

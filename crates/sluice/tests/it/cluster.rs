@@ -1,9 +1,16 @@
 //! Several nodes on one PostgreSQL store (SPEC section 8): objects changed
-//! through one node are in force on the others within 2 s, and every node
-//! lists the whole cluster.
+//! through one node are in force on the others within 2 s, every node
+//! lists the whole cluster, any node delivers what any node accepted, a
+//! node killed under load loses nothing (its work is taken over when its
+//! leases lapse), and a database restart under load loses nothing
+//! acknowledged.
 
-use crate::support::postgres::{store_toml, ScratchPostgres};
-use crate::support::{wait_until, Net, Node, NodeOptions, RawSmtp};
+use crate::support::postgres::{store_toml, store_toml_with_lease, ScratchPostgres};
+use crate::support::{pause, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const NET: Net = Net(231);
@@ -169,4 +176,434 @@ fn a_node_whose_database_is_away_never_says_250_and_resumes_when_it_returns() {
     let got = subjects(&node);
     assert!(got.contains(&"after".to_string()), "{got:?}");
     assert!(!got.contains(&"while away".to_string()), "{got:?}");
+}
+
+/// Objects that send everything for contoso.test to `sink`.
+fn relay_objects(sink: &Sink) -> String {
+    format!(
+        r#"
+[[accepted_domain]]
+name = "contoso.test"
+type = "internal_relay"
+
+[[outbound_connector]]
+name = "Hybrid"
+recipient_domains = ["contoso.test"]
+smart_hosts = ["{}"]
+"#,
+        sink.addr
+    )
+}
+
+/// A node of a cluster whose leases lapse after 10 s (long enough that a
+/// busy test machine still renews them in time), delivering from its own address.
+fn leased_node(server: &ScratchPostgres, net: Net, host: u8, objects: &str) -> Node {
+    let mut options = NodeOptions::new(net.ip(host), objects);
+    options.hostname = format!("gw{host}.cluster.test");
+    options.bind_address = Some(net.ip(host));
+    options.extra_toml = store_toml_with_lease(server, "sluice", "10s");
+    Node::start(options)
+}
+
+/// Clients sending to `smtp` until `stop`, each message with its own
+/// Message-ID; what got 250 goes in `acknowledged`, and each reply that
+/// was neither 250 nor a broken connection in `refused`.
+fn load(
+    smtp: SocketAddr,
+    clients: usize,
+    tag: &'static str,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|client| {
+            let acknowledged = acknowledged.clone();
+            let refused = refused.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for n in 0..2000 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let id = format!("{tag}.{client}.{n}@cluster.test");
+                    let content = format!(
+                        "From: <load@fabrikam.test>\r\nTo: <bob@contoso.test>\r\n\
+                         Subject: {id}\r\nMessage-ID: <{id}>\r\n\r\npayload {}",
+                        "x".repeat(2000)
+                    );
+                    let Ok((mut session, _)) = RawSmtp::connect(smtp) else {
+                        pause(Duration::from_millis(100));
+                        continue;
+                    };
+                    match session.send_message("load@fabrikam.test", &["bob@contoso.test"], &content) {
+                        Ok(reply) if reply.code == 250 => {
+                            acknowledged.lock().expect("lock").push(id);
+                            let _ = session.command("QUIT");
+                        }
+                        Ok(reply) => {
+                            refused
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{} {}", reply.code, reply.text));
+                            pause(Duration::from_millis(50));
+                        }
+                        // The node died: this client stops.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Per Message-ID, how often the sink got it and from which addresses.
+fn sink_deliveries(sink: &Sink) -> BTreeMap<String, Vec<Ipv4Addr>> {
+    let mut seen: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    for entry in std::fs::read_dir(sink.dump_dir()).expect("sink dumps").flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        // A dump is complete once smtp-sink appended the empty line after ".".
+        if !text.ends_with("\n\n") {
+            continue;
+        }
+        let Some(id) = text
+            .lines()
+            .find_map(|line| line.strip_prefix("Message-ID: <"))
+            .and_then(|rest| rest.strip_suffix('>'))
+        else {
+            continue;
+        };
+        let client = text
+            .lines()
+            .find(|line| line.starts_with("Received: ") && line.contains("(["))
+            .and_then(|line| line.split("([").nth(1))
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        seen.entry(id.to_string()).or_default().push(client);
+    }
+    seen
+}
+
+#[test]
+fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
+    let net = Net(241);
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    // The smart host waits a second before answering DATA, so deliveries
+    // are in flight when a node dies.
+    let sink = Sink::start_with(net.ip(21), &["-w", "1"]);
+    // Only A is told the objects; B and C use what A stored.
+    let a = leased_node(&server, net, 1, &relay_objects(&sink));
+    let mut b = leased_node(&server, net, 2, "");
+    let c = leased_node(&server, net, 3, "");
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = load(
+        a.smtp,
+        4,
+        "a",
+        acknowledged.clone(),
+        refused.clone(),
+        stop.clone(),
+    );
+    clients.extend(load(
+        b.smtp,
+        4,
+        "b",
+        acknowledged.clone(),
+        refused.clone(),
+        stop.clone(),
+    ));
+
+    let busy = wait_until(Duration::from_secs(60), || {
+        acknowledged
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|id| id.starts_with("b."))
+            .count()
+            >= 100
+    });
+    assert!(
+        busy,
+        "B got too few 250s to make the test meaningful\n{}",
+        b.log()
+    );
+    // Deliveries take a second at the sink: the nodes hold work under leases.
+    let leased_before_kill = c.cli_json(&["node", "list", "--json"]);
+    let leased_by = |name: &str| {
+        leased_before_kill
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["leased"].as_u64())
+            .unwrap_or(0)
+    };
+    // B dies holding work: its deliveries take a second at the sink.
+    assert!(
+        leased_by("gw2.cluster.test") > 0,
+        "B holds no leased work at the kill: the test would prove nothing: {leased_before_kill}"
+    );
+    b.kill9();
+    let killed = Instant::now();
+    // A goes on taking mail while B's work waits for its leases to lapse.
+    pause(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let acknowledged: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
+    let from_b = acknowledged.iter().filter(|id| id.starts_with("b.")).count();
+    let all_there = wait_until(Duration::from_secs(90), || {
+        let seen = sink_deliveries(&sink);
+        acknowledged.iter().all(|id| seen.contains_key(id))
+    });
+    let seen = sink_deliveries(&sink);
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        all_there,
+        "{} of {} acknowledged messages never delivered (B killed {:?} ago): {:?}\nA: {}\nC: {}",
+        missing.len(),
+        acknowledged.len(),
+        killed.elapsed(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        a.log(),
+        c.log()
+    );
+    // At least once, at most twice (SPEC section 8: at-least-once). The
+    // second delivery is expected for work B was delivering when it died
+    // (the sink had it, B's outcome never reached the database); the
+    // others are counted and printed (docs/cluster.md, "Not done yet").
+    let twice: Vec<&String> = seen
+        .iter()
+        .filter(|(_, by)| by.len() == 2)
+        .map(|(id, _)| id)
+        .collect();
+    let more: Vec<(&String, &Vec<Ipv4Addr>)> = seen.iter().filter(|(_, by)| by.len() > 2).collect();
+    assert!(more.is_empty(), "delivered more than twice: {more:?}");
+    let not_b: Vec<(&String, &Vec<Ipv4Addr>)> = twice
+        .iter()
+        .map(|id| (*id, &seen[*id]))
+        .filter(|(_, by)| !by.contains(&net.ip(2)))
+        .collect();
+    if !not_b.is_empty() {
+        eprintln!("cluster: delivered twice without the killed node: {not_b:?}");
+    }
+    let by_node = |host: u8| seen.values().flatten().filter(|ip| **ip == net.ip(host)).count();
+    // C took none of the SMTP load, yet delivered: new mail of A and B,
+    // and B's work once its leases lapsed.
+    assert!(by_node(3) > 0, "C delivered nothing: {leased_before_kill}");
+    eprintln!(
+        "cluster: {} acknowledged ({from_b} by B), {} duplicates; delivered by A {}, B {}, C {}",
+        acknowledged.len(),
+        twice.len(),
+        by_node(1),
+        by_node(2),
+        by_node(3)
+    );
+
+    // One view: C shows an empty queue, B's mail in its trace with one
+    // timeline, and every node of the cluster.
+    assert!(
+        c.wait_for_empty_queue(Duration::from_secs(30)),
+        "{:?}",
+        c.queue_json()
+    );
+    let of_b = acknowledged.iter().find(|id| id.starts_with("b.")).unwrap();
+    let events = c.trace(&["--message-id", of_b]);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(
+        kinds.contains(&"received") && kinds.contains(&"delivered"),
+        "{events:?}"
+    );
+    let nodes = c.cli_json(&["node", "list", "--json"]);
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["gw1.cluster.test", "gw2.cluster.test", "gw3.cluster.test"]
+    );
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["leased"].as_u64() == Some(0)));
+}
+
+#[test]
+fn a_database_restart_under_load_loses_nothing_acknowledged() {
+    let net = Net(242);
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    let sink = Sink::start(net.ip(21));
+    let a = leased_node(&server, net, 1, &relay_objects(&sink));
+    let b = leased_node(&server, net, 2, "");
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = load(
+        a.smtp,
+        3,
+        "a",
+        acknowledged.clone(),
+        refused.clone(),
+        stop.clone(),
+    );
+    clients.extend(load(
+        b.smtp,
+        3,
+        "b",
+        acknowledged.clone(),
+        refused.clone(),
+        stop.clone(),
+    ));
+    assert!(wait_until(Duration::from_secs(60), || acknowledged
+        .lock()
+        .expect("lock")
+        .len()
+        >= 100));
+    server.stop().expect("stop PostgreSQL");
+    pause(Duration::from_secs(3));
+    server.start_again().expect("start PostgreSQL again");
+    let restarted = acknowledged.lock().expect("lock").len();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            acknowledged.lock().expect("lock").len() >= restarted + 100
+        }),
+        "the nodes do not accept again\nA: {}\nB: {}",
+        a.log(),
+        b.log()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let refused = refused.lock().expect("lock").clone();
+    assert!(!refused.is_empty(), "no client saw the database away");
+    assert!(
+        refused
+            .iter()
+            .all(|reply| reply.starts_with("451") && reply.contains("4.3.0")),
+        "{refused:?}"
+    );
+    let acknowledged: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
+    let all_there = wait_until(Duration::from_secs(60), || {
+        let seen = sink_deliveries(&sink);
+        acknowledged.iter().all(|id| seen.contains_key(id))
+    });
+    let seen = sink_deliveries(&sink);
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        all_there,
+        "{} of {} acknowledged messages lost across the database restart: {:?}\nA: {}",
+        missing.len(),
+        acknowledged.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        a.log()
+    );
+    eprintln!(
+        "database restart: {} acknowledged, {} refused while away",
+        acknowledged.len(),
+        refused.len()
+    );
+}
+
+#[test]
+fn any_node_shows_and_acts_on_the_whole_clusters_queue_and_quarantine() {
+    let net = Net(243);
+    let server = ScratchPostgres::start().expect("scratch PostgreSQL");
+    server.create_database("sluice").unwrap();
+    let sink = Sink::start(net.ip(21));
+    let dead = format!("{}:{}", net.ip(26), crate::support::free_port(net.ip(26)));
+    let objects = format!(
+        r#"{}
+[[accepted_domain]]
+name = "legacy.test"
+type = "internal_relay"
+
+[[outbound_connector]]
+name = "Legacy"
+recipient_domains = ["legacy.test"]
+smart_hosts = ["{dead}"]
+
+[[rule]]
+name = "Hold invoices"
+[rule.conditions]
+subject_or_body_contains = ["invoice"]
+[rule.actions]
+quarantine = true
+"#,
+        relay_objects(&sink)
+    );
+    let a = leased_node(&server, net, 1, &objects);
+    let b = leased_node(&server, net, 2, "");
+    let send_to = |node: &Node, to: &str, subject: &str| {
+        let (mut client, _) = RawSmtp::connect(node.smtp).expect("connect");
+        let reply = client
+            .send_message(
+                "someone@fabrikam.test",
+                &[to],
+                &format!("From: someone@fabrikam.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody"),
+            )
+            .expect("transaction");
+        assert_eq!(reply.code, 250, "{}", reply.text);
+    };
+
+    // Accepted by A for a host that does not answer: B lists it, deferred.
+    send_to(&a, "old@legacy.test", "stuck");
+    assert!(
+        wait_until(Duration::from_secs(20), || b
+            .queue_json()
+            .iter()
+            .any(|e| e["status"] == "deferred")),
+        "B does not list A's deferred message: {:?}\n{}",
+        b.queue_json(),
+        a.log()
+    );
+    let id = b.queue_json()[0]["id"].as_str().expect("queue id").to_string();
+    let shown = b.cli_json(&["queue", "show", &id, "--json"]);
+    assert_eq!(shown["id"].as_str(), Some(id.as_str()));
+    let summary = b.cli_ok(&["queue", "summary"]);
+    assert!(summary.contains("legacy.test"), "{summary}");
+    // Deleted through B: gone from A's view too.
+    b.cli_ok(&["queue", "delete", &id]);
+    assert!(a.queue_json().is_empty(), "{:?}", a.queue_json());
+
+    // Quarantined by A's rule on B's intake, released through A, delivered.
+    send_to(&b, "bob@contoso.test", "invoice 42");
+    let held = a.cli_json(&["quarantine", "list", "--json"]);
+    let held = held.as_array().expect("a list");
+    assert_eq!(held.len(), 1, "{held:?}");
+    let held_id = held[0]["id"].as_str().expect("held id").to_string();
+    a.cli_ok(&["quarantine", "release", &held_id]);
+    assert!(
+        wait_until(Duration::from_secs(20), || sink_deliveries_by_subject(
+            &sink,
+            "invoice 42"
+        )),
+        "the released message never reached the sink\nA: {}\nB: {}",
+        a.log(),
+        b.log()
+    );
+    assert!(b
+        .cli_json(&["quarantine", "list", "--json"])
+        .as_array()
+        .is_some_and(|list| list.is_empty()));
+}
+
+fn sink_deliveries_by_subject(sink: &Sink, subject: &str) -> bool {
+    sink.messages()
+        .iter()
+        .any(|m| m.header("subject").as_deref() == Some(subject))
 }

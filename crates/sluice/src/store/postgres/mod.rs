@@ -11,12 +11,16 @@
 //! them in one transaction and commits once (one WAL flush for all of them),
 //! then answers each waiter: group commit, as in the embedded store.
 //!
-//! The queue methods of today's [`Store`] are a minimal path (envelope and
-//! content per message, owned by the node that accepted it): the shared
-//! spool, with per-recipient leases, is the `spool_*` schema of
-//! migration 2 and the statements in [`spool`], waiting for the queue's
-//! `Spool` interface.
+//! The spool is shared: any node reads the whole queue, and a node
+//! attempts a message only under a lease it claimed ([`spool`]), renewed
+//! while the attempt runs; the outcome is written under the claim's fence.
+//! A message's row carries its due index key and counters, so the
+//! scheduler's reads are index scans. New mail is announced on the `queue`
+//! channel in the transaction that stores it, so every node can claim it at
+//! once; a rescan every few seconds finds what a lost notification missed
+//! and the work of a node whose leases lapsed.
 
+#[cfg(test)]
 pub mod scratch;
 pub mod spool;
 
@@ -27,8 +31,8 @@ use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
 use crate::queue::{
-    Due, DueKey, QuarantineEntry, QueueDepth, QueueEntry, ShapeCount, Spool, SpoolCommit, SpoolError,
-    SpoolIndex, SpoolWrite,
+    Claim, Due, DueKey, Lease, QuarantineEntry, QueueDepth, QueueEntry, QueueStatus, ShapeCount, Spool,
+    SpoolCommit, SpoolError, SpoolIndex, SpoolNews, SpoolWrite, LEASE_LOST,
 };
 use crate::trace::TraceEvent;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -44,6 +48,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_shared_state.sql")),
     (2, include_str!("migrations/0002_spool.sql")),
+    (3, include_str!("migrations/0003_spool_leases.sql")),
 ];
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
@@ -52,8 +57,8 @@ const MAX_BATCH: usize = 2048;
 /// Message content gathered per transaction at most.
 const MAX_BATCH_CONTENT: usize = 64 << 20;
 
-/// Connections per node: the writer, reads, the change listener.
-const POOL_SIZE: usize = 8;
+/// Connections per node for reads, claims and renewals.
+const POOL_SIZE: usize = 16;
 
 /// How long a caller waits for a connection (or for one to be made)
 /// before the store reports the database unreachable.
@@ -61,6 +66,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The NOTIFY channel object changes are announced on.
 const OBJECTS_CHANNEL: &str = "objects";
+
+/// The NOTIFY channel new mail is announced on.
+const QUEUE_CHANNEL: &str = "queue";
+
+/// How often a node reads the shared due index again, whatever it was
+/// told: finds mail whose notification was lost and work whose lease lapsed.
+const QUEUE_RESCAN: Duration = Duration::from_secs(5);
+
+/// A NOTIFY payload stays under PostgreSQL's 8000-byte limit.
+const NOTIFY_PAYLOAD: usize = 7000;
 
 /// Serialises migrations between nodes starting at the same time.
 const MIGRATION_LOCK: i64 = 0x0051_1ce0;
@@ -100,6 +115,8 @@ pub struct NodeRecord {
 
 struct Job {
     writes: Vec<Write>,
+    /// An attempt's outcome: applied only while this claim holds.
+    claim: Option<spool::Claim>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -109,7 +126,7 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     writer: mpsc::UnboundedSender<Job>,
-    /// The node whose queue the minimal queue path reads.
+    /// This node's name in the cluster (lease owner, `accepted_by`).
     node: String,
     transactions: Arc<AtomicU64>,
     /// Dropped with the store: ends the runtime thread.
@@ -151,20 +168,26 @@ impl PostgresStore {
         let runtime = handle_rx
             .recv()
             .map_err(|_| StoreError("the store's runtime did not start".into()))??;
-        let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(err)?;
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(CONNECT_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(err)
+        };
+        let pool = pool_of(POOL_SIZE)?;
+        // The writer's connection is its own: reads of busy deliveries
+        // never make a commit (an acceptance, an outcome) wait for one.
+        let writer_pool = pool_of(1)?;
         let (writer, jobs) = mpsc::unbounded_channel();
         let transactions = Arc::new(AtomicU64::new(0));
         let store = PostgresStore {
@@ -179,7 +202,7 @@ impl PostgresStore {
         store.block(migrate(pool.clone()))?;
         let writer_node = node.to_string();
         runtime.spawn(async move {
-            write_loop(pool, jobs, writer_node, transactions).await;
+            write_loop(writer_pool, jobs, writer_node, transactions).await;
             drop(writer_running);
         });
         Ok(Arc::new(store))
@@ -282,7 +305,7 @@ impl PostgresStore {
         let pool = self.pool.clone();
         self.block(async move {
             let client = pool.get().await.map_err(err)?;
-            spool::leased(&**client, crate::trace::now_ms()).await
+            spool::leased(&**client, None).await
         })
     }
 
@@ -298,13 +321,23 @@ impl PostgresStore {
     /// store is dropped.
     pub fn watch_objects(&self, poll: Duration) -> watch::Receiver<u64> {
         let (changed, receiver) = watch::channel(self.objects_version().unwrap_or(0));
-        self.runtime.spawn(listen_for_objects(
-            self.config.clone(),
-            self.pool.clone(),
-            changed,
-            poll,
-        ));
+        let (notes, heard) = mpsc::unbounded_channel();
+        self.runtime
+            .spawn(listen(self.config.clone(), OBJECTS_CHANNEL, poll, notes));
+        self.runtime
+            .spawn(follow_objects(self.pool.clone(), heard, changed));
         receiver
+    }
+
+    /// Gives up every lease this node holds (a clean stop), so the other
+    /// nodes take its work over at once rather than when the leases lapse.
+    pub fn release_leases(&self) -> Result<u64, StoreError> {
+        let pool = self.pool.clone();
+        let node = self.node.clone();
+        self.block(async move {
+            let client = pool.get().await.map_err(err)?;
+            spool::release_all(&**client, &node).await
+        })
     }
 }
 
@@ -365,16 +398,21 @@ async fn write_loop(
         }
         let result = apply(&pool, &mut batch, &node).await;
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 transactions.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
                 tracing::error!(error = %error, writes = batch.len(), "store commit failed")
             }
         }
-        for job in batch {
+        for (n, job) in batch.into_iter().enumerate() {
+            let outcome = match &result {
+                Ok(refused) if refused.contains(&n) => Err(StoreError(LEASE_LOST.into())),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error.clone()),
+            };
             if let Some(done) = job.done {
-                let _ = done.send(result.clone());
+                let _ = done.send(outcome);
             }
         }
     }
@@ -409,11 +447,36 @@ struct NewMessages {
     envelope: Vec<String>,
     received_at_ms: Vec<i64>,
     expires_at_ms: Vec<i64>,
+    index: IndexColumns,
     content: Vec<Vec<u8>>,
+}
+
+/// The due index key and counters of messages, as columns.
+#[derive(Default)]
+struct IndexColumns {
+    due_at_ms: Vec<Option<i64>>,
+    destinations: Vec<String>,
+    status: Vec<&'static str>,
+    shape: Vec<String>,
+}
+
+impl IndexColumns {
+    fn push(&mut self, index: &SpoolIndex) -> Result<(), StoreError> {
+        self.due_at_ms.push(index.due_ms.map(ms));
+        self.destinations.push(json(&index.destinations)?);
+        self.status.push(
+            index
+                .status
+                .map_or(QueueStatus::Queued.as_str(), QueueStatus::as_str),
+        );
+        self.shape.push(json(&index.domains)?);
+        Ok(())
+    }
 }
 
 impl NewMessages {
     fn push(&mut self, entry: QueueEntry, content: Vec<u8>) -> Result<(), StoreError> {
+        self.index.push(&SpoolIndex::of(&entry))?;
         self.envelope.push(json(&entry)?);
         self.received_at_ms.push(ms(entry.received_at_ms));
         self.expires_at_ms.push(ms(entry.expires_at_ms));
@@ -433,11 +496,15 @@ impl NewMessages {
         }
         let statement = txn
             .prepare_cached(
-                "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms) \
-                 SELECT id, $2, envelope::json, received, expires \
-                 FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) \
-                 AS t(id, envelope, received, expires) \
-                 ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope",
+                "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms, \
+                 due_at_ms, destinations, status, shape) \
+                 SELECT id, $2, envelope::json, received, expires, due, destinations::json, status, shape::json \
+                 FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], \
+                 $7::text[], $8::text[], $9::text[]) \
+                 AS t(id, envelope, received, expires, due, destinations, status, shape) \
+                 ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, \
+                 due_at_ms = EXCLUDED.due_at_ms, destinations = EXCLUDED.destinations, \
+                 status = EXCLUDED.status, shape = EXCLUDED.shape",
             )
             .await
             .map_err(err)?;
@@ -449,6 +516,10 @@ impl NewMessages {
                 &self.envelope,
                 &self.received_at_ms,
                 &self.expires_at_ms,
+                &self.index.due_at_ms,
+                &self.index.destinations,
+                &self.index.status,
+                &self.index.shape,
             ],
         )
         .await
@@ -469,7 +540,9 @@ impl NewMessages {
     }
 }
 
-async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreError> {
+/// Applies a batch in one transaction; returns the positions of the jobs
+/// refused because their claim no longer held (nothing of theirs written).
+async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>, StoreError> {
     let mut client = pool.get().await.map_err(err)?;
     let txn = client.transaction().await.map_err(err)?;
     let mut trace_at: Vec<i64> = Vec::new();
@@ -477,7 +550,16 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
     // New messages of the batch go in as one statement per table; any
     // other write is applied after them, in the order it came.
     let mut new_messages = NewMessages::default();
-    for job in batch.iter_mut() {
+    let mut refused = Vec::new();
+    let mut arrivals = Vec::new();
+    for (n, job) in batch.iter_mut().enumerate() {
+        if let Some(claim) = &job.claim {
+            if !spool::settle(&*txn, claim).await? {
+                refused.push(n);
+                job.writes.clear();
+                continue;
+            }
+        }
         for write in job.writes.drain(..) {
             if !matches!(
                 write,
@@ -513,6 +595,10 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     if new_messages.ids.contains(&entry.id.0) {
                         new_messages.flush(&txn, node).await?;
                     }
+                    let index = SpoolIndex::of(&entry);
+                    if let Some(due_ms) = index.due_ms {
+                        arrivals.push((due_ms, entry.id.0.clone(), index.destinations));
+                    }
                     new_messages.push(entry, body)?;
                 }
                 // Each copy is stored whole here (rows go in one statement
@@ -527,13 +613,25 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
                     // An update racing a delete must not resurrect the message.
                     let statement = txn
                         .prepare_cached(
-                            "UPDATE spool_message SET envelope = $2::text::json, expires_at_ms = $3 WHERE id = $1",
+                            "UPDATE spool_message SET envelope = $2::text::json, expires_at_ms = $3, \
+                             due_at_ms = $4, destinations = $5::text::json, status = $6, shape = $7::text::json \
+                             WHERE id = $1",
                         )
                         .await
                         .map_err(err)?;
+                    let mut index = IndexColumns::default();
+                    index.push(&SpoolIndex::of(&entry))?;
                     txn.execute(
                         &statement,
-                        &[&entry.id.0, &json(&entry)?, &ms(entry.expires_at_ms)],
+                        &[
+                            &entry.id.0,
+                            &json(&entry)?,
+                            &ms(entry.expires_at_ms),
+                            &index.due_at_ms[0],
+                            &index.destinations[0],
+                            &index.status[0],
+                            &index.shape[0],
+                        ],
                     )
                     .await
                     .map_err(err)?;
@@ -613,7 +711,49 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<(), StoreEr
     }
     new_messages.flush(&txn, node).await?;
     insert_trace(&txn, &mut trace_at, &mut trace_doc).await?;
-    txn.commit().await.map_err(err)
+    // Delivered to every listener when (and only if) this commits.
+    for payload in arrival_notes(node, &arrivals)? {
+        txn.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &payload])
+            .await
+            .map_err(err)?;
+    }
+    txn.commit().await.map_err(err)?;
+    Ok(refused)
+}
+
+/// One announcement of new mail: who stored it, and its due index rows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ArrivalNote {
+    node: String,
+    due: Vec<(u64, String, Vec<String>)>,
+}
+
+/// The announcements of `arrivals`, each under the payload limit.
+fn arrival_notes(node: &str, arrivals: &[(u64, String, Vec<String>)]) -> Result<Vec<String>, StoreError> {
+    let mut notes = Vec::new();
+    let mut note = ArrivalNote {
+        node: node.to_string(),
+        due: Vec::new(),
+    };
+    let mut size = node.len() + 32;
+    for (due_ms, id, destinations) in arrivals {
+        let row_size = id.len() + destinations.iter().map(|d| d.len() + 3).sum::<usize>() + 32;
+        if row_size + node.len() + 32 > NOTIFY_PAYLOAD {
+            // Too big to announce: the next rescan finds it.
+            continue;
+        }
+        if size + row_size > NOTIFY_PAYLOAD {
+            notes.push(json(&note)?);
+            note.due.clear();
+            size = node.len() + 32;
+        }
+        note.due.push((*due_ms, id.clone(), destinations.clone()));
+        size += row_size;
+    }
+    if !note.due.is_empty() {
+        notes.push(json(&note)?);
+    }
+    Ok(notes)
 }
 
 /// The trace events gathered so far, in one statement.
@@ -638,13 +778,81 @@ async fn insert_trace(
     Ok(())
 }
 
-/// Keeps a LISTEN connection open (reconnecting after a failure) and
-/// polls the counter as a fallback; publishes each new counter value.
-async fn listen_for_objects(
+/// Keeps a LISTEN connection on `channel` open (reconnecting after a
+/// failure) and passes on each notification's payload, and `None` ("look
+/// again": at each (re)connection and every `poll`, for what a lost
+/// notification missed). Ends when `notes` is closed.
+async fn listen(
     config: tokio_postgres::Config,
-    pool: Pool,
-    changed: watch::Sender<u64>,
+    channel: &'static str,
     poll: Duration,
+    notes: mpsc::UnboundedSender<Option<String>>,
+) {
+    loop {
+        if notes.is_closed() {
+            return;
+        }
+        let (client, mut connection) = match config.connect(tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(channel, error = %error, "cannot listen for changes; polling");
+                tokio::time::sleep(poll.min(Duration::from_secs(1))).await;
+                let _ = notes.send(None);
+                continue;
+            }
+        };
+        let (heard_tx, mut heard) = mpsc::unbounded_channel();
+        // The connection delivers notifications only while it is polled.
+        let driver = tokio::spawn(async move {
+            loop {
+                let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+                match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                        let _ = heard_tx.send(note.payload().to_string());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        tracing::warn!(channel, error = %error, "change listener lost its connection");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        if let Err(error) = client.batch_execute(&format!("LISTEN {channel}")).await {
+            tracing::warn!(channel, error = %error, "cannot listen for changes");
+            driver.abort();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Changes made while no one listened.
+        let _ = notes.send(None);
+        let mut ticker = tokio::time::interval(poll);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                note = heard.recv() => match note {
+                    Some(payload) => { let _ = notes.send(Some(payload)); }
+                    None => break,
+                },
+                _ = ticker.tick() => { let _ = notes.send(None); }
+                _ = notes.closed() => {
+                    driver.abort();
+                    return;
+                }
+            }
+        }
+        driver.abort();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Publishes the objects' counter as the listener hears of changes: the
+/// notified value, or the stored one when told to look again.
+async fn follow_objects(
+    pool: Pool,
+    mut heard: mpsc::UnboundedReceiver<Option<String>>,
+    changed: watch::Sender<u64>,
 ) {
     let publish = |version: u64| {
         changed.send_if_modified(|current| {
@@ -655,78 +863,67 @@ async fn listen_for_objects(
             newer
         })
     };
-    let read_version = || async {
-        let client = pool.get().await.map_err(err)?;
-        let row = client
-            .query_opt("SELECT version FROM objects", &[])
-            .await
-            .map_err(err)?;
-        Ok::<u64, StoreError>(row.map_or(0, |row| row.get::<_, i64>(0).max(0) as u64))
-    };
     loop {
-        if changed.is_closed() {
-            return;
-        }
-        let (client, mut connection) = match config.connect(tokio_postgres::NoTls).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot listen for object changes; polling");
-                tokio::time::sleep(poll.min(Duration::from_secs(1))).await;
-                if let Ok(version) = read_version().await {
+        let note = tokio::select! {
+            note = heard.recv() => note,
+            _ = changed.closed() => return,
+        };
+        match note {
+            None => return,
+            Some(Some(payload)) => {
+                publish(payload.parse::<u64>().unwrap_or(0));
+            }
+            Some(None) => {
+                let read = async {
+                    let client = pool.get().await.map_err(err)?;
+                    let row = client
+                        .query_opt("SELECT version FROM objects", &[])
+                        .await
+                        .map_err(err)?;
+                    Ok::<u64, StoreError>(row.map_or(0, |row| row.get::<_, i64>(0).max(0) as u64))
+                };
+                if let Ok(version) = read.await {
                     publish(version);
                 }
-                continue;
             }
+        }
+    }
+}
+
+/// Turns what the listener hears on the queue channel into news for the
+/// queue: other nodes' new mail, or a rescan.
+async fn follow_queue(
+    node: String,
+    mut heard: mpsc::UnboundedReceiver<Option<String>>,
+    news: mpsc::UnboundedSender<SpoolNews>,
+) {
+    loop {
+        let note = tokio::select! {
+            note = heard.recv() => note,
+            _ = news.closed() => return,
         };
-        let (notified_tx, mut notified) = mpsc::unbounded_channel();
-        // The connection delivers notifications only while it is polled.
-        let driver = tokio::spawn(async move {
-            loop {
-                let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
-                match message {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
-                        let _ = notified_tx.send(note.payload().parse::<u64>().unwrap_or(0));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => {
-                        tracing::warn!(error = %error, "object change listener lost its connection");
-                        return;
-                    }
-                    None => return,
-                }
-            }
-        });
-        if let Err(error) = client.batch_execute(&format!("LISTEN {OBJECTS_CHANNEL}")).await {
-            tracing::warn!(error = %error, "cannot listen for object changes");
-            driver.abort();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
+        let item = match note {
+            None => return,
+            Some(None) => SpoolNews::Rescan,
+            Some(Some(payload)) => match serde_json::from_str::<ArrivalNote>(&payload) {
+                // This node scheduled its own mail as it stored it.
+                Ok(note) if note.node == node => continue,
+                Ok(note) => SpoolNews::Arrived(
+                    note.due
+                        .into_iter()
+                        .map(|(due_ms, id, destinations)| Due {
+                            due_ms,
+                            id: QueueId(id),
+                            destinations,
+                        })
+                        .collect(),
+                ),
+                Err(_) => SpoolNews::Rescan,
+            },
+        };
+        if news.send(item).is_err() {
+            return;
         }
-        // Changes made while no one listened.
-        if let Ok(version) = read_version().await {
-            publish(version);
-        }
-        let mut ticker = tokio::time::interval(poll);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                note = notified.recv() => match note {
-                    Some(version) => { publish(version); }
-                    None => break,
-                },
-                _ = ticker.tick() => {
-                    if let Ok(version) = read_version().await {
-                        publish(version);
-                    }
-                }
-                _ = changed.closed() => {
-                    driver.abort();
-                    return;
-                }
-            }
-        }
-        driver.abort();
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -759,17 +956,13 @@ impl PostgresStore {
     fn keyed_page<T: serde::de::DeserializeOwned>(
         &self,
         sql: &'static str,
-        scope: Option<String>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<T>, StoreError> {
         let after = after.unwrap_or("").to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Send + Sync>> =
+        let params: Vec<Box<dyn tokio_postgres::types::ToSql + Send + Sync>> =
             vec![Box::new(after), Box::new(limit)];
-        if let Some(scope) = scope {
-            params.push(Box::new(scope));
-        }
         let rows = self.query(sql, params)?;
         let mut items = Vec::new();
         let mut last = None;
@@ -791,6 +984,7 @@ impl Store for PostgresStore {
         let (done, wait) = oneshot::channel();
         let sent = self.writer.send(Job {
             writes,
+            claim: None,
             done: Some(done),
         });
         Box::pin(async move {
@@ -801,7 +995,11 @@ impl Store for PostgresStore {
     }
 
     fn submit(&self, writes: Vec<Write>) {
-        let _ = self.writer.send(Job { writes, done: None });
+        let _ = self.writer.send(Job {
+            writes,
+            claim: None,
+            done: None,
+        });
     }
 
     fn objects(&self) -> Result<ObjectSet, StoreError> {
@@ -874,36 +1072,15 @@ impl Store for PostgresStore {
     }
 }
 
-impl PostgresStore {
-    /// This node's queued messages (the minimal queue path reads them
-    /// whole: the shared spool with leases replaces it).
-    fn queue_entries(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let rows = self.query(
-            "SELECT id, envelope::text FROM spool_message WHERE accepted_by = $1 ORDER BY id",
-            vec![Box::new(self.node.clone())],
-        )?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| decode("queue entry", row.get(0), row.get(1)))
-            .collect())
-    }
+/// The due index, cluster-wide: waiting messages no other node holds
+/// under a live lease (this node's own, from before a restart, included).
+const DUE_BEFORE: &str = "\
+SELECT due_at_ms, id, destinations::text FROM spool_message
+WHERE due_at_ms IS NOT NULL AND due_at_ms < $1 AND (due_at_ms, id) >= ($2, $3)
+  AND (lease_owner IS NULL OR lease_owner = $5
+       OR lease_expires_at_ms <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+ORDER BY due_at_ms, id LIMIT $4";
 
-    /// The index rows of this node's queued messages.
-    fn spool_indexes(&self) -> Result<Vec<(QueueEntry, SpoolIndex)>, StoreError> {
-        Ok(self
-            .queue_entries()?
-            .into_iter()
-            .map(|entry| {
-                let index = SpoolIndex::of(&entry);
-                (entry, index)
-            })
-            .collect())
-    }
-}
-
-// Minimal queue path: each node works the messages it accepted, read
-// whole from the database (so two nodes never both deliver one message);
-// the due index, counters and leases of `postgres/spool.rs` replace it.
 impl Spool for PostgresStore {
     fn commit_spool(&self, writes: Vec<SpoolWrite>) -> SpoolCommit {
         let committed = self.commit(writes.into_iter().map(Write::Spool).collect());
@@ -925,44 +1102,59 @@ impl Spool for PostgresStore {
     }
 
     fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
-        let mut due: Vec<Due> = self
-            .spool_indexes()?
-            .into_iter()
-            .filter_map(|(entry, index)| {
-                let due_ms = index.due_ms?;
-                (due_ms < before_ms && (due_ms, &entry.id) >= (from.0, &from.1)).then_some(Due {
-                    due_ms,
-                    id: entry.id,
-                    destinations: index.destinations,
-                })
+        let rows = self.query(
+            DUE_BEFORE,
+            vec![
+                Box::new(ms(before_ms)),
+                Box::new(ms(from.0)),
+                Box::new(from.1 .0.clone()),
+                Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
+                Box::new(self.node.clone()),
+            ],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| Due {
+                due_ms: row.get::<_, i64>(0).max(0) as u64,
+                id: QueueId(row.get(1)),
+                destinations: decode("due index row", row.get(1), row.get(2)).unwrap_or_default(),
             })
-            .collect();
-        due.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
-        due.truncate(limit);
-        Ok(due)
+            .collect())
     }
 
     fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
-        let mut counts: std::collections::BTreeMap<(String, u64), u64> = Default::default();
-        for (_, index) in self.spool_indexes()? {
-            for (domain, n) in index.domains {
-                *counts.entry((domain, index.received_minute)).or_default() += n;
-            }
-        }
-        Ok(counts
-            .into_iter()
-            .map(|((domain, received_minute), recipients)| ShapeCount {
-                domain,
-                received_minute,
-                recipients,
+        let rows = self.query(
+            "SELECT d->>0, received_at_ms / 60000, sum((d->>1)::bigint)::bigint \
+             FROM spool_message, json_array_elements(shape) AS d \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            vec![],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| ShapeCount {
+                domain: row.get(0),
+                received_minute: row.get::<_, i64>(1).max(0) as u64,
+                recipients: row.get::<_, i64>(2).max(0) as u64,
             })
             .collect())
     }
 
     fn depth(&self) -> Result<QueueDepth, SpoolError> {
-        Ok(QueueDepth::count(
-            self.queue_entries()?.iter().map(QueueEntry::status),
-        ))
+        let rows = self.query(
+            "SELECT status, count(*) FROM spool_message GROUP BY status",
+            vec![],
+        )?;
+        let mut depth = QueueDepth::default();
+        for row in &rows {
+            let count = row.get::<_, i64>(1).max(0) as u64;
+            match row.get::<_, &str>(0) {
+                "deferred" => depth.deferred += count,
+                "held" => depth.held += count,
+                _ => depth.queued += count,
+            }
+            depth.total += count;
+        }
+        Ok(depth)
     }
 
     fn quarantined(&self, id: &QueueId) -> Result<Option<QuarantineEntry>, SpoolError> {
@@ -975,8 +1167,6 @@ impl Spool for PostgresStore {
             .and_then(|row| decode("quarantine entry", row.get(0), row.get(1))))
     }
 
-    // Minimal queue path: this node's messages only, so two nodes never
-    // both deliver one message. The shared spool replaces it.
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         let rows = self.query(
             "SELECT content FROM spool_content WHERE id = $1",
@@ -1003,9 +1193,7 @@ impl Spool for PostgresStore {
 
     fn queue_page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, SpoolError> {
         self.keyed_page(
-            "SELECT id, envelope::text FROM spool_message \
-             WHERE id > $1 AND accepted_by = $3 ORDER BY id LIMIT $2",
-            Some(self.node.clone()),
+            "SELECT id, envelope::text FROM spool_message WHERE id > $1 ORDER BY id LIMIT $2",
             after,
             limit,
         )
@@ -1019,10 +1207,81 @@ impl Spool for PostgresStore {
     ) -> Result<Page<QuarantineEntry>, SpoolError> {
         self.keyed_page(
             "SELECT id, doc::text FROM quarantine_entry WHERE id > $1 ORDER BY id LIMIT $2",
-            None,
             after,
             limit,
         )
         .map_err(SpoolError::from)
+    }
+
+    fn claim(&self, ids: &[QueueId], lease: &Lease) -> Result<Vec<Claim>, SpoolError> {
+        let pool = self.pool.clone();
+        let ids: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
+        let lease = lease.clone();
+        let claims = self.block(async move {
+            let client = pool.get().await.map_err(err)?;
+            spool::claim(&**client, &lease.owner, &ids, lease.for_ms, None).await
+        })?;
+        Ok(claims
+            .into_iter()
+            .map(|claim| Claim {
+                id: QueueId(claim.message_id),
+                fence: claim.fence.max(0) as u64,
+            })
+            .collect())
+    }
+
+    fn renew(&self, claims: &[Claim], lease: &Lease) -> Result<Vec<QueueId>, SpoolError> {
+        let pool = self.pool.clone();
+        let claims: Vec<spool::Claim> = claims.iter().map(row_claim).collect();
+        let lease = lease.clone();
+        let held = self.block(async move {
+            let client = pool.get().await.map_err(err)?;
+            spool::renew(&**client, &lease.owner, &claims, lease.for_ms, None).await
+        })?;
+        Ok(held.into_iter().map(QueueId).collect())
+    }
+
+    fn release(&self, claims: &[Claim]) {
+        let pool = self.pool.clone();
+        let claims: Vec<spool::Claim> = claims.iter().map(row_claim).collect();
+        let released = self.block(async move {
+            let client = pool.get().await.map_err(err)?;
+            spool::release(&**client, &claims).await
+        });
+        if let Err(error) = released {
+            // The lease lapses by itself.
+            tracing::warn!(error = %error, "cannot give back a claim");
+        }
+    }
+
+    fn commit_claimed(&self, claim: &Claim, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let (done, wait) = oneshot::channel();
+        let sent = self.writer.send(Job {
+            writes: writes.into_iter().map(Write::Spool).collect(),
+            claim: Some(row_claim(claim)),
+            done: Some(done),
+        });
+        Box::pin(async move {
+            sent.map_err(|_| SpoolError("store writer stopped".into()))?;
+            Ok(wait
+                .await
+                .map_err(|_| SpoolError("store writer stopped".into()))??)
+        })
+    }
+
+    fn news(&self) -> Option<mpsc::UnboundedReceiver<SpoolNews>> {
+        let (notes, heard) = mpsc::unbounded_channel();
+        let (news, receiver) = mpsc::unbounded_channel();
+        self.runtime
+            .spawn(listen(self.config.clone(), QUEUE_CHANNEL, QUEUE_RESCAN, notes));
+        self.runtime.spawn(follow_queue(self.node.clone(), heard, news));
+        Some(receiver)
+    }
+}
+
+fn row_claim(claim: &Claim) -> spool::Claim {
+    spool::Claim {
+        message_id: claim.id.0.clone(),
+        fence: i64::try_from(claim.fence).unwrap_or(i64::MAX),
     }
 }

@@ -1,73 +1,77 @@
-//! The shared spool's claim, renew and report statements (schema:
-//! migration 2), kept apart from the queue so the queue's `Spool`
-//! interface can call them as they are.
+//! The shared spool's lease statements (schema: migration 3): claim,
+//! renew, settle and release, over `spool_message` rows.
 //!
-//! A recipient row is worked by one node at a time. A claim takes due rows
-//! no one holds (or whose lease expired) with `FOR UPDATE SKIP LOCKED`, so
-//! two nodes claiming at once never take the same row, and raises the row's
-//! fence. Every later write about that row (renewal, result) names the
-//! fence it was claimed with and changes nothing if the fence moved on: a
-//! node that lost its lease cannot overwrite the work of the node that
-//! took it over.
+//! A message is worked by one node at a time. A claim takes the rows asked
+//! for that no one holds (or whose lease expired, or that this node held
+//! before a restart) with `FOR UPDATE SKIP LOCKED`, so two nodes claiming
+//! at once never take the same row, and raises the row's fence. Every later
+//! write about that row (renewal, outcome) names the fence it was claimed
+//! with and changes nothing if the fence moved on: a node that lost its
+//! lease cannot overwrite the work of the node that took it over.
+//!
+//! Times are the database's clock (`now` is `None`), so nodes with skewed
+//! clocks agree on when a lease lapses; tests pass their own.
 
 use super::StoreError;
 use tokio_postgres::GenericClient;
 
-/// A recipient row claimed under a lease.
+/// A message claimed under a lease.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Claim {
     /// Queue id of the message.
     pub message_id: String,
-    /// The recipient's position in the message.
-    pub idx: i32,
-    /// The fence this claim holds; results must present it.
+    /// The fence this claim holds; outcomes must present it.
     pub fence: i64,
 }
 
-/// Where a worked recipient goes next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Try again at this time (ms).
-    Deferred(u64),
-    /// Delivered: final.
-    Delivered,
-    /// Failed permanently: final.
-    Failed,
+/// The database's clock in ms, unless the caller gives one.
+const NOW: &str = "coalesce($1::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
+
+fn claim_sql() -> String {
+    format!(
+        "WITH free AS (
+            SELECT id FROM spool_message
+            WHERE id = ANY($2) AND due_at_ms IS NOT NULL
+              AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at_ms <= {NOW})
+            ORDER BY id
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE spool_message AS m
+        SET lease_owner = $3, lease_expires_at_ms = {NOW} + $4, fence = m.fence + 1
+        FROM free WHERE m.id = free.id
+        RETURNING m.id, m.fence"
+    )
 }
 
-const CLAIM: &str = "\
-WITH due AS (
-    SELECT message_id, idx FROM spool_recipient
-    WHERE state IN ('queued', 'deferred') AND due_at_ms <= $1
-      AND (lease_owner IS NULL OR lease_expires_at_ms <= $1)
-    ORDER BY due_at_ms
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE spool_recipient AS r
-SET lease_owner = $2, lease_expires_at_ms = $1 + $4, fence = r.fence + 1
-FROM due
-WHERE r.message_id = due.message_id AND r.idx = due.idx
-RETURNING r.message_id, r.idx, r.fence";
+fn renew_sql() -> String {
+    format!(
+        "UPDATE spool_message AS m SET lease_expires_at_ms = {NOW} + $4
+        FROM unnest($2::text[], $5::bigint[]) AS c(id, fence)
+        WHERE m.id = c.id AND m.fence = c.fence AND m.lease_owner = $3
+        RETURNING m.id"
+    )
+}
 
-const RENEW: &str = "\
-UPDATE spool_recipient SET lease_expires_at_ms = $5::bigint + $6::bigint
-WHERE message_id = $1 AND idx = $2 AND fence = $3 AND lease_owner = $4";
+const SETTLE: &str = "\
+UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
+WHERE id = $1 AND fence = $2";
 
-const REPORT: &str = "\
-UPDATE spool_recipient
-SET state = $5, due_at_ms = coalesce($6, due_at_ms), last_reply = $7,
-    attempts = attempts + 1, lease_owner = NULL, lease_expires_at_ms = NULL
-WHERE message_id = $1 AND idx = $2 AND fence = $3 AND lease_owner = $4";
+const RELEASE: &str = "\
+UPDATE spool_message AS m SET lease_owner = NULL, lease_expires_at_ms = NULL
+FROM unnest($1::text[], $2::bigint[]) AS c(id, fence)
+WHERE m.id = c.id AND m.fence = c.fence";
 
 const RELEASE_ALL: &str = "\
-UPDATE spool_recipient SET lease_owner = NULL, lease_expires_at_ms = NULL
+UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
 WHERE lease_owner = $1";
 
-const LEASED: &str = "\
-SELECT lease_owner, count(*) FROM spool_recipient
-WHERE lease_owner IS NOT NULL AND lease_expires_at_ms > $1
-GROUP BY lease_owner";
+fn leased_sql() -> String {
+    format!(
+        "SELECT lease_owner, count(*) FROM spool_message
+        WHERE lease_owner IS NOT NULL AND lease_expires_at_ms > {NOW}
+        GROUP BY lease_owner ORDER BY lease_owner"
+    )
+}
 
 fn err(e: tokio_postgres::Error) -> StoreError {
     super::err(e)
@@ -77,99 +81,80 @@ fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Claims at most `limit` recipients due at `now_ms` for `owner`, leased
-/// for `lease_ms`. Run it in its own transaction (or autocommit): the row
+/// Claims those of `ids` that are waiting and free for `owner`, leased for
+/// `lease_ms`. Run it in its own transaction (or autocommit): the row
 /// locks last until that commits.
 pub async fn claim(
     client: &impl GenericClient,
     owner: &str,
-    now_ms: u64,
+    ids: &[String],
     lease_ms: u64,
-    limit: u32,
+    now: Option<u64>,
 ) -> Result<Vec<Claim>, StoreError> {
     let rows = client
-        .query(CLAIM, &[&ms(now_ms), &owner, &i64::from(limit), &ms(lease_ms)])
+        .query(&claim_sql(), &[&now.map(ms), &ids, &owner, &ms(lease_ms)])
         .await
         .map_err(err)?;
     let mut claims: Vec<Claim> = rows
         .iter()
         .map(|row| Claim {
             message_id: row.get(0),
-            idx: row.get(1),
-            fence: row.get(2),
+            fence: row.get(1),
         })
         .collect();
     claims.sort();
     Ok(claims)
 }
 
-/// Extends a lease still held; false if it was lost (expired and taken).
+/// Extends the leases still held; returns the ids renewed (the others
+/// were lost: expired and taken, or the message is gone).
 pub async fn renew(
     client: &impl GenericClient,
     owner: &str,
-    claim: &Claim,
-    now_ms: u64,
+    claims: &[Claim],
     lease_ms: u64,
-) -> Result<bool, StoreError> {
-    let updated = client
-        .execute(
-            RENEW,
-            &[
-                &claim.message_id,
-                &claim.idx,
-                &claim.fence,
-                &owner,
-                &ms(now_ms),
-                &ms(lease_ms),
-            ],
+    now: Option<u64>,
+) -> Result<Vec<String>, StoreError> {
+    let ids: Vec<&str> = claims.iter().map(|c| c.message_id.as_str()).collect();
+    let fences: Vec<i64> = claims.iter().map(|c| c.fence).collect();
+    let rows = client
+        .query(
+            &renew_sql(),
+            &[&now.map(ms), &ids, &owner, &ms(lease_ms), &fences],
         )
+        .await
+        .map_err(err)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Ends the lease of `claim` if it still holds; false (nothing changed)
+/// when the fence moved on or the message is gone. The outcome of an
+/// attempt is written in the same transaction only when this is true.
+pub async fn settle(client: &impl GenericClient, claim: &Claim) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(SETTLE, &[&claim.message_id, &claim.fence])
         .await
         .map_err(err)?;
     Ok(updated == 1)
 }
 
-/// Records the result of an attempt and ends the lease; false (nothing
-/// written) if the lease was lost meanwhile.
-pub async fn report(
-    client: &impl GenericClient,
-    owner: &str,
-    claim: &Claim,
-    next: Next,
-    reply: &str,
-) -> Result<bool, StoreError> {
-    let (state, due) = match next {
-        Next::Deferred(at) => ("deferred", Some(ms(at))),
-        Next::Delivered => ("delivered", None),
-        Next::Failed => ("failed", None),
-    };
-    let updated = client
-        .execute(
-            REPORT,
-            &[
-                &claim.message_id,
-                &claim.idx,
-                &claim.fence,
-                &owner,
-                &state,
-                &due,
-                &reply,
-            ],
-        )
-        .await
-        .map_err(err)?;
-    Ok(updated == 1)
+/// Gives claims back before their lease lapses (nothing was attempted).
+pub async fn release(client: &impl GenericClient, claims: &[Claim]) -> Result<u64, StoreError> {
+    let ids: Vec<&str> = claims.iter().map(|c| c.message_id.as_str()).collect();
+    let fences: Vec<i64> = claims.iter().map(|c| c.fence).collect();
+    client.execute(RELEASE, &[&ids, &fences]).await.map_err(err)
 }
 
 /// Gives up every lease of `owner` (a node stopping cleanly), so others
-/// need not wait for them to expire. Fences stay: a late result of the
+/// need not wait for them to expire. Fences stay: a late outcome of the
 /// stopped node is still refused once another node claims the row.
 pub async fn release_all(client: &impl GenericClient, owner: &str) -> Result<u64, StoreError> {
     client.execute(RELEASE_ALL, &[&owner]).await.map_err(err)
 }
 
-/// Live leases per node at `now_ms`.
-pub async fn leased(client: &impl GenericClient, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows = client.query(LEASED, &[&ms(now_ms)]).await.map_err(err)?;
+/// Live leases per node, by node name.
+pub async fn leased(client: &impl GenericClient, now: Option<u64>) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = client.query(&leased_sql(), &[&now.map(ms)]).await.map_err(err)?;
     Ok(rows
         .iter()
         .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))

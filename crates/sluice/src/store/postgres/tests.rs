@@ -3,7 +3,7 @@
 //! `store::conformance`.
 
 use super::scratch::ScratchPostgres;
-use super::spool::{self, Claim, Next};
+use super::spool::{self, Claim};
 use super::*;
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType};
 use std::collections::BTreeSet;
@@ -89,7 +89,7 @@ async fn concurrent_commits_share_transactions() {
         commit.await.unwrap();
     }
     let used = store.transactions() - before;
-    assert_eq!(store.queue_entries().unwrap().len(), 200);
+    assert_eq!(store.queue_page(None, 1000).unwrap().items.len(), 200);
     assert!(used < 200 / 4, "200 concurrent commits took {used} transactions");
 }
 
@@ -124,7 +124,10 @@ async fn a_failed_batch_is_reported_to_every_waiter_and_leaves_nothing() {
         ])
         .await;
     assert!(result.is_err());
-    assert!(store.queue_entries().unwrap().is_empty(), "no half batch");
+    assert!(
+        store.queue_page(None, 10).unwrap().items.is_empty(),
+        "no half batch"
+    );
     assert_eq!(store.content(&QueueId("m1".into())).unwrap(), None);
 }
 
@@ -208,86 +211,85 @@ async fn nodes_register_and_heartbeat() {
     assert!(b.nodes().unwrap()[0].heartbeat_age_ms < 60_000);
 }
 
-/// A message with `recipients` rows, all due at `due_ms`.
-async fn spool_message(client: &tokio_postgres::Client, id: &str, recipients: i32, due_ms: i64) {
+/// A waiting message, due at `due_ms`.
+async fn spool_message(client: &tokio_postgres::Client, id: &str, due_ms: i64) {
     client
         .execute(
-            "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms) \
-             VALUES ($1, 'a', '{}', 0, 999999999)",
-            &[&id],
+            "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms, due_at_ms) \
+             VALUES ($1, 'a', '{}', 0, 999999999, $2)",
+            &[&id, &due_ms],
         )
         .await
         .unwrap();
-    for idx in 0..recipients {
-        client
-            .execute(
-                "INSERT INTO spool_recipient (message_id, idx, address, state, due_at_ms, route) \
-                 VALUES ($1, $2, 'r@x.test', 'queued', $3, '{}')",
-                &[&id, &idx, &due_ms],
-            )
-            .await
-            .unwrap();
-    }
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|m| format!("{prefix}{m:03}")).collect()
 }
 
 #[tokio::test]
-async fn two_connections_never_claim_the_same_recipient() {
+async fn two_connections_never_claim_the_same_message() {
     let server = ScratchPostgres::start().unwrap();
     let url = server.url("postgres");
     drop(PostgresStore::connect(&url, "a").unwrap());
     let setup = connect(&url).await;
-    for m in 0..20 {
-        spool_message(&setup, &format!("m{m:02}"), 5, 100).await;
+    let first = ids("m", 100);
+    for id in &first {
+        spool_message(&setup, id, 100).await;
     }
-    // Not yet due: never claimed.
-    spool_message(&setup, "later", 3, 10_000).await;
 
     // A claim still open (its transaction holds the row locks) hides its
     // rows from the other connection: SKIP LOCKED, no waiting.
     let mut a = connect(&url).await;
     let b = connect(&url).await;
     let txn = a.transaction().await.unwrap();
-    let held = spool::claim(&txn, "a", 1000, 60_000, 30).await.unwrap();
-    let other = spool::claim(&b, "b", 1000, 60_000, 100).await.unwrap();
+    let held = spool::claim(&txn, "a", &first[..30], 60_000, Some(1000))
+        .await
+        .unwrap();
+    let other = spool::claim(&b, "b", &first, 60_000, Some(1000)).await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(held.len(), 30);
     assert_eq!(other.len(), 70);
-    let held: BTreeSet<_> = held.iter().map(|c| (c.message_id.clone(), c.idx)).collect();
-    assert!(other
-        .iter()
-        .all(|c| !held.contains(&(c.message_id.clone(), c.idx))));
+    let held: BTreeSet<_> = held.iter().map(|c| c.message_id.clone()).collect();
+    assert!(other.iter().all(|c| !held.contains(&c.message_id)));
     // Leased rows stay taken until their lease expires.
-    assert!(spool::claim(&b, "b", 2000, 60_000, 100).await.unwrap().is_empty());
-    let leased = spool::leased(&b, 2000).await.unwrap();
+    assert!(spool::claim(&b, "b", &first[..30], 60_000, Some(2000))
+        .await
+        .unwrap()
+        .is_empty());
+    let leased = spool::leased(&b, Some(2000)).await.unwrap();
     assert_eq!(leased, [("a".to_string(), 30), ("b".to_string(), 70)]);
 
-    // Many claimers racing over fresh rows: every row once, none twice.
-    for m in 0..40 {
-        spool_message(&setup, &format!("n{m:02}"), 5, 100).await;
+    // Many claimers racing over the same fresh rows: every row once, none twice.
+    let fresh = ids("n", 200);
+    for id in &fresh {
+        spool_message(&setup, id, 100).await;
     }
     let mut racers = Vec::new();
     for n in 0..8 {
         let url = url.clone();
+        let fresh = fresh.clone();
         racers.push(tokio::spawn(async move {
             let client = connect(&url).await;
             let owner = format!("racer{n}");
             let mut mine = Vec::new();
-            loop {
-                let got = spool::claim(&client, &owner, 3000, 60_000, 7).await.unwrap();
-                if got.is_empty() {
-                    return mine;
-                }
-                mine.extend(got);
+            for chunk in fresh.chunks(7) {
+                mine.extend(
+                    spool::claim(&client, &owner, chunk, 60_000, Some(3000))
+                        .await
+                        .unwrap(),
+                );
             }
+            mine
         }));
     }
     let mut all: Vec<Claim> = Vec::new();
     for racer in racers {
         all.extend(racer.await.unwrap());
     }
-    let unique: BTreeSet<_> = all.iter().map(|c| (c.message_id.clone(), c.idx)).collect();
-    assert_eq!(all.len(), 200, "every fresh row claimed");
-    assert_eq!(unique.len(), 200, "no row claimed twice");
+    let unique: BTreeSet<_> = all.iter().map(|c| c.message_id.clone()).collect();
+    assert_eq!(unique.len(), 200, "every fresh row claimed");
+    assert_eq!(all.len(), 200, "no row claimed twice");
 }
 
 #[tokio::test]
@@ -296,83 +298,194 @@ async fn a_stale_fence_cannot_overwrite_the_new_owner() {
     let url = server.url("postgres");
     drop(PostgresStore::connect(&url, "a").unwrap());
     let client = connect(&url).await;
-    spool_message(&client, "m1", 1, 0).await;
+    spool_message(&client, "m1", 0).await;
+    let m1 = ["m1".to_string()];
 
-    let first = spool::claim(&client, "a", 1000, 60_000, 10).await.unwrap();
+    let first = spool::claim(&client, "a", &m1, 60_000, Some(1000)).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert!(spool::renew(&client, "a", &first[0], 30_000, 60_000)
-        .await
-        .unwrap());
+    assert_eq!(
+        spool::renew(&client, "a", &first, 60_000, Some(30_000))
+            .await
+            .unwrap(),
+        m1
+    );
     // Node a stalls past its lease (renewed to 90 s); node b takes the row.
-    assert!(spool::claim(&client, "b", 89_999, 60_000, 10)
+    assert!(spool::claim(&client, "b", &m1, 60_000, Some(89_999))
         .await
         .unwrap()
         .is_empty());
-    let second = spool::claim(&client, "b", 90_000, 60_000, 10).await.unwrap();
+    let second = spool::claim(&client, "b", &m1, 60_000, Some(90_000))
+        .await
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert!(second[0].fence > first[0].fence);
 
-    // Node a wakes up: its renewal and its result are refused.
-    assert!(!spool::renew(&client, "a", &first[0], 90_001, 60_000)
+    // Node a wakes up: its renewal and its outcome are refused.
+    assert!(spool::renew(&client, "a", &first, 60_000, Some(90_001))
         .await
-        .unwrap());
-    assert!(!spool::report(&client, "a", &first[0], Next::Failed, "550 stale")
-        .await
-        .unwrap());
-    // Even under b's name, the old fence is refused.
-    assert!(!spool::report(&client, "b", &first[0], Next::Failed, "550 stale")
-        .await
-        .unwrap());
-    assert!(spool::report(&client, "b", &second[0], Next::Delivered, "250 ok")
-        .await
-        .unwrap());
+        .unwrap()
+        .is_empty());
+    assert!(!spool::settle(&client, &first[0]).await.unwrap());
+    assert!(spool::settle(&client, &second[0]).await.unwrap());
     let row = client
         .query_one(
-            "SELECT state, last_reply, attempts, lease_owner FROM spool_recipient WHERE message_id = 'm1'",
+            "SELECT lease_owner, fence FROM spool_message WHERE id = 'm1'",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "delivered");
-    assert_eq!(row.get::<_, String>(1), "250 ok");
-    assert_eq!(row.get::<_, i32>(2), 1);
-    assert_eq!(row.get::<_, Option<String>>(3), None);
-    // Final rows are never claimed again.
-    assert!(spool::claim(&client, "c", u64::MAX / 4, 60_000, 10)
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    assert_eq!(row.get::<_, i64>(1), second[0].fence);
+    // A message no longer waiting is never claimed.
+    client
+        .execute("UPDATE spool_message SET due_at_ms = NULL", &[])
+        .await
+        .unwrap();
+    assert!(spool::claim(&client, "c", &m1, 60_000, Some(100_000))
         .await
         .unwrap()
         .is_empty());
 }
 
 #[tokio::test]
-async fn a_deferred_recipient_comes_back_when_due_and_release_frees_leases() {
+async fn release_frees_leases_and_a_restarted_node_reclaims_its_own() {
     let server = ScratchPostgres::start().unwrap();
     let url = server.url("postgres");
     drop(PostgresStore::connect(&url, "a").unwrap());
     let client = connect(&url).await;
-    spool_message(&client, "m1", 2, 0).await;
-    let claims = spool::claim(&client, "a", 1000, 60_000, 10).await.unwrap();
+    let both = ids("m", 2);
+    for id in &both {
+        spool_message(&client, id, 0).await;
+    }
+    let claims = spool::claim(&client, "a", &both, 60_000, Some(1000))
+        .await
+        .unwrap();
     assert_eq!(claims.len(), 2);
-    assert!(
-        spool::report(&client, "a", &claims[0], Next::Deferred(5000), "451 later")
+    // Node a restarted under its name: it takes its own work back at once.
+    let again = spool::claim(&client, "a", &both[..1], 60_000, Some(2000))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].fence > claims[0].fence);
+    // Giving one claim back frees that row for another node, not the other.
+    assert_eq!(spool::release(&client, &again).await.unwrap(), 1);
+    assert_eq!(
+        spool::claim(&client, "b", &both, 60_000, Some(3000))
             .await
             .unwrap()
+            .len(),
+        1
     );
-    assert!(spool::claim(&client, "b", 4999, 60_000, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    let again = spool::claim(&client, "b", 5000, 60_000, 10).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].idx, claims[0].idx);
     // Node a stops cleanly: its other row is free at once, not in 60 s.
     assert_eq!(spool::release_all(&client, "a").await.unwrap(), 1);
-    let freed = spool::claim(&client, "b", 5000, 60_000, 10).await.unwrap();
-    assert_eq!(freed.len(), 1);
-    assert_eq!(freed[0].idx, claims[1].idx);
-    assert!(!spool::report(&client, "a", &claims[1], Next::Delivered, "250")
+    let freed = spool::claim(&client, "c", &both, 60_000, Some(3000))
         .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(freed.len(), 1);
+    assert_eq!(freed[0].message_id, both[1]);
+    assert!(!spool::settle(&client, &claims[1]).await.unwrap());
+}
+
+/// A queued message with one recipient due at `due_ms`.
+fn waiting(id: &str, due_ms: u64) -> QueueEntry {
+    let mut entry = crate::store::conformance::entry(id);
+    let recipient = crate::message::EnvelopeRecipient {
+        address: crate::message::Address::parse("r@x.test").unwrap(),
+        notify: crate::message::Notify::Never,
+        orcpt: None,
+    };
+    entry.recipients.push(crate::queue::QueuedRecipient::new(
+        &recipient,
+        crate::route::Route::Mx,
+        due_ms,
+    ));
+    entry.expires_at_ms = u64::MAX / 4;
+    entry
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_outcome() {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let a = PostgresStore::connect(&url, "a").unwrap();
+    let b = PostgresStore::connect(&url, "b").unwrap();
+    let mut news = b.news().expect("a shared spool has news");
+    let lease = |owner: &str| Lease {
+        owner: owner.into(),
+        for_ms: 60_000,
+    };
+    let id = QueueId("w1".into());
+    // The listener may still be connecting: its first word is a rescan.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.commit_spool(vec![SpoolWrite::Enqueue(waiting("w1", 1000), b"x".to_vec())])
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match news.recv().await.unwrap() {
+                SpoolNews::Arrived(rows) => return rows,
+                SpoolNews::Rescan => continue,
+            }
+        }
+    })
+    .await
+    .expect("b hears of a's new mail within 2 s");
+    assert_eq!(heard.len(), 1);
+    assert_eq!((heard[0].due_ms, &heard[0].id), (1000, &id));
+    assert_eq!(heard[0].destinations, ["mx:x.test"]);
+
+    // b claims it; a cannot, and no longer sees it in its due index.
+    let from = (0, QueueId(String::new()));
+    let claimed = b.claim(std::slice::from_ref(&id), &lease("b")).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(a
+        .claim(std::slice::from_ref(&id), &lease("a"))
+        .unwrap()
+        .is_empty());
+    assert!(a.due_before(u64::MAX / 2, &from, 10).unwrap().is_empty());
+    assert_eq!(b.due_before(u64::MAX / 2, &from, 10).unwrap().len(), 1);
+    assert_eq!(a.leased().unwrap(), [("b".to_string(), 1)]);
+    assert_eq!(b.renew(&claimed, &lease("b")).unwrap(), std::slice::from_ref(&id));
+
+    // b stalls past its lease; a takes the message over.
+    let client = connect(&url).await;
+    client
+        .execute("UPDATE spool_message SET lease_expires_at_ms = 0", &[])
+        .await
+        .unwrap();
+    let taken = a.claim(std::slice::from_ref(&id), &lease("a")).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0].fence > claimed[0].fence);
+    assert!(b.renew(&claimed, &lease("b")).unwrap().is_empty());
+    // b's late outcome is refused whole; a's is written and ends the lease.
+    let late = b
+        .commit_claimed(
+            &claimed[0],
+            vec![
+                SpoolWrite::Remove(id.clone()),
+                SpoolWrite::Trace(vec![crate::queue::event(
+                    &waiting("w1", 0),
+                    crate::trace::TraceKind::Delivered,
+                    None,
+                    None,
+                    None,
+                )]),
+            ],
+        )
+        .await;
+    assert!(late.unwrap_err().0.contains(LEASE_LOST));
+    assert!(a.entry(&id).unwrap().is_some());
+    assert!(a.trace_events(0).unwrap().is_empty());
+    let mut deferred = waiting("w1", 5000);
+    deferred.recipients[0].attempts = 1;
+    a.commit_claimed(&taken[0], vec![SpoolWrite::Update(deferred.clone())])
+        .await
+        .unwrap();
+    assert_eq!(b.entry(&id).unwrap(), Some(deferred));
+    assert!(a.leased().unwrap().is_empty());
+    assert_eq!(b.due_before(u64::MAX / 2, &from, 10).unwrap()[0].due_ms, 5000);
+    assert_eq!(b.depth().unwrap().total, 1);
+    assert_eq!(b.shape().unwrap()[0].domain, "x.test");
 }
 
 #[tokio::test]
