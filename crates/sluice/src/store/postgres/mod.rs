@@ -561,10 +561,17 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
             }
         }
         for write in job.writes.drain(..) {
+            // A copy is stored whole here (rows go in one statement per
+            // table; the body is not shared).
+            let write = match write {
+                Write::Spool(SpoolWrite::EnqueueCopy { entry, content, .. }) => {
+                    Write::Spool(SpoolWrite::Enqueue(entry, content.to_vec()))
+                }
+                write => write,
+            };
             if !matches!(
                 write,
-                Write::Spool(SpoolWrite::Enqueue(..) | SpoolWrite::EnqueueCopy { .. } | SpoolWrite::Trace(_))
-                    | Write::Trace(_)
+                Write::Spool(SpoolWrite::Enqueue(..) | SpoolWrite::Trace(_)) | Write::Trace(_)
             ) {
                 new_messages.flush(&txn, node).await?;
             }
@@ -591,6 +598,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
                     .await
                     .map_err(err)?;
                 }
+                // Other nodes hear of every new message that is due.
                 Write::Spool(SpoolWrite::Enqueue(entry, body)) => {
                     if new_messages.ids.contains(&entry.id.0) {
                         new_messages.flush(&txn, node).await?;
@@ -601,14 +609,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
                     }
                     new_messages.push(entry, body)?;
                 }
-                // Each copy is stored whole here (rows go in one statement
-                // per table; the body is not shared).
-                Write::Spool(SpoolWrite::EnqueueCopy { entry, content, .. }) => {
-                    if new_messages.ids.contains(&entry.id.0) {
-                        new_messages.flush(&txn, node).await?;
-                    }
-                    new_messages.push(entry, content.to_vec())?;
-                }
+                Write::Spool(SpoolWrite::EnqueueCopy { .. }) => unreachable!("copies are made whole above"),
                 Write::Spool(SpoolWrite::Update(entry)) => {
                     // An update racing a delete must not resurrect the message.
                     let statement = txn
