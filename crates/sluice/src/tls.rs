@@ -142,9 +142,17 @@ pub fn server_config(
         },
     };
     let provider = provider();
-    let chain_verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
+    let mut chain_verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated();
+    if client_ca.is_none() {
+        // The web PKI's ~150 root names would add some 15 KB to every full
+        // handshake's CertificateRequest, and tell a client nothing: an MTA
+        // with a certificate configured sends it whatever the list says
+        // (the list is a hint, RFC 8446 4.2.4). An administrator's own CA
+        // is still named.
+        chain_verifier = chain_verifier.clear_root_hint_subjects();
+    }
+    let chain_verifier = chain_verifier.build()?;
     let clients = Arc::new(ClientCertificates { chain_verifier });
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -378,15 +378,27 @@ fn xtext(value: &str) -> String {
 
 /// The DATA payload: a `.` doubled at the start of every line (RFC 5321
 /// 4.5.2), a final CRLF if the content lacks one, then `.` CRLF.
+///
+/// Every message leaves through here: whole lines are copied at once
+/// between the line starts memchr finds, not byte by byte.
 pub(super) fn dot_stuff(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut line_start = true;
-    for &byte in content {
-        if line_start && byte == b'.' {
+    let mut line_start = 0;
+    loop {
+        if content.get(line_start) == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(byte);
-        line_start = byte == b'\n';
+        match memchr::memchr(b'\n', &content[line_start..]) {
+            Some(at) => {
+                let next = line_start + at + 1;
+                out.extend_from_slice(&content[line_start..next]);
+                line_start = next;
+            }
+            None => {
+                out.extend_from_slice(&content[line_start..]);
+                break;
+            }
+        }
     }
     if !content.is_empty() && !content.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -408,6 +420,38 @@ mod tests {
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n".to_vec());
         assert_eq!(dot_stuff(b""), b".\r\n".to_vec());
+        assert_eq!(dot_stuff(b"."), b"..\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b"a\r\n."), b"a\r\n..\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b"a\r\n\r\n"), b"a\r\n\r\n.\r\n".to_vec());
+    }
+
+    /// The line-at-a-time copy says what the rule says, byte for byte, on
+    /// every short mix of dots, CR, LF and text.
+    #[test]
+    fn dot_stuffing_matches_the_rule_on_every_short_input() {
+        fn by_the_rule(content: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut line_start = true;
+            for &byte in content {
+                if line_start && byte == b'.' {
+                    out.push(b'.');
+                }
+                out.push(byte);
+                line_start = byte == b'\n';
+            }
+            if !content.is_empty() && !content.ends_with(b"\r\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+            out
+        }
+        let alphabet = [b'.', b'\r', b'\n', b'x'];
+        for len in 0..=6u32 {
+            for n in 0..4usize.pow(len) {
+                let input: Vec<u8> = (0..len).map(|i| alphabet[n / 4usize.pow(i) % 4]).collect();
+                assert_eq!(dot_stuff(&input), by_the_rule(&input), "{input:?}");
+            }
+        }
     }
 
     #[test]
