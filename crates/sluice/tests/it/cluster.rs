@@ -205,56 +205,88 @@ fn leased_node(server: &ScratchPostgres, net: Net, host: u8, objects: &str) -> N
     Node::start(options)
 }
 
-/// Clients sending to `smtp` until `stop`, each message with its own
-/// Message-ID; what got 250 goes in `acknowledged`, and each reply that
-/// was neither 250 nor a broken connection in `refused`.
-fn load(
-    smtp: SocketAddr,
-    clients: usize,
-    tag: &'static str,
+/// Clients sending to nodes until stopped, each message with its own
+/// Message-ID; what got 250 is acknowledged, and each reply that was
+/// neither 250 nor a broken connection is refused.
+struct Load {
     acknowledged: Arc<Mutex<Vec<String>>>,
     refused: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..clients)
-        .map(|client| {
-            let acknowledged = acknowledged.clone();
-            let refused = refused.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for n in 0..2000 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = format!("{tag}.{client}.{n}@cluster.test");
-                    let content = format!(
-                        "From: <load@fabrikam.test>\r\nTo: <bob@contoso.test>\r\n\
-                         Subject: {id}\r\nMessage-ID: <{id}>\r\n\r\npayload {}",
-                        "x".repeat(2000)
-                    );
-                    let Ok((mut session, _)) = RawSmtp::connect(smtp) else {
-                        pause(Duration::from_millis(100));
-                        continue;
-                    };
-                    match session.send_message("load@fabrikam.test", &["bob@contoso.test"], &content) {
-                        Ok(reply) if reply.code == 250 => {
-                            acknowledged.lock().expect("lock").push(id);
-                            let _ = session.command("QUIT");
-                        }
-                        Ok(reply) => {
-                            refused
-                                .lock()
-                                .expect("lock")
-                                .push(format!("{} {}", reply.code, reply.text));
-                            pause(Duration::from_millis(50));
-                        }
-                        // The node died: this client stops.
-                        Err(_) => return,
-                    }
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` clients to each node, their Message-IDs tagged per node.
+    fn start(nodes: &[(SocketAddr, &'static str)], clients: usize) -> Load {
+        let mut load = Load {
+            acknowledged: Arc::default(),
+            refused: Arc::default(),
+            stop: Arc::default(),
+            clients: Vec::new(),
+        };
+        for &(smtp, tag) in nodes {
+            for client in 0..clients {
+                let thread = load.client(smtp, format!("{tag}.{client}"));
+                load.clients.push(thread);
+            }
+        }
+        load
+    }
+
+    fn client(&self, smtp: SocketAddr, tag: String) -> std::thread::JoinHandle<()> {
+        let acknowledged = self.acknowledged.clone();
+        let refused = self.refused.clone();
+        let stop = self.stop.clone();
+        std::thread::spawn(move || {
+            for n in 0..2000 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
                 }
-            })
+                let id = format!("{tag}.{n}@cluster.test");
+                let content = format!(
+                    "From: <load@fabrikam.test>\r\nTo: <bob@contoso.test>\r\n\
+                     Subject: {id}\r\nMessage-ID: <{id}>\r\n\r\npayload {}",
+                    "x".repeat(2000)
+                );
+                let Ok((mut session, _)) = RawSmtp::connect(smtp) else {
+                    pause(Duration::from_millis(100));
+                    continue;
+                };
+                match session.send_message("load@fabrikam.test", &["bob@contoso.test"], &content) {
+                    Ok(reply) if reply.code == 250 => {
+                        acknowledged.lock().expect("lock").push(id);
+                        let _ = session.command("QUIT");
+                    }
+                    Ok(reply) => {
+                        refused
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{} {}", reply.code, reply.text));
+                        pause(Duration::from_millis(50));
+                    }
+                    // The node died: this client stops.
+                    Err(_) => return,
+                }
+            }
         })
-        .collect()
+    }
+
+    /// How many acknowledged Message-IDs start with `prefix`.
+    fn acknowledged_with(&self, prefix: &str) -> usize {
+        let acknowledged = self.acknowledged.lock().expect("lock");
+        acknowledged.iter().filter(|id| id.starts_with(prefix)).count()
+    }
+
+    /// Stops the clients; returns what was acknowledged and refused.
+    fn finish(self) -> (BTreeSet<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.join().expect("client thread");
+        }
+        let acknowledged = self.acknowledged.lock().expect("lock").iter().cloned().collect();
+        let refused = self.refused.lock().expect("lock").clone();
+        (acknowledged, refused)
+    }
 }
 
 /// Per Message-ID, how often the sink got it and from which addresses.
@@ -300,35 +332,9 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
     let mut b = leased_node(&server, net, 2, "");
     let c = leased_node(&server, net, 3, "");
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = load(
-        a.smtp,
-        4,
-        "a",
-        acknowledged.clone(),
-        refused.clone(),
-        stop.clone(),
-    );
-    clients.extend(load(
-        b.smtp,
-        4,
-        "b",
-        acknowledged.clone(),
-        refused.clone(),
-        stop.clone(),
-    ));
+    let load = Load::start(&[(a.smtp, "a"), (b.smtp, "b")], 4);
 
-    let busy = wait_until(Duration::from_secs(60), || {
-        acknowledged
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|id| id.starts_with("b."))
-            .count()
-            >= 100
-    });
+    let busy = wait_until(Duration::from_secs(60), || load.acknowledged_with("b.") >= 100);
     assert!(
         busy,
         "B got too few 250s to make the test meaningful\n{}",
@@ -354,11 +360,7 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
     let killed = Instant::now();
     // A goes on taking mail while B's work waits for its leases to lapse.
     pause(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().expect("client thread");
-    }
-    let acknowledged: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
+    let (acknowledged, _) = load.finish();
     let from_b = acknowledged.iter().filter(|id| id.starts_with("b.")).count();
     let all_there = wait_until(Duration::from_secs(90), || {
         let seen = sink_deliveries(&sink);
@@ -449,47 +451,20 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let a = leased_node(&server, net, 1, &relay_objects(&sink));
     let b = leased_node(&server, net, 2, "");
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = load(
-        a.smtp,
-        3,
-        "a",
-        acknowledged.clone(),
-        refused.clone(),
-        stop.clone(),
-    );
-    clients.extend(load(
-        b.smtp,
-        3,
-        "b",
-        acknowledged.clone(),
-        refused.clone(),
-        stop.clone(),
-    ));
-    assert!(wait_until(Duration::from_secs(60), || acknowledged
-        .lock()
-        .expect("lock")
-        .len()
-        >= 100));
+    let load = Load::start(&[(a.smtp, "a"), (b.smtp, "b")], 3);
+    assert!(wait_until(Duration::from_secs(60), || load.acknowledged_with("") >= 100));
     server.stop().expect("stop PostgreSQL");
     pause(Duration::from_secs(3));
     server.start_again().expect("start PostgreSQL again");
-    let restarted = acknowledged.lock().expect("lock").len();
+    let restarted = load.acknowledged_with("");
     assert!(
-        wait_until(Duration::from_secs(30), || {
-            acknowledged.lock().expect("lock").len() >= restarted + 100
-        }),
+        wait_until(Duration::from_secs(30), || load.acknowledged_with("")
+            >= restarted + 100),
         "the nodes do not accept again\nA: {}\nB: {}",
         a.log(),
         b.log()
     );
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().expect("client thread");
-    }
-    let refused = refused.lock().expect("lock").clone();
+    let (acknowledged, refused) = load.finish();
     assert!(!refused.is_empty(), "no client saw the database away");
     assert!(
         refused
@@ -497,7 +472,6 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
             .all(|reply| reply.starts_with("451") && reply.contains("4.3.0")),
         "{refused:?}"
     );
-    let acknowledged: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
     let all_there = wait_until(Duration::from_secs(60), || {
         let seen = sink_deliveries(&sink);
         acknowledged.iter().all(|id| seen.contains_key(id))
