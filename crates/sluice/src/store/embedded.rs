@@ -394,16 +394,7 @@ fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
 }
 
 fn content_bytes(job: &Job) -> usize {
-    job.writes
-        .iter()
-        .map(|write| match write {
-            Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
-                content.len()
-            }
-            Write::Spool(SpoolWrite::EnqueueCopy { content, .. }) => content.len(),
-            _ => 0,
-        })
-        .sum()
+    job.writes.iter().map(Write::content_len).sum()
 }
 
 fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), StoreError> {

@@ -53,6 +53,20 @@ pub enum Write {
     DkimKeys(Vec<crate::auth::keys::StoredKey>),
 }
 
+impl Write {
+    /// Message content this write carries: what a group commit counts
+    /// against its content budget.
+    pub fn content_len(&self) -> usize {
+        match self {
+            Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
+                content.len()
+            }
+            Write::Spool(SpoolWrite::EnqueueCopy { content, .. }) => content.len(),
+            _ => 0,
+        }
+    }
+}
+
 pub use crate::queue::Page;
 
 impl From<StoreError> for SpoolError {

@@ -419,16 +419,7 @@ async fn write_loop(
 }
 
 fn content_bytes(job: &Job) -> usize {
-    job.writes
-        .iter()
-        .map(|write| match write {
-            Write::Spool(SpoolWrite::Enqueue(_, content) | SpoolWrite::Quarantine(_, content)) => {
-                content.len()
-            }
-            Write::Spool(SpoolWrite::EnqueueCopy { content, .. }) => content.len(),
-            _ => 0,
-        })
-        .sum()
+    job.writes.iter().map(Write::content_len).sum()
 }
 
 fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
