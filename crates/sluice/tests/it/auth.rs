@@ -3,7 +3,9 @@
 //! sluice signs and signs what sluice verifies; dnsmasq serves the SPF,
 //! DKIM and DMARC records. Nets 162-164.
 
-use crate::support::{swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink, SinkMessage, SwaksRun};
+use crate::support::{
+    on_prem_relay, swaks, wait_until, Dns, Net, Node, NodeOptions, Record, Sink, SinkMessage, SwaksRun,
+};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -119,27 +121,8 @@ fn signatures_sluice_makes_verify_in_dkimpy_through_a_key_rotation() {
     let sink = Sink::start(net.ip(SINK));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[accepted_domain]]
-name = "northwind.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Internet"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &(on_prem_relay(net.ip(ON_PREM), "Internet", "*", sink.addr)
+            + "\n[[accepted_domain]]\nname = \"northwind.test\"\n"),
     ));
     let printed = node.cli_ok(&["dkim", "new", "contoso.test"]);
     assert!(

@@ -5,7 +5,9 @@
 //! clear, and an unsigned zone falls back to opportunistic TLS even with
 //! a TLSA record that would not match. Net 200.
 
-use crate::support::{swaks, Bind, Net, Node, NodeOptions, Postfix, Sink, TestCa, Zones};
+use crate::support::{
+    contoso_with_on_prem, swaks, Bind, Net, Node, NodeOptions, Postfix, Sink, TestCa, Zones,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
@@ -109,21 +111,7 @@ _25._tcp.mx.clear IN TLSA 3 1 1 {good}
         },
     );
 
-    let mut options = NodeOptions::new(
-        net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{}/32"]
-"#,
-            net.ip(ON_PREM)
-        ),
-    );
+    let mut options = NodeOptions::new(net.ip(NODE), &contoso_with_on_prem(net.ip(ON_PREM)));
     options.dns = Some(bind.addr);
     options.mx_port = Some(mx_port);
     options.dnssec_trust_anchor = Some(bind.trust_anchor.clone());

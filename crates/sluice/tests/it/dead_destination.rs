@@ -3,7 +3,7 @@
 //! without a connection per message, and it all goes when the host
 //! answers. Net 180.
 
-use crate::support::{pause, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
+use crate::support::{on_prem_relay, pause, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
 use std::time::Duration;
 
 const NODE: u8 = 1;
@@ -20,23 +20,7 @@ fn a_dead_smart_host_gets_probes_not_a_connection_per_message_and_its_mail_goes_
     let net = Net(180);
     // Nothing listens here until the sink starts: connections are refused.
     let smart_host = net.addr(SMART_HOST);
-    let objects = format!(
-        r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{}/32"]
-
-[[outbound_connector]]
-name = "Smart host"
-recipient_domains = ["*"]
-smart_hosts = ["{smart_host}"]
-"#,
-        net.ip(ON_PREM)
-    );
+    let objects = on_prem_relay(net.ip(ON_PREM), "Smart host", "*", smart_host);
     let mut options = NodeOptions::new(net.ip(NODE), &objects);
     options.delivery_extra = vec![
         "destination_down_after = 3".into(),

@@ -5,7 +5,7 @@
 //! exact-data-match sets loaded from CSV with `sluice edm load` and matched
 //! by a rule. Nets 160-161.
 
-use crate::support::{swaks, Net, Node, NodeOptions, Sink};
+use crate::support::{on_prem_relay, swaks, Net, Node, NodeOptions, Sink};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -45,24 +45,7 @@ fn api(node: &Node, method: &str, path: &str, content_type: &str, body: &str) ->
 fn relay_node(net: Net, sink: &Sink) -> Node {
     Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Internet"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &on_prem_relay(net.ip(ON_PREM), "Internet", "*", sink.addr),
     ))
 }
 

@@ -3,7 +3,7 @@
 //! this node, its Status the server's own enhanced code (nets 50 and 222);
 //! success reports and client values that cannot add fields (net 214).
 
-use crate::support::{swaks, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
+use crate::support::{on_prem_relay, swaks, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::time::Duration;
 
@@ -17,25 +17,7 @@ fn bounce(net: Net, refusal: &str) -> (Node, Sink, Vec<u8>) {
     let destination = Sink::refusing_rcpt(net.ip(DESTINATION), refusal);
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-type = "authoritative"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Fabrikam"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{destination}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            destination = destination.addr
-        ),
+        &on_prem_relay(net.ip(ON_PREM), "Fabrikam", "fabrikam.test", destination.addr),
     ));
     let on_prem = net.ip(ON_PREM).to_string();
     let run = swaks(

@@ -4,7 +4,7 @@
 //! start again while the quarantine's size is read back from the store.
 //! Net 237.
 
-use crate::support::{swaks, wait_until, Net, Node, NodeOptions, Sink};
+use crate::support::{on_prem_relay, swaks, wait_until, Net, Node, NodeOptions, Sink};
 use std::time::Duration;
 
 const NODE: u8 = 1;
@@ -41,20 +41,7 @@ fn metrics_count_what_the_node_recorded() {
     let node_options = NodeOptions::new(
         net.ip(NODE),
         &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Fabrikam"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{destination}"]
-
+            r#"{relay}
 [[rule]]
 name = "No casinos"
 [rule.conditions]
@@ -69,8 +56,7 @@ subject_or_body_contains = ["invoice"]
 [rule.actions]
 quarantine = true
 "#,
-            on_prem = net.ip(ON_PREM),
-            destination = destination.addr
+            relay = on_prem_relay(net.ip(ON_PREM), "Fabrikam", "fabrikam.test", destination.addr),
         ),
     );
     let mut node = Node::start(node_options);

@@ -8,7 +8,9 @@
 //! `sluice tlsrpt send` mails the RFC 8460 report to the `rua` of each
 //! domain's `_smtp._tls` record. Net 201.
 
-use crate::support::{swaks, Dns, Net, Node, NodeOptions, PolicyServer, Postfix, Record, Sink, TestCa};
+use crate::support::{
+    contoso_with_on_prem, swaks, Dns, Net, Node, NodeOptions, PolicyServer, Postfix, Record, Sink, TestCa,
+};
 use mail_parser::MimeHeaders;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -166,21 +168,7 @@ fn enforce_mismatch_defers_testing_delivers_and_policies_survive_restart() {
     let reports = Sink::start_on(SocketAddr::new(net.ip(REPORTS_MX).into(), mx_port));
     let dns = Dns::start(net.ip(DNS), &records);
 
-    let mut options = NodeOptions::new(
-        net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{}/32"]
-"#,
-            net.ip(ON_PREM)
-        ),
-    );
+    let mut options = NodeOptions::new(net.ip(NODE), &contoso_with_on_prem(net.ip(ON_PREM)));
     options.dns = Some(dns.addr);
     options.mx_port = Some(mx_port);
     options.extra_ca = Some(ca_file);

@@ -2,7 +2,7 @@
 //! goes to the host its MX names, on `delivery.mx_port`, falling back to
 //! the next preference when the best MX refuses connections. Net 20.
 
-use crate::support::{free_port, swaks, Dns, Net, Node, NodeOptions, Record, Sink};
+use crate::support::{contoso_with_on_prem, free_port, swaks, Dns, Net, Node, NodeOptions, Record, Sink};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -51,21 +51,7 @@ fn relays_by_mx_records_from_test_resolver() {
             },
         ],
     );
-    let mut options = NodeOptions::new(
-        net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{}/32"]
-"#,
-            net.ip(ON_PREM)
-        ),
-    );
+    let mut options = NodeOptions::new(net.ip(NODE), &contoso_with_on_prem(net.ip(ON_PREM)));
     options.dns = Some(dns.addr);
     options.mx_port = Some(mx_port);
     let node = Node::start(options);

@@ -4,7 +4,7 @@
 //! rights follow the objects in force at each MAIL FROM.
 //! Nets 30, 165 and 221.
 
-use crate::support::{swaks, Net, Node, NodeOptions, RawSmtp, Sink};
+use crate::support::{on_prem_relay, swaks, Net, Node, NodeOptions, RawSmtp, Sink};
 use std::time::Duration;
 
 const NODE: u8 = 1;
@@ -18,24 +18,7 @@ fn anonymous_relay_is_refused_and_on_prem_relay_is_delivered() {
     let sink = Sink::start(net.ip(SMART_HOST));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Everything"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &on_prem_relay(net.ip(ON_PREM), "Everything", "*", sink.addr),
     ));
     let send = |source: u8, from: &str| {
         let source = net.ip(source).to_string();
@@ -101,25 +84,7 @@ fn star_connector_never_takes_mail_for_an_authoritative_domain() {
     let sink = Sink::start(net.ip(SMART_HOST));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-type = "authoritative"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Smart host"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &on_prem_relay(net.ip(ON_PREM), "Smart host", "*", sink.addr),
     ));
     let send = |source: u8, from: &str, to: &str| {
         let source = net.ip(source).to_string();
@@ -208,24 +173,7 @@ fn removing_the_on_prem_connector_ends_relay_in_an_open_session() {
     let sink = Sink::start(net.ip(SMART_HOST));
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Everything"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &on_prem_relay(net.ip(ON_PREM), "Everything", "*", sink.addr),
     ));
     let (mut client, greeting) = RawSmtp::connect_from(node.smtp, net.ip(ON_PREM)).expect("connect");
     assert_eq!(greeting.code, 220, "{greeting:?}");

@@ -4,7 +4,10 @@
 //! differently treated copies, an in-session reject, and quarantine
 //! release/delete. Nets 110-115.
 
-use crate::support::{pause, swaks, wait_until, Net, Node, NodeOptions, Sink, SinkMessage, SwaksRun};
+use crate::support::{
+    contoso_with_on_prem, on_prem_relay, pause, swaks, wait_until, Net, Node, NodeOptions, Sink, SinkMessage,
+    SwaksRun,
+};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -41,24 +44,7 @@ fn timeline(events: &[Value]) -> Vec<(String, String)> {
 fn relay_node(net: Net, sink: &Sink, rules: &str) -> Node {
     Node::start(NodeOptions::new(
         net.ip(NODE),
-        &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Internet"
-recipient_domains = ["*"]
-smart_hosts = ["{sink}"]
-{rules}"#,
-            on_prem = net.ip(ON_PREM),
-            sink = sink.addr
-        ),
+        &(on_prem_relay(net.ip(ON_PREM), "Internet", "*", sink.addr) + rules),
     ))
 }
 
@@ -299,15 +285,7 @@ fn one_message_forks_into_internal_and_external_copies() {
     let node = Node::start(NodeOptions::new(
         net.ip(NODE),
         &format!(
-            r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
+            r#"{contoso}
 [[outbound_connector]]
 name = "To partner"
 smart_hosts = ["{sink}"]
@@ -321,7 +299,7 @@ sent_to_scope = "not_in_organization"
 route_via_connector = "To partner"
 prepend_subject = "[EXT] "
 "#,
-            on_prem = net.ip(ON_PREM),
+            contoso = contoso_with_on_prem(net.ip(ON_PREM)),
             sink = sink.addr
         ),
     ));

@@ -2,7 +2,7 @@
 //! fabrikam.test through a smart host that defers every recipient, and the
 //! next retry is an hour away, so only the test's own verbs move an entry.
 
-use super::{swaks, Net, Node, NodeOptions, Sink};
+use super::{on_prem_relay, swaks, Net, Node, NodeOptions, Sink};
 
 /// The node's address in the test's net.
 const NODE: u8 = 1;
@@ -27,24 +27,7 @@ impl DeferringRelay {
         );
         let mut options = NodeOptions::new(
             net.ip(NODE),
-            &format!(
-                r#"
-[[accepted_domain]]
-name = "contoso.test"
-
-[[inbound_connector]]
-name = "On-prem"
-type = "on_premises"
-sender_ip_addresses = ["{on_prem}/32"]
-
-[[outbound_connector]]
-name = "Fabrikam"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{destination}"]
-"#,
-                on_prem = net.ip(ON_PREM),
-                destination = destination.addr
-            ),
+            &on_prem_relay(net.ip(ON_PREM), "Fabrikam", "fabrikam.test", destination.addr),
         );
         // Far enough out that only a manual retry attempts again in a test.
         options.retry = vec!["1h".to_string()];

@@ -26,7 +26,7 @@ pub use bind::{Bind, Zones};
 pub use deferring::DeferringRelay;
 pub use dns::{Dns, Record};
 pub use https::PolicyServer;
-pub use node::{Node, NodeOptions};
+pub use node::{contoso_with_on_prem, on_prem_relay, Node, NodeOptions};
 pub use postfix::{OnPremOptions, Postfix};
 pub use process::Guarded;
 pub use sink::{Sink, SinkMessage};

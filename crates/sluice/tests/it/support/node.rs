@@ -76,6 +76,41 @@ impl NodeOptions {
     }
 }
 
+/// The objects most tests start from: contoso.test accepted, and relay
+/// granted to the on-premises server at `on_prem` by its address.
+pub fn contoso_with_on_prem(on_prem: Ipv4Addr) -> String {
+    format!(
+        r#"
+[[accepted_domain]]
+name = "contoso.test"
+
+[[inbound_connector]]
+name = "On-prem"
+type = "on_premises"
+sender_ip_addresses = ["{on_prem}/32"]
+"#
+    )
+}
+
+/// [`contoso_with_on_prem`] plus one outbound connector, `connector`, that
+/// sends mail for `recipient_domains` (one pattern) through `smart_host`.
+pub fn on_prem_relay(
+    on_prem: Ipv4Addr,
+    connector: &str,
+    recipient_domains: &str,
+    smart_host: impl std::fmt::Display,
+) -> String {
+    format!(
+        r#"{}
+[[outbound_connector]]
+name = "{connector}"
+recipient_domains = ["{recipient_domains}"]
+smart_hosts = ["{smart_host}"]
+"#,
+        contoso_with_on_prem(on_prem)
+    )
+}
+
 /// A running node. Drop kills it (and prints its log if the test failed).
 pub struct Node {
     pub smtp: SocketAddr,
