@@ -9,6 +9,10 @@
 //! with and changes nothing if the fence moved on: a node that lost its
 //! lease cannot overwrite the work of the node that took it over.
 //!
+//! A write computed from a message as read (an outcome, an administrator's
+//! action) also names the row's revision it read, and is refused when the
+//! row was written since ([`check`]).
+//!
 //! Times are the database's clock (`now` is `None`), so nodes with skewed
 //! clocks agree on when a lease lapses; tests pass their own.
 
@@ -22,6 +26,30 @@ pub struct Claim {
     pub message_id: String,
     /// The fence this claim holds; outcomes must present it.
     pub fence: i64,
+}
+
+/// What a write of one message was computed from (see
+/// [`crate::queue::Guard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// Queue id of the message.
+    pub message_id: String,
+    /// The row's revision when it was read.
+    pub revision: i64,
+    /// The fence of the claim held, for an attempt's outcome.
+    pub fence: Option<i64>,
+}
+
+/// Whether a guarded write may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// It may: the row is as read and the claim (if any) still holds, now
+    /// settled.
+    Holds,
+    /// The claim's fence moved on: another node claimed the message.
+    LeaseLost,
+    /// The row was written or removed since it was read.
+    Changed,
 }
 
 /// The database's clock in ms, unless the caller gives one.
@@ -136,6 +164,38 @@ pub async fn settle(client: &impl GenericClient, claim: &Claim) -> Result<bool, 
         .await
         .map_err(err)?;
     Ok(updated == 1)
+}
+
+/// Locks the row of `guard` until the transaction ends and says whether
+/// the guarded write may go ahead; with a claim that holds, ends its lease
+/// (in the same transaction as the write, so both or neither happen).
+pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT fence, revision FROM spool_message WHERE id = $1 FOR UPDATE",
+            &[&guard.message_id],
+        )
+        .await
+        .map_err(err)?;
+    let Some(row) = row else {
+        return Ok(Check::Changed);
+    };
+    if let Some(fence) = guard.fence {
+        if row.get::<_, i64>(0) != fence {
+            return Ok(Check::LeaseLost);
+        }
+    }
+    if row.get::<_, i64>(1) != guard.revision {
+        return Ok(Check::Changed);
+    }
+    if let Some(fence) = guard.fence {
+        let claim = Claim {
+            message_id: guard.message_id.clone(),
+            fence,
+        };
+        settle(client, &claim).await?;
+    }
+    Ok(Check::Holds)
 }
 
 /// Gives claims back before their lease lapses (nothing was attempted).

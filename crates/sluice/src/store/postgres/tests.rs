@@ -31,6 +31,7 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }])])
         .await
         .unwrap();
@@ -116,6 +117,7 @@ async fn a_failed_batch_is_reported_to_every_waiter_and_leaves_nothing() {
         connector: None,
         remote_host: None,
         detail: None,
+        node: None,
     };
     let result = store
         .commit(vec![
@@ -458,9 +460,14 @@ async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_out
     assert!(taken[0].fence > claimed[0].fence);
     assert!(b.renew(&claimed, &lease("b")).unwrap().is_empty());
     // b's late outcome is refused whole; a's is written and ends the lease.
+    let under = |claim: &crate::queue::Claim| Guard {
+        id: id.clone(),
+        revision: Revision(0),
+        claim: Some(claim.clone()),
+    };
     let late = b
-        .commit_claimed(
-            &claimed[0],
+        .commit_guarded(
+            &under(&claimed[0]),
             vec![
                 SpoolWrite::Remove(id.clone()),
                 SpoolWrite::Trace(vec![crate::queue::event(
@@ -473,12 +480,12 @@ async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_out
             ],
         )
         .await;
-    assert!(late.unwrap_err().0.contains(LEASE_LOST));
+    assert_eq!(late.unwrap_err(), SpoolError::LeaseLost);
     assert!(a.entry(&id).unwrap().is_some());
     assert!(a.trace_events(0).unwrap().is_empty());
     let mut deferred = waiting("w1", 5000);
     deferred.recipients[0].attempts = 1;
-    a.commit_claimed(&taken[0], vec![SpoolWrite::Update(deferred.clone())])
+    a.commit_guarded(&under(&taken[0]), vec![SpoolWrite::Update(deferred.clone())])
         .await
         .unwrap();
     assert_eq!(b.entry(&id).unwrap(), Some(deferred));
@@ -504,6 +511,7 @@ async fn writes_submitted_before_the_store_is_dropped_are_committed() {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }])]);
     }
     drop(store);
@@ -518,4 +526,98 @@ async fn writes_submitted_before_the_store_is_dropped_are_committed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count, 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_computed_from_a_stale_read_is_refused_and_the_claim_still_holds() {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let a = PostgresStore::connect(&url, "a").unwrap();
+    let b = PostgresStore::connect(&url, "b").unwrap();
+    let id = QueueId("r1".into());
+    a.commit_spool(vec![SpoolWrite::Enqueue(waiting("r1", 1000), b"x".to_vec())])
+        .await
+        .unwrap();
+    let lease = Lease {
+        owner: "b".into(),
+        for_ms: 60_000,
+    };
+    let claim = b.claim(std::slice::from_ref(&id), &lease).unwrap().remove(0);
+    // b's attempt and a's administrator read the same revision.
+    let (attempted, read) = b.entry_revised(&id).unwrap().unwrap();
+    let (mut held, admin_read) = a.entry_revised(&id).unwrap().unwrap();
+    assert_eq!(read, admin_read);
+    held.hold = crate::queue::Hold::Held;
+    let admin = Guard {
+        id: id.clone(),
+        revision: admin_read,
+        claim: None,
+    };
+    a.commit_guarded(&admin, vec![SpoolWrite::Update(held.clone())])
+        .await
+        .unwrap();
+    // A second write from the same stale read is refused: it would undo the first.
+    assert_eq!(
+        a.commit_guarded(&admin, vec![SpoolWrite::Update(attempted.clone())])
+            .await
+            .unwrap_err(),
+        SpoolError::Changed
+    );
+    // b's outcome, computed from the entry before the hold, is refused
+    // whole (its trace event too) and b keeps its claim.
+    let mut delivered = attempted.clone();
+    delivered.recipients[0].status = crate::queue::RecipientStatus::Delivered {
+        reply: "250 ok".into(),
+        host: None,
+    };
+    let outcome = |revision: Revision| Guard {
+        id: id.clone(),
+        revision,
+        claim: Some(claim.clone()),
+    };
+    let event = crate::queue::event(&attempted, crate::trace::TraceKind::Delivered, None, None, None);
+    let refused = b
+        .commit_guarded(
+            &outcome(read),
+            vec![
+                SpoolWrite::Trace(vec![event.clone()]),
+                SpoolWrite::Update(delivered.clone()),
+            ],
+        )
+        .await;
+    assert_eq!(refused.unwrap_err(), SpoolError::Changed);
+    assert!(b.trace_events(0).unwrap().is_empty());
+    assert_eq!(b.leased().unwrap(), [("b".to_string(), 1)]);
+    // Made again on the entry as it is now: the hold and the delivery both stand.
+    let (now_stored, now_at) = b.entry_revised(&id).unwrap().unwrap();
+    assert!(now_at > read);
+    assert_eq!(now_stored.hold, crate::queue::Hold::Held);
+    let mut merged = now_stored;
+    merged.recipients[0].status = delivered.recipients[0].status.clone();
+    b.commit_guarded(
+        &outcome(now_at),
+        vec![SpoolWrite::Trace(vec![event]), SpoolWrite::Update(merged.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.entry(&id).unwrap(), Some(merged));
+    assert!(a.leased().unwrap().is_empty(), "the outcome ended the lease");
+    assert_eq!(a.trace_events(0).unwrap().len(), 1);
+    // A deletion wins: an outcome written after it is refused, never resurrects it.
+    let (_, last) = a.entry_revised(&id).unwrap().unwrap();
+    let deletion = Guard {
+        id: id.clone(),
+        revision: last,
+        claim: None,
+    };
+    a.commit_guarded(&deletion, vec![SpoolWrite::Remove(id.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.commit_guarded(&outcome(last), vec![SpoolWrite::Update(delivered)])
+            .await
+            .unwrap_err(),
+        SpoolError::Changed
+    );
+    assert_eq!(a.entry(&id).unwrap(), None);
 }
