@@ -25,6 +25,8 @@ pub mod scratch;
 pub mod spool;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 use super::{Commit, Page, Store, StoreError, Write};

@@ -8,7 +8,7 @@ use super::*;
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType};
 use std::collections::BTreeSet;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+pub(super) async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
