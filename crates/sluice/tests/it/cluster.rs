@@ -424,6 +424,31 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
         kinds.contains(&"received") && kinds.contains(&"delivered"),
         "{events:?}"
     );
+    // The timeline names who did what: a message only C delivered was
+    // accepted by A or B (C took no SMTP load).
+    let (by_c, _) = seen
+        .iter()
+        .find(|(_, by)| by.as_slice() == [net.ip(3)])
+        .expect("C delivered");
+    let events = a.trace(&["--message-id", by_c]);
+    let nodes_of = |kind: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .filter_map(|e| e["node"].as_str())
+            .collect()
+    };
+    let accepted_by = match by_c.starts_with("a.") {
+        true => "gw1.cluster.test",
+        false => "gw2.cluster.test",
+    };
+    assert_eq!(nodes_of("received"), [accepted_by], "{events:?}");
+    assert_eq!(nodes_of("delivered"), ["gw3.cluster.test"], "{events:?}");
+    let text = a.cli_ok(&["trace", "--message-id", by_c]);
+    assert!(
+        text.contains(&format!("node={accepted_by}")) && text.contains("node=gw3.cluster.test"),
+        "{text}"
+    );
     let nodes = c.cli_json(&["node", "list", "--json"]);
     let names: Vec<&str> = nodes
         .as_array()
