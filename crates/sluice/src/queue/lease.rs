@@ -296,3 +296,76 @@ pub(super) fn merge_outcome(base: &QueueEntry, outcome: &QueueEntry, stored: Que
     }
     merged
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Address, EnvelopeRecipient, Notify};
+    use crate::queue::{Hold, QueuedRecipient, RecipientStatus};
+
+    fn entry(to: &[&str], due_ms: u64) -> QueueEntry {
+        let mut entry = QueueEntry {
+            id: QueueId("m1".into()),
+            message_id: None,
+            from: crate::message::ReversePath::Null,
+            body: Default::default(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: Vec::new(),
+            size: 3,
+            received_at_ms: 0,
+            expires_at_ms: u64::MAX / 4,
+            hold: Hold::Active,
+            source: crate::queue::Source {
+                peer: "local".into(),
+                helo: String::new(),
+                connector: None,
+            },
+        };
+        for address in to {
+            let recipient = EnvelopeRecipient {
+                address: Address::parse(address).unwrap(),
+                notify: Notify::Never,
+                orcpt: None,
+            };
+            entry
+                .recipients
+                .push(QueuedRecipient::new(&recipient, crate::route::Route::Mx, due_ms));
+        }
+        entry
+    }
+
+    #[test]
+    fn an_outcome_on_top_of_an_administrators_change_keeps_both() {
+        let base = entry(&["a@x.test", "b@y.test", "c@z.test"], 1000);
+        // The attempt delivered a, deferred b, and did not try c.
+        let mut outcome = base.clone();
+        outcome.recipients[0].status = RecipientStatus::Delivered {
+            reply: "250 ok".into(),
+            host: None,
+        };
+        outcome.recipients[0].attempts = 1;
+        outcome.recipients[1].status = RecipientStatus::Deferred {
+            due_ms: 9000,
+            last_error: "451 later".into(),
+            delay_notified: false,
+            scheduled_ms: None,
+            early_attempts: 0,
+        };
+        outcome.recipients[1].attempts = 1;
+        // Meanwhile an administrator held it and made everything due now.
+        let mut stored = base.clone();
+        stored.hold = Hold::Held;
+        for r in &mut stored.recipients {
+            r.status = RecipientStatus::Queued { due_ms: 500 };
+        }
+        let merged = merge_outcome(&base, &outcome, stored.clone());
+        assert_eq!(merged.hold, Hold::Held);
+        assert_eq!(merged.recipients[0], outcome.recipients[0]);
+        assert_eq!(merged.recipients[1], outcome.recipients[1]);
+        assert_eq!(merged.recipients[2], stored.recipients[2]);
+        // Nothing changed meanwhile: the outcome as it is.
+        assert_eq!(merge_outcome(&base, &outcome, base.clone()), outcome);
+    }
+}

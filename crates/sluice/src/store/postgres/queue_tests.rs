@@ -158,10 +158,7 @@ fn who_did_what(events: &[TraceEvent]) -> Vec<(&'static str, &str)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hold_or_delete_on_one_node_while_another_delivers_keeps_both_the_action_and_the_delivery() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    let a = PostgresStore::connect(&url, "a").unwrap();
-    let b = PostgresStore::connect(&url, "b").unwrap();
+    let (_server, _, a, b) = super::tests::two_nodes();
     let peer = Arc::new(Peer::new());
     peer.gated.store(true, Ordering::SeqCst);
     let node_b = start(b.clone(), "b", peer.clone());

@@ -229,16 +229,33 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|m| format!("{prefix}{m:03}")).collect()
 }
 
-#[tokio::test]
-async fn two_connections_never_claim_the_same_message() {
+/// A server of the test's own with the schema applied, its URL, and a
+/// connection to it; `waiting` are spooled, due at `due_ms`. The server
+/// stops when the first value is dropped.
+async fn spool_with(waiting: &[String], due_ms: i64) -> (ScratchPostgres, String, tokio_postgres::Client) {
     let server = ScratchPostgres::start().unwrap();
     let url = server.url("postgres");
     drop(PostgresStore::connect(&url, "a").unwrap());
-    let setup = connect(&url).await;
-    let first = ids("m", 100);
-    for id in &first {
-        spool_message(&setup, id, 100).await;
+    let client = connect(&url).await;
+    for id in waiting {
+        spool_message(&client, id, due_ms).await;
     }
+    (server, url, client)
+}
+
+/// A server of the test's own and the stores of two nodes on it, `a` and `b`.
+pub(super) fn two_nodes() -> (ScratchPostgres, String, Arc<PostgresStore>, Arc<PostgresStore>) {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let a = PostgresStore::connect(&url, "a").unwrap();
+    let b = PostgresStore::connect(&url, "b").unwrap();
+    (server, url, a, b)
+}
+
+#[tokio::test]
+async fn two_connections_never_claim_the_same_message() {
+    let first = ids("m", 100);
+    let (_server, url, setup) = spool_with(&first, 100).await;
 
     // A claim still open (its transaction holds the row locks) hides its
     // rows from the other connection: SKIP LOCKED, no waiting.
@@ -296,12 +313,8 @@ async fn two_connections_never_claim_the_same_message() {
 
 #[tokio::test]
 async fn a_stale_fence_cannot_overwrite_the_new_owner() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    drop(PostgresStore::connect(&url, "a").unwrap());
-    let client = connect(&url).await;
-    spool_message(&client, "m1", 0).await;
     let m1 = ["m1".to_string()];
+    let (_server, _, client) = spool_with(&m1, 0).await;
 
     let first = spool::claim(&client, "a", &m1, 60_000, Some(1000)).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -351,14 +364,8 @@ async fn a_stale_fence_cannot_overwrite_the_new_owner() {
 
 #[tokio::test]
 async fn release_frees_leases_and_a_restarted_node_reclaims_its_own() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    drop(PostgresStore::connect(&url, "a").unwrap());
-    let client = connect(&url).await;
     let both = ids("m", 2);
-    for id in &both {
-        spool_message(&client, id, 0).await;
-    }
+    let (_server, _, client) = spool_with(&both, 0).await;
     let claims = spool::claim(&client, "a", &both, 60_000, Some(1000))
         .await
         .unwrap();
@@ -407,10 +414,7 @@ fn waiting(id: &str, due_ms: u64) -> QueueEntry {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_outcome() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    let a = PostgresStore::connect(&url, "a").unwrap();
-    let b = PostgresStore::connect(&url, "b").unwrap();
+    let (_server, url, a, b) = two_nodes();
     let mut news = b.news().expect("a shared spool has news");
     let lease = |owner: &str| Lease {
         owner: owner.into(),
@@ -530,10 +534,7 @@ async fn writes_submitted_before_the_store_is_dropped_are_committed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_computed_from_a_stale_read_is_refused_and_the_claim_still_holds() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    let a = PostgresStore::connect(&url, "a").unwrap();
-    let b = PostgresStore::connect(&url, "b").unwrap();
+    let (_server, _, a, b) = two_nodes();
     let id = QueueId("r1".into());
     a.commit_spool(vec![SpoolWrite::Enqueue(waiting("r1", 1000), b"x".to_vec())])
         .await
