@@ -550,6 +550,12 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
     let mut new_messages = NewMessages::default();
     let mut refused = Vec::new();
     let mut arrivals = Vec::new();
+    let mut written: Vec<&str> = batch.iter().flat_map(rows_written).collect();
+    if !written.is_empty() {
+        written.sort_unstable();
+        written.dedup();
+        spool::lock(&*txn, &written).await?;
+    }
     for (n, job) in batch.iter_mut().enumerate() {
         if let Some(guard) = &job.guard {
             // Writes of earlier jobs to the same row come first.
@@ -725,6 +731,18 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
     }
     txn.commit().await.map_err(err)?;
     Ok(refused)
+}
+
+/// The queued messages whose rows `job` changes (its guard's, those it
+/// updates or removes): the writer locks them all first, in order.
+fn rows_written(job: &Job) -> impl Iterator<Item = &str> {
+    let guarded = job.guard.iter().map(|guard| guard.message_id.as_str());
+    let changed = job.writes.iter().filter_map(|write| match write {
+        Write::Spool(SpoolWrite::Update(entry)) => Some(entry.id.0.as_str()),
+        Write::Spool(SpoolWrite::Remove(id)) => Some(id.0.as_str()),
+        _ => None,
+    });
+    guarded.chain(changed)
 }
 
 /// One announcement of new mail: who stored it, and its due index rows.

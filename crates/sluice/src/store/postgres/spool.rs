@@ -71,27 +71,49 @@ fn claim_sql() -> String {
     )
 }
 
+// Every statement that locks several rows of spool_message (renewal,
+// release, the writer's transaction: `lock`) takes them in id order: two
+// of them taking the same rows in different orders deadlock, and
+// PostgreSQL then aborts one; when that was the writer's, every write of
+// its batch failed (outcomes lost, so attempted again; acceptances
+// refused). Claims skip locked rows and never wait.
+
 fn renew_sql() -> String {
     format!(
-        "UPDATE spool_message AS m SET lease_expires_at_ms = {NOW} + $4
-        FROM unnest($2::text[], $5::bigint[]) AS c(id, fence)
-        WHERE m.id = c.id AND m.fence = c.fence AND m.lease_owner = $3
+        "WITH mine AS (
+            SELECT m.id FROM spool_message AS m, unnest($2::text[], $5::bigint[]) AS c(id, fence)
+            WHERE m.id = c.id AND m.fence = c.fence AND m.lease_owner = $3
+            ORDER BY m.id
+            FOR UPDATE OF m
+        )
+        UPDATE spool_message AS m SET lease_expires_at_ms = {NOW} + $4
+        FROM mine WHERE m.id = mine.id
         RETURNING m.id"
     )
 }
+
+const LOCK: &str = "SELECT id FROM spool_message WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 
 const SETTLE: &str = "\
 UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
 WHERE id = $1 AND fence = $2";
 
 const RELEASE: &str = "\
+WITH given AS (
+    SELECT m.id FROM spool_message AS m, unnest($1::text[], $2::bigint[]) AS c(id, fence)
+    WHERE m.id = c.id AND m.fence = c.fence
+    ORDER BY m.id
+    FOR UPDATE OF m
+)
 UPDATE spool_message AS m SET lease_owner = NULL, lease_expires_at_ms = NULL
-FROM unnest($1::text[], $2::bigint[]) AS c(id, fence)
-WHERE m.id = c.id AND m.fence = c.fence";
+FROM given WHERE m.id = given.id";
 
 const RELEASE_ALL: &str = "\
-UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
-WHERE lease_owner = $1";
+WITH given AS (
+    SELECT id FROM spool_message WHERE lease_owner = $1 ORDER BY id FOR UPDATE
+)
+UPDATE spool_message AS m SET lease_owner = NULL, lease_expires_at_ms = NULL
+FROM given WHERE m.id = given.id";
 
 fn leased_sql() -> String {
     format!(
@@ -196,6 +218,15 @@ pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, 
         settle(client, &claim).await?;
     }
     Ok(Check::Holds)
+}
+
+/// Locks the rows of `ids` that exist until the transaction ends, in id
+/// order like every statement here that locks several rows: a transaction
+/// that writes several rows takes them all first, so it never deadlocks
+/// with a renewal or another node's writer.
+pub async fn lock(client: &impl GenericClient, ids: &[&str]) -> Result<(), StoreError> {
+    client.query(LOCK, &[&ids]).await.map_err(err)?;
+    Ok(())
 }
 
 /// Gives claims back before their lease lapses (nothing was attempted).

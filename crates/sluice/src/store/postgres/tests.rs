@@ -622,3 +622,51 @@ async fn a_write_computed_from_a_stale_read_is_refused_and_the_claim_still_holds
     );
     assert_eq!(a.entry(&id).unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_and_outcome_batches_over_the_same_rows_never_deadlock() {
+    let (_server, _, a, _b) = two_nodes();
+    let ids: Vec<QueueId> = ids("d", 40).into_iter().map(QueueId).collect();
+    a.commit_spool(
+        ids.iter()
+            .map(|id| SpoolWrite::Enqueue(waiting(&id.0, 1000), b"x".to_vec()))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let lease = Lease {
+        owner: "a".into(),
+        for_ms: 60_000,
+    };
+    let claims = a.claim(&ids, &lease).unwrap();
+    assert_eq!(claims.len(), ids.len());
+    for round in 0..40 {
+        // The writer gets the rows in an order that changes every round,
+        // while renewals of all of them run.
+        let mut order = ids.clone();
+        order.rotate_left(round * 7 % ids.len());
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let renewals: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, claims, lease) = (a.clone(), claims.clone(), lease.clone());
+                tokio::task::spawn_blocking(move || store.renew(&claims, &lease))
+            })
+            .collect();
+        let commits: Vec<_> = order
+            .iter()
+            .map(|id| {
+                let mut entry = waiting(&id.0, 2000 + round as u64);
+                entry.recipients[0].attempts = round as u32;
+                a.commit_spool(vec![SpoolWrite::Update(entry)])
+            })
+            .collect();
+        for commit in commits {
+            commit.await.expect("an outcome batch failed");
+        }
+        for renewal in renewals {
+            assert_eq!(renewal.await.unwrap().expect("a renewal failed").len(), ids.len());
+        }
+    }
+}
