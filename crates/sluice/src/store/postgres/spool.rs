@@ -188,36 +188,36 @@ pub async fn settle(client: &impl GenericClient, claim: &Claim) -> Result<bool, 
     Ok(updated == 1)
 }
 
-/// Locks the row of `guard` until the transaction ends and says whether
-/// the guarded write may go ahead; with a claim that holds, ends its lease
-/// (in the same transaction as the write, so both or neither happen).
+/// Says whether the guarded write may go ahead (its row locked until the
+/// transaction ends); with a claim that holds, ends its lease in the same
+/// transaction as the write, so both or neither happen. One statement when
+/// it may; a second says why not.
 pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT fence, revision FROM spool_message WHERE id = $1 FOR UPDATE",
-            &[&guard.message_id],
+    let updated = client
+        .execute(
+            "UPDATE spool_message SET
+                lease_owner = CASE WHEN $2::bigint IS NULL THEN lease_owner END,
+                lease_expires_at_ms = CASE WHEN $2::bigint IS NULL THEN lease_expires_at_ms END
+            WHERE id = $1 AND ($2::bigint IS NULL OR fence = $2) AND revision = $3",
+            &[&guard.message_id, &guard.fence, &guard.revision],
         )
         .await
         .map_err(err)?;
-    let Some(row) = row else {
-        return Ok(Check::Changed);
-    };
-    if let Some(fence) = guard.fence {
-        if row.get::<_, i64>(0) != fence {
-            return Ok(Check::LeaseLost);
-        }
+    if updated == 1 {
+        return Ok(Check::Holds);
     }
-    if row.get::<_, i64>(1) != guard.revision {
-        return Ok(Check::Changed);
-    }
-    if let Some(fence) = guard.fence {
-        let claim = Claim {
-            message_id: guard.message_id.clone(),
-            fence,
-        };
-        settle(client, &claim).await?;
-    }
-    Ok(Check::Holds)
+    let fence = client
+        .query_opt(
+            "SELECT fence FROM spool_message WHERE id = $1",
+            &[&guard.message_id],
+        )
+        .await
+        .map_err(err)?
+        .map(|row| row.get::<_, i64>(0));
+    Ok(match (fence, guard.fence) {
+        (Some(now), Some(claimed)) if now != claimed => Check::LeaseLost,
+        _ => Check::Changed,
+    })
 }
 
 /// Locks the rows of `ids` that exist until the transaction ends, in id
