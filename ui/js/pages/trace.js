@@ -22,6 +22,7 @@ function timeline(events) {
       e.to ? h('span', {}, ` ${e.to}`) : null,
       e.connector ? h('span', { class: 'muted' }, ` · connector ${e.connector}`) : null,
       e.remote_host ? h('span', { class: 'muted' }, ` · ${e.remote_host}`) : null,
+      e.node ? h('span', { class: 'muted node' }, ` · node ${e.node}`) : null,
       e.detail ? h('div', { class: 'detail' }, e.detail) : null))));
 }
 

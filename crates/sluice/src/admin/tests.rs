@@ -215,6 +215,7 @@ fn event(message_id: &str, kind: TraceKind) -> TraceEvent {
         connector: None,
         remote_host: None,
         detail: None,
+        node: None,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct TraceEventView {
     pub remote_host: Option<String>,
     /// A reply, an error, a rule name.
     pub detail: Option<String>,
+    /// The node that recorded the event (on a cluster, which node
+    /// accepted, delivered or acted).
+    pub node: Option<String>,
 }
 
 /// The start of the time range `since` ("30m", "2d") names: that long

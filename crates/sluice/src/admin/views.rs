@@ -48,6 +48,7 @@ pub(crate) fn trace_view(e: crate::trace::TraceEvent) -> TraceEventView {
         connector: e.connector,
         remote_host: e.remote_host,
         detail: e.detail,
+        node: e.node,
     }
 }
 

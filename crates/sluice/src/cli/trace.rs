@@ -86,6 +86,9 @@ fn message_block(key: &str, events: &[&TraceEventView]) -> String {
         if let Some(host) = &event.remote_host {
             notes.push(format!("host={host}"));
         }
+        if let Some(node) = &event.node {
+            notes.push(format!("node={node}"));
+        }
         if let Some(detail) = &event.detail {
             notes.push(detail.clone());
         }
@@ -114,6 +117,7 @@ mod tests {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }
     }
 

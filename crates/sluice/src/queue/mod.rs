@@ -36,8 +36,8 @@ pub use entry::{
 pub use memory::{ContentMemory, MemoryShare};
 pub use quarantine::QuarantineEntry;
 pub use spool::{
-    destination, Claim, Due, DueKey, Lease, Page, ShapeCount, Spool, SpoolCommit, SpoolError, SpoolIndex,
-    SpoolNews, SpoolWrite, LEASE_LOST,
+    destination, Claim, Due, DueKey, Guard, Lease, Page, Revision, ShapeCount, Spool, SpoolCommit,
+    SpoolError, SpoolIndex, SpoolNews, SpoolWrite,
 };
 
 use crate::deliver::{DeliveryAttempt, DeliveryJob, JobRecipient, Outcome};
@@ -235,7 +235,7 @@ struct State {
     in_flight: HashSet<QueueId>,
     destinations: DestinationStates,
     /// Claims this node holds on a shared spool, by entry.
-    claims: HashMap<QueueId, Claim>,
+    claims: HashMap<QueueId, lease::HeldClaim>,
 }
 
 impl State {
@@ -486,9 +486,24 @@ impl Queue {
     /// Applies an administrative action, as postsuper does: a retry never
     /// releases a held entry, and holding a held entry (or releasing an
     /// active one) changes nothing and records no second event.
+    ///
+    /// On a spool other nodes share, the action is made on the entry as
+    /// stored and written only if nobody wrote it since (an attempt's
+    /// outcome, another administrator); else it is made again on the new
+    /// state, so it is never lost and never undoes a delivery.
     pub async fn act(&self, id: &QueueId, action: QueueAction) -> Result<ActResult, QueueError> {
         let _entry = self.entry_lock(id).lock().await;
-        let Some(mut entry) = self.inner.spool.entry(id)? else {
+        for _ in 0..lease::REDO_TRIES {
+            match self.act_once(id, action).await {
+                Err(QueueError::Spool(SpoolError::Changed)) => continue,
+                result => return result,
+            }
+        }
+        Err(SpoolError::Changed.into())
+    }
+
+    async fn act_once(&self, id: &QueueId, action: QueueAction) -> Result<ActResult, QueueError> {
+        let Some((mut entry, revision)) = self.inner.spool.entry_revised(id)? else {
             return Ok(ActResult::Missing);
         };
         let now = self.now_ms();
@@ -520,7 +535,12 @@ impl Queue {
         if let Some(kind) = kind {
             writes.push(SpoolWrite::Trace(vec![event(&entry, kind, None, None, None)]));
         }
-        self.commit(writes).await?;
+        let guard = Guard {
+            id: id.clone(),
+            revision,
+            claim: None,
+        };
+        self.commit_guarded(Some(&guard), writes).await?;
         {
             let mut state = self.state();
             if action == QueueAction::Delete {
@@ -545,7 +565,15 @@ impl Queue {
             let now = self.now_ms();
             let mut changed = Vec::new();
             for mut entry in page.items {
-                if entry.hold == Hold::Held {
+                if self.inner.shared && entry.hold == Hold::Active && entry.next_due_ms().is_some() {
+                    // Other nodes write these entries too: each is retried
+                    // on its stored state (see `act`), one at a time.
+                    match self.act(&entry.id, QueueAction::Retry).await? {
+                        ActResult::Done => result.retried += 1,
+                        ActResult::Held => result.held += 1,
+                        ActResult::Missing | ActResult::Unchanged => {}
+                    }
+                } else if entry.hold == Hold::Held {
                     result.held += 1;
                 } else if entry.next_due_ms().is_some() {
                     retry_now(&mut entry, now);
@@ -727,10 +755,17 @@ impl Queue {
     }
 
     /// Defers the mail of down destinations to their next probe, in
-    /// batches: one read and one commit per batch, no connection.
+    /// batches: one read and one commit per batch, no connection. On a
+    /// shared spool only the entries this node claimed: another node may
+    /// be attempting the others, and the deferral is written under the
+    /// claim like an attempt's outcome.
     async fn park(&self, parked: Vec<(QueueId, Destinations)>) {
         for batch in parked.chunks(BATCH) {
-            let ids: Vec<QueueId> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let asked: Vec<QueueId> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let ids = self.claim_ready(asked).await;
+            if ids.is_empty() {
+                continue;
+            }
             // An administrator's action on one of these waits for the
             // commit (stripes taken in order: no deadlock).
             let mut stripes: Vec<usize> = ids
@@ -747,7 +782,7 @@ impl Queue {
             let read = ids.clone();
             let entries = tokio::task::spawn_blocking(move || {
                 read.iter()
-                    .map(|id| spool.entry(id))
+                    .map(|id| spool.entry_revised(id))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await;
@@ -761,8 +796,9 @@ impl Queue {
                     };
                     tracing::error!(error = %why, "cannot read entries to defer");
                     // Back to the schedule: tried again at the next pass.
-                    let mut state = self.state();
-                    for (id, destinations) in batch {
+                    for (id, destinations) in batch.iter().filter(|(id, _)| ids.contains(id)) {
+                        self.unclaim(id);
+                        let mut state = self.state();
                         state.in_flight.remove(id);
                         state
                             .near
@@ -777,42 +813,83 @@ impl Queue {
             let mut expired = Vec::new();
             {
                 let state = self.state();
-                for entry in entries.into_iter().flatten() {
+                for (entry, revision) in entries.into_iter().flatten() {
                     if entry.hold == Hold::Held {
                         continue;
                     }
                     if now >= entry.expires_at_ms {
-                        // Expiry needs the attempt path (bounce, DSN).
+                        // Expiry needs the attempt path (bounce, DSN),
+                        // under the claim just taken.
                         expired.push(entry.id.clone());
                         continue;
                     }
                     let mut entry = entry;
                     if postpone_blocked(&mut entry, &state.destinations, now) {
-                        changed.push(entry);
+                        changed.push((entry, revision));
                     } else {
                         unchanged.push(entry);
                     }
                 }
             }
-            if !changed.is_empty() {
-                let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
+            let mut refused = Vec::new();
+            if self.inner.shared {
+                // One write per entry, each under its claim: the store
+                // still commits them together.
+                let commits: Vec<_> = changed
+                    .iter()
+                    .map(|(entry, revision)| {
+                        let guard = Guard {
+                            id: entry.id.clone(),
+                            revision: *revision,
+                            claim: self.claim_of(&entry.id),
+                        };
+                        self.commit_guarded(Some(&guard), vec![SpoolWrite::Update(entry.clone())])
+                    })
+                    .collect();
+                for ((entry, _), commit) in changed.iter().zip(commits) {
+                    if let Err(error) = commit.await {
+                        tracing::warn!(id = %entry.id, error = %error, "cannot defer a down destination's mail");
+                        refused.push(entry.id.clone());
+                    }
+                }
+            } else if !changed.is_empty() {
+                let writes = changed
+                    .iter()
+                    .map(|(entry, _)| SpoolWrite::Update(entry.clone()))
+                    .collect();
                 if let Err(error) = self.commit(writes).await {
                     tracing::error!(error = %error, "cannot defer a down destination's mail");
                 }
             }
             tracing::debug!(
-                deferred = changed.len(),
+                deferred = changed.len() - refused.len(),
                 "mail of down destinations deferred in bulk"
             );
+            for id in ids.iter().filter(|id| !expired.contains(id)) {
+                // Written ones ended their lease with the write; the
+                // others are given back.
+                if refused.contains(id) || !changed.iter().any(|(entry, _)| entry.id == *id) {
+                    self.unclaim(id);
+                }
+            }
             let mut state = self.state();
             for id in &ids {
                 if !expired.contains(id) {
                     state.in_flight.remove(id);
+                    state.claims.remove(id);
                 }
             }
-            // Every entry read goes back on its schedule, moved or not.
-            for entry in changed.iter().chain(&unchanged) {
+            // Every entry read goes back on its schedule, moved or not; one
+            // whose write was refused (changed meanwhile) is read again soon.
+            let written = changed
+                .iter()
+                .map(|(entry, _)| entry)
+                .filter(|entry| !refused.contains(&entry.id));
+            for entry in written.chain(&unchanged) {
                 state.schedule(entry);
+            }
+            for id in refused {
+                state.near.put_back(now + 1000, id, Vec::new().into());
             }
             drop(state);
             for id in expired {
@@ -836,13 +913,13 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
-        let mut entry = match self.read_entry(&id).await {
-            Ok(Some(entry))
+        let (mut entry, revision) = match self.read_entry(&id).await {
+            Ok(Some((entry, revision)))
                 if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
             {
-                entry
+                (entry, revision)
             }
-            Ok(Some(entry)) => {
+            Ok(Some((entry, _))) => {
                 // Not due after all (a stale row): back on its real schedule.
                 self.unclaim(&id);
                 self.settle(&id);
@@ -863,6 +940,9 @@ impl Queue {
                 return;
             }
         };
+        // On a shared spool the outcome goes on top of what is stored
+        // when it is written: this is what the attempt started from.
+        let base = self.inner.shared.then(|| entry.clone());
         // Loaded content and its copies on the way out stay within the budget.
         let _memory = self.inner.settings.delivery_memory.reserve(entry.size).await;
         let spool = self.inner.spool.clone();
@@ -907,6 +987,13 @@ impl Queue {
             if postponed {
                 postpone_blocked(&mut entry, &state.destinations, now);
             }
+        }
+        if !self.claim_holds(&id) {
+            // The lease lapsed while the attempt waited (for memory, for
+            // the content): another node may be delivering it already.
+            tracing::warn!(id = %id, "lease lost before delivery; leaving the entry to its new holder");
+            self.settle(&id);
+            return;
         }
         let mut tasks = tokio::task::JoinSet::new();
         let mut task_recipients = HashMap::new();
@@ -978,6 +1065,9 @@ impl Queue {
             .map(|(_, indexes, attempt)| (indexes, attempt))
             .collect();
         let writes = self.apply_results(&mut entry, results, &content);
+        if let Some(base) = base {
+            return self.finish_shared(&id, &base, revision, entry, writes).await;
+        }
         // An administrator may have held or deleted the entry while the
         // attempt ran: the stored entry says so (read under the entry's
         // lock, so no action slips in between).
@@ -988,7 +1078,7 @@ impl Queue {
                 self.settle(&id);
                 return;
             }
-            Ok(Some(stored)) if stored.hold == Hold::Held => entry.hold = Hold::Held,
+            Ok(Some((stored, _))) if stored.hold == Hold::Held => entry.hold = Hold::Held,
             _ => {}
         }
         let mut writes = writes;
@@ -1005,26 +1095,61 @@ impl Queue {
                 _ => None,
             })
             .collect();
-        let claim = self.claim_of(&id);
-        let recorded = self.commit_under(claim.as_ref(), writes).await;
+        let recorded = self.commit(writes).await;
         if let Err(error) = &recorded {
-            if error.0.contains(LEASE_LOST) {
-                tracing::warn!(id = %id, "outcome not recorded: another node took the entry over");
-            } else {
-                // The outcome is lost from disk: the attempt repeats (after
-                // a restart, or when a shared spool's lease lapses).
-                tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
-            }
+            // The outcome is lost from disk: the attempt repeats after a restart.
+            tracing::error!(id = %id, error = %error, "cannot record delivery outcome");
         }
         self.settle(&id);
         let mut state = self.state();
-        // On a shared spool an unrecorded outcome leaves the entry to
-        // whichever node claims it next (a rescan finds it).
-        if !finished && (recorded.is_ok() || !self.inner.shared) {
+        if !finished {
             state.schedule(&entry);
         }
         for e in new_entries {
             state.schedule(&e);
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+    }
+
+    /// Records the outcome of an attempt on a shared spool (see
+    /// [`Queue::record_shared_outcome`]) and lets the entry go.
+    async fn finish_shared(
+        &self,
+        id: &QueueId,
+        base: &QueueEntry,
+        revision: Revision,
+        entry: QueueEntry,
+        writes: Vec<SpoolWrite>,
+    ) {
+        let new_entries: Vec<QueueEntry> = writes
+            .iter()
+            .filter_map(|w| match w {
+                SpoolWrite::Enqueue(e, _) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let recorded = self
+            .record_shared_outcome(id, base, revision, entry, writes)
+            .await;
+        match &recorded {
+            Err(SpoolError::LeaseLost) => {
+                tracing::warn!(id = %id, "outcome not recorded: another node took the entry over")
+            }
+            // Left to whichever node claims it next (a rescan finds it):
+            // the attempt repeats.
+            Err(error) => tracing::error!(id = %id, error = %error, "cannot record delivery outcome"),
+            Ok(_) => {}
+        }
+        self.settle(id);
+        let mut state = self.state();
+        if let Ok(stored) = recorded {
+            if let Some(entry) = stored {
+                state.schedule(&entry);
+            }
+            for e in new_entries {
+                state.schedule(&e);
+            }
         }
         drop(state);
         self.inner.wake.notify_one();
@@ -1466,6 +1591,8 @@ fn event_for(
         connector,
         remote_host,
         detail,
+        // Signed by the queue as it records it.
+        node: None,
     }
 }
 

@@ -14,16 +14,48 @@ use crate::trace::TraceEvent;
 use std::future::Future;
 use std::pin::Pin;
 
-/// A storage failure. Detail is for logs; clients see generic text.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("spool: {0}")]
-pub struct SpoolError(pub String);
+/// Why a spool operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpoolError {
+    /// The store failed. Detail is for logs; clients see generic text.
+    #[error("spool: {0}")]
+    Failed(String),
+    /// A write under a claim that another node took over since: nothing
+    /// was written; that node's result stands.
+    #[error("lease lost: another node took the entry over")]
+    LeaseLost,
+    /// A write computed from an entry that was written (or removed) since
+    /// it was read, by an administrator on any node: nothing was written;
+    /// read the entry again and make the change on top of it.
+    #[error("the entry changed since it was read")]
+    Changed,
+}
+
+/// Which stored state of an entry a copy was read at. Every write of the
+/// entry moves it on; a store this node alone writes keeps it at 0 (the
+/// queue's own locks order its writes there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision(pub u64);
+
+/// What a write of one entry was computed from, so the store can refuse
+/// it when that no longer holds: the revision of the entry read, and, for
+/// an attempt's outcome on a shared spool, the claim it was attempted
+/// under (whose lease the write ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The entry written.
+    pub id: QueueId,
+    /// The revision it was read at.
+    pub revision: Revision,
+    /// The claim held, if the write ends an attempt.
+    pub claim: Option<Claim>,
+}
 
 /// A pending durable write: resolves once committed (fsync'd).
 pub type SpoolCommit = Pin<Box<dyn Future<Output = Result<(), SpoolError>> + Send>>;
 
 /// One change to the spool. A batch of them commits atomically.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SpoolWrite {
     /// A new message: envelope and content together, so no orphan survives a crash.
     Enqueue(QueueEntry, Vec<u8>),
@@ -124,9 +156,6 @@ pub enum SpoolNews {
     Rescan,
 }
 
-/// Why an outcome was not written: another node holds the entry now.
-pub const LEASE_LOST: &str = "lease lost: another node took the entry over";
-
 /// What the queue needs from storage.
 pub trait Spool: Send + Sync + 'static {
     /// Commits the writes atomically and durably, with others' writes.
@@ -135,6 +164,11 @@ pub trait Spool: Send + Sync + 'static {
     fn submit_spool(&self, writes: Vec<SpoolWrite>);
     /// One queued message.
     fn entry(&self, id: &QueueId) -> Result<Option<QueueEntry>, SpoolError>;
+    /// One queued message and the revision it was read at, for a write
+    /// computed from it ([`Spool::commit_guarded`]).
+    fn entry_revised(&self, id: &QueueId) -> Result<Option<(QueueEntry, Revision)>, SpoolError> {
+        Ok(self.entry(id)?.map(|entry| (entry, Revision::default())))
+    }
     /// The content of a queued message.
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError>;
     /// At most `limit` queued messages with a queue id after `after`, by id
@@ -179,11 +213,14 @@ pub trait Spool: Send + Sync + 'static {
     fn release(&self, claims: &[Claim]) {
         let _ = claims;
     }
-    /// Commits an attempt's outcome: applied only while `claim` still
-    /// holds (else nothing is written and the commit fails with
-    /// [`LEASE_LOST`]), and it ends the lease.
-    fn commit_claimed(&self, claim: &Claim, writes: Vec<SpoolWrite>) -> SpoolCommit {
-        let _ = claim;
+    /// Commits writes computed from entry `guard.id` as read at
+    /// `guard.revision`: applied only while the claim named (if any) still
+    /// holds, else nothing is written and the commit fails with
+    /// [`SpoolError::LeaseLost`]; and only while nobody wrote the entry
+    /// since, else it fails with [`SpoolError::Changed`]. With a claim, it
+    /// ends the lease. A store this node alone writes applies it as is.
+    fn commit_guarded(&self, guard: &Guard, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let _ = guard;
         self.commit_spool(writes)
     }
     /// For a spool shared by several nodes, what the others store and

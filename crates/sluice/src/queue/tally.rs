@@ -1,6 +1,8 @@
 //! The queue's side of the trace counters: every commit and every trace
 //! record goes through here, so `/metrics` and the dashboard count what
-//! was stored, without reading it back.
+//! was stored, without reading it back; and each trace event is signed
+//! with the name of the node that records it, so a cluster's shared
+//! timeline says which node did what.
 
 use super::spool::{SpoolError, SpoolWrite};
 use super::{Queue, QueueDepth, QueueStatus};
@@ -14,19 +16,21 @@ impl Queue {
         &self,
         writes: Vec<SpoolWrite>,
     ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
-        self.commit_under(None, writes)
+        self.commit_guarded(None, writes)
     }
 
-    /// Commits an attempt's outcome under its claim (a shared spool writes
-    /// it only while the claim holds), and counts it once committed.
-    pub(super) fn commit_under(
+    /// Commits writes computed from an entry as read (see [`super::Guard`]:
+    /// a shared spool refuses them when the entry changed or the claim was
+    /// lost), and counts them once committed.
+    pub(super) fn commit_guarded(
         &self,
-        claim: Option<&super::Claim>,
-        writes: Vec<SpoolWrite>,
+        guard: Option<&super::Guard>,
+        mut writes: Vec<SpoolWrite>,
     ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
+        self.sign(&mut writes);
         let tally = tally(&writes);
-        let committed = match claim {
-            Some(claim) => self.inner.spool.commit_claimed(claim, writes),
+        let committed = match guard {
+            Some(guard) => self.inner.spool.commit_guarded(guard, writes),
             None => self.inner.spool.commit_spool(writes),
         };
         let counters = self.inner.counters.clone();
@@ -38,9 +42,21 @@ impl Queue {
     }
 
     /// Records `writes` with the next commit, without waiting, and counts them.
-    pub(super) fn submit(&self, writes: Vec<SpoolWrite>) {
+    pub(super) fn submit(&self, mut writes: Vec<SpoolWrite>) {
+        self.sign(&mut writes);
         self.inner.counters.count(&tally(&writes), now_ms());
         self.inner.spool.submit_spool(writes);
+    }
+
+    /// Names this node in the trace events of `writes` that name none.
+    fn sign(&self, writes: &mut [SpoolWrite]) {
+        for write in writes {
+            if let SpoolWrite::Trace(events) = write {
+                for event in events.iter_mut().filter(|event| event.node.is_none()) {
+                    event.node = Some(self.inner.settings.hostname.clone());
+                }
+            }
+        }
     }
 
     /// The counters of what this queue stored.

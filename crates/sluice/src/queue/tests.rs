@@ -513,7 +513,7 @@ impl Spool for FlakyContent {
             )
             .is_ok();
         if failed {
-            return Err(SpoolError("read error".into()));
+            return Err(SpoolError::Failed("read error".into()));
         }
         self.inner.content(id)
     }

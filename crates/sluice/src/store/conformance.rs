@@ -43,6 +43,7 @@ fn event(at_ms: u64, id: &str) -> TraceEvent {
         connector: None,
         remote_host: None,
         detail: None,
+        node: None,
     }
 }
 

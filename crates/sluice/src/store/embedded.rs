@@ -642,7 +642,7 @@ impl Spool for EmbeddedStore {
         let body = bodies
             .get(key)
             .map_err(err)?
-            .ok_or_else(|| SpoolError(format!("the body {key} of {id} is missing")))?;
+            .ok_or_else(|| SpoolError::Failed(format!("the body {key} of {id} is missing")))?;
         Ok(Some([header, body.value()].concat()))
     }
 

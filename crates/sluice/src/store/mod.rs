@@ -71,7 +71,16 @@ pub use crate::queue::Page;
 
 impl From<StoreError> for SpoolError {
     fn from(error: StoreError) -> Self {
-        SpoolError(error.0)
+        SpoolError::Failed(error.0)
+    }
+}
+
+impl From<SpoolError> for StoreError {
+    fn from(error: SpoolError) -> Self {
+        match error {
+            SpoolError::Failed(detail) => StoreError(detail),
+            refused => StoreError(refused.to_string()),
+        }
     }
 }
 

@@ -296,6 +296,7 @@ impl From<TraceEventViewFixture> for crate::admin::TraceEventView {
             connector: f.connector,
             remote_host: Some("192.0.2.99".into()),
             detail: Some("550 5.7.1 denied".into()),
+            node: None,
         }
     }
 }

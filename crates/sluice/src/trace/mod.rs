@@ -124,6 +124,11 @@ pub struct TraceEvent {
     pub remote_host: Option<String>,
     /// Reply text or other detail.
     pub detail: Option<String>,
+    /// The node that recorded the event (its `[node] hostname`): on a
+    /// cluster, which node accepted, delivered or acted. Absent from
+    /// events stored before nodes signed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -206,6 +211,7 @@ mod tests {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }
     }
 

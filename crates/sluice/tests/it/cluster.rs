@@ -397,6 +397,11 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
     if !not_b.is_empty() {
         eprintln!("cluster: delivered twice without the killed node: {not_b:?}");
     }
+    // Renewals and every node's writer lock rows in one order: a deadlock
+    // aborts one of them, and when it was a writer's, every outcome of its
+    // batch was lost and attempted again (duplicates from a live node).
+    let deadlocks = server.log().matches("deadlock detected").count();
+    assert_eq!(deadlocks, 0, "{}", server.log());
     let by_node = |host: u8| seen.values().flatten().filter(|ip| **ip == net.ip(host)).count();
     // C took none of the SMTP load, yet delivered: new mail of A and B,
     // and B's work once its leases lapsed.
@@ -423,6 +428,31 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
     assert!(
         kinds.contains(&"received") && kinds.contains(&"delivered"),
         "{events:?}"
+    );
+    // The timeline names who did what: a message only C delivered was
+    // accepted by A or B (C took no SMTP load).
+    let (by_c, _) = seen
+        .iter()
+        .find(|(_, by)| by.as_slice() == [net.ip(3)])
+        .expect("C delivered");
+    let events = a.trace(&["--message-id", by_c]);
+    let nodes_of = |kind: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .filter_map(|e| e["node"].as_str())
+            .collect()
+    };
+    let accepted_by = match by_c.starts_with("a.") {
+        true => "gw1.cluster.test",
+        false => "gw2.cluster.test",
+    };
+    assert_eq!(nodes_of("received"), [accepted_by], "{events:?}");
+    assert_eq!(nodes_of("delivered"), ["gw3.cluster.test"], "{events:?}");
+    let text = a.cli_ok(&["trace", "--message-id", by_c]);
+    assert!(
+        text.contains(&format!("node={accepted_by}")) && text.contains("node=gw3.cluster.test"),
+        "{text}"
     );
     let nodes = c.cli_json(&["node", "list", "--json"]);
     let names: Vec<&str> = nodes

@@ -276,6 +276,7 @@ impl Intake for Pipeline {
             connector: refusal.connector,
             remote_host: Some(refusal.peer.to_string()),
             detail: Some(refusal.reply.to_string()),
+            node: None,
         }]);
     }
 }

@@ -25,14 +25,16 @@ pub mod scratch;
 pub mod spool;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
 use crate::message::QueueId;
 use crate::queue::{
-    Claim, Due, DueKey, Lease, QuarantineEntry, QueueDepth, QueueEntry, QueueStatus, ShapeCount, Spool,
-    SpoolCommit, SpoolError, SpoolIndex, SpoolNews, SpoolWrite, LEASE_LOST,
+    Claim, Due, DueKey, Guard, Lease, QuarantineEntry, QueueDepth, QueueEntry, QueueStatus, Revision,
+    ShapeCount, Spool, SpoolCommit, SpoolError, SpoolIndex, SpoolNews, SpoolWrite,
 };
 use crate::trace::TraceEvent;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -49,6 +51,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_shared_state.sql")),
     (2, include_str!("migrations/0002_spool.sql")),
     (3, include_str!("migrations/0003_spool_leases.sql")),
+    (4, include_str!("migrations/0004_spool_revisions.sql")),
 ];
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
@@ -115,9 +118,10 @@ pub struct NodeRecord {
 
 struct Job {
     writes: Vec<Write>,
-    /// An attempt's outcome: applied only while this claim holds.
-    claim: Option<spool::Claim>,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Writes computed from a message as read (an outcome, an
+    /// administrator's action): applied only while what it names holds.
+    guard: Option<spool::Guard>,
+    done: Option<oneshot::Sender<Result<(), SpoolError>>>,
 }
 
 /// The PostgreSQL store.
@@ -407,9 +411,11 @@ async fn write_loop(
         }
         for (n, job) in batch.into_iter().enumerate() {
             let outcome = match &result {
-                Ok(refused) if refused.contains(&n) => Err(StoreError(LEASE_LOST.into())),
-                Ok(_) => Ok(()),
-                Err(error) => Err(error.clone()),
+                Ok(refused) => match refused.iter().find(|(at, _)| *at == n) {
+                    Some((_, refusal)) => Err(refusal.clone()),
+                    None => Ok(()),
+                },
+                Err(error) => Err(SpoolError::from(error.clone())),
             };
             if let Some(done) = job.done {
                 let _ = done.send(outcome);
@@ -495,7 +501,7 @@ impl NewMessages {
                  AS t(id, envelope, received, expires, due, destinations, status, shape) \
                  ON CONFLICT (id) DO UPDATE SET envelope = EXCLUDED.envelope, \
                  due_at_ms = EXCLUDED.due_at_ms, destinations = EXCLUDED.destinations, \
-                 status = EXCLUDED.status, shape = EXCLUDED.shape",
+                 status = EXCLUDED.status, shape = EXCLUDED.shape, revision = spool_message.revision + 1",
             )
             .await
             .map_err(err)?;
@@ -532,8 +538,9 @@ impl NewMessages {
 }
 
 /// Applies a batch in one transaction; returns the positions of the jobs
-/// refused because their claim no longer held (nothing of theirs written).
-async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>, StoreError> {
+/// refused because what their guard names no longer held (nothing of
+/// theirs written), with the reason.
+async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize, SpoolError)>, StoreError> {
     let mut client = pool.get().await.map_err(err)?;
     let txn = client.transaction().await.map_err(err)?;
     let mut trace_at: Vec<i64> = Vec::new();
@@ -543,10 +550,23 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
     let mut new_messages = NewMessages::default();
     let mut refused = Vec::new();
     let mut arrivals = Vec::new();
+    let mut written: Vec<&str> = batch.iter().flat_map(rows_written).collect();
+    if !written.is_empty() {
+        written.sort_unstable();
+        written.dedup();
+        spool::lock(&*txn, &written).await?;
+    }
     for (n, job) in batch.iter_mut().enumerate() {
-        if let Some(claim) = &job.claim {
-            if !spool::settle(&*txn, claim).await? {
-                refused.push(n);
+        if let Some(guard) = &job.guard {
+            // Writes of earlier jobs to the same row come first.
+            new_messages.flush(&txn, node).await?;
+            let refusal = match spool::check(&*txn, guard).await? {
+                spool::Check::Holds => None,
+                spool::Check::LeaseLost => Some(SpoolError::LeaseLost),
+                spool::Check::Changed => Some(SpoolError::Changed),
+            };
+            if let Some(refusal) = refusal {
+                refused.push((n, refusal));
                 job.writes.clear();
                 continue;
             }
@@ -606,8 +626,8 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
                     let statement = txn
                         .prepare_cached(
                             "UPDATE spool_message SET envelope = $2::text::json, expires_at_ms = $3, \
-                             due_at_ms = $4, destinations = $5::text::json, status = $6, shape = $7::text::json \
-                             WHERE id = $1",
+                             due_at_ms = $4, destinations = $5::text::json, status = $6, shape = $7::text::json, \
+                             revision = revision + 1 WHERE id = $1",
                         )
                         .await
                         .map_err(err)?;
@@ -711,6 +731,18 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<usize>,
     }
     txn.commit().await.map_err(err)?;
     Ok(refused)
+}
+
+/// The queued messages whose rows `job` changes (its guard's, those it
+/// updates or removes): the writer locks them all first, in order.
+fn rows_written(job: &Job) -> impl Iterator<Item = &str> {
+    let guarded = job.guard.iter().map(|guard| guard.message_id.as_str());
+    let changed = job.writes.iter().filter_map(|write| match write {
+        Write::Spool(SpoolWrite::Update(entry)) => Some(entry.id.0.as_str()),
+        Write::Spool(SpoolWrite::Remove(id)) => Some(id.0.as_str()),
+        _ => None,
+    });
+    guarded.chain(changed)
 }
 
 /// One announcement of new mail: who stored it, and its due index rows.
@@ -976,20 +1008,21 @@ impl Store for PostgresStore {
         let (done, wait) = oneshot::channel();
         let sent = self.writer.send(Job {
             writes,
-            claim: None,
+            guard: None,
             done: Some(done),
         });
         Box::pin(async move {
             sent.map_err(|_| StoreError("store writer stopped".into()))?;
-            wait.await
-                .map_err(|_| StoreError("store writer stopped".into()))?
+            Ok(wait
+                .await
+                .map_err(|_| StoreError("store writer stopped".into()))??)
         })
     }
 
     fn submit(&self, writes: Vec<Write>) {
         let _ = self.writer.send(Job {
             writes,
-            claim: None,
+            guard: None,
             done: None,
         });
     }
@@ -1091,6 +1124,17 @@ impl Spool for PostgresStore {
         Ok(rows
             .first()
             .and_then(|row| decode("queue entry", row.get(0), row.get(1))))
+    }
+
+    fn entry_revised(&self, id: &QueueId) -> Result<Option<(QueueEntry, Revision)>, SpoolError> {
+        let rows = self.query(
+            "SELECT id, envelope::text, revision FROM spool_message WHERE id = $1",
+            vec![Box::new(id.0.clone())],
+        )?;
+        Ok(rows.first().and_then(|row| {
+            let entry = decode("queue entry", row.get(0), row.get(1))?;
+            Some((entry, Revision(row.get::<_, i64>(2).max(0) as u64)))
+        }))
     }
 
     fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
@@ -1246,18 +1290,21 @@ impl Spool for PostgresStore {
         }
     }
 
-    fn commit_claimed(&self, claim: &Claim, writes: Vec<SpoolWrite>) -> SpoolCommit {
+    fn commit_guarded(&self, guard: &Guard, writes: Vec<SpoolWrite>) -> SpoolCommit {
         let (done, wait) = oneshot::channel();
         let sent = self.writer.send(Job {
             writes: writes.into_iter().map(Write::Spool).collect(),
-            claim: Some(row_claim(claim)),
+            guard: Some(spool::Guard {
+                message_id: guard.id.0.clone(),
+                revision: i64::try_from(guard.revision.0).unwrap_or(i64::MAX),
+                fence: guard.claim.as_ref().map(|claim| row_claim(claim).fence),
+            }),
             done: Some(done),
         });
+        let stopped = || SpoolError::Failed("store writer stopped".into());
         Box::pin(async move {
-            sent.map_err(|_| SpoolError("store writer stopped".into()))?;
-            Ok(wait
-                .await
-                .map_err(|_| SpoolError("store writer stopped".into()))??)
+            sent.map_err(|_| stopped())?;
+            wait.await.map_err(|_| stopped())?
         })
     }
 

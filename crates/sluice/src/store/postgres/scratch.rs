@@ -105,6 +105,11 @@ impl ScratchPostgres {
         }
     }
 
+    /// What the server logged so far (errors, deadlocks found).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
     /// Starts the server again after [`stop`](Self::stop), on the same port.
     pub fn start_again(&self) -> Result<(), ScratchError> {
         let options = format!(

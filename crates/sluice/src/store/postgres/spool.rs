@@ -9,6 +9,10 @@
 //! with and changes nothing if the fence moved on: a node that lost its
 //! lease cannot overwrite the work of the node that took it over.
 //!
+//! A write computed from a message as read (an outcome, an administrator's
+//! action) also names the row's revision it read, and is refused when the
+//! row was written since ([`check`]).
+//!
 //! Times are the database's clock (`now` is `None`), so nodes with skewed
 //! clocks agree on when a lease lapses; tests pass their own.
 
@@ -22,6 +26,30 @@ pub struct Claim {
     pub message_id: String,
     /// The fence this claim holds; outcomes must present it.
     pub fence: i64,
+}
+
+/// What a write of one message was computed from (see
+/// [`crate::queue::Guard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// Queue id of the message.
+    pub message_id: String,
+    /// The row's revision when it was read.
+    pub revision: i64,
+    /// The fence of the claim held, for an attempt's outcome.
+    pub fence: Option<i64>,
+}
+
+/// Whether a guarded write may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// It may: the row is as read and the claim (if any) still holds, now
+    /// settled.
+    Holds,
+    /// The claim's fence moved on: another node claimed the message.
+    LeaseLost,
+    /// The row was written or removed since it was read.
+    Changed,
 }
 
 /// The database's clock in ms, unless the caller gives one.
@@ -43,27 +71,49 @@ fn claim_sql() -> String {
     )
 }
 
+// Every statement that locks several rows of spool_message (renewal,
+// release, the writer's transaction: `lock`) takes them in id order: two
+// of them taking the same rows in different orders deadlock, and
+// PostgreSQL then aborts one; when that was the writer's, every write of
+// its batch failed (outcomes lost, so attempted again; acceptances
+// refused). Claims skip locked rows and never wait.
+
 fn renew_sql() -> String {
     format!(
-        "UPDATE spool_message AS m SET lease_expires_at_ms = {NOW} + $4
-        FROM unnest($2::text[], $5::bigint[]) AS c(id, fence)
-        WHERE m.id = c.id AND m.fence = c.fence AND m.lease_owner = $3
+        "WITH mine AS (
+            SELECT m.id FROM spool_message AS m, unnest($2::text[], $5::bigint[]) AS c(id, fence)
+            WHERE m.id = c.id AND m.fence = c.fence AND m.lease_owner = $3
+            ORDER BY m.id
+            FOR UPDATE OF m
+        )
+        UPDATE spool_message AS m SET lease_expires_at_ms = {NOW} + $4
+        FROM mine WHERE m.id = mine.id
         RETURNING m.id"
     )
 }
+
+const LOCK: &str = "SELECT id FROM spool_message WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 
 const SETTLE: &str = "\
 UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
 WHERE id = $1 AND fence = $2";
 
 const RELEASE: &str = "\
+WITH given AS (
+    SELECT m.id FROM spool_message AS m, unnest($1::text[], $2::bigint[]) AS c(id, fence)
+    WHERE m.id = c.id AND m.fence = c.fence
+    ORDER BY m.id
+    FOR UPDATE OF m
+)
 UPDATE spool_message AS m SET lease_owner = NULL, lease_expires_at_ms = NULL
-FROM unnest($1::text[], $2::bigint[]) AS c(id, fence)
-WHERE m.id = c.id AND m.fence = c.fence";
+FROM given WHERE m.id = given.id";
 
 const RELEASE_ALL: &str = "\
-UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
-WHERE lease_owner = $1";
+WITH given AS (
+    SELECT id FROM spool_message WHERE lease_owner = $1 ORDER BY id FOR UPDATE
+)
+UPDATE spool_message AS m SET lease_owner = NULL, lease_expires_at_ms = NULL
+FROM given WHERE m.id = given.id";
 
 fn leased_sql() -> String {
     format!(
@@ -136,6 +186,47 @@ pub async fn settle(client: &impl GenericClient, claim: &Claim) -> Result<bool, 
         .await
         .map_err(err)?;
     Ok(updated == 1)
+}
+
+/// Says whether the guarded write may go ahead (its row locked until the
+/// transaction ends); with a claim that holds, ends its lease in the same
+/// transaction as the write, so both or neither happen. One statement when
+/// it may; a second says why not.
+pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE spool_message SET
+                lease_owner = CASE WHEN $2::bigint IS NULL THEN lease_owner END,
+                lease_expires_at_ms = CASE WHEN $2::bigint IS NULL THEN lease_expires_at_ms END
+            WHERE id = $1 AND ($2::bigint IS NULL OR fence = $2) AND revision = $3",
+            &[&guard.message_id, &guard.fence, &guard.revision],
+        )
+        .await
+        .map_err(err)?;
+    if updated == 1 {
+        return Ok(Check::Holds);
+    }
+    let fence = client
+        .query_opt(
+            "SELECT fence FROM spool_message WHERE id = $1",
+            &[&guard.message_id],
+        )
+        .await
+        .map_err(err)?
+        .map(|row| row.get::<_, i64>(0));
+    Ok(match (fence, guard.fence) {
+        (Some(now), Some(claimed)) if now != claimed => Check::LeaseLost,
+        _ => Check::Changed,
+    })
+}
+
+/// Locks the rows of `ids` that exist until the transaction ends, in id
+/// order like every statement here that locks several rows: a transaction
+/// that writes several rows takes them all first, so it never deadlocks
+/// with a renewal or another node's writer.
+pub async fn lock(client: &impl GenericClient, ids: &[&str]) -> Result<(), StoreError> {
+    client.query(LOCK, &[&ids]).await.map_err(err)?;
+    Ok(())
 }
 
 /// Gives claims back before their lease lapses (nothing was attempted).

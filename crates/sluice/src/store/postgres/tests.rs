@@ -8,7 +8,7 @@ use super::*;
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType};
 use std::collections::BTreeSet;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+pub(super) async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client
@@ -31,6 +31,7 @@ async fn migrations_apply_once_and_a_second_start_changes_nothing() {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }])])
         .await
         .unwrap();
@@ -116,6 +117,7 @@ async fn a_failed_batch_is_reported_to_every_waiter_and_leaves_nothing() {
         connector: None,
         remote_host: None,
         detail: None,
+        node: None,
     };
     let result = store
         .commit(vec![
@@ -227,16 +229,33 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|m| format!("{prefix}{m:03}")).collect()
 }
 
-#[tokio::test]
-async fn two_connections_never_claim_the_same_message() {
+/// A server of the test's own with the schema applied, its URL, and a
+/// connection to it; `waiting` are spooled, due at `due_ms`. The server
+/// stops when the first value is dropped.
+async fn spool_with(waiting: &[String], due_ms: i64) -> (ScratchPostgres, String, tokio_postgres::Client) {
     let server = ScratchPostgres::start().unwrap();
     let url = server.url("postgres");
     drop(PostgresStore::connect(&url, "a").unwrap());
-    let setup = connect(&url).await;
-    let first = ids("m", 100);
-    for id in &first {
-        spool_message(&setup, id, 100).await;
+    let client = connect(&url).await;
+    for id in waiting {
+        spool_message(&client, id, due_ms).await;
     }
+    (server, url, client)
+}
+
+/// A server of the test's own and the stores of two nodes on it, `a` and `b`.
+pub(super) fn two_nodes() -> (ScratchPostgres, String, Arc<PostgresStore>, Arc<PostgresStore>) {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let a = PostgresStore::connect(&url, "a").unwrap();
+    let b = PostgresStore::connect(&url, "b").unwrap();
+    (server, url, a, b)
+}
+
+#[tokio::test]
+async fn two_connections_never_claim_the_same_message() {
+    let first = ids("m", 100);
+    let (_server, url, setup) = spool_with(&first, 100).await;
 
     // A claim still open (its transaction holds the row locks) hides its
     // rows from the other connection: SKIP LOCKED, no waiting.
@@ -294,12 +313,8 @@ async fn two_connections_never_claim_the_same_message() {
 
 #[tokio::test]
 async fn a_stale_fence_cannot_overwrite_the_new_owner() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    drop(PostgresStore::connect(&url, "a").unwrap());
-    let client = connect(&url).await;
-    spool_message(&client, "m1", 0).await;
     let m1 = ["m1".to_string()];
+    let (_server, _, client) = spool_with(&m1, 0).await;
 
     let first = spool::claim(&client, "a", &m1, 60_000, Some(1000)).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -349,14 +364,8 @@ async fn a_stale_fence_cannot_overwrite_the_new_owner() {
 
 #[tokio::test]
 async fn release_frees_leases_and_a_restarted_node_reclaims_its_own() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    drop(PostgresStore::connect(&url, "a").unwrap());
-    let client = connect(&url).await;
     let both = ids("m", 2);
-    for id in &both {
-        spool_message(&client, id, 0).await;
-    }
+    let (_server, _, client) = spool_with(&both, 0).await;
     let claims = spool::claim(&client, "a", &both, 60_000, Some(1000))
         .await
         .unwrap();
@@ -405,10 +414,7 @@ fn waiting(id: &str, due_ms: u64) -> QueueEntry {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_outcome() {
-    let server = ScratchPostgres::start().unwrap();
-    let url = server.url("postgres");
-    let a = PostgresStore::connect(&url, "a").unwrap();
-    let b = PostgresStore::connect(&url, "b").unwrap();
+    let (_server, url, a, b) = two_nodes();
     let mut news = b.news().expect("a shared spool has news");
     let lease = |owner: &str| Lease {
         owner: owner.into(),
@@ -458,9 +464,14 @@ async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_out
     assert!(taken[0].fence > claimed[0].fence);
     assert!(b.renew(&claimed, &lease("b")).unwrap().is_empty());
     // b's late outcome is refused whole; a's is written and ends the lease.
+    let under = |claim: &crate::queue::Claim| Guard {
+        id: id.clone(),
+        revision: Revision(0),
+        claim: Some(claim.clone()),
+    };
     let late = b
-        .commit_claimed(
-            &claimed[0],
+        .commit_guarded(
+            &under(&claimed[0]),
             vec![
                 SpoolWrite::Remove(id.clone()),
                 SpoolWrite::Trace(vec![crate::queue::event(
@@ -473,12 +484,12 @@ async fn another_node_hears_of_new_mail_and_only_the_lease_holder_writes_the_out
             ],
         )
         .await;
-    assert!(late.unwrap_err().0.contains(LEASE_LOST));
+    assert_eq!(late.unwrap_err(), SpoolError::LeaseLost);
     assert!(a.entry(&id).unwrap().is_some());
     assert!(a.trace_events(0).unwrap().is_empty());
     let mut deferred = waiting("w1", 5000);
     deferred.recipients[0].attempts = 1;
-    a.commit_claimed(&taken[0], vec![SpoolWrite::Update(deferred.clone())])
+    a.commit_guarded(&under(&taken[0]), vec![SpoolWrite::Update(deferred.clone())])
         .await
         .unwrap();
     assert_eq!(b.entry(&id).unwrap(), Some(deferred));
@@ -504,6 +515,7 @@ async fn writes_submitted_before_the_store_is_dropped_are_committed() {
             connector: None,
             remote_host: None,
             detail: None,
+            node: None,
         }])]);
     }
     drop(store);
@@ -518,4 +530,143 @@ async fn writes_submitted_before_the_store_is_dropped_are_committed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count, 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_computed_from_a_stale_read_is_refused_and_the_claim_still_holds() {
+    let (_server, _, a, b) = two_nodes();
+    let id = QueueId("r1".into());
+    a.commit_spool(vec![SpoolWrite::Enqueue(waiting("r1", 1000), b"x".to_vec())])
+        .await
+        .unwrap();
+    let lease = Lease {
+        owner: "b".into(),
+        for_ms: 60_000,
+    };
+    let claim = b.claim(std::slice::from_ref(&id), &lease).unwrap().remove(0);
+    // b's attempt and a's administrator read the same revision.
+    let (attempted, read) = b.entry_revised(&id).unwrap().unwrap();
+    let (mut held, admin_read) = a.entry_revised(&id).unwrap().unwrap();
+    assert_eq!(read, admin_read);
+    held.hold = crate::queue::Hold::Held;
+    let admin = Guard {
+        id: id.clone(),
+        revision: admin_read,
+        claim: None,
+    };
+    a.commit_guarded(&admin, vec![SpoolWrite::Update(held.clone())])
+        .await
+        .unwrap();
+    // A second write from the same stale read is refused: it would undo the first.
+    assert_eq!(
+        a.commit_guarded(&admin, vec![SpoolWrite::Update(attempted.clone())])
+            .await
+            .unwrap_err(),
+        SpoolError::Changed
+    );
+    // b's outcome, computed from the entry before the hold, is refused
+    // whole (its trace event too) and b keeps its claim.
+    let mut delivered = attempted.clone();
+    delivered.recipients[0].status = crate::queue::RecipientStatus::Delivered {
+        reply: "250 ok".into(),
+        host: None,
+    };
+    let outcome = |revision: Revision| Guard {
+        id: id.clone(),
+        revision,
+        claim: Some(claim.clone()),
+    };
+    let event = crate::queue::event(&attempted, crate::trace::TraceKind::Delivered, None, None, None);
+    let refused = b
+        .commit_guarded(
+            &outcome(read),
+            vec![
+                SpoolWrite::Trace(vec![event.clone()]),
+                SpoolWrite::Update(delivered.clone()),
+            ],
+        )
+        .await;
+    assert_eq!(refused.unwrap_err(), SpoolError::Changed);
+    assert!(b.trace_events(0).unwrap().is_empty());
+    assert_eq!(b.leased().unwrap(), [("b".to_string(), 1)]);
+    // Made again on the entry as it is now: the hold and the delivery both stand.
+    let (now_stored, now_at) = b.entry_revised(&id).unwrap().unwrap();
+    assert!(now_at > read);
+    assert_eq!(now_stored.hold, crate::queue::Hold::Held);
+    let mut merged = now_stored;
+    merged.recipients[0].status = delivered.recipients[0].status.clone();
+    b.commit_guarded(
+        &outcome(now_at),
+        vec![SpoolWrite::Trace(vec![event]), SpoolWrite::Update(merged.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.entry(&id).unwrap(), Some(merged));
+    assert!(a.leased().unwrap().is_empty(), "the outcome ended the lease");
+    assert_eq!(a.trace_events(0).unwrap().len(), 1);
+    // A deletion wins: an outcome written after it is refused, never resurrects it.
+    let (_, last) = a.entry_revised(&id).unwrap().unwrap();
+    let deletion = Guard {
+        id: id.clone(),
+        revision: last,
+        claim: None,
+    };
+    a.commit_guarded(&deletion, vec![SpoolWrite::Remove(id.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.commit_guarded(&outcome(last), vec![SpoolWrite::Update(delivered)])
+            .await
+            .unwrap_err(),
+        SpoolError::Changed
+    );
+    assert_eq!(a.entry(&id).unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_and_outcome_batches_over_the_same_rows_never_deadlock() {
+    let (_server, _, a, _b) = two_nodes();
+    let ids: Vec<QueueId> = ids("d", 40).into_iter().map(QueueId).collect();
+    a.commit_spool(
+        ids.iter()
+            .map(|id| SpoolWrite::Enqueue(waiting(&id.0, 1000), b"x".to_vec()))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let lease = Lease {
+        owner: "a".into(),
+        for_ms: 60_000,
+    };
+    let claims = a.claim(&ids, &lease).unwrap();
+    assert_eq!(claims.len(), ids.len());
+    for round in 0..40 {
+        // The writer gets the rows in an order that changes every round,
+        // while renewals of all of them run.
+        let mut order = ids.clone();
+        order.rotate_left(round * 7 % ids.len());
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let renewals: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, claims, lease) = (a.clone(), claims.clone(), lease.clone());
+                tokio::task::spawn_blocking(move || store.renew(&claims, &lease))
+            })
+            .collect();
+        let commits: Vec<_> = order
+            .iter()
+            .map(|id| {
+                let mut entry = waiting(&id.0, 2000 + round as u64);
+                entry.recipients[0].attempts = round as u32;
+                a.commit_spool(vec![SpoolWrite::Update(entry)])
+            })
+            .collect();
+        for commit in commits {
+            commit.await.expect("an outcome batch failed");
+        }
+        for renewal in renewals {
+            assert_eq!(renewal.await.unwrap().expect("a renewal failed").len(), ids.len());
+        }
+    }
 }
