@@ -88,13 +88,6 @@ stop_nodes() {
     done
     pids=()
 }
-stop_sink() {
-    if [[ -n $sink_pid ]]; then
-        kill "$sink_pid" 2>/dev/null || true
-        wait "$sink_pid" 2>/dev/null || true
-        sink_pid=
-    fi
-}
 stop_postgres() {
     if [[ -n $pg_dir ]]; then
         pg pg_ctl -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -113,38 +106,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
-
-wait_port() { # ip port seconds
-    local deadline=$((SECONDS + $3))
-    until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
-        ((SECONDS < deadline)) || { echo "cluster.sh: nothing listens on $1:$2" >&2; return 1; }
-        sleep 0.1
-    done
-}
-
-# Authentication checks of mail from outside ask DNS: a resolver on
-# loopback answers NXDOMAIN for *.test at once.
-dns_port=$(python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' $dns_ip)
-dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=$dns_ip \
-    --port="$dns_port" --address=/test/ --pid-file= --log-facility=- >"$work/dnsmasq.log" 2>&1 &
-dns_pid=$!
-
-start_sink() {
-    sink_port=$(free_port $sink_ip)
-    sink_log=$work/sink-$RANDOM.log
-    local user=()
-    [[ $(id -u) -ne 0 ]] || user=(-u root)
-    /usr/sbin/smtp-sink -c "${user[@]}" $sink_ip:"$sink_port" 1024 >"$sink_log" 2>&1 &
-    sink_pid=$!
-    wait_port $sink_ip "$sink_port" 10
-}
-
-sink_count() {
-    tr '\r' '\n' <"$sink_log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
-}
+bench_name=cluster.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+start_dns
 
 start_postgres() {
     pg_dir=$work/pg-$RANDOM

@@ -34,6 +34,11 @@
 # so both see the same load) and prints every ratio with the load average.
 # BENCH_BUILD=0 runs the release binary as built; BENCH_SLUICE=PATH runs
 # another sluice binary (an older build, to compare).
+#
+# Before each pair the generator sends straight to a fresh sink, with no
+# relay between them (the "direct" row): the generator and the sink share
+# the cores with the relay under test, so that rate is the most any relay
+# could show on this machine at that moment. BENCH_CEILING=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +50,7 @@ mode=${BENCH_MODE:-plain}
 repeat=${BENCH_REPEAT:-1}
 build=${BENCH_BUILD:-1}
 dkim_algorithm=${BENCH_DKIM:-ed25519}
+ceiling=${BENCH_CEILING:-1}
 case $mode in
 plain | starttls | signing) ;;
 *)
@@ -59,6 +65,7 @@ timeout_s=$((messages / 50 + 60))
 sink_ip=127.0.201.2
 sluice_ip=127.0.201.1
 postfix_ip=127.0.201.3
+dns_ip=127.0.201.4
 
 as_root=()
 [[ $(id -u) -eq 0 ]] || as_root=(sudo -n)
@@ -79,18 +86,14 @@ load_bin=${CARGO_TARGET_DIR:-target}/release/examples/smtp-load
 
 work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$work"
+bench_name=relay.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 sink_pid=
 sluice_pid=
 dns_pid=
 postfix_dir=
 
-stop_sink() {
-    if [[ -n $sink_pid ]]; then
-        kill "$sink_pid" 2>/dev/null || true
-        wait "$sink_pid" 2>/dev/null || true
-        sink_pid=
-    fi
-}
 stop_sluice() {
     if [[ -n $sluice_pid ]]; then
         kill -9 "$sluice_pid" 2>/dev/null || true
@@ -112,10 +115,7 @@ stop_postfix() {
     fi
 }
 cleanup() {
-    if [[ -n $dns_pid ]]; then
-        kill "$dns_pid" 2>/dev/null || true
-        wait "$dns_pid" 2>/dev/null || true
-    fi
+    stop_dns
     stop_sink
     stop_sluice
     stop_postfix
@@ -146,70 +146,12 @@ make_certificates() {
         -days 2 -extfile "$tls/ext" -out "$tls/cert.pem" 2>/dev/null
     chmod 644 "$tls"/*.pem
     tls_ca=$tls/ca.pem tls_cert=$tls/cert.pem tls_key=$tls/key.pem
+    # The sink speaks STARTTLS too (bench/lib.sh).
+    sink_cert=$tls_cert sink_key=$tls_key
 }
 [[ $mode != starttls ]] || make_certificates
 
-# sluice checks SPF, DKIM and DMARC on mail from outside (SPEC section 9):
-# a server on loopback is authoritative for test. and answers NXDOMAIN at
-# once, so the benchmark stays on loopback and measures the relay, not a
-# remote resolver (through the machine's own resolver this came to 21
-# msgs/s, sluice idle, waiting for answers). Its NXDOMAIN carries the
-# zone's SOA, as every real zone's does, so sluice's resolver caches it
-# for the SOA's negative TTL (RFC 2308) as it would on the Internet;
-# BENCH_DNS_NEGATIVE_TTL=0 makes every message ask again.
-dns_ip=127.0.201.4
-negative_ttl=${BENCH_DNS_NEGATIVE_TTL:-300}
-start_dns() {
-    dns_port=$(python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' $dns_ip)
-    local answer=(--auth-server=ns.test,lo --auth-zone=test --auth-ttl="$negative_ttl")
-    # dnsmasq answers authoritatively only when it listens on the wildcard
-    # address (the port is free on every address in practice); with no
-    # SOA it answers NXDOMAIN itself, on the one address.
-    ((negative_ttl > 0)) || answer=(--bind-interfaces --address=/test/)
-    dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=$dns_ip --port="$dns_port" \
-        "${answer[@]}" --pid-file= --log-facility=- >"$work/dnsmasq.log" 2>&1 &
-    dns_pid=$!
-}
 [[ " $mtas " != *" sluice "* ]] || start_dns
-
-free_port() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
-
-wait_port() { # ip port seconds
-    local deadline=$((SECONDS + $3))
-    until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
-        ((SECONDS < deadline)) || { echo "relay.sh: nothing listens on $1:$2" >&2; return 1; }
-        sleep 0.1
-    done
-}
-
-# A fresh sink per run, so its counter starts at zero.
-start_sink() {
-    sink_port=$(free_port $sink_ip)
-    sink_log=$work/sink-$RANDOM.log
-    if [[ $mode == starttls ]]; then
-        sink_count_file=$work/sink-$RANDOM.count
-        "$load_bin" sink $sink_ip:"$sink_port" --cert "$tls_cert" --key "$tls_key" \
-            --count-file "$sink_count_file" >"$sink_log" 2>&1 &
-        sink_pid=$!
-        wait_port $sink_ip "$sink_port" 10
-        return
-    fi
-    local user=()
-    [[ $(id -u) -ne 0 ]] || user=(-u root)
-    /usr/sbin/smtp-sink -c "${user[@]}" $sink_ip:"$sink_port" 1024 >"$sink_log" 2>&1 &
-    sink_pid=$!
-    wait_port $sink_ip "$sink_port" 10
-}
-
-sink_count() {
-    if [[ $mode == starttls ]]; then
-        cat "$sink_count_file" 2>/dev/null | grep . || echo 0
-        return
-    fi
-    tr '\r' '\n' <"$sink_log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
-}
 
 start_sluice() {
     local dir=$work/sluice-$1 smtp_port admin_port
@@ -386,19 +328,30 @@ run_one() {
 
 printf 'relay benchmark (%s): %d messages of %d bytes, loopback, %s cores\n' \
     "$mode$([[ $mode != signing ]] || echo ", DKIM $dkim_algorithm")" "$messages" "$size" "$(nproc)"
-printf '%-8s %-9s %12s %14s %14s %s\n' sessions mta "accept msg/s" "end-end msg/s" "peak RSS" "load (1 min)"
+printf '%-8s %-9s %12s %14s %14s %12s %s\n' sessions mta "accept msg/s" "end-end msg/s" "peak RSS" "CPU us/msg" "load (1 min)"
 load() { cut -d' ' -f1 /proc/loadavg; }
 for sessions in $concurrency; do
     for run in $(seq "$repeat"); do
         sluice_e2e=0 postfix_e2e=0
+        if [[ $ceiling == 1 ]]; then
+            start_sink
+            target=$sink_ip:$sink_port
+            read -r direct_accept direct_e2e < <(run_one direct "$sessions")
+            stop_sink
+            printf '%-8s %-9s %12s %14s %14s %12s %s\n' "$sessions" direct "$direct_accept" "$direct_e2e" "-" "-" "$(load)"
+        fi
         if [[ " $mtas " == *" sluice "* ]]; then
             start_sink
             start_sluice "$sessions-$run"
             read -r sluice_accept sluice_e2e < <(run_one sluice "$sessions")
             sluice_rss=$(awk '/VmHWM/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status")
+            # CPU time per message (every thread, user and system): unlike
+            # the rates, it hardly moves with the machine's load.
+            sluice_cpu=$(awk -v n="$messages" -v hz="$(getconf CLK_TCK)" \
+                '{ printf "%.0f", ($14 + $15) / hz * 1e6 / n }' "/proc/$sluice_pid/stat")
             stop_sluice
             stop_sink
-            printf '%-8s %-9s %12s %14s %14s %s\n' "$sessions" sluice "$sluice_accept" "$sluice_e2e" "$sluice_rss" "$(load)"
+            printf '%-8s %-9s %12s %14s %14s %12s %s\n' "$sessions" sluice "$sluice_accept" "$sluice_e2e" "$sluice_rss" "$sluice_cpu" "$(load)"
         fi
         if [[ " $mtas " == *" postfix "* ]]; then
             start_sink
@@ -406,7 +359,7 @@ for sessions in $concurrency; do
             read -r postfix_accept postfix_e2e < <(run_one postfix "$sessions")
             stop_postfix
             stop_sink
-            printf '%-8s %-9s %12s %14s %14s %s\n' "$sessions" postfix "$postfix_accept" "$postfix_e2e" "-" "$(load)"
+            printf '%-8s %-9s %12s %14s %14s %12s %s\n' "$sessions" postfix "$postfix_accept" "$postfix_e2e" "-" "-" "$(load)"
         fi
         awk -v s="$sluice_e2e" -v p="$postfix_e2e" -v c="$sessions" \
             'BEGIN { if (s > 0 && p > 0) printf "%-8s ratio sluice/postfix end to end: %.2f\n", c, s / p }'

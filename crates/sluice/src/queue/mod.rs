@@ -233,6 +233,10 @@ struct Inner {
 struct State {
     near: NearSchedule,
     in_flight: HashSet<QueueId>,
+    /// In-flight entries an administrator held or deleted while their
+    /// attempt ran: only these are read again before the outcome is
+    /// written (every other attempt already holds the stored state).
+    changed_in_flight: HashSet<QueueId>,
     destinations: DestinationStates,
     /// Claims this node holds on a shared spool, by entry.
     claims: HashMap<QueueId, lease::HeldClaim>,
@@ -260,6 +264,7 @@ impl Queue {
         let state = State {
             near: NearSchedule::new(settings.schedule_capacity),
             in_flight: HashSet::new(),
+            changed_in_flight: HashSet::new(),
             destinations: DestinationStates::new(settings.destinations.clone()),
             claims: HashMap::new(),
         };
@@ -543,6 +548,9 @@ impl Queue {
         self.commit_guarded(Some(&guard), writes).await?;
         {
             let mut state = self.state();
+            if state.in_flight.contains(id) {
+                state.changed_in_flight.insert(id.clone());
+            }
             if action == QueueAction::Delete {
                 state.near.forget(id);
             } else {
@@ -630,6 +638,9 @@ impl Queue {
                 self.commit(writes).await?;
                 let mut state = self.state();
                 for entry in &matching {
+                    if state.in_flight.contains(&entry.id) {
+                        state.changed_in_flight.insert(entry.id.clone());
+                    }
                     state.near.forget(&entry.id);
                 }
                 deleted += matching.len();
@@ -905,6 +916,7 @@ impl Queue {
         let now = self.now_ms();
         let mut state = self.state();
         state.in_flight.remove(id);
+        state.changed_in_flight.remove(id);
         state.claims.remove(id);
         for (waiting, destinations) in state.destinations.release(id) {
             state.near.put_back(now, waiting, destinations);
@@ -1069,17 +1081,22 @@ impl Queue {
             return self.finish_shared(&id, &base, revision, entry, writes).await;
         }
         // An administrator may have held or deleted the entry while the
-        // attempt ran: the stored entry says so (read under the entry's
-        // lock, so no action slips in between).
+        // attempt ran: such an action marks the entry (under the entry's
+        // lock, which is held from here to the commit, so no action slips
+        // in between), and only then is the stored entry read again. (A
+        // shared spool finished above: its outcome write is guarded by the
+        // revision the attempt read.)
         let _entry = self.entry_lock(&id).lock().await;
-        match self.read_entry(&id).await {
-            Ok(None) => {
-                self.unclaim(&id);
-                self.settle(&id);
-                return;
+        if self.state().changed_in_flight.remove(&id) {
+            match self.read_entry(&id).await {
+                Ok(None) => {
+                    self.unclaim(&id);
+                    self.settle(&id);
+                    return;
+                }
+                Ok(Some((stored, _))) if stored.hold == Hold::Held => entry.hold = Hold::Held,
+                _ => {}
             }
-            Ok(Some((stored, _))) if stored.hold == Hold::Held => entry.hold = Hold::Held,
-            _ => {}
         }
         let mut writes = writes;
         let finished = entry.is_finished();

@@ -843,3 +843,81 @@ async fn delete_by_filter_streams_through_the_spool_and_traces_each_entry() {
     assert_eq!(queue.delete_all(&EntryFilter::default()).await.unwrap(), 19);
     assert!(queue.shape().unwrap().is_empty(), "the counters follow deletions");
 }
+
+/// Holds every attempt until the test opens the gate, then defers it.
+struct Gated {
+    gate: tokio::sync::Semaphore,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for Gated {
+    fn attempt(&self, job: DeliveryJob) -> Pin<Box<dyn Future<Output = DeliveryAttempt> + Send + '_>> {
+        Box::pin(async move {
+            self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.gate.acquire().await.unwrap().forget();
+            DeliveryAttempt {
+                host: Some("127.0.0.9:25".into()),
+                tls: None,
+                dsn_passed_on: false,
+                tls_policy: None,
+                outcomes: job
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        let busy = Outcome::TempFail(Reply::new(451, [4, 3, 0], "busy"));
+                        (r.address.clone(), busy)
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_or_delete_during_an_attempt_outlives_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Arc::new(Gated {
+        gate: tokio::sync::Semaphore::new(0),
+        started: Default::default(),
+    });
+    let queue = start_over(steady(store.clone()), transport.clone(), settings());
+    let held = entry("a@y.test", &["h@x.test"]);
+    let deleted = entry("a@y.test", &["d@x.test"]);
+    let untouched = entry("a@y.test", &["u@x.test"]);
+    for e in [&held, &deleted, &untouched] {
+        queue
+            .enqueue(e.clone(), b"\r\nx\r\n".to_vec(), vec![])
+            .await
+            .unwrap();
+    }
+    for _ in 0..600 {
+        if transport.started.load(std::sync::atomic::Ordering::SeqCst) == 3 {
+            break;
+        }
+        settle_io(&queue).await;
+    }
+    assert_eq!(transport.started.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Done
+    );
+    assert_eq!(
+        queue.act(&deleted.id, QueueAction::Delete).await.unwrap(),
+        ActResult::Done
+    );
+    transport.gate.add_permits(3);
+    let list = wait_for(&queue, |list| {
+        list.iter().all(|e| e.recipients[0].attempts == 1) && list.len() == 2
+    })
+    .await;
+    let stored = |id: &QueueId| list.iter().find(|e| e.id == *id).cloned();
+    // The deferral was recorded, and the hold with it.
+    assert_eq!(stored(&held.id).unwrap().status_word(), "held");
+    assert!(
+        stored(&deleted.id).is_none(),
+        "a deleted entry came back: {list:#?}"
+    );
+    assert_ne!(stored(&untouched.id).unwrap().status_word(), "held");
+    assert!(queue.state().changed_in_flight.is_empty());
+}
