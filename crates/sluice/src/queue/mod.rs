@@ -311,6 +311,22 @@ impl Queue {
         &self.inner.entry_locks[stripe]
     }
 
+    /// The locks of every entry in `ids`, stripes taken in order so two
+    /// batches never wait on each other.
+    async fn lock_entries(&self, ids: &[QueueId]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = ids
+            .iter()
+            .map(|id| spread_of(id, ENTRY_LOCKS as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut locked = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            locked.push(self.inner.entry_locks[stripe].lock().await);
+        }
+        locked
+    }
+
     /// Now on the queue's clock, ms since the epoch.
     pub fn now_ms(&self) -> u64 {
         self.inner.started_ms + self.inner.started.elapsed().as_millis() as u64
@@ -635,6 +651,12 @@ impl Queue {
                     .map(|e| SpoolWrite::Remove(e.id.clone()))
                     .collect();
                 writes.push(SpoolWrite::Trace(events));
+                // An attempt in flight checks for the deletion under its
+                // entry's lock before writing its outcome: hold the locks
+                // until the mark is set, or its outcome could bring the
+                // entry back.
+                let ids: Vec<QueueId> = matching.iter().map(|e| e.id.clone()).collect();
+                let _locked = self.lock_entries(&ids).await;
                 self.commit(writes).await?;
                 let mut state = self.state();
                 for entry in &matching {
@@ -778,17 +800,8 @@ impl Queue {
                 continue;
             }
             // An administrator's action on one of these waits for the
-            // commit (stripes taken in order: no deadlock).
-            let mut stripes: Vec<usize> = ids
-                .iter()
-                .map(|id| spread_of(id, ENTRY_LOCKS as u64) as usize)
-                .collect();
-            stripes.sort_unstable();
-            stripes.dedup();
-            let mut _locked = Vec::with_capacity(stripes.len());
-            for stripe in stripes {
-                _locked.push(self.inner.entry_locks[stripe].lock().await);
-            }
+            // commit.
+            let _locked = self.lock_entries(&ids).await;
             let spool = self.inner.spool.clone();
             let read = ids.clone();
             let entries = tokio::task::spawn_blocking(move || {
