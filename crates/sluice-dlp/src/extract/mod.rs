@@ -22,6 +22,7 @@
 //! entries, depth), so no single step runs long past the budget.
 
 mod markup;
+mod mime;
 mod pdf;
 mod xlsx;
 mod zip;
@@ -32,7 +33,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use crate::custom::CustomDetector;
 use crate::edm::EdmSet;
@@ -324,8 +325,8 @@ impl Walker<'_> {
 
     /// A message: the top-level one (`name` None) or a nested one.
     fn message(&mut self, raw: &[u8], name: Option<&str>, depth: usize) {
-        match MessageParser::default().parse(raw) {
-            Some(message) => self.parsed(&message, name, depth),
+        match mime::parse(raw) {
+            Some(parsed) => self.parsed(&parsed, &parsed.message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
                 self.scan(&lossy(raw), loc);
@@ -333,7 +334,15 @@ impl Walker<'_> {
         }
     }
 
-    fn parsed(&mut self, message: &mail_parser::Message<'_>, name: Option<&str>, depth: usize) {
+    /// `message` is `parsed`'s message or one nested in it; `parsed` holds
+    /// their base64 parts decoded.
+    fn parsed(
+        &mut self,
+        parsed: &mime::Parsed<'_>,
+        message: &mail_parser::Message<'_>,
+        name: Option<&str>,
+        depth: usize,
+    ) {
         let here = |n: Option<&str>| n.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
         if let Some(subject) = message.subject() {
             let loc = name.map_or(Location::Subject, |n| Location::Attachment(n.to_owned()));
@@ -366,6 +375,7 @@ impl Walker<'_> {
                     }
                 }
                 PartType::Binary(data) | PartType::InlineBinary(data) => {
+                    let data = parsed.body(part, data);
                     let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
                     let is_message = part
                         .content_type()
@@ -384,7 +394,7 @@ impl Walker<'_> {
                             format_args!("nested deeper than {}", self.limits.max_depth),
                         );
                     } else {
-                        self.parsed(nested, Some(&full), depth + 1);
+                        self.parsed(parsed, nested, Some(&full), depth + 1);
                     }
                 }
                 PartType::Multipart(_) => {}
