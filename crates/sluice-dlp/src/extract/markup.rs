@@ -297,6 +297,19 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
             },
             b'-' if b[r..].starts_with(b"-->") => (b'\n', r + 3),
             b'-' => (b'-', r + 1),
+            // The commonest tags, whole within the eight bytes after `<`,
+            // read as one number: no search for `>`, no name read.
+            _ if let Some((len, tag)) = short_tag(b, r) => {
+                match tag {
+                    Common::Silent => {}
+                    Common::Break => {
+                        dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
+                        w += 1;
+                    }
+                }
+                r += len + 2;
+                continue;
+            }
             _ if b[r..].starts_with(b"<!--") => (b'\n', r + 4),
             _ => match tag_end(b, r + 1) {
                 Some(close) => {
@@ -327,6 +340,70 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
     out.truncate(base + w);
 }
 
+/// What one of the commonest tags puts in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Common {
+    /// Nothing (runs, text elements, the start of a paragraph or string).
+    Silent,
+    /// The end of a paragraph or shared string: a line break, or a space
+    /// inside a table cell (as [`xml_break`] says of them).
+    Break,
+}
+
+/// A tag name of up to seven bytes as a little-endian number, the rest zero.
+const fn tag_key(name: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < name.len() {
+        v |= (name[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// The tag at `b[r]` (a `<`) if it is one of the commonest of Word and Excel
+/// text and its `>` lies within the next eight bytes: the length of its name
+/// and what it does. Equal to what [`silent`] and [`xml_break`] say of it.
+fn short_tag(b: &[u8], r: usize) -> Option<(usize, Common)> {
+    const T: u64 = tag_key(b"t");
+    const T_END: u64 = tag_key(b"/t");
+    const SI: u64 = tag_key(b"si");
+    const SI_END: u64 = tag_key(b"/si");
+    const R: u64 = tag_key(b"r");
+    const R_END: u64 = tag_key(b"/r");
+    const P: u64 = tag_key(b"p");
+    const P_END: u64 = tag_key(b"/p");
+    const W_T: u64 = tag_key(b"w:t");
+    const W_T_END: u64 = tag_key(b"/w:t");
+    const W_R: u64 = tag_key(b"w:r");
+    const W_R_END: u64 = tag_key(b"/w:r");
+    const W_P: u64 = tag_key(b"w:p");
+    const W_P_END: u64 = tag_key(b"/w:p");
+    const A_T: u64 = tag_key(b"a:t");
+    const A_T_END: u64 = tag_key(b"/a:t");
+    const A_R: u64 = tag_key(b"a:r");
+    const A_R_END: u64 = tag_key(b"/a:r");
+    const A_P: u64 = tag_key(b"a:p");
+    const A_P_END: u64 = tag_key(b"/a:p");
+    const W_RPR: u64 = tag_key(b"w:rPr");
+    const W_RPR_END: u64 = tag_key(b"/w:rPr");
+    let after: [u8; 8] = b.get(r + 1..r + 9)?.try_into().ok()?;
+    let v = u64::from_le_bytes(after);
+    let len = first_byte(v, b'>');
+    // `len` is 8 when no `>` is there; a seven-byte name fills the key.
+    let name = v & (1u64 << (8 * len.min(7))).wrapping_sub(1);
+    if len > 7 {
+        return None;
+    }
+    let tag = match name {
+        T | T_END | SI | R | R_END | P | W_T | W_T_END | W_R | W_R_END | W_P | A_T | A_T_END | A_R
+        | A_R_END | A_P | W_RPR | W_RPR_END => Common::Silent,
+        SI_END | P_END | W_P_END | A_P_END => Common::Break,
+        _ => return None,
+    };
+    Some((len, tag))
+}
+
 /// The commonest tags of Word and Excel text, which put nothing in the
 /// text (runs, text elements, the start of a shared string): matched whole
 /// before the tag's name is read.
@@ -348,6 +425,15 @@ fn markup_in(v: u64) -> usize {
     let splat = |c: u8| u64::from_ne_bytes([c; 8]);
     let found = zero(v ^ splat(b'<')) | zero(v ^ splat(b'&')) | zero(v ^ splat(b'-'));
     (found.trailing_zeros() / 8) as usize
+}
+
+/// How many of the eight bytes in `v` (little-endian) come before the first
+/// `c`: 8 if none is there.
+fn first_byte(v: u64, c: u8) -> usize {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let x = v ^ u64::from_ne_bytes([c; 8]);
+    ((x.wrapping_sub(LOW) & !x & HIGH).trailing_zeros() / 8) as usize
 }
 
 /// Offset of the `>` that closes a tag whose name starts at `from`: by hand
@@ -533,6 +619,55 @@ mod tests {
         for name in ["/si", "w:p", "/w:p", "p", "tc", "/tc", "tab", "t x", "T"] {
             assert!(!silent(name.as_bytes()), "{name}");
         }
+    }
+
+    /// The short tags read as one number do what the general reading does
+    /// with them, at every length and with every byte after them.
+    #[test]
+    fn short_tags_read_as_the_general_reading() {
+        let names = [
+            "t", "/t", "si", "/si", "r", "/r", "p", "/p", "w:t", "/w:t", "w:r", "/w:r", "w:p", "/w:p", "a:t",
+            "/a:t", "a:r", "/a:r", "a:p", "/a:p", "w:rPr", "/w:rPr",
+        ];
+        for name in names {
+            for depth in [0, 1] {
+                let mut d = depth;
+                let general = if silent(name.as_bytes()) {
+                    None
+                } else {
+                    xml_break(name, &mut d)
+                };
+                assert_eq!(d, depth, "{name}");
+                let tag = format!("<{name}>xxxxxxxx");
+                let (len, common) = short_tag(tag.as_bytes(), 0).expect(name);
+                assert_eq!(len, name.len(), "{name}");
+                let fast = match common {
+                    Common::Silent => None,
+                    Common::Break => Some(if depth > 0 { b' ' } else { b'\n' }),
+                };
+                assert_eq!(fast, general, "{name} at depth {depth}");
+            }
+        }
+        // Not common, or not whole within eight bytes: the general reading.
+        for tag in [
+            "<w:tc>",
+            "<tab/>",
+            "<w:t xml:space=\"preserve\">",
+            "<T>",
+            "<w:pPr>",
+            "<!---->",
+            "<sit>",
+            "<s>",
+            "<w:rPr/>",
+            "<",
+            "<t",
+            "<si\u{e9}>",
+            "</w:tbl>",
+        ] {
+            let padded = format!("{tag}zzzzzzzzz");
+            assert_eq!(short_tag(padded.as_bytes(), 0), None, "{tag}");
+        }
+        assert_eq!(short_tag(b"<t>", 0), None, "fewer than eight bytes after it");
     }
 
     #[test]

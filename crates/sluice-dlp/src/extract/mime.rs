@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use base64::Engine;
-use mail_parser::{HeaderName, Message, MessageParser, MessagePart, PartType};
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// A parser that reads what the scan needs (subject, content types and
 /// dispositions) as mail-parser's default does, skips the other headers, and
@@ -40,14 +41,32 @@ static UNDECODED: LazyLock<MessageParser> = LazyLock::new(|| {
 /// encoded share the raw message, so the offsets are unique).
 pub(super) struct Parsed<'x> {
     pub message: Message<'x>,
-    decoded: HashMap<u32, Vec<u8>>,
+    decoded: HashMap<u32, Decoded>,
+}
+
+/// A base64 part decoded here: a binary one's bytes, a text one's text (in
+/// its charset, as mail-parser converts it).
+enum Decoded {
+    Bytes(Vec<u8>),
+    Text(String),
 }
 
 impl Parsed<'_> {
     /// The decoded body of a binary part: the `base64` crate's output where
     /// this reading decoded it, else mail-parser's.
-    pub fn body<'a>(&'a self, part: &'a MessagePart<'_>, data: &'a [u8]) -> &'a [u8] {
-        self.decoded.get(&part.offset_body).map_or(data, Vec::as_slice)
+    pub fn bytes<'a>(&'a self, part: &MessagePart<'_>, data: &'a [u8]) -> &'a [u8] {
+        match self.decoded.get(&part.offset_body) {
+            Some(Decoded::Bytes(bytes)) => bytes,
+            _ => data,
+        }
+    }
+
+    /// The decoded text of a text or HTML part, as [`Parsed::bytes`].
+    pub fn text<'a>(&'a self, part: &MessagePart<'_>, text: &'a str) -> &'a str {
+        match self.decoded.get(&part.offset_body) {
+            Some(Decoded::Text(decoded)) => decoded,
+            _ => text,
+        }
     }
 }
 
@@ -107,8 +126,11 @@ fn transfer(raw: &[u8], part: &MessagePart<'_>) -> Transfer {
 /// Decode every base64 part of `message` (and of the nested messages read
 /// with it) into `decoded`; false where some part needs mail-parser's own
 /// decoding.
-fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, Vec<u8>>) -> bool {
+fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, Decoded>) -> bool {
     for part in &message.parts {
+        if part.is_encoding_problem {
+            return false;
+        }
         match (transfer(raw, part), &part.body) {
             (Transfer::Identity, PartType::Message(nested)) => {
                 if !decode_parts(raw, nested, decoded) {
@@ -117,12 +139,29 @@ fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, Ve
             }
             (Transfer::Identity, _) => {}
             (Transfer::Base64, PartType::Binary(data) | PartType::InlineBinary(data)) => {
-                match canonical_base64(data) {
-                    Some(bytes) => {
-                        decoded.insert(part.offset_body, bytes);
-                    }
-                    None => return false,
-                }
+                let Some(bytes) = canonical_base64(data) else {
+                    return false;
+                };
+                decoded.insert(part.offset_body, Decoded::Bytes(bytes));
+            }
+            (Transfer::Base64, PartType::Text(_) | PartType::Html(_)) => {
+                // The text mail-parser made of the encoded bytes is no use:
+                // decode the raw body, then convert its charset as
+                // mail-parser does after decoding.
+                let body = raw.get(part.offset_body as usize..part.offset_end as usize);
+                let Some(bytes) = body.and_then(canonical_base64) else {
+                    return false;
+                };
+                let charset = part
+                    .content_type()
+                    .and_then(|ct| ct.attribute("charset"))
+                    .and_then(|c| charset_decoder(c.as_bytes()));
+                let text = match charset {
+                    Some(convert) => convert(&bytes),
+                    None => String::from_utf8(bytes)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                };
+                decoded.insert(part.offset_body, Decoded::Text(text));
             }
             _ => return false,
         }
@@ -160,18 +199,17 @@ mod tests {
             message: &Message<'_>,
             out: &mut Vec<(Option<String>, String, Vec<u8>)>,
         ) {
-            use mail_parser::MimeHeaders;
             if let Some(s) = message.subject() {
                 out.push((None, "subject".into(), s.as_bytes().to_vec()));
             }
             for part in &message.parts {
                 let name = part.attachment_name().map(str::to_owned);
                 match &part.body {
-                    PartType::Text(t) => out.push((name, "text".into(), t.as_bytes().to_vec())),
-                    PartType::Html(t) => out.push((name, "html".into(), t.as_bytes().to_vec())),
-                    PartType::Binary(d) => out.push((name, "binary".into(), parsed.body(part, d).to_vec())),
+                    PartType::Text(t) => out.push((name, "text".into(), parsed.text(part, t).into())),
+                    PartType::Html(t) => out.push((name, "html".into(), parsed.text(part, t).into())),
+                    PartType::Binary(d) => out.push((name, "binary".into(), parsed.bytes(part, d).to_vec())),
                     PartType::InlineBinary(d) => {
-                        out.push((name, "inline".into(), parsed.body(part, d).to_vec()))
+                        out.push((name, "inline".into(), parsed.bytes(part, d).to_vec()))
                     }
                     PartType::Message(m) => walk(parsed, m, out),
                     PartType::Multipart(_) => {}
@@ -228,9 +266,17 @@ mod tests {
             (mixed(zip, "QU JD"), false),
             (mixed(zip, "QUJD\r\n--not the boundary"), false),
             (mixed(zip, "QUJD!"), false),
+            (mixed(zip, "QUJD").replace("--M--", ""), false),
+            (mixed("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64", "QUJD").replace("--M--", ""), false),
             (mixed(zip, "QUI"), false),
             (mixed(zip, "QUJ"), false),
-            (mixed("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64", "NDExMSAxMTEx"), false),
+            (mixed("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64", "NDExMSAxMTEx"), true),
+            (mixed("Content-Type: text/csv; name=a.csv\r\nContent-Transfer-Encoding: base64", "YSxiLGMK"), true),
+            (mixed("Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64", "PHA+w6k8L3A+"), true),
+            (mixed("Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64", "Y2Fm6Q=="), true),
+            (mixed("Content-Type: text/plain; charset=utf-16le\r\nContent-Transfer-Encoding: base64", "NAAxAA=="), true),
+            (mixed("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64", "Y2Fm/w=="), true),
+            (mixed("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64", "NDExMSAx\r\nMTEx="), false),
             (
                 mixed("Content-Type: text/plain; charset=latin1\r\nContent-Transfer-Encoding: quoted-printable", "caf=E9"),
                 false,

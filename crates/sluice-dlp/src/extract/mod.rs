@@ -359,6 +359,7 @@ impl Walker<'_> {
             let mut full = file_name.map(|f| join(name, f));
             match &part.body {
                 PartType::Text(text) => {
+                    let text = parsed.text(part, text);
                     let loc = here(full.as_deref().or(name));
                     if file_name.is_some_and(|f| f.to_ascii_lowercase().ends_with(".html")) {
                         self.scan(&html_to_text(text), loc);
@@ -368,6 +369,7 @@ impl Walker<'_> {
                     }
                 }
                 PartType::Html(html) => {
+                    let html = parsed.text(part, html);
                     let loc = here(full.as_deref().or(name));
                     let text = html_to_text(html);
                     if !plain.iter().any(|(l, p)| *l == loc && same_text(p, &text)) {
@@ -375,7 +377,7 @@ impl Walker<'_> {
                     }
                 }
                 PartType::Binary(data) | PartType::InlineBinary(data) => {
-                    let data = parsed.body(part, data);
+                    let data = parsed.bytes(part, data);
                     let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
                     let is_message = part
                         .content_type()
