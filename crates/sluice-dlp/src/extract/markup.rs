@@ -299,15 +299,24 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
             b'-' => (b'-', r + 1),
             // The commonest tags, whole within the eight bytes after `<`,
             // read as one number: no search for `>`, no name read.
-            _ if let Some((len, tag)) = short_tag(b, r) => {
-                match tag {
-                    Common::Silent => {}
-                    Common::Break => {
+            _ if let Some(mut found) = short_tag(b, r) => {
+                // They come in runs (`</t></si><si><t>`): read on while the
+                // next byte starts another.
+                loop {
+                    let (len, tag) = found;
+                    if tag == Common::Break {
                         dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
                         w += 1;
                     }
+                    r += len + 2;
+                    match b.get(r) {
+                        Some(b'<') => match short_tag(b, r) {
+                            Some(next) => found = next,
+                            None => break,
+                        },
+                        _ => break,
+                    }
                 }
-                r += len + 2;
                 continue;
             }
             _ if b[r..].starts_with(b"<!--") => (b'\n', r + 4),
@@ -361,47 +370,70 @@ const fn tag_key(name: &[u8]) -> u64 {
     v
 }
 
+/// The commonest tags of Word, Excel and PowerPoint text, by name.
+const COMMON_TAGS: [(&[u8], Common); 22] = [
+    (b"t", Common::Silent),
+    (b"/t", Common::Silent),
+    (b"si", Common::Silent),
+    (b"r", Common::Silent),
+    (b"/r", Common::Silent),
+    (b"p", Common::Silent),
+    (b"w:t", Common::Silent),
+    (b"/w:t", Common::Silent),
+    (b"w:r", Common::Silent),
+    (b"/w:r", Common::Silent),
+    (b"w:p", Common::Silent),
+    (b"a:t", Common::Silent),
+    (b"/a:t", Common::Silent),
+    (b"a:r", Common::Silent),
+    (b"/a:r", Common::Silent),
+    (b"a:p", Common::Silent),
+    (b"w:rPr", Common::Silent),
+    (b"/w:rPr", Common::Silent),
+    (b"/si", Common::Break),
+    (b"/p", Common::Break),
+    (b"/w:p", Common::Break),
+    (b"/a:p", Common::Break),
+];
+
+/// A multiplier that sends each of [`COMMON_TAGS`] to its own slot of 64
+/// (checked when the table is built, at compile time).
+const TAG_HASH: u64 = 0xbbc5_8e50_a948_b2cd;
+
+const fn tag_slot(key: u64) -> usize {
+    (key.wrapping_mul(TAG_HASH) >> 58) as usize
+}
+
+/// [`COMMON_TAGS`] by slot; an empty slot holds a key no name has (a name
+/// of at most seven bytes leaves the top byte zero).
+static TAG_TABLE: [(u64, Common); 64] = {
+    let mut table = [(u64::MAX, Common::Silent); 64];
+    let mut i = 0;
+    while i < COMMON_TAGS.len() {
+        let (name, tag) = COMMON_TAGS[i];
+        let key = tag_key(name);
+        let slot = tag_slot(key);
+        assert!(table[slot].0 == u64::MAX, "two common tags share a slot");
+        table[slot] = (key, tag);
+        i += 1;
+    }
+    table
+};
+
 /// The tag at `b[r]` (a `<`) if it is one of the commonest of Word and Excel
 /// text and its `>` lies within the next eight bytes: the length of its name
-/// and what it does. Equal to what [`silent`] and [`xml_break`] say of it.
+/// and what it does, from one lookup. Equal to what [`silent`] and
+/// [`xml_break`] say of it.
 fn short_tag(b: &[u8], r: usize) -> Option<(usize, Common)> {
-    const T: u64 = tag_key(b"t");
-    const T_END: u64 = tag_key(b"/t");
-    const SI: u64 = tag_key(b"si");
-    const SI_END: u64 = tag_key(b"/si");
-    const R: u64 = tag_key(b"r");
-    const R_END: u64 = tag_key(b"/r");
-    const P: u64 = tag_key(b"p");
-    const P_END: u64 = tag_key(b"/p");
-    const W_T: u64 = tag_key(b"w:t");
-    const W_T_END: u64 = tag_key(b"/w:t");
-    const W_R: u64 = tag_key(b"w:r");
-    const W_R_END: u64 = tag_key(b"/w:r");
-    const W_P: u64 = tag_key(b"w:p");
-    const W_P_END: u64 = tag_key(b"/w:p");
-    const A_T: u64 = tag_key(b"a:t");
-    const A_T_END: u64 = tag_key(b"/a:t");
-    const A_R: u64 = tag_key(b"a:r");
-    const A_R_END: u64 = tag_key(b"/a:r");
-    const A_P: u64 = tag_key(b"a:p");
-    const A_P_END: u64 = tag_key(b"/a:p");
-    const W_RPR: u64 = tag_key(b"w:rPr");
-    const W_RPR_END: u64 = tag_key(b"/w:rPr");
     let after: [u8; 8] = b.get(r + 1..r + 9)?.try_into().ok()?;
     let v = u64::from_le_bytes(after);
     let len = first_byte(v, b'>');
-    // `len` is 8 when no `>` is there; a seven-byte name fills the key.
-    let name = v & (1u64 << (8 * len.min(7))).wrapping_sub(1);
     if len > 7 {
         return None;
     }
-    let tag = match name {
-        T | T_END | SI | R | R_END | P | W_T | W_T_END | W_R | W_R_END | W_P | A_T | A_T_END | A_R
-        | A_R_END | A_P | W_RPR | W_RPR_END => Common::Silent,
-        SI_END | P_END | W_P_END | A_P_END => Common::Break,
-        _ => return None,
-    };
-    Some((len, tag))
+    let name = v & ((1u64 << (8 * len)) - 1);
+    let (key, tag) = TAG_TABLE[tag_slot(name)];
+    (key == name).then_some((len, tag))
 }
 
 /// The commonest tags of Word and Excel text, which put nothing in the
@@ -625,11 +657,8 @@ mod tests {
     /// with them, at every length and with every byte after them.
     #[test]
     fn short_tags_read_as_the_general_reading() {
-        let names = [
-            "t", "/t", "si", "/si", "r", "/r", "p", "/p", "w:t", "/w:t", "w:r", "/w:r", "w:p", "/w:p", "a:t",
-            "/a:t", "a:r", "/a:r", "a:p", "/a:p", "w:rPr", "/w:rPr",
-        ];
-        for name in names {
+        for (name, _) in COMMON_TAGS {
+            let name = std::str::from_utf8(name).unwrap();
             for depth in [0, 1] {
                 let mut d = depth;
                 let general = if silent(name.as_bytes()) {
