@@ -339,6 +339,21 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
                 // They come in runs (`</t></si><si><t>`): read on while the
                 // next byte starts another.
                 loop {
+                    // Between two shared strings, the commonest run of
+                    // all: a line break (as `</si>` puts) in one step.
+                    if b.get(r..r + STRING_TO_STRING.len()) == Some(STRING_TO_STRING) {
+                        dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
+                        w += 1;
+                        r += STRING_TO_STRING.len();
+                        match b.get(r) {
+                            Some(b'<') => match short_tag(b, r) {
+                                Some(next) => found = next,
+                                None => break,
+                            },
+                            _ => break,
+                        }
+                        continue;
+                    }
                     let (len, tag) = found;
                     if tag == Common::Break {
                         dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
@@ -384,6 +399,10 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
     }
     out.truncate(base + w);
 }
+
+/// The tags between two strings of a spreadsheet's shared strings, which
+/// put exactly what `</si>` puts (the others are silent).
+const STRING_TO_STRING: &[u8] = b"</t></si><si><t>";
 
 /// What one of the commonest tags puts in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -769,6 +788,10 @@ mod tests {
         assert_eq!(xml_to_text(docx), "Card 4111 1111 1111 1111\nnext\n");
         let sheet = r#"<sst><si><t>a</t></si><si><r><t>41</t></r><r><t>11</t></r></si></sst>"#;
         assert_eq!(xml_to_text(sheet), "a\n4111\n");
+        let strings = "<sst><si><t>a</t></si><si><t>b</t></si><si><t></t></si><si><t>c</t></si></sst>";
+        assert_eq!(xml_to_text(strings), "a\nb\n\nc\n");
+        let in_cell = "<w:tc><si><t>a</t></si><si><t>b</t></si></w:tc>";
+        assert_eq!(xml_to_text(in_cell), "a b \t");
         assert_eq!(
             xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
             "1\nx & y\n"
