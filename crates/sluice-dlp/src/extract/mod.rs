@@ -215,11 +215,13 @@ fn same_text(a: &str, b: &str) -> bool {
     let b = b.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
     let (mut i, mut j) = (0, 0);
     loop {
-        // Eight equal bytes at a time, when the eighth is not whitespace: a
-        // whitespace run inside them is the same run on both sides, and none
-        // goes on past them.
+        // Eight equal bytes at a time, when no whitespace run goes on past
+        // them (the eighth is not whitespace, or the byte after them is not
+        // on either side): a run inside them is the same run on both sides.
         while let (Some(x), Some(y)) = (a.get(i..i + 8), b.get(j..j + 8)) {
-            if x != y || ws(x[7]) {
+            let run_goes_on =
+                ws(x[7]) && (a.get(i + 8).is_none_or(|&c| ws(c)) || b.get(j + 8).is_none_or(|&c| ws(c)));
+            if x != y || run_goes_on {
                 break;
             }
             i += 8;
@@ -587,5 +589,12 @@ mod same_text_tests {
             "abcdefgh ijklmnop\r\nqrstuvw",
             "abcdefgh ijklmnop\nqrstuvw"
         ));
+        // A run ending on an eight-byte step, going on past it on one side.
+        assert!(same_text("abcdefg xyz", "abcdefg xyz"));
+        assert!(!same_text("abcdefg  xyz", "abcdefg xyz"));
+        assert!(!same_text("abcdefg xyz", "abcdefg  xyz"));
+        assert!(same_text("abcdefg \nxyz", "abcdefg\nxyz"));
+        assert!(!same_text("abcdefg \txyz", "abcdefg xyz"));
+        assert!(same_text("abcdefg ", "abcdefg"));
     }
 }
