@@ -203,9 +203,37 @@ fn strip(src: &str, hidden: &[&str], mut breaks: impl FnMut(&str, bool) -> Optio
 }
 
 /// Offset of the next byte [`strip`] must look at: markup, a line break or
-/// tab, or a space that is not the first after a copied character.
+/// tab, or a space that is not the first after a copied character. Eight
+/// bytes at a time: prose has a space every few bytes, and a branch per
+/// byte on letter or space is mispredicted at most words.
 fn next_special(b: &[u8]) -> Option<usize> {
-    let mut after_copied = false;
+    // The byte before the eight is a space (or there is none): a space
+    // first among them is special.
+    let mut after_space = true;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let spaces = bytes_equal(v, b' ');
+        let marks = bytes_equal(v, b'<')
+            | bytes_equal(v, b'&')
+            | bytes_equal(v, b'\n')
+            | bytes_equal(v, b'\r')
+            | bytes_equal(v, b'\t')
+            | bytes_equal(v, b'-');
+        let second_spaces = spaces & (spaces << 8 | u64::from(after_space) << 7);
+        let special = marks | second_spaces;
+        if special != 0 {
+            return Some(i + (special.trailing_zeros() / 8) as usize);
+        }
+        after_space = chunk[7] == b' ';
+        i += 8;
+    }
+    next_special_bytewise(&b[i..], !after_space).map(|k| i + k)
+}
+
+/// [`next_special`] a byte at a time, `after_copied` saying whether the
+/// byte before `b` was copied text (not a space).
+fn next_special_bytewise(b: &[u8], mut after_copied: bool) -> Option<usize> {
     for (k, &c) in b.iter().enumerate() {
         match c {
             b'<' | b'&' | b'\n' | b'\r' | b'\t' | b'-' => return Some(k),
@@ -215,6 +243,14 @@ fn next_special(b: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The high bit of each byte of `v` equal to `c`, exactly (no borrow from
+/// one byte to the next).
+fn bytes_equal(v: u64, c: u8) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7F; 8]);
+    let x = v ^ u64::from_ne_bytes([c; 8]);
+    !(((x & LOW7) + LOW7) | x) & !LOW7
 }
 
 /// Render HTML to the text a reader sees (simply: no CSS, no layout).
@@ -297,6 +333,43 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
             },
             b'-' if b[r..].starts_with(b"-->") => (b'\n', r + 3),
             b'-' => (b'-', r + 1),
+            // The commonest tags, whole within the eight bytes after `<`,
+            // read as one number: no search for `>`, no name read.
+            _ if let Some(mut found) = short_tag(b, r) => {
+                // They come in runs (`</t></si><si><t>`): read on while the
+                // next byte starts another.
+                loop {
+                    // Between two shared strings, the commonest run of
+                    // all: a line break (as `</si>` puts) in one step.
+                    if b.get(r..r + STRING_TO_STRING.len()) == Some(STRING_TO_STRING) {
+                        dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
+                        w += 1;
+                        r += STRING_TO_STRING.len();
+                        match b.get(r) {
+                            Some(b'<') => match short_tag(b, r) {
+                                Some(next) => found = next,
+                                None => break,
+                            },
+                            _ => break,
+                        }
+                        continue;
+                    }
+                    let (len, tag) = found;
+                    if tag == Common::Break {
+                        dst[w] = if cell_depth > 0 { b' ' } else { b'\n' };
+                        w += 1;
+                    }
+                    r += len + 2;
+                    match b.get(r) {
+                        Some(b'<') => match short_tag(b, r) {
+                            Some(next) => found = next,
+                            None => break,
+                        },
+                        _ => break,
+                    }
+                }
+                continue;
+            }
             _ if b[r..].starts_with(b"<!--") => (b'\n', r + 4),
             _ => match tag_end(b, r + 1) {
                 Some(close) => {
@@ -327,6 +400,97 @@ pub(crate) fn xml_to_text_into(xml: &str, out: &mut Vec<u8>) {
     out.truncate(base + w);
 }
 
+/// The tags between two strings of a spreadsheet's shared strings, which
+/// put exactly what `</si>` puts (the others are silent).
+const STRING_TO_STRING: &[u8] = b"</t></si><si><t>";
+
+/// What one of the commonest tags puts in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Common {
+    /// Nothing (runs, text elements, the start of a paragraph or string).
+    Silent,
+    /// The end of a paragraph or shared string: a line break, or a space
+    /// inside a table cell (as [`xml_break`] says of them).
+    Break,
+}
+
+/// A tag name of up to seven bytes as a little-endian number, the rest zero.
+const fn tag_key(name: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < name.len() {
+        v |= (name[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// The commonest tags of Word, Excel and PowerPoint text, by name.
+const COMMON_TAGS: [(&[u8], Common); 22] = [
+    (b"t", Common::Silent),
+    (b"/t", Common::Silent),
+    (b"si", Common::Silent),
+    (b"r", Common::Silent),
+    (b"/r", Common::Silent),
+    (b"p", Common::Silent),
+    (b"w:t", Common::Silent),
+    (b"/w:t", Common::Silent),
+    (b"w:r", Common::Silent),
+    (b"/w:r", Common::Silent),
+    (b"w:p", Common::Silent),
+    (b"a:t", Common::Silent),
+    (b"/a:t", Common::Silent),
+    (b"a:r", Common::Silent),
+    (b"/a:r", Common::Silent),
+    (b"a:p", Common::Silent),
+    (b"w:rPr", Common::Silent),
+    (b"/w:rPr", Common::Silent),
+    (b"/si", Common::Break),
+    (b"/p", Common::Break),
+    (b"/w:p", Common::Break),
+    (b"/a:p", Common::Break),
+];
+
+/// A multiplier that sends each of [`COMMON_TAGS`] to its own slot of 64
+/// (checked when the table is built, at compile time).
+const TAG_HASH: u64 = 0xbbc5_8e50_a948_b2cd;
+
+const fn tag_slot(key: u64) -> usize {
+    (key.wrapping_mul(TAG_HASH) >> 58) as usize
+}
+
+/// [`COMMON_TAGS`] by slot; an empty slot holds a key no name has (a name
+/// of at most seven bytes leaves the top byte zero).
+static TAG_TABLE: [(u64, Common); 64] = {
+    let mut table = [(u64::MAX, Common::Silent); 64];
+    let mut i = 0;
+    while i < COMMON_TAGS.len() {
+        let (name, tag) = COMMON_TAGS[i];
+        let key = tag_key(name);
+        let slot = tag_slot(key);
+        assert!(table[slot].0 == u64::MAX, "two common tags share a slot");
+        table[slot] = (key, tag);
+        i += 1;
+    }
+    table
+};
+
+/// The tag at `b[r]` (a `<`) if it is one of the commonest of Word and Excel
+/// text and its `>` lies within the next eight bytes: the length of its name
+/// and what it does, from one lookup. Equal to what [`silent`] and
+/// [`xml_break`] say of it.
+fn short_tag(b: &[u8], r: usize) -> Option<(usize, Common)> {
+    let after: [u8; 8] = b.get(r + 1..r + 9)?.try_into().ok()?;
+    let v = u64::from_le_bytes(after);
+    let len = first_byte(v, b'>');
+    if len > 7 {
+        return None;
+    }
+    let name = v & ((1u64 << (8 * len)) - 1);
+    let (key, tag) = TAG_TABLE[tag_slot(name)];
+    (key == name).then_some((len, tag))
+}
+
 /// The commonest tags of Word and Excel text, which put nothing in the
 /// text (runs, text elements, the start of a shared string): matched whole
 /// before the tag's name is read.
@@ -348,6 +512,15 @@ fn markup_in(v: u64) -> usize {
     let splat = |c: u8| u64::from_ne_bytes([c; 8]);
     let found = zero(v ^ splat(b'<')) | zero(v ^ splat(b'&')) | zero(v ^ splat(b'-'));
     (found.trailing_zeros() / 8) as usize
+}
+
+/// How many of the eight bytes in `v` (little-endian) come before the first
+/// `c`: 8 if none is there.
+fn first_byte(v: u64, c: u8) -> usize {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let x = v ^ u64::from_ne_bytes([c; 8]);
+    ((x.wrapping_sub(LOW) & !x & HIGH).trailing_zeros() / 8) as usize
 }
 
 /// Offset of the `>` that closes a tag whose name starts at `from`: by hand
@@ -478,6 +651,34 @@ mod tests {
         }
     }
 
+    /// The eight-byte search stops where the byte-by-byte one does, at
+    /// every offset of text with marks, single and double spaces.
+    #[test]
+    fn special_bytes_found_eight_at_once() {
+        let text = b"ab  c d-e\tf<g&h\ni\rj  k l m n o p q  r s t  uvwxyzabcdefgh  ij\xc3\xa9 \xff  z";
+        for from in 0..text.len() {
+            for to in from..=text.len() {
+                let b = &text[from..to];
+                assert_eq!(
+                    next_special(b),
+                    next_special_bytewise(b, false),
+                    "{:?}",
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
+        for c in 0..=255u8 {
+            for at in 0..8 {
+                for filler in [c ^ 1, c ^ 0x80, c.wrapping_add(1), c.wrapping_sub(1)] {
+                    let mut v = [filler; 8];
+                    v[at] = c;
+                    let found = bytes_equal(u64::from_le_bytes(v), c);
+                    assert_eq!(found, 0x80 << (8 * at), "{c} at {at} among {filler}");
+                }
+            }
+        }
+    }
+
     /// The eight-byte test finds the first `<`, `&` or `-` exactly, whatever
     /// the bytes before and after it (0x80 and above, bytes one off the
     /// markup bytes, several markup bytes).
@@ -535,12 +736,62 @@ mod tests {
         }
     }
 
+    /// The short tags read as one number do what the general reading does
+    /// with them, at every length and with every byte after them.
+    #[test]
+    fn short_tags_read_as_the_general_reading() {
+        for (name, _) in COMMON_TAGS {
+            let name = std::str::from_utf8(name).unwrap();
+            for depth in [0, 1] {
+                let mut d = depth;
+                let general = if silent(name.as_bytes()) {
+                    None
+                } else {
+                    xml_break(name, &mut d)
+                };
+                assert_eq!(d, depth, "{name}");
+                let tag = format!("<{name}>xxxxxxxx");
+                let (len, common) = short_tag(tag.as_bytes(), 0).expect(name);
+                assert_eq!(len, name.len(), "{name}");
+                let fast = match common {
+                    Common::Silent => None,
+                    Common::Break => Some(if depth > 0 { b' ' } else { b'\n' }),
+                };
+                assert_eq!(fast, general, "{name} at depth {depth}");
+            }
+        }
+        // Not common, or not whole within eight bytes: the general reading.
+        for tag in [
+            "<w:tc>",
+            "<tab/>",
+            "<w:t xml:space=\"preserve\">",
+            "<T>",
+            "<w:pPr>",
+            "<!---->",
+            "<sit>",
+            "<s>",
+            "<w:rPr/>",
+            "<",
+            "<t",
+            "<si\u{e9}>",
+            "</w:tbl>",
+        ] {
+            let padded = format!("{tag}zzzzzzzzz");
+            assert_eq!(short_tag(padded.as_bytes(), 0), None, "{tag}");
+        }
+        assert_eq!(short_tag(b"<t>", 0), None, "fewer than eight bytes after it");
+    }
+
     #[test]
     fn office_xml_runs_join() {
         let docx = r#"<w:body><w:p><w:r><w:t>Card 4111 </w:t></w:r><w:r><w:rPr/><w:t>1111 1111 1111</w:t></w:r></w:p><w:p><w:r><w:t>next</w:t></w:r></w:p></w:body>"#;
         assert_eq!(xml_to_text(docx), "Card 4111 1111 1111 1111\nnext\n");
         let sheet = r#"<sst><si><t>a</t></si><si><r><t>41</t></r><r><t>11</t></r></si></sst>"#;
         assert_eq!(xml_to_text(sheet), "a\n4111\n");
+        let strings = "<sst><si><t>a</t></si><si><t>b</t></si><si><t></t></si><si><t>c</t></si></sst>";
+        assert_eq!(xml_to_text(strings), "a\nb\n\nc\n");
+        let in_cell = "<w:tc><si><t>a</t></si><si><t>b</t></si></w:tc>";
+        assert_eq!(xml_to_text(in_cell), "a b \t");
         assert_eq!(
             xml_to_text("<c><v>1</v></c><c><is><t>x &amp; y</t></is></c>"),
             "1\nx & y\n"

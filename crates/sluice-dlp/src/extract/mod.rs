@@ -22,6 +22,7 @@
 //! entries, depth), so no single step runs long past the budget.
 
 mod markup;
+mod mime;
 mod pdf;
 mod xlsx;
 mod zip;
@@ -32,7 +33,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use crate::custom::CustomDetector;
 use crate::edm::EdmSet;
@@ -214,11 +215,13 @@ fn same_text(a: &str, b: &str) -> bool {
     let b = b.trim_matches(['\n', '\r', ' ', '\t']).as_bytes();
     let (mut i, mut j) = (0, 0);
     loop {
-        // Eight equal bytes at a time, when the eighth is not whitespace: a
-        // whitespace run inside them is the same run on both sides, and none
-        // goes on past them.
+        // Eight equal bytes at a time, when no whitespace run goes on past
+        // them (the eighth is not whitespace, or the byte after them is not
+        // on either side): a run inside them is the same run on both sides.
         while let (Some(x), Some(y)) = (a.get(i..i + 8), b.get(j..j + 8)) {
-            if x != y || ws(x[7]) {
+            let run_goes_on =
+                ws(x[7]) && (a.get(i + 8).is_none_or(|&c| ws(c)) || b.get(j + 8).is_none_or(|&c| ws(c)));
+            if x != y || run_goes_on {
                 break;
             }
             i += 8;
@@ -324,8 +327,8 @@ impl Walker<'_> {
 
     /// A message: the top-level one (`name` None) or a nested one.
     fn message(&mut self, raw: &[u8], name: Option<&str>, depth: usize) {
-        match MessageParser::default().parse(raw) {
-            Some(message) => self.parsed(&message, name, depth),
+        match mime::parse(raw) {
+            Some(parsed) => self.parsed(&parsed, &parsed.message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
                 self.scan(&lossy(raw), loc);
@@ -333,7 +336,15 @@ impl Walker<'_> {
         }
     }
 
-    fn parsed(&mut self, message: &mail_parser::Message<'_>, name: Option<&str>, depth: usize) {
+    /// `message` is `parsed`'s message or one nested in it; `parsed` holds
+    /// their base64 parts decoded.
+    fn parsed(
+        &mut self,
+        parsed: &mime::Parsed<'_>,
+        message: &mail_parser::Message<'_>,
+        name: Option<&str>,
+        depth: usize,
+    ) {
         let here = |n: Option<&str>| n.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
         if let Some(subject) = message.subject() {
             let loc = name.map_or(Location::Subject, |n| Location::Attachment(n.to_owned()));
@@ -350,6 +361,7 @@ impl Walker<'_> {
             let mut full = file_name.map(|f| join(name, f));
             match &part.body {
                 PartType::Text(text) => {
+                    let text = parsed.text(part, text);
                     let loc = here(full.as_deref().or(name));
                     if file_name.is_some_and(|f| f.to_ascii_lowercase().ends_with(".html")) {
                         self.scan(&html_to_text(text), loc);
@@ -359,6 +371,7 @@ impl Walker<'_> {
                     }
                 }
                 PartType::Html(html) => {
+                    let html = parsed.text(part, html);
                     let loc = here(full.as_deref().or(name));
                     let text = html_to_text(html);
                     if !plain.iter().any(|(l, p)| *l == loc && same_text(p, &text)) {
@@ -366,6 +379,7 @@ impl Walker<'_> {
                     }
                 }
                 PartType::Binary(data) | PartType::InlineBinary(data) => {
+                    let data = parsed.bytes(part, data);
                     let full = full.take().unwrap_or_else(|| join(name, &format!("part{i}")));
                     let is_message = part
                         .content_type()
@@ -384,7 +398,7 @@ impl Walker<'_> {
                             format_args!("nested deeper than {}", self.limits.max_depth),
                         );
                     } else {
-                        self.parsed(nested, Some(&full), depth + 1);
+                        self.parsed(parsed, nested, Some(&full), depth + 1);
                     }
                 }
                 PartType::Multipart(_) => {}
@@ -575,5 +589,12 @@ mod same_text_tests {
             "abcdefgh ijklmnop\r\nqrstuvw",
             "abcdefgh ijklmnop\nqrstuvw"
         ));
+        // A run ending on an eight-byte step, going on past it on one side.
+        assert!(same_text("abcdefg xyz", "abcdefg xyz"));
+        assert!(!same_text("abcdefg  xyz", "abcdefg xyz"));
+        assert!(!same_text("abcdefg xyz", "abcdefg  xyz"));
+        assert!(same_text("abcdefg \nxyz", "abcdefg\nxyz"));
+        assert!(!same_text("abcdefg \txyz", "abcdefg xyz"));
+        assert!(same_text("abcdefg ", "abcdefg"));
     }
 }
