@@ -159,6 +159,27 @@ pub struct RetryAll {
     pub held: usize,
 }
 
+impl RetryAll {
+    /// Counts what one entry's retry did (a shared spool retries each on
+    /// its own); an error is returned.
+    fn add(
+        &mut self,
+        done: Option<Result<Result<ActResult, QueueError>, tokio::task::JoinError>>,
+    ) -> Result<(), QueueError> {
+        match done {
+            Some(Ok(Ok(ActResult::Done))) => self.retried += 1,
+            Some(Ok(Ok(ActResult::Held))) => self.held += 1,
+            Some(Ok(Ok(ActResult::Missing | ActResult::Unchanged))) | None => {}
+            Some(Ok(Err(error))) => return Err(error),
+            Some(Err(error)) => return Err(SpoolError::Failed(error.to_string()).into()),
+        }
+        Ok(())
+    }
+}
+
+/// Entries `retry --all` retries at once on a shared spool.
+const SHARED_RETRIES: usize = 32;
+
 /// Which entries `delete --all` removes: every one, or those of a status
 /// (`queued`, `deferred`, `held`) and with a waiting recipient in a domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -524,7 +545,7 @@ impl Queue {
     }
 
     async fn act_once(&self, id: &QueueId, action: QueueAction) -> Result<ActResult, QueueError> {
-        let Some((mut entry, revision)) = self.inner.spool.entry_revised(id)? else {
+        let Some((mut entry, revision)) = self.read_entry(id).await? else {
             return Ok(ActResult::Missing);
         };
         let now = self.now_ms();
@@ -588,15 +609,17 @@ impl Queue {
             let page = self.inner.spool.queue_page(after.as_deref(), BATCH)?;
             let now = self.now_ms();
             let mut changed = Vec::new();
+            let mut each = tokio::task::JoinSet::new();
             for mut entry in page.items {
                 if self.inner.shared && entry.hold == Hold::Active && entry.next_due_ms().is_some() {
                     // Other nodes write these entries too: each is retried
-                    // on its stored state (see `act`), one at a time.
-                    match self.act(&entry.id, QueueAction::Retry).await? {
-                        ActResult::Done => result.retried += 1,
-                        ActResult::Held => result.held += 1,
-                        ActResult::Missing | ActResult::Unchanged => {}
+                    // on its stored state (see `act`); a few at once, so
+                    // their writes still share commits.
+                    if each.len() >= SHARED_RETRIES {
+                        result.add(each.join_next().await)?;
                     }
+                    let queue = self.clone();
+                    each.spawn(async move { queue.act(&entry.id, QueueAction::Retry).await });
                 } else if entry.hold == Hold::Held {
                     result.held += 1;
                 } else if entry.next_due_ms().is_some() {
@@ -604,6 +627,9 @@ impl Queue {
                     result.retried += 1;
                     changed.push(entry);
                 }
+            }
+            while let Some(done) = each.join_next().await {
+                result.add(Some(done))?;
             }
             if !changed.is_empty() {
                 let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();

@@ -580,6 +580,18 @@ quarantine = true
     assert_eq!(shown["id"].as_str(), Some(id.as_str()));
     let summary = b.cli_ok(&["queue", "summary"]);
     assert!(summary.contains("legacy.test"), "{summary}");
+    // Held through B: A sees it held, and retry --all leaves it so; once
+    // released, retry --all through A retries it.
+    b.cli_ok(&["queue", "hold", &id]);
+    assert_eq!(a.queue_json()[0]["status"], "held", "{:?}", a.queue_json());
+    let all = a.cli_ok(&["queue", "retry", "--all"]);
+    assert!(
+        all.contains("0 entries due for retry now; 1 held left held"),
+        "{all}"
+    );
+    b.cli_ok(&["queue", "release", &id]);
+    let all = a.cli_ok(&["queue", "retry", "--all"]);
+    assert!(all.contains("1 entries due for retry now"), "{all}");
     // Deleted through B: gone from A's view too.
     b.cli_ok(&["queue", "delete", &id]);
     assert!(a.queue_json().is_empty(), "{:?}", a.queue_json());

@@ -554,13 +554,13 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
     if !written.is_empty() {
         written.sort_unstable();
         written.dedup();
-        spool::lock(&*txn, &written).await?;
+        spool::lock(&txn, &written).await?;
     }
     for (n, job) in batch.iter_mut().enumerate() {
         if let Some(guard) = &job.guard {
             // Writes of earlier jobs to the same row come first.
             new_messages.flush(&txn, node).await?;
-            let refusal = match spool::check(&*txn, guard).await? {
+            let refusal = match spool::check(&txn, guard).await? {
                 spool::Check::Holds => None,
                 spool::Check::LeaseLost => Some(SpoolError::LeaseLost),
                 spool::Check::Changed => Some(SpoolError::Changed),

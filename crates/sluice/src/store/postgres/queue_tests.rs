@@ -83,9 +83,18 @@ impl Transport for Peer {
 }
 
 fn start(store: Arc<PostgresStore>, node: &str, peer: Arc<Peer>) -> Queue {
+    start_with(store, node, peer, |_| {})
+}
+
+fn start_with(
+    store: Arc<PostgresStore>,
+    node: &str,
+    peer: Arc<Peer>,
+    tune: impl FnOnce(&mut QueueSettings),
+) -> Queue {
     let (_keep, policy) = watch::channel(Arc::new(Policy::default()));
     std::mem::forget(_keep);
-    let settings = QueueSettings {
+    let mut settings = QueueSettings {
         destinations: DestinationSettings {
             down_after: 1,
             probe_first: Duration::from_secs(3600),
@@ -98,6 +107,7 @@ fn start(store: Arc<PostgresStore>, node: &str, peer: Arc<Peer>) -> Queue {
             4,
         )
     };
+    tune(&mut settings);
     Queue::start(store, peer, settings, policy).unwrap()
 }
 
@@ -332,4 +342,61 @@ async fn an_expired_message_of_a_down_destination_is_bounced_only_under_a_claim(
     assert_eq!(who_did_what(&events_of(&b, &expired.0)), [("expired", "b")]);
     assert!(peer.delivered.lock().unwrap().is_empty());
     drop(node_b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_lost_its_claim_while_waiting_never_starts_the_delivery() {
+    let (_server, url, a, b) = super::tests::two_nodes();
+    let peer = Arc::new(Peer::new());
+    peer.gated.store(true, Ordering::SeqCst);
+    // One message in memory at a time, and claims renewed every third of a second.
+    let node_b = start_with(b.clone(), "b", peer.clone(), |settings| {
+        settings.delivery_memory = crate::queue::ContentMemory::new(1);
+        settings.lease = Duration::from_secs(1);
+    });
+    let first = QueueId("m-first".into());
+    node_b
+        .enqueue(message(&first.0, &["r@ok.test"]), b"x".to_vec(), Vec::new())
+        .await
+        .unwrap();
+    started(&peer, 1).await;
+    // The second waits for memory under b's claim...
+    let second = QueueId("m-second".into());
+    node_b
+        .enqueue(message(&second.0, &["s@ok.test"]), b"y".to_vec(), Vec::new())
+        .await
+        .unwrap();
+    until("b claims the second message", || {
+        a.leased().unwrap() == [("b".to_string(), 2)]
+    })
+    .await;
+    // ...until b stalls past its lease there and a takes the message over.
+    let client = super::tests::connect(&url).await;
+    client
+        .execute(
+            "UPDATE spool_message SET lease_expires_at_ms = 0 WHERE id = $1",
+            &[&second.0],
+        )
+        .await
+        .unwrap();
+    let lease = crate::queue::Lease {
+        owner: "a".into(),
+        for_ms: 600_000,
+    };
+    assert_eq!(a.claim(std::slice::from_ref(&second), &lease).unwrap().len(), 1);
+    // b's next renewal finds the claim gone; the memory is freed after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    peer.gate.add_permits(2);
+    until("the first message is delivered", || {
+        a.entry(&first).unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        *peer.delivered.lock().unwrap(),
+        ["r@ok.test"],
+        "b delivered a message a holds"
+    );
+    assert!(a.entry(&second).unwrap().is_some());
+    assert_eq!(a.leased().unwrap(), [("a".to_string(), 1)]);
 }

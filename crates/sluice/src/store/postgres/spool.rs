@@ -94,6 +94,12 @@ fn renew_sql() -> String {
 
 const LOCK: &str = "SELECT id FROM spool_message WHERE id = ANY($1) ORDER BY id FOR UPDATE";
 
+const CHECK: &str = "\
+UPDATE spool_message SET
+    lease_owner = CASE WHEN $2::bigint IS NULL THEN lease_owner END,
+    lease_expires_at_ms = CASE WHEN $2::bigint IS NULL THEN lease_expires_at_ms END
+WHERE id = $1 AND ($2::bigint IS NULL OR fence = $2) AND revision = $3";
+
 const SETTLE: &str = "\
 UPDATE spool_message SET lease_owner = NULL, lease_expires_at_ms = NULL
 WHERE id = $1 AND fence = $2";
@@ -192,21 +198,16 @@ pub async fn settle(client: &impl GenericClient, claim: &Claim) -> Result<bool, 
 /// transaction ends); with a claim that holds, ends its lease in the same
 /// transaction as the write, so both or neither happen. One statement when
 /// it may; a second says why not.
-pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, StoreError> {
-    let updated = client
-        .execute(
-            "UPDATE spool_message SET
-                lease_owner = CASE WHEN $2::bigint IS NULL THEN lease_owner END,
-                lease_expires_at_ms = CASE WHEN $2::bigint IS NULL THEN lease_expires_at_ms END
-            WHERE id = $1 AND ($2::bigint IS NULL OR fence = $2) AND revision = $3",
-            &[&guard.message_id, &guard.fence, &guard.revision],
-        )
+pub async fn check(txn: &deadpool_postgres::Transaction<'_>, guard: &Guard) -> Result<Check, StoreError> {
+    let statement = txn.prepare_cached(CHECK).await.map_err(err)?;
+    let updated = txn
+        .execute(&statement, &[&guard.message_id, &guard.fence, &guard.revision])
         .await
         .map_err(err)?;
     if updated == 1 {
         return Ok(Check::Holds);
     }
-    let fence = client
+    let fence = txn
         .query_opt(
             "SELECT fence FROM spool_message WHERE id = $1",
             &[&guard.message_id],
@@ -224,8 +225,9 @@ pub async fn check(client: &impl GenericClient, guard: &Guard) -> Result<Check, 
 /// order like every statement here that locks several rows: a transaction
 /// that writes several rows takes them all first, so it never deadlocks
 /// with a renewal or another node's writer.
-pub async fn lock(client: &impl GenericClient, ids: &[&str]) -> Result<(), StoreError> {
-    client.query(LOCK, &[&ids]).await.map_err(err)?;
+pub async fn lock(txn: &deadpool_postgres::Transaction<'_>, ids: &[&str]) -> Result<(), StoreError> {
+    let statement = txn.prepare_cached(LOCK).await.map_err(err)?;
+    txn.query(&statement, &[&ids]).await.map_err(err)?;
     Ok(())
 }
 
