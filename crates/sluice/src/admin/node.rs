@@ -83,6 +83,8 @@ impl AdminBackend for NodeAdmin {
     fn change_objects(&self, change: ObjectChange) -> BoxFuture<'_, Result<bool, AdminError>> {
         Box::pin(async move {
             let _writing = self.writes.lock().await;
+            // Read after the other nodes' changes, written before theirs.
+            let _cluster = self.store.hold_configuration().map_err(internal)?;
             let mut objects = self.store.objects().map_err(internal)?;
             if !change(&mut objects)? {
                 return Ok(false);

@@ -243,6 +243,17 @@ impl Keyring {
         })
     }
 
+    /// Reads the stored keys again: another node sharing the store
+    /// changed them.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
+        let keys = self.store.dkim_keys()?;
+        if let Ok(mut current) = self.keys.write() {
+            *current = keys;
+        }
+        Ok(())
+    }
+
     fn read(&self) -> Vec<StoredKey> {
         self.keys.read().map(|k| k.clone()).unwrap_or_default()
     }
@@ -293,7 +304,10 @@ impl Keyring {
         edit: impl FnOnce(&mut Vec<StoredKey>) -> Result<(), KeyError>,
     ) -> Result<(), KeyError> {
         let _writing = self.writes.lock().await;
-        let mut keys = self.read();
+        // The stored keys, not this node's copy: another node sharing the
+        // store may have changed them since it was read.
+        let _cluster = self.store.hold_configuration()?;
+        let mut keys = self.store.dkim_keys()?;
         edit(&mut keys)?;
         self.store.commit(vec![Write::DkimKeys(keys.clone())]).await?;
         if let Ok(mut current) = self.keys.write() {

@@ -58,9 +58,10 @@ async fn heartbeat(store: Arc<PostgresStore>, mut shutdown: watch::Receiver<bool
     }
 }
 
-/// Reloads the policy each time the objects' counter moves: a change
-/// through this node's admin API moves it too, and reloading the same
-/// objects again changes nothing.
+/// Reloads the policy and the DKIM keys each time the configuration's
+/// counter moves (objects and keys both move it): a change through this
+/// node's admin API moves it too, and reloading the same configuration
+/// again changes nothing.
 async fn follow_objects(
     store: Arc<PostgresStore>,
     backend: Arc<NodeAdmin>,
@@ -74,6 +75,9 @@ async fn follow_objects(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let version = *changes.borrow_and_update();
+        if let Err(error) = backend.keys.reload().await {
+            tracing::error!(version, error = %error, "cannot read the DKIM keys changed in the store; keys kept");
+        }
         // Not while this node's admin API is changing them.
         let _guard = backend.writes.lock().await;
         let loaded = crate::store::Store::objects(store.as_ref())
@@ -85,7 +89,7 @@ async fn follow_objects(
                     backend.partner.as_ref(),
                 ));
                 backend.policy.send_replace(Arc::new(policy));
-                tracing::info!(version, "objects changed in the store: policy reloaded");
+                tracing::info!(version, "configuration changed in the store: policy reloaded");
             }
             Err(error) => {
                 // The policy in force stays; a later change may repair it.

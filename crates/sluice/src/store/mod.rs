@@ -110,4 +110,28 @@ pub trait Store: Spool {
     fn dkim_keys(&self) -> Result<Vec<crate::auth::keys::StoredKey>, StoreError> {
         Ok(Vec::new())
     }
+    /// Keeps every other node sharing this store out of configuration
+    /// changes (objects, DKIM keys) until the hold is dropped, so a change
+    /// read, made and written under it is never overwritten by another
+    /// node's change made from an older read. A store one node alone
+    /// writes holds nothing: the node's own locks order its changes.
+    fn hold_configuration(&self) -> Result<ConfigurationHold, StoreError> {
+        Ok(ConfigurationHold::default())
+    }
+}
+
+/// What [`Store::hold_configuration`] holds; dropping it lets the next
+/// node in.
+#[derive(Default)]
+pub struct ConfigurationHold {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl ConfigurationHold {
+    /// A hold released when `held` is dropped.
+    pub fn new(held: impl Send + Sync + 'static) -> ConfigurationHold {
+        ConfigurationHold {
+            _held: Some(Box::new(held)),
+        }
+    }
 }

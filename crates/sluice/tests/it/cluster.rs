@@ -65,6 +65,18 @@ fn an_object_applied_on_one_node_is_in_force_on_the_other_within_two_seconds() {
         b.log()
     );
 
+    // A DKIM key made on A is in B's keyring (which signs B's mail)
+    // without a restart.
+    a.cli_ok(&["dkim", "new", "contoso.test"]);
+    let made = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(2), || b
+            .cli_ok(&["dkim", "list", "--json"])
+            .contains("selector1._domainkey.contoso.test")),
+        "B does not list A's new key {:?} after it was made",
+        made.elapsed()
+    );
+
     // A message accepted by A is in the trace B reads.
     let (mut client, _) = RawSmtp::connect(a.smtp).expect("connect");
     let reply = client

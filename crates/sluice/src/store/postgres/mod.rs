@@ -83,6 +83,12 @@ const NOTIFY_PAYLOAD: usize = 7000;
 /// Serialises migrations between nodes starting at the same time.
 const MIGRATION_LOCK: i64 = 0x0051_1ce0;
 
+/// Serialises configuration changes (objects, DKIM keys) between nodes.
+const CONFIGURATION_LOCK: i64 = 0x0051_1ce1;
+
+/// How long a configuration change waits for another node's to finish.
+const CONFIGURATION_WAIT: &str = "SET lock_timeout = '10s'";
+
 /// The error with its causes: tokio-postgres says only "db error" at the
 /// top and puts the server's message in the source.
 fn err(e: impl std::error::Error) -> StoreError {
@@ -717,6 +723,26 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
                         .await
                         .map_err(err)?;
                     txn.execute(&statement, &[&json(&keys)?]).await.map_err(err)?;
+                    // Keys are configuration too: the objects' counter
+                    // moves, so every node reloads them with the objects.
+                    let statement = txn
+                        .prepare_cached(
+                            "INSERT INTO objects (singleton, doc, version) VALUES (true, $1::text::json, 1) \
+                             ON CONFLICT (singleton) DO UPDATE SET version = objects.version + 1 RETURNING version",
+                        )
+                        .await
+                        .map_err(err)?;
+                    let version: i64 = txn
+                        .query_one(&statement, &[&json(&ObjectSet::default())?])
+                        .await
+                        .map_err(err)?
+                        .get(0);
+                    txn.execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&OBJECTS_CHANNEL, &version.to_string()],
+                    )
+                    .await
+                    .map_err(err)?;
                 }
             }
         }
@@ -1041,6 +1067,30 @@ impl Store for PostgresStore {
             Some(row) => serde_json::from_str(row.get(0)).map_err(err),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn hold_configuration(&self) -> Result<crate::store::ConfigurationHold, StoreError> {
+        let pool = self.pool.clone();
+        let client = self.block(async move {
+            let client = pool.get().await.map_err(err)?;
+            client.batch_execute(CONFIGURATION_WAIT).await.map_err(err)?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&CONFIGURATION_LOCK])
+                .await
+                .map_err(|e| {
+                    StoreError(format!(
+                        "another node is changing the configuration: {}",
+                        err(e).0
+                    ))
+                })?;
+            Ok(client)
+        })?;
+        // The lock lives as long as its session: the connection leaves the
+        // pool and closes when the hold is dropped, which ends the lock
+        // however the holder stops.
+        Ok(crate::store::ConfigurationHold::new(
+            deadpool_postgres::Object::take(client),
+        ))
     }
 
     fn trace_events(&self, since_ms: u64) -> Result<Vec<TraceEvent>, StoreError> {

@@ -162,6 +162,54 @@ async fn an_object_change_is_announced_to_every_node() {
 }
 
 #[tokio::test]
+async fn a_configuration_hold_keeps_the_other_nodes_out_until_dropped() {
+    let (_server, _url, a, b) = two_nodes();
+    let held = a.hold_configuration().unwrap();
+    let (got, wait) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let hold = b.hold_configuration();
+        got.send(hold.is_ok()).unwrap();
+    });
+    assert!(
+        wait.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the second node waits while the first holds"
+    );
+    drop(held);
+    assert_eq!(wait.recv_timeout(Duration::from_secs(5)), Ok(true));
+    waiter.join().unwrap();
+}
+
+#[tokio::test]
+async fn keys_made_on_two_nodes_from_old_copies_are_both_kept_and_announced() {
+    use crate::auth::keys::{KeyAlgorithm, Keyring, NewKeyRequest};
+    let (_server, _url, a, b) = two_nodes();
+    let mut changes = b.watch_objects(Duration::from_secs(3600));
+    changes.borrow_and_update();
+    // Both loaded before either key exists.
+    let on_a = Keyring::load(a.clone(), None).unwrap();
+    let on_b = Keyring::load(b.clone(), None).unwrap();
+    let request = |domain: &str| NewKeyRequest {
+        domain: domain.into(),
+        selector: None,
+        algorithm: KeyAlgorithm::Ed25519,
+    };
+    on_a.create(&request("a.test")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("a key change is announced like an object change")
+        .unwrap();
+    on_b.create(&request("b.test")).await.unwrap();
+    let stored: BTreeSet<String> = a.dkim_keys().unwrap().into_iter().map(|k| k.domain).collect();
+    assert_eq!(
+        stored,
+        BTreeSet::from(["a.test".to_string(), "b.test".to_string()])
+    );
+    on_a.reload().await.unwrap();
+    let listed: Vec<String> = on_a.list().into_iter().map(|k| k.domain).collect();
+    assert_eq!(listed, ["a.test", "b.test"]);
+}
+
+#[tokio::test]
 async fn polling_finds_a_change_whose_notification_was_missed() {
     let server = ScratchPostgres::start().unwrap();
     let url = server.url("postgres");
