@@ -1,7 +1,8 @@
 //! TLS-RPT (RFC 8460): per policy domain and UTC day, the TLS sessions
 //! tried under a DANE or MTA-STS policy, counted as successes and as
-//! failures by RFC 8460 result type, kept in the store (so a restart, or
-//! another node, adds to the same day), and turned into the daily
+//! failures by RFC 8460 result type, kept in the store by node (a restart
+//! adds to the same day; nodes sharing a store each report their own
+//! sessions, under their own report id), and turned into the daily
 //! aggregate report mailed to the `rua` of the domain's `_smtp._tls` TXT
 //! record. The report JSON, its gzip and the `multipart/report` mail are
 //! mail-auth's.
@@ -48,7 +49,7 @@ pub struct TlsReports {
     submitter: String,
     /// `[reporting] from`.
     from: Address,
-    /// Key (`tls-rpt/DAY/DOMAIN`) → the policies counted that day.
+    /// Key (`tls-rpt/DAY/DOMAIN/NODE`) → the policies counted that day.
     days: Mutex<HashMap<String, Vec<Policy>>>,
 }
 
@@ -67,25 +68,60 @@ fn day_of(now_ms: u64) -> u64 {
     now_ms / 1000 / DAY_SECS
 }
 
-fn key(day: u64, domain: &str) -> String {
-    format!("{PREFIX}{day:08}/{domain}")
+/// A day's counters for one domain, as one node counted them: nodes
+/// sharing a store each keep (and report) their own sessions, so none
+/// overwrites another's counts.
+fn key(day: u64, domain: &str, node: &str) -> String {
+    format!("{PREFIX}{day:08}/{domain}/{node}")
 }
 
-fn parse_key(key: &str) -> Option<(u64, String)> {
-    let (day, domain) = key.strip_prefix(PREFIX)?.split_once('/')?;
-    Some((day.parse().ok()?, domain.to_string()))
+/// The day, domain and node of a key; keys written before they named
+/// their node have none.
+fn parse_key(key: &str) -> Option<(u64, String, Option<String>)> {
+    let (day, rest) = key.strip_prefix(PREFIX)?.split_once('/')?;
+    let (domain, node) = match rest.split_once('/') {
+        Some((domain, node)) => (domain, Some(node.to_string())),
+        None => (rest, None),
+    };
+    Some((day.parse().ok()?, domain.to_string(), node))
 }
 
 impl TlsReports {
     /// Loads the counters already in the store; reports name `submitter`
     /// and come from `from`.
+    /// Counters other nodes sharing the store keep are theirs to report.
     pub fn new(store: Arc<dyn Store>, submitter: String, from: Address) -> TlsReports {
-        let days = store
-            .tls_state(PREFIX)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(key, json)| Some((key, serde_json::from_slice(&json).ok()?)))
-            .collect();
+        let mut days = HashMap::new();
+        for (stored, json) in store.tls_state(PREFIX).unwrap_or_default() {
+            let Some((day, domain, node)) = parse_key(&stored) else {
+                continue;
+            };
+            let Ok(policies) = serde_json::from_slice::<Vec<Policy>>(&json) else {
+                continue;
+            };
+            let key = match node {
+                Some(node) if node == submitter => stored,
+                Some(_) => continue,
+                // Counted before keys named their node: the first node to
+                // start takes them over (two starting at the same instant
+                // would both count that day once).
+                None => {
+                    let key = key(day, &domain, &submitter);
+                    store.submit(vec![
+                        Write::TlsState {
+                            key: stored,
+                            value: None,
+                        },
+                        Write::TlsState {
+                            key: key.clone(),
+                            value: Some(json),
+                        },
+                    ]);
+                    key
+                }
+            };
+            days.insert(key, policies);
+        }
         TlsReports {
             store,
             submitter,
@@ -96,7 +132,7 @@ impl TlsReports {
 
     /// Counts one session for `domain` under `policy`: a success, or a failure.
     pub(super) fn record(&self, domain: &Domain, policy: &ReportPolicy, outcome: Result<(), Failure>) {
-        let key = key(day_of(crate::trace::now_ms()), domain.as_str());
+        let key = key(day_of(crate::trace::now_ms()), domain.as_str(), &self.submitter);
         let Ok(mut days) = self.days.lock() else {
             return;
         };
@@ -164,7 +200,7 @@ impl TlsReports {
             Ok(mut days) => {
                 let keys: Vec<String> = days
                     .keys()
-                    .filter(|key| parse_key(key).is_some_and(|(day, _)| day < today || include_today))
+                    .filter(|key| parse_key(key).is_some_and(|(day, ..)| day < today || include_today))
                     .cloned()
                     .collect();
                 keys.into_iter()
@@ -179,7 +215,7 @@ impl TlsReports {
                 key: key.clone(),
                 value: None,
             }]);
-            let Some((day, domain)) = parse_key(&key) else {
+            let Some((day, domain, _)) = parse_key(&key) else {
                 continue;
             };
             let to = rua_addresses(resolver, &domain).await;
@@ -240,11 +276,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_carry_the_day_and_the_domain() {
-        let k = key(20_000, "fabrikam.test");
-        assert_eq!(k, "tls-rpt/00020000/fabrikam.test");
-        assert_eq!(parse_key(&k), Some((20_000, "fabrikam.test".to_string())));
+    fn keys_carry_the_day_the_domain_and_the_node() {
+        let k = key(20_000, "fabrikam.test", "gw1.contoso.test");
+        assert_eq!(k, "tls-rpt/00020000/fabrikam.test/gw1.contoso.test");
+        assert_eq!(
+            parse_key(&k),
+            Some((20_000, "fabrikam.test".to_string(), Some("gw1.contoso.test".to_string())))
+        );
+        assert_eq!(
+            parse_key("tls-rpt/00020000/fabrikam.test"),
+            Some((20_000, "fabrikam.test".to_string(), None))
+        );
         assert_eq!(parse_key("mta-sts/fabrikam.test"), None);
         assert_eq!(day_of(86_400_000 * 3 + 5), 3);
+    }
+
+    fn successes(reports: &TlsReports) -> u64 {
+        let days = reports.days.lock().unwrap();
+        days.values().flatten().map(|p| p.summary.total_success as u64).sum()
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_store_keep_and_load_only_their_own_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let from = Address::parse("postmaster@contoso.test").unwrap();
+        let domain = Domain::parse("fabrikam.test").unwrap();
+        let policy = ReportPolicy {
+            kind: PolicyType::Sts,
+            strings: vec!["version: STSv1".into()],
+            mx: Vec::new(),
+        };
+        // A day counted before keys named their node.
+        let legacy = format!("{PREFIX}00000001/northwind.test");
+        let counted = serde_json::to_vec(&vec![Policy {
+            policy: PolicyDetails::new(PolicyType::Sts, "northwind.test"),
+            summary: Summary {
+                total_success: 5,
+                total_failure: 0,
+            },
+            failure_details: Vec::new(),
+        }])
+        .unwrap();
+        store
+            .commit(vec![Write::TlsState {
+                key: legacy.clone(),
+                value: Some(counted),
+            }])
+            .await
+            .unwrap();
+
+        let gw1 = TlsReports::new(store.clone(), "gw1.test".into(), from.clone());
+        store.commit(Vec::new()).await.unwrap();
+        let gw2 = TlsReports::new(store.clone(), "gw2.test".into(), from.clone());
+        gw1.record(&domain, &policy, Ok(()));
+        gw1.record(&domain, &policy, Ok(()));
+        gw2.record(&domain, &policy, Ok(()));
+        store.commit(Vec::new()).await.unwrap();
+
+        let keys: Vec<String> = store.tls_state(PREFIX).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(!keys.contains(&legacy), "the old key became gw1's: {keys:?}");
+        // After a restart each node has its own counts, not the other's.
+        let gw1 = TlsReports::new(store.clone(), "gw1.test".into(), from.clone());
+        let gw2 = TlsReports::new(store.clone(), "gw2.test".into(), from);
+        assert_eq!(successes(&gw1), 2 + 5);
+        assert_eq!(successes(&gw2), 1);
     }
 }
