@@ -344,13 +344,18 @@ impl DataReader {
                     // Copy the whole run up to the next CR or LF at once;
                     // a leading `.` (StartDot) is dropped: dot-unstuffing.
                     let run_start = index - 1;
-                    let run_end = input[run_start..]
-                        .iter()
-                        .position(|b| *b == b'\r' || *b == b'\n')
+                    let run_end = memchr::memchr2(b'\r', b'\n', &input[run_start..])
                         .map_or(input.len(), |offset| run_start + offset);
-                    self.body.extend(&input[run_start..run_end]);
-                    index = run_end;
-                    LinePosition::Middle
+                    if input.get(run_end..run_end + 2) == Some(b"\r\n") {
+                        // The usual line: the run and its CRLF in one copy.
+                        self.body.extend(&input[run_start..run_end + 2]);
+                        index = run_end + 2;
+                        LinePosition::Start
+                    } else {
+                        self.body.extend(&input[run_start..run_end]);
+                        index = run_end;
+                        LinePosition::Middle
+                    }
                 }
             };
         }
@@ -419,6 +424,89 @@ mod tests {
                     "input {:?} in pieces of {piece}",
                     String::from_utf8_lossy(input)
                 );
+            }
+        }
+    }
+
+    /// The framing rule one octet at a time, with no copying of runs: what
+    /// [`DataReader::feed`] must agree with.
+    fn feed_octet_by_octet(reader: &mut DataReader, input: &[u8]) -> DataProgress {
+        for (index, &byte) in input.iter().enumerate() {
+            reader.position = match (reader.position, byte) {
+                (LinePosition::Start, b'.') => LinePosition::StartDot,
+                (LinePosition::StartDot, b'\r') => LinePosition::StartDotCr,
+                (LinePosition::StartDotCr, b'\n') => return DataProgress::Complete(index + 1),
+                (LinePosition::Cr, b'\n') => {
+                    reader.body.extend(b"\r\n");
+                    LinePosition::Start
+                }
+                (position, b'\r') => {
+                    if matches!(position, LinePosition::Cr | LinePosition::StartDotCr) {
+                        reader.body.mark_bare_line_ending();
+                    }
+                    LinePosition::Cr
+                }
+                (_, b'\n') => {
+                    reader.body.mark_bare_line_ending();
+                    LinePosition::Middle
+                }
+                (position, _) => {
+                    if matches!(position, LinePosition::Cr | LinePosition::StartDotCr) {
+                        reader.body.mark_bare_line_ending();
+                    }
+                    reader.body.extend(&[byte]);
+                    LinePosition::Middle
+                }
+            };
+        }
+        DataProgress::NeedMore
+    }
+
+    /// Every input of up to 7 octets over the octets that matter (`.`, CR,
+    /// LF, another), fed whole and in pieces of every size: the run-copying
+    /// reader ends where the octet rule ends, with the same body or defect.
+    #[test]
+    fn copying_runs_agrees_with_the_octet_rule() {
+        const OCTETS: [u8; 4] = [b'.', b'\r', b'\n', b'a'];
+        let outcome = |reader: DataReader, progress: Vec<DataProgress>| {
+            let body = reader.body;
+            (
+                progress,
+                reader.position,
+                body.size,
+                body.bare_line_ending,
+                body.content,
+            )
+        };
+        for len in 0..=7u32 {
+            for mut code in 0..4usize.pow(len) {
+                let mut input = Vec::new();
+                for _ in 0..len {
+                    input.push(OCTETS[code % 4]);
+                    code /= 4;
+                }
+                // After a prefix, as in a real message: the state at the
+                // start of a line, in the middle of one, and after a CR.
+                for prefix in [&b""[..], b"x", b"x\r"] {
+                    for piece in 1..=input.len().max(1) {
+                        let (mut fast, mut slow) = (DataReader::new(1000), DataReader::new(1000));
+                        fast.feed(prefix);
+                        feed_octet_by_octet(&mut slow, prefix);
+                        let (mut fast_progress, mut slow_progress) = (Vec::new(), Vec::new());
+                        for chunk in input.chunks(piece) {
+                            fast_progress.push(fast.feed(chunk));
+                            slow_progress.push(feed_octet_by_octet(&mut slow, chunk));
+                            if matches!(slow_progress.last(), Some(DataProgress::Complete(_))) {
+                                break;
+                            }
+                        }
+                        assert_eq!(
+                            outcome(fast, fast_progress),
+                            outcome(slow, slow_progress),
+                            "{prefix:?} then {input:?} in pieces of {piece}"
+                        );
+                    }
+                }
             }
         }
     }
