@@ -281,7 +281,11 @@ mod tests {
         assert_eq!(k, "tls-rpt/00020000/fabrikam.test/gw1.contoso.test");
         assert_eq!(
             parse_key(&k),
-            Some((20_000, "fabrikam.test".to_string(), Some("gw1.contoso.test".to_string())))
+            Some((
+                20_000,
+                "fabrikam.test".to_string(),
+                Some("gw1.contoso.test".to_string())
+            ))
         );
         assert_eq!(
             parse_key("tls-rpt/00020000/fabrikam.test"),
@@ -293,7 +297,10 @@ mod tests {
 
     fn successes(reports: &TlsReports) -> u64 {
         let days = reports.days.lock().unwrap();
-        days.values().flatten().map(|p| p.summary.total_success as u64).sum()
+        days.values()
+            .flatten()
+            .map(|p| p.summary.total_success as u64)
+            .sum()
     }
 
     #[tokio::test]
@@ -334,7 +341,12 @@ mod tests {
         gw2.record(&domain, &policy, Ok(()));
         store.commit(Vec::new()).await.unwrap();
 
-        let keys: Vec<String> = store.tls_state(PREFIX).unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = store
+            .tls_state(PREFIX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys.len(), 3, "{keys:?}");
         assert!(!keys.contains(&legacy), "the old key became gw1's: {keys:?}");
         // After a restart each node has its own counts, not the other's.
