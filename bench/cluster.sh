@@ -186,7 +186,7 @@ now() { date +%s.%N; }
 
 # run NAME NODES: sends $messages at c=$sessions split over the nodes.
 run() {
-    local name=$1 nodes=$2 start accepted done_at count deadline syncs_before=0 syncs=0 commits=- n
+    local name=$1 nodes=$2 start accepted done_at count syncs_before=0 syncs=0 commits=- n
     local per_node=$((messages / nodes)) per_session=$((sessions / nodes))
     start_sink
     targets=()
@@ -210,17 +210,7 @@ run() {
         wait "$n" || echo "cluster.sh: smtp-source against $name ended early" >&2
     done
     accepted=$(now)
-    local total=$((per_node * nodes))
-    deadline=$((SECONDS + timeout_s))
-    count=$(sink_count)
-    while ((count < total)); do
-        if ((SECONDS >= deadline)); then
-            echo "cluster.sh: $name: only $count/$total reached the sink" >&2
-            break
-        fi
-        sleep 0.05
-        count=$(sink_count)
-    done
+    count=$(wait_for_sink $((per_node * nodes)) "$timeout_s" "cluster.sh: $name")
     done_at=$(now)
     if [[ $name == embedded ]]; then
         stop_nodes

@@ -81,3 +81,19 @@ sink_count() {
     fi
     tr '\r' '\n' <"$sink_log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
 }
+
+# Waits until the sink has counted $1 messages or $2 seconds have passed
+# (then says so on stderr, as $3); prints the count reached.
+wait_for_sink() {
+    local total=$1 deadline=$((SECONDS + $2)) what=$3 count
+    count=$(sink_count)
+    while ((count < total)); do
+        if ((SECONDS >= deadline)); then
+            echo "$what: only $count/$total reached the sink" >&2
+            break
+        fi
+        sleep 0.05
+        count=$(sink_count)
+    done
+    echo "$count"
+}

@@ -299,7 +299,7 @@ now() { date +%s.%N; }
 
 # run_one NAME SESSIONS: prints "accept_rate end_to_end_rate"
 run_one() {
-    local name=$1 sessions=$2 start accepted done_at count deadline
+    local name=$1 sessions=$2 start accepted done_at count
     start=$(now)
     if [[ $mode == starttls ]]; then
         timeout "$timeout_s" "$load_bin" send --starttls --ca "$tls_ca" -s "$sessions" -m "$messages" \
@@ -311,16 +311,7 @@ run_one() {
             echo "relay.sh: smtp-source against $name ended early" >&2
     fi
     accepted=$(now)
-    deadline=$((SECONDS + timeout_s))
-    count=$(sink_count)
-    while ((count < messages)); do
-        if ((SECONDS >= deadline)); then
-            echo "relay.sh: $name: only $count/$messages reached the sink" >&2
-            break
-        fi
-        sleep 0.05
-        count=$(sink_count)
-    done
+    count=$(wait_for_sink "$messages" "$timeout_s" "relay.sh: $name")
     done_at=$(now)
     awk -v n="$messages" -v c="$count" -v s="$start" -v a="$accepted" -v d="$done_at" \
         'BEGIN { printf "%.0f %.0f\n", n / (a - s), c / (d - s) }'

@@ -302,6 +302,26 @@ impl Load {
 }
 
 /// Per Message-ID, how often the sink got it and from which addresses.
+/// Waits up to `timeout` for every acknowledged Message-ID to reach the
+/// sink: what the sink holds then, and the acknowledged ids it lacks.
+fn wait_for_deliveries(
+    sink: &Sink,
+    acknowledged: &BTreeSet<String>,
+    timeout: Duration,
+) -> (BTreeMap<String, Vec<Ipv4Addr>>, Vec<String>) {
+    wait_until(timeout, || {
+        let seen = sink_deliveries(sink);
+        acknowledged.iter().all(|id| seen.contains_key(id))
+    });
+    let seen = sink_deliveries(sink);
+    let missing = acknowledged
+        .iter()
+        .filter(|id| !seen.contains_key(*id))
+        .cloned()
+        .collect();
+    (seen, missing)
+}
+
 fn sink_deliveries(sink: &Sink) -> BTreeMap<String, Vec<Ipv4Addr>> {
     let mut seen: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     for entry in std::fs::read_dir(sink.dump_dir()).expect("sink dumps").flatten() {
@@ -374,14 +394,9 @@ fn three_nodes_share_one_queue_and_a_node_killed_under_load_loses_nothing() {
     pause(Duration::from_secs(2));
     let (acknowledged, _) = load.finish();
     let from_b = acknowledged.iter().filter(|id| id.starts_with("b.")).count();
-    let all_there = wait_until(Duration::from_secs(90), || {
-        let seen = sink_deliveries(&sink);
-        acknowledged.iter().all(|id| seen.contains_key(id))
-    });
-    let seen = sink_deliveries(&sink);
-    let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains_key(*id)).collect();
+    let (seen, missing) = wait_for_deliveries(&sink, &acknowledged, Duration::from_secs(90));
     assert!(
-        all_there,
+        missing.is_empty(),
         "{} of {} acknowledged messages never delivered (B killed {:?} ago): {:?}\nA: {}\nC: {}",
         missing.len(),
         acknowledged.len(),
@@ -514,14 +529,9 @@ fn a_database_restart_under_load_loses_nothing_acknowledged() {
             .all(|reply| reply.starts_with("451") && reply.contains("4.3.0")),
         "{refused:?}"
     );
-    let all_there = wait_until(Duration::from_secs(60), || {
-        let seen = sink_deliveries(&sink);
-        acknowledged.iter().all(|id| seen.contains_key(id))
-    });
-    let seen = sink_deliveries(&sink);
-    let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains_key(*id)).collect();
+    let (_, missing) = wait_for_deliveries(&sink, &acknowledged, Duration::from_secs(60));
     assert!(
-        all_there,
+        missing.is_empty(),
         "{} of {} acknowledged messages lost across the database restart: {:?}\nA: {}",
         missing.len(),
         acknowledged.len(),
