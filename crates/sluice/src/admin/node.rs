@@ -84,7 +84,9 @@ impl AdminBackend for NodeAdmin {
         Box::pin(async move {
             let _writing = self.writes.lock().await;
             // Read after the other nodes' changes, written before theirs.
-            let _cluster = self.store.hold_configuration().map_err(internal)?;
+            let _cluster = crate::store::hold_configuration(&self.store)
+                .await
+                .map_err(internal)?;
             let mut objects = self.store.objects().map_err(internal)?;
             if !change(&mut objects)? {
                 return Ok(false);

@@ -306,7 +306,7 @@ impl Keyring {
         let _writing = self.writes.lock().await;
         // The stored keys, not this node's copy: another node sharing the
         // store may have changed them since it was read.
-        let _cluster = self.store.hold_configuration()?;
+        let _cluster = crate::store::hold_configuration(&self.store).await?;
         let mut keys = self.store.dkim_keys()?;
         edit(&mut keys)?;
         self.store.commit(vec![Write::DkimKeys(keys.clone())]).await?;

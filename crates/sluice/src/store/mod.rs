@@ -120,6 +120,15 @@ pub trait Store: Spool {
     }
 }
 
+/// [`Store::hold_configuration`], waited for off the async workers: the
+/// hold may wait for another node's change to commit.
+pub async fn hold_configuration(store: &std::sync::Arc<dyn Store>) -> Result<ConfigurationHold, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.hold_configuration())
+        .await
+        .map_err(|e| StoreError(e.to_string()))?
+}
+
 /// What [`Store::hold_configuration`] holds; dropping it lets the next
 /// node in.
 #[derive(Default)]
