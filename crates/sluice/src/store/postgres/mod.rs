@@ -593,28 +593,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
                 new_messages.flush(&txn, node).await?;
             }
             match write {
-                Write::Objects(set) => {
-                    let statement = txn
-                        .prepare_cached(
-                            "INSERT INTO objects (singleton, doc, version) VALUES (true, $1::text::json, 1) \
-                             ON CONFLICT (singleton) DO UPDATE \
-                             SET doc = EXCLUDED.doc, version = objects.version + 1 RETURNING version",
-                        )
-                        .await
-                        .map_err(err)?;
-                    let version: i64 = txn
-                        .query_one(&statement, &[&json(&set)?])
-                        .await
-                        .map_err(err)?
-                        .get(0);
-                    // Delivered to every listener when (and only if) this commits.
-                    txn.execute(
-                        "SELECT pg_notify($1, $2)",
-                        &[&OBJECTS_CHANNEL, &version.to_string()],
-                    )
-                    .await
-                    .map_err(err)?;
-                }
+                Write::Objects(set) => raise_configuration(&txn, Some(&set)).await?,
                 // Other nodes hear of every new message that is due.
                 Write::Spool(SpoolWrite::Enqueue(entry, body)) => {
                     if new_messages.ids.contains(&entry.id.0) {
@@ -723,26 +702,9 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
                         .await
                         .map_err(err)?;
                     txn.execute(&statement, &[&json(&keys)?]).await.map_err(err)?;
-                    // Keys are configuration too: the objects' counter
-                    // moves, so every node reloads them with the objects.
-                    let statement = txn
-                        .prepare_cached(
-                            "INSERT INTO objects (singleton, doc, version) VALUES (true, $1::text::json, 1) \
-                             ON CONFLICT (singleton) DO UPDATE SET version = objects.version + 1 RETURNING version",
-                        )
-                        .await
-                        .map_err(err)?;
-                    let version: i64 = txn
-                        .query_one(&statement, &[&json(&ObjectSet::default())?])
-                        .await
-                        .map_err(err)?
-                        .get(0);
-                    txn.execute(
-                        "SELECT pg_notify($1, $2)",
-                        &[&OBJECTS_CHANNEL, &version.to_string()],
-                    )
-                    .await
-                    .map_err(err)?;
+                    // Keys are configuration too: every node reloads them
+                    // with the objects.
+                    raise_configuration(&txn, None).await?;
                 }
             }
         }
@@ -807,6 +769,37 @@ fn arrival_notes(node: &str, arrivals: &[(u64, String, Vec<String>)]) -> Result<
 }
 
 /// The trace events gathered so far, in one statement.
+/// Raises the configuration's counter (objects and DKIM keys share it),
+/// replacing the objects with `objects` when given, and tells every node;
+/// the notification is delivered when (and only if) the transaction
+/// commits.
+async fn raise_configuration(
+    txn: &deadpool_postgres::Transaction<'_>,
+    objects: Option<&ObjectSet>,
+) -> Result<(), StoreError> {
+    let sql = match objects {
+        Some(_) => {
+            "INSERT INTO objects (singleton, doc, version) VALUES (true, $1::text::json, 1) \
+             ON CONFLICT (singleton) DO UPDATE SET doc = EXCLUDED.doc, version = objects.version + 1 \
+             RETURNING version"
+        }
+        None => {
+            "INSERT INTO objects (singleton, doc, version) VALUES (true, $1::text::json, 1) \
+             ON CONFLICT (singleton) DO UPDATE SET version = objects.version + 1 RETURNING version"
+        }
+    };
+    let statement = txn.prepare_cached(sql).await.map_err(err)?;
+    let doc = json(objects.unwrap_or(&ObjectSet::default()))?;
+    let version: i64 = txn.query_one(&statement, &[&doc]).await.map_err(err)?.get(0);
+    txn.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&OBJECTS_CHANNEL, &version.to_string()],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
 async fn insert_trace(
     txn: &deadpool_postgres::Transaction<'_>,
     at_ms: &mut Vec<i64>,
