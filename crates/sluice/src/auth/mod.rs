@@ -630,8 +630,9 @@ fn received_client(value: &str) -> Option<(IpAddr, String)> {
 
 /// The domain of the first From header address, lower-case.
 pub fn from_header_domain(content: &[u8]) -> Option<String> {
-    let message = mail_parser::MessageParser::new().parse_headers(content)?;
-    let address = message.from()?.first()?.address()?.to_string();
+    let address = crate::message::header::read_field(content, "From", |message| {
+        Some(message.from()?.first()?.address()?.to_string())
+    })?;
     address
         .rsplit_once('@')
         .map(|(_, domain)| domain.trim_end_matches('.').to_ascii_lowercase())

@@ -85,11 +85,7 @@ pub fn section_len(content: &[u8]) -> usize {
     if content.starts_with(b"\r\n") {
         return 2;
     }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .unwrap_or(content.len())
+    memchr::memmem::find(content, b"\r\n\r\n").map_or(content.len(), |p| p + 4)
 }
 
 /// The lines of a header section as (start, end including CRLF), stopping
@@ -100,10 +96,7 @@ fn lines(headers: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
         if pos >= headers.len() {
             return None;
         }
-        let end = headers[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(headers.len(), |p| pos + p + 2);
+        let end = memchr::memmem::find(&headers[pos..], b"\r\n").map_or(headers.len(), |p| pos + p + 2);
         if &headers[pos..end] == b"\r\n" {
             return None;
         }
@@ -161,6 +154,32 @@ pub fn fields(content: &[u8]) -> Vec<Field<'_>> {
         }
     }
     out
+}
+
+/// The field named `name` that mail-parser's accessors read (the last
+/// one), parsed alone: a reader of one field need not parse the whole
+/// section, and for a section [`check`] passed this is the field and the
+/// value mail-parser gives for the whole.
+pub fn read_field<T>(
+    content: &[u8],
+    name: &str,
+    read: impl FnOnce(&mail_parser::Message<'_>) -> Option<T>,
+) -> Option<T> {
+    let all = fields(content);
+    let field = all.iter().rev().find(|f| f.is(name))?;
+    let mut alone = Vec::with_capacity(field.raw.len() + 4);
+    alone.extend_from_slice(field.raw);
+    if !alone.ends_with(b"\r\n") {
+        alone.extend_from_slice(b"\r\n");
+    }
+    alone.extend_from_slice(b"\r\n");
+    let parsed = mail_parser::MessageParser::new().parse_headers(&alone)?;
+    read(&parsed)
+}
+
+/// How many fields named `name` the section holds.
+pub fn count_fields(content: &[u8], name: &str) -> usize {
+    fields(content).iter().filter(|f| f.is(name)).count()
 }
 
 /// Refuses a header section that RFC 5322 readers could read differently.
@@ -374,6 +393,8 @@ mod tests {
         "\u{0}",
         "\u{e9}",
         "<a@b>",
+        "Alice <alice@example.test>",
+        "bob@example.test, carol@example.test",
     ];
     const BODIES: &[&str] = &[
         "",
@@ -411,6 +432,30 @@ mod tests {
             if check(&content).is_ok() {
                 let (stripped, _) = crate::classify::header_firewall::strip_internal_headers(&content);
                 prop_assert_eq!(agreement(&stripped), Ok(()));
+            }
+        }
+
+        /// One field read alone gives what mail-parser gives from the
+        /// whole section, for every section the end-of-DATA check passes.
+        #[test]
+        fn a_field_read_alone_reads_as_in_the_whole_section(content in message()) {
+            if check(&content).is_ok() {
+                let whole = mail_parser::MessageParser::new()
+                    .parse_headers(&content[..section_len(&content)]);
+                let message_id = whole.as_ref().and_then(|m| m.message_id().map(str::to_string));
+                let from = whole.as_ref().and_then(|m| m.from()?.first()?.address().map(str::to_string));
+                let received = whole.as_ref().map_or(0, |m| {
+                    m.headers().iter().filter(|h| h.name == mail_parser::HeaderName::Received).count()
+                });
+                prop_assert_eq!(
+                    read_field(&content, "Message-ID", |m| m.message_id().map(str::to_string)),
+                    message_id
+                );
+                prop_assert_eq!(
+                    read_field(&content, "From", |m| m.from()?.first()?.address().map(str::to_string)),
+                    from
+                );
+                prop_assert_eq!(count_fields(&content, "Received"), received);
             }
         }
 

@@ -144,9 +144,9 @@ impl Envelope {
 
 /// The value of the Message-ID header, without angle brackets, when present.
 pub fn header_message_id(content: &[u8]) -> Option<String> {
-    let headers_end = header_section_len(content);
-    let parsed = mail_parser::MessageParser::new().parse_headers(&content[..headers_end])?;
-    parsed.message_id().map(str::to_string)
+    header::read_field(content, "Message-ID", |parsed| {
+        parsed.message_id().map(str::to_string)
+    })
 }
 
 /// `text` with every control character (C0 with CR, LF and TAB, DEL, C1)

@@ -21,6 +21,7 @@
 mod destination;
 mod dsn;
 mod entry;
+mod fresh;
 mod lease;
 mod memory;
 mod quarantine;
@@ -257,6 +258,8 @@ struct Inner {
     started: tokio::time::Instant,
     /// Other nodes share the spool: entries are attempted under claims.
     shared: bool,
+    /// Mail just accepted, for its first attempt (a spool of its own only).
+    fresh: Mutex<fresh::Fresh>,
 }
 
 struct State {
@@ -316,6 +319,7 @@ impl Queue {
                 started_ms: now_ms(),
                 started: tokio::time::Instant::now(),
                 shared: news.is_some(),
+                fresh: Mutex::new(fresh::Fresh::default()),
             }),
         };
         if let Some(news) = news {
@@ -324,6 +328,13 @@ impl Queue {
         }
         tokio::spawn(queue.clone().run_scheduler());
         Ok(queue)
+    }
+
+    fn fresh(&self) -> MutexGuard<'_, fresh::Fresh> {
+        self.inner
+            .fresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -398,6 +409,16 @@ impl Queue {
                 sharing.next().and(first)
             })
             .collect();
+        // Kept before the commit is asked for: any write naming the entry
+        // after that drops it again (see `fresh`).
+        if !self.inner.shared {
+            let mut fresh = self.fresh();
+            for (entry, content) in &queued {
+                if entry.size <= INLINE_CONTENT_READ {
+                    fresh.keep(entry.clone(), Arc::new(content.to_vec()));
+                }
+            }
+        }
         let mut writes: Vec<SpoolWrite> = queued
             .into_iter()
             .zip(bodies)
@@ -405,7 +426,11 @@ impl Queue {
             .collect();
         writes.extend(quarantined.into_iter().map(|(q, c)| SpoolWrite::Quarantine(q, c)));
         writes.push(SpoolWrite::Trace(events));
-        self.commit(writes).await?;
+        if let Err(error) = self.commit(writes).await {
+            let mut fresh = self.fresh();
+            indexes.iter().for_each(|(id, _)| fresh.forget(id));
+            return Err(error.into());
+        }
         let mut state = self.state();
         for (id, index) in indexes {
             state.near.arrive(index.due_ms, &id, index.destinations.into());
@@ -972,7 +997,16 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
-        let (mut entry, revision) = match self.read_entry(&id).await {
+        let fresh = self.fresh().take(&id);
+        let (fresh_entry, mut fresh_content) = match fresh {
+            Some(kept) => (Some((kept.entry, Revision::default())), Some(kept.content)),
+            None => (None, None),
+        };
+        let read = match fresh_entry {
+            Some(kept) => Ok(Some(kept)),
+            None => self.read_entry(&id).await,
+        };
+        let (mut entry, revision) = match read {
             Ok(Some((entry, revision)))
                 if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
             {
@@ -1009,13 +1043,16 @@ impl Queue {
         // Content that cannot be loaded is an attempt that failed
         // temporarily: the recipients are deferred on the retry schedule
         // (and expire in time), never left out of the schedule.
-        let loaded = if !self.inner.shared && entry.size <= INLINE_CONTENT_READ {
-            Ok(spool.content(&load_id))
+        let loaded = if let Some(content) = fresh_content.take() {
+            Ok(Ok(Some(content)))
+        } else if !self.inner.shared && entry.size <= INLINE_CONTENT_READ {
+            Ok(spool.content(&load_id).map(|content| content.map(Arc::new)))
         } else {
-            tokio::task::spawn_blocking(move || spool.content(&load_id)).await
+            tokio::task::spawn_blocking(move || spool.content(&load_id).map(|content| content.map(Arc::new)))
+                .await
         };
         let (content, load_failure) = match loaded {
-            Ok(Ok(Some(content))) => (Arc::new(content), None),
+            Ok(Ok(Some(content))) => (content, None),
             outcome => {
                 let why = match outcome {
                     Ok(Ok(_)) => "missing from the store".to_string(),

@@ -28,6 +28,7 @@ impl Queue {
         mut writes: Vec<SpoolWrite>,
     ) -> impl Future<Output = Result<(), SpoolError>> + 'static {
         self.sign(&mut writes);
+        self.fresh().forget_written(&writes);
         let tally = tally(&writes);
         let committed = match guard {
             Some(guard) => self.inner.spool.commit_guarded(guard, writes),
@@ -44,6 +45,7 @@ impl Queue {
     /// Records `writes` with the next commit, without waiting, and counts them.
     pub(super) fn submit(&self, mut writes: Vec<SpoolWrite>) {
         self.sign(&mut writes);
+        self.fresh().forget_written(&writes);
         self.inner.counters.count(&tally(&writes), now_ms());
         self.inner.spool.submit_spool(writes);
     }

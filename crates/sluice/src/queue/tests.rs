@@ -101,7 +101,7 @@ impl Transport for Scripted {
     }
 }
 
-fn entry(from: &str, to: &[&str]) -> QueueEntry {
+pub(super) fn entry(from: &str, to: &[&str]) -> QueueEntry {
     let now = now_ms();
     QueueEntry {
         id: QueueId::generate(),
@@ -487,10 +487,12 @@ async fn a_panicking_delivery_defers_its_recipients_and_counts_the_attempt() {
     assert!(transport.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
 
-/// The embedded store, except that the first `failures` content reads fail.
+/// The embedded store, except that the first `failures` content reads
+/// fail; counts entry and content reads.
 struct FlakyContent {
     inner: Arc<EmbeddedStore>,
     failures: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Spool for FlakyContent {
@@ -501,9 +503,11 @@ impl Spool for FlakyContent {
         self.inner.submit_spool(writes)
     }
     fn entry(&self, id: &QueueId) -> Result<Option<QueueEntry>, SpoolError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.entry(id)
     }
     fn content(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let failed = self
             .failures
             .fetch_update(
@@ -553,6 +557,7 @@ async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
     let store = Arc::new(FlakyContent {
         inner: EmbeddedStore::open(dir.path()).unwrap(),
         failures: std::sync::atomic::AtomicUsize::new(2),
+        reads: Default::default(),
     });
     let transport = Arc::new(Scripted {
         answers: StdMutex::new(Vec::new()),
@@ -560,11 +565,13 @@ async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
     });
     let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
     let queue = Queue::start(steady(store), transport.clone(), settings(), policy).unwrap();
-    let e = entry("s@y.test", &["r@x.test"]);
-    queue
-        .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
-        .await
-        .unwrap();
+    let mut e = entry("s@y.test", &["r@x.test"]);
+    // Larger than what is kept in memory for a first attempt: every
+    // attempt reads the store.
+    let mut content = b"Subject: t\r\n\r\n".to_vec();
+    content.resize(INLINE_CONTENT_READ as usize + 1, b'x');
+    e.size = content.len() as u64;
+    queue.enqueue(e.clone(), content, vec![]).await.unwrap();
     let list = wait_for(&queue, |l| {
         l.iter().any(|q| {
             q.id == e.id
@@ -577,6 +584,50 @@ async fn content_that_cannot_be_loaded_is_retried_on_schedule() {
     // Two failed reads, then the third attempt delivers: nothing waits for a restart.
     wait_for(&queue, |l| l.iter().all(|q| q.id != e.id)).await;
     assert_eq!(transport.seen.lock().unwrap().as_slice(), ["r@x.test"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_reads_nothing_back_unless_the_entry_was_written_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyContent {
+        inner: EmbeddedStore::open(dir.path()).unwrap(),
+        failures: Default::default(),
+        reads: Default::default(),
+    });
+    let transport = Arc::new(Scripted {
+        answers: StdMutex::new(Vec::new()),
+        seen: StdMutex::new(Vec::new()),
+    });
+    let (_tx, policy) = watch::channel(Arc::new(Policy::default()));
+    let queue = Queue::start(steady(store.clone()), transport.clone(), settings(), policy).unwrap();
+    let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let e = entry("s@y.test", &["r@x.test"]);
+    queue
+        .enqueue(e.clone(), b"Subject: t\r\n\r\nx\r\n".to_vec(), vec![])
+        .await
+        .unwrap();
+    wait_for(&queue, |l| l.iter().all(|q| q.id != e.id)).await;
+    assert_eq!(transport.seen.lock().unwrap().as_slice(), ["r@x.test"]);
+    assert_eq!(reads(), 0, "the first attempt read the store");
+
+    // Held before its attempt: the hold's write drops what was kept, so
+    // the attempt would read the stored hold. (Stored and kept by hand,
+    // not scheduled, so no attempt races the hold.)
+    let held = entry("s@y.test", &["held@x.test"]);
+    let content = b"Subject: t\r\n\r\nx\r\n".to_vec();
+    queue
+        .commit(vec![SpoolWrite::Enqueue(held.clone(), content.clone())])
+        .await
+        .unwrap();
+    queue.fresh().keep(held.clone(), Arc::new(content));
+    assert_eq!(
+        queue.act(&held.id, QueueAction::Hold).await.unwrap(),
+        ActResult::Done
+    );
+    assert!(
+        queue.fresh().take(&held.id).is_none(),
+        "the hold left the kept entry"
+    );
 }
 
 /// Counts attempts and answers 451 4.4.1 (no answer from the host) until

@@ -2,8 +2,7 @@
 //! hop prepends, and the hop count used to stop mail loops.
 
 use super::{SessionInfo, TlsInfo};
-use crate::message::{header_section_len, Envelope};
-use mail_parser::HeaderName;
+use crate::message::Envelope;
 use std::net::IpAddr;
 
 /// More `Received` headers than this means the message is looping (SPEC 5).
@@ -11,16 +10,7 @@ pub const MAX_RECEIVED_HEADERS: usize = 30;
 
 /// How many `Received` headers the message's header section holds.
 pub fn received_count(content: &[u8]) -> usize {
-    let headers = &content[..header_section_len(content)];
-    mail_parser::MessageParser::new()
-        .parse_headers(headers)
-        .map_or(0, |parsed| {
-            parsed
-                .headers()
-                .iter()
-                .filter(|header| header.name == HeaderName::Received)
-                .count()
-        })
+    crate::message::header::count_fields(content, "Received")
 }
 
 /// Our `Received` header, folded, ending in CRLF.
