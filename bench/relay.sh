@@ -9,7 +9,17 @@
 # connection until the sink has counted every message.
 #
 # BENCH_MODE picks what the relay does:
-#   plain     smtp-source and smtp-sink, no TLS (the default).
+#   plain     smtp-source and smtp-sink, no TLS (the default). The mail
+#             comes into the organisation from outside, so sluice checks
+#             SPF, DKIM and DMARC on every message (its default); Postfix
+#             does the same as its users make it do, through the OpenDKIM
+#             (verify) and OpenDMARC (SPF and DMARC) milters, installed if
+#             missing. The milters resolve through their own dnsmasq with
+#             the same zone as sluice's: they run in a network and mount
+#             namespace of their own (their libraries read
+#             /etc/resolv.conf, which there names that dnsmasq), reached
+#             over unix sockets. BENCH_POSTFIX_AUTH=0 runs Postfix without
+#             them: the relay minus the checks, a reference only.
 #   starttls  TLS on both legs, certificates made at run time with openssl
 #             (one CA, ECDSA P-256): the client upgrades every connection
 #             with STARTTLS (smtp-source has no TLS, so bench/smtp_load.rs
@@ -55,6 +65,8 @@ dkim_algorithm=${BENCH_DKIM:-ed25519}
 ceiling=${BENCH_CEILING:-1}
 postfix_sign=${BENCH_POSTFIX_SIGN:-1}
 [[ $mode == signing ]] || postfix_sign=0
+postfix_auth=${BENCH_POSTFIX_AUTH:-1}
+[[ $mode == plain ]] || postfix_auth=0
 case $mode in
 plain | starttls | signing) ;;
 *)
@@ -82,10 +94,15 @@ if ! [[ -x /usr/sbin/postfix && -x /usr/sbin/smtp-source && -x /usr/sbin/smtp-si
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix
 fi
 
-if [[ $postfix_sign == 1 && " $mtas " == *" postfix "* && ! -x /usr/sbin/opendkim ]]; then
-    echo "relay.sh: installing opendkim" >&2
+milter_packages=()
+if [[ " $mtas " == *" postfix "* ]]; then
+    [[ $postfix_sign == 0 && $postfix_auth == 0 ]] || [[ -x /usr/sbin/opendkim ]] || milter_packages+=(opendkim)
+    [[ $postfix_auth == 0 ]] || [[ -x /usr/sbin/opendmarc ]] || milter_packages+=(opendmarc)
+fi
+if ((${#milter_packages[@]})); then
+    echo "relay.sh: installing ${milter_packages[*]}" >&2
     "${as_root[@]}" apt-get update -q
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends opendkim
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${milter_packages[@]}"
 fi
 
 if [[ $build == 1 ]] && [[ " $mtas " == *" sluice "* || $mode == starttls ]]; then
@@ -128,7 +145,10 @@ stop_postfix() {
 }
 stop_milter() {
     if [[ -n $milter_pid ]]; then
-        kill "$milter_pid" 2>/dev/null || true
+        # Its own process group (setsid): the namespace's processes too.
+        # The milters' graceful stop can hang on a socket directory that is
+        # going away; nothing of theirs needs keeping.
+        kill -9 -- "-$milter_pid" 2>/dev/null || kill -9 "$milter_pid" 2>/dev/null || true
         wait "$milter_pid" 2>/dev/null || true
         milter_pid=
     fi
@@ -272,10 +292,66 @@ PidFile $dir/opendkim.pid
 UserID root
 RequireSafeKeys no
 CONF
-    /usr/sbin/opendkim -f -x "$dir/opendkim.conf" >"$dir/opendkim.log" 2>&1 &
+    setsid /usr/sbin/opendkim -f -x "$dir/opendkim.conf" >"$dir/opendkim.log" 2>&1 &
     milter_pid=$!
     wait_port $milter_ip "$port" 10
     milter=inet:$milter_ip:$port
+}
+
+# OpenDKIM verifying and OpenDMARC checking SPF and DMARC, as a Postfix
+# relay receiving mail from outside runs them, with the zone sluice gets
+# (see plain mode above). Sets milter.
+start_auth_milters() {
+    local dir=$work/auth-milters-$1
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    echo "nameserver 127.0.0.1" >"$dir/resolv.conf"
+    # Nothing is exempt: the load comes from 127.0.0.1, which both milters
+    # would otherwise take for an internal host and not check.
+    echo "192.0.2.1" >"$dir/exempt"
+    cat >"$dir/opendkim.conf" <<CONF
+Syslog no
+Mode v
+Socket local:$dir/opendkim.sock
+UMask 000
+PidFile $dir/opendkim.pid
+UserID root
+InternalHosts refile:$dir/exempt
+Nameservers 127.0.0.1
+AuthservID bench-postfix.test
+CONF
+    cat >"$dir/opendmarc.conf" <<CONF
+Syslog false
+Socket local:$dir/opendmarc.sock
+UMask 000
+PidFile $dir/opendmarc.pid
+UserID root
+AuthservID bench-postfix.test
+TrustedAuthservIDs bench-postfix.test
+IgnoreHosts $dir/exempt
+SPFSelfValidate true
+SPFIgnoreResults true
+RejectFailures false
+FailureReports false
+CONF
+    local negative_ttl=${BENCH_DNS_NEGATIVE_TTL:-300}
+    setsid unshare --net --mount --fork bash -c '
+        dir=$1 ttl=$2
+        ip link set lo up
+        mount --bind "$dir/resolv.conf" /etc/resolv.conf
+        dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=127.0.0.1 --port=53 \
+            --auth-server=ns.test,lo --auth-zone=test --auth-ttl="$ttl" --pid-file= --log-facility=- \
+            >"$dir/dnsmasq.log" 2>&1 &
+        /usr/sbin/opendkim -f -x "$dir/opendkim.conf" >"$dir/opendkim.log" 2>&1 &
+        /usr/sbin/opendmarc -f -c "$dir/opendmarc.conf" >"$dir/opendmarc.log" 2>&1 &
+        wait' _ "$dir" "$negative_ttl" &
+    milter_pid=$!
+    local deadline=$((SECONDS + 10))
+    until [[ -S $dir/opendkim.sock && -S $dir/opendmarc.sock ]]; do
+        ((SECONDS < deadline)) || { echo "relay.sh: the milters did not start" >&2; cat "$dir"/*.log >&2; return 1; }
+        sleep 0.1
+    done
+    milter="unix:$dir/opendkim.sock, unix:$dir/opendmarc.sock"
 }
 
 start_postfix() {
@@ -328,8 +404,8 @@ anvil     unix  - - n -     1 anvil
 scache    unix  - - n -     1 scache
 postlog   unix-dgram n - n - 1 postlogd
 CF
-    if [[ $postfix_sign == 1 ]]; then
-        start_milter "$1"
+    if [[ $postfix_sign == 1 || $postfix_auth == 1 ]]; then
+        if [[ $postfix_sign == 1 ]]; then start_milter "$1"; else start_auth_milters "$1"; fi
         cat >>"$postfix_dir/etc/main.cf" <<CF
 smtpd_milters = $milter
 milter_default_action = tempfail
@@ -377,6 +453,7 @@ run_one() {
 
 postfix_name=postfix
 [[ $postfix_sign == 0 ]] || postfix_name=postfix+dkim
+[[ $postfix_auth == 0 ]] || postfix_name=postfix+auth
 printf 'relay benchmark (%s): %d messages of %d bytes, loopback, %s cores\n' \
     "$mode$([[ $mode != signing ]] || echo ", DKIM $dkim_algorithm")" "$messages" "$size" "$(nproc)"
 printf '%-8s %-9s %12s %14s %14s %12s %s\n' sessions mta "accept msg/s" "end-end msg/s" "peak RSS" "CPU us/msg" "load (1 min)"
