@@ -26,7 +26,8 @@
 #             sends, and its `sink` mode counts, with STARTTLS); sluice has
 #             tls_cert/tls_key inbound and an outbound connector with
 #             tls = "encryption_only"; Postfix has smtpd_tls_* and
-#             smtp_tls_security_level = encrypt to the sink.
+#             smtp_tls_security_level = encrypt to the sink. The mail comes
+#             from outside as in plain mode, and both check it as there.
 #   signing   as plain, but the mail leaves the organisation: sluice relays
 #             it through an on-premises connector and DKIM-signs every
 #             message (BENCH_DKIM=ed25519|rsa, key made by `sluice dkim new`);
@@ -66,7 +67,7 @@ ceiling=${BENCH_CEILING:-1}
 postfix_sign=${BENCH_POSTFIX_SIGN:-1}
 [[ $mode == signing ]] || postfix_sign=0
 postfix_auth=${BENCH_POSTFIX_AUTH:-1}
-[[ $mode == plain ]] || postfix_auth=0
+[[ $mode != signing ]] || postfix_auth=0
 case $mode in
 plain | starttls | signing) ;;
 *)
