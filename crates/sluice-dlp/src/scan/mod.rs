@@ -220,11 +220,10 @@ fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
     let b = text.as_bytes();
     let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
-    for (i, state) in table
-        .match_ends(b, lanes, dfa.max_pattern_len())
-        .into_iter()
-        .flatten()
-    {
+    let ends = table.match_ends(b, lanes, dfa.max_pattern_len());
+    // Nearly every match end is a keyword's: room for all of them at once.
+    keywords.reserve(ends.iter().map(Vec::len).sum());
+    for (i, state) in ends.into_iter().flatten() {
         let state = table.dfa_state(state);
         for k in 0..dfa.match_len(state) {
             let pattern = dfa.match_pattern(state, k);
