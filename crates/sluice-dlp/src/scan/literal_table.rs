@@ -21,9 +21,8 @@ pub(super) struct Table {
     pub(super) dfa: DFA,
     /// Byte to column: bytes that lead every state to the same state share one.
     columns: [u8; 256],
-    /// `trans[state + column]`, states premultiplied by the number of
-    /// columns; the slots past the table are never read.
-    trans: Box<[u32; TRANS_SLOTS]>,
+    /// `trans[state + column]`, states premultiplied by the number of columns.
+    trans: Vec<u32>,
     /// Premultiplied states below this are match states.
     matching: u32,
     start: u32,
@@ -109,13 +108,9 @@ impl Table {
                 ));
             }
         }
-        // A panic here is a broken invariant: the table fits its slots.
-        assert!(trans.len() <= TRANS_SLOTS, "a table under 2^17 entries");
-        trans.resize(TRANS_SLOTS, 0);
-        let trans: Box<[u32; TRANS_SLOTS]> = trans
-            .into_boxed_slice()
-            .try_into()
-            .expect("as many entries as slots");
+        // A panic here is a broken invariant: the states fit beside a lane
+        // and an offset in a found match end.
+        assert!(trans.len() <= STATE_MASK as usize, "a table under 2^20 entries");
         Table {
             start: premultiplied(seen[start.as_usize()]),
             matching: premultiplied(matching),
@@ -137,17 +132,10 @@ impl Table {
     /// before it without reporting): the index of the byte that led to a
     /// match state and the state, per lane, in order; see [`super::literals`].
     pub(super) fn match_ends(&self, b: &[u8], lanes: usize, warm_up: usize) -> [Vec<(usize, u32)>; LANES] {
-        let (trans, columns, matching) = (&*self.trans, &self.columns, self.matching);
-        // The mask keeps every index in the array, so the lookup needs no
-        // bounds check; a state plus a column is always below the table's
-        // length, so it changes nothing.
-        let step = |state: u32, byte: u8| {
-            trans[(state as usize + usize::from(columns[usize::from(byte)])) & (TRANS_SLOTS - 1)]
-        };
+        let (trans, columns, matching) = (&self.trans[..], &self.columns, self.matching);
+        let step = |state: u32, byte: u8| trans[state as usize + usize::from(columns[usize::from(byte)])];
         let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
-        // Room for a match end every 32 bytes, about what prose holds.
-        let mut ends: [Vec<(usize, u32)>; LANES] =
-            std::array::from_fn(|k| Vec::with_capacity((bounds[k + 1] - bounds[k]) / 32));
+        let mut ends: [Vec<(usize, u32)>; LANES] = Default::default();
         let mut states = [self.start; LANES];
         for (k, state) in states.iter_mut().enumerate().skip(1) {
             let from = bounds[k];
@@ -157,46 +145,41 @@ impl Table {
                 }
             }
         }
-        // The lanes in lockstep, a block at a time, over the whole blocks
-        // of the shortest, then each to its end.
+        // The lanes in lockstep over the length of the shortest, then each to
+        // its end.
         let shortest = (0..LANES).map(|k| bounds[k + 1] - bounds[k]).min().unwrap_or(0);
-        let whole = shortest - shortest % BLOCK;
+        let lane = |k: usize| &b[bounds[k]..bounds[k] + shortest];
         let [mut s0, mut s1, mut s2, mut s3] = states;
-        // Every state a block led to, per lane. A match state is met every
-        // few words: too often for a branch per byte to be predicted, too
-        // rarely for noting each byte's state in the list to pay. Stored
-        // here, a lane's block is then searched for match states a chunk at
-        // a time (a subtraction and an or per state, which vectorise), and
-        // only a chunk that holds one is read state by state.
-        let mut seen = [[0u32; BLOCK]; LANES];
+        let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+        // Match ends are written without a branch (a match state is met
+        // every few words, too often for a branch to be predicted), a block
+        // at a time: (offset in the block, lane, state) in one u32, the
+        // count advanced by one where a lane met a match state.
+        let mut found = [0u32; LANES * BLOCK];
         let mut block = 0;
-        while block < whole {
-            let lane = |k: usize| -> &[u8; BLOCK] {
-                let from = bounds[k] + block;
-                // A panic here is a broken invariant: the block lies inside
-                // the lane's stretch.
-                b[from..from + BLOCK].try_into().expect("a whole block")
-            };
-            let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
-            let [seen0, seen1, seen2, seen3] = &mut seen;
-            for j in 0..BLOCK {
+        while block < shortest {
+            let end = shortest.min(block + BLOCK);
+            let mut n = 0;
+            for j in block..end {
                 s0 = step(s0, l0[j]);
                 s1 = step(s1, l1[j]);
                 s2 = step(s2, l2[j]);
                 s3 = step(s3, l3[j]);
-                seen0[j] = s0;
-                seen1[j] = s1;
-                seen2[j] = s2;
-                seen3[j] = s3;
+                let at = ((j - block) as u32) << OFFSET_SHIFT;
+                for (k, s) in [s0, s1, s2, s3].into_iter().enumerate() {
+                    found[n % (LANES * BLOCK)] = at | (k as u32) << LANE_SHIFT | s;
+                    n += usize::from(s < matching);
+                }
             }
-            for (k, lane_seen) in seen.iter().enumerate() {
-                note_matches(lane_seen, matching, bounds[k] + block, &mut ends[k]);
+            for &f in &found[..n] {
+                let k = (f >> LANE_SHIFT & 3) as usize;
+                ends[k].push((bounds[k] + block + (f >> OFFSET_SHIFT) as usize, f & STATE_MASK));
             }
-            block += BLOCK;
+            block = end;
         }
         states = [s0, s1, s2, s3];
         for k in 0..LANES {
-            let from = bounds[k] + whole;
+            let from = bounds[k] + shortest;
             for (i, &byte) in b[from..bounds[k + 1]].iter().enumerate() {
                 states[k] = step(states[k], byte);
                 if states[k] < matching {
@@ -208,45 +191,16 @@ impl Table {
     }
 }
 
-/// Note the match states among `seen` (the states of one lane's block whose
-/// first byte is at `at` in the text). States are under 2^31, so `s -
-/// matching` wraps to a number with the top bit set exactly when `s` is a
-/// match state.
-fn note_matches(seen: &[u32; BLOCK], matching: u32, at: usize, ends: &mut Vec<(usize, u32)>) {
-    for (c, chunk) in seen.chunks_exact(CHUNK).enumerate() {
-        let any = chunk.iter().fold(0, |acc, &s| acc | s.wrapping_sub(matching)) >> 31;
-        if any != 0 {
-            // Without a branch per state: where the match states of a chunk
-            // lie follows no pattern a branch could learn.
-            let mut found = [0u32; CHUNK];
-            let mut n = 0;
-            for (j, &s) in chunk.iter().enumerate() {
-                found[n & (CHUNK - 1)] = (j as u32) << CHUNK_SHIFT | s;
-                n += usize::from(s < matching);
-            }
-            let from = at + c * CHUNK;
-            ends.extend(
-                found[..n]
-                    .iter()
-                    .map(|&f| (from + (f >> CHUNK_SHIFT) as usize, f & ((1 << CHUNK_SHIFT) - 1))),
-            );
-        }
-    }
-}
-
 /// Stretches of a text that [`Table::match_ends`] walks side by side.
 pub(super) const LANES: usize = 4;
 
-/// Bytes per lane walked before their states are searched for matches.
+/// Bytes per lane between two reads of the match ends found.
 const BLOCK: usize = 64;
-/// States searched for a match state at once.
-const CHUNK: usize = 16;
-/// A match noted in a chunk: its offset in the chunk above this bit, the
-/// state below (under [`TRANS_SLOTS`]).
-const CHUNK_SHIFT: u32 = 24;
-/// Slots of the transition table: a power of two at least as large as the
-/// table (1285 states of 75 columns).
-const TRANS_SLOTS: usize = 1 << 17;
+/// A found match end: the state in the low bits (premultiplied, under
+/// 2^20), the lane, then the offset in the block.
+const STATE_MASK: u32 = (1 << 20) - 1;
+const LANE_SHIFT: u32 = 20;
+const OFFSET_SHIFT: u32 = 22;
 
 #[cfg(test)]
 mod tests {

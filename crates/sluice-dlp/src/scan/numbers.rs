@@ -126,9 +126,9 @@ pub(super) fn scan(ctx: &mut Ctx<'_>) {
 }
 
 /// Offset of the first ASCII digit at or after `from`. This walk covers the
-/// whole text, which is mostly letters: 32 bytes are tested at once, then
-/// eight (a byte strictly between `/` and `:`, bytes from 0x80 never
-/// counting), and only the eight holding a digit byte by byte. Not inlined: inside the
+/// whole text, which is mostly letters: eight bytes are tested at once
+/// (a byte strictly between `/` and `:`, bytes from 0x80 never counting),
+/// and only the eight holding a digit byte by byte. Not inlined: inside the
 /// large [`scan`] its loop kept its position on the stack.
 #[inline(never)]
 pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
@@ -136,18 +136,6 @@ pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
     const LOW7: u64 = ONES * 0x7F;
     let (above, below) = (u64::from(b'0' - 1), u64::from(b'9' + 1));
     let mut i = from;
-    // First 32 bytes at a time, in a form the compiler turns into vector
-    // instructions (a byte minus `0` is below 10 only for a digit).
-    while let Some(chunk) = b.get(i..i + 32) {
-        if chunk
-            .iter()
-            .fold(0u8, |acc, &c| acc | u8::from(c.wrapping_sub(b'0') < 10))
-            != 0
-        {
-            break;
-        }
-        i += 32;
-    }
     while let Some(chunk) = b.get(i..i + 8) {
         let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
         let t = x & LOW7;
