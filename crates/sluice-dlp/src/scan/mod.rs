@@ -259,28 +259,29 @@ fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
     let ends = table.match_ends(b, lanes, dfa.max_pattern_len());
     // Nearly every match end is a keyword's: room for all of them at once.
     keywords.reserve(ends.iter().map(Vec::len).sum());
-    let mut others = (!b.is_ascii())
-        .then(|| lits.others.find_overlapping_iter(text))
-        .into_iter()
-        .flatten()
-        .map(|m| (m.start(), m.end(), lits.other_ids[m.pattern().as_usize()]))
-        .peekable();
+    let others: Vec<Literal> = if b.is_ascii() {
+        Vec::new()
+    } else {
+        lits.others
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end(), lits.other_ids[m.pattern().as_usize()]))
+            .collect()
+    };
+    let mut next_other = 0;
     let mut note = |(start, end, literal): Literal| match literal.checked_sub(TRIGGERS.len()) {
         None => insert_ordered(&mut triggers, (start, end, literal)),
         Some(keyword) => insert_ordered(&mut keywords, (start, end, keyword)),
     };
     for (i, state) in ends.into_iter().flatten() {
-        while let Some(other) = others.next_if(|&(_, end, _)| end <= i + 1) {
+        while let Some(&other) = others.get(next_other).filter(|&&(_, end, _)| end <= i + 1) {
             note(other);
+            next_other += 1;
         }
-        let state = table.dfa_state(state);
-        for k in 0..dfa.match_len(state) {
-            let pattern = dfa.match_pattern(state, k);
-            let start = i + 1 - dfa.pattern_len(pattern);
-            note((start, i + 1, lits.table_ids[pattern.as_usize()]));
+        for &(pattern, length) in table.ending(state) {
+            note((i + 1 - length as usize, i + 1, lits.table_ids[pattern as usize]));
         }
     }
-    others.for_each(&mut note);
+    others[next_other..].iter().for_each(|&other| note(other));
     leftmost_longest(&mut triggers);
     (triggers, keywords)
 }
