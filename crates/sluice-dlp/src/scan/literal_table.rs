@@ -185,10 +185,7 @@ impl Table {
         let step =
             |state: u32, byte: u8| u32::from(trans[state as usize + usize::from(columns[usize::from(byte)])]);
         let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
-        // Room for a match end every 32 bytes, about what prose holds: the
-        // lists are not regrown as they fill.
-        let mut ends: [Vec<(usize, u32)>; LANES] =
-            std::array::from_fn(|k| Vec::with_capacity((bounds[k + 1] - bounds[k]) / 32));
+        let mut ends: [Vec<(usize, u32)>; LANES] = Default::default();
         let mut states = [self.start; LANES];
         for (k, state) in states.iter_mut().enumerate().skip(1) {
             let from = bounds[k];
