@@ -235,7 +235,7 @@ impl KeywordIndex {
     pub(super) fn build(text: &str, matches: &[(usize, usize, usize)]) -> Self {
         let b = text.as_bytes();
         let mut starts: [Vec<usize>; KINDS] = Default::default();
-        let mut labels = Vec::new();
+        let mut labels = Vec::with_capacity(matches.len());
         for &(start, end, keyword) in matches {
             let before = start.checked_sub(1).map(|i| b[i]);
             // `cc#4111...` still counts: a keyword ending in punctuation needs no

@@ -3,15 +3,19 @@
 //! The aho-corasick crate builds the DFA (case folding, failure links, every
 //! pattern that ends in a state); this copies its transitions into a table the
 //! scanning loop can keep in registers: a byte's column from a 256-entry
-//! array, the next state from one `u32` array (premultiplied, so a lookup is
-//! an add and a load; a `u16` table at `state << 7 | column` measured slower),
+//! array, the next state from one `u16` array (premultiplied, so a lookup is
+//! an add and a load; 1183 states of 36 columns, 85 KB: the walk waits on
+//! these loads, so the table is kept small; a `u16` table at `state << 7 |
+//! column` measured slower, since its rows were as long as `u32` ones),
 //! and the states in which a pattern ends numbered first, so "a match ends
 //! here" is one comparison. Going through the crate's
 //! `Automaton` trait from a `static`, the compiler reloads the DFA's fields at
 //! every byte (the loop also writes to the heap, and the static may change
 //! behind its back as far as it knows).
 
-use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::automaton::Automaton;
+#[cfg(test)]
+use aho_corasick::automaton::StateID;
 use aho_corasick::dfa::DFA;
 use aho_corasick::Anchored;
 
@@ -22,13 +26,26 @@ pub(super) struct Table {
     /// Byte to column: bytes that lead every state to the same state share one.
     columns: [u8; 256],
     /// `trans[state + column]`, states premultiplied by the number of columns.
-    trans: Vec<u32>,
+    trans: Vec<u16>,
     /// Premultiplied states below this are match states.
     matching: u32,
     start: u32,
-    /// This table's state (divided by the number of columns) to the DFA's.
+    /// This table's state (divided by the number of columns) to the DFA's,
+    /// and that number, for the tests that compare the two.
+    #[cfg(test)]
     states: Vec<StateID>,
+    #[cfg(test)]
     width: u32,
+    /// A premultiplied state divided by the width, exactly, without a
+    /// division: shifted right by the width's trailing zeros, then
+    /// multiplied by the inverse of its odd part modulo 2^32.
+    shift: u32,
+    inverse: u32,
+    /// The patterns ending in each match state (by index): `(pattern,
+    /// length)`, those of state `i` at `ending[ending_from[i]..ending_from[i
+    /// + 1]]`, in the DFA's order.
+    ending: Vec<(u32, u32)>,
+    ending_from: Vec<u32>,
 }
 
 impl Table {
@@ -98,33 +115,65 @@ impl Table {
             seen[s.as_usize()] = i;
         }
         let width = representative.len();
-        // A panic here is a broken invariant: 1285 states of 75 columns.
-        let premultiplied = |i: usize| u32::try_from(i * width).expect("a table under 4 GiB");
+        // A panic here is a broken invariant: 1183 states of 36 columns, a
+        // table under 2^16 entries (so every premultiplied state is a u16,
+        // and fits beside a lane and an offset in a found match end).
+        assert!(order.len() * width <= 1 << 16, "a table under 2^16 entries");
+        let premultiplied = |i: usize| u32::try_from(i * width).expect("a table under 2^16 entries");
         let mut trans = Vec::with_capacity(order.len() * width);
         for &s in &order {
             for &byte in &representative {
-                trans.push(premultiplied(
-                    seen[dfa.next_state(Anchored::No, s, byte).as_usize()],
-                ));
+                let to = seen[dfa.next_state(Anchored::No, s, byte).as_usize()];
+                trans.push(u16::try_from(to * width).expect("a table under 2^16 entries"));
             }
         }
-        // A panic here is a broken invariant: the states fit beside a lane
-        // and an offset in a found match end.
-        assert!(trans.len() <= STATE_MASK as usize, "a table under 2^20 entries");
+        let (mut ending, mut ending_from) = (Vec::new(), vec![0]);
+        for &s in &order[..matching] {
+            for k in 0..dfa.match_len(s) {
+                let pattern = dfa.match_pattern(s, k);
+                // A panic here is a broken invariant: a few hundred patterns
+                // of a few bytes each.
+                let length = u32::try_from(dfa.pattern_len(pattern)).expect("a short pattern");
+                ending.push((pattern.as_u32(), length));
+            }
+            ending_from.push(u32::try_from(ending.len()).expect("a few hundred patterns"));
+        }
+        let width = premultiplied(1);
+        let shift = width.trailing_zeros();
+        // Newton's iteration doubles the bits of the inverse that are right;
+        // an odd number is its own inverse modulo 8 (three bits).
+        let odd = width >> shift;
+        let mut inverse = odd;
+        for _ in 0..4 {
+            inverse = inverse.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
         Table {
             start: premultiplied(seen[start.as_usize()]),
             matching: premultiplied(matching),
-            width: premultiplied(1),
+            #[cfg(test)]
+            width,
+            shift,
+            inverse,
+            ending,
+            ending_from,
             dfa,
             columns,
             trans,
+            #[cfg(test)]
             states: order,
         }
     }
 
-    /// The DFA's state for a state of this table.
-    pub(super) fn dfa_state(&self, state: u32) -> StateID {
-        self.states[(state / self.width) as usize]
+    /// This table's state divided by the number of columns: its index.
+    fn index(&self, state: u32) -> usize {
+        (state >> self.shift).wrapping_mul(self.inverse) as usize
+    }
+
+    /// The patterns that end in a match state of this table: `(pattern,
+    /// length)`, in the DFA's order.
+    pub(super) fn ending(&self, state: u32) -> &[(u32, u32)] {
+        let i = self.index(state);
+        &self.ending[self.ending_from[i] as usize..self.ending_from[i + 1] as usize]
     }
 
     /// Where a pattern ends in `b`, each lane of [`LANES`] walked over its
@@ -133,7 +182,8 @@ impl Table {
     /// match state and the state, per lane, in order; see [`super::literals`].
     pub(super) fn match_ends(&self, b: &[u8], lanes: usize, warm_up: usize) -> [Vec<(usize, u32)>; LANES] {
         let (trans, columns, matching) = (&self.trans[..], &self.columns, self.matching);
-        let step = |state: u32, byte: u8| trans[state as usize + usize::from(columns[usize::from(byte)])];
+        let step =
+            |state: u32, byte: u8| u32::from(trans[state as usize + usize::from(columns[usize::from(byte)])]);
         let bounds: [usize; LANES + 1] = std::array::from_fn(|k| b.len() * k.min(lanes) / lanes);
         let mut ends: [Vec<(usize, u32)>; LANES] = Default::default();
         let mut states = [self.start; LANES];
@@ -209,7 +259,7 @@ mod tests {
     /// The table walks exactly as the automaton: every state, every byte.
     #[test]
     fn the_table_is_the_automaton() {
-        let table = &*super::super::LITERALS;
+        let table = &super::super::LITERALS.table;
         let index = |s: StateID| {
             table
                 .states
@@ -229,9 +279,17 @@ mod tests {
                 );
             }
             assert_eq!(table.dfa.is_match(s), (i as u32) * table.width < table.matching);
+            assert_eq!(table.index(i as u32 * table.width), i);
+            if table.dfa.is_match(s) {
+                let ending: Vec<(u32, u32)> = (0..table.dfa.match_len(s))
+                    .map(|k| table.dfa.match_pattern(s, k))
+                    .map(|p| (p.as_u32(), table.dfa.pattern_len(p) as u32))
+                    .collect();
+                assert_eq!(table.ending(i as u32 * table.width), ending);
+            }
         }
         assert_eq!(
-            table.dfa_state(table.start),
+            table.states[table.index(table.start)],
             table.dfa.start_state(Anchored::No).unwrap()
         );
     }

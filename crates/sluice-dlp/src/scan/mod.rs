@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::dfa::DFA;
-use aho_corasick::MatchKind;
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::finding::{Confidence, Detector, Finding, Location};
 use keywords::{Keyword, KeywordIndex, KEYWORDS, LABELS};
@@ -166,29 +166,61 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("bearer", Trigger::GenericKeyName),
 ];
 
-/// The triggers, then the keywords, in one automaton. Case-insensitive so one
-/// pass also finds `PASSWORD=`; the vendor prefixes are re-checked
-/// case-sensitively by their validators. A DFA, built once, that reports
-/// every occurrence ([`literals`] picks among them), without a
-/// prefilter: the patterns start with most letters, so a prefilter would
-/// stop at nearly every byte.
-static LITERALS: LazyLock<Table> = LazyLock::new(|| {
-    let patterns = || {
-        TRIGGERS
-            .iter()
-            .map(|(p, _)| *p)
-            .chain(KEYWORDS.iter().map(|(k, _)| *k))
-    };
-    Table::new(
-        DFA::builder()
+/// Every literal: the triggers, then the keywords. A literal's index in this
+/// list is its index in [`TRIGGERS`], or [`TRIGGERS`]' length plus its index
+/// in [`KEYWORDS`].
+fn all_literals() -> impl Iterator<Item = &'static str> {
+    TRIGGERS
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(KEYWORDS.iter().map(|(k, _)| *k))
+}
+
+/// The literals' automatons, built once.
+struct Literals {
+    /// The literals written in ASCII, in one automaton. Case-insensitive so
+    /// one pass also finds `PASSWORD=`; the vendor prefixes are re-checked
+    /// case-sensitively by their validators. A DFA that reports every
+    /// occurrence ([`literals`] picks among them), without a prefilter: the
+    /// patterns start with most letters, so a prefilter would stop at
+    /// nearly every byte.
+    table: Table,
+    /// The index in [`all_literals`] of each of the table's patterns.
+    table_ids: Vec<usize>,
+    /// The literals with a character beyond ASCII (`contraseña`, `生年月日`),
+    /// searched apart, in texts that hold a byte from 0x80 only. Their bytes
+    /// would more than double the table's columns (every byte of their
+    /// characters is a column of its own) and so its size, and the walk
+    /// over every byte of every text waits on that table.
+    others: AhoCorasick,
+    /// The index in [`all_literals`] of each of `others`' patterns.
+    other_ids: Vec<usize>,
+}
+
+static LITERALS: LazyLock<Literals> = LazyLock::new(|| {
+    type Numbered = Vec<(usize, &'static str)>;
+    let (ascii, others): (Numbered, Numbered) = all_literals().enumerate().partition(|(_, p)| p.is_ascii());
+    let patterns = || ascii.iter().map(|&(_, p)| p);
+    Literals {
+        table: Table::new(
+            DFA::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .build(patterns())
+                // A panic here is a broken invariant: the patterns are constants.
+                .expect("literal patterns are valid"),
+            patterns(),
+        ),
+        table_ids: ascii.iter().map(|&(i, _)| i).collect(),
+        others: AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .prefilter(false)
-            .build(patterns())
+            .build(others.iter().map(|&(_, p)| p))
             // A panic here is a broken invariant: the patterns are constants.
             .expect("literal patterns are valid"),
-        patterns(),
-    )
+        other_ids: others.iter().map(|&(i, _)| i).collect(),
+    }
 });
 
 /// An occurrence of a literal: start, end, and its index in [`TRIGGERS`] or
@@ -214,27 +246,42 @@ type Literal = (usize, usize, usize);
 /// so by the stretch's first byte it is the state one walk from the text's
 /// start has there. The lanes' matches, read one lane after the other, are
 /// then exactly what one walk over the whole text meets.
+///
+/// The literals beyond ASCII come from their own search, in order of their
+/// end too, and are taken in turn with the table's: each list receives the
+/// occurrences of both nearly in order, as [`insert_ordered`] expects.
 fn literals(text: &str) -> (Vec<Literal>, Vec<Literal>) {
-    let table = &*LITERALS;
-    let dfa = &table.dfa;
+    let lits = &*LITERALS;
+    let (table, dfa) = (&lits.table, &lits.table.dfa);
     let (mut triggers, mut keywords) = (Vec::new(), Vec::new());
     let b = text.as_bytes();
     let lanes = if b.len() >= LANE_MIN { LANES } else { 1 };
-    for (i, state) in table
-        .match_ends(b, lanes, dfa.max_pattern_len())
-        .into_iter()
-        .flatten()
-    {
-        let state = table.dfa_state(state);
-        for k in 0..dfa.match_len(state) {
-            let pattern = dfa.match_pattern(state, k);
-            let start = i + 1 - dfa.pattern_len(pattern);
-            match pattern.as_usize().checked_sub(TRIGGERS.len()) {
-                None => insert_ordered(&mut triggers, (start, i + 1, pattern.as_usize())),
-                Some(keyword) => insert_ordered(&mut keywords, (start, i + 1, keyword)),
-            }
+    let ends = table.match_ends(b, lanes, dfa.max_pattern_len());
+    // Nearly every match end is a keyword's: room for all of them at once.
+    keywords.reserve(ends.iter().map(Vec::len).sum());
+    let others: Vec<Literal> = if b.is_ascii() {
+        Vec::new()
+    } else {
+        lits.others
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end(), lits.other_ids[m.pattern().as_usize()]))
+            .collect()
+    };
+    let mut next_other = 0;
+    let mut note = |(start, end, literal): Literal| match literal.checked_sub(TRIGGERS.len()) {
+        None => insert_ordered(&mut triggers, (start, end, literal)),
+        Some(keyword) => insert_ordered(&mut keywords, (start, end, keyword)),
+    };
+    for (i, state) in ends.into_iter().flatten() {
+        while let Some(&other) = others.get(next_other).filter(|&&(_, end, _)| end <= i + 1) {
+            note(other);
+            next_other += 1;
+        }
+        for &(pattern, length) in table.ending(state) {
+            note((i + 1 - length as usize, i + 1, lits.table_ids[pattern as usize]));
         }
     }
+    others[next_other..].iter().for_each(|&other| note(other));
     leftmost_longest(&mut triggers);
     (triggers, keywords)
 }

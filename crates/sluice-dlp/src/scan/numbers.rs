@@ -125,30 +125,53 @@ pub(super) fn scan(ctx: &mut Ctx<'_>) {
     }
 }
 
-/// Offset of the first ASCII digit at or after `from`. This walk covers the
-/// whole text, which is mostly letters: eight bytes are tested at once
-/// (a byte strictly between `/` and `:`, bytes from 0x80 never counting),
-/// and only the eight holding a digit byte by byte. Not inlined: inside the
-/// large [`scan`] its loop kept its position on the stack.
-#[inline(never)]
-pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
+/// The high bit of each byte of `chunk` (eight bytes, the first lowest)
+/// that is an ASCII digit, and no other bit. Per byte c < 0x80 there is no
+/// carry between bytes: the high bit of 0x7F + below - c is set when c <
+/// below, of c + 0x7F - above when c > above; `!x` clears bytes from 0x80.
+/// Exact for every byte, so the lowest bit set is the first digit.
+fn digit_bits(chunk: &[u8]) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const LOW7: u64 = ONES * 0x7F;
     let (above, below) = (u64::from(b'0' - 1), u64::from(b'9' + 1));
+    // A panic here is a broken invariant: callers pass eight bytes.
+    let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    let t = x & LOW7;
+    (ONES * (0x7F + below) - t) & !x & (t + ONES * (0x7F - above)) & (ONES * 0x80)
+}
+
+/// Offset of the first ASCII digit at or after `from`. This walk covers the
+/// whole text, which is mostly letters: eight bytes are tested at once,
+/// and the first digit among them is read from the same test. Not inlined:
+/// inside the large [`scan`] its loop kept its position on the stack.
+#[inline(never)]
+pub(super) fn next_digit(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        let t = x & LOW7;
-        // Per byte c < 0x80, no carry between bytes: the high bit of
-        // 0x7F + below - c is set when c < below, of c + 0x7F - above when
-        // c > above; `!x` clears bytes from 0x80.
-        let digits = (ONES * (0x7F + below) - t) & !x & (t + ONES * (0x7F - above)) & (ONES * 0x80);
+        let digits = digit_bits(chunk);
         if digits != 0 {
-            break;
+            return Some(i + (digits.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
     b[i..].iter().position(u8::is_ascii_digit).map(|k| i + k)
+}
+
+/// The end of the digits starting at `pos`: eight bytes at a time, so a
+/// group's end costs no branch per digit (and no mispredicted one at a
+/// length that varies from group to group).
+pub(super) fn digits_end(b: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = b.get(pos..pos + 8) {
+        let others = !digit_bits(chunk) & u64::from_ne_bytes([0x80; 8]);
+        if others != 0 {
+            return pos + (others.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while is_digit_at(b, pos) {
+        pos += 1;
+    }
+    pos
 }
 
 fn read_run(b: &[u8], start: usize, groups: &mut Vec<Group>) -> usize {
@@ -156,9 +179,7 @@ fn read_run(b: &[u8], start: usize, groups: &mut Vec<Group>) -> usize {
     let mut sep = None;
     loop {
         let gs = pos;
-        while is_digit_at(b, pos) {
-            pos += 1;
-        }
+        pos = digits_end(b, pos);
         groups.push(Group {
             start: gs,
             end: pos,
@@ -205,6 +226,12 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
                 *phone_until = end;
             }
         }
+    }
+    // Every other detector needs six digits or more (a NINO's six; cards,
+    // SSNs, routing numbers and the other IDs more), and most runs of prose
+    // have fewer: amounts, times, parts of dates and addresses.
+    if groups.iter().map(Group::len).sum::<usize>() < 6 {
+        return;
     }
     nino(ctx, groups);
     dni(ctx, groups);

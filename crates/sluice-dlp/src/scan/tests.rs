@@ -894,6 +894,9 @@ fn one_literal_pass_reads_as_two_searches() {
         "téléphone",
         "クレジットカード",
         "contraseña",
+        "生年月日",
+        "Née le ",
+        "cartão",
         "MOT DE PASSE",
         "tokens ",
         "github_pat_",
@@ -941,20 +944,24 @@ fn one_literal_pass_reads_as_two_searches() {
     }
 }
 
-/// The digit search that tests eight bytes at once finds what a byte-by-byte
-/// search finds, whatever the bytes around the digits (0x80 and above too).
+/// The digit searches that test eight bytes at once find what a
+/// byte-by-byte search finds, whatever the bytes around the digits (0x80
+/// and above too): the next digit, and the end of a run of digits.
 #[test]
 fn digit_search_eight_bytes_at_once() {
-    use super::numbers::next_digit;
+    use super::numbers::{digits_end, next_digit};
 
     let mut bytes: Vec<u8> = (0..=255u8).collect();
     bytes.extend(b"no digits here at all, none: /:/:/:\xb0\xb9\xff".repeat(3));
+    bytes.extend(b"1234567890123456789/0:12345678\xb9".repeat(2));
     bytes.extend(b"x9");
     for from in 0..=bytes.len() {
         for end in from..=bytes.len().min(from + 40) {
             let b = &bytes[..end];
             let expected = b[from..].iter().position(u8::is_ascii_digit).map(|k| from + k);
             assert_eq!(next_digit(b, from), expected, "from {from} to {end}");
+            let run = b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+            assert_eq!(digits_end(b, from), from + run, "from {from} to {end}");
         }
     }
 }
