@@ -5,7 +5,10 @@
 #
 #   smtp-source --> sluice --> 127.0.202.9:PORT (refuses)
 #
-# Figures: enqueue rate over the first and the last 10,000 messages, RSS
+# Figures: enqueue rate over the first and the last 10,000 messages, with
+# sluice's CPU time per message over each (the whole process and its store
+# writer thread: steadier than the rate on a machine shared with others,
+# so the load average is printed beside them), RSS
 # with the backlog queued, store size, first page of `queue list` and
 # `queue summary` times, connection attempts to the dead host; then twice,
 # after a clean stop (SIGTERM) and after a kill -9: time from the restart
@@ -140,13 +143,27 @@ api() { # path -> seconds (body to $work/api.out)
 
 rss_mb() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$sluice_pid/status"; }
 
-send() { # count -> seconds
-    local t0 t1
-    t0=$(now)
+# CPU ticks (user + system) of the node, and of its store writer thread.
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$sluice_pid/stat"; }
+writer_ticks() {
+    local task
+    for task in /proc/"$sluice_pid"/task/*; do
+        if [[ $(cat "$task/comm" 2>/dev/null) == store-writer ]]; then
+            awk '{ print $14 + $15 }' "$task/stat"
+            return
+        fi
+    done
+    echo 0
+}
+
+send() { # count -> "seconds node-CPU-µs/msg writer-CPU-µs/msg load"
+    local t0 t1 c0 c1 w0 w1
+    t0=$(now) c0=$(cpu_ticks) w0=$(writer_ticks)
     /usr/sbin/smtp-source -s "$sessions" -m "$1" -l "$size" \
         -f load@fabrikam.test -t bob@contoso.test -M bench-client.test "$sluice_ip:$smtp_port"
-    t1=$(now)
-    elapsed "$t0" "$t1"
+    t1=$(now) c1=$(cpu_ticks) w1=$(writer_ticks)
+    echo "$(elapsed "$t0" "$t1") $(((c1 - c0) * 1000000 / ticks / $1)) $(((w1 - w0) * 1000000 / ticks / $1)) $(cut -d' ' -f1 /proc/loadavg)"
 }
 
 start_sluice
@@ -156,9 +173,9 @@ until [[ -s $work/data/admin.token ]]; do sleep 0.1; done
 
 echo "queue_backlog.sh: $messages messages of $size bytes to a dead smart host ($sessions sessions)" >&2
 fill_start=$(now)
-first_s=$(send $edge)
+read -r first_s first_cpu first_writer first_load < <(send $edge)
 send $((messages - 2 * edge)) >/dev/null
-last_s=$(send $edge)
+read -r last_s last_cpu last_writer last_load < <(send $edge)
 fill_end=$(now)
 fill_s=$(elapsed "$fill_start" "$fill_end")
 fill_attempts=$(attempts)
@@ -209,8 +226,10 @@ restart_list_s=$(api "queue?limit=100")
 rate() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / float(sys.argv[2]):.0f}")' "$1" "$2"; }
 cat <<REPORT
 messages queued (queue summary)   $queued of $messages
-enqueue rate, first $edge          $(rate $edge "$first_s") msg/s
-enqueue rate, last $edge           $(rate $edge "$last_s") msg/s
+enqueue rate, first $edge          $(rate $edge "$first_s") msg/s (load $first_load)
+  sluice CPU per message          ${first_cpu} µs, store writer ${first_writer} µs
+enqueue rate, last $edge           $(rate $edge "$last_s") msg/s (load $last_load)
+  sluice CPU per message          ${last_cpu} µs, store writer ${last_writer} µs
 whole fill                        ${fill_s} s ($(rate "$messages" "$fill_s") msg/s)
 RSS with the backlog queued       ${rss} MB
 store file                        ${store_mb} MB ($(python3 -c "print(f'{$store_mb * 1048576 / $messages:.0f}')") bytes per message)
