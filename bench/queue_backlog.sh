@@ -18,6 +18,8 @@
 #   bench/queue_backlog.sh                       # 1,000,000 messages
 #   BENCH_MESSAGES=200000 BENCH_WATCH=60 bench/queue_backlog.sh
 #   BENCH_KEEP=1 ...                             # keep the data directory
+#   BENCH_FIRST_WAIT=10 ...                      # wait 10 s, not 120, for the
+#                                                # first attempt after a restart
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,8 @@ edge=10000
 ((messages > 2 * edge)) || { echo "queue_backlog.sh: BENCH_MESSAGES must exceed $((2 * edge))" >&2; exit 2; }
 # How long to watch connection attempts after the restart.
 watch_s=${BENCH_WATCH:-120}
+# How long to wait for the first delivery attempt after each restart.
+first_wait_s=${BENCH_FIRST_WAIT:-120}
 # BENCH_BUILD=0 uses the release binary as it is.
 build=${BENCH_BUILD:-1}
 keep=${BENCH_KEEP:-0}
@@ -196,8 +200,8 @@ restart_times() {
     restart=$(now)
     start_sluice
     greet=$(wait_greeting)
-    first="none within 120"
-    deadline=$((SECONDS + 120))
+    first="none within $first_wait_s"
+    deadline=$((SECONDS + first_wait_s))
     while ((SECONDS < deadline)); do
         if (($(attempts) > before)); then
             first=$(elapsed "$restart" "$(now)")
