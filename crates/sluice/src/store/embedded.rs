@@ -12,7 +12,7 @@
 //! fsync per commit is the price; group commit spreads it. redb writes the
 //! whole allocator state at every such commit, and its size follows the
 //! file's (about 270 KB at 4 GB): the fewer pages a message takes, the
-//! smaller that record and the sooner the file stops growing.
+//! smaller the file and that record.
 //!
 //! So a commit writes only what changed. An entry is its JSON in
 //! `queue_meta` plus its rows in the due index and the counters; the rows
