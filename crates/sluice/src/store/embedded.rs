@@ -9,7 +9,17 @@
 //! repair", which implies a two-phase commit): an open after a crash or a
 //! kill -9 then loads that state instead of checksumming and walking the
 //! whole file, which took 11 s at a million queued messages. The second
-//! fsync per commit is the price; group commit spreads it.
+//! fsync per commit is the price; group commit spreads it. redb writes the
+//! whole allocator state at every such commit, and its size follows the
+//! file's (about 270 KB at 4 GB): the fewer pages a message takes, the
+//! smaller the file and that record.
+//!
+//! So a commit writes only what changed. An entry is its JSON in
+//! `queue_meta` plus its rows in the due index and the counters; the rows
+//! an update or a removal takes out are computed from the old JSON that
+//! replacing or removing it hands back, not kept in a table of their own.
+//! The counters change in memory and are written once per commit, and a
+//! batch opens only the tables it writes.
 
 use super::{Commit, Page, Store, StoreError, Write};
 use crate::config::objects::ObjectSet;
@@ -20,6 +30,7 @@ use crate::queue::{
 };
 use crate::trace::TraceEvent;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -45,8 +56,9 @@ const TLS_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("tls_state"
 /// The due index: (due ms, queue id) -> destinations of the waiting
 /// recipients, one per line. Active entries only (held ones wait for release).
 const QUEUE_DUE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("queue_due");
-/// Queue id -> its [`SpoolIndex`] (JSON): what to take out of the due
-/// index and the counters when the entry changes.
+/// Queue id -> its [`SpoolIndex`] (JSON), as earlier versions kept it:
+/// the rows to take out are now computed from the entry being replaced.
+/// Deleted at open.
 const QUEUE_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_index");
 /// (recipient domain, minute of receipt) -> waiting recipients: `queue
 /// summary` without a scan.
@@ -56,7 +68,12 @@ const QUEUE_DEPTH: TableDefinition<&str, u64> = TableDefinition::new("queue_dept
 /// Store format markers.
 const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta");
 /// Version of the spool indexes; a store without it is indexed at open.
-const SPOOL_INDEX_VERSION: u64 = 2;
+/// 3: no `queue_index`. Its due and counter rows are those of 2, so a
+/// store of 2 is not indexed again, while a version that still keeps
+/// `queue_index` indexes a store of 3 again before it uses it.
+const SPOOL_INDEX_VERSION: u64 = 3;
+/// The older version whose due and counter rows this one keeps as they are.
+const SPOOL_INDEX_SAME_ROWS: u64 = 2;
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
 const MAX_BATCH: usize = 2048;
@@ -131,6 +148,9 @@ impl EmbeddedStore {
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
             txn.open_table(TLS_STATE).map_err(err)?;
             txn.open_table(DKIM_KEYS).map_err(err)?;
+            if txn.delete_table(QUEUE_INDEX).map_err(err)? {
+                tracing::info!("the spool's old per-entry index is deleted");
+            }
             index_spool_once(&txn)?;
             txn.commit().map_err(err)?;
         }
@@ -157,12 +177,16 @@ fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
 /// existed: one scan, once.
 fn index_spool_once(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut marker = txn.open_table(STORE_META).map_err(err)?;
-    if marker.get("spool_index").map_err(err)?.map(|v| v.value()) == Some(SPOOL_INDEX_VERSION) {
+    let version = marker.get("spool_index").map_err(err)?.map(|v| v.value());
+    if version == Some(SPOOL_INDEX_SAME_ROWS) {
+        marker.insert("spool_index", SPOOL_INDEX_VERSION).map_err(err)?;
+        return Ok(());
+    }
+    if version == Some(SPOOL_INDEX_VERSION) {
         return Ok(());
     }
     let mut tables = SpoolTables::open(txn)?;
     tables.due.retain(|_, _| false).map_err(err)?;
-    tables.index.retain(|_, _| false).map_err(err)?;
     tables.shape.retain(|_, _| false).map_err(err)?;
     tables.depth.retain(|_, _| false).map_err(err)?;
     let mut indexed = 0usize;
@@ -197,6 +221,7 @@ fn index_spool_once(txn: &WriteTransaction) -> Result<(), StoreError> {
             }
         }
     }
+    tables.flush()?;
     if indexed > 0 {
         tracing::info!(messages = indexed, "spool indexed");
     }
@@ -206,6 +231,12 @@ fn index_spool_once(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// The queue's tables in one write transaction: an entry, its content,
 /// its row in the due index and its counters change together.
+///
+/// What an entry's old rows are is computed from the entry it replaces
+/// (the stored JSON that `meta.insert` or `meta.remove` hands back), so a
+/// put or a removal reads no table of its own for it. The counters
+/// change in memory and are written once per transaction ([`Self::flush`]):
+/// a batch of enqueues moves the same few counters many times.
 struct SpoolTables<'txn> {
     meta: Table<'txn, &'static str, &'static [u8]>,
     content: Table<'txn, &'static str, &'static [u8]>,
@@ -213,9 +244,10 @@ struct SpoolTables<'txn> {
     bodies: Table<'txn, &'static str, &'static [u8]>,
     body_refs: Table<'txn, &'static str, u64>,
     due: Table<'txn, (u64, &'static str), &'static [u8]>,
-    index: Table<'txn, &'static str, &'static [u8]>,
     shape: Table<'txn, (&'static str, u64), u64>,
     depth: Table<'txn, &'static str, u64>,
+    shape_delta: HashMap<(String, u64), i64>,
+    depth_delta: HashMap<QueueStatus, i64>,
 }
 
 impl SpoolTables<'_> {
@@ -227,50 +259,70 @@ impl SpoolTables<'_> {
             bodies: txn.open_table(QUEUE_BODY).map_err(err)?,
             body_refs: txn.open_table(QUEUE_BODY_REFS).map_err(err)?,
             due: txn.open_table(QUEUE_DUE).map_err(err)?,
-            index: txn.open_table(QUEUE_INDEX).map_err(err)?,
             shape: txn.open_table(QUEUE_SHAPE).map_err(err)?,
             depth: txn.open_table(QUEUE_DEPTH).map_err(err)?,
+            shape_delta: HashMap::new(),
+            depth_delta: HashMap::new(),
         })
     }
 
-    fn count(&mut self, domain: &str, minute: u64, delta: i64) -> Result<(), StoreError> {
-        let now = self
-            .shape
-            .get((domain, minute))
-            .map_err(err)?
-            .map_or(0, |v| v.value());
-        let next = now.saturating_add_signed(delta);
-        if next == 0 {
-            self.shape.remove((domain, minute)).map_err(err)?;
-        } else {
-            self.shape.insert((domain, minute), next).map_err(err)?;
+    fn count(&mut self, domain: &str, minute: u64, delta: i64) {
+        *self.shape_delta.entry((domain.to_string(), minute)).or_default() += delta;
+    }
+
+    fn count_status(&mut self, status: Option<QueueStatus>, delta: i64) {
+        if let Some(status) = status {
+            *self.depth_delta.entry(status).or_default() += delta;
+        }
+    }
+
+    /// Writes the counters' changes; before the commit.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for ((domain, minute), delta) in self.shape_delta.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let key = (domain.as_str(), minute);
+            let now = self.shape.get(key).map_err(err)?.map_or(0, |v| v.value());
+            let next = now.saturating_add_signed(delta);
+            if next == 0 {
+                self.shape.remove(key).map_err(err)?;
+            } else {
+                self.shape.insert(key, next).map_err(err)?;
+            }
+        }
+        for (status, delta) in self.depth_delta.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let key = status.as_str();
+            let now = self.depth.get(key).map_err(err)?.map_or(0, |v| v.value());
+            self.depth
+                .insert(key, now.saturating_add_signed(delta))
+                .map_err(err)?;
         }
         Ok(())
     }
 
-    fn count_status(&mut self, status: Option<QueueStatus>, delta: i64) -> Result<(), StoreError> {
-        let Some(status) = status else { return Ok(()) };
-        let key = status.as_str();
-        let now = self.depth.get(key).map_err(err)?.map_or(0, |v| v.value());
-        self.depth
-            .insert(key, now.saturating_add_signed(delta))
-            .map_err(err)?;
-        Ok(())
-    }
-
-    /// Takes the entry's rows out of the due index and the counters.
-    fn unindex(&mut self, id: &str) -> Result<(), StoreError> {
-        let old = match self.index.remove(id).map_err(err)? {
-            Some(json) => serde_json::from_slice::<SpoolIndex>(json.value()).map_err(err)?,
-            None => return Ok(()),
+    /// Takes the rows of `old`, an entry as it was stored (JSON), out of
+    /// the due index and the counters. An unreadable entry has no rows
+    /// this store could have made, so there is nothing to take out.
+    fn unindex(&mut self, id: &str, old: &[u8]) -> Result<(), StoreError> {
+        let old = match serde_json::from_slice::<QueueEntry>(old) {
+            Ok(entry) => SpoolIndex::of(&entry),
+            Err(error) => {
+                tracing::error!(id, error = %error, "unreadable queue entry replaced");
+                return Ok(());
+            }
         };
         if let Some(due) = old.due_ms {
             self.due.remove((due, id)).map_err(err)?;
         }
         for (domain, n) in &old.domains {
-            self.count(domain, old.received_minute, -(*n as i64))?;
+            self.count(domain, old.received_minute, -(*n as i64));
         }
-        self.count_status(old.status, -1)
+        self.count_status(old.status, -1);
+        Ok(())
     }
 
     fn index_entry(&mut self, entry: &QueueEntry) -> Result<(), StoreError> {
@@ -281,25 +333,40 @@ impl SpoolTables<'_> {
             self.due.insert((due, id), destinations.as_bytes()).map_err(err)?;
         }
         for (domain, n) in &index.domains {
-            self.count(domain, index.received_minute, *n as i64)?;
+            self.count(domain, index.received_minute, *n as i64);
         }
-        self.count_status(index.status, 1)?;
-        let json = serde_json::to_vec(&index).map_err(err)?;
-        self.index.insert(id, json.as_slice()).map_err(err)?;
+        self.count_status(index.status, 1);
         Ok(())
     }
 
-    fn put(&mut self, entry: &QueueEntry) -> Result<(), StoreError> {
+    /// Stores `entry` and its rows; returns whether it replaced one. With
+    /// `only_over` an entry that is not there stays absent: an update
+    /// racing a delete must not resurrect the message.
+    fn put(&mut self, entry: &QueueEntry, only_over: bool) -> Result<bool, StoreError> {
         let id = entry.id.0.as_str();
-        self.unindex(id)?;
         let json = serde_json::to_vec(entry).map_err(err)?;
-        self.meta.insert(id, json.as_slice()).map_err(err)?;
-        self.index_entry(entry)
+        let old = self
+            .meta
+            .insert(id, json.as_slice())
+            .map_err(err)?
+            .map(|old| old.value().to_vec());
+        match old {
+            Some(old) => self.unindex(id, &old)?,
+            None if only_over => {
+                self.meta.remove(id).map_err(err)?;
+                return Ok(false);
+            }
+            None => {}
+        }
+        self.index_entry(entry)?;
+        Ok(true)
     }
 
     fn remove(&mut self, id: &str) -> Result<(), StoreError> {
-        self.unindex(id)?;
-        self.meta.remove(id).map_err(err)?;
+        let old = self.meta.remove(id).map_err(err)?.map(|old| old.value().to_vec());
+        if let Some(old) = old {
+            self.unindex(id, &old)?;
+        }
         self.drop_content(id)
     }
 
@@ -312,7 +379,10 @@ impl SpoolTables<'_> {
         body: Option<&QueueId>,
     ) -> Result<(), StoreError> {
         let id = entry.id.0.as_str();
-        self.drop_content(id)?;
+        // A new id (the rule) has no content to drop: no lookups for it.
+        if self.put(entry, false)? {
+            self.drop_content(id)?;
+        }
         match body {
             None => insert_pieces(&mut self.content, id, content.pieces())?,
             Some(body) => {
@@ -325,7 +395,7 @@ impl SpoolTables<'_> {
                 self.copies.insert(id, (key, content.header())).map_err(err)?;
             }
         }
-        self.put(entry)
+        Ok(())
     }
 
     /// Removes an entry's content; a shared body goes with its last copy.
@@ -397,41 +467,98 @@ fn content_bytes(job: &Job) -> usize {
     job.writes.iter().map(Write::content_len).sum()
 }
 
+/// Which tables a batch writes: a table opened in a write transaction
+/// costs a lookup and a root to carry even when nothing is written to it.
+#[derive(Default)]
+struct Touched {
+    objects: bool,
+    spool: bool,
+    trace: bool,
+    quarantine: bool,
+    tls_state: bool,
+    dkim_keys: bool,
+}
+
+impl Touched {
+    fn of(batch: &[Job]) -> Touched {
+        let mut touched = Touched::default();
+        for write in batch.iter().flat_map(|job| &job.writes) {
+            match write {
+                Write::Objects(_) => touched.objects = true,
+                Write::Trace(_) | Write::Spool(SpoolWrite::Trace(_)) | Write::PruneTrace(_) => {
+                    touched.trace = true
+                }
+                Write::Spool(SpoolWrite::Quarantine(..) | SpoolWrite::Unquarantine(_)) => {
+                    touched.quarantine = true
+                }
+                Write::Spool(_) => touched.spool = true,
+                Write::TlsState { .. } => touched.tls_state = true,
+                Write::DkimKeys(_) => touched.dkim_keys = true,
+            }
+        }
+        touched
+    }
+}
+
+/// Opens `table` in `txn` if `wanted`.
+fn open_if<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn WriteTransaction,
+    wanted: bool,
+    table: TableDefinition<K, V>,
+) -> Result<Option<Table<'txn, K, V>>, StoreError> {
+    match wanted {
+        true => Ok(Some(txn.open_table(table).map_err(err)?)),
+        false => Ok(None),
+    }
+}
+
+/// The table a write needs, which [`Touched`] had opened.
+fn opened<T>(table: &mut Option<T>) -> Result<&mut T, StoreError> {
+    table
+        .as_mut()
+        .ok_or_else(|| StoreError("a write reached a table its batch did not open".into()))
+}
+
 fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), StoreError> {
     let txn = begin_write(db)?;
     {
-        let mut objects = txn.open_table(OBJECTS).map_err(err)?;
-        let mut spool = SpoolTables::open(&txn)?;
-        let mut trace = txn.open_table(TRACE).map_err(err)?;
-        let mut held = txn.open_table(QUARANTINE_META).map_err(err)?;
-        let mut held_content = txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
-        let mut tls_state = txn.open_table(TLS_STATE).map_err(err)?;
-        let mut dkim_keys = txn.open_table(DKIM_KEYS).map_err(err)?;
+        let touched = Touched::of(batch);
+        let mut objects = open_if(&txn, touched.objects, OBJECTS)?;
+        let mut spool = match touched.spool {
+            true => Some(SpoolTables::open(&txn)?),
+            false => None,
+        };
+        let mut trace = open_if(&txn, touched.trace, TRACE)?;
+        let mut held = open_if(&txn, touched.quarantine, QUARANTINE_META)?;
+        let mut held_content = open_if(&txn, touched.quarantine, QUARANTINE_CONTENT)?;
+        let mut tls_state = open_if(&txn, touched.tls_state, TLS_STATE)?;
+        let mut dkim_keys = open_if(&txn, touched.dkim_keys, DKIM_KEYS)?;
         for job in batch.iter_mut() {
             for write in job.writes.drain(..) {
                 match write {
                     Write::Objects(set) => {
                         let json = serde_json::to_vec(&set).map_err(err)?;
-                        objects.insert("objects", json.as_slice()).map_err(err)?;
+                        opened(&mut objects)?
+                            .insert("objects", json.as_slice())
+                            .map_err(err)?;
                     }
                     Write::Spool(SpoolWrite::Enqueue(entry, body)) => {
+                        let spool = opened(&mut spool)?;
                         spool
                             .content
                             .insert(entry.id.0.as_str(), body.as_slice())
                             .map_err(err)?;
-                        spool.put(&entry)?;
+                        spool.put(&entry, false)?;
                     }
                     Write::Spool(SpoolWrite::EnqueueCopy { entry, content, body }) => {
-                        spool.put_copy(&entry, &content, body.as_ref())?;
+                        opened(&mut spool)?.put_copy(&entry, &content, body.as_ref())?;
                     }
                     Write::Spool(SpoolWrite::Update(entry)) => {
-                        // An update racing a delete must not resurrect the message.
-                        if spool.meta.get(entry.id.0.as_str()).map_err(err)?.is_some() {
-                            spool.put(&entry)?;
-                        }
+                        opened(&mut spool)?.put(&entry, true)?;
                     }
-                    Write::Spool(SpoolWrite::Remove(id)) => spool.remove(id.0.as_str())?,
+                    Write::Spool(SpoolWrite::Remove(id)) => opened(&mut spool)?.remove(id.0.as_str())?,
                     Write::Trace(events) | Write::Spool(SpoolWrite::Trace(events)) => {
+                        let trace = opened(&mut trace)?;
                         for event in events {
                             let seq = sequence.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
                             let key = ((event.at_ms as u128) << 24) | seq as u128;
@@ -442,31 +569,43 @@ fn apply(db: &Database, batch: &mut [Job], sequence: &AtomicU64) -> Result<(), S
                     Write::Spool(SpoolWrite::Quarantine(entry, body)) => {
                         let id = entry.entry.id.0.clone();
                         let json = serde_json::to_vec(&entry).map_err(err)?;
-                        held_content.insert(id.as_str(), body.as_slice()).map_err(err)?;
-                        held.insert(id.as_str(), json.as_slice()).map_err(err)?;
+                        opened(&mut held_content)?
+                            .insert(id.as_str(), body.as_slice())
+                            .map_err(err)?;
+                        opened(&mut held)?
+                            .insert(id.as_str(), json.as_slice())
+                            .map_err(err)?;
                     }
                     Write::Spool(SpoolWrite::Unquarantine(id)) => {
-                        held.remove(id.0.as_str()).map_err(err)?;
-                        held_content.remove(id.0.as_str()).map_err(err)?;
+                        opened(&mut held)?.remove(id.0.as_str()).map_err(err)?;
+                        opened(&mut held_content)?.remove(id.0.as_str()).map_err(err)?;
                     }
                     Write::DkimKeys(keys) => {
                         let json = serde_json::to_vec(&keys).map_err(err)?;
-                        dkim_keys.insert("keys", json.as_slice()).map_err(err)?;
+                        opened(&mut dkim_keys)?
+                            .insert("keys", json.as_slice())
+                            .map_err(err)?;
                     }
                     Write::PruneTrace(before_ms) => {
                         let end = (before_ms as u128) << 24;
-                        trace.retain_in(..end, |_, _| false).map_err(err)?;
+                        opened(&mut trace)?.retain_in(..end, |_, _| false).map_err(err)?;
                     }
-                    Write::TlsState { key, value } => match value {
-                        Some(value) => {
-                            tls_state.insert(key.as_str(), value.as_slice()).map_err(err)?;
+                    Write::TlsState { key, value } => {
+                        let tls_state = opened(&mut tls_state)?;
+                        match value {
+                            Some(value) => {
+                                tls_state.insert(key.as_str(), value.as_slice()).map_err(err)?;
+                            }
+                            None => {
+                                tls_state.remove(key.as_str()).map_err(err)?;
+                            }
                         }
-                        None => {
-                            tls_state.remove(key.as_str()).map_err(err)?;
-                        }
-                    },
+                    }
                 }
             }
+        }
+        if let Some(spool) = &mut spool {
+            spool.flush()?;
         }
     }
     txn.commit().map_err(err)
@@ -948,6 +1087,78 @@ mod tests {
         store.commit_spool(vec![SpoolWrite::Update(a)]).await.unwrap();
         assert!(due_ids(&store, u64::MAX).is_empty());
         assert!(shape(&store).is_empty());
+    }
+
+    /// Opens the store in `dir` once the previous one's writer let go of it.
+    async fn reopen(dir: &Path) -> Arc<EmbeddedStore> {
+        for _ in 0..100 {
+            match EmbeddedStore::open(dir) {
+                Ok(store) => return store,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        panic!("the store does not reopen")
+    }
+
+    /// Stores written before the rows of an entry were computed from the
+    /// entry it replaces kept them in `queue_index`: the table goes at the
+    /// next open, and updates and removals still take out the right rows.
+    #[tokio::test]
+    async fn a_store_with_the_old_per_entry_index_opens_without_it_and_keeps_its_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = waiting("a", 60_000, 5_000, &["x@one.test", "y@two.test"]);
+        let b = waiting("b", 60_000, 3_000, &["x@one.test"]);
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store
+                .commit_spool(vec![
+                    SpoolWrite::Enqueue(a.clone(), b"x".to_vec()),
+                    SpoolWrite::Enqueue(b.clone(), b"x".to_vec()),
+                ])
+                .await
+                .unwrap();
+        }
+        {
+            // The old table beside the rows, as an earlier version left it.
+            let store = reopen(dir.path()).await;
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(QUEUE_INDEX).unwrap();
+                for entry in [&a, &b] {
+                    let json = serde_json::to_vec(&SpoolIndex::of(entry)).unwrap();
+                    old.insert(entry.id.0.as_str(), json.as_slice()).unwrap();
+                }
+                let mut marker = txn.open_table(STORE_META).unwrap();
+                marker.insert("spool_index", SPOOL_INDEX_SAME_ROWS).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = reopen(dir.path()).await;
+        let tables: Vec<String> = store
+            .db
+            .begin_read()
+            .unwrap()
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        assert!(!tables.contains(&"queue_index".to_string()), "{tables:?}");
+        let marker = store.db.begin_read().unwrap().open_table(STORE_META).unwrap();
+        let version = marker.get("spool_index").unwrap().map(|v| v.value());
+        assert_eq!(version, Some(SPOOL_INDEX_VERSION));
+        drop(marker);
+        let mut moved = a.clone();
+        moved.recipients[1].status = RecipientStatus::Delivered {
+            reply: "250 ok".into(),
+            host: None,
+        };
+        store
+            .commit_spool(vec![SpoolWrite::Update(moved), SpoolWrite::Remove(b.id.clone())])
+            .await
+            .unwrap();
+        assert_eq!(due_ids(&store, u64::MAX), [(5_000, "a".into())]);
+        assert_eq!(shape(&store), [("one.test".into(), 1, 1)]);
+        assert_eq!(store.depth().unwrap().total, 1);
     }
 
     /// Fill and drain the spool repeatedly: freed pages are reused, so the
