@@ -997,13 +997,14 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
-        let fresh = self.fresh().take(&id);
-        let (fresh_entry, mut fresh_content) = match fresh {
-            Some(kept) => (Some((kept.entry, Revision::default())), Some(kept.content)),
-            None => (None, None),
-        };
-        let read = match fresh_entry {
-            Some(kept) => Ok(Some(kept)),
+        // Taken before the match: the lock is not held across the read.
+        let kept = self.fresh().take(&id);
+        let mut kept_content = None;
+        let read = match kept {
+            Some(kept) => {
+                kept_content = Some(kept.content);
+                Ok(Some((kept.entry, Revision::default())))
+            }
             None => self.read_entry(&id).await,
         };
         let (mut entry, revision) = match read {
@@ -1043,7 +1044,7 @@ impl Queue {
         // Content that cannot be loaded is an attempt that failed
         // temporarily: the recipients are deferred on the retry schedule
         // (and expire in time), never left out of the schedule.
-        let loaded = if let Some(content) = fresh_content.take() {
+        let loaded = if let Some(content) = kept_content {
             Ok(Ok(Some(content)))
         } else if !self.inner.shared && entry.size <= INLINE_CONTENT_READ {
             Ok(spool.content(&load_id).map(|content| content.map(Arc::new)))
