@@ -115,20 +115,6 @@ pub struct PartnerIntake {
     pub log: Arc<ValidationLog>,
 }
 
-fn header_message_id(content: &[u8]) -> String {
-    let end = crate::message::header_section_len(content);
-    let headers = String::from_utf8_lossy(&content[..end]);
-    headers
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("message-id")
-                .then(|| value.trim().trim_matches(['<', '>']).to_string())
-        })
-        .unwrap_or_default()
-}
-
 impl PartnerIntake {
     async fn take(&self, mut submission: Submission) -> Reply {
         let wanted = self.validation_address.to_string().to_ascii_lowercase();
@@ -152,7 +138,9 @@ impl PartnerIntake {
             tls: submission.session.tls.is_some(),
             tls_version: submission.session.tls.as_ref().map(|t| t.version.clone()),
             from: clip(&submission.envelope.mail_from.to_string()),
-            message_id: clip(&header_message_id(submission.content.head())),
+            message_id: clip(
+                &crate::message::header_message_id(submission.content.head()).unwrap_or_default(),
+            ),
         };
         let log = self.log.clone();
         let written = tokio::task::spawn_blocking(move || {
