@@ -130,7 +130,7 @@ pub struct SessionInfo {
 pub struct TlsInfo {
     /// e.g. `TLSv1_3`.
     pub version: String,
-    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// e.g. `TLS13_AES_128_GCM_SHA256`.
     pub cipher: String,
     /// Names (DNS SANs, else subject CN) of a client certificate that verified.
     pub client_cert_names: Vec<String>,

@@ -140,17 +140,16 @@ impl Client<TcpStream> {
         client_cert: rustls_pki_types::CertificateDer<'static>,
         client_key: rustls_pki_types::PrivateKeyDer<'static>,
     ) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&server.certificate).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![client_cert], client_key)
-            .unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let config = client_tls(server, client_cert, client_key, crate::tls::provider());
+        self.start_tls_with(config).await
+    }
+
+    /// Upgrades with STARTTLS already answered 220, with `config`.
+    async fn start_tls_with(
+        self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = tokio_rustls::TlsConnector::from(config);
         let server_name = rustls_pki_types::ServerName::try_from("mx.contoso.test").unwrap();
         let tls = tokio::time::timeout(STEP, connector.connect(server_name, self.stream.into_inner()))
             .await
@@ -160,6 +159,27 @@ impl Client<TcpStream> {
             stream: BufReader::new(tls),
         }
     }
+}
+
+/// A client configuration trusting the test server's certificate and
+/// presenting `client_cert`, with the cipher suites of `provider`.
+fn client_tls(
+    server: &TestServer,
+    client_cert: rustls_pki_types::CertificateDer<'static>,
+    client_key: rustls_pki_types::PrivateKeyDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&server.certificate).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![client_cert], client_key)
+        .unwrap();
+    Arc::new(config)
 }
 
 /// A connection whose 220 greeting has been read.
@@ -466,6 +486,52 @@ fn client_pki(
     std::fs::write(&ca_path, ca.pem()).unwrap();
     let key_der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
     (ca_path, cert.der().clone(), key_der)
+}
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session_and_keeps_its_certificate_names() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let (ca_path, client_cert, client_key) = client_pki(pki_dir.path(), "relay.fabrikam.test");
+    let server = TestServer::start_with_client_ca(fast_limits(), Some(&ca_path)).await;
+    // rustls' own order puts AES-256-GCM/SHA-384 first, as OpenSSL's does:
+    // the server's preference picks the cheaper suite all the same.
+    let config = client_tls(
+        &server,
+        client_cert,
+        client_key,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    );
+    let mut kinds = Vec::new();
+    for n in 0..3 {
+        let mut client = connect_greeted(server.address).await;
+        client.send(b"EHLO c\r\nSTARTTLS\r\n").await;
+        client.expect_all(&["250-", "220 2.0.0"]).await;
+        let mut client = client.start_tls_with(config.clone()).await;
+        let (_, connection) = client.stream.get_ref().get_ref();
+        kinds.push(connection.handshake_kind());
+        assert_eq!(
+            connection.negotiated_cipher_suite().map(|suite| suite.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        let message = format!(
+            "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@contoso.test>\r\nDATA\r\nSubject: {n}\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+        );
+        client.send(message.as_bytes()).await;
+        client
+            .expect_all(&["250-", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "221"])
+            .await;
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(kinds, vec![Some(Full), Some(Resumed), Some(Resumed)]);
+    let submissions = server.stop().await;
+    assert_eq!(submissions.len(), 3);
+    for submission in &submissions {
+        // The ticket carries the verified chain: a resumed session still
+        // identifies the partner's inbound connector.
+        let tls = submission.session.tls.clone().unwrap();
+        assert_eq!(tls.client_cert_names, vec!["relay.fabrikam.test"]);
+        assert_eq!(tls.cipher, "TLS13_AES_128_GCM_SHA256");
+    }
 }
 
 #[tokio::test]
