@@ -16,7 +16,22 @@
 //! message (quoted-printable or base64 text, an encoded nested message, a
 //! stray character in the base64) is read again by mail-parser's own
 //! decoding, which also decides what malformed input means.
+//!
+//! mail-parser also walks every byte of every body to find its end (a
+//! boundary can start anywhere), and turns every text body into a `String`
+//! even where it is base64 that the scan decodes from the raw bytes again.
+//! Most of a message with attachments is base64, which holds no `-`: lines
+//! without one cannot hold a boundary, so the parser is given a
+//! [`Skeleton`] of the message in which each long stretch without a `-` or
+//! a space keeps a few of its lines only. Its reading is used only where
+//! every cut falls inside the body of a base64 part (decoded from the raw
+//! bytes, whose offsets are the skeleton's shifted back); the parser then
+//! meets the same bytes up to each cut, no boundary inside it, and the same
+//! line after it, so parts, names and types come out as from the raw
+//! message. Any other cut (a text body, a preamble, headers) and the raw
+//! message is read as before.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -70,17 +85,145 @@ impl Parsed<'_> {
     }
 }
 
-/// Parse `raw`: undecoded with fast base64 where that reads the same,
-/// otherwise with mail-parser's default decoding. `None` where mail-parser
-/// finds no message.
-pub(super) fn parse(raw: &[u8]) -> Option<Parsed<'_>> {
-    if let Some(message) = UNDECODED.parse(raw) {
+/// A message with its long stretches of base64-like lines cut short, for
+/// the parser to walk; see the module's documentation.
+pub(super) struct Skeleton<'r> {
+    raw: &'r [u8],
+    /// What the parser reads: `raw` with the cuts taken out.
+    bytes: Cow<'r, [u8]>,
+    cuts: Vec<Cut>,
+}
+
+/// One run of lines cut short, in the skeleton's offsets: where the bytes
+/// taken out were (`at`) and the end of the line kept after them, before
+/// its line break (where a body can end).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: usize,
+    end: usize,
+    /// The skeleton's offsets from `at` on are this much short of the raw
+    /// message's (the bytes taken out by this cut and those before it).
+    shift: usize,
+}
+
+/// Stretches without a `-` or a space shorter than this are left alone
+/// (words, header lines, URLs).
+const STRETCH_MIN: usize = 1024;
+
+impl<'r> Skeleton<'r> {
+    /// Find the stretches of at least [`STRETCH_MIN`] bytes without a `-`
+    /// or a space, and take out the whole lines inside each but its first
+    /// three line breaks and its last two (kept: the lines around a
+    /// header section's end, and a whole line after the cut, whose line
+    /// break a body walk meets before any boundary). A stretch is found
+    /// by vector searches: backwards over the next [`STRETCH_MIN`] bytes
+    /// for the last `-` or space (in prose, a step of nearly that length),
+    /// then forwards to the stretch's end (in base64, the body's end).
+    pub(super) fn of(raw: &'r [u8]) -> Self {
+        // Bytes taken out: (from, to) in the raw message, whole lines.
+        let mut taken: Vec<(usize, usize)> = Vec::new();
+        let mut from = 0;
+        while from + STRETCH_MIN <= raw.len() {
+            if let Some(k) = memchr::memrchr2(b'-', b' ', &raw[from..from + STRETCH_MIN]) {
+                from += k + 1;
+                continue;
+            }
+            let to = memchr::memchr2(b'-', b' ', &raw[from + STRETCH_MIN..])
+                .map_or(raw.len(), |k| from + STRETCH_MIN + k);
+            let stretch = &raw[from..to];
+            let mut breaks = memchr::memchr_iter(b'\n', stretch);
+            let mut last = memchr::memrchr_iter(b'\n', stretch);
+            if let (Some(first), Some(end)) = (breaks.nth(2), last.nth(1)) {
+                if first < end {
+                    taken.push((from + first + 1, from + end + 1));
+                }
+            }
+            from = to;
+        }
+        if taken.is_empty() {
+            return Skeleton {
+                raw,
+                bytes: Cow::Borrowed(raw),
+                cuts: Vec::new(),
+            };
+        }
+        let removed: usize = taken.iter().map(|(a, b)| b - a).sum();
+        let mut bytes = Vec::with_capacity(raw.len() - removed);
+        let mut cuts = Vec::with_capacity(taken.len());
+        let (mut copied, mut shift) = (0, 0);
+        for (a, b) in taken {
+            bytes.extend_from_slice(&raw[copied..a]);
+            copied = b;
+            let at = bytes.len();
+            shift += b - a;
+            // The kept line after the cut ends with a line break.
+            let line_end = memchr::memchr(b'\n', &raw[b..]).map_or(raw.len(), |k| b + k);
+            let line_end = if raw[..line_end].ends_with(b"\r") {
+                line_end - 1
+            } else {
+                line_end
+            };
+            cuts.push(Cut {
+                at,
+                end: line_end - shift,
+                shift,
+            });
+        }
+        bytes.extend_from_slice(&raw[copied..]);
+        Skeleton {
+            raw,
+            bytes: Cow::Owned(bytes),
+            cuts,
+        }
+    }
+
+    /// The raw message's offset of the skeleton's `offset`.
+    fn raw_offset(&self, offset: usize) -> usize {
+        let i = self.cuts.partition_point(|c| c.at <= offset);
+        offset + i.checked_sub(1).map_or(0, |i| self.cuts[i].shift)
+    }
+
+    /// The raw bytes of the skeleton's `range`.
+    fn raw_range(&self, start: u32, end: u32) -> Option<&'r [u8]> {
+        self.raw
+            .get(self.raw_offset(start as usize)..self.raw_offset(end as usize))
+    }
+
+    /// How many cuts lie inside the body at the skeleton's `start..end`:
+    /// after its first byte, with the line after them inside it.
+    fn cuts_within(&self, start: u32, end: u32) -> usize {
+        let (start, end) = (start as usize, end as usize);
+        let from = self.cuts.partition_point(|c| c.at <= start);
+        self.cuts[from..].iter().take_while(|c| c.end <= end).count()
+    }
+}
+
+/// Parse the message of `skeleton`: undecoded with fast base64 where that
+/// reads the same, otherwise with mail-parser's default decoding. `None`
+/// where mail-parser finds no message.
+pub(super) fn parse<'x>(skeleton: &'x Skeleton<'_>) -> Option<Parsed<'x>> {
+    if !skeleton.cuts.is_empty() {
+        if let Some(message) = UNDECODED.parse(&skeleton.bytes[..]) {
+            let mut decoded = HashMap::new();
+            let mut within = 0;
+            if decode_parts(skeleton, &message, &mut decoded, &mut within) && within == skeleton.cuts.len() {
+                return Some(Parsed { message, decoded });
+            }
+        }
+    }
+    let whole = skeleton.raw;
+    let uncut = Skeleton {
+        raw: whole,
+        bytes: Cow::Borrowed(whole),
+        cuts: Vec::new(),
+    };
+    if let Some(message) = UNDECODED.parse(whole) {
         let mut decoded = HashMap::new();
-        if decode_parts(raw, &message, &mut decoded) {
+        if decode_parts(&uncut, &message, &mut decoded, &mut 0) {
             return Some(Parsed { message, decoded });
         }
     }
-    MessageParser::default().parse(raw).map(|message| Parsed {
+    MessageParser::default().parse(whole).map(|message| Parsed {
         message,
         decoded: HashMap::new(),
     })
@@ -124,22 +267,30 @@ fn transfer(raw: &[u8], part: &MessagePart<'_>) -> Transfer {
 }
 
 /// Decode every base64 part of `message` (and of the nested messages read
-/// with it) into `decoded`; false where some part needs mail-parser's own
-/// decoding.
-fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, Decoded>) -> bool {
+/// with it) into `decoded`, from the raw bytes of `skeleton`, and count in
+/// `within` the skeleton's cuts that lie inside those parts' bodies; false
+/// where some part needs mail-parser's own decoding.
+fn decode_parts(
+    skeleton: &Skeleton<'_>,
+    message: &Message<'_>,
+    decoded: &mut HashMap<u32, Decoded>,
+    within: &mut usize,
+) -> bool {
     for part in &message.parts {
         if part.is_encoding_problem {
             return false;
         }
-        match (transfer(raw, part), &part.body) {
+        match (transfer(&skeleton.bytes, part), &part.body) {
             (Transfer::Identity, PartType::Message(nested)) => {
-                if !decode_parts(raw, nested, decoded) {
+                if !decode_parts(skeleton, nested, decoded, within) {
                     return false;
                 }
             }
             (Transfer::Identity, _) => {}
-            (Transfer::Base64, PartType::Binary(data) | PartType::InlineBinary(data)) => {
-                let Some(bytes) = canonical_base64(data) else {
+            (Transfer::Base64, PartType::Binary(_) | PartType::InlineBinary(_)) => {
+                *within += skeleton.cuts_within(part.offset_body, part.offset_end);
+                let body = skeleton.raw_range(part.offset_body, part.offset_end);
+                let Some(bytes) = body.and_then(canonical_base64) else {
                     return false;
                 };
                 decoded.insert(part.offset_body, Decoded::Bytes(bytes));
@@ -148,7 +299,8 @@ fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, De
                 // The text mail-parser made of the encoded bytes is no use:
                 // decode the raw body, then convert its charset as
                 // mail-parser does after decoding.
-                let body = raw.get(part.offset_body as usize..part.offset_end as usize);
+                *within += skeleton.cuts_within(part.offset_body, part.offset_end);
+                let body = skeleton.raw_range(part.offset_body, part.offset_end);
                 let Some(bytes) = body.and_then(canonical_base64) else {
                     return false;
                 };
@@ -299,11 +451,87 @@ mod tests {
             ("Subject: x\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n".into(), true),
         ];
         for (raw, fast) in &cases {
-            let parsed = parse(raw.as_bytes()).expect("a message");
+            let uncut = Skeleton {
+                raw: raw.as_bytes(),
+                bytes: Cow::Borrowed(raw.as_bytes()),
+                cuts: Vec::new(),
+            };
+            let parsed = parse(&uncut).expect("a message");
             let via_fast = UNDECODED
                 .parse(raw.as_bytes())
-                .is_some_and(|m| decode_parts(raw.as_bytes(), &m, &mut HashMap::new()));
+                .is_some_and(|m| decode_parts(&uncut, &m, &mut HashMap::new(), &mut 0));
             assert_eq!(via_fast, *fast, "{raw}");
+            assert_eq!(reading(&parsed), reading(&standard(raw.as_bytes())), "{raw}");
+        }
+    }
+
+    /// Base64 lines of 76 characters, `lines` of them.
+    fn base64_lines(lines: usize) -> String {
+        let line: String = (0..76).map(|k| (b'A' + (k % 26) as u8) as char).collect();
+        vec![line; lines].join("\r\n")
+    }
+
+    /// Long runs of base64-like lines are cut before the parser walks the
+    /// message; it reads the same as the raw message wherever the cuts fall
+    /// (a base64 body: the cut reading; anywhere else: the raw message read
+    /// again), and the cut reading is taken exactly where stated.
+    #[test]
+    fn a_message_with_its_base64_runs_cut_reads_as_the_whole_message() {
+        let long = base64_lines(40);
+        let zip = "Content-Type: application/zip; name=\"a.zip\"\r\nContent-Transfer-Encoding: base64";
+        let csv = "Content-Type: text/csv; name=a.csv\r\nContent-Transfer-Encoding: base64";
+        let plain = "Content-Type: text/plain; charset=utf-8";
+        let two = format!(
+            "{}\r\n--M\r\n{zip}\r\n\r\n{long}\r\nQUJD",
+            mixed(zip, &long).trim_end_matches("\r\n--M--\r\n")
+        );
+        let cases: Vec<(String, bool)> = vec![
+            (mixed(zip, &long), true),
+            (mixed(csv, &long), true),
+            (mixed(zip, &format!("{long}\r\nQUJD")), true),
+            (mixed(zip, &format!("{long}\r\nQQ==")), true),
+            (format!("{two}\r\n--M--\r\n"), true),
+            (mixed(zip, &format!("{long}\r\n")), true),
+            (mixed(zip, &format!("{long}\n{long}")), true),
+            (
+                format!("Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n{long}\r\n"),
+                true,
+            ),
+            (
+                format!("Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n{long}"),
+                true,
+            ),
+            // Cuts elsewhere: the raw message is read.
+            (mixed(plain, &long), false),
+            (
+                mixed(zip, &long).replace("\r\n\r\n--M", &format!("\r\n\r\n{long}\r\n--M")),
+                false,
+            ),
+            (mixed(zip, &format!("{long}!\r\n{long}")), false),
+            (
+                mixed(zip, &long).replace("--M--", &format!("--M--\r\n{long}")),
+                false,
+            ),
+            (mixed(zip, &long).replace("--M--", "--M"), true),
+            (mixed(zip, &long).replace("\r\n--M--\r\n", ""), false),
+            (
+                mixed(
+                    "Content-Type: message/rfc822",
+                    &mixed(zip, &long).replace('M', "N"),
+                ),
+                true,
+            ),
+        ];
+        for (k, (raw, cut)) in cases.iter().enumerate() {
+            let skeleton = Skeleton::of(raw.as_bytes());
+            assert!(!skeleton.cuts.is_empty(), "{raw}");
+            assert!(skeleton.bytes.len() < raw.len(), "{raw}");
+            let parsed = parse(&skeleton).expect("a message");
+            let via_cut = UNDECODED.parse(&skeleton.bytes[..]).is_some_and(|m| {
+                let mut within = 0;
+                decode_parts(&skeleton, &m, &mut HashMap::new(), &mut within) && within == skeleton.cuts.len()
+            });
+            assert_eq!(via_cut, *cut, "case {k}: {raw}");
             assert_eq!(reading(&parsed), reading(&standard(raw.as_bytes())), "{raw}");
         }
     }

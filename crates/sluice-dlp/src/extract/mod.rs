@@ -327,7 +327,8 @@ impl Walker<'_> {
 
     /// A message: the top-level one (`name` None) or a nested one.
     fn message(&mut self, raw: &[u8], name: Option<&str>, depth: usize) {
-        match mime::parse(raw) {
+        let skeleton = mime::Skeleton::of(raw);
+        match mime::parse(&skeleton) {
             Some(parsed) => self.parsed(&parsed, &parsed.message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));
