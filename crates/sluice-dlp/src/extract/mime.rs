@@ -156,10 +156,11 @@ impl<'r> Skeleton<'r> {
     /// stretch costs one vector search for its `-`: in base64 that is the
     /// body's end, in prose a sentence or a few.
     pub(super) fn of(raw: &'r [u8]) -> Self {
-        let header_end = [&b"\n\r\n"[..], b"\n\n"]
-            .iter()
-            .filter_map(|blank| memchr::memmem::find(raw, blank).map(|k| k + blank.len()))
-            .min();
+        // The first blank line, CRLF or bare LF: the second search only
+        // up to where the first found one (a CRLF message has no `\n\n`).
+        let crlf = memchr::memmem::find(raw, b"\n\r\n").map(|k| k + 3);
+        let lf = memchr::memmem::find(&raw[..crlf.unwrap_or(raw.len())], b"\n\n").map(|k| k + 2);
+        let header_end = lf.or(crlf);
         let mut taken = Vec::new();
         let mut from = header_end.unwrap_or(raw.len());
         while from < raw.len() {
