@@ -260,33 +260,39 @@ fn cut_in(raw: &[u8], from: usize, to: usize) -> Option<(usize, usize, usize)> {
 /// Parse the message of `skeleton`: undecoded with fast base64 where that
 /// reads the same, otherwise with mail-parser's default decoding.
 pub(super) fn parse<'x, 'r>(skeleton: &'x Skeleton<'r>) -> Reading<'x, 'r> {
-    if !skeleton.cuts.is_empty() {
-        if let Some(message) = UNDECODED.parse(&skeleton.bytes[..]) {
-            let mut decoded = HashMap::new();
-            let mut inside = vec![false; skeleton.cuts.len()];
-            if decode_parts(skeleton, &message, &mut decoded, &mut inside) {
-                if inside.iter().all(|&i| i) {
-                    return Reading::Parsed(Parsed { message, decoded });
-                }
-                if !skeleton.again && inside.iter().any(|&i| i) {
-                    let kept: Vec<(usize, usize, usize)> = skeleton
-                        .cuts
-                        .iter()
-                        .zip(&inside)
-                        .filter(|(_, &i)| i)
-                        .map(|(c, _)| (c.from, c.to, c.end))
-                        .collect();
-                    return Reading::Again(Skeleton::build(skeleton.raw, &kept, true));
-                }
-            }
-        }
-    }
     let whole = skeleton.raw;
-    let uncut = Skeleton::build(whole, &[], true);
-    if let Some(message) = UNDECODED.parse(whole) {
+    let undecoded_whole = || {
+        let message = UNDECODED.parse(whole)?;
         let mut decoded = HashMap::new();
-        if decode_parts(&uncut, &message, &mut decoded, &mut Vec::new()) {
-            return Reading::Parsed(Parsed { message, decoded });
+        let uncut = Skeleton::build(whole, &[], true);
+        decode_parts(&uncut, &message, &mut decoded, &mut []).then_some(Parsed { message, decoded })
+    };
+    if skeleton.cuts.is_empty() {
+        if let Some(parsed) = undecoded_whole() {
+            return Reading::Parsed(parsed);
+        }
+    } else if let Some(message) = UNDECODED.parse(&skeleton.bytes[..]) {
+        let mut decoded = HashMap::new();
+        let mut inside = vec![false; skeleton.cuts.len()];
+        // A part that needs mail-parser's own decoding (quoted-printable,
+        // odd base64) needs it in the raw message too: straight to it.
+        if decode_parts(skeleton, &message, &mut decoded, &mut inside) {
+            if inside.iter().all(|&i| i) {
+                return Reading::Parsed(Parsed { message, decoded });
+            }
+            if !skeleton.again && inside.iter().any(|&i| i) {
+                let kept: Vec<(usize, usize, usize)> = skeleton
+                    .cuts
+                    .iter()
+                    .zip(&inside)
+                    .filter(|(_, &i)| i)
+                    .map(|(c, _)| (c.from, c.to, c.end))
+                    .collect();
+                return Reading::Again(Skeleton::build(whole, &kept, true));
+            }
+            if let Some(parsed) = undecoded_whole() {
+                return Reading::Parsed(parsed);
+            }
         }
     }
     match MessageParser::default().parse(whole) {
@@ -671,6 +677,13 @@ mod tests {
                 false,
             ),
             (mixed(zip, &format!("{long}!\r\n{long}")), false),
+            (
+                format!(
+                    "{}--M\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--M--\r\n",
+                    mixed(zip, &long).trim_end_matches("--M--\r\n")
+                ),
+                false,
+            ),
             (
                 format!("Subject: {}\r\n\r\nshort", prose.replace('\n', " ")),
                 false,
