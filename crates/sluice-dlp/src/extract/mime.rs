@@ -9,14 +9,33 @@
 //! bytes with the `base64` crate's engine, several bytes per step.
 //!
 //! That reading is used only where it yields exactly what mail-parser's
-//! decoding would: every encoded part is a binary attachment (not text, not a
+//! decoding would: every encoded part is a base64 attachment or text part (not a
 //! nested message), its encoding is written plainly (`base64`, `7bit`,
 //! `8bit`, `binary`, in any case) in a single header, and its base64 is
 //! canonical (the alphabet, line breaks and padding, nothing else). Any other
 //! message (quoted-printable or base64 text, an encoded nested message, a
 //! stray character in the base64) is read again by mail-parser's own
 //! decoding, which also decides what malformed input means.
+//!
+//! mail-parser also walks every byte of every body to find its end (a
+//! boundary can start anywhere a `--` is), and turns every text body into a
+//! `String`, even base64 that the scan decodes from the raw bytes again. A
+//! stretch without a `-` cannot hold a boundary, so the parser is given a
+//! [`Skeleton`] of the message: past the top-level header section, each long
+//! stretch without a `-` is cut short (whole lines of it, keeping the line
+//! after them, or the middle of one line), always keeping more than a
+//! boundary's length before the cut. The parser meets the same bytes up to
+//! each cut, nothing in it, and the same bytes after it, so parts, names and
+//! types come out as from the raw message, with the offsets after each cut
+//! short by its length. That reading is used only where every cut lies
+//! inside a body read from the raw bytes: base64 parts, and text or binary
+//! parts as they stand, converted from the raw bytes as mail-parser does.
+//! Where some cuts fall elsewhere (a nested message's header section, a
+//! preamble), the message is cut again with the others only; where any
+//! still do, or a boundary is longer than the margin, the raw message is
+//! read as before.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -70,20 +89,219 @@ impl Parsed<'_> {
     }
 }
 
-/// Parse `raw`: undecoded with fast base64 where that reads the same,
-/// otherwise with mail-parser's default decoding. `None` where mail-parser
-/// finds no message.
-pub(super) fn parse(raw: &[u8]) -> Option<Parsed<'_>> {
-    if let Some(message) = UNDECODED.parse(raw) {
-        let mut decoded = HashMap::new();
-        if decode_parts(raw, &message, &mut decoded) {
-            return Some(Parsed { message, decoded });
+/// A message with its long stretches without a `-` cut short, for the
+/// parser to walk; see the module's documentation.
+pub(super) struct Skeleton<'r> {
+    raw: &'r [u8],
+    /// What the parser reads: `raw` with the cuts taken out.
+    bytes: Cow<'r, [u8]>,
+    cuts: Vec<Cut>,
+    /// Made of the cuts of an earlier skeleton that fell where they may:
+    /// if some do not now, the raw message is read.
+    again: bool,
+}
+
+/// Bytes taken out of the raw message, and where.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// In the raw message: the bytes `from..to` are taken out, and the
+    /// parser must meet `end` (the end of the line kept after them, before
+    /// its line break, or the byte kept after them) inside the same body.
+    from: usize,
+    to: usize,
+    end: usize,
+    /// In the skeleton: where the bytes taken out were, and how far the
+    /// skeleton's offsets from there on are short of the raw message's
+    /// (this cut's bytes and those of the cuts before it).
+    at: usize,
+    shift: usize,
+}
+
+/// Bytes without a `-` kept before a cut: a boundary (at most 70
+/// characters, RFC 2046) and its `--` read from before the cut never
+/// reach into it. A message with a longer boundary is read whole.
+const MARGIN: usize = 128;
+
+/// Smaller cuts are not worth their bookkeeping.
+const CUT_MIN: usize = 64;
+
+/// Bytes kept after a cut within a line (before the `-` that ends its
+/// stretch): the parser meets the first of them, neither a line break nor
+/// a `-`, as it would after the bytes taken out, and a body that ends
+/// before a boundary's `\r\n--` still holds it.
+const TAIL: usize = 3;
+
+/// A body cut this close to its start is not read through the skeleton (the
+/// header section's end is read as it stands).
+const BODY_LEAD: usize = 16;
+
+/// What [`parse`] made of a skeleton.
+pub(super) enum Reading<'x, 'r> {
+    Parsed(Parsed<'x>),
+    /// Some cuts fell outside the bodies that can be read from the raw
+    /// bytes (a nested message's header section, a preamble): read this
+    /// skeleton, made of the others, instead.
+    Again(Skeleton<'r>),
+    /// mail-parser finds no message.
+    Unreadable,
+}
+
+impl<'r> Skeleton<'r> {
+    /// Cut the raw message's body: of each stretch without a `-`, all but
+    /// [`MARGIN`] bytes at its start and what follows its last line break
+    /// but one (a whole line kept after whole lines taken out), or, in a
+    /// stretch within one line, all but [`MARGIN`] and [`TAIL`] bytes. The
+    /// top-level header section is never cut: its fields (a DKIM
+    /// signature's folded lines) often run long without a `-`. Each
+    /// stretch costs one vector search for its `-`: in base64 that is the
+    /// body's end, in prose a sentence or a few.
+    pub(super) fn of(raw: &'r [u8]) -> Self {
+        // The first blank line, CRLF or bare LF: the second search only
+        // up to where the first found one (a CRLF message has no `\n\n`).
+        let crlf = memchr::memmem::find(raw, b"\n\r\n").map(|k| k + 3);
+        let lf = memchr::memmem::find(&raw[..crlf.unwrap_or(raw.len())], b"\n\n").map(|k| k + 2);
+        let header_end = lf.or(crlf);
+        let mut taken = Vec::new();
+        let mut from = header_end.unwrap_or(raw.len());
+        while from < raw.len() {
+            let to = memchr::memchr(b'-', &raw[from..]).map_or(raw.len(), |k| from + k);
+            if to - from >= MARGIN + CUT_MIN + TAIL {
+                taken.extend(cut_in(raw, from, to));
+            }
+            from = to + 1;
+        }
+        Self::build(raw, &taken, false)
+    }
+
+    /// `raw` with the bytes `from..to` of each `(from, to, end)` taken out.
+    fn build(raw: &'r [u8], taken: &[(usize, usize, usize)], again: bool) -> Self {
+        if taken.is_empty() {
+            return Skeleton {
+                raw,
+                bytes: Cow::Borrowed(raw),
+                cuts: Vec::new(),
+                again,
+            };
+        }
+        let removed: usize = taken.iter().map(|(from, to, _)| to - from).sum();
+        let mut bytes = Vec::with_capacity(raw.len() - removed);
+        let mut cuts = Vec::with_capacity(taken.len());
+        let (mut copied, mut shift) = (0, 0);
+        for &(from, to, end) in taken {
+            bytes.extend_from_slice(&raw[copied..from]);
+            copied = to;
+            shift += to - from;
+            cuts.push(Cut {
+                from,
+                to,
+                end,
+                at: bytes.len(),
+                shift,
+            });
+        }
+        bytes.extend_from_slice(&raw[copied..]);
+        Skeleton {
+            raw,
+            bytes: Cow::Owned(bytes),
+            cuts,
+            again,
         }
     }
-    MessageParser::default().parse(raw).map(|message| Parsed {
-        message,
-        decoded: HashMap::new(),
-    })
+
+    /// The raw message's offset of the skeleton's `offset`.
+    fn raw_offset(&self, offset: usize) -> usize {
+        let i = self.cuts.partition_point(|c| c.at <= offset);
+        offset + i.checked_sub(1).map_or(0, |i| self.cuts[i].shift)
+    }
+
+    /// The raw bytes of the skeleton's `range`.
+    fn raw_range(&self, start: u32, end: u32) -> Option<&'r [u8]> {
+        self.raw
+            .get(self.raw_offset(start as usize)..self.raw_offset(end as usize))
+    }
+
+    /// The cuts that lie inside the body at the skeleton's `start..end`
+    /// (past its first [`BODY_LEAD`] bytes, with what the parser must meet
+    /// after them inside it), by index.
+    fn cuts_within(&self, start: u32, end: u32) -> std::ops::Range<usize> {
+        let (start, end) = (start as usize, end as usize);
+        let from = self.cuts.partition_point(|c| c.at < start + BODY_LEAD);
+        let inside = self.cuts[from..]
+            .iter()
+            .take_while(|c| c.end - c.shift <= end)
+            .count();
+        from..from + inside
+    }
+}
+
+/// The bytes to take out of the stretch `from..to` (no `-` in it, a `-` or
+/// the message's end at `to`) as `(from, to, end)`, if it is long enough.
+fn cut_in(raw: &[u8], from: usize, to: usize) -> Option<(usize, usize, usize)> {
+    let (start, stop) = (from + MARGIN, to - TAIL);
+    let Some(k) = memchr::memchr(b'\n', &raw[start..=stop]) else {
+        // Within a line: the byte kept after the cut is neither a line break
+        // nor a `-`.
+        return (stop - start >= CUT_MIN).then_some((start, stop, stop + 1));
+    };
+    // Whole lines, up to the last line break before `to` but one: the line
+    // after them is kept whole, and its line break sets where a body that
+    // ends after it ends.
+    let first = start + k + 1;
+    let last = first + memchr::memrchr(b'\n', &raw[first..to])?;
+    let cut_end = first + memchr::memrchr(b'\n', &raw[first..last])? + 1;
+    let end = if raw[..last].ends_with(b"\r") {
+        last - 1
+    } else {
+        last
+    };
+    (cut_end - first >= CUT_MIN).then_some((first, cut_end, end))
+}
+
+/// Parse the message of `skeleton`: undecoded with fast base64 where that
+/// reads the same, otherwise with mail-parser's default decoding.
+pub(super) fn parse<'x, 'r>(skeleton: &'x Skeleton<'r>) -> Reading<'x, 'r> {
+    let whole = skeleton.raw;
+    let undecoded_whole = || {
+        let message = UNDECODED.parse(whole)?;
+        let mut decoded = HashMap::new();
+        let uncut = Skeleton::build(whole, &[], true);
+        decode_parts(&uncut, &message, &mut decoded, &mut []).then_some(Parsed { message, decoded })
+    };
+    if skeleton.cuts.is_empty() {
+        if let Some(parsed) = undecoded_whole() {
+            return Reading::Parsed(parsed);
+        }
+    } else if let Some(message) = UNDECODED.parse(&skeleton.bytes[..]) {
+        let mut decoded = HashMap::new();
+        let mut inside = vec![false; skeleton.cuts.len()];
+        // A part that needs mail-parser's own decoding (quoted-printable,
+        // odd base64) needs it in the raw message too: straight to it.
+        if decode_parts(skeleton, &message, &mut decoded, &mut inside) {
+            if inside.iter().all(|&i| i) {
+                return Reading::Parsed(Parsed { message, decoded });
+            }
+            if !skeleton.again && inside.iter().any(|&i| i) {
+                let kept: Vec<(usize, usize, usize)> = skeleton
+                    .cuts
+                    .iter()
+                    .zip(&inside)
+                    .filter(|(_, &i)| i)
+                    .map(|(c, _)| (c.from, c.to, c.end))
+                    .collect();
+                return Reading::Again(Skeleton::build(whole, &kept, true));
+            }
+            if let Some(parsed) = undecoded_whole() {
+                return Reading::Parsed(parsed);
+            }
+        }
+    }
+    match MessageParser::default().parse(whole) {
+        Some(message) => Reading::Parsed(Parsed {
+            message,
+            decoded: HashMap::new(),
+        }),
+        None => Reading::Unreadable,
+    }
 }
 
 /// A part's transfer encoding, as far as this reading needs it.
@@ -124,44 +342,88 @@ fn transfer(raw: &[u8], part: &MessagePart<'_>) -> Transfer {
 }
 
 /// Decode every base64 part of `message` (and of the nested messages read
-/// with it) into `decoded`; false where some part needs mail-parser's own
-/// decoding.
-fn decode_parts(raw: &[u8], message: &Message<'_>, decoded: &mut HashMap<u32, Decoded>) -> bool {
+/// with it) into `decoded`, from the raw bytes of `skeleton`, and mark in
+/// `inside` the skeleton's cuts that lie inside a body read from the raw
+/// bytes (base64 parts, and parts as they stand with a cut inside); false
+/// where some part needs mail-parser's own decoding.
+fn decode_parts(
+    skeleton: &Skeleton<'_>,
+    message: &Message<'_>,
+    decoded: &mut HashMap<u32, Decoded>,
+    inside: &mut [bool],
+) -> bool {
     for part in &message.parts {
         if part.is_encoding_problem {
             return false;
         }
-        match (transfer(raw, part), &part.body) {
+        // A boundary read from before a cut must not reach into it.
+        let boundary = part.content_type().and_then(|ct| ct.attribute("boundary"));
+        if !skeleton.cuts.is_empty() && boundary.is_some_and(|b| b.len() + 2 > MARGIN) {
+            return false;
+        }
+        let (from, to) = (part.offset_body, part.offset_end);
+        let charset = || {
+            part.content_type()
+                .and_then(|ct| ct.attribute("charset"))
+                .and_then(|c| charset_decoder(c.as_bytes()))
+        };
+        match (transfer(&skeleton.bytes, part), &part.body) {
             (Transfer::Identity, PartType::Message(nested)) => {
-                if !decode_parts(raw, nested, decoded) {
+                if !decode_parts(skeleton, nested, decoded, inside) {
                     return false;
                 }
             }
+            (Transfer::Identity, PartType::Text(_) | PartType::Html(_)) => {
+                // Cut: the text mail-parser made is short of the bytes taken
+                // out; convert the raw body as it does.
+                let cuts = skeleton.cuts_within(from, to);
+                if !cuts.is_empty() {
+                    inside[cuts].fill(true);
+                    let Some(body) = skeleton.raw_range(from, to) else {
+                        return false;
+                    };
+                    let text = match charset() {
+                        Some(convert) => convert(body),
+                        None => std::str::from_utf8(body)
+                            .map_or_else(|_| String::from_utf8_lossy(body).into_owned(), str::to_owned),
+                    };
+                    decoded.insert(from, Decoded::Text(text));
+                }
+            }
+            (Transfer::Identity, PartType::Binary(_) | PartType::InlineBinary(_)) => {
+                let cuts = skeleton.cuts_within(from, to);
+                if !cuts.is_empty() {
+                    inside[cuts].fill(true);
+                    let Some(body) = skeleton.raw_range(from, to) else {
+                        return false;
+                    };
+                    decoded.insert(from, Decoded::Bytes(body.to_vec()));
+                }
+            }
             (Transfer::Identity, _) => {}
-            (Transfer::Base64, PartType::Binary(data) | PartType::InlineBinary(data)) => {
-                let Some(bytes) = canonical_base64(data) else {
+            (Transfer::Base64, PartType::Binary(_) | PartType::InlineBinary(_)) => {
+                inside[skeleton.cuts_within(from, to)].fill(true);
+                let body = skeleton.raw_range(from, to);
+                let Some(bytes) = body.and_then(canonical_base64) else {
                     return false;
                 };
-                decoded.insert(part.offset_body, Decoded::Bytes(bytes));
+                decoded.insert(from, Decoded::Bytes(bytes));
             }
             (Transfer::Base64, PartType::Text(_) | PartType::Html(_)) => {
                 // The text mail-parser made of the encoded bytes is no use:
                 // decode the raw body, then convert its charset as
                 // mail-parser does after decoding.
-                let body = raw.get(part.offset_body as usize..part.offset_end as usize);
+                inside[skeleton.cuts_within(from, to)].fill(true);
+                let body = skeleton.raw_range(from, to);
                 let Some(bytes) = body.and_then(canonical_base64) else {
                     return false;
                 };
-                let charset = part
-                    .content_type()
-                    .and_then(|ct| ct.attribute("charset"))
-                    .and_then(|c| charset_decoder(c.as_bytes()));
-                let text = match charset {
+                let text = match charset() {
                     Some(convert) => convert(&bytes),
                     None => String::from_utf8(bytes)
                         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
                 };
-                decoded.insert(part.offset_body, Decoded::Text(text));
+                decoded.insert(from, Decoded::Text(text));
             }
             _ => return false,
         }
@@ -191,9 +453,12 @@ fn canonical_base64(data: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// Per part: its name, kind and decoded body.
+    type PartsRead = Vec<(Option<String>, String, Vec<u8>)>;
+
     /// What the scan reads of a message: per part, its name, kind and
     /// decoded body, nested messages included.
-    fn reading(parsed: &Parsed<'_>) -> Vec<(Option<String>, String, Vec<u8>)> {
+    fn reading(parsed: &Parsed<'_>) -> PartsRead {
         fn walk(
             parsed: &Parsed<'_>,
             message: &Message<'_>,
@@ -299,12 +564,236 @@ mod tests {
             ("Subject: x\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n".into(), true),
         ];
         for (raw, fast) in &cases {
-            let parsed = parse(raw.as_bytes()).expect("a message");
+            let uncut = Skeleton::build(raw.as_bytes(), &[], true);
+            let Reading::Parsed(parsed) = parse(&uncut) else {
+                panic!("a message: {raw}");
+            };
             let via_fast = UNDECODED
                 .parse(raw.as_bytes())
-                .is_some_and(|m| decode_parts(raw.as_bytes(), &m, &mut HashMap::new()));
+                .is_some_and(|m| decode_parts(&uncut, &m, &mut HashMap::new(), &mut []));
             assert_eq!(via_fast, *fast, "{raw}");
             assert_eq!(reading(&parsed), reading(&standard(raw.as_bytes())), "{raw}");
         }
+    }
+
+    /// The message read as the scan reads it, and how many cuts the
+    /// reading went through (none: the raw message was read).
+    fn read(raw: &[u8]) -> (PartsRead, usize) {
+        let first = Skeleton::of(raw);
+        let again;
+        let (parsed, skeleton) = match parse(&first) {
+            Reading::Parsed(parsed) => (parsed, &first),
+            Reading::Again(fewer) => {
+                again = fewer;
+                match parse(&again) {
+                    Reading::Parsed(parsed) => (parsed, &again),
+                    _ => panic!("a skeleton read again is read"),
+                }
+            }
+            Reading::Unreadable => panic!("a message"),
+        };
+        let through_skeleton = parsed.message.raw_message.as_ptr() == skeleton.bytes.as_ptr()
+            && skeleton.bytes.len() < raw.len();
+        let cuts = if through_skeleton { skeleton.cuts.len() } else { 0 };
+        (reading(&parsed), cuts)
+    }
+
+    /// Base64 lines of 76 characters, `lines` of them.
+    fn base64_lines(lines: usize) -> String {
+        let line: String = (0..76).map(|k| (b'A' + (k % 26) as u8) as char).collect();
+        vec![line; lines].join("\r\n")
+    }
+
+    /// Long runs of base64-like lines are cut before the parser walks the
+    /// message; it reads the same as the raw message wherever the cuts fall
+    /// (a base64 body: the cut reading; anywhere else: the raw message read
+    /// again), and the cut reading is taken exactly where stated.
+    #[test]
+    fn a_message_with_its_base64_runs_cut_reads_as_the_whole_message() {
+        let long = base64_lines(40);
+        let zip = "Content-Type: application/zip; name=\"a.zip\"\r\nContent-Transfer-Encoding: base64";
+        let csv = "Content-Type: text/csv; name=a.csv\r\nContent-Transfer-Encoding: base64";
+        let plain = "Content-Type: text/plain; charset=utf-8";
+        let html = "Content-Type: text/html; charset=iso-8859-1";
+        // Lines of prose without a `-`, some of them long.
+        let prose: String = (0..60)
+            .map(|k| {
+                format!(
+                    "line {k} of the report, caf\u{e9} and numbers 4111 1111 {}\r\n",
+                    "x".repeat(k % 7 * 20)
+                )
+            })
+            .collect();
+        let two = format!(
+            "{}\r\n--M\r\n{zip}\r\n\r\n{long}\r\nQUJD",
+            mixed(zip, &long).trim_end_matches("\r\n--M--\r\n")
+        );
+        let cases: Vec<(String, bool)> = vec![
+            (mixed(zip, &long), true),
+            (mixed(csv, &long), true),
+            (mixed(zip, &format!("{long}\r\nQUJD")), true),
+            (mixed(zip, &format!("{long}\r\nQQ==")), true),
+            (format!("{two}\r\n--M--\r\n"), true),
+            (mixed(zip, &format!("{long}\r\n")), true),
+            (mixed(zip, &format!("{long}\n{long}")), true),
+            (
+                format!("Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n{long}\r\n"),
+                true,
+            ),
+            (
+                format!("Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n{long}"),
+                true,
+            ),
+            // A body as it stands is converted from the raw bytes.
+            (mixed(plain, &long), true),
+            (mixed(plain, &prose), true),
+            (mixed(html, &prose.replace('\n', " ")), true),
+            (format!("Subject: x\r\n\r\n{prose}"), true),
+            (mixed("Content-Type: application/octet-stream", &prose), true),
+            // Cuts in a preamble, an epilogue, a nested header section: the
+            // message is read again with the others only.
+            (
+                mixed(zip, &long).replace("\r\n\r\n--M", &format!("\r\n\r\n{long}\r\n--M")),
+                true,
+            ),
+            (
+                mixed(
+                    "Content-Type: message/rfc822",
+                    &format!(
+                        "Subject: {}\r\n{}",
+                        prose.replace('\n', " "),
+                        mixed(zip, &long).replace('M', "N")
+                    ),
+                ),
+                true,
+            ),
+            // Read whole: a boundary longer than the margin kept before a
+            // cut, base64 the fast reading leaves to mail-parser, a cut in
+            // the top-level header section (never made).
+            (
+                mixed(zip, &long)
+                    .replace("\"M\"", &format!("\"{}\"", "M".repeat(130)))
+                    .replace("--M", &format!("--{}", "M".repeat(130))),
+                false,
+            ),
+            (mixed(zip, &format!("{long}!\r\n{long}")), false),
+            (
+                format!(
+                    "{}--M\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--M--\r\n",
+                    mixed(zip, &long).trim_end_matches("--M--\r\n")
+                ),
+                false,
+            ),
+            (
+                format!("Subject: {}\r\n\r\nshort", prose.replace('\n', " ")),
+                false,
+            ),
+            (
+                mixed(zip, &long).replace("--M--", &format!("--M--\r\n{long}")),
+                true,
+            ),
+            (mixed(zip, &long).replace("--M--", "--M"), true),
+            (mixed(zip, &long).replace("\r\n--M--\r\n", ""), false),
+            (
+                mixed(
+                    "Content-Type: message/rfc822",
+                    &mixed(zip, &long).replace('M', "N"),
+                ),
+                true,
+            ),
+        ];
+        for (k, (raw, cut)) in cases.iter().enumerate() {
+            let (parsed, cuts) = read(raw.as_bytes());
+            assert_eq!(cuts > 0, *cut, "case {k}: {raw}");
+            assert_eq!(parsed, reading(&standard(raw.as_bytes())), "case {k}: {raw}");
+        }
+    }
+
+    /// Messages built at random from parts that cuts love and hate (long
+    /// lines, base64, hyphens, `--` runs, blank lines, bare LF, nested
+    /// messages, preambles and epilogues) read as mail-parser reads the raw
+    /// message.
+    #[test]
+    fn random_messages_read_as_the_whole_message() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        fn body(next: &mut impl FnMut(usize) -> usize, eol: &str) -> String {
+            let mut out = String::new();
+            for _ in 0..next(40) {
+                let line = match next(9) {
+                    0 => base64_lines(1),
+                    1 => "word ".repeat(next(80)),
+                    2 => format!("{} - {}", "a".repeat(next(300)), "b".repeat(next(300))),
+                    3 => String::new(),
+                    4 => "--".to_owned(),
+                    5 => format!("--{}", "M".repeat(next(3))),
+                    6 => "x".repeat(next(700)),
+                    7 => "caf\u{e9} ".repeat(next(50)),
+                    _ => format!("Tel: {}", next(1_000_000)),
+                };
+                out.push_str(&line);
+                out.push_str(eol);
+            }
+            out
+        }
+        let mut cut = 0;
+        for case in 0..400 {
+            let eol = if next(4) == 0 { "\n" } else { "\r\n" };
+            let part = |next: &mut dyn FnMut(usize) -> usize, boundary: &str| -> String {
+                let mut n = |k| next(k);
+                let (headers, content) = match n(6) {
+                    0 => ("Content-Type: text/plain; charset=utf-8".to_owned(), body(&mut n, eol)),
+                    1 => ("Content-Type: text/html; charset=iso-8859-1".to_owned(), body(&mut n, eol)),
+                    2 => (
+                        "Content-Type: application/zip; name=a.zip\r\nContent-Transfer-Encoding: base64".to_owned(),
+                        base64_lines(n(60)),
+                    ),
+                    3 => (
+                        "Content-Type: text/csv; name=a.csv\r\nContent-Transfer-Encoding: base64".to_owned(),
+                        base64_lines(n(60)),
+                    ),
+                    4 => ("Content-Type: application/octet-stream".to_owned(), body(&mut n, eol)),
+                    _ => (
+                        "Content-Type: message/rfc822".to_owned(),
+                        format!(
+                            "Subject: {}{eol}Content-Type: multipart/mixed; boundary=\"{boundary}N\"{eol}{eol}--{boundary}N{eol}\
+                             Content-Type: text/plain{eol}{eol}{}{eol}--{boundary}N--{eol}",
+                            "long subject ".repeat(n(40)),
+                            body(&mut n, eol)
+                        ),
+                    ),
+                };
+                format!("{headers}{eol}{eol}{content}")
+            };
+            let boundary = ["M", "MM", "=_b"][next(3)];
+            let mut raw =
+                format!(
+                "Subject: case {case}{eol}Content-Type: multipart/mixed; boundary=\"{boundary}\"{eol}{eol}{}",
+                if next(3) == 0 { body(&mut next, eol) } else { String::new() }
+            );
+            for _ in 0..1 + next(4) {
+                let p = part(&mut next, boundary);
+                raw.push_str(&format!("--{boundary}{eol}{p}{eol}"));
+            }
+            if next(5) > 0 {
+                raw.push_str(&format!("--{boundary}--{eol}"));
+                if next(3) == 0 {
+                    raw.push_str(&body(&mut next, eol));
+                }
+            }
+            let (reading_cut, cuts) = read(raw.as_bytes());
+            cut += usize::from(cuts > 0);
+            assert_eq!(
+                reading_cut,
+                reading(&standard(raw.as_bytes())),
+                "case {case}: {raw}"
+            );
+        }
+        assert!(cut > 100, "{cut} of 400 messages read through cuts");
     }
 }

@@ -327,7 +327,21 @@ impl Walker<'_> {
 
     /// A message: the top-level one (`name` None) or a nested one.
     fn message(&mut self, raw: &[u8], name: Option<&str>, depth: usize) {
-        match mime::parse(raw) {
+        let skeleton = mime::Skeleton::of(raw);
+        let again;
+        let parsed = match mime::parse(&skeleton) {
+            mime::Reading::Parsed(parsed) => Some(parsed),
+            mime::Reading::Again(fewer) => {
+                again = fewer;
+                match mime::parse(&again) {
+                    mime::Reading::Parsed(parsed) => Some(parsed),
+                    // A skeleton read again is read whole if need be.
+                    mime::Reading::Again(_) | mime::Reading::Unreadable => None,
+                }
+            }
+            mime::Reading::Unreadable => None,
+        };
+        match parsed {
             Some(parsed) => self.parsed(&parsed, &parsed.message, name, depth),
             None => {
                 let loc = name.map_or(Location::Body, |n| Location::Attachment(n.to_owned()));

@@ -218,9 +218,9 @@ fn on_run(ctx: &mut Ctx<'_>, groups: &[Group], phone_until: &mut usize) {
                     *phone_until = end;
                 }
             }
-        } else if !attached(b, first)
+        } else if plain_phone_shape(b, groups)
+            && !attached(b, first)
             && !in_identifier(b, first, groups[groups.len() - 1].end)
-            && plain_phone_shape(b, groups)
         {
             if let Some(end) = phone(ctx, first, true) {
                 *phone_until = end;

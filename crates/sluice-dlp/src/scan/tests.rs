@@ -383,6 +383,19 @@ fn aws_keys() {
         "aws_secret_access_key = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         Detector::AwsSecretKey,
     );
+    // Wherever the secret starts after the key id, between words of any
+    // length (the search steps over 40 bytes at a time where it can).
+    for gap in 0..45 {
+        let words = "ab cdefg ".repeat(gap / 9 + 1);
+        let text = format!("AKIAQYLPMN5HFIQR7BXZ {} {secret} x", &words[..gap]);
+        assert_eq!(
+            one(&text, Detector::AwsSecretKey),
+            (secret.to_owned(), Confidence::Medium),
+            "{text}"
+        );
+        let glued = format!("AKIAQYLPMN5HFIQR7BXZ {} {secret}Q", &words[..gap]);
+        none(&glued, Detector::AwsSecretKey);
+    }
     let f = scan("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
     assert!(f
         .iter()
