@@ -14,8 +14,8 @@
 //! due, a page at a time.
 //!
 //! The state lives in memory. A node that starts finds the destinations
-//! with parked mail in the spool and takes them as down, first probed
-//! `probe_first` after the start ([`DestinationStates::restore`]).
+//! with parked mail in the spool and takes them as down, probed once at
+//! the start, then with the backoff ([`DestinationStates::restore`]).
 
 use super::schedule::Destinations;
 use crate::deliver::{DeliveryAttempt, Outcome};
@@ -120,15 +120,15 @@ impl DestinationStates {
     }
 
     /// Takes `destination` as down, as found in the spool at start (it has
-    /// parked mail): probed `probe_first` after `now`, with no attempt
-    /// per message before.
+    /// parked mail): probed once at `now` (a restart often follows a
+    /// repair), then with the backoff; never tried per message.
     pub(super) fn restore(&mut self, destination: &str, now: u64) {
         let first = self.settings.probe_first.as_millis() as u64;
         let down_after = self.settings.down_after.max(1);
         let state = self.states.entry(destination.to_string()).or_default();
         state.failures = state.failures.max(down_after);
         state.backoff_ms = first;
-        state.next_probe_ms = now + first;
+        state.next_probe_ms = now;
         state.last_error = "down when the node started".into();
     }
 

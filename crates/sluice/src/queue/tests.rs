@@ -901,7 +901,8 @@ async fn a_restart_with_parked_mail_probes_first_never_per_message_and_resumes_o
     let (spool, updates) = steady_counting(store.clone());
     let queue = start_over(spool, transport.clone(), dead_destination_settings());
     // Five minutes: the destination is known down from the spool; probes
-    // only (30 s, 90 s, 210 s), no attempt per message. The overdue ones
+    // only (at the start, then 60 s and 120 s apart), no attempt per
+    // message. The overdue ones
     // are parked again (one write each), no others.
     run_for(&queue, Duration::from_secs(300)).await;
     let connections = transport.connections();
