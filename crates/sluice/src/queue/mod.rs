@@ -414,10 +414,18 @@ impl Queue {
     /// schedules the queued ones. All or nothing.
     pub async fn accept(&self, acceptance: Acceptance) -> Result<(), QueueError> {
         let Acceptance {
-            queued,
+            mut queued,
             quarantined,
             events,
         } = acceptance;
+        // Mail for a destination that is down is parked as it is stored:
+        // one write, and no attempt until a probe answers.
+        let mut parked = HashSet::new();
+        for (entry, _) in &mut queued {
+            if self.settle_parking(entry) {
+                parked.insert(entry.id.clone());
+            }
+        }
         let indexes: Vec<(QueueId, SpoolIndex)> = queued
             .iter()
             .map(|(e, _)| (e.id.clone(), SpoolIndex::of(e)))
@@ -436,7 +444,7 @@ impl Queue {
         if !self.inner.shared {
             let mut fresh = self.fresh();
             for (entry, content) in &queued {
-                if entry.size <= INLINE_CONTENT_READ {
+                if entry.size <= INLINE_CONTENT_READ && !parked.contains(&entry.id) {
                     fresh.keep(entry.clone(), Arc::new(content.to_vec()));
                 }
             }

@@ -796,6 +796,22 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
         "{probe_writes} entry writes for {probes} failed probes of 200 parked messages"
     );
     assert!(all_parked(&queue, &ids));
+    // New mail for it is parked as it is stored: no connection, no second write.
+    let (connections, written) = (
+        transport.connections(),
+        updates.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    let mut ids = ids;
+    for _ in 0..20 {
+        let e = entry("s@y.test", &["r@dead.test"]);
+        ids.push(e.id.clone());
+        queue.enqueue(e, b"\r\nx\r\n".to_vec(), vec![]).await.unwrap();
+    }
+    run_for(&queue, Duration::from_secs(10)).await;
+    // (A probe may fall in these ten seconds: one connection, one write.)
+    assert!(transport.connections() <= connections + 1);
+    assert!(updates.load(std::sync::atomic::Ordering::SeqCst) <= written + 1);
+    assert!(all_parked(&queue, &ids));
     let parked = ids
         .iter()
         .filter_map(|id| queue.get(id))
@@ -822,7 +838,7 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
     }
     let calls = transport.calls.lock().unwrap();
     let delivered: usize = calls.iter().filter(|c| c.2).map(|c| c.1).sum();
-    assert_eq!(delivered, 200);
+    assert_eq!(delivered, 220);
     assert!(store.parked_destinations().unwrap().is_empty());
 }
 
