@@ -1,8 +1,9 @@
 //! What the queue needs from storage, in the queue's own types.
 //!
 //! The queue reads only what is due soon (`due_before`), pages through the
-//! rest (`queue_page`), and asks counters rather than scanning for its
-//! shape (`shape`). Each write commits atomically and durably, with the
+//! rest (`queue_page`), finds the mail parked for a destination that
+//! answers again by destination (`parked`), and asks counters rather than
+//! scanning for its shape (`shape`). Each write commits atomically and durably, with the
 //! due index and the counters it changes in the same transaction. The
 //! embedded store (redb) implements it for one node; a shared backend
 //! (PostgreSQL, several nodes) adds real leases behind [`Spool::claim`].

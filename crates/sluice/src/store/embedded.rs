@@ -15,7 +15,9 @@
 //! smaller the file and that record.
 //!
 //! So a commit writes only what changed. An entry is its JSON in
-//! `queue_meta` plus its rows in the due index and the counters; the rows
+//! `queue_meta` plus its rows in the due index, the parked index (by
+//! destination, for mail waiting on a down destination's probe) and the
+//! counters; the rows
 //! an update or a removal takes out are computed from the old JSON that
 //! replacing or removing it hands back, not kept in a table of their own.
 //! The counters change in memory and are written once per commit, and a
