@@ -146,9 +146,11 @@ PY
 }
 
 attempts() { grep -c "next hop failed" "$log" || true; }
-# Entries written to park mail of a down destination, so far.
+# Entries written to park mail of a down destination, so far (builds
+# before parked mail was indexed logged them as "deferred in bulk").
 parked_writes() {
-    grep "parked in bulk" "$log" | sed -n 's/.*parked=\([0-9]*\).*/\1/p' | awk '{ n += $1 } END { print n + 0 }'
+    grep -E "(parked|deferred) in bulk" "$log" | sed -En 's/.*(parked|deferred)=([0-9]+).*/\2/p' |
+        awk '{ n += $1 } END { print n + 0 }'
 }
 
 api() { # path -> seconds (body to $work/api.out)
