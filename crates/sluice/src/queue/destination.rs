@@ -411,4 +411,32 @@ mod tests {
             Verdict::Attempt
         );
     }
+
+    #[test]
+    fn a_destination_restored_at_start_is_probed_at_once_with_a_parked_entry_once_per_probe_time() {
+        let mut states = DestinationStates::new(DestinationSettings {
+            down_after: 3,
+            probe_first: Duration::from_secs(10),
+            probe_max: Duration::from_secs(25),
+        });
+        let dead = "mx:dead.test".to_string();
+        states.restore(&dead, 1_000);
+        assert!(states.down(&dead));
+        assert!(states.blocked(&dead, &id(1)).is_some(), "no attempt per message");
+        assert_eq!(states.next_pick_ms(), Some(1_000));
+        assert_eq!(states.probes_to_pick(1_000), vec![dead.clone()]);
+        assert!(states.probes_to_pick(1_000).is_empty(), "once per probe time");
+        assert_eq!(states.next_pick_ms(), None);
+        // The picked entry is the probe; it fails: the next probe time comes.
+        assert_eq!(
+            states.decide(&id(1), std::slice::from_ref(&dead), 1_000),
+            Verdict::Attempt
+        );
+        assert_eq!(states.probing(&id(1)), vec![dead.clone()]);
+        states.record(&dead, &id(1), &refused(), 1_000);
+        assert!(states.probing(&id(1)).is_empty());
+        assert_eq!(states.next_pick_ms(), Some(21_000));
+        assert!(states.probes_to_pick(20_999).is_empty());
+        assert_eq!(states.probes_to_pick(21_000), vec![dead]);
+    }
 }
