@@ -137,6 +137,7 @@ fn entry(id: &str, status: QueueStatus) -> QueueEntry {
                     delay_notified: false,
                     scheduled_ms: None,
                     early_attempts: 0,
+                    parked: false,
                 },
                 _ => RecipientStatus::Queued { due_ms },
             },

@@ -4,9 +4,18 @@
 //! A destination with no failure takes every attempt. After a connection
 //! failure it takes one attempt at a time (the others wait for its
 //! result); after `down_after` consecutive failures it is down: its mail is
-//! deferred in bulk until the next probe, one attempt, with a backoff that
-//! doubles up to `probe_max`. Any answer from the next hop (even a 4xx
-//! reply) puts it back up and the mail that waited goes at once.
+//! parked (written once, indexed by destination in the spool) and one
+//! attempt probes it, with a backoff that doubles up to `probe_max`. A
+//! probe that fails moves only this state, in memory: the parked mail is
+//! not written again. When no mail comes due at the probe time, the
+//! scheduler takes a parked entry as the probe ([`DestinationStates::probes_to_pick`]).
+//! Any answer from the next hop (even a 4xx reply) puts it back up and the
+//! mail that waited goes at once; the queue then brings the parked mail
+//! due, a page at a time.
+//!
+//! The state lives in memory. A node that starts finds the destinations
+//! with parked mail in the spool and takes them as down, probed once at
+//! the start, then with the backoff ([`DestinationStates::restore`]).
 
 use super::schedule::Destinations;
 use crate::deliver::{DeliveryAttempt, Outcome};
@@ -46,6 +55,9 @@ struct Destination {
     last_error: String,
     /// Entries that came due while the probe ran, with their destinations.
     waiting: Vec<(QueueId, Destinations)>,
+    /// The scheduler already looked for a parked entry to probe with at
+    /// this `next_probe_ms`.
+    picked: bool,
 }
 
 /// What to do with an entry that came due.
@@ -107,6 +119,64 @@ impl DestinationStates {
         state.failures >= self.settings.down_after.max(1)
     }
 
+    /// Takes `destination` as down, as found in the spool at start (it has
+    /// parked mail): probed once at `now` (a restart often follows a
+    /// repair), then with the backoff; never tried per message.
+    pub(super) fn restore(&mut self, destination: &str, now: u64) {
+        let first = self.settings.probe_first.as_millis() as u64;
+        let down_after = self.settings.down_after.max(1);
+        let state = self.states.entry(destination.to_string()).or_default();
+        state.failures = state.failures.max(down_after);
+        state.backoff_ms = first;
+        state.next_probe_ms = now;
+        state.last_error = "down when the node started".into();
+    }
+
+    /// Whether `destination` is down.
+    pub(super) fn down(&self, destination: &str) -> bool {
+        self.states
+            .get(destination)
+            .is_some_and(|state| self.is_down(state))
+    }
+
+    /// Down destinations whose probe is due, none running, for which the
+    /// scheduler has not yet looked for a parked entry to probe with (it
+    /// looks once per probe time; mail coming due may probe as well).
+    pub(super) fn probes_to_pick(&mut self, now: u64) -> Vec<String> {
+        let down_after = self.settings.down_after.max(1);
+        let mut due = Vec::new();
+        for (destination, state) in &mut self.states {
+            if state.failures >= down_after
+                && state.probe.is_none()
+                && !state.picked
+                && now >= state.next_probe_ms
+            {
+                state.picked = true;
+                due.push(destination.clone());
+            }
+        }
+        due
+    }
+
+    /// When the next probe falls due for which the scheduler looks for a
+    /// parked entry.
+    pub(super) fn next_pick_ms(&self) -> Option<u64> {
+        self.states
+            .values()
+            .filter(|state| self.is_down(state) && state.probe.is_none() && !state.picked)
+            .map(|state| state.next_probe_ms)
+            .min()
+    }
+
+    /// The destinations entry `id` is the probe of.
+    pub(super) fn probing(&self, id: &QueueId) -> Vec<String> {
+        self.states
+            .iter()
+            .filter(|(_, state)| state.probe.as_ref() == Some(id))
+            .map(|(destination, _)| destination.clone())
+            .collect()
+    }
+
     /// Decides for an entry due now whose waiting recipients go to `destinations`.
     pub(super) fn decide(&mut self, id: &QueueId, destinations: &[String], now: u64) -> Verdict {
         let mut probe = None;
@@ -160,7 +230,8 @@ impl DestinationStates {
         Some(Blocked {
             next_probe_ms: state.next_probe_ms,
             reason: format!(
-                "destination not answering after {} connection failures; next attempt with its probe ({})",
+                "parked: destination not answering after {} connection failures ({}); \
+                 goes when a probe answers",
                 state.failures, state.last_error
             ),
         })
@@ -215,6 +286,7 @@ impl DestinationStates {
         } else if was_probe {
             state.backoff_ms = (state.backoff_ms.max(first) * 2).min(max.max(first));
             state.next_probe_ms = now + state.backoff_ms;
+            state.picked = false;
         }
         change.park = std::mem::take(&mut state.waiting);
         change
@@ -338,5 +410,33 @@ mod tests {
             states.decide(&id(4), std::slice::from_ref(&dead), later),
             Verdict::Attempt
         );
+    }
+
+    #[test]
+    fn a_destination_restored_at_start_is_probed_at_once_with_a_parked_entry_once_per_probe_time() {
+        let mut states = DestinationStates::new(DestinationSettings {
+            down_after: 3,
+            probe_first: Duration::from_secs(10),
+            probe_max: Duration::from_secs(25),
+        });
+        let dead = "mx:dead.test".to_string();
+        states.restore(&dead, 1_000);
+        assert!(states.down(&dead));
+        assert!(states.blocked(&dead, &id(1)).is_some(), "no attempt per message");
+        assert_eq!(states.next_pick_ms(), Some(1_000));
+        assert_eq!(states.probes_to_pick(1_000), vec![dead.clone()]);
+        assert!(states.probes_to_pick(1_000).is_empty(), "once per probe time");
+        assert_eq!(states.next_pick_ms(), None);
+        // The picked entry is the probe; it fails: the next probe time comes.
+        assert_eq!(
+            states.decide(&id(1), std::slice::from_ref(&dead), 1_000),
+            Verdict::Attempt
+        );
+        assert_eq!(states.probing(&id(1)), vec![dead.clone()]);
+        states.record(&dead, &id(1), &refused(), 1_000);
+        assert!(states.probing(&id(1)).is_empty());
+        assert_eq!(states.next_pick_ms(), Some(21_000));
+        assert!(states.probes_to_pick(20_999).is_empty());
+        assert_eq!(states.probes_to_pick(21_000), vec![dead]);
     }
 }

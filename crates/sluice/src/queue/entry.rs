@@ -101,6 +101,13 @@ pub enum RecipientStatus {
         /// Failed early attempts, not counted when the backoff step is chosen.
         #[serde(default, skip_serializing_if = "is_zero")]
         early_attempts: u32,
+        /// Parked: its destination is down, and it waits for the
+        /// destination's probe rather than for `due_ms`, which is only a
+        /// late recheck (and its expiry). The spool indexes it by
+        /// destination, so the mail resumes when a probe answers without a
+        /// write per message for each probe that fails.
+        #[serde(default, skip_serializing_if = "is_false")]
+        parked: bool,
     },
     /// Handed on.
     Delivered {
@@ -122,6 +129,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl RecipientStatus {
     /// When an attempt is due, for recipients still waiting.
     pub fn due_ms(&self) -> Option<u64> {
@@ -129,6 +140,11 @@ impl RecipientStatus {
             RecipientStatus::Queued { due_ms } | RecipientStatus::Deferred { due_ms, .. } => Some(*due_ms),
             RecipientStatus::Delivered { .. } | RecipientStatus::Failed { .. } => None,
         }
+    }
+
+    /// Whether it waits for its destination's probe (see `Deferred::parked`).
+    pub fn is_parked(&self) -> bool {
+        matches!(self, RecipientStatus::Deferred { parked: true, .. })
     }
 
     /// The last failure (a deferral's reply or error, a bounce's reason).

@@ -352,6 +352,7 @@ mod tests {
             delay_notified: false,
             scheduled_ms: None,
             early_attempts: 0,
+            parked: false,
         };
         outcome.recipients[1].attempts = 1;
         // Meanwhile an administrator held it and made everything due now.

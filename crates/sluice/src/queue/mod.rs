@@ -15,8 +15,12 @@
 //! (`schedule.rs`), so a start reads nothing but the first window, and
 //! entries overdue after a restart are spread over `restart_spread`
 //! (their stored schedule is kept). Destinations that stop answering are
-//! probed instead of tried once per message ([`destination`]). Storage is
-//! behind the [`Spool`] trait, in this module's types.
+//! probed instead of tried once per message ([`destination`]): their mail
+//! is parked, written once and indexed by destination in the spool, and
+//! waits for a probe that answers, not for a due time of its own (its due
+//! time is only a late recheck, `park_recheck`, and its expiry), so a
+//! probe that fails writes no entry. Storage is behind the
+//! [`Spool`] trait, in this module's types.
 
 mod destination;
 mod dsn;
@@ -98,6 +102,11 @@ pub struct QueueSettings {
     /// lasts unless renewed (`[store] lease`): a node that dies holds its
     /// work this long before the others take it over.
     pub lease: Duration,
+    /// How long a parked message waits for a recheck of its own (its
+    /// destination's probe usually brings it back long before): its age,
+    /// from the first to the second of these, so each message is rewritten
+    /// a few times over its life, at times of its own, never in bulk.
+    pub park_recheck: (Duration, Duration),
 }
 
 impl QueueSettings {
@@ -119,6 +128,7 @@ impl QueueSettings {
             schedule_window: Duration::from_secs(60),
             restart_spread: Duration::from_secs(60),
             lease: Duration::from_secs(60),
+            park_recheck: (Duration::from_secs(1800), Duration::from_secs(4 * 3600)),
         }
     }
 }
@@ -293,11 +303,23 @@ impl Queue {
         settings: QueueSettings,
         policy: watch::Receiver<Arc<Policy>>,
     ) -> Result<Queue, QueueError> {
+        // Destinations with parked mail were down when the node stopped:
+        // they are probed, their mail is not attempted message by message.
+        let mut destinations = DestinationStates::new(settings.destinations.clone());
+        let started_ms = now_ms();
+        for (destination, parked) in spool.parked_destinations()? {
+            tracing::info!(
+                destination,
+                parked,
+                "destination down at start: probing it before its mail goes"
+            );
+            destinations.restore(&destination, started_ms);
+        }
         let state = State {
             near: NearSchedule::new(settings.schedule_capacity),
             in_flight: HashSet::new(),
             changed_in_flight: HashSet::new(),
-            destinations: DestinationStates::new(settings.destinations.clone()),
+            destinations,
             claims: HashMap::new(),
         };
         let news = spool.news();
@@ -316,7 +338,7 @@ impl Queue {
                 quarantine_ops: tokio::sync::Mutex::new(()),
                 counters,
                 entry_locks: (0..ENTRY_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
-                started_ms: now_ms(),
+                started_ms,
                 started: tokio::time::Instant::now(),
                 shared: news.is_some(),
                 fresh: Mutex::new(fresh::Fresh::default()),
@@ -392,10 +414,18 @@ impl Queue {
     /// schedules the queued ones. All or nothing.
     pub async fn accept(&self, acceptance: Acceptance) -> Result<(), QueueError> {
         let Acceptance {
-            queued,
+            mut queued,
             quarantined,
             events,
         } = acceptance;
+        // Mail for a destination that is down is parked as it is stored:
+        // one write, and no attempt until a probe answers.
+        let mut parked = HashSet::new();
+        for (entry, _) in &mut queued {
+            if self.settle_parking(entry) {
+                parked.insert(entry.id.clone());
+            }
+        }
         let indexes: Vec<(QueueId, SpoolIndex)> = queued
             .iter()
             .map(|(e, _)| (e.id.clone(), SpoolIndex::of(e)))
@@ -414,7 +444,7 @@ impl Queue {
         if !self.inner.shared {
             let mut fresh = self.fresh();
             for (entry, content) in &queued {
-                if entry.size <= INLINE_CONTENT_READ {
+                if entry.size <= INLINE_CONTENT_READ && !parked.contains(&entry.id) {
                     fresh.keep(entry.clone(), Arc::new(content.to_vec()));
                 }
             }
@@ -538,16 +568,49 @@ impl Queue {
 
     /// At most `limit` queued messages with an id after `after`, oldest first.
     pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Page<QueueEntry>, QueueError> {
-        Ok(self.inner.spool.queue_page(after, limit)?)
+        let mut page = self.inner.spool.queue_page(after, limit)?;
+        self.explain_parked(&mut page.items);
+        Ok(page)
     }
 
     /// One queued message.
     pub fn get(&self, id: &QueueId) -> Option<QueueEntry> {
         match self.inner.spool.entry(id) {
-            Ok(entry) => entry,
+            Ok(mut entry) => {
+                self.explain_parked(entry.as_mut_slice());
+                entry
+            }
             Err(error) => {
                 tracing::error!(id = %id, error = %error, "cannot read queue entry");
                 None
+            }
+        }
+    }
+
+    /// Says, in the last error of each parked recipient, when its
+    /// destination is probed next: the stored text is from when it was
+    /// parked, and a probe that fails does not rewrite it. A destination
+    /// that answered since shows nothing more (its mail is being resumed).
+    fn explain_parked(&self, entries: &mut [QueueEntry]) {
+        let state = self.state();
+        for entry in entries {
+            let id = entry.id.clone();
+            for r in &mut entry.recipients {
+                let key = destination(r);
+                if let RecipientStatus::Deferred {
+                    parked: true,
+                    last_error,
+                    ..
+                } = &mut r.status
+                {
+                    if let Some(blocked) = state.destinations.blocked(&key, &id) {
+                        *last_error = format!(
+                            "{}; next probe {}",
+                            blocked.reason,
+                            crate::trace::rfc3339(blocked.next_probe_ms)
+                        );
+                    }
+                }
             }
         }
     }
@@ -737,6 +800,7 @@ impl Queue {
         let window_ms = self.inner.settings.schedule_window.as_millis() as u64;
         loop {
             self.refill(window_ms).await;
+            self.pick_probes().await;
             let now = self.now_ms();
             // As many attempts as there are free slots: the rest stays in
             // the near schedule, not in a list of its own.
@@ -758,12 +822,47 @@ impl Queue {
                     queue.inner.wake.notify_one();
                 });
             }
-            let refill_at = self.state().near.refill_at(window_ms);
+            let (refill_at, pick_at) = {
+                let state = self.state();
+                (state.near.refill_at(window_ms), state.destinations.next_pick_ms())
+            };
             let wake_at = next.map_or(refill_at, |next| next.min(refill_at));
+            let wake_at = pick_at.map_or(wake_at, |pick| pick.min(wake_at));
             let sleep = wake_at.saturating_sub(self.now_ms()).clamp(1, window_ms.max(1));
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
+            }
+        }
+    }
+
+    /// For each down destination whose probe is due with none running, a
+    /// parked entry of its own comes due now to be the probe (parked mail
+    /// has no due time at the probe's). A destination with nothing parked
+    /// is probed by the next mail that comes due for it.
+    async fn pick_probes(&self) {
+        let now = self.now_ms();
+        let destinations = self.state().destinations.probes_to_pick(now);
+        for destination in destinations {
+            let spool = self.inner.spool.clone();
+            let key = destination.clone();
+            let parked = tokio::task::spawn_blocking(move || spool.parked(&key, None, 16)).await;
+            let ids = match parked {
+                Ok(Ok(ids)) => ids,
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        Err(error) => error.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::error!(destination, error = %why, "cannot read a down destination's parked mail");
+                    continue;
+                }
+            };
+            let mut state = self.state();
+            if let Some(id) = ids.into_iter().find(|id| !state.in_flight.contains(id)) {
+                tracing::debug!(destination, id = %id, "probing a down destination with parked mail");
+                state.near.put_back(now, id, vec![destination].into());
             }
         }
     }
@@ -846,7 +945,7 @@ impl Queue {
         (ready, parked, state.near.next_due())
     }
 
-    /// Defers the mail of down destinations to their next probe, in
+    /// Parks the mail of down destinations (see [`settle_parking`]), in
     /// batches: one read and one commit per batch, no connection. On a
     /// shared spool only the entries this node claimed: another node may
     /// be attempting the others, and the deferral is written under the
@@ -907,7 +1006,8 @@ impl Queue {
                         continue;
                     }
                     let mut entry = entry;
-                    if postpone_blocked(&mut entry, &state.destinations, now) {
+                    let recheck = self.recheck_ms(&entry, now);
+                    if settle_parking(&mut entry, &state.destinations, now, recheck) {
                         changed.push((entry, revision));
                     } else {
                         unchanged.push(entry);
@@ -944,9 +1044,10 @@ impl Queue {
                     tracing::error!(error = %error, "cannot defer a down destination's mail");
                 }
             }
+            // Counted by bench/queue_backlog.sh: entries written to park.
             tracing::debug!(
-                deferred = changed.len() - refused.len(),
-                "mail of down destinations deferred in bulk"
+                parked = changed.len() - refused.len(),
+                "mail of down destinations parked in bulk"
             );
             for id in ids.iter().filter(|id| !expired.contains(id)) {
                 // Written ones ended their lease with the write; the
@@ -997,6 +1098,12 @@ impl Queue {
 
     async fn attempt(&self, id: QueueId) {
         let now = self.now_ms();
+        // A parked entry taken as its destination's probe is due for it.
+        let probing = self.state().destinations.probing(&id);
+        let due_now = |r: &QueuedRecipient, now: u64| {
+            r.status.due_ms().is_some_and(|due| due <= now)
+                || (r.status.is_parked() && probing.contains(&destination(r)))
+        };
         // Taken before the match: the lock is not held across the read.
         let kept = self.fresh().take(&id);
         let mut kept_content = None;
@@ -1009,7 +1116,7 @@ impl Queue {
         };
         let (mut entry, revision) = match read {
             Ok(Some((entry, revision)))
-                if entry.hold == Hold::Active && entry.next_due_ms().is_some_and(|d| d <= now) =>
+                if entry.hold == Hold::Active && entry.recipients.iter().any(|r| due_now(r, now)) =>
             {
                 (entry, revision)
             }
@@ -1069,25 +1176,16 @@ impl Queue {
         let expired = now >= entry.expires_at_ms;
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, r) in entry.recipients.iter().enumerate() {
-            if r.status.due_ms().is_some_and(|due| due <= now) {
+            if due_now(r, now) {
                 groups.entry(destination(r)).or_default().push(i);
             }
         }
         // Recipients for a down destination wait for its probe, without a
-        // connection (unless they expire now: then they bounce).
-        let mut postponed = false;
+        // connection (unless they expire now: then they bounce); they are
+        // parked with the outcome.
         {
             let state = self.state();
-            groups.retain(|key, _| {
-                if expired || state.destinations.blocked(key, &id).is_none() {
-                    return true;
-                }
-                postponed = true;
-                false
-            });
-            if postponed {
-                postpone_blocked(&mut entry, &state.destinations, now);
-            }
+            groups.retain(|key, _| expired || state.destinations.blocked(key, &id).is_none());
         }
         if !self.claim_holds(&id) {
             // The lease lapsed while the attempt waited (for memory, for
@@ -1166,6 +1264,9 @@ impl Queue {
             .map(|(_, indexes, attempt)| (indexes, attempt))
             .collect();
         let writes = self.apply_results(&mut entry, results, &content);
+        // Recipients whose destination is down now (this attempt's failure
+        // included) are parked; parked ones whose destination answered are due.
+        self.settle_parking(&mut entry);
         if let Some(base) = base {
             return self.finish_shared(&id, &base, revision, entry, writes).await;
         }
@@ -1187,6 +1288,10 @@ impl Queue {
                 _ => {}
             }
         }
+        // Again under the lock: a destination that answered since has its
+        // parked mail resumed under the same locks, which this write must
+        // not undo.
+        self.settle_parking(&mut entry);
         let mut writes = writes;
         let finished = entry.is_finished();
         writes.push(if finished {
@@ -1274,6 +1379,9 @@ impl Queue {
         }
         if change.came_up {
             tracing::info!(destination = key, "destination answers again: resuming its mail");
+            let queue = self.clone();
+            let destination = key.to_string();
+            tokio::spawn(async move { queue.resume_parked(destination).await });
         }
         let mut state = self.state();
         for (waiting, destinations) in change.resume {
@@ -1288,6 +1396,163 @@ impl Queue {
         }
         drop(state);
         self.inner.wake.notify_one();
+    }
+
+    /// How long a message parked now waits for a recheck of its own: its
+    /// age, within `park_recheck` (never past its expiry: see
+    /// [`settle_parking`]).
+    fn recheck_ms(&self, entry: &QueueEntry, now: u64) -> u64 {
+        let (least, most) = self.inner.settings.park_recheck;
+        let least = least.as_millis() as u64;
+        let most = (most.as_millis() as u64).max(least);
+        now.saturating_sub(entry.received_at_ms).clamp(least, most)
+    }
+
+    /// [`settle_parking`] with the destinations' state now.
+    fn settle_parking(&self, entry: &mut QueueEntry) -> bool {
+        let now = self.now_ms();
+        let recheck = self.recheck_ms(entry, now);
+        let state = self.state();
+        settle_parking(entry, &state.destinations, now, recheck)
+    }
+
+    /// Brings the mail parked for `destination` (it answered again) due
+    /// now, a page of the spool's parked index at a time: one read and one
+    /// commit per page, and memory holds a page. Stops when the
+    /// destination is down again: what is still parked waits for the next
+    /// probe. On a shared spool each entry is written on its stored state,
+    /// as an administrator's retry is.
+    async fn resume_parked(&self, destination: String) {
+        let mut after: Option<String> = None;
+        let mut resumed = 0usize;
+        loop {
+            if self.state().destinations.down(&destination) {
+                tracing::info!(
+                    destination,
+                    resumed,
+                    "destination down again: the rest of its mail stays parked"
+                );
+                return;
+            }
+            let spool = self.inner.spool.clone();
+            let (key, from) = (destination.clone(), after.clone());
+            let ids =
+                match tokio::task::spawn_blocking(move || spool.parked(&key, from.as_deref(), BATCH)).await {
+                    Ok(Ok(ids)) => ids,
+                    outcome => {
+                        let why = match outcome {
+                            Ok(Err(error)) => error.to_string(),
+                            Err(error) => error.to_string(),
+                            Ok(Ok(_)) => String::new(),
+                        };
+                        // What stays parked comes back with its recheck, or
+                        // with the next answer of the destination.
+                        tracing::error!(destination, error = %why, "cannot read parked mail to resume");
+                        return;
+                    }
+                };
+            let Some(last) = ids.last() else {
+                tracing::info!(destination, resumed, "parked mail resumed");
+                return;
+            };
+            after = Some(last.0.clone());
+            match self.resume_page(&destination, ids).await {
+                Ok(n) => resumed += n,
+                Err(error) => {
+                    tracing::error!(destination, error = %error, "cannot resume parked mail");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Brings the recipients of `ids` parked for `destination` due now.
+    async fn resume_page(&self, destination: &str, ids: Vec<QueueId>) -> Result<usize, QueueError> {
+        if self.inner.shared {
+            let mut resumed = 0;
+            let mut each = tokio::task::JoinSet::new();
+            for id in ids {
+                if each.len() >= SHARED_RETRIES {
+                    if let Some(done) = each.join_next().await {
+                        resumed += usize::from(done.map_err(|e| SpoolError::Failed(e.to_string()))??);
+                    }
+                }
+                let queue = self.clone();
+                let destination = destination.to_string();
+                each.spawn(async move { queue.resume_shared(&id, &destination).await });
+            }
+            while let Some(done) = each.join_next().await {
+                resumed += usize::from(done.map_err(|e| SpoolError::Failed(e.to_string()))??);
+            }
+            return Ok(resumed);
+        }
+        // An attempt or a park of these writes under the same locks, after
+        // settling its parked recipients again: neither undoes the other.
+        let _locked = self.lock_entries(&ids).await;
+        let spool = self.inner.spool.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| spool.entry(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|error| SpoolError::Failed(error.to_string()))??;
+        let now = self.now_ms();
+        let changed: Vec<QueueEntry> = entries
+            .into_iter()
+            .flatten()
+            .filter_map(|mut entry| unpark(&mut entry, destination, now).then_some(entry))
+            .collect();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
+        self.commit(writes).await?;
+        let mut state = self.state();
+        for entry in &changed {
+            if !state.in_flight.contains(&entry.id) {
+                state.schedule(entry);
+            }
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+        Ok(changed.len())
+    }
+
+    /// [`Queue::resume_page`] for one entry of a shared spool, written on
+    /// its stored state (made again if another write landed first).
+    async fn resume_shared(&self, id: &QueueId, destination: &str) -> Result<bool, QueueError> {
+        let _entry = self.entry_lock(id).lock().await;
+        for _ in 0..lease::REDO_TRIES {
+            let Some((mut entry, revision)) = self.read_entry(id).await? else {
+                return Ok(false);
+            };
+            if !unpark(&mut entry, destination, self.now_ms()) {
+                return Ok(false);
+            }
+            let guard = Guard {
+                id: id.clone(),
+                revision,
+                claim: None,
+            };
+            match self
+                .commit_guarded(Some(&guard), vec![SpoolWrite::Update(entry.clone())])
+                .await
+            {
+                Err(SpoolError::Changed) => continue,
+                Err(error) => return Err(error.into()),
+                Ok(()) => {
+                    let mut state = self.state();
+                    if !state.in_flight.contains(id) {
+                        state.schedule(&entry);
+                    }
+                    drop(state);
+                    self.inner.wake.notify_one();
+                    return Ok(true);
+                }
+            }
+        }
+        Err(SpoolError::Changed.into())
     }
 
     /// Applies outcomes to the entry; returns the writes for trace events and DSNs.
@@ -1399,6 +1664,7 @@ impl Queue {
                             delay_notified: delay_notified || r.notify.on_delay(),
                             scheduled_ms: None,
                             early_attempts,
+                            parked: false,
                         };
                         events.push(event_for(
                             entry_meta(entry),
@@ -1592,44 +1858,79 @@ fn retry_now(entry: &mut QueueEntry, now: u64) {
     }
 }
 
-/// Defers the waiting recipients of `entry` whose destination is down
-/// to the destination's next probe (never past the entry's expiry): no
-/// attempt is counted, the schedule moves. `true` when something changed.
-fn postpone_blocked(entry: &mut QueueEntry, destinations: &DestinationStates, now: u64) -> bool {
+/// Brings the parked state of `entry`'s waiting recipients in line with
+/// the destinations' state: a recipient whose destination is down (and
+/// `entry` is not its probe) is parked, due only for a recheck of its own
+/// `recheck_ms` from now (never past the entry's expiry, so it still
+/// expires on time); one already parked and not yet due is left as it
+/// is, so a probe that fails writes nothing. A parked recipient whose
+/// destination is not down is due now. No attempt is counted. `true`
+/// when something changed.
+fn settle_parking(
+    entry: &mut QueueEntry,
+    destinations: &DestinationStates,
+    now: u64,
+    recheck_ms: u64,
+) -> bool {
     let id = entry.id.clone();
-    let latest = entry.expires_at_ms.max(now + 1000);
+    let until = (now + recheck_ms).min(entry.expires_at_ms.max(now + 1000));
     let mut changed = false;
     for r in &mut entry.recipients {
         let Some(due) = r.status.due_ms() else { continue };
-        let Some(blocked) = destinations.blocked(&destination(r), &id) else {
-            continue;
-        };
-        let target = blocked.next_probe_ms.max(now).min(latest);
-        if due >= target {
-            continue;
-        }
-        match &mut r.status {
-            RecipientStatus::Deferred {
-                due_ms,
-                last_error,
-                scheduled_ms,
-                ..
-            } => {
-                *due_ms = target;
+        let blocked = destinations.blocked(&destination(r), &id);
+        match (blocked, &mut r.status) {
+            (Some(_), RecipientStatus::Deferred { parked: true, .. }) if due > now => {}
+            (
+                Some(blocked),
+                RecipientStatus::Deferred {
+                    due_ms,
+                    last_error,
+                    scheduled_ms,
+                    parked,
+                    ..
+                },
+            ) => {
+                *due_ms = until;
                 *last_error = blocked.reason;
                 *scheduled_ms = None;
+                *parked = true;
+                changed = true;
             }
-            status => {
+            (Some(blocked), status) => {
                 *status = RecipientStatus::Deferred {
-                    due_ms: target,
+                    due_ms: until,
                     last_error: blocked.reason,
                     delay_notified: false,
                     scheduled_ms: None,
                     early_attempts: 0,
-                }
+                    parked: true,
+                };
+                changed = true;
             }
+            (None, RecipientStatus::Deferred { parked, due_ms, .. }) if *parked => {
+                *parked = false;
+                *due_ms = (*due_ms).min(now);
+                changed = true;
+            }
+            (None, _) => {}
         }
-        changed = true;
+    }
+    changed
+}
+
+/// Makes the recipients of `entry` parked for `destination` due now (it
+/// answered again). `true` when something changed.
+fn unpark(entry: &mut QueueEntry, destination_key: &str, now: u64) -> bool {
+    let mut changed = false;
+    for r in &mut entry.recipients {
+        if !r.status.is_parked() || destination(r) != destination_key {
+            continue;
+        }
+        if let RecipientStatus::Deferred { parked, due_ms, .. } = &mut r.status {
+            *parked = false;
+            *due_ms = (*due_ms).min(now);
+            changed = true;
+        }
     }
     changed
 }

@@ -1,8 +1,9 @@
 //! What the queue needs from storage, in the queue's own types.
 //!
 //! The queue reads only what is due soon (`due_before`), pages through the
-//! rest (`queue_page`), and asks counters rather than scanning for its
-//! shape (`shape`). Each write commits atomically and durably, with the
+//! rest (`queue_page`), finds the mail parked for a destination that
+//! answers again by destination (`parked`), and asks counters rather than
+//! scanning for its shape (`shape`). Each write commits atomically and durably, with the
 //! due index and the counters it changes in the same transaction. The
 //! embedded store (redb) implements it for one node; a shared backend
 //! (PostgreSQL, several nodes) adds real leases behind [`Spool::claim`].
@@ -223,6 +224,19 @@ pub trait Spool: Send + Sync + 'static {
         let _ = guard;
         self.commit_spool(writes)
     }
+    /// At most `limit` entries parked for `destination` (a waiting
+    /// recipient of theirs waits for that destination's probe), with an id
+    /// after `after`, by id. Held entries are not in it.
+    fn parked(
+        &self,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QueueId>, SpoolError>;
+    /// Destinations with parked entries and how many each, maintained
+    /// with every write: what a node starting reads to know which
+    /// destinations were down.
+    fn parked_destinations(&self) -> Result<Vec<(String, u64)>, SpoolError>;
     /// For a spool shared by several nodes, what the others store and
     /// when to look again; `None` for a store this node alone writes.
     /// Called once, when the queue starts.
@@ -248,7 +262,8 @@ pub fn destination(recipient: &QueuedRecipient) -> String {
 }
 
 /// What the spool indexes of an entry: its due time (none when held or
-/// final), the destinations of its waiting recipients, and its counters.
+/// final), the destinations of its waiting recipients, those it is parked
+/// for (none when held), and its counters.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SpoolIndex {
     /// Key time in the due index.
@@ -262,6 +277,9 @@ pub struct SpoolIndex {
     /// The entry's status, for the depth counters.
     #[serde(default)]
     pub status: Option<QueueStatus>,
+    /// Destinations its parked recipients wait on, sorted, without repeats.
+    #[serde(default)]
+    pub parked: Vec<String>,
 }
 
 impl SpoolIndex {
@@ -275,6 +293,16 @@ impl SpoolIndex {
         let mut destinations: Vec<String> = waiting.iter().map(|r| destination(r)).collect();
         destinations.sort();
         destinations.dedup();
+        let mut parked: Vec<String> = match entry.hold {
+            super::Hold::Active => waiting
+                .iter()
+                .filter(|r| r.status.is_parked())
+                .map(|r| destination(r))
+                .collect(),
+            super::Hold::Held => Vec::new(),
+        };
+        parked.sort();
+        parked.dedup();
         let mut domains: std::collections::BTreeMap<String, u64> = Default::default();
         for r in &waiting {
             *domains
@@ -290,6 +318,7 @@ impl SpoolIndex {
             received_minute: entry.received_at_ms / 60_000,
             domains: domains.into_iter().collect(),
             status: Some(entry.status()),
+            parked,
         }
     }
 }

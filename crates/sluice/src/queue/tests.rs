@@ -14,15 +14,27 @@ use std::sync::Mutex as StdMutex;
 /// not while a blocking task runs: without this, time would jump to the
 /// scheduler's next timer (hours, over many commits on a loaded machine)
 /// each time the queue waits for the disk, and mail due tomorrow would
-/// fall due in the middle of a test.
-struct SteadyClock(Arc<dyn Spool>);
+/// fall due in the middle of a test. Counts the entry writes
+/// (`Update`) it commits.
+struct SteadyClock(Arc<dyn Spool>, Arc<std::sync::atomic::AtomicUsize>);
 
 fn steady(store: Arc<dyn Spool>) -> Arc<dyn Spool> {
-    Arc::new(SteadyClock(store))
+    steady_counting(store).0
+}
+
+/// [`steady`], and the count of entry writes (`Update`) it committed.
+fn steady_counting(store: Arc<dyn Spool>) -> (Arc<dyn Spool>, Arc<std::sync::atomic::AtomicUsize>) {
+    let updates = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (Arc::new(SteadyClock(store, updates.clone())), updates)
 }
 
 impl Spool for SteadyClock {
     fn commit_spool(&self, writes: Vec<SpoolWrite>) -> SpoolCommit {
+        let updates = writes
+            .iter()
+            .filter(|w| matches!(w, SpoolWrite::Update(_)))
+            .count();
+        self.1.fetch_add(updates, std::sync::atomic::Ordering::SeqCst);
         let commit = self.0.commit_spool(writes);
         let handle = tokio::runtime::Handle::current();
         Box::pin(async move {
@@ -45,6 +57,17 @@ impl Spool for SteadyClock {
     }
     fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
         self.0.due_before(before_ms, from, limit)
+    }
+    fn parked(
+        &self,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QueueId>, SpoolError> {
+        self.0.parked(destination, after, limit)
+    }
+    fn parked_destinations(&self) -> Result<Vec<(String, u64)>, SpoolError> {
+        self.0.parked_destinations()
     }
     fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
         self.0.shape()
@@ -410,6 +433,7 @@ async fn a_failed_manual_retry_keeps_the_schedule_and_the_backoff_step() {
         delay_notified: false,
         scheduled_ms: None,
         early_attempts: 0,
+        parked: false,
     };
     queue
         .enqueue(e.clone(), b"\r\nx\r\n".to_vec(), vec![])
@@ -526,6 +550,17 @@ impl Spool for FlakyContent {
     }
     fn due_before(&self, before_ms: u64, from: &DueKey, limit: usize) -> Result<Vec<Due>, SpoolError> {
         self.inner.due_before(before_ms, from, limit)
+    }
+    fn parked(
+        &self,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QueueId>, SpoolError> {
+        self.inner.parked(destination, after, limit)
+    }
+    fn parked_destinations(&self) -> Result<Vec<(String, u64)>, SpoolError> {
+        self.inner.parked_destinations()
     }
     fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
         self.inner.shape()
@@ -697,11 +732,10 @@ async fn fill(spool: &dyn Spool, n: usize, to: &str, due_ms: u64) -> Vec<QueueId
     ids
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let transport = Flappy::new();
+/// Settings of the dead-destination tests: down after 3 failures, probed
+/// after 30 s, then 60 s, then every 120 s; parked mail rechecked after
+/// an hour at the earliest.
+fn dead_destination_settings() -> QueueSettings {
     let mut settings = settings();
     settings.destinations = DestinationSettings {
         down_after: 3,
@@ -710,25 +744,74 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
     };
     settings.retry = vec![Duration::from_secs(1)];
     settings.restart_spread = Duration::ZERO;
+    settings.park_recheck = (Duration::from_secs(3600), Duration::from_secs(4 * 3600));
+    settings
+}
+
+/// Lets `span` of the paused clock pass, the queue's I/O settling.
+async fn run_for(queue: &Queue, span: Duration) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < span {
+        settle_io(queue).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Whether every entry of `ids` still queued is parked.
+fn all_parked(queue: &Queue, ids: &[QueueId]) -> bool {
+    ids.iter()
+        .filter_map(|id| queue.get(id))
+        .all(|e| e.recipients[0].status.is_parked())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Flappy::new();
     let ids = fill(store.as_ref(), 200, "r@dead.test", now_ms()).await;
-    let queue = start_over(steady(store.clone()), transport.clone(), settings);
-    // Every message is deferred, only a handful of connections made.
+    let (spool, updates) = steady_counting(store.clone());
+    let queue = start_over(spool, transport.clone(), dead_destination_settings());
+    // Every message is parked, only a handful of connections made.
     wait_for(&queue, |l| {
-        l.len() == 200
-            && l.iter()
-                .all(|q| matches!(q.recipients[0].status, RecipientStatus::Deferred { .. }))
+        l.len() == 200 && l.iter().all(|q| q.recipients[0].status.is_parked())
     })
     .await;
     let first_wave = transport.connections();
     assert!(first_wave <= 3 + 4, "{first_wave} connections for 200 messages");
-    // Ten minutes down: one probe per backoff step (30 s, 60 s, then every 120 s).
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(600) {
-        settle_io(&queue).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
+    assert_eq!(
+        store.parked_destinations().unwrap(),
+        vec![("mx:dead.test".to_string(), 200)]
+    );
+    // Ten minutes down: one probe per backoff step (30 s, 60 s, then every
+    // 120 s), and each failed probe writes its own entry only: the parked
+    // mail is not rewritten.
+    let parked_writes = updates.load(std::sync::atomic::Ordering::SeqCst);
+    run_for(&queue, Duration::from_secs(600)).await;
     let probes = transport.connections() - first_wave;
     assert!((3..=8).contains(&probes), "{probes} probes in ten minutes");
+    let probe_writes = updates.load(std::sync::atomic::Ordering::SeqCst) - parked_writes;
+    assert!(
+        probe_writes <= probes,
+        "{probe_writes} entry writes for {probes} failed probes of 200 parked messages"
+    );
+    assert!(all_parked(&queue, &ids));
+    // New mail for it is parked as it is stored: no connection, no second write.
+    let (connections, written) = (
+        transport.connections(),
+        updates.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    let mut ids = ids;
+    for _ in 0..20 {
+        let e = entry("s@y.test", &["r@dead.test"]);
+        ids.push(e.id.clone());
+        queue.enqueue(e, b"\r\nx\r\n".to_vec(), vec![]).await.unwrap();
+    }
+    run_for(&queue, Duration::from_secs(10)).await;
+    // (A probe may fall in these ten seconds: one connection, one write.)
+    assert!(transport.connections() <= connections + 1);
+    assert!(updates.load(std::sync::atomic::Ordering::SeqCst) <= written + 1);
+    assert!(all_parked(&queue, &ids));
     let parked = ids
         .iter()
         .filter_map(|id| queue.get(id))
@@ -736,7 +819,8 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
         .expect("most messages were never attempted");
     match &parked.recipients[0].status {
         RecipientStatus::Deferred { last_error, .. } => {
-            assert!(last_error.contains("destination not answering"), "{last_error}")
+            assert!(last_error.contains("destination not answering"), "{last_error}");
+            assert!(last_error.contains("next probe"), "{last_error}");
         }
         other => panic!("{other:?}"),
     }
@@ -754,7 +838,111 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
     }
     let calls = transport.calls.lock().unwrap();
     let delivered: usize = calls.iter().filter(|c| c.2).map(|c| c.1).sum();
-    assert_eq!(delivered, 200);
+    assert_eq!(delivered, 220);
+    assert!(store.parked_destinations().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn parked_mail_past_its_expiry_bounces_on_time_without_a_connection_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let transport = Flappy::new();
+    let expires_at = now_ms() + 600_000;
+    let mut writes = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let mut e = entry("s@y.test", &["r@dead.test"]);
+        e.expires_at_ms = expires_at;
+        ids.push(e.id.clone());
+        writes.push(SpoolWrite::Enqueue(e, b"Subject: t\r\n\r\nx\r\n".to_vec()));
+    }
+    store.commit_spool(writes).await.unwrap();
+    let queue = start_over(
+        steady(store.clone()),
+        transport.clone(),
+        dead_destination_settings(),
+    );
+    wait_for(&queue, |l| {
+        l.iter().filter(|q| q.recipients[0].status.is_parked()).count() == 50
+    })
+    .await;
+    // Until the expiry: parked, probed only.
+    run_for(
+        &queue,
+        Duration::from_millis(expires_at - queue.now_ms() - 10_000),
+    )
+    .await;
+    assert!(ids.iter().all(|id| queue.get(id).is_some()), "none expired early");
+    // Within a minute of the expiry, every one bounced (a DSN to the sender
+    // each).
+    run_for(&queue, Duration::from_secs(70)).await;
+    let left: Vec<QueueEntry> = queue.list().unwrap();
+    assert!(
+        ids.iter().all(|id| left.iter().all(|e| e.id != *id)),
+        "still queued past expiry: {}",
+        left.iter().filter(|e| ids.contains(&e.id)).count()
+    );
+    let reports = left.iter().filter(|e| e.from == ReversePath::Null).count();
+    assert_eq!(reports, 50, "a failure report per expired message");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_with_parked_mail_probes_first_never_per_message_and_resumes_on_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    // As a node leaves its spool when it stops with a dead destination's
+    // mail parked: due only for a recheck hours away (or overdue).
+    let now = now_ms();
+    let mut writes = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..100u64 {
+        let mut e = entry("s@y.test", &["r@dead.test"]);
+        e.recipients[0].status = RecipientStatus::Deferred {
+            due_ms: if n % 10 == 0 {
+                now - 1000
+            } else {
+                now + 2 * 3_600_000
+            },
+            last_error: "parked".into(),
+            delay_notified: false,
+            scheduled_ms: None,
+            early_attempts: 0,
+            parked: true,
+        };
+        ids.push(e.id.clone());
+        writes.push(SpoolWrite::Enqueue(e, b"Subject: t\r\n\r\nx\r\n".to_vec()));
+    }
+    store.commit_spool(writes).await.unwrap();
+    let transport = Flappy::new();
+    let (spool, updates) = steady_counting(store.clone());
+    let queue = start_over(spool, transport.clone(), dead_destination_settings());
+    // Five minutes: the destination is known down from the spool; probes
+    // only (at the start, then 60 s and 120 s apart), no attempt per
+    // message. The overdue ones
+    // are parked again (one write each), no others.
+    run_for(&queue, Duration::from_secs(300)).await;
+    let connections = transport.connections();
+    assert!(
+        (1..=4).contains(&connections),
+        "{connections} connections after the restart"
+    );
+    assert!(all_parked(&queue, &ids));
+    let written = updates.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(written <= 10 + connections, "{written} entry writes");
+    // It answers: the next probe delivers, the rest follows within seconds.
+    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let up_at = tokio::time::Instant::now();
+    while !queue.list().unwrap().is_empty() {
+        assert!(
+            up_at.elapsed() <= Duration::from_secs(125),
+            "{:?}",
+            up_at.elapsed()
+        );
+        settle_io(&queue).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let calls = transport.calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|c| c.2).map(|c| c.1).sum::<usize>(), 100);
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,7 +6,7 @@ use crate::auth::keys::{KeyAlgorithm, StoredKey};
 use crate::config::objects::{AcceptedDomain, AcceptedDomainType, ObjectSet};
 use crate::message::{MessageContent, QueueId, ReversePath};
 use crate::queue::SpoolWrite;
-use crate::queue::{Hold, QuarantineEntry, QueueEntry, Source};
+use crate::queue::{Hold, QuarantineEntry, QueueEntry, RecipientStatus, Source};
 use crate::trace::{TraceEvent, TraceKind};
 use std::sync::Arc;
 
@@ -287,6 +287,88 @@ async fn queue_minimal_path(store: &dyn Store) {
     assert_eq!(page.next.as_deref(), Some("m08"));
 }
 
+/// An entry with one recipient per address, each parked or due at 5 s.
+fn parked_entry(id: &str, recipients: &[(&str, bool)]) -> QueueEntry {
+    let mut e = entry(id);
+    e.recipients = recipients
+        .iter()
+        .map(|(address, parked)| crate::queue::QueuedRecipient {
+            address: crate::message::Address::parse(address).unwrap(),
+            notify: crate::message::Notify::Default,
+            orcpt: None,
+            route: crate::route::Route::Mx,
+            status: RecipientStatus::Deferred {
+                due_ms: 5_000,
+                last_error: "451 4.4.1 refused".into(),
+                delay_notified: false,
+                scheduled_ms: None,
+                early_attempts: 0,
+                parked: *parked,
+            },
+            attempts: 0,
+        })
+        .collect();
+    e
+}
+
+fn parked_ids(store: &dyn Store, destination: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    store
+        .parked(destination, after, limit)
+        .unwrap()
+        .into_iter()
+        .map(|id| id.0)
+        .collect()
+}
+
+/// The parked index follows every write of an entry in the same commit:
+/// by destination, paged by id, without held entries; its counters say
+/// which destinations have parked mail.
+async fn the_parked_index_follows_every_write(store: &dyn Store) {
+    let dead = "mx:dead.test";
+    let mut writes: Vec<Write> = (0..5)
+        .map(|i| {
+            let e = parked_entry(&format!("p{i}"), &[("a@dead.test", true)]);
+            Write::Spool(SpoolWrite::Enqueue(e, b"x".to_vec()))
+        })
+        .collect();
+    let both = parked_entry("q0", &[("a@dead.test", true), ("b@other.test", true)]);
+    writes.push(Write::Spool(SpoolWrite::Enqueue(both, b"x".to_vec())));
+    let due = parked_entry("q1", &[("a@dead.test", false)]);
+    writes.push(Write::Spool(SpoolWrite::Enqueue(due, b"x".to_vec())));
+    store.commit(writes).await.unwrap();
+    assert_eq!(parked_ids(store, dead, None, 3), ["p0", "p1", "p2"]);
+    assert_eq!(parked_ids(store, dead, Some("p2"), 10), ["p3", "p4", "q0"]);
+    assert_eq!(parked_ids(store, "mx:other.test", None, 10), ["q0"]);
+    assert!(parked_ids(store, "mx:dead.tes", None, 10).is_empty());
+    let mut counts = store.parked_destinations().unwrap();
+    counts.sort();
+    assert_eq!(counts, [(dead.to_string(), 6), ("mx:other.test".to_string(), 1)]);
+    // Resumed, held, delivered or removed: out of the index.
+    let mut held = parked_entry("p1", &[("a@dead.test", true)]);
+    held.hold = Hold::Held;
+    let mut delivered = parked_entry("q0", &[("a@dead.test", true), ("b@other.test", true)]);
+    delivered.recipients[1].status = RecipientStatus::Delivered {
+        reply: "250 ok".into(),
+        host: None,
+    };
+    store
+        .commit(vec![
+            Write::Spool(SpoolWrite::Update(parked_entry("p0", &[("a@dead.test", false)]))),
+            Write::Spool(SpoolWrite::Update(held)),
+            Write::Spool(SpoolWrite::Remove(QueueId("p2".into()))),
+            Write::Spool(SpoolWrite::Update(delivered)),
+            // Parked now.
+            Write::Spool(SpoolWrite::Update(parked_entry("q1", &[("a@dead.test", true)]))),
+            // Gone before: an update does not bring it (or its rows) back.
+            Write::Spool(SpoolWrite::Update(parked_entry("p9", &[("a@dead.test", true)]))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(parked_ids(store, dead, None, 10), ["p3", "p4", "q0", "q1"]);
+    assert!(parked_ids(store, "mx:other.test", None, 10).is_empty());
+    assert_eq!(store.parked_destinations().unwrap(), [(dead.to_string(), 4)]);
+}
+
 /// Copies of one message naming a shared body read back whole, each with
 /// its own header section, until the last one leaves: the body goes with
 /// it (a later copy under the same body id gets its own body, not a
@@ -363,6 +445,7 @@ async fn run_all<F: FnMut() -> Arc<dyn Store>>(mut fresh: F) {
     dkim_keys_round_trip(fresh().as_ref()).await;
     queue_minimal_path(fresh().as_ref()).await;
     copies_share_a_body_until_the_last_leaves(fresh().as_ref()).await;
+    the_parked_index_follows_every_write(fresh().as_ref()).await;
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@
 //! smaller the file and that record.
 //!
 //! So a commit writes only what changed. An entry is its JSON in
-//! `queue_meta` plus its rows in the due index and the counters; the rows
+//! `queue_meta` plus its rows in the due index, the parked index (by
+//! destination, for mail waiting on a down destination's probe) and the
+//! counters; the rows
 //! an update or a removal takes out are computed from the old JSON that
 //! replacing or removing it hands back, not kept in a table of their own.
 //! The counters change in memory and are written once per commit, and a
@@ -63,6 +65,11 @@ const QUEUE_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_in
 /// (recipient domain, minute of receipt) -> waiting recipients: `queue
 /// summary` without a scan.
 const QUEUE_SHAPE: TableDefinition<(&str, u64), u64> = TableDefinition::new("queue_shape");
+/// Parked entries by destination: (destination, queue id). A destination
+/// that answers again finds its waiting mail here, a page at a time.
+const QUEUE_PARKED: TableDefinition<(&str, &str), ()> = TableDefinition::new("queue_parked");
+/// Destination -> parked entries: which destinations were down, without a scan.
+const QUEUE_PARKED_COUNT: TableDefinition<&str, u64> = TableDefinition::new("queue_parked_count");
 /// Queue status -> entries: the queue's depth without a scan.
 const QUEUE_DEPTH: TableDefinition<&str, u64> = TableDefinition::new("queue_depth");
 /// Store format markers.
@@ -71,9 +78,13 @@ const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta"
 /// 3: no `queue_index`. Its due and counter rows are those of 2, so a
 /// store of 2 is not indexed again, while a version that still keeps
 /// `queue_index` indexes a store of 3 again before it uses it.
-const SPOOL_INDEX_VERSION: u64 = 3;
-/// The older version whose due and counter rows this one keeps as they are.
-const SPOOL_INDEX_SAME_ROWS: u64 = 2;
+/// 4: `queue_parked` and its counters. No entry of an older store is
+/// parked, so its rows are those of 2 and 3 with empty parked tables; an
+/// older binary indexes a store of 4 again (and this one indexes again a
+/// store such a binary wrote, clearing the parked tables).
+const SPOOL_INDEX_VERSION: u64 = 4;
+/// The older versions whose due and counter rows this one keeps as they are.
+const SPOOL_INDEX_SAME_ROWS: [u64; 2] = [2, 3];
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
 const MAX_BATCH: usize = 2048;
@@ -148,6 +159,8 @@ impl EmbeddedStore {
             txn.open_table(QUARANTINE_CONTENT).map_err(err)?;
             txn.open_table(TLS_STATE).map_err(err)?;
             txn.open_table(DKIM_KEYS).map_err(err)?;
+            txn.open_table(QUEUE_PARKED).map_err(err)?;
+            txn.open_table(QUEUE_PARKED_COUNT).map_err(err)?;
             if txn.delete_table(QUEUE_INDEX).map_err(err)? {
                 tracing::info!("the spool's old per-entry index is deleted");
             }
@@ -178,7 +191,7 @@ fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
 fn index_spool_once(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut marker = txn.open_table(STORE_META).map_err(err)?;
     let version = marker.get("spool_index").map_err(err)?.map(|v| v.value());
-    if version == Some(SPOOL_INDEX_SAME_ROWS) {
+    if version.is_some_and(|v| SPOOL_INDEX_SAME_ROWS.contains(&v)) {
         marker.insert("spool_index", SPOOL_INDEX_VERSION).map_err(err)?;
         return Ok(());
     }
@@ -189,6 +202,8 @@ fn index_spool_once(txn: &WriteTransaction) -> Result<(), StoreError> {
     tables.due.retain(|_, _| false).map_err(err)?;
     tables.shape.retain(|_, _| false).map_err(err)?;
     tables.depth.retain(|_, _| false).map_err(err)?;
+    tables.parked.retain(|_, _| false).map_err(err)?;
+    tables.parked_count.retain(|_, _| false).map_err(err)?;
     let mut indexed = 0usize;
     let mut after: Option<String> = None;
     loop {
@@ -246,8 +261,11 @@ struct SpoolTables<'txn> {
     due: Table<'txn, (u64, &'static str), &'static [u8]>,
     shape: Table<'txn, (&'static str, u64), u64>,
     depth: Table<'txn, &'static str, u64>,
+    parked: Table<'txn, (&'static str, &'static str), ()>,
+    parked_count: Table<'txn, &'static str, u64>,
     shape_delta: HashMap<(String, u64), i64>,
     depth_delta: HashMap<QueueStatus, i64>,
+    parked_delta: HashMap<String, i64>,
 }
 
 impl SpoolTables<'_> {
@@ -261,8 +279,11 @@ impl SpoolTables<'_> {
             due: txn.open_table(QUEUE_DUE).map_err(err)?,
             shape: txn.open_table(QUEUE_SHAPE).map_err(err)?,
             depth: txn.open_table(QUEUE_DEPTH).map_err(err)?,
+            parked: txn.open_table(QUEUE_PARKED).map_err(err)?,
+            parked_count: txn.open_table(QUEUE_PARKED_COUNT).map_err(err)?,
             shape_delta: HashMap::new(),
             depth_delta: HashMap::new(),
+            parked_delta: HashMap::new(),
         })
     }
 
@@ -289,6 +310,19 @@ impl SpoolTables<'_> {
                 self.shape.remove(key).map_err(err)?;
             } else {
                 self.shape.insert(key, next).map_err(err)?;
+            }
+        }
+        for (destination, delta) in self.parked_delta.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let key = destination.as_str();
+            let now = self.parked_count.get(key).map_err(err)?.map_or(0, |v| v.value());
+            let next = now.saturating_add_signed(delta);
+            if next == 0 {
+                self.parked_count.remove(key).map_err(err)?;
+            } else {
+                self.parked_count.insert(key, next).map_err(err)?;
             }
         }
         for (status, delta) in self.depth_delta.drain() {
@@ -321,6 +355,10 @@ impl SpoolTables<'_> {
         for (domain, n) in &old.domains {
             self.count(domain, old.received_minute, -(*n as i64));
         }
+        for destination in &old.parked {
+            self.parked.remove((destination.as_str(), id)).map_err(err)?;
+            *self.parked_delta.entry(destination.clone()).or_default() -= 1;
+        }
         self.count_status(old.status, -1);
         Ok(())
     }
@@ -334,6 +372,10 @@ impl SpoolTables<'_> {
         }
         for (domain, n) in &index.domains {
             self.count(domain, index.received_minute, *n as i64);
+        }
+        for destination in &index.parked {
+            self.parked.insert((destination.as_str(), id), ()).map_err(err)?;
+            *self.parked_delta.entry(destination.clone()).or_default() += 1;
         }
         self.count_status(index.status, 1);
         Ok(())
@@ -819,6 +861,45 @@ impl Spool for EmbeddedStore {
         Ok(rows)
     }
 
+    fn parked(
+        &self,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QueueId>, SpoolError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUEUE_PARKED).map_err(err)?;
+        let lower = match after {
+            Some(after) => Bound::Excluded((destination, after)),
+            None => Bound::Included((destination, "")),
+        };
+        let mut ids = Vec::new();
+        for row in table
+            .range::<(&str, &str)>((lower, Bound::Unbounded))
+            .map_err(err)?
+        {
+            let (key, _) = row.map_err(err)?;
+            let (parked_for, id) = key.value();
+            if parked_for != destination || ids.len() >= limit {
+                break;
+            }
+            ids.push(QueueId(id.to_string()));
+        }
+        Ok(ids)
+    }
+
+    fn parked_destinations(&self) -> Result<Vec<(String, u64)>, SpoolError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(QUEUE_PARKED_COUNT).map_err(err)?;
+        let mut counts = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            counts.push((key.value().to_string(), value.value()));
+        }
+        Ok(counts)
+    }
+
     fn shape(&self) -> Result<Vec<ShapeCount>, SpoolError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(QUEUE_SHAPE).map_err(err)?;
@@ -1129,7 +1210,7 @@ mod tests {
                     old.insert(entry.id.0.as_str(), json.as_slice()).unwrap();
                 }
                 let mut marker = txn.open_table(STORE_META).unwrap();
-                marker.insert("spool_index", SPOOL_INDEX_SAME_ROWS).unwrap();
+                marker.insert("spool_index", SPOOL_INDEX_SAME_ROWS[0]).unwrap();
             }
             txn.commit().unwrap();
         }

@@ -28,6 +28,7 @@ mod mx_delivery;
 mod openapi;
 mod operator;
 mod paging;
+mod parked_restart;
 mod partner;
 mod peers;
 mod private_data;

@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_spool.sql")),
     (3, include_str!("migrations/0003_spool_leases.sql")),
     (4, include_str!("migrations/0004_spool_revisions.sql")),
+    (5, include_str!("migrations/0005_spool_parked.sql")),
 ];
 
 /// Writes gathered per transaction at most: bounds the latency of one commit.
@@ -461,6 +462,46 @@ struct IndexColumns {
     destinations: Vec<String>,
     status: Vec<&'static str>,
     shape: Vec<String>,
+    /// (destination, message) rows of parked messages.
+    parked: ParkedRows,
+}
+
+/// Rows of `spool_parked`, as columns.
+#[derive(Default)]
+struct ParkedRows {
+    destination: Vec<String>,
+    message_id: Vec<String>,
+}
+
+impl ParkedRows {
+    fn push(&mut self, id: &str, index: &SpoolIndex) {
+        for destination in &index.parked {
+            self.destination.push(destination.clone());
+            self.message_id.push(id.to_string());
+        }
+    }
+
+    /// Inserts these rows; the statement that wrote their messages took
+    /// the messages' old rows out (a new message has none).
+    async fn store(&self, txn: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        if self.destination.is_empty() {
+            return Ok(());
+        }
+        let statement = txn
+            .prepare_cached(
+                // A message an update did not find (deleted meanwhile)
+                // gets no rows.
+                "INSERT INTO spool_parked (destination, message_id) \
+                 SELECT k.destination, k.id FROM unnest($1::text[], $2::text[]) AS k(destination, id) \
+                 JOIN spool_message AS m ON m.id = k.id ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(err)?;
+        txn.execute(&statement, &[&self.destination, &self.message_id])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
 }
 
 impl IndexColumns {
@@ -479,7 +520,9 @@ impl IndexColumns {
 
 impl NewMessages {
     fn push(&mut self, entry: QueueEntry, content: Vec<u8>) -> Result<(), StoreError> {
-        self.index.push(&SpoolIndex::of(&entry))?;
+        let index = SpoolIndex::of(&entry);
+        self.index.push(&index)?;
+        self.index.parked.push(&entry.id.0, &index);
         self.envelope.push(json(&entry)?);
         self.received_at_ms.push(ms(entry.received_at_ms));
         self.expires_at_ms.push(ms(entry.expires_at_ms));
@@ -499,7 +542,10 @@ impl NewMessages {
         }
         let statement = txn
             .prepare_cached(
-                "INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms, \
+                // An id stored already (the upsert below) loses its parked rows
+                // here; the current ones go in after.
+                "WITH gone AS (DELETE FROM spool_parked WHERE message_id = ANY($1)) \
+                 INSERT INTO spool_message (id, accepted_by, envelope, received_at_ms, expires_at_ms, \
                  due_at_ms, destinations, status, shape) \
                  SELECT id, $2, envelope::json, received, expires, due, destinations::json, status, shape::json \
                  FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], \
@@ -538,6 +584,7 @@ impl NewMessages {
         txn.execute(&statement, &[&self.id, &self.content])
             .await
             .map_err(err)?;
+        self.index.parked.store(txn).await?;
         *self = NewMessages::default();
         Ok(())
     }
@@ -610,14 +657,19 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
                     // An update racing a delete must not resurrect the message.
                     let statement = txn
                         .prepare_cached(
-                            "UPDATE spool_message SET envelope = $2::text::json, expires_at_ms = $3, \
+                            // The parked rows are replaced: the old ones go here, the
+                            // current ones after.
+                            "WITH gone AS (DELETE FROM spool_parked WHERE message_id = $1) \
+                             UPDATE spool_message SET envelope = $2::text::json, expires_at_ms = $3, \
                              due_at_ms = $4, destinations = $5::text::json, status = $6, shape = $7::text::json, \
                              revision = revision + 1 WHERE id = $1",
                         )
                         .await
                         .map_err(err)?;
                     let mut index = IndexColumns::default();
-                    index.push(&SpoolIndex::of(&entry))?;
+                    let spool_index = SpoolIndex::of(&entry);
+                    index.push(&spool_index)?;
+                    index.parked.push(&entry.id.0, &spool_index);
                     txn.execute(
                         &statement,
                         &[
@@ -632,6 +684,7 @@ async fn apply(pool: &Pool, batch: &mut [Job], node: &str) -> Result<Vec<(usize,
                     )
                     .await
                     .map_err(err)?;
+                    index.parked.store(&txn).await?;
                 }
                 Write::Spool(SpoolWrite::Remove(id)) => {
                     let statement = txn
@@ -1198,6 +1251,35 @@ impl Spool for PostgresStore {
                 id: QueueId(row.get(1)),
                 destinations: decode("due index row", row.get(1), row.get(2)).unwrap_or_default(),
             })
+            .collect())
+    }
+
+    fn parked(
+        &self,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QueueId>, SpoolError> {
+        let rows = self.query(
+            "SELECT message_id FROM spool_parked WHERE destination = $1 AND message_id > $2 \
+             ORDER BY message_id LIMIT $3",
+            vec![
+                Box::new(destination.to_string()),
+                Box::new(after.unwrap_or_default().to_string()),
+                Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )?;
+        Ok(rows.iter().map(|row| QueueId(row.get(0))).collect())
+    }
+
+    fn parked_destinations(&self) -> Result<Vec<(String, u64)>, SpoolError> {
+        let rows = self.query(
+            "SELECT destination, count(*) FROM spool_parked GROUP BY destination ORDER BY destination",
+            vec![],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
             .collect())
     }
 

@@ -21,13 +21,15 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 /// The next hops: `ok.test` accepts, `later.test` answers 451, nobody
-/// answers for `down.test`. While `gated`, every attempt waits at the gate
-/// after saying it started.
+/// answers for `down.test` until `up` (its connections are counted).
+/// While `gated`, every attempt waits at the gate after saying it started.
 struct Peer {
     gated: AtomicBool,
     started: Semaphore,
     gate: Semaphore,
     delivered: Mutex<Vec<String>>,
+    up: AtomicBool,
+    down_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Peer {
@@ -37,6 +39,8 @@ impl Peer {
             started: Semaphore::new(0),
             gate: Semaphore::new(0),
             delivered: Mutex::new(Vec::new()),
+            up: AtomicBool::new(false),
+            down_connections: Default::default(),
         }
     }
 }
@@ -49,8 +53,12 @@ impl Transport for Peer {
                 self.gate.acquire().await.expect("gate open").forget();
             }
             let domain = job.domain.to_string();
+            if domain == "down.test" {
+                self.down_connections.fetch_add(1, Ordering::SeqCst);
+            }
+            let down = domain == "down.test" && !self.up.load(Ordering::SeqCst);
             let (host, outcome) = match domain.as_str() {
-                "down.test" => (
+                _ if down => (
                     None,
                     Outcome::TempFail(Reply::new(451, [4, 4, 1], "connect: refused")),
                 ),
@@ -399,4 +407,89 @@ async fn a_node_that_lost_its_claim_while_waiting_never_starts_the_delivery() {
     );
     assert!(a.entry(&second).unwrap().is_some());
     assert_eq!(a.leased().unwrap(), [("a".to_string(), 1)]);
+}
+
+/// Sum of the revisions of every queued message: moves with each write.
+async fn revisions(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(sum(revision), 0)::bigint FROM spool_message",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_destinations_mail_is_parked_once_failed_probes_write_no_parked_message_and_a_new_node_resumes_it(
+) {
+    let server = ScratchPostgres::start().unwrap();
+    let url = server.url("postgres");
+    let a = PostgresStore::connect(&url, "a").unwrap();
+    let peer = Arc::new(Peer::new());
+    let probing = |s: &mut QueueSettings| {
+        s.destinations = DestinationSettings {
+            down_after: 1,
+            probe_first: Duration::from_secs(1),
+            probe_max: Duration::from_secs(2),
+        };
+        s.park_recheck = (Duration::from_secs(3600), Duration::from_secs(3600));
+    };
+    let node_a = start_with(a.clone(), "a", peer.clone(), probing);
+    let ids: Vec<QueueId> = (0..30).map(|n| QueueId(format!("m-{n:02}"))).collect();
+    for id in &ids {
+        node_a
+            .enqueue(message(&id.0, &["r@down.test"]), b"x".to_vec(), Vec::new())
+            .await
+            .unwrap();
+    }
+    let parked = |store: &PostgresStore| {
+        ids.iter().all(|id| {
+            store
+                .entry(id)
+                .unwrap()
+                .is_some_and(|e| e.recipients[0].status.is_parked())
+        })
+    };
+    until("every message is parked", || parked(&a)).await;
+    assert_eq!(
+        a.parked_destinations().unwrap(),
+        [("mx:down.test".to_string(), 30)]
+    );
+    // Probes every 2 s for 7 s: each failed one writes its own message, no other.
+    let client = super::tests::connect(&url).await;
+    let (written, connections) = (
+        revisions(&client).await,
+        peer.down_connections.load(Ordering::SeqCst),
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let probes = peer.down_connections.load(Ordering::SeqCst) - connections;
+    let writes = revisions(&client).await - written;
+    assert!((2..=6).contains(&probes), "{probes} probes in 7 s");
+    assert!(
+        writes <= probes as i64,
+        "{writes} message writes for {probes} failed probes"
+    );
+    assert!(parked(&a));
+    // A node that starts finds the destination down in the spool: it
+    // probes, it does not attempt the messages one by one.
+    let b = PostgresStore::connect(&url, "b").unwrap();
+    let connections = peer.down_connections.load(Ordering::SeqCst);
+    let node_b = start_with(b.clone(), "b", peer.clone(), probing);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let probes = peer.down_connections.load(Ordering::SeqCst) - connections;
+    assert!(probes <= 6, "{probes} connections in 3 s with a new node");
+    assert!(parked(&b));
+    // It answers: the next probe (of either node) delivers, and the rest
+    // follows within seconds.
+    peer.up.store(true, Ordering::SeqCst);
+    until("every parked message is delivered", || {
+        ids.iter().all(|id| b.entry(id).unwrap().is_none())
+    })
+    .await;
+    let delivered = peer.delivered.lock().unwrap().len();
+    assert!(delivered >= 30, "{delivered} delivered");
+    assert!(b.parked_destinations().unwrap().is_empty());
+    drop((node_a, node_b));
 }
