@@ -45,7 +45,8 @@
 # The machine is shared more often than not: BENCH_REPEAT=N runs the
 # sluice/Postfix pair N times back to back (each pair one after the other,
 # so both see the same load) and prints every ratio with the load average.
-# BENCH_BUILD=0 runs the release binary as built; BENCH_SLUICE=PATH runs
+# BENCH_LOAD_FLAGS=--pipelining makes the STARTTLS generator pipeline MAIL,
+# RCPT and DATA (for both MTAs alike). BENCH_BUILD=0 runs the release binary as built; BENCH_SLUICE=PATH runs
 # another sluice binary (an older build, to compare).
 #
 # Before each pair the generator sends straight to a fresh sink, with no
@@ -112,6 +113,7 @@ if [[ $build == 1 ]] && [[ " $mtas " == *" sluice "* || $mode == starttls ]]; th
 fi
 sluice_bin=${BENCH_SLUICE:-${CARGO_TARGET_DIR:-target}/release/sluice}
 load_bin=${CARGO_TARGET_DIR:-target}/release/examples/smtp-load
+load_flags=${BENCH_LOAD_FLAGS:-}
 
 work=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$work"
@@ -437,7 +439,7 @@ run_one() {
     local name=$1 sessions=$2 start accepted done_at count
     start=$(now)
     if [[ $mode == starttls ]]; then
-        timeout "$timeout_s" "$load_bin" send --starttls --ca "$tls_ca" -s "$sessions" -m "$messages" \
+        timeout "$timeout_s" "$load_bin" send --starttls $load_flags --ca "$tls_ca" -s "$sessions" -m "$messages" \
             -l "$size" -f "$mail_from" -t "$mail_to" -M bench-client.test "$target" >/dev/null ||
             echo "relay.sh: smtp-load against $name ended early" >&2
     else
