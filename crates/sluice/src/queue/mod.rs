@@ -728,16 +728,7 @@ impl Queue {
                 result.add(Some(done))?;
             }
             if !changed.is_empty() {
-                let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
-                self.commit(writes).await?;
-                let mut state = self.state();
-                for entry in &changed {
-                    if !state.in_flight.contains(&entry.id) {
-                        state.schedule(entry);
-                    }
-                }
-                drop(state);
-                self.inner.wake.notify_one();
+                self.commit_and_schedule(&changed).await?;
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -1506,17 +1497,24 @@ impl Queue {
         if changed.is_empty() {
             return Ok(0);
         }
+        self.commit_and_schedule(&changed).await?;
+        Ok(changed.len())
+    }
+
+    /// Writes entries made due again and puts them on the schedule (those
+    /// not in an attempt right now, which schedules its own entry).
+    async fn commit_and_schedule(&self, changed: &[QueueEntry]) -> Result<(), SpoolError> {
         let writes = changed.iter().cloned().map(SpoolWrite::Update).collect();
         self.commit(writes).await?;
         let mut state = self.state();
-        for entry in &changed {
+        for entry in changed {
             if !state.in_flight.contains(&entry.id) {
                 state.schedule(entry);
             }
         }
         drop(state);
         self.inner.wake.notify_one();
-        Ok(changed.len())
+        Ok(())
     }
 
     /// [`Queue::resume_page`] for one entry of a shared spool, written on
