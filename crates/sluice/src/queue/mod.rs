@@ -835,18 +835,11 @@ impl Queue {
         let now = self.now_ms();
         let destinations = self.state().destinations.probes_to_pick(now);
         for destination in destinations {
-            let spool = self.inner.spool.clone();
             let key = destination.clone();
-            let parked = tokio::task::spawn_blocking(move || spool.parked(&key, None, 16)).await;
-            let ids = match parked {
-                Ok(Ok(ids)) => ids,
-                outcome => {
-                    let why = match outcome {
-                        Ok(Err(error)) => error.to_string(),
-                        Err(error) => error.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    tracing::error!(destination, error = %why, "cannot read a down destination's parked mail");
+            let ids = match self.read_spool(move |spool| spool.parked(&key, None, 16)).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::error!(destination, error = %error, "cannot read a down destination's parked mail");
                     continue;
                 }
             };
@@ -870,15 +863,12 @@ impl Queue {
             return;
         };
         let before = now + window_ms;
-        let spool = self.inner.spool.clone();
         let read_from = from.clone();
-        let rows = match tokio::task::spawn_blocking(move || spool.due_before(before, &read_from, room)).await
+        let rows = match self
+            .read_spool(move |spool| spool.due_before(before, &read_from, room))
+            .await
         {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(error)) => {
-                tracing::error!(error = %error, "cannot read the due index");
-                return;
-            }
+            Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(error = %error, "cannot read the due index");
                 return;
@@ -951,23 +941,18 @@ impl Queue {
             // An administrator's action on one of these waits for the
             // commit.
             let _locked = self.lock_entries(&ids).await;
-            let spool = self.inner.spool.clone();
             let read = ids.clone();
-            let entries = tokio::task::spawn_blocking(move || {
-                read.iter()
-                    .map(|id| spool.entry_revised(id))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await;
+            let entries = self
+                .read_spool(move |spool| {
+                    read.iter()
+                        .map(|id| spool.entry_revised(id))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await;
             let entries = match entries {
-                Ok(Ok(entries)) => entries,
-                outcome => {
-                    let why = match outcome {
-                        Ok(Err(error)) => error.to_string(),
-                        Err(error) => error.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    tracing::error!(error = %why, "cannot read entries to defer");
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot read entries to defer");
                     // Back to the schedule: tried again at the next pass.
                     for (id, destinations) in batch.iter().filter(|(id, _)| ids.contains(id)) {
                         self.unclaim(id);
@@ -1399,6 +1384,19 @@ impl Queue {
         now.saturating_sub(entry.received_at_ms).clamp(least, most)
     }
 
+    /// Runs a read of the spool on a blocking thread (a store read may
+    /// wait on the disk); a thread that panicked is a failed read.
+    async fn read_spool<T, F>(&self, read: F) -> Result<T, SpoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Spool) -> Result<T, SpoolError> + Send + 'static,
+    {
+        let spool = self.inner.spool.clone();
+        tokio::task::spawn_blocking(move || read(spool.as_ref()))
+            .await
+            .map_err(|error| SpoolError::Failed(error.to_string()))?
+    }
+
     /// [`settle_parking`] with the destinations' state now.
     fn settle_parking(&self, entry: &mut QueueEntry) -> bool {
         let now = self.now_ms();
@@ -1425,23 +1423,19 @@ impl Queue {
                 );
                 return;
             }
-            let spool = self.inner.spool.clone();
             let (key, from) = (destination.clone(), after.clone());
-            let ids =
-                match tokio::task::spawn_blocking(move || spool.parked(&key, from.as_deref(), BATCH)).await {
-                    Ok(Ok(ids)) => ids,
-                    outcome => {
-                        let why = match outcome {
-                            Ok(Err(error)) => error.to_string(),
-                            Err(error) => error.to_string(),
-                            Ok(Ok(_)) => String::new(),
-                        };
-                        // What stays parked comes back with its recheck, or
-                        // with the next answer of the destination.
-                        tracing::error!(destination, error = %why, "cannot read parked mail to resume");
-                        return;
-                    }
-                };
+            let ids = match self
+                .read_spool(move |spool| spool.parked(&key, from.as_deref(), BATCH))
+                .await
+            {
+                Ok(ids) => ids,
+                Err(error) => {
+                    // What stays parked comes back with its recheck, or
+                    // with the next answer of the destination.
+                    tracing::error!(destination, error = %error, "cannot read parked mail to resume");
+                    return;
+                }
+            };
             let Some(last) = ids.last() else {
                 tracing::info!(destination, resumed, "parked mail resumed");
                 return;
@@ -1480,14 +1474,13 @@ impl Queue {
         // An attempt or a park of these writes under the same locks, after
         // settling its parked recipients again: neither undoes the other.
         let _locked = self.lock_entries(&ids).await;
-        let spool = self.inner.spool.clone();
-        let entries = tokio::task::spawn_blocking(move || {
-            ids.iter()
-                .map(|id| spool.entry(id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|error| SpoolError::Failed(error.to_string()))??;
+        let entries = self
+            .read_spool(move |spool| {
+                ids.iter()
+                    .map(|id| spool.entry(id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         let now = self.now_ms();
         let changed: Vec<QueueEntry> = entries
             .into_iter()
