@@ -683,6 +683,33 @@ impl Flappy {
     fn connections(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
+
+    /// Recipients delivered, over every attempt made while up.
+    fn delivered(&self) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| c.1)
+            .sum()
+    }
+}
+
+/// The host answers from now on; the queue must be empty within 125 s
+/// (virtual time): the next probe, then the parked mail behind it.
+async fn come_up_and_drain(queue: &Queue, transport: &Flappy) {
+    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let up_at = tokio::time::Instant::now();
+    while !queue.list().unwrap().is_empty() {
+        assert!(
+            up_at.elapsed() <= Duration::from_secs(125),
+            "{:?}",
+            up_at.elapsed()
+        );
+        settle_io(queue).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl Transport for Flappy {
@@ -825,20 +852,8 @@ async fn a_dead_destination_is_probed_not_tried_per_message_and_resumes_when_it_
         other => panic!("{other:?}"),
     }
     // It answers: the next probe delivers, and the rest follows at once.
-    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    let up_at = tokio::time::Instant::now();
-    while !queue.list().unwrap().is_empty() {
-        assert!(
-            up_at.elapsed() <= Duration::from_secs(125),
-            "{:?}",
-            up_at.elapsed()
-        );
-        settle_io(&queue).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let calls = transport.calls.lock().unwrap();
-    let delivered: usize = calls.iter().filter(|c| c.2).map(|c| c.1).sum();
-    assert_eq!(delivered, 220);
+    come_up_and_drain(&queue, &transport).await;
+    assert_eq!(transport.delivered(), 220);
     assert!(store.parked_destinations().unwrap().is_empty());
 }
 
@@ -930,19 +945,8 @@ async fn a_restart_with_parked_mail_probes_first_never_per_message_and_resumes_o
     let written = updates.load(std::sync::atomic::Ordering::SeqCst);
     assert!(written <= 10 + connections, "{written} entry writes");
     // It answers: the next probe delivers, the rest follows within seconds.
-    transport.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    let up_at = tokio::time::Instant::now();
-    while !queue.list().unwrap().is_empty() {
-        assert!(
-            up_at.elapsed() <= Duration::from_secs(125),
-            "{:?}",
-            up_at.elapsed()
-        );
-        settle_io(&queue).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let calls = transport.calls.lock().unwrap();
-    assert_eq!(calls.iter().filter(|c| c.2).map(|c| c.1).sum::<usize>(), 100);
+    come_up_and_drain(&queue, &transport).await;
+    assert_eq!(transport.delivered(), 100);
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,13 +4,9 @@
 //! says why they wait and when the next probe is; when the host answers,
 //! it all goes. Net 244.
 
-use crate::support::{on_prem_relay, pause, wait_until, Net, Node, NodeOptions, RawSmtp, Sink};
+use crate::dead_destination::{mail_for_a_dead_smart_host, MESSAGES};
+use crate::support::{pause, wait_until, Net, Node, Sink};
 use std::time::Duration;
-
-const NODE: u8 = 1;
-const SMART_HOST: u8 = 21;
-const ON_PREM: u8 = 40;
-const MESSAGES: usize = 40;
 
 /// Connections refused since the last (re)start.
 fn failures_this_run(node: &Node) -> usize {
@@ -29,30 +25,7 @@ fn all_parked(node: &Node) -> bool {
 
 #[test]
 fn parked_mail_stays_parked_across_a_restart_and_goes_when_the_host_answers() {
-    let net = Net(244);
-    // Nothing listens here until the sink starts: connections are refused.
-    let smart_host = net.addr(SMART_HOST);
-    let objects = on_prem_relay(net.ip(ON_PREM), "Smart host", "*", smart_host);
-    let mut options = NodeOptions::new(net.ip(NODE), &objects);
-    options.delivery_extra = vec![
-        "destination_down_after = 3".into(),
-        "destination_probe = \"2s\"".into(),
-        "destination_probe_max = \"4s\"".into(),
-    ];
-    let mut node = Node::start(options);
-    let (mut client, greeting) = RawSmtp::connect_from(node.smtp, net.ip(ON_PREM)).unwrap();
-    assert_eq!(greeting.code, 220);
-    for i in 0..MESSAGES {
-        let reply = client
-            .send_message(
-                "alice@contoso.test",
-                &["bob@fabrikam.test"],
-                &format!("Subject: parked {i}\r\n\r\nbody {i}"),
-            )
-            .unwrap();
-        assert_eq!(reply.code, 250, "message {i}: {reply:?}");
-    }
-    drop(client);
+    let (mut node, smart_host) = mail_for_a_dead_smart_host(Net(244), "4s");
     assert!(
         wait_until(Duration::from_secs(30), || {
             let parked = all_parked(&node);
